@@ -1,0 +1,134 @@
+"""The ``fugakuperf`` command line. Wiring only: the models live in perfmodel/ etc.
+
+Heavy modules are imported inside the commands so that ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from . import __version__
+from .options import (INT_LIST, NUMBER, layout_options, model_options, pins_from,
+                      reports_errors, resolve_inputs, system_options)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="fugakuperf")
+def main():
+    """Plan and predict LLM training on Fugaku-class supercomputers.
+
+    \b
+    Start here:
+      fugakuperf plan --params 13e9                 best layouts for a 13B model
+      fugakuperf plan --model fugaku-llm-13b --nodes 13824 --tp 6 --pp 8 \\
+                      --recompute full --recompute-stages 4   (Fugaku-LLM's run)
+      fugakuperf presets                            models and systems, with sources
+
+    Every default traces to a sourced fact (see `fugakuperf presets --system fugaku`).
+    """
+
+
+@main.command()
+@model_options
+@system_options
+@click.option("--nodes", type=INT_LIST,
+              help="Exact node count(s) to plan for, e.g. 13824 or 384,1536. Default: a ladder "
+                   "of job sizes (384 ... 13,824), each row the best on at most that many nodes.")
+@click.option("--max-nodes", type=click.IntRange(min=1),
+              help="Node budget for the default ladder (default 13,824, Fugaku-LLM's job).")
+@click.option("--global-batch", type=click.IntRange(min=1),
+              help="Global batch in sequences (default: Fugaku-LLM's 4.13 M tokens, "
+                   "2016 x 2048).")
+@click.option("--tokens", type=NUMBER, help="Tokens to train (default 20 per parameter).")
+@layout_options
+@click.option("--top", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="How many layouts to list.")
+@click.option("--price-per-node-hour", type=float,
+              help="Adds a cost column: node-hours x this price (any currency).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of tables.")
+@reports_errors
+def plan(**kw):
+    """Best parallel layouts, throughput, memory, time and cost to train.
+
+    Searches tensor (TP), pipeline (PP) and data (DP) parallelism, micro-batch,
+    schedule, ZeRO stage, recomputation and sequence parallelism; rejects layouts
+    that do not fit in memory; ranks the rest by predicted iteration time. Pin any
+    field (--tp 6 --pp 8 ...) to search the rest: the answer then says how the
+    pinned layout ranks against the best unpinned one, and why.
+
+    \b
+    Examples:
+      fugakuperf plan --params 13e9
+      fugakuperf plan --model llama2-70b --max-nodes 27648 --tokens 2T
+      fugakuperf plan --model fugaku-llm-13b --nodes 13824 --tp 6 --pp 8 --global-batch 2016
+      fugakuperf plan --params 13B --json | jq '.best[0]'
+    """
+    from perfmodel.plan import plan as run_plan, plan_to_dict
+    model, system = resolve_inputs(kw)
+    pins = {k: v for k, v in pins_from(kw).items() if v is not None}
+    result = run_plan(model, system, global_batch=kw["global_batch"], tokens=kw["tokens"],
+                      nodes=kw["nodes"], max_nodes=kw["max_nodes"], pins=pins, top=kw["top"],
+                      price_per_node_hour=kw["price_per_node_hour"])
+    data = plan_to_dict(result)
+    if kw["as_json"]:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        from reports.text import render_plan
+        click.echo(render_plan(data))
+
+
+@main.command()
+@click.option("--model", "model_name", metavar="PRESET", help="Show one model preset in full.")
+@click.option("--system", "system_name", metavar="PRESET", help="Show one system preset with "
+              "the source of every value.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_errors
+def presets(model_name, system_name, as_json):
+    """List model and system presets (and where every number comes from)."""
+    from perfmodel.presets import load_model, model_names, system_names
+    from perfmodel.system import load_system
+    if model_name:
+        data = load_model(model_name).to_dict()
+    elif system_name:
+        sysspec = load_system(system_name)
+        data = {"name": sysspec.name, "description": sysspec.description,
+                "values": _system_values(sysspec), "sources": dict(sysspec.sources)}
+    else:
+        data = {"models": {n: load_model(n).to_dict() for n in model_names()},
+                "systems": {n: load_system(n).description for n in system_names()}}
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if model_name:
+        for k, v in data.items():
+            click.echo(f"{k:16} {v:,}" if isinstance(v, int) and not isinstance(v, bool)
+                       else f"{k:16} {v}")
+    elif system_name:
+        click.echo(f"{data['name']}: {data['description']}")
+        for key, source in data["sources"].items():
+            click.echo(f"  {key:40} {data['values'].get(key, '')!s:>18}  {source}")
+    else:
+        click.echo("Models (--model NAME):")
+        for n, m in data["models"].items():
+            click.echo(f"  {n:18} {m['params'] / 1e9:8.2f} B  {m['layers']:4} x {m['hidden']:<6} "
+                       f"heads {m['heads']:<4} vocab {m['vocab']:<6} seq {m['seq']:<5} {m['source']}")
+        click.echo("Systems (--system NAME):")
+        for n, desc in data["systems"].items():
+            click.echo(f"  {n:18} {desc}")
+
+
+def _system_values(system) -> dict:
+    """Preset values keyed as in the TOML file (``node.cores``), in the file's units."""
+    from perfmodel.presets import system_table
+    _, table, _ = system_table(system.name)
+    out = {}
+    for part in ("node", "network"):
+        for key, raw in table[part].items():
+            value = raw["value"] if isinstance(raw, dict) and "value" in raw else raw
+            out[f"{part}.{key}"] = value
+    for key in ("default_ranks_per_node", "allowed_ranks_per_node"):
+        raw = table.get(key)
+        out[key] = raw["value"] if isinstance(raw, dict) else raw
+    return out

@@ -1,0 +1,141 @@
+"""Click options shared by the prediction commands (model, system, layout pins).
+
+Only click is imported here: ``fugakuperf --help`` must stay instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+
+class Number(click.ParamType):
+    """A count written as 13e9, 13B, 380 B or 1.5T."""
+
+    name = "NUMBER"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        from perfmodel.errors import SpecError
+        from perfmodel.inputs import parse_number
+        try:
+            return parse_number(value, param.name if param else "value")
+        except SpecError as e:
+            self.fail(str(e).split(": ", 1)[1], param, ctx)
+
+
+class IntList(click.ParamType):
+    """Comma-separated positive integers, e.g. 384,1536,13824."""
+
+    name = "N[,N...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        out = []
+        for part in str(value).replace(" ", "").split(","):
+            try:
+                n = int(part.replace("_", ""))
+            except ValueError:
+                self.fail(f"must be whole numbers separated by commas; got {value!r}", param, ctx)
+            if n <= 0:
+                self.fail(f"must be positive; got {n}", param, ctx)
+            out.append(n)
+        return out
+
+
+NUMBER = Number()
+INT_LIST = IntList()
+
+
+def model_options(f):
+    opts = [
+        click.option("--params", type=NUMBER, help="Target parameter count (13e9, 13B). The "
+                     "shape follows the documented sizing rule; the exact count is reported."),
+        click.option("--model", "model_name", metavar="PRESET|FILE",
+                     help="A model preset (see `fugakuperf presets`) or a TOML file."),
+        click.option("--layers", type=click.IntRange(min=1), help="Transformer layers."),
+        click.option("--hidden", type=click.IntRange(min=1), help="Hidden size."),
+        click.option("--heads", type=click.IntRange(min=1), help="Attention heads."),
+        click.option("--kv-heads", type=click.IntRange(min=1), help="Key/value heads (GQA)."),
+        click.option("--ffn", type=click.IntRange(min=1), help="FFN size (default 4 x hidden)."),
+        click.option("--vocab", type=click.IntRange(min=1), help="Vocabulary (default 49152)."),
+        click.option("--seq", type=click.IntRange(min=1), help="Sequence length (default 2048)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def system_options(f):
+    opts = [
+        click.option("--system", "system_name", default="fugaku", show_default=True,
+                     metavar="PRESET|FILE", help="System preset or TOML file."),
+        click.option("--clock", type=float, help="Clock in GHz (Fugaku: 2.0 or 2.2; default 2.2)."),
+        click.option("--eco/--no-eco", default=None,
+                     help="Eco mode: one FP pipe, half the FP peak (default off)."),
+        click.option("--ppn", type=int, help="Ranks per node (Fugaku: 1, or 4 = one per CMG)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def layout_options(f):
+    opts = [
+        click.option("--tp", type=click.IntRange(min=1), help="Pin tensor parallelism."),
+        click.option("--pp", type=click.IntRange(min=1), help="Pin pipeline parallelism."),
+        click.option("--dp", type=click.IntRange(min=1), help="Pin data parallelism."),
+        click.option("--micro-batch", type=click.IntRange(min=1), help="Pin the micro-batch size."),
+        click.option("--schedule", type=click.Choice(["gpipe", "1f1b", "interleaved"]),
+                     help="Pin the pipeline schedule."),
+        click.option("--virtual-stages", type=click.IntRange(min=1),
+                     help="Pin virtual stages per rank (interleaved schedule)."),
+        click.option("--zero", type=click.IntRange(0, 3), help="Pin the ZeRO stage."),
+        click.option("--recompute", type=click.Choice(["none", "selective", "full"]),
+                     help="Pin activation recomputation."),
+        click.option("--recompute-stages", type=click.IntRange(min=1),
+                     help="With --recompute full: only the first K pipeline stages recompute "
+                          "(Fugaku-LLM: 4 of 8)."),
+        click.option("--sequence-parallel/--no-sequence-parallel", default=None,
+                     help="Pin sequence parallelism."),
+        click.option("--precision", type=click.Choice(["fp32", "fp16"]),
+                     help="Training precision (default fp32; fp16 = mixed precision)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def pins_from(kw: dict) -> dict:
+    names = ("tp", "pp", "dp", "micro_batch", "schedule", "virtual_stages", "zero", "recompute",
+             "recompute_stages", "sequence_parallel", "precision")
+    return {n: kw.pop(n) for n in names if kw.get(n) is not None} | {
+        n: None for n in names if n in kw and kw.pop(n) is None}
+
+
+def resolve_inputs(kw: dict):
+    """(model, system) from the shared options; pops them from ``kw``."""
+    from perfmodel.inputs import resolve_model, resolve_system
+    model = resolve_model(params=kw.pop("params"), model=kw.pop("model_name"),
+                          **{k: kw.pop(k) for k in ("layers", "hidden", "heads", "kv_heads",
+                                                    "ffn", "vocab", "seq")})
+    system = resolve_system(kw.pop("system_name"), clock_ghz=kw.pop("clock"),
+                            eco=kw.pop("eco"), ppn=kw.pop("ppn"))
+    return model, system
+
+
+def reports_errors(f):
+    """Bad input: one line naming the field and what is allowed, exit 2, no traceback."""
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        from perfmodel.errors import SpecError
+        try:
+            return f(*args, **kwargs)
+        except SpecError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+    return wrapper

@@ -1,0 +1,1 @@
+"""Preset files (TOML) shipped with fugakuperf: models/ and systems/."""

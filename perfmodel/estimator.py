@@ -1,0 +1,320 @@
+"""The analytic estimator: one training iteration from op costs and collectives.
+
+Per micro-batch, pipeline stage i spends ``w_i = f_i + b_i + 2 c`` (forward,
+backward including recomputation and the TP collectives inside each layer, and
+the activation / gradient transfers to its neighbours). A 1F1B or GPipe pipeline
+of m micro-batches then takes
+
+    T_pipe = m * max_i w_i + (sum_i w_i - max_i w_i) / v
+
+(v = virtual stages; with equal stages this is (m + (p - 1) / v) w, the
+Narayanan et al. 2021 bubble). Stage i finishes its last backward
+``sum_{j<i} b_j / v`` before stage 0 does; then it reduces its gradients over dp
+(overlapping its last backward when allowed) and steps the optimizer. The
+iteration ends when the last stage is done.
+
+The breakdown is taken on that critical stage and adds up to the iteration time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+from topologies import JobShape, NetworkModel
+
+from .compute import ComputeModel
+from .layout import Layout, validate_layout
+from .memory import MemoryBreakdown, pipeline_memory, stage_params
+from .model import ModelSpec
+from .ops import ACT_BYTES, embedding_ops, head_ops, layer_ops, model_flops_per_iteration, vocab_shard
+from .system import SystemSpec
+
+# Bytes the optimizer step moves per local parameter: Adam reads weight, gradient,
+# m and v and writes weight, m and v (7 x 4 B); gradient clipping reads the
+# gradients once more (4 B); mixed precision also writes the fp16 weight copy (2 B).
+OPTIMIZER_BYTES = {"fp32": 32, "fp16": 34}
+GRAD_BYTES = 4     # gradients are reduced in fp32 (fp32 training; fp32 accumulation in mixed)
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Seconds of one iteration on the critical stage; the parts add up to the total."""
+
+    compute: float
+    recompute: float
+    tp_comm: float
+    pp_comm: float
+    bubble: float
+    dp_comm: float
+    optimizer: float
+
+    @property
+    def total(self) -> float:
+        return sum(asdict(self).values())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """One pipeline stage, one micro-batch (seconds)."""
+
+    forward: float        # compute + TP collectives
+    backward: float       # compute + recompute + TP collectives
+    compute: float        # forward + backward compute, no recompute
+    recompute: float      # recompute compute and its TP collectives
+    tp_comm: float        # TP collectives (forward and backward, no recompute)
+    p2p: float            # one activation (or gradient) transfer to a neighbour
+
+
+@dataclass(frozen=True)
+class Estimate:
+    model: ModelSpec
+    system: SystemSpec
+    layout: Layout
+    nodes: int
+    iteration_s: float
+    breakdown: Breakdown
+    stages: tuple[StageCost, ...]
+    memory: tuple[MemoryBreakdown, ...]
+    model_flops: float             # per iteration, all ranks (MFU numerator)
+    network: str = field(default="")
+
+    @property
+    def tokens_per_iteration(self) -> int:
+        return self.layout.global_batch * self.model.seq
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_per_iteration / self.iteration_s
+
+    @property
+    def model_flops_per_s_per_node(self) -> float:
+        return self.model_flops / self.iteration_s / self.nodes
+
+    @property
+    def mfu(self) -> float:
+        """Model FLOPs utilisation: model FLOP/s over peak at the training precision."""
+        return self.model_flops_per_s_per_node / self.system.node.peak_flops(self.layout.precision)
+
+    @property
+    def peak_memory(self) -> MemoryBreakdown:
+        return max(self.memory, key=lambda m: m.total)
+
+    @property
+    def memory_bytes_per_node(self) -> float:
+        return self.peak_memory.total * self.system.ranks_per_node
+
+    @property
+    def memory_fits(self) -> bool:
+        return self.peak_memory.total <= self.system.rank.usable_memory_bytes
+
+    def time_to_train_s(self, tokens: float) -> float:
+        return tokens / self.tokens_per_s
+
+    def node_hours(self, tokens: float) -> float:
+        return self.nodes * self.time_to_train_s(tokens) / 3600.0
+
+    def energy_mwh(self, tokens: float) -> float:
+        return self.node_hours(tokens) * self.system.node.power_w / 1e6
+
+
+@lru_cache(maxsize=256)
+def network_for(system: SystemSpec) -> NetworkModel:
+    """The network backend for a system (the analytic alpha-beta torus for now)."""
+    from topologies.analytic import AlphaBetaTorus
+    net = system.network
+    return AlphaBetaTorus(latency_s=net.latency_s,
+                          link_bandwidth=net.effective_link_bandwidth,
+                          injection_bandwidth=net.effective_injection_bandwidth,
+                          intra_node_bandwidth=system.rank.intra_node_bandwidth)
+
+
+@lru_cache(maxsize=65536)
+def _collective(network: NetworkModel, op: str, dim: str, job: JobShape, nbytes: float) -> float:
+    return network.collective(op, dim, job, nbytes).seconds
+
+
+@lru_cache(maxsize=65536)
+def _p2p(network: NetworkModel, dim: str, job: JobShape, nbytes: float) -> float:
+    return network.p2p(dim, job, nbytes).seconds
+
+
+@lru_cache(maxsize=16384)
+def _layer_times(model: ModelSpec, compute: ComputeModel, tp: int, mb: int, sp: bool,
+                 precision: str) -> tuple[float, float, float, float]:
+    """(forward, backward, selective recompute, full recompute) compute of one layer."""
+    ops = layer_ops(model, tp, mb, sp, precision)
+    return (compute.ops_time(ops.forward), compute.ops_time(ops.backward),
+            compute.ops_time(ops.recompute("selective")), compute.ops_time(ops.recompute("full")))
+
+
+def _tp_collective(network: NetworkModel, job: JobShape, nbytes: float, sp: bool) -> float:
+    """One TP all-reduce of a layer (a reduce-scatter + all-gather with sequence parallelism)."""
+    if job.tp == 1:
+        return 0.0
+    if sp:
+        return (_collective(network, "reduce-scatter", "tp", job, nbytes)
+                + _collective(network, "allgather", "tp", job, nbytes))
+    return _collective(network, "allreduce", "tp", job, nbytes)
+
+
+def layout_lower_bound(model: ModelSpec, system: SystemSpec, layout: Layout,
+                       network: NetworkModel | None = None) -> float:
+    """A time ``estimate`` can never go below for this layout (any ZeRO / recompute).
+
+    Every stage runs at least its layers' forward and backward compute and their TP
+    collectives per micro-batch, and the pipeline pays (m + (p - 1) / v) of them.
+    """
+    network = network or network_for(system)
+    compute = ComputeModel.for_system(system, layout.precision)
+    job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
+    f, b, _, _ = _layer_times(model, compute, layout.tp, layout.micro_batch,
+                              layout.sequence_parallel, layout.precision)
+    act = layout.micro_batch * model.seq * model.hidden * ACT_BYTES[layout.precision]
+    per_layer = f + b + 4 * _tp_collective(network, job, act, layout.sequence_parallel)
+    work = model.layers // layout.pp * per_layer
+    return (layout.micro_batches + (layout.pp - 1) / layout.virtual_stages) * work
+
+
+def stage_ranges(layout: Layout) -> tuple[tuple[int, int], ...]:
+    """Runs of pipeline stages with identical costs, as (first stage, count).
+
+    The first stage (embedding), the middle stages that recompute, those that do
+    not, and the last stage (head): at most four kinds, whatever the depth.
+    """
+    p = layout.pp
+    if p == 1:
+        return ((0, 1),)
+    k = layout.recompute_stages if layout.recompute_stages is not None else 1
+    k = min(max(k, 1), p - 1)
+    runs = [(0, 1), (1, k - 1), (k, p - 1 - k), (p - 1, 1)]
+    return tuple(r for r in runs if r[1] > 0)
+
+
+def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
+                 compute: ComputeModel, job: JobShape, firsts) -> dict[int, StageCost]:
+    t, mb, sp, prec = layout.tp, layout.micro_batch, layout.sequence_parallel, layout.precision
+    f_layer, b_layer, rc_sel, rc_full = _layer_times(model, compute, t, mb, sp, prec)
+    e = ACT_BYTES[prec]
+    act = mb * model.seq * model.hidden * e
+    # TP: 2 all-reduces forward and 2 backward per layer; with sequence parallelism each
+    # becomes a reduce-scatter + all-gather of the same volume (Korthikanti et al. 2022).
+    tp_one = _tp_collective(network, job, act, sp)
+    # vocab-parallel loss: max, sum and target logit over tp (tokens x 4 B each)
+    loss_ar = 3 * _collective(network, "allreduce", "tp", job, mb * model.seq * 4.0) if t > 1 else 0.0
+    p2p = _p2p(network, "pp", job, act) if layout.pp > 1 else 0.0
+    n_layers = model.layers // layout.pp
+    stages = {}
+    for i in firsts:
+        mode = layout.stage_recomputes(i)
+        fwd_c, bwd_c = n_layers * f_layer, n_layers * b_layer
+        tp_f = tp_b = 2 * n_layers * tp_one
+        if i == 0:                      # embedding: lookup forward, scatter-add backward
+            emb_f = compute.ops_time(embedding_ops(model, t, mb, prec))
+            fwd_c += emb_f
+            bwd_c += 2 * emb_f
+            tp_f += tp_one              # vocab-parallel embedding all-reduce
+        if i == layout.pp - 1:
+            head_f = compute.ops_time(head_ops(model, t, mb, prec))
+            fwd_c += head_f
+            bwd_c += 2 * head_f
+            tp_f += loss_ar
+            tp_b += tp_one              # gradient of the head input
+        rc = n_layers * {"none": 0.0, "selective": rc_sel, "full": rc_full}[mode]
+        if mode == "full":
+            rc += 2 * n_layers * tp_one     # the re-run forward repeats its collectives
+        stages[i] = StageCost(forward=fwd_c + tp_f, backward=bwd_c + tp_b + rc,
+                              compute=fwd_c + bwd_c, recompute=rc, tp_comm=tp_f + tp_b, p2p=p2p)
+    return stages
+
+
+def _exposed(comm: float, window: float, pieces: int) -> float:
+    """Communication left exposed when it runs in ``pieces`` buckets behind ``window``
+    seconds of compute: at least the last bucket, at most all of it."""
+    return max(comm / pieces, comm - window) if window > 0 else comm
+
+
+def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
+             network: NetworkModel | None = None, *, validate: bool = True) -> Estimate:
+    """Predict one iteration of ``layout`` training ``model`` on ``system``."""
+    if validate:
+        validate_layout(layout, model)
+    network = network or network_for(system)
+    compute = ComputeModel.for_system(system, layout.precision)
+    job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
+    runs = stage_ranges(layout)
+    firsts = [first for first, _ in runs]
+    cost = _stage_costs(model, layout, network, compute, job, firsts)
+    m, p, v, dp = layout.micro_batches, layout.pp, layout.virtual_stages, layout.dp
+
+    # ZeRO traffic over dp, per stage. Gradients are reduced once per iteration
+    # (ZeRO 0-1) or reduce-scattered every micro-batch (ZeRO-2/3 keep only a shard).
+    extra_f, extra_b, dp_tail, optim = {}, {}, {}, {}
+    for i in firsts:
+        st = cost[i]
+        params = stage_params(model, layout, i)
+        grad_bytes = params * GRAD_BYTES
+        weight_bytes = params * ACT_BYTES[layout.precision]
+        local = params / (dp if layout.zero >= 1 else 1)
+        opt = local * OPTIMIZER_BYTES[layout.precision] / compute.memory_bandwidth
+        if dp > 1:
+            opt += _collective(network, "allreduce", "dp", job, 8.0)   # global grad norm
+        f_add = b_add = 0.0
+        if dp == 1:
+            tail = 0.0
+        elif layout.zero <= 1:
+            op = "allreduce" if layout.zero == 0 else "reduce-scatter"
+            red = _collective(network, op, "dp", job, grad_bytes)
+            tail = _exposed(red, st.backward if layout.overlap_dp else 0.0,
+                            max(1, model.layers // p))
+            if layout.zero == 1:   # updated weight shards are gathered back
+                tail += _collective(network, "allgather", "dp", job, weight_bytes)
+        else:
+            # Per micro-batch, layer by layer: the first layer's share never hides.
+            n_layers = max(1, model.layers // p)
+            rs = _collective(network, "reduce-scatter", "dp", job, grad_bytes)
+            ag = _collective(network, "allgather", "dp", job, weight_bytes)
+            if layout.zero == 2:
+                b_add = _exposed(rs, st.backward if layout.overlap_dp else 0.0, n_layers)
+                tail = ag
+            else:                  # ZeRO-3 gathers weights for forward and backward
+                f_add = _exposed(ag, st.forward, n_layers)
+                b_add = _exposed(ag + rs, st.backward if layout.overlap_dp else 0.0, n_layers)
+                tail = 0.0
+        if model.tied_embeddings and p > 1 and i in (0, p - 1):
+            # first and last stage sum their copies of the tied embedding gradient
+            tail += _p2p(network, "pp", job, vocab_shard(model, layout.tp) * model.hidden * GRAD_BYTES)
+        extra_f[i], extra_b[i], dp_tail[i], optim[i] = f_add, b_add, tail, opt
+
+    work = {i: cost[i].forward + cost[i].backward + extra_f[i] + extra_b[i] + 2 * cost[i].p2p
+            for i in firsts}
+    slowest = max(work.values())
+    t_pipe = m * slowest + (sum(work[i] * n for i, n in runs) - slowest) / v
+    ends, lag = {}, 0.0
+    for i, n in runs:
+        ends[i] = t_pipe - lag + dp_tail[i] + optim[i]
+        lag += n * (cost[i].backward + extra_b[i] + cost[i].p2p) / v
+    crit = max(firsts, key=lambda i: ends[i])
+    iteration = ends[crit]
+
+    st = cost[crit]
+    compute_part = m * st.compute
+    recompute_part = m * st.recompute
+    tp_part = m * st.tp_comm
+    pp_part = m * 2 * st.p2p
+    dp_part = dp_tail[crit] + m * (extra_f[crit] + extra_b[crit])
+    opt_part = optim[crit]
+    bubble = iteration - (compute_part + recompute_part + tp_part + pp_part + dp_part + opt_part)
+    if abs(bubble) < 1e-9 * iteration:   # float noise when there is no pipeline
+        bubble = 0.0
+    breakdown = Breakdown(compute=compute_part, recompute=recompute_part, tp_comm=tp_part,
+                          pp_comm=pp_part, bubble=bubble, dp_comm=dp_part, optimizer=opt_part)
+    stages = tuple(cost[i] for i, n in runs for _ in range(n))
+    return Estimate(model=model, system=system, layout=layout, nodes=job.nodes,
+                    iteration_s=iteration, breakdown=breakdown, stages=stages,
+                    memory=tuple(pipeline_memory(model, layout)),
+                    model_flops=model_flops_per_iteration(model, layout.global_batch),
+                    network=getattr(network, "name", type(network).__name__))

@@ -1,0 +1,65 @@
+"""Turn user options (CLI flags, config values) into specs, with errors that name the flag."""
+
+from __future__ import annotations
+
+from .errors import SpecError
+from .model import ModelSpec
+from .presets import load_model
+from .sizing import DEFAULT_SEQ, DEFAULT_VOCAB, model_for_params
+from .system import SystemSpec, load_system
+
+SHAPE_FIELDS = ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab", "seq")
+_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+def parse_number(text: str, field: str) -> float:
+    """``13e9``, ``13B``, ``380 B``, ``1.5T``, ``20k`` -> float; errors name the field."""
+    s = str(text).strip().replace("_", "").replace(",", "")
+    scale = 1.0
+    if s and s[-1].lower() in _SUFFIX:
+        scale = _SUFFIX[s[-1].lower()]
+        s = s[:-1].strip()
+    try:
+        value = float(s) * scale
+    except ValueError:
+        raise SpecError(field, f"must be a number such as 13e9 or 13B; got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise SpecError(field, f"must be finite; got {text!r}")
+    return value
+
+
+def resolve_model(*, params: float | None = None, model: str | None = None, **shape) -> ModelSpec:
+    """The model from ``--params``, ``--model`` or explicit shape flags."""
+    given = {k: v for k, v in shape.items() if v is not None}
+    unknown = set(given) - set(SHAPE_FIELDS)
+    if unknown:
+        raise SpecError(sorted(unknown)[0], "is not a model shape field")
+    if params is not None and model is not None:
+        raise SpecError("params", "give either --params or --model, not both")
+    if params is not None:
+        extra = set(given) - {"vocab", "seq"}
+        if extra:
+            raise SpecError(sorted(extra)[0], "cannot be combined with --params (the sizing rule "
+                                              "picks the shape; only --vocab and --seq apply)")
+        return model_for_params(params, vocab=given.get("vocab", DEFAULT_VOCAB),
+                                seq=given.get("seq", DEFAULT_SEQ))
+    if model is not None:
+        spec = load_model(model)
+        if given:
+            if "hidden" in given and "ffn" not in given and spec.ffn == 4 * spec.hidden:
+                given["ffn"] = 4 * given["hidden"]
+            spec = spec.replace(name=spec.name + " (modified)", **given)
+        return spec
+    missing = [k for k in ("layers", "hidden", "heads") if k not in given]
+    if missing:
+        raise SpecError("model", "give --params N, --model PRESET, or a shape with "
+                                 "--layers, --hidden and --heads (missing: --"
+                                 + ", --".join(missing) + ")")
+    given.setdefault("vocab", DEFAULT_VOCAB)
+    given.setdefault("seq", DEFAULT_SEQ)
+    return ModelSpec(name="custom", **given)
+
+
+def resolve_system(name: str = "fugaku", *, clock_ghz: float | None = None,
+                   eco: bool | None = None, ppn: int | None = None) -> SystemSpec:
+    return load_system(name, clock_ghz=clock_ghz, eco=eco, ppn=ppn)

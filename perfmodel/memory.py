@@ -1,0 +1,172 @@
+"""Memory per rank: model states, activations and working buffers, per pipeline stage.
+
+Activations follow Korthikanti et al. 2022 (Table 2 and its breakdown) with the
+element size as a variable: e bytes per activation element (2 in fp16, 4 in fp32
+training as on Fugaku) and a 1-byte dropout mask per element where dropout exists.
+With e = 2 and dropout the formulas reduce to the published table exactly (a test
+checks this). Model states follow FORMULAS.md: fp32 with Adam 4 + 4 + 8 bytes per
+parameter; fp16 mixed precision 2 (weights) + 4 (fp32 gradient accumulation, as
+Megatron-LM) + 12 (fp32 master weights, Adam m and v) = 18; ZeRO-1 shards the
+optimizer over dp, ZeRO-2 also gradients, ZeRO-3 also weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+from .layout import Layout
+from .model import ModelSpec
+from .ops import ACT_BYTES, vocab_shard
+
+STATE_BYTES = {  # per parameter: (weights, gradients, optimizer states)
+    "fp32": (4, 4, 8),
+    "fp16": (2, 4, 12),
+}
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes on one rank (one pipeline stage of one TP rank)."""
+
+    stage: int
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    buffers: float
+
+    @property
+    def model_states(self) -> float:
+        return self.weights + self.gradients + self.optimizer
+
+    @property
+    def total(self) -> float:
+        return self.model_states + self.activations + self.buffers
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["total"] = self.total
+        return d
+
+
+def layer_params_per_rank(model: ModelSpec, tp: int) -> float:
+    """Parameters of one layer held by one TP rank (norms and two biases replicated)."""
+    replicated = 2 * model.norm_params + (2 * model.hidden if model.bias else 0)
+    return (model.layer_params - replicated) / tp + replicated
+
+
+def stage_params(model: ModelSpec, layout: Layout, stage: int) -> float:
+    """Parameters held by one TP rank of pipeline stage ``stage``."""
+    return _stage_params(model, layout.tp, layout.pp, stage)
+
+
+@lru_cache(maxsize=65536)
+def _stage_params(model: ModelSpec, t: int, p: int, stage: int) -> float:
+    params = model.layers / p * layer_params_per_rank(model, t)
+    emb = vocab_shard(model, t) * model.hidden
+    if stage == 0:
+        params += emb + (model.seq * model.hidden if model.position == "learned" else 0)
+    if stage == p - 1:
+        params += model.norm_params
+        # An untied head always has its own weights; a tied one needs a copy on the
+        # last stage when the embedding lives on another stage (Megatron-LM).
+        if not model.tied_embeddings or p > 1:
+            params += emb
+    return params
+
+
+def activation_bytes_per_layer(model: ModelSpec, tp: int, micro_batch: int,
+                               sequence_parallel: bool, recompute: str, precision: str) -> float:
+    """Activations one layer keeps for its backward, one micro-batch, one TP rank."""
+    e, mask = ACT_BYTES[precision], (1 if model.dropout else 0)
+    s, b, h, f, t = model.seq, micro_batch, model.hidden, model.ffn, tp
+    sbh = s * b * h
+    if recompute == "full":
+        return e * sbh / (t if sequence_parallel else 1)    # the layer input only
+    # Outside the TP region: both norm inputs, QKV and FC1 inputs, two dropout masks.
+    outside = (4 * e + 2 * mask) * sbh
+    if sequence_parallel:
+        outside /= t
+    qkv = s * b * (h + 2 * model.kv_dim)                    # Q, K, V
+    mlp = s * b * f * (3 if model.activation == "swiglu" else 2)
+    inside = e * (qkv + sbh + mlp) / t                      # + the projection input
+    scores = 0.0
+    if recompute == "none":                                 # selective re-runs these
+        per_elem = e + (e + mask if model.dropout else 0)   # softmax out (+ mask, dropout out)
+        scores = per_elem * model.heads * s * s * b / t
+    return outside + inside + scores
+
+
+def in_flight_layers(model: ModelSpec, layout: Layout, stage: int) -> float:
+    """Layer-micro-batches whose activations stage ``stage`` holds at its peak.
+
+    GPipe holds every micro-batch; 1F1B holds min(p - i, m) (Narayanan et al. 2021);
+    interleaved 1F1B holds its warm-up chunks plus one, min(2 (p - i - 1) +
+    (v - 1) p + 1, m v) chunks of l / (p v) layers (Megatron-LM's schedule), which
+    for the first stage is l (1 + (p - 1) / (p v)) (Korthikanti et al. 2022).
+    """
+    p, m, v = layout.pp, layout.micro_batches, layout.virtual_stages
+    layers_per_stage = model.layers / p
+    if layout.schedule == "gpipe":
+        return layers_per_stage * m
+    if layout.schedule == "1f1b":
+        return layers_per_stage * min(p - stage, m)
+    chunks = min(2 * (p - stage - 1) + (v - 1) * p + 1, m * v)
+    return layers_per_stage / v * chunks
+
+
+def stage_memory(model: ModelSpec, layout: Layout, stage: int) -> MemoryBreakdown:
+    t, dp, zero = layout.tp, layout.dp, layout.zero
+    w_b, g_b, o_b = STATE_BYTES[layout.precision]
+    params = stage_params(model, layout, stage)
+    weights = params * w_b / (dp if zero >= 3 else 1)
+    grads = params * g_b / (dp if zero >= 2 else 1)
+    optim = params * o_b / (dp if zero >= 1 else 1)
+
+    mode = layout.stage_recomputes(stage)
+    e, mb, sp = ACT_BYTES[layout.precision], layout.micro_batch, layout.sequence_parallel
+    acts = in_flight_layers(model, layout, stage) * activation_bytes_per_layer(
+        model, t, mb, sp, mode, layout.precision)
+    sbh = model.seq * mb * model.hidden
+    if mode == "full":   # one layer is rebuilt in full during its backward
+        acts += activation_bytes_per_layer(model, t, mb, sp, "none", layout.precision)
+    if stage == 0 and model.dropout:     # embedding dropout mask per micro-batch in flight
+        acts += sbh * in_flight_layers(model, layout, 0) / (model.layers / layout.pp)
+    buffers = 0.0
+    if stage == layout.pp - 1:
+        # logits (training precision) and the fp32 softmax kept for the loss backward
+        buffers += model.seq * mb * vocab_shard(model, t) * (e + 4)
+    if layout.pp > 1:
+        buffers += 2 * e * sbh          # pipeline send and receive buffers
+    if t > 1:
+        buffers += e * sbh              # tensor-parallel collective buffer
+    if zero >= 3:                       # all-gathered weights of the current and next layer
+        buffers += 2 * layer_params_per_rank(model, t) * w_b
+    return MemoryBreakdown(stage, weights, grads, optim, acts, buffers)
+
+
+def representative_stages(layout: Layout) -> tuple[int, ...]:
+    """One stage of each kind: the first, the first of the middle stages that recompute,
+    the first middle stage that does not, and the last.
+
+    Within a kind, stages hold the same weights and the earliest holds the most
+    activations in flight and finishes its backward last, so these stages bound
+    both the memory and the iteration time of the whole pipeline.
+    """
+    p, k = layout.pp, layout.recompute_stages
+    picks = {0, 1, p - 1}
+    if k is not None:
+        picks.add(k)
+    return tuple(sorted(i for i in picks if 0 <= i < p))
+
+
+def pipeline_memory(model: ModelSpec, layout: Layout, *, every_stage: bool = False
+                    ) -> list[MemoryBreakdown]:
+    stages = range(layout.pp) if every_stage else representative_stages(layout)
+    return [stage_memory(model, layout, i) for i in stages]
+
+
+def peak_memory(model: ModelSpec, layout: Layout) -> MemoryBreakdown:
+    """The stage with the most memory (the one that decides whether a layout fits)."""
+    return max(pipeline_memory(model, layout), key=lambda mb: mb.total)

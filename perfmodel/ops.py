@@ -1,0 +1,183 @@
+"""The op list of a transformer: FLOPs and bytes of every op, counted per TP rank.
+
+Every op is a GEMM (``kind="gemm"``, with its m, n, k and batch count) or a
+memory-bound kernel (``kind="mem"``). The closed forms of Narayanan et al. 2021
+(Eq. 2, 3) and Korthikanti et al. 2022 (Eq. 7, 8) are cross-checks in the tests,
+not the source of these numbers.
+
+Conventions (one micro-batch of ``b`` sequences of ``s`` tokens, T = b s tokens;
+t = tensor-parallel degree; e = bytes per activation element):
+
+* A GEMM Y(m, n) = X(m, k) W(k, n) costs 2 m n k FLOPs forward; its backward is two
+  GEMMs of the same size (dX = dY W^T, dW = X^T dY): 2x the forward FLOPs.
+* A memory-bound kernel reads and writes whole tensors once; its backward reads the
+  output gradient and the saved input and writes the input gradient: counted as 2x
+  the forward bytes and FLOPs.
+* Non-GEMM FLOPs per element (small, counted so nothing is silently left out):
+  layernorm 8, rmsnorm 5, GELU (tanh form) 16, SwiGLU 6, softmax with scale and
+  mask 7, residual add 1, dropout 2, cross-entropy 6 (softmax + log + pick).
+* Attention scores and the causal mask are computed on the full s x s matrix (as
+  Megatron-LM's unfused kernels do); the closed forms count the same.
+* The vocabulary is split over tensor-parallel ranks (Megatron's vocab-parallel
+  embedding and logits): ceil(V / t) rows per rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .model import ModelSpec
+
+ACT_BYTES = {"fp32": 4, "fp16": 2}
+
+FLOPS_PER_ELEMENT = {"layernorm": 8, "rmsnorm": 5, "gelu": 16, "swiglu": 6, "softmax": 7,
+                     "residual": 1, "dropout": 2, "cross_entropy": 6}
+
+
+@dataclass(frozen=True)
+class Op:
+    """One kernel of one micro-batch on one TP rank."""
+
+    name: str
+    kind: str                # "gemm" or "mem"
+    flops: float
+    bytes: float
+    m: int = 0               # GEMM shape (per batch entry)
+    n: int = 0
+    k: int = 0
+    batch: int = 1           # number of independent GEMMs (e.g. heads x sequences)
+
+    def scaled(self, factor: float, suffix: str) -> "Op":
+        return Op(self.name + suffix, self.kind, self.flops * factor, self.bytes * factor,
+                  self.m, self.n, self.k, self.batch)
+
+
+def gemm(name: str, m: int, n: int, k: int, e: int, batch: int = 1) -> Op:
+    return Op(name, "gemm", 2.0 * m * n * k * batch, float(e) * batch * (m * k + k * n + m * n),
+              m, n, k, batch)
+
+
+def mem(name: str, elements: float, reads: float, writes: float, e: int,
+        flops_per_element: float, extra_bytes: float = 0.0) -> Op:
+    return Op(name, "mem", elements * flops_per_element,
+              elements * e * (reads + writes) + extra_bytes)
+
+
+@dataclass(frozen=True)
+class LayerOps:
+    """Forward ops of one transformer layer and what its backward and recompute run."""
+
+    forward: tuple[Op, ...]
+    attention_core: tuple[str, ...]   # names re-run by selective recompute
+
+    @property
+    def backward(self) -> tuple[Op, ...]:
+        return tuple(op.scaled(2.0, ".bwd") for op in self.forward)
+
+    def recompute(self, mode: str) -> tuple[Op, ...]:
+        if mode == "full":
+            return tuple(op.scaled(1.0, ".rc") for op in self.forward)
+        if mode == "selective":
+            return tuple(op.scaled(1.0, ".rc") for op in self.forward
+                         if op.name in self.attention_core)
+        return ()
+
+
+@lru_cache(maxsize=4096)
+def layer_ops(model: ModelSpec, tp: int, micro_batch: int, sequence_parallel: bool,
+              precision: str) -> LayerOps:
+    """The forward ops of one transformer layer on one of ``tp`` ranks."""
+    b, s, h, t = micro_batch, model.seq, model.hidden, tp
+    e = ACT_BYTES[precision]
+    T = b * s
+    heads, hd, f = model.heads // t, model.head_dim, model.ffn
+    kv_cols = (model.kv_dim * 2) // t if model.kv_heads >= t else 2 * hd
+    # Elementwise work outside the TP-split region is replicated on every rank
+    # unless sequence parallelism splits it along the sequence (Korthikanti 2022).
+    rows = T / t if sequence_parallel else T
+    mask = 1 if model.dropout else 0
+    norm_flops = FLOPS_PER_ELEMENT[model.norm]
+    ops = [
+        mem("norm1", rows * h, 1, 1, e, norm_flops),                          # (T, h) -> (T, h)
+        gemm("qkv", T, h // t + kv_cols, h, e),                               # (T, h) x (h, 3h/t)
+        gemm("attn_scores", s, s, hd, e, batch=b * heads),                    # (b a/t, s, hd) x (hd, s)
+        mem("softmax", b * heads * s * s, 1, 1, e, FLOPS_PER_ELEMENT["softmax"]),  # (b a/t, s, s)
+    ]
+    if model.dropout:
+        ops.append(mem("attn_dropout", b * heads * s * s, 1, 1, e, FLOPS_PER_ELEMENT["dropout"],
+                       extra_bytes=b * heads * s * s * mask))
+    ops += [
+        gemm("attn_v", s, hd, s, e, batch=b * heads),                         # (b a/t, s, s) x (s, hd)
+        gemm("proj", T, h, h // t, e),                                        # (T, h/t) x (h/t, h)
+        mem("residual1", rows * h, 2, 1, e,
+            FLOPS_PER_ELEMENT["residual"] + mask * FLOPS_PER_ELEMENT["dropout"],
+            extra_bytes=rows * h * mask),                                     # dropout + add
+        mem("norm2", rows * h, 1, 1, e, norm_flops),
+    ]
+    if model.activation == "gelu":
+        ops += [gemm("fc1", T, f // t, h, e),                                 # (T, h) x (h, f/t)
+                mem("gelu", T * f / t, 1, 1, e, FLOPS_PER_ELEMENT["gelu"])]
+    else:
+        ops += [gemm("fc1", T, 2 * f // t, h, e),                             # gate and up
+                mem("swiglu", T * f / t, 2, 1, e, FLOPS_PER_ELEMENT["swiglu"])]
+    ops += [
+        gemm("fc2", T, h, f // t, e),                                         # (T, f/t) x (f/t, h)
+        mem("residual2", rows * h, 2, 1, e,
+            FLOPS_PER_ELEMENT["residual"] + mask * FLOPS_PER_ELEMENT["dropout"],
+            extra_bytes=rows * h * mask),
+    ]
+    core = ("attn_scores", "softmax", "attn_dropout", "attn_v")
+    return LayerOps(tuple(ops), core)
+
+
+def vocab_shard(model: ModelSpec, tp: int) -> int:
+    return -(-model.vocab // tp)
+
+
+@lru_cache(maxsize=4096)
+def embedding_ops(model: ModelSpec, tp: int, micro_batch: int, precision: str) -> tuple[Op, ...]:
+    """First stage, forward: token lookup (+ learned positions)."""
+    T, h, e = micro_batch * model.seq, model.hidden, ACT_BYTES[precision]
+    reads = 2 if model.position == "learned" else 1
+    return (mem("embedding", T * h, reads, 1, e, 1),)                         # (T,) -> (T, h)
+
+
+@lru_cache(maxsize=4096)
+def head_ops(model: ModelSpec, tp: int, micro_batch: int, precision: str) -> tuple[Op, ...]:
+    """Last stage, forward: final norm, logits and the cross-entropy loss."""
+    T, h, e = micro_batch * model.seq, model.hidden, ACT_BYTES[precision]
+    v = vocab_shard(model, tp)
+    return (
+        mem("final_norm", T * h, 1, 1, e, FLOPS_PER_ELEMENT[model.norm]),
+        gemm("logits", T, v, h, e),                                           # (T, h) x (h, V/t)
+        # loss in fp32 whatever the training precision (Megatron casts logits up)
+        mem("cross_entropy", T * v, 1, 1, 4, FLOPS_PER_ELEMENT["cross_entropy"]),
+    )
+
+
+def total_flops(ops) -> float:
+    return sum(op.flops for op in ops)
+
+
+def gemm_flops(ops) -> float:
+    return sum(op.flops for op in ops if op.kind == "gemm")
+
+
+def model_flops_per_iteration(model: ModelSpec, global_batch: int,
+                              include_elementwise: bool = False) -> float:
+    """Model FLOPs of one iteration (forward + backward, no recompute), all ranks.
+
+    This is the MFU numerator (Korthikanti et al. 2022 convention). By default only
+    GEMMs count, as in the closed forms (Eq. 7); the elementwise kernels add well
+    under 1% for these shapes and can be included for the hardware view.
+    """
+    pick = total_flops if include_elementwise else gemm_flops
+    layer = layer_ops(model, 1, 1, False, "fp32")
+    per_seq = (model.layers * pick(layer.forward) + pick(embedding_ops(model, 1, 1, "fp32"))
+               + pick(head_ops(model, 1, 1, "fp32")))
+    return 3.0 * per_seq * global_batch
+
+
+def model_flops_per_token(model: ModelSpec) -> float:
+    return model_flops_per_iteration(model, 1) / model.seq

@@ -1,0 +1,308 @@
+"""``plan``: the best layouts for a model on a system, and what a run would cost.
+
+Node counts searched by default (documented in docs/plan.md):
+
+* A ladder of job sizes that are whole Fugaku racks and 48-node units:
+  384 (1 rack), 768, 1,536, 3,072, 6,912 and 13,824 (Fugaku-LLM's jobs), extended
+  by doubling up to ``max_nodes`` when a larger budget is given. Each rung is the
+  best layout on *at most* that many nodes and more than the previous rung: a
+  model/batch combination may not divide a rung exactly (13,824 = 2^9 3^3 nodes
+  needs a factor 27 that tp, pp and dp may not supply), so the rung reports the
+  node count it actually uses.
+* The budget answer: the fastest layout on any allocatable node count up to
+  ``max_nodes`` (default 13,824, Fugaku-LLM's allocation). The rungs partition
+  (0, max_nodes], so it is the best of the rungs' best.
+
+Tokens to train default to 20 per parameter (Hoffmann et al. 2022, "Training
+Compute-Optimal Large Language Models"). The global batch defaults to
+Fugaku-LLM's 2,016 sequences of 2,048 tokens (4.13 M tokens), kept at the same
+number of tokens for other sequence lengths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import SpecError, check_float, check_int
+from .estimator import Estimate
+from .model import ModelSpec
+from .search import SearchStats, check_pins, job_shapes, search
+from .system import SystemSpec
+
+DEFAULT_LADDER = (384, 768, 1536, 3072, 6912, 13824)
+DEFAULT_MAX_NODES = 13824
+TOKENS_PER_PARAM = 20            # Hoffmann et al. 2022
+REFERENCE_BATCH_TOKENS = 2016 * 2048   # Fugaku-LLM: global batch 2016 x seq 2048
+
+
+def default_global_batch(model: ModelSpec) -> int:
+    return max(1, round(REFERENCE_BATCH_TOKENS / model.seq))
+
+
+def ladder(max_nodes: int) -> list[int]:
+    rungs = [n for n in DEFAULT_LADDER if n <= max_nodes]
+    top = rungs[-1] if rungs else 0
+    while top and top * 2 <= max_nodes:
+        top *= 2
+        rungs.append(top)
+    if not rungs or rungs[-1] != max_nodes:
+        rungs.append(max_nodes)
+    return rungs
+
+
+@dataclass
+class Rung:
+    max_nodes: int
+    min_nodes: int
+    best: Estimate | None
+
+
+@dataclass
+class Comparison:
+    """How the best layout with the user's pins compares with the best overall."""
+
+    pinned: Estimate
+    best: Estimate
+    rank: int                  # 1-based rank of the pinned layout among all fitting layouts
+    of: int                    # fitting layouts at that node count
+    reasons: list[str]
+
+
+@dataclass
+class PlanResult:
+    model: ModelSpec
+    system: SystemSpec
+    global_batch: int
+    tokens: float
+    node_counts: list[int]
+    exact_nodes: bool
+    best: list[Estimate]
+    rungs: list[Rung]
+    stats: SearchStats
+    pins: dict
+    comparison: Comparison | None = None
+    price_per_node_hour: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def feasible_node_counts(model: ModelSpec, system: SystemSpec, global_batch: int, pins: dict,
+                         limit: int) -> list[int]:
+    counts = {n for n, *_ in job_shapes(model, system, global_batch, pins,
+                                        lambda n: n <= limit)}
+    return sorted(counts)
+
+
+def _nearest(counts: list[int], n: int, k: int = 4) -> list[int]:
+    return sorted(sorted(counts, key=lambda c: (abs(c - n), c))[:k])
+
+
+def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = None,
+         tokens: float | None = None, nodes: list[int] | None = None,
+         max_nodes: int | None = None, pins: dict | None = None, top: int = 5,
+         price_per_node_hour: float | None = None) -> PlanResult:
+    pins = {k: v for k, v in (pins or {}).items() if v is not None}
+    gb = default_global_batch(model) if global_batch is None else check_int(
+        "global_batch", global_batch, hi=100_000_000)
+    tok = TOKENS_PER_PARAM * model.params if tokens is None else check_float("tokens", tokens)
+    top = check_int("top", top, hi=1000)
+    if price_per_node_hour is not None:
+        check_float("price_per_node_hour", price_per_node_hour)
+    machine = system.network.nodes
+    budget = DEFAULT_MAX_NODES if max_nodes is None else check_int("max_nodes", max_nodes)
+    budget = min(budget, machine) if max_nodes is None else budget
+    if budget > machine:
+        raise SpecError("max_nodes", f"must be at most the {system.name} machine size "
+                                     f"({machine:,} nodes); got {budget:,}")
+    check_pins(model, system, gb, pins)
+    stats = SearchStats()
+    rungs: list[Rung] = []
+    notes: list[str] = []
+
+    def merge(s: SearchStats):
+        stats.candidates_evaluated += s.candidates_evaluated
+        stats.memory_checked += s.memory_checked
+        stats.rejected_memory += s.rejected_memory
+        stats.pruned += s.pruned
+        stats.node_counts |= s.node_counts
+
+    if nodes:
+        for n in nodes:
+            check_int("nodes", n, hi=machine)
+        best: list[Estimate] = []
+        for n in nodes:
+            found, s = search(model, system, gb, nodes=[n], pins=pins, top=top)
+            merge(s)
+            if not found:
+                why = (f"no layout of {model.name} with global batch {gb}"
+                       + (f" and {_pins_text(pins)}" if pins else "")
+                       + f" runs on exactly {n:,} nodes ({n * system.ranks_per_node:,} ranks)")
+                counts = feasible_node_counts(model, system, gb, pins, machine)
+                if n not in counts:
+                    near = ", ".join(f"{c:,}" for c in _nearest(counts, n)) or "none"
+                    raise SpecError("nodes", f"{why}: tp x pp x dp cannot equal it "
+                                             f"(tp divides heads, pp divides layers, dp divides "
+                                             f"the global batch); nearest node counts that can: {near}")
+                raise SpecError("nodes", f"{why} within {system.rank.usable_memory_bytes / 1e9:.1f} GB "
+                                         f"per rank, even with full recompute and ZeRO-3; "
+                                         f"try more nodes")
+            rungs.append(Rung(n, n, found[0]))
+            best.extend(found)
+        best = sorted(best, key=lambda e: (e.iteration_s, e.nodes))[:top]
+        counts = list(nodes)
+    else:
+        counts = ladder(budget)
+        best = []
+        lo = 1
+        for hi in counts:
+            found, s = search(model, system, gb, min_nodes=lo, max_nodes=hi, pins=pins, top=top)
+            merge(s)
+            rungs.append(Rung(hi, lo, found[0] if found else None))
+            best.extend(found)
+            lo = hi + 1
+        best = sorted(best, key=lambda e: (e.iteration_s, e.nodes))[:top]
+        if not best:
+            raise SpecError("max_nodes", f"no layout of {model.name} fits in memory on up to "
+                                         f"{budget:,} nodes" + (f" with {_pins_text(pins)}" if pins else ""))
+    comparison = None
+    if pins and best:
+        comparison = compare_with_unpinned(model, system, gb, best[0], stats)
+    return PlanResult(model=model, system=system, global_batch=gb, tokens=tok,
+                      node_counts=counts, exact_nodes=bool(nodes), best=best, rungs=rungs,
+                      stats=stats, pins=pins, comparison=comparison,
+                      price_per_node_hour=price_per_node_hour, notes=notes)
+
+
+def _pins_text(pins: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in pins.items())
+
+
+def compare_with_unpinned(model: ModelSpec, system: SystemSpec, global_batch: int,
+                          pinned: Estimate, stats: SearchStats) -> Comparison:
+    """Rank the best pinned layout among every fitting layout on the same node count."""
+    everything, s = search(model, system, global_batch, nodes=[pinned.nodes], top=100_000)
+    stats.candidates_evaluated += s.candidates_evaluated
+    faster = sum(1 for e in everything if e.iteration_s < pinned.iteration_s - 1e-12)
+    best = everything[0]
+    return Comparison(pinned=pinned, best=best, rank=faster + 1, of=len(everything),
+                      reasons=explain(pinned, best))
+
+
+def explain(a: Estimate, b: Estimate) -> list[str]:
+    """Why ``a`` is slower (or faster) than ``b``, largest differences first."""
+    if abs(a.iteration_s - b.iteration_s) <= 1e-9 * b.iteration_s:
+        return ["it is the best layout the search finds"]
+    ba, bb = a.breakdown.to_dict(), b.breakdown.to_dict()
+    la, lb = a.layout, b.layout
+    hints = {
+        "bubble": (f"pipeline bubble: {la.micro_batches} micro-batches over {la.pp} stages"
+                   f"{f' x {la.virtual_stages} virtual' if la.virtual_stages > 1 else ''}"
+                   f" vs {lb.micro_batches} over {lb.pp}"
+                   f"{f' x {lb.virtual_stages} virtual' if lb.virtual_stages > 1 else ''}"),
+        "recompute": (f"activation recompute ({la.recompute}"
+                      f"{f' on the first {la.recompute_stages} stages' if la.recompute_stages else ''}"
+                      f" vs {lb.recompute})"),
+        "tp_comm": f"tensor-parallel collectives (TP{la.tp} vs TP{lb.tp}, over "
+                   f"{'the network' if la.tp > a.system.ranks_per_node else 'the node'})",
+        "pp_comm": f"pipeline transfers (PP{la.pp} vs PP{lb.pp})",
+        "dp_comm": f"exposed data-parallel reduction (DP{la.dp} ZeRO-{la.zero} vs DP{lb.dp} ZeRO-{lb.zero})",
+        "compute": f"compute per rank (TP{la.tp} x PP{la.pp} vs TP{lb.tp} x PP{lb.pp}; "
+                   f"micro-batch {la.micro_batch} vs {lb.micro_batch})",
+        "optimizer": f"optimizer step (ZeRO-{la.zero} vs ZeRO-{lb.zero})",
+    }
+    diffs = sorted(((ba[k] - bb[k], k) for k in ba), reverse=True)
+    total = a.iteration_s - b.iteration_s
+    out = []
+    for d, k in diffs:
+        if abs(d) < 0.02 * abs(total) or abs(d) < 1e-6:
+            continue
+        sign = "+" if d > 0 else "-"
+        out.append(f"{sign}{abs(d):.2f} s {hints[k]}")
+    return out
+
+
+# ------------------------------------------------------------------ JSON view
+def estimate_to_dict(est: Estimate, tokens: float, price_per_node_hour: float | None = None) -> dict:
+    """Every number ``plan`` shows for one layout (SI units: s, bytes, FLOP/s, J)."""
+    lay = est.layout
+    peak = est.peak_memory
+    out = {
+        "nodes": est.nodes,
+        "layout": {k: getattr(lay, k) for k in (
+            "tp", "pp", "dp", "micro_batch", "global_batch", "schedule", "virtual_stages",
+            "zero", "recompute", "recompute_stages", "sequence_parallel", "precision")},
+        "micro_batches": lay.micro_batches,
+        "iteration_s": est.iteration_s,
+        "tokens_per_s": est.tokens_per_s,
+        "model_tflops_per_node": est.model_flops_per_s_per_node / 1e12,
+        "mfu": est.mfu,
+        "memory_bytes_per_node": est.memory_bytes_per_node,
+        "memory_fits": est.memory_fits,
+        "memory_fraction_of_usable": est.peak_memory.total / est.system.rank.usable_memory_bytes,
+        "memory_peak_stage": {k: v for k, v in peak.to_dict().items()},
+        "time_to_train_s": est.time_to_train_s(tokens),
+        "node_hours": est.node_hours(tokens),
+        "energy_mwh": est.energy_mwh(tokens),
+        "breakdown_s": est.breakdown.to_dict(),
+        "network_model": est.network,
+    }
+    if price_per_node_hour is not None:
+        out["cost"] = est.node_hours(tokens) * price_per_node_hour
+    return out
+
+
+def assumptions(system: SystemSpec) -> list[str]:
+    """What the prediction rests on that is not a measurement of this run."""
+    node, net = system.node, system.network
+    src = system.sources
+    return [
+        f"GEMM efficiency {node.gemm_efficiency:.2f} of peak for every shape "
+        f"({src.get('node.gemm_efficiency', 'preset')}); `fugakuperf calibrate` measures it",
+        f"network: {net.link_bandwidth * net.link_efficiency / 1e9:.2f} GB/s per link direction, "
+        f"{net.latency_s * 1e6:.2f} us per message, rings on nearest neighbours, no contention "
+        f"between concurrent groups (alpha-beta model)",
+        f"memory: {system.rank.usable_memory_bytes / 1e9:.3g} GB usable per rank "
+        f"({src.get('node.usable_memory_gb', 'preset')}); framework overheads beyond the "
+        f"counted buffers are not modelled",
+        f"energy: {node.power_w:.0f} W per node ({src.get('node.power_w', 'preset')})",
+    ]
+
+
+def plan_to_dict(result: PlanResult) -> dict:
+    r = result
+    model = r.model.to_dict()
+    return {
+        "model": model,
+        "system": {**r.system.settings(), "description": r.system.description,
+                   "peak_tflops_per_node": {p: r.system.node.peak_flops(p) / 1e12
+                                            for p in ("fp32", "fp16") if r.system.node.supports(p)},
+                   "usable_memory_bytes_per_node": r.system.node.usable_memory_bytes,
+                   "power_w_per_node": r.system.node.power_w},
+        "nodes": r.node_counts,
+        "exact_nodes": r.exact_nodes,
+        "global_batch": r.global_batch,
+        "tokens": r.tokens,
+        "pins": r.pins,
+        "candidates_evaluated": r.stats.candidates_evaluated,
+        "search": {"memory_checked": r.stats.memory_checked,
+                   "rejected_memory": r.stats.rejected_memory,
+                   "pruned_by_bound": r.stats.pruned,
+                   "node_counts_visited": len(r.stats.node_counts)},
+        "assumptions": assumptions(r.system),
+        "conventions": {
+            "mfu": "model FLOPs (forward + backward, no recompute; Korthikanti et al. 2022 Eq. 7) "
+                   "per second per node / peak FLOP/s per node at the training precision",
+            "memory_bytes_per_node": "peak pipeline stage: weights + gradients + optimizer + "
+                                     "activations + buffers, times ranks per node",
+            "energy_mwh": "node-hours x power per node (no cooling or network overhead)",
+        },
+        "best": [estimate_to_dict(e, r.tokens, r.price_per_node_hour) for e in r.best],
+        "ladder": [{"max_nodes": g.max_nodes, "min_nodes": g.min_nodes,
+                    "best": None if g.best is None else
+                    estimate_to_dict(g.best, r.tokens, r.price_per_node_hour)} for g in r.rungs],
+        "comparison": None if r.comparison is None else {
+            "pinned": estimate_to_dict(r.comparison.pinned, r.tokens, r.price_per_node_hour),
+            "best_unpinned": estimate_to_dict(r.comparison.best, r.tokens, r.price_per_node_hour),
+            "rank": r.comparison.rank, "of": r.comparison.of,
+            "slowdown": r.comparison.pinned.iteration_s / r.comparison.best.iteration_s - 1,
+            "reasons": r.comparison.reasons},
+    }

@@ -1,0 +1,297 @@
+"""The layout search: enumerate valid layouts, reject those that do not fit, rank the rest.
+
+For a job of N nodes (R = N x ranks-per-node ranks) the search varies, unless the
+user pins them: tp over the divisors of heads (and ffn), pp over the divisors of
+layers, dp = R / (tp pp), micro-batch over powers of two that divide the global
+batch share, schedule (1F1B, and interleaved 1F1B with 2-8 virtual stages where
+Megatron-LM allows it), sequence parallelism (when tp > 1), ZeRO stage and
+activation recomputation. GPipe is only evaluated when asked for: it runs the same
+bubble as 1F1B with more activations in flight, so it never wins.
+
+Two rules keep the search small without losing the best layout:
+
+* Recomputation only adds work, so for each layout the search takes the least
+  recomputation that fits: none, then selective, then full on the first k stages
+  (smallest k; earlier 1F1B stages hold more micro-batches), then full everywhere.
+* ZeRO-2 and -3 only add communication over ZeRO-1, so they are tried only when
+  the stage below needed recomputation to fit. ZeRO-0 and -1 are both tried.
+
+Over several node counts, layouts are visited in order of a lower bound on their
+iteration time (compute at peak GEMM efficiency plus the unavoidable bubble) and
+the search stops once the bound exceeds the k-th best time found: the result is
+the same as evaluating everything.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+from .compute import ComputeModel
+from .errors import SpecError
+from .estimator import Estimate, estimate, layout_lower_bound, network_for
+from .layout import Layout, validate_layout
+from .memory import peak_memory
+from .model import ModelSpec
+from .ops import model_flops_per_iteration
+from .system import SystemSpec
+
+MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
+MAX_VIRTUAL_STAGES = 8
+PIN_FIELDS = ("tp", "pp", "dp", "micro_batch", "schedule", "virtual_stages", "zero",
+              "recompute", "recompute_stages", "sequence_parallel", "precision")
+
+
+@dataclass
+class SearchStats:
+    candidates_evaluated: int = 0        # layouts whose iteration time was estimated
+    memory_checked: int = 0              # layout variants whose memory was checked
+    rejected_memory: int = 0             # layouts that fit with no recompute/ZeRO choice
+    pruned: int = 0                      # shapes and layouts skipped by a lower bound
+    node_counts: set = field(default_factory=set)
+
+
+def divisors(n: int) -> list[int]:
+    small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def tensor_parallel_options(model: ModelSpec) -> list[int]:
+    out = []
+    for t in divisors(model.heads):
+        if model.ffn % t == 0 and (model.kv_heads % t == 0 or t % model.kv_heads == 0):
+            out.append(t)
+    return out
+
+
+def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: dict) -> None:
+    """Reject pins no layout can satisfy, naming the flag and what is allowed."""
+    unknown = set(pins) - set(PIN_FIELDS)
+    if unknown:
+        raise SpecError(sorted(unknown)[0], f"cannot be pinned; pinnable: {', '.join(PIN_FIELDS)}")
+    tp, pp, dp, mb = (pins.get(k) for k in ("tp", "pp", "dp", "micro_batch"))
+    if tp is not None and tp not in tensor_parallel_options(model):
+        raise SpecError("tp", f"must divide heads ({model.heads}), kv_heads and ffn "
+                              f"({model.ffn}) of {model.name}; allowed: "
+                              + ", ".join(map(str, tensor_parallel_options(model))) + f"; got {tp}")
+    if pp is not None and model.layers % pp:
+        raise SpecError("pp", f"must divide the number of layers ({model.layers}); allowed: "
+                              + ", ".join(map(str, divisors(model.layers))) + f"; got {pp}")
+    if dp is not None and global_batch % dp:
+        raise SpecError("dp", f"must divide the global batch ({global_batch}); got {dp}")
+    if mb is not None and global_batch % mb:
+        raise SpecError("micro_batch", f"must divide the global batch ({global_batch}); got {mb}")
+    if dp is not None and mb is not None and global_batch % (dp * mb):
+        raise SpecError("micro_batch", f"dp x micro_batch ({dp} x {mb}) must divide the global "
+                                       f"batch ({global_batch})")
+    v, sched = pins.get("virtual_stages"), pins.get("schedule")
+    if v is not None and v > 1 and sched not in (None, "interleaved"):
+        raise SpecError("virtual_stages", f"needs the interleaved schedule, not {sched}")
+    if sched == "interleaved" and pp is not None and pp < 2:
+        raise SpecError("schedule", "interleaved needs pp >= 2")
+    if pins.get("recompute_stages") is not None:
+        if pins.get("recompute", "full") != "full":
+            raise SpecError("recompute_stages", "needs --recompute full")
+        pins.setdefault("recompute", "full")
+        if pp is not None and pins["recompute_stages"] > pp:
+            raise SpecError("recompute_stages", f"must be at most pp ({pp})")
+    if pins.get("sequence_parallel") and tp == 1:
+        raise SpecError("sequence_parallel", "needs tp > 1")
+    if pins.get("precision") is not None and not system.node.supports(pins["precision"]):
+        raise SpecError("precision", f"{pins['precision']} is not supported by {system.node.name}")
+
+
+def _pinned(pins: dict, name: str, options: Iterable):
+    return [pins[name]] if pins.get(name) is not None else list(options)
+
+
+def job_shapes(model: ModelSpec, system: SystemSpec, global_batch: int, pins: dict,
+               accept_nodes: Callable[[int], bool]) -> Iterator[tuple[int, int, int, int]]:
+    """(nodes, tp, pp, dp) the model, batch and pins allow, for node counts accepted.
+
+    dp must divide the global batch, so the shapes are few (a few thousand at most)
+    and are enumerated directly rather than node count by node count.
+    """
+    ppn = system.ranks_per_node
+    for tp in _pinned(pins, "tp", tensor_parallel_options(model)):
+        for pp in _pinned(pins, "pp", divisors(model.layers)):
+            for dp in _pinned(pins, "dp", divisors(global_batch)):
+                ranks = tp * pp * dp
+                if global_batch % dp or ranks % ppn:
+                    continue
+                nodes = ranks // ppn
+                if accept_nodes(nodes):
+                    yield nodes, tp, pp, dp
+
+
+def allocatable(system: SystemSpec, nodes: int) -> bool:
+    """Whether a job of exactly ``nodes`` nodes is a whole number of allocation units."""
+    net = system.network
+    return nodes <= net.nodes and nodes % net.allocation_unit(nodes) == 0
+
+
+def _schedules(model: ModelSpec, pp: int, micro_batches: int, pins: dict):
+    if pins.get("schedule") is not None:
+        sched = pins["schedule"]
+        if sched == "interleaved":
+            vs = _pinned(pins, "virtual_stages",
+                         [v for v in divisors(model.layers // pp) if 2 <= v <= MAX_VIRTUAL_STAGES])
+            return [("interleaved", v) for v in vs]
+        return [(sched, 1)]
+    if pins.get("virtual_stages") not in (None, 1):
+        return [("interleaved", pins["virtual_stages"])]
+    out = [("1f1b", 1)]
+    if pp > 1 and micro_batches % pp == 0:
+        out += [("interleaved", v) for v in divisors(model.layers // pp)
+                if 2 <= v <= MAX_VIRTUAL_STAGES]
+    return out
+
+
+def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int, pins: dict
+                 ) -> Iterator[Layout]:
+    """Layouts of one (tp, pp, dp) shape before ZeRO and recomputation are chosen."""
+    precisions = _pinned(pins, "precision", ["fp32"])
+    sps = _pinned(pins, "sequence_parallel",
+                  [False, True] if tp > 1 and model.seq % tp == 0 else [False])
+    for mb in _pinned(pins, "micro_batch", MICRO_BATCHES):
+        if global_batch % (dp * mb):
+            continue
+        m = global_batch // (dp * mb)
+        for sched, v in _schedules(model, pp, m, pins):
+            if model.layers % (pp * v) or (sched == "interleaved" and (pp < 2 or m % pp)):
+                continue
+            for sp in sps:
+                if sp and tp == 1:
+                    continue
+                for prec in precisions:
+                    yield Layout(tp=tp, pp=pp, dp=dp, micro_batch=mb, global_batch=global_batch,
+                                 schedule=sched, virtual_stages=v, sequence_parallel=sp,
+                                 precision=prec)
+
+
+def _recompute_options(layout: Layout, pins: dict) -> Iterator[Layout]:
+    """Recompute settings from least to most work (pinned: just that one)."""
+    if pins.get("recompute") is not None:
+        yield layout.replace(recompute=pins["recompute"],
+                             recompute_stages=pins.get("recompute_stages"))
+        return
+    yield layout
+    yield layout.replace(recompute="selective")
+    for k in range(1, layout.pp + 1):
+        yield layout.replace(recompute="full", recompute_stages=None if k == layout.pp else k)
+
+
+def least_recompute_that_fits(model: ModelSpec, system: SystemSpec, layout: Layout, pins: dict,
+                              stats: SearchStats) -> Layout | None:
+    limit = system.rank.usable_memory_bytes
+    options = list(_recompute_options(layout, pins))
+    fits = []
+    for opt in options[:2]:          # none, selective: check in order
+        stats.memory_checked += 1
+        if peak_memory(model, opt).total <= limit:
+            return opt
+    full = options[2:]
+    if not full:
+        return None
+    # Full recompute on the first k stages: memory falls as k grows; bisect for the least k.
+    lo, hi = 0, len(full) - 1
+    stats.memory_checked += 1
+    if peak_memory(model, full[hi]).total > limit:
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        stats.memory_checked += 1
+        if peak_memory(model, full[mid]).total <= limit:
+            hi = mid
+        else:
+            lo = mid + 1
+    del fits
+    return full[lo]
+
+
+def fitting_variants(model: ModelSpec, system: SystemSpec, layout: Layout, pins: dict,
+                     stats: SearchStats) -> list[Layout]:
+    """The ZeRO / recompute variants of a base layout worth estimating."""
+    zeros = [pins["zero"]] if pins.get("zero") is not None else [0, 1, 2, 3]
+    out = []
+    for z in zeros:
+        if layout.dp == 1 and z > 0:
+            break
+        chosen = least_recompute_that_fits(model, system, layout.replace(zero=z), pins, stats)
+        if chosen is not None:
+            out.append(chosen)
+        if pins.get("zero") is None and z >= 1 and chosen is not None and chosen.recompute == "none":
+            break                     # a higher ZeRO stage would only add communication
+    if not out:
+        stats.rejected_memory += 1
+    return out
+
+
+def lower_bound_s(model: ModelSpec, system: SystemSpec, tp: int, pp: int, dp: int,
+                  global_batch: int, precision: str, max_v: int) -> float:
+    """A bound no layout of this shape can beat: its share of the model FLOPs at the
+    best GEMM efficiency, stretched by the smallest possible pipeline bubble."""
+    compute = ComputeModel.for_system(system, precision)
+    per_sample = model_flops_per_iteration(model, 1) / (tp * pp)
+    w1 = per_sample / (compute.peak_flops * compute.max_gemm_efficiency)
+    return w1 * (global_batch / dp + (pp - 1) / max_v)
+
+
+def _max_virtual(model: ModelSpec, pp: int, pins: dict) -> int:
+    if pins.get("virtual_stages") is not None:
+        return pins["virtual_stages"]
+    if pp == 1 or pins.get("schedule") not in (None, "interleaved"):
+        return 1
+    return max(v for v in divisors(model.layers // pp) if v <= MAX_VIRTUAL_STAGES)
+
+
+def search(model: ModelSpec, system: SystemSpec, global_batch: int, *,
+           nodes: Iterable[int] | None = None, max_nodes: int | None = None,
+           min_nodes: int = 1, pins: dict | None = None, top: int = 5
+           ) -> tuple[list[Estimate], SearchStats]:
+    """The ``top`` fastest fitting layouts.
+
+    ``nodes`` lists exact node counts; otherwise every allocatable node count in
+    [min_nodes, max_nodes] is searched (default: up to the whole machine).
+    """
+    pins = {k: v for k, v in (pins or {}).items() if v is not None}
+    check_pins(model, system, global_batch, pins)
+    network = network_for(system)
+    stats = SearchStats()
+    precision = pins.get("precision", "fp32")
+    ComputeModel.for_system(system, precision)   # unsupported precision: fail early
+    if nodes is not None:
+        wanted = set(nodes)
+        accept = wanted.__contains__
+    else:
+        hi = system.network.nodes if max_nodes is None else max_nodes
+        accept = lambda n: min_nodes <= n <= hi and allocatable(system, n)   # noqa: E731
+    shapes = sorted(
+        (lower_bound_s(model, system, tp, pp, dp, global_batch, precision,
+                       _max_virtual(model, pp, pins)), n, tp, pp, dp)
+        for n, tp, pp, dp in job_shapes(model, system, global_batch, pins, accept))
+    best: list[tuple[float, int, Estimate]] = []     # max-heap on time via negation
+    for bound, n, tp, pp, dp in shapes:
+        if len(best) >= top and bound >= -best[0][0]:
+            stats.pruned += 1
+            continue
+        stats.node_counts.add(n)
+        for base in base_layouts(model, tp, pp, dp, global_batch, pins):
+            try:
+                validate_layout(base, model)
+            except SpecError:
+                continue
+            if len(best) >= top and layout_lower_bound(model, system, base, network) >= -best[0][0]:
+                stats.pruned += 1
+                continue
+            for layout in fitting_variants(model, system, base, pins, stats):
+                est = estimate(model, system, layout, network, validate=False)
+                stats.candidates_evaluated += 1
+                item = (-est.iteration_s, -stats.candidates_evaluated, est)
+                if len(best) < top:
+                    heapq.heappush(best, item)
+                elif est.iteration_s < -best[0][0]:
+                    heapq.heapreplace(best, item)
+    ranked = sorted((e for _, _, e in best), key=lambda e: (e.iteration_s, e.nodes))
+    return ranked, stats

@@ -1,0 +1,301 @@
+"""SystemSpec: node, network and how ranks sit on nodes.
+
+Values come from preset TOML files where each carries its source; the spec keeps
+those sources (``SystemSpec.sources``) for reports and ``fugakuperf presets``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+from typing import Mapping
+
+from .errors import SpecError, check_bool, check_choice, check_float, check_int, check_keys
+from .presets import system_table
+
+PRECISIONS = ("fp32", "fp16")
+GB = 1e9
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One compute node. Bandwidths in byte/s, clock in Hz, memory in bytes."""
+
+    name: str
+    cores: int
+    numa_domains: int
+    clock_hz: float
+    allowed_clocks_hz: tuple[float, ...]
+    flops_per_cycle_per_core: tuple[tuple[str, float], ...]   # (precision, FLOP/cycle/core)
+    eco_mode: bool
+    memory_bytes: float
+    usable_memory_bytes: float
+    memory_bandwidth: float
+    stream_bandwidth: float
+    stream_bandwidth_per_domain: float
+    inter_domain_bandwidth: float
+    gemm_efficiency: float
+    power_w: float
+
+    def __post_init__(self):
+        check_int("node.cores", self.cores, hi=100_000)
+        check_int("node.numa_domains", self.numa_domains, hi=self.cores)
+        check_float("node.clock_ghz", self.clock_hz / GB, hi=100)
+        check_bool("node.eco_mode", self.eco_mode)
+        fpc = self.flops_per_cycle_per_core
+        if isinstance(fpc, Mapping):
+            fpc = tuple(sorted(fpc.items()))
+            object.__setattr__(self, "flops_per_cycle_per_core", fpc)
+        for p, v in fpc:
+            check_choice("node.flops_per_cycle_per_core", p, ("fp64", "fp32", "fp16", "bf16"))
+            check_float(f"node.flops_per_cycle_per_core.{p}", v)
+        for name in ("memory_bytes", "usable_memory_bytes", "memory_bandwidth",
+                     "stream_bandwidth", "stream_bandwidth_per_domain",
+                     "inter_domain_bandwidth", "power_w"):
+            check_float(f"node.{name}", getattr(self, name))
+        check_float("node.gemm_efficiency", self.gemm_efficiency, hi=1.0)
+        if self.usable_memory_bytes > self.memory_bytes:
+            raise SpecError("node.usable_memory_gb", "must not exceed memory_gib")
+        if self.stream_bandwidth > self.memory_bandwidth:
+            raise SpecError("node.stream_bandwidth_gbs", "must not exceed memory_bandwidth_gbs")
+
+    def peak_flops(self, precision: str) -> float:
+        """Peak FLOP/s of the whole node; eco mode uses one of the two FP pipes."""
+        per_cycle = dict(self.flops_per_cycle_per_core)
+        if precision not in per_cycle:
+            raise SpecError("precision", f"{precision} is not supported by {self.name}; "
+                                         f"supported: {', '.join(sorted(per_cycle))}")
+        eco = 0.5 if self.eco_mode else 1.0
+        return self.cores * self.clock_hz * per_cycle[precision] * eco
+
+    def supports(self, precision: str) -> bool:
+        return precision in dict(self.flops_per_cycle_per_core)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """The interconnect: an N-D torus/mesh (per-axis size and wrap) with its links."""
+
+    kind: str
+    axes: tuple[str, ...]
+    shape: tuple[int, ...]
+    wrap: tuple[bool, ...]
+    link_bandwidth: float
+    link_efficiency: float
+    latency_s: float
+    injection_bandwidth: float
+    injection_efficiency: float
+    allocation_unit_nodes: int = 1
+    large_allocation_unit_nodes: int = 1
+    large_allocation_threshold_nodes: int = 0
+
+    def __post_init__(self):
+        check_choice("network.kind", self.kind, ("torus",))
+        if not (len(self.axes) == len(self.shape) == len(self.wrap)) or not self.axes:
+            raise SpecError("network.shape", "axes, shape and wrap must have the same length")
+        for ax, n in zip(self.axes, self.shape):
+            check_int(f"network.shape[{ax}]", n, hi=1_000_000)
+        check_float("network.link_bandwidth_gbs", self.link_bandwidth / GB)
+        check_float("network.link_efficiency", self.link_efficiency, hi=1.0)
+        check_float("network.latency_us", self.latency_s * 1e6, lo=0.0, lo_open=False)
+        check_float("network.injection_bandwidth_gbs", self.injection_bandwidth / GB)
+        check_float("network.injection_efficiency", self.injection_efficiency, hi=1.0)
+
+    @property
+    def nodes(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def effective_link_bandwidth(self) -> float:
+        return self.link_bandwidth * self.link_efficiency
+
+    @property
+    def effective_injection_bandwidth(self) -> float:
+        return self.injection_bandwidth * self.injection_efficiency
+
+    def allocation_unit(self, nodes: int) -> int:
+        """Granularity of a job of ``nodes`` nodes (12, or 48 above 384 on Fugaku)."""
+        if nodes > self.large_allocation_threshold_nodes:
+            return self.large_allocation_unit_nodes
+        return self.allocation_unit_nodes
+
+
+@dataclass(frozen=True)
+class RankView:
+    """What one rank (MPI process) owns when ``ranks_per_node`` share a node."""
+
+    peak_flops: Mapping[str, float]   # by precision
+    memory_bandwidth: float           # sustained (STREAM) bytes/s
+    usable_memory_bytes: float
+    intra_node_bandwidth: float       # between ranks of one node (inter-CMG links)
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    name: str
+    description: str
+    node: NodeSpec
+    network: NetworkSpec
+    ranks_per_node: int
+    allowed_ranks_per_node: tuple[int, ...]
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        if self.ranks_per_node not in self.allowed_ranks_per_node:
+            raise SpecError("ppn", f"must be one of {', '.join(map(str, self.allowed_ranks_per_node))} "
+                                   f"for {self.name}; got {self.ranks_per_node}")
+        object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
+
+    @cached_property
+    def rank(self) -> RankView:
+        """The share of the node one rank gets.
+
+        One rank per node spans all NUMA domains and gets the node's one-process
+        STREAM bandwidth; one rank per domain gets that domain's cores, memory and
+        STREAM bandwidth, and talks to its neighbours over the inter-domain links.
+        """
+        node, ppn = self.node, self.ranks_per_node
+        if ppn == 1:
+            bw = node.stream_bandwidth
+        elif ppn == node.numa_domains:
+            bw = node.stream_bandwidth_per_domain
+        else:
+            bw = node.stream_bandwidth / ppn
+        return RankView(
+            peak_flops=MappingProxyType({p: node.peak_flops(p) / ppn for p in PRECISIONS
+                                         if node.supports(p)}),
+            memory_bandwidth=bw,
+            usable_memory_bytes=node.usable_memory_bytes / ppn,
+            intra_node_bandwidth=node.inter_domain_bandwidth,
+        )
+
+    def with_options(self, *, clock_ghz: float | None = None, eco: bool | None = None,
+                     ppn: int | None = None) -> "SystemSpec":
+        """The same system at another clock, eco mode or ranks per node."""
+        node = self.node
+        if clock_ghz is not None:
+            hz = check_float("clock", clock_ghz) * GB
+            if all(abs(hz - c) > 1e6 for c in node.allowed_clocks_hz):
+                allowed = ", ".join(f"{c / GB:g}" for c in node.allowed_clocks_hz)
+                raise SpecError("clock", f"must be one of {allowed} GHz for {node.name}; got {clock_ghz:g}")
+            node = dataclasses.replace(node, clock_hz=hz)
+        if eco is not None:
+            node = dataclasses.replace(node, eco_mode=eco)
+        return dataclasses.replace(self, node=node,
+                                   ranks_per_node=self.ranks_per_node if ppn is None else ppn)
+
+    def settings(self) -> dict:
+        """The options a result should echo."""
+        return {"name": self.name, "clock_ghz": self.node.clock_hz / GB,
+                "eco_mode": self.node.eco_mode, "ranks_per_node": self.ranks_per_node,
+                "max_nodes": self.network.nodes}
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["sources"] = dict(self.sources)
+        d["node"]["flops_per_cycle_per_core"] = dict(self.node.flops_per_cycle_per_core)
+        d.pop("rank", None)
+        return d
+
+
+# --------------------------------------------------------------------- loading
+_NODE_KEYS = {
+    # toml key: (field, scale to SI)
+    "cores": ("cores", None), "numa_domains": ("numa_domains", None),
+    "clock_ghz": ("clock_hz", GB), "allowed_clocks_ghz": ("allowed_clocks_hz", GB),
+    "flops_per_cycle_per_core": ("flops_per_cycle_per_core", None),
+    "eco_mode": ("eco_mode", None), "memory_gib": ("memory_bytes", GIB),
+    "usable_memory_gb": ("usable_memory_bytes", GB),
+    "memory_bandwidth_gbs": ("memory_bandwidth", GB),
+    "stream_bandwidth_gbs": ("stream_bandwidth", GB),
+    "stream_bandwidth_per_domain_gbs": ("stream_bandwidth_per_domain", GB),
+    "inter_domain_bandwidth_gbs": ("inter_domain_bandwidth", GB),
+    "gemm_efficiency": ("gemm_efficiency", None), "power_w": ("power_w", None),
+}
+_NETWORK_KEYS = {
+    "axes": ("axes", None), "shape": ("shape", None), "wrap": ("wrap", None),
+    "link_bandwidth_gbs": ("link_bandwidth", GB), "link_efficiency": ("link_efficiency", None),
+    "latency_us": ("latency_s", 1e-6),
+    "injection_bandwidth_gbs": ("injection_bandwidth", GB),
+    "injection_efficiency": ("injection_efficiency", None),
+    "allocation_unit_nodes": ("allocation_unit_nodes", None),
+    "large_allocation_unit_nodes": ("large_allocation_unit_nodes", None),
+    "large_allocation_threshold_nodes": ("large_allocation_threshold_nodes", None),
+}
+
+
+def _unpack(where: str, table: dict, keys: dict, sources: dict, prefix: str) -> dict:
+    check_keys(where, table, set(keys) | {"name", "kind"})
+    out = {}
+    for key, raw in table.items():
+        if key in ("name", "kind"):
+            out[key] = raw
+            continue
+        if isinstance(raw, dict) and "value" in raw:
+            check_keys(f"{where}.{key}", raw, ("value", "source"))
+            value = raw["value"]
+            sources[f"{prefix}.{key}"] = raw.get("source", "")
+        else:
+            value = raw
+            sources[f"{prefix}.{key}"] = ""
+        fname, scale = keys[key]
+        if scale is not None:
+            if isinstance(value, list):
+                value = tuple(float(v) * scale for v in value)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = float(value) * scale
+            else:
+                raise SpecError(f"{where}.{key}", f"must be a number, got {value!r}")
+        elif isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(value, dict):
+            value = MappingProxyType(dict(value))
+        out[fname] = value
+    return out
+
+
+def _value(where: str, table: dict, key: str, sources: dict, default=None):
+    raw = table.get(key, default)
+    if isinstance(raw, dict) and "value" in raw:
+        sources[key] = raw.get("source", "")
+        return raw["value"]
+    return raw
+
+
+def system_from_table(name: str, table: dict, where: str) -> SystemSpec:
+    check_keys(where, table, ("description", "default_ranks_per_node",
+                              "allowed_ranks_per_node", "node", "network"))
+    for part in ("node", "network"):
+        if not isinstance(table.get(part), dict):
+            raise SpecError(f"{where}.{part}", "missing table")
+    sources: dict[str, str] = {}
+    try:
+        node_fields = _unpack(f"{where}.node", table["node"], _NODE_KEYS, sources, "node")
+        node_fields.setdefault("name", name)
+        node_fields.setdefault("allowed_clocks_hz", (node_fields.get("clock_hz", 0.0),))
+        node = NodeSpec(**node_fields)
+        net_fields = _unpack(f"{where}.network", table["network"], _NETWORK_KEYS, sources, "network")
+        net_fields.setdefault("kind", "torus")
+        network = NetworkSpec(**net_fields)
+    except TypeError as e:   # a required key is missing
+        missing = str(e).split("argument", 1)[-1].strip(": '")
+        raise SpecError(where, f"missing required key: {missing}") from None
+    except SpecError as e:
+        raise SpecError(f"{where}.{e.field}", str(e).split(": ", 1)[1]) from None
+    ppn = _value(where, table, "default_ranks_per_node", sources, 1)
+    allowed = _value(where, table, "allowed_ranks_per_node", sources, [ppn])
+    return SystemSpec(name=name, description=table.get("description", ""), node=node,
+                      network=network, ranks_per_node=check_int("default_ranks_per_node", ppn),
+                      allowed_ranks_per_node=tuple(allowed), sources=sources)
+
+
+def load_system(name_or_path: str = "fugaku", *, clock_ghz: float | None = None,
+                eco: bool | None = None, ppn: int | None = None) -> SystemSpec:
+    name, table, where = system_table(name_or_path)
+    return system_from_table(name, table, where).with_options(clock_ghz=clock_ghz, eco=eco, ppn=ppn)

@@ -1,0 +1,99 @@
+"""Plain-text rendering of a plan for the terminal."""
+
+from __future__ import annotations
+
+DAY = 86400.0
+
+
+def _si(x: float) -> str:
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def _days(seconds: float) -> str:
+    d = seconds / DAY
+    return f"{d:,.1f}" if d < 1000 else f"{d:,.0f}"
+
+
+def _layout_cells(lay: dict) -> list[str]:
+    sched = lay["schedule"] + (f"/{lay['virtual_stages']}" if lay["virtual_stages"] > 1 else "")
+    rc = lay["recompute"]
+    if lay["recompute_stages"]:
+        rc = f"full:{lay['recompute_stages']}"
+    return [str(lay["tp"]), str(lay["pp"]), str(lay["dp"]), str(lay["micro_batch"]), sched,
+            str(lay["zero"]), rc, "y" if lay["sequence_parallel"] else "n"]
+
+
+HEADER = ["#", "nodes", "TP", "PP", "DP", "mb", "sched", "ZeRO", "recomp", "SP", "iter s",
+          "tokens/s", "TF/node", "MFU", "mem GB", "fits", "days", "node-h", "MWh"]
+
+
+def _row(rank: str, c: dict) -> list[str]:
+    return [rank, f"{c['nodes']:,}", *_layout_cells(c["layout"]), f"{c['iteration_s']:.3g}",
+            _si(c["tokens_per_s"]), f"{c['model_tflops_per_node']:.2f}", f"{c['mfu']:.1%}",
+            f"{c['memory_bytes_per_node'] / 1e9:.1f}", "yes" if c["memory_fits"] else "NO",
+            _days(c["time_to_train_s"]), _si(c["node_hours"]), f"{c['energy_mwh']:,.0f}"]
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    def fmt(r):
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+
+
+def render_plan(d: dict) -> str:
+    """The plan as a terminal report (``d`` is ``perfmodel.plan.plan_to_dict``)."""
+    m, s = d["model"], d["system"]
+    lines = [
+        f"model   {m['name']}: {m['params']:,} parameters ({m['params'] / 1e9:.2f} B), "
+        f"{m['layers']} layers x {m['hidden']} hidden, {m['heads']} heads, ffn {m['ffn']}, "
+        f"vocab {m['vocab']}, seq {m['seq']}",
+        f"system  {s['name']}: {s['clock_ghz']:g} GHz, eco {'on' if s['eco_mode'] else 'off'}, "
+        f"{s['ranks_per_node']} rank(s)/node, peak "
+        + ", ".join(f"{v:.2f} TF {k}" for k, v in s["peak_tflops_per_node"].items())
+        + f" per node, {s['usable_memory_bytes_per_node'] / 1e9:g} GB usable",
+        f"train   {d['tokens'] / 1e9:,.0f} B tokens, global batch {d['global_batch']} sequences "
+        f"({d['global_batch'] * m['seq'] / 1e6:.2f} M tokens)"
+        + (f"; pinned: {', '.join(f'{k}={v}' for k, v in d['pins'].items())}" if d["pins"] else ""),
+        "",
+    ]
+    if not d["exact_nodes"]:
+        lines.append("Best layout per job size (each row: at most that many nodes)")
+        rows = [_row(f"<={g['max_nodes']:,}", g["best"]) for g in d["ladder"] if g["best"]]
+        missing = [g["max_nodes"] for g in d["ladder"] if not g["best"]]
+        lines.append(table(rows, ["up to"] + HEADER[1:]))
+        if missing:
+            lines.append("no fitting layout up to: " + ", ".join(f"{n:,}" for n in missing))
+        lines.append("")
+        lines.append(f"Fastest layouts within {d['nodes'][-1]:,} nodes")
+    else:
+        lines.append("Fastest layouts on " + ", ".join(f"{n:,}" for n in d["nodes"]) + " nodes")
+    lines.append(table([_row(str(i + 1), c) for i, c in enumerate(d["best"])], HEADER))
+    if d["best"]:
+        b = d["best"][0]
+        bd = b["breakdown_s"]
+        lines += ["", f"Iteration of the best layout ({b['iteration_s']:.3g} s): "
+                  + ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in bd.items())]
+    c = d.get("comparison")
+    if c:
+        p = c["pinned"]
+        lines += ["", f"Pinned layout ranks {c['rank']} of {c['of']} fitting layouts on "
+                      f"{p['nodes']:,} nodes; it is {c['slowdown']:.1%} slower than "
+                      f"TP{c['best_unpinned']['layout']['tp']} PP{c['best_unpinned']['layout']['pp']} "
+                      f"DP{c['best_unpinned']['layout']['dp']} "
+                      f"({c['best_unpinned']['iteration_s']:.3g} s vs {p['iteration_s']:.3g} s per "
+                      f"iteration). Where the time goes:"]
+        lines += [f"  {r}" for r in c["reasons"]]
+        mem = p["memory_peak_stage"]
+        lines.append(f"  its peak stage ({int(mem['stage'])}) uses {mem['total'] / 1e9:.1f} GB of "
+                     f"{s['usable_memory_bytes_per_node'] / s['ranks_per_node'] / 1e9:g} GB per rank")
+    lines += ["", "Assumptions:"] + [f"  - {a}" for a in d["assumptions"]]
+    lines += ["", f"{d['candidates_evaluated']:,} layouts evaluated "
+                  f"({d['search']['pruned_by_bound']:,} pruned by a lower bound; "
+                  f"network model: {d['best'][0]['network_model'] if d['best'] else '-'}). "
+                  "MFU counts model FLOPs (no recompute) against peak at the training precision; "
+                  "TF/node is model TFLOP/s per node; mem is the peak pipeline stage per node."]
+    return "\n".join(lines)
