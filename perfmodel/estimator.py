@@ -231,6 +231,25 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
     return stages
 
 
+def pipeline_ends(work: list[float], drain: list[float], counts: list[int], m: int,
+                  v: int = 1) -> list[float]:
+    """When each run of identical stages finishes its last backward.
+
+    ``work[r]`` is one micro-batch's forward + backward on a stage of run r (with
+    its transfers), ``drain[r]`` the backward part that later stages finish before
+    earlier ones, ``counts[r]`` the stages in the run. The makespan is
+    ``m max(work) + (sum(work) - max(work)) / v``; stage j ends ``sum_{i<j} drain_i / v``
+    before stage 0.
+    """
+    slowest = max(work)
+    t_pipe = m * slowest + (sum(w * n for w, n in zip(work, counts)) - slowest) / v
+    ends, lag = [], 0.0
+    for d, n in zip(drain, counts):
+        ends.append(t_pipe - lag)
+        lag += n * d / v
+    return ends
+
+
 def _exposed(comm: float, window: float, pieces: int) -> float:
     """Communication left exposed when it runs in ``pieces`` buckets behind ``window``
     seconds of compute: at least the last bucket, at most all of it."""
@@ -289,14 +308,12 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
             tail += _p2p(network, "pp", job, vocab_shard(model, layout.tp) * model.hidden * GRAD_BYTES)
         extra_f[i], extra_b[i], dp_tail[i], optim[i] = f_add, b_add, tail, opt
 
-    work = {i: cost[i].forward + cost[i].backward + extra_f[i] + extra_b[i] + 2 * cost[i].p2p
-            for i in firsts}
-    slowest = max(work.values())
-    t_pipe = m * slowest + (sum(work[i] * n for i, n in runs) - slowest) / v
-    ends, lag = {}, 0.0
-    for i, n in runs:
-        ends[i] = t_pipe - lag + dp_tail[i] + optim[i]
-        lag += n * (cost[i].backward + extra_b[i] + cost[i].p2p) / v
+    done = pipeline_ends(
+        work=[cost[i].forward + cost[i].backward + extra_f[i] + extra_b[i] + 2 * cost[i].p2p
+              for i in firsts],
+        drain=[cost[i].backward + extra_b[i] + cost[i].p2p for i in firsts],
+        counts=[n for _, n in runs], m=m, v=v)
+    ends = {i: d + dp_tail[i] + optim[i] for i, d in zip(firsts, done)}
     crit = max(firsts, key=lambda i: ends[i])
     iteration = ends[crit]
 

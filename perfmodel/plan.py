@@ -142,9 +142,9 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
                     raise SpecError("nodes", f"{why}: tp x pp x dp cannot equal it "
                                              f"(tp divides heads, pp divides layers, dp divides "
                                              f"the global batch); nearest node counts that can: {near}")
-                raise SpecError("nodes", f"{why} within {system.rank.usable_memory_bytes / 1e9:.1f} GB "
-                                         f"per rank, even with full recompute and ZeRO-3; "
-                                         f"try more nodes")
+                raise SpecError("nodes", f"{why} within the memory of a rank "
+                                         f"({system.rank.usable_memory_bytes / 1e9:.1f} GB), even "
+                                         f"with full recompute and ZeRO-3; try more nodes")
             rungs.append(Rung(n, n, found[0]))
             best.extend(found)
         best = sorted(best, key=lambda e: (e.iteration_s, e.nodes))[:top]
@@ -256,7 +256,8 @@ def assumptions(system: SystemSpec) -> list[str]:
     src = system.sources
     return [
         f"GEMM efficiency {node.gemm_efficiency:.2f} of peak for every shape "
-        f"({src.get('node.gemm_efficiency', 'preset')}); `fugakuperf calibrate` measures it",
+        f"({src.get('node.gemm_efficiency', 'preset')}); a measured value can replace it in a "
+        f"system TOML file passed to --system",
         f"network: {net.link_bandwidth * net.link_efficiency / 1e9:.2f} GB/s per link direction, "
         f"{net.latency_s * 1e6:.2f} us per message, rings on nearest neighbours, no contention "
         f"between concurrent groups (alpha-beta model)",

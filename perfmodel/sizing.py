@@ -1,6 +1,6 @@
 """Choose an architecture for a requested parameter count (``--params N``).
 
-The rule, stated once here and in docs/params-rule.md:
+The rule (docs/planning.md points here rather than repeating it):
 
 1. Depth follows a power law fitted (least squares in log-log space) to the depth
    and size of 18 published GPT models: the GPT-3 family (Brown et al. 2020,
@@ -12,8 +12,9 @@ The rule, stated once here and in docs/params-rule.md:
    below 10 B they are 64 wide (GPT-3 Small and Medium), with any head count and
    an even depth, since coarser steps cannot get within a few % of N at that
    size. FFN is 4 * hidden.
-3. Among shapes with such a depth within [0.75, 1.33] x depth(N), those whose exact count is within 1% of N are kept and the one whose
-   depth is nearest depth(N) wins; if none is within 1%, the nearest count wins.
+3. Among shapes with such a depth within [0.75, 1.33] x depth(N), those whose
+   exact count is within 1% of N are kept and the one whose depth is nearest
+   depth(N) wins; if none is within 1%, the nearest count wins.
 4. Everything else is the Fugaku-LLM architecture (FACTS.md): GPT-2 style, pre-LN
    LayerNorm with bias, learned positions, GELU, biases, tied embeddings, vocabulary
    49,152 and sequence 2,048, unless the caller overrides vocab or seq.

@@ -1,0 +1,99 @@
+"""Benchmarks of the planner, measured in one run on this machine.
+
+    python -m benchmarks.run [--json] [--repeat N]
+
+* ``plan --params 13e9`` end to end as a user runs it (a fresh process, so Python
+  start-up and imports count), median of N runs, against the 2 s target;
+* the same plan in process (no start-up), and how many layouts it evaluates;
+* the same search without lower-bound pruning, so the pruning's saving is a
+  ratio measured in the same run;
+* the estimator alone: estimates per second on Fugaku-LLM's layout.
+Timings on a shared machine are noisy: compare the ratios, not the seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _median_time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_cli(repeat: int) -> float:
+    cmd = [sys.executable, "-m", "fugakuperf", "plan", "--params", "13e9", "--json"]
+    return _median_time(lambda: subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True),
+                        repeat)
+
+
+def bench_in_process(repeat: int) -> dict:
+    from perfmodel.estimator import estimate
+    from perfmodel.layout import Layout
+    from perfmodel.plan import plan
+    from perfmodel.presets import load_model
+    from perfmodel.search import search
+    from perfmodel.sizing import model_for_params
+    from perfmodel.system import load_system
+
+    system = load_system()
+    model = model_for_params(13e9)
+    result = plan(model, system)
+    plan_s = _median_time(lambda: plan(model, system), repeat)
+    unpruned_s = _median_time(
+        lambda: search(model, system, 2016, max_nodes=13824, top=10**9), max(1, repeat // 2))
+    _, full = search(model, system, 2016, max_nodes=13824, top=10**9)
+    fugaku_llm = load_model("fugaku-llm-13b")
+    layout = Layout(tp=6, pp=8, dp=288, global_batch=2016, recompute="full", recompute_stages=4)
+    n = 2000
+    est_s = _median_time(lambda: [estimate(fugaku_llm, system, layout) for _ in range(n)], 3) / n
+    return {
+        "plan_in_process_s": plan_s,
+        "candidates_evaluated": result.stats.candidates_evaluated,
+        "pruned_by_bound": result.stats.pruned,
+        "unpruned_search_s": unpruned_s,
+        "unpruned_candidates": full.candidates_evaluated,
+        "pruning_speedup": unpruned_s / plan_s,
+        "estimate_us": est_s * 1e6,
+        "estimates_per_s": 1 / est_s,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=5, help="runs per timing (median)")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    args = ap.parse_args(argv)
+    cli_s = bench_cli(args.repeat)
+    figures = {"plan_cli_s": cli_s, "plan_cli_vs_2s_target": cli_s / 2.0,
+               **bench_in_process(args.repeat)}
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    print(f"fugakuperf plan --params 13e9 (fresh process): {cli_s:.3f} s median of {args.repeat}"
+          f" = {cli_s / 2.0:.0%} of the 2 s target")
+    print(f"  in process: {figures['plan_in_process_s']:.3f} s, "
+          f"{figures['candidates_evaluated']:,} layouts evaluated, "
+          f"{figures['pruned_by_bound']:,} pruned by the lower bound")
+    print(f"  without pruning: {figures['unpruned_search_s']:.3f} s for "
+          f"{figures['unpruned_candidates']:,} layouts: pruning is "
+          f"{figures['pruning_speedup']:.1f}x faster with the same answer")
+    print(f"  estimator: {figures['estimate_us']:.0f} us per layout "
+          f"({figures['estimates_per_s']:,.0f} per s) on TP6 PP8 DP288")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

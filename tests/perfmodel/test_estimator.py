@@ -1,0 +1,158 @@
+"""The analytic estimator: pipeline arithmetic, breakdown bookkeeping, monotonicity."""
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from perfmodel.estimator import estimate, pipeline_ends
+from perfmodel.layout import Layout
+from perfmodel.model import ModelSpec
+from perfmodel.presets import load_model
+from perfmodel.system import load_system
+from topologies import CollectiveCost
+
+FUGAKU = load_system()
+FUGAKU_LLM = load_model("fugaku-llm-13b")
+# Small enough that embedding and head are a sliver of a stage's work.
+SMALL = ModelSpec(layers=16, hidden=2048, heads=16, vocab=64, seq=1024, dropout=False)
+
+
+class FreeNetwork:
+    """Communication that costs nothing: isolates compute and the schedule."""
+
+    name = "free"
+
+    def collective(self, op, dim, job, nbytes):
+        return CollectiveCost(0.0, "free", nbytes)
+
+    def p2p(self, dim, job, nbytes):
+        return CollectiveCost(0.0, "free", nbytes)
+
+
+def faster_network(system, factor):
+    net = dataclasses.replace(system.network,
+                              link_bandwidth=system.network.link_bandwidth * factor,
+                              injection_bandwidth=system.network.injection_bandwidth * factor)
+    return dataclasses.replace(system, network=net)
+
+
+# ------------------------------------------------------------ pipeline arithmetic
+@pytest.mark.parametrize("p,m", [(2, 1), (4, 4), (8, 7), (8, 32)])
+def test_equal_stages_give_the_textbook_bubble(p, m):
+    """(m + p - 1) w: bubble fraction (p - 1) / (m + p - 1) (Narayanan et al. 2021)."""
+    w = 3.0
+    end = pipeline_ends([w], [1.0], [p], m)[0]
+    assert end == pytest.approx((m + p - 1) * w, rel=1e-12)
+    assert 1 - m * w / end == pytest.approx((p - 1) / (m + p - 1), rel=1e-12)
+
+
+@pytest.mark.parametrize("p,m,v", [(4, 8, 2), (8, 16, 4), (8, 8, 5)])
+def test_interleaving_divides_the_bubble_by_v(p, m, v):
+    w = 2.0
+    end = pipeline_ends([w], [1.0], [p], m, v)[0]
+    assert end == pytest.approx(m * w + (p - 1) * w / v, rel=1e-12)
+    assert 1 - m * w / end == pytest.approx((p - 1) / (v * m + p - 1), rel=1e-12)
+
+
+def test_later_stages_finish_their_backward_earlier():
+    ends = pipeline_ends([5.0, 5.0, 5.0], [3.0, 3.0, 3.0], [1, 2, 1], m=4)
+    assert ends[0] == pytest.approx(4 * 5 + 3 * 5)
+    assert ends[1] == pytest.approx(ends[0] - 3.0)       # one stage ahead of it
+    assert ends[2] == pytest.approx(ends[0] - 3 * 3.0)   # three stages ahead
+
+
+def test_a_slow_stage_sets_the_pace():
+    ends = pipeline_ends([4.0, 6.0, 4.0], [2.0, 3.0, 2.0], [1, 1, 1], m=10)
+    assert ends[0] == pytest.approx(10 * 6.0 + 8.0)
+
+
+# --------------------------------------------------------------- whole estimates
+@pytest.mark.parametrize("schedule,v", [("gpipe", 1), ("1f1b", 1), ("interleaved", 2)])
+def test_free_network_bubble_matches_the_closed_form(schedule, v):
+    p, m = 4, 8
+    lay = Layout(tp=1, pp=p, dp=1, micro_batch=1, global_batch=m, schedule=schedule,
+                 virtual_stages=v)
+    est = estimate(SMALL, FUGAKU, lay, FreeNetwork())
+    fraction = est.breakdown.bubble / est.iteration_s
+    # embedding and head make the end stages a little heavier than the rest
+    assert fraction == pytest.approx((p - 1) / (v * m + p - 1), rel=0.02)
+
+
+def test_breakdown_adds_up_to_the_iteration():
+    for lay in [Layout(tp=6, pp=8, dp=288, global_batch=2016, recompute="full",
+                       recompute_stages=4),
+                Layout(tp=4, pp=2, dp=96, global_batch=2016, zero=3),
+                Layout(tp=2, pp=4, dp=8, micro_batch=2, global_batch=256, schedule="interleaved",
+                       virtual_stages=5, zero=1, sequence_parallel=True)]:
+        est = estimate(FUGAKU_LLM, FUGAKU, lay)
+        assert est.breakdown.total == pytest.approx(est.iteration_s, rel=1e-12)
+        assert min(est.breakdown.to_dict().values()) >= 0.0
+
+
+def test_throughput_and_mfu_follow_from_the_iteration_time():
+    lay = Layout(tp=6, pp=8, dp=288, global_batch=2016, recompute="full", recompute_stages=4)
+    est = estimate(FUGAKU_LLM, FUGAKU, lay)
+    assert est.nodes == 13824
+    assert est.tokens_per_s == pytest.approx(2016 * 2048 / est.iteration_s)
+    per_node = 72 * 2016 * 2048 * 40 * 5184**2 * (1 + 2048 / (6 * 5184) + 49152 / (12 * 5184 * 40))
+    assert est.model_flops_per_s_per_node == pytest.approx(per_node / est.iteration_s / 13824)
+    assert est.mfu == pytest.approx(est.model_flops_per_s_per_node / 6.7584e12)
+    assert est.time_to_train_s(380e9) == pytest.approx(380e9 / est.tokens_per_s)
+    assert est.energy_mwh(380e9) == pytest.approx(est.node_hours(380e9) * 188 / 1e6)
+
+
+def test_recomputation_only_adds_time():
+    base = Layout(tp=6, pp=8, dp=288, global_batch=2016)
+    times = [estimate(FUGAKU_LLM, FUGAKU, base.replace(**kw)).iteration_s for kw in
+             ({}, {"recompute": "selective"}, {"recompute": "full", "recompute_stages": 4},
+              {"recompute": "full"})]
+    assert times == sorted(times) and times[0] < times[-1]
+
+
+def test_overlapping_the_gradient_reduction_never_hurts():
+    lay = Layout(tp=1, pp=1, dp=64, micro_batch=1, global_batch=64)
+    model = load_model("gpt3-1.3b")
+    assert estimate(model, FUGAKU, lay).iteration_s < \
+        estimate(model, FUGAKU, lay.replace(overlap_dp=False)).iteration_s
+
+
+layouts = st.builds(
+    lambda tp, pp, dp, mb, k, zero, rc, sp: Layout(
+        tp=tp, pp=pp, dp=dp, micro_batch=mb, global_batch=dp * mb * k, zero=zero,
+        recompute=rc, sequence_parallel=sp and tp > 1),
+    tp=st.sampled_from([1, 2, 4]), pp=st.sampled_from([1, 2, 4]), dp=st.sampled_from([1, 8, 96]),
+    mb=st.sampled_from([1, 2]), k=st.integers(1, 16), zero=st.integers(0, 3),
+    rc=st.sampled_from(["none", "selective", "full"]), sp=st.booleans())
+
+
+@settings(max_examples=60, deadline=None)
+@given(layouts, st.sampled_from([1.5, 2.0, 10.0]))
+def test_more_bandwidth_never_makes_an_iteration_slower(layout, factor):
+    model = load_model("gpt3-2.7b")
+    slow = estimate(model, FUGAKU, layout).iteration_s
+    fast = estimate(model, faster_network(FUGAKU, factor), layout).iteration_s
+    assert fast <= slow * (1 + 1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(layouts)
+def test_ranks_per_node_only_regroup_ranks(layout):
+    """Four ranks per node: a quarter of the nodes, each rank a quarter of a node."""
+    model = load_model("gpt3-2.7b")
+    four = FUGAKU.with_options(ppn=4)
+    if layout.ranks % 4:
+        return
+    est = estimate(model, four, layout)
+    assert est.nodes == layout.ranks // 4
+    assert est.memory_bytes_per_node == pytest.approx(4 * est.peak_memory.total)
+    assert est.memory_fits == (est.peak_memory.total <= four.node.usable_memory_bytes / 4)
+
+
+def test_eco_mode_and_lower_clock_slow_compute_down():
+    lay = Layout(tp=6, pp=8, dp=288, global_batch=2016)
+    base = estimate(FUGAKU_LLM, FUGAKU, lay).breakdown.compute
+    assert estimate(FUGAKU_LLM, FUGAKU.with_options(clock_ghz=2.0), lay).breakdown.compute \
+        == pytest.approx(base * 2.2 / 2.0, rel=0.02)
+    assert estimate(FUGAKU_LLM, FUGAKU.with_options(eco=True), lay).breakdown.compute \
+        > 1.5 * base

@@ -1,0 +1,106 @@
+"""The layout search: pruning never changes the answer; rules keep it honest."""
+
+import pytest
+
+from perfmodel.errors import SpecError
+from perfmodel.estimator import estimate
+from perfmodel.memory import peak_memory
+from perfmodel.presets import load_model
+from perfmodel.search import (allocatable, divisors, job_shapes, search,
+                              tensor_parallel_options)
+from perfmodel.sizing import model_for_params
+from perfmodel.system import load_system
+
+FUGAKU = load_system()
+FUGAKU_LLM = load_model("fugaku-llm-13b")
+
+
+def test_divisors():
+    assert divisors(40) == [1, 2, 4, 5, 8, 10, 20, 40]
+    assert divisors(1) == [1]
+    assert tensor_parallel_options(FUGAKU_LLM) == [1, 2, 3, 4, 6, 9, 12, 18, 36]
+
+
+def test_llama_70b_tensor_parallel_respects_grouped_kv_heads():
+    opts = tensor_parallel_options(load_model("llama2-70b"))
+    assert 8 in opts and 16 in opts and all(64 % t == 0 for t in opts)
+
+
+def test_job_shapes_multiply_out_to_the_node_count():
+    shapes = list(job_shapes(FUGAKU_LLM, FUGAKU, 2016, {}, lambda n: n == 13824))
+    assert (13824, 6, 8, 288) in shapes
+    assert all(tp * pp * dp == 13824 and 2016 % dp == 0 for _, tp, pp, dp in shapes)
+
+
+def test_allocation_units():
+    assert allocatable(FUGAKU, 384) and allocatable(FUGAKU, 36)
+    assert not allocatable(FUGAKU, 390)           # 12-node units up to 384 nodes
+    assert allocatable(FUGAKU, 432) and not allocatable(FUGAKU, 444)   # 48 above
+    assert not allocatable(FUGAKU, 200_000)       # larger than the machine
+
+
+@pytest.mark.parametrize("model,lo,hi", [
+    (FUGAKU_LLM, 6913, 13824),
+    (FUGAKU_LLM, 1, 384),
+    (model_for_params(13e9), 3073, 6912),
+    (load_model("gpt3-2.7b"), 1, 96),
+])
+def test_pruning_never_changes_the_best_layouts(model, lo, hi):
+    pruned, stats = search(model, FUGAKU, 2016, min_nodes=lo, max_nodes=hi, top=3)
+    everything, full = search(model, FUGAKU, 2016, min_nodes=lo, max_nodes=hi, top=10**9)
+    assert stats.pruned > 0 and full.pruned == 0
+    assert [e.iteration_s for e in pruned] == pytest.approx(
+        [e.iteration_s for e in everything[:3]], rel=1e-12)
+
+
+def test_every_result_fits_and_is_sorted():
+    found, _ = search(FUGAKU_LLM, FUGAKU, 2016, nodes=[13824], top=50)
+    assert found
+    assert all(e.memory_fits for e in found)
+    times = [e.iteration_s for e in found]
+    assert times == sorted(times)
+
+
+def test_least_recompute_that_fits_is_chosen():
+    """At 1,536 nodes TP6 PP8 DP32 holds 7 micro-batches in flight per stage 0: more than
+    fits without recomputation, so the search recomputes on a few stages only."""
+    found, _ = search(FUGAKU_LLM, FUGAKU, 2016, nodes=[1536], pins={"tp": 6, "pp": 8, "zero": 0},
+                      top=20)
+    assert found
+    for est in found:
+        lay = est.layout
+        if lay.recompute == "full" and lay.recompute_stages:
+            less = lay.replace(recompute_stages=lay.recompute_stages - 1) \
+                if lay.recompute_stages > 1 else lay.replace(recompute="selective",
+                                                            recompute_stages=None)
+            assert peak_memory(FUGAKU_LLM, less).total > FUGAKU.rank.usable_memory_bytes
+
+
+def test_pins_are_respected():
+    found, _ = search(FUGAKU_LLM, FUGAKU, 2016, nodes=[13824],
+                      pins={"tp": 6, "pp": 8, "recompute": "full", "recompute_stages": 4}, top=10)
+    assert found
+    for e in found:
+        assert (e.layout.tp, e.layout.pp, e.layout.dp) == (6, 8, 288)
+        assert (e.layout.recompute, e.layout.recompute_stages) == ("full", 4)
+
+
+def test_the_fugaku_llm_layout_is_a_fitting_candidate():
+    found, _ = search(FUGAKU_LLM, FUGAKU, 2016, nodes=[13824], top=10**9)
+    real = [e for e in found if (e.layout.tp, e.layout.pp, e.layout.dp) == (6, 8, 288)]
+    assert real, "TP6 PP8 DP288 must be among the fitting layouts"
+    direct = estimate(FUGAKU_LLM, FUGAKU, real[0].layout)
+    assert direct.iteration_s == pytest.approx(real[0].iteration_s)
+
+
+@pytest.mark.parametrize("pins,field", [
+    ({"tp": 7}, "tp"), ({"pp": 3}, "pp"), ({"dp": 5}, "dp"), ({"micro_batch": 5}, "micro_batch"),
+    ({"recompute": "none", "recompute_stages": 2}, "recompute_stages"),
+    ({"tp": 1, "sequence_parallel": True}, "sequence_parallel"),
+    ({"schedule": "1f1b", "virtual_stages": 2}, "virtual_stages"),
+    ({"colour": "red"}, "colour"),
+])
+def test_impossible_pins_are_refused_naming_the_field(pins, field):
+    with pytest.raises(SpecError) as err:
+        search(FUGAKU_LLM, FUGAKU, 2016, nodes=[13824], pins=pins)
+    assert err.value.field == field
