@@ -269,8 +269,16 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
     cost = _stage_costs(model, layout, network, compute, job, firsts)
     m, p, v, dp = layout.micro_batches, layout.pp, layout.virtual_stages, layout.dp
 
-    # ZeRO traffic over dp, per stage. Gradients are reduced once per iteration
-    # (ZeRO 0-1) or reduce-scattered every micro-batch (ZeRO-2/3 keep only a shard).
+    # Data-parallel traffic, per stage, in one bucket per layer (as DeepSpeed and
+    # Megatron-LM bucket gradients): each bucket pays the collective's latency, and
+    # only the last bucket's share can never hide behind compute. Gradients are
+    # reduced once per iteration (ZeRO 0-1) or reduce-scattered every micro-batch
+    # (ZeRO-2/3 keep only a shard); ZeRO-3 also gathers weights for every pass.
+    buckets = max(1, model.layers // p)
+
+    def bucketed(op: str, nbytes: float) -> float:
+        return buckets * _collective(network, op, "dp", job, nbytes / buckets)
+
     extra_f, extra_b, dp_tail, optim = {}, {}, {}, {}
     for i in firsts:
         st = cost[i]
@@ -281,28 +289,22 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
         opt = local * OPTIMIZER_BYTES[layout.precision] / compute.memory_bandwidth
         if dp > 1:
             opt += _collective(network, "allreduce", "dp", job, 8.0)   # global grad norm
-        f_add = b_add = 0.0
-        if dp == 1:
-            tail = 0.0
-        elif layout.zero <= 1:
-            op = "allreduce" if layout.zero == 0 else "reduce-scatter"
-            red = _collective(network, op, "dp", job, grad_bytes)
-            tail = _exposed(red, st.backward if layout.overlap_dp else 0.0,
-                            max(1, model.layers // p))
+        backward_window = st.backward if layout.overlap_dp else 0.0
+        f_add = b_add = tail = 0.0
+        if dp > 1 and layout.zero <= 1:
+            red = bucketed("allreduce" if layout.zero == 0 else "reduce-scatter", grad_bytes)
+            tail = _exposed(red, backward_window, buckets)
             if layout.zero == 1:   # updated weight shards are gathered back
-                tail += _collective(network, "allgather", "dp", job, weight_bytes)
-        else:
-            # Per micro-batch, layer by layer: the first layer's share never hides.
-            n_layers = max(1, model.layers // p)
-            rs = _collective(network, "reduce-scatter", "dp", job, grad_bytes)
-            ag = _collective(network, "allgather", "dp", job, weight_bytes)
+                tail += bucketed("allgather", weight_bytes)
+        elif dp > 1:
+            rs = bucketed("reduce-scatter", grad_bytes)
+            ag = bucketed("allgather", weight_bytes)
             if layout.zero == 2:
-                b_add = _exposed(rs, st.backward if layout.overlap_dp else 0.0, n_layers)
+                b_add = _exposed(rs, backward_window, buckets)
                 tail = ag
-            else:                  # ZeRO-3 gathers weights for forward and backward
-                f_add = _exposed(ag, st.forward, n_layers)
-                b_add = _exposed(ag + rs, st.backward if layout.overlap_dp else 0.0, n_layers)
-                tail = 0.0
+            else:
+                f_add = _exposed(ag, st.forward, buckets)
+                b_add = _exposed(ag + rs, backward_window, buckets)
         if model.tied_embeddings and p > 1 and i in (0, p - 1):
             # first and last stage sum their copies of the tied embedding gradient
             tail += _p2p(network, "pp", job, vocab_shard(model, layout.tp) * model.hidden * GRAD_BYTES)

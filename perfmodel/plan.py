@@ -142,6 +142,11 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
                     raise SpecError("nodes", f"{why}: tp x pp x dp cannot equal it "
                                              f"(tp divides heads, pp divides layers, dp divides "
                                              f"the global batch); nearest node counts that can: {near}")
+                if s.memory_checked == 0:
+                    raise SpecError("nodes", f"{why}: every (tp, pp, dp) that multiplies out to "
+                                             f"it breaks a schedule rule (interleaving needs "
+                                             f"pp x virtual stages to divide the layers and the "
+                                             f"micro-batches per pipeline to be a multiple of pp)")
                 raise SpecError("nodes", f"{why} within the memory of a rank "
                                          f"({system.rank.usable_memory_bytes / 1e9:.1f} GB), even "
                                          f"with full recompute and ZeRO-3; try more nodes")

@@ -173,8 +173,9 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
 def _recompute_options(layout: Layout, pins: dict) -> Iterator[Layout]:
     """Recompute settings from least to most work (pinned: just that one)."""
     if pins.get("recompute") is not None:
-        yield layout.replace(recompute=pins["recompute"],
-                             recompute_stages=pins.get("recompute_stages"))
+        k = pins.get("recompute_stages")
+        if k is None or k <= layout.pp:      # a pipeline shorter than k cannot take the pin
+            yield layout.replace(recompute=pins["recompute"], recompute_stages=k)
         return
     yield layout
     yield layout.replace(recompute="selective")

@@ -287,11 +287,16 @@ def system_from_table(name: str, table: dict, where: str) -> SystemSpec:
         missing = str(e).split("argument", 1)[-1].strip(": '")
         raise SpecError(where, f"missing required key: {missing}") from None
     except SpecError as e:
-        raise SpecError(f"{where}.{e.field}", str(e).split(": ", 1)[1]) from None
+        field = e.field if e.field.startswith(where) else f"{where}.{e.field}"
+        raise SpecError(field, str(e).split(": ", 1)[1]) from None
     ppn = _value(where, table, "default_ranks_per_node", sources, 1)
     allowed = _value(where, table, "allowed_ranks_per_node", sources, [ppn])
+    ppn = check_int(f"{where}.default_ranks_per_node", ppn, hi=10_000)
+    if not isinstance(allowed, list) or not allowed or ppn not in allowed:
+        raise SpecError(f"{where}.default_ranks_per_node",
+                        f"must be one of allowed_ranks_per_node ({allowed}); got {ppn}")
     return SystemSpec(name=name, description=table.get("description", ""), node=node,
-                      network=network, ranks_per_node=check_int("default_ranks_per_node", ppn),
+                      network=network, ranks_per_node=ppn,
                       allowed_ranks_per_node=tuple(allowed), sources=sources)
 
 

@@ -12,6 +12,10 @@ def _si(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _seconds(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def _days(seconds: float) -> str:
     d = seconds / DAY
     return f"{d:,.1f}" if d < 1000 else f"{d:,.0f}"
@@ -31,10 +35,17 @@ HEADER = ["#", "nodes", "TP", "PP", "DP", "mb", "sched", "ZeRO", "recomp", "SP",
 
 
 def _row(rank: str, c: dict) -> list[str]:
-    return [rank, f"{c['nodes']:,}", *_layout_cells(c["layout"]), f"{c['iteration_s']:.3g}",
+    return [rank, f"{c['nodes']:,}", *_layout_cells(c["layout"]), _seconds(c["iteration_s"]),
             _si(c["tokens_per_s"]), f"{c['model_tflops_per_node']:.2f}", f"{c['mfu']:.1%}",
-            f"{c['memory_bytes_per_node'] / 1e9:.1f}", "yes" if c["memory_fits"] else "NO",
+            f"{c['memory_bytes_per_node'] / 1e9:.1f}", _fits(c),
             _days(c["time_to_train_s"]), _si(c["node_hours"]), f"{c['energy_mwh']:,.0f}"]
+
+
+def _fits(c: dict) -> str:
+    """yes, tight (within 5% of usable memory: little room for framework overheads), NO."""
+    if not c["memory_fits"]:
+        return "NO"
+    return "tight" if c["memory_fraction_of_usable"] > 0.95 else "yes"
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -95,5 +106,6 @@ def render_plan(d: dict) -> str:
                   f"({d['search']['pruned_by_bound']:,} pruned by a lower bound; "
                   f"network model: {d['best'][0]['network_model'] if d['best'] else '-'}). "
                   "MFU counts model FLOPs (no recompute) against peak at the training precision; "
-                  "TF/node is model TFLOP/s per node; mem is the peak pipeline stage per node."]
+                  "TF/node is model TFLOP/s per node; mem is the peak pipeline stage per node "
+                  "('tight': over 95% of usable memory)."]
     return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""CLI tests (a package, so test_plan.py here and in tests/perfmodel/ do not collide)."""

@@ -1,0 +1,228 @@
+"""``fugakuperf plan`` through click's CliRunner: JSON shape, internal consistency,
+the Fugaku-LLM pinned run, and one-line errors for bad input."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from fugakuperf.cli import main
+from perfmodel.sizing import model_for_params
+
+FUGAKU_LLM_RUN = ["--model", "fugaku-llm-13b", "--nodes", "13824", "--tp", "6", "--pp", "8",
+                  "--global-batch", "2016", "--recompute", "full", "--recompute-stages", "4"]
+LAYOUT_KEYS = {"tp", "pp", "dp", "micro_batch", "global_batch", "schedule", "virtual_stages",
+               "zero", "recompute", "sequence_parallel", "precision"}
+ENTRY_KEYS = {"layout", "iteration_s", "tokens_per_s", "model_tflops_per_node", "mfu",
+              "memory_bytes_per_node", "memory_fits", "time_to_train_s", "node_hours",
+              "energy_mwh"}
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["plan", *args])
+
+
+def stderr(result) -> str:
+    """What the user sees on stderr (click < 8.2 mixes it into ``output``)."""
+    try:
+        return result.stderr
+    except ValueError:
+        return result.output
+
+
+def ok_json(*args: str) -> dict:
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def plan13():
+    return ok_json("--params", "13e9")
+
+
+@pytest.fixture(scope="module")
+def fugaku_llm():
+    return ok_json(*FUGAKU_LLM_RUN)
+
+
+# ------------------------------------------------------------- plan --params 13e9
+def test_json_has_the_documented_keys(plan13):
+    assert {"model", "system", "nodes", "candidates_evaluated", "best"} <= set(plan13)
+    assert plan13["model"]["params"] == model_for_params(13e9).params
+    assert plan13["candidates_evaluated"] > 0
+    assert plan13["best"], "no layout found"
+    for entry in plan13["best"]:
+        assert ENTRY_KEYS <= set(entry)
+        assert LAYOUT_KEYS <= set(entry["layout"])
+
+
+def test_default_plan_echoes_fugaku_llm_defaults(plan13):
+    s = plan13["system"]
+    assert (s["name"], s["clock_ghz"], s["eco_mode"], s["ranks_per_node"]) == ("fugaku", 2.2,
+                                                                                 False, 1)
+    assert plan13["global_batch"] == 2016          # 2016 x 2048 tokens, seq 2048
+    assert plan13["tokens"] == pytest.approx(20 * plan13["model"]["params"])
+    assert max(plan13["nodes"]) == 13824
+
+
+def test_numbers_are_consistent(plan13):
+    seq, nodes_budget = plan13["model"]["seq"], max(plan13["nodes"])
+    usable = plan13["system"]["usable_memory_bytes_per_node"]
+    for e in plan13["best"]:
+        lay = e["layout"]
+        assert lay["tp"] * lay["pp"] * lay["dp"] == e["nodes"] <= nodes_budget   # ppn 1
+        assert lay["global_batch"] % (lay["dp"] * lay["micro_batch"]) == 0
+        assert e["tokens_per_s"] == pytest.approx(lay["global_batch"] * seq / e["iteration_s"],
+                                                  rel=1e-9)
+        assert e["time_to_train_s"] == pytest.approx(plan13["tokens"] / e["tokens_per_s"],
+                                                     rel=1e-9)
+        assert e["node_hours"] == pytest.approx(e["nodes"] * e["time_to_train_s"] / 3600,
+                                                rel=1e-9)
+        assert e["energy_mwh"] == pytest.approx(
+            e["node_hours"] * plan13["system"]["power_w_per_node"] / 1e6, rel=1e-9)
+        assert e["memory_fits"] is True
+        assert 0 < e["memory_bytes_per_node"] <= usable
+        assert 0 < e["mfu"] < 1
+
+
+def test_mfu_counts_korthikanti_model_flops_against_peak(plan13):
+    """Model FLOPs per iteration: 72 B s l h^2 (1 + s/6h + V/12lh) (Korthikanti et al. Eq. 7)."""
+    m = plan13["model"]
+    s, l, h, v = m["seq"], m["layers"], m["hidden"], m["vocab"]
+    for e in plan13["best"]:
+        flops = 72 * e["layout"]["global_batch"] * s * l * h * h * (1 + s / (6 * h) + v / (12 * l * h))
+        tflops = flops / e["iteration_s"] / e["nodes"] / 1e12
+        assert e["model_tflops_per_node"] == pytest.approx(tflops, rel=1e-9)
+        peak = plan13["system"]["peak_tflops_per_node"][e["layout"]["precision"]]
+        assert e["mfu"] == pytest.approx(tflops / peak, rel=1e-9)
+
+
+def test_best_is_sorted_by_iteration_time(plan13):
+    times = [e["iteration_s"] for e in plan13["best"]]
+    assert times == sorted(times)
+
+
+def test_text_report_prints_the_exact_parameter_count():
+    result = run("--params", "13e9")
+    assert result.exit_code == 0, result.output
+    assert f"{model_for_params(13e9).params:,}" in result.stdout
+    assert "Assumptions" in result.stdout
+
+
+def test_four_ranks_per_node_use_four_times_the_ranks():
+    d = ok_json("--params", "13e9", "--ppn", "4", "--top", "2")
+    assert d["system"]["ranks_per_node"] == 4
+    for e in d["best"]:
+        lay = e["layout"]
+        assert lay["tp"] * lay["pp"] * lay["dp"] == 4 * e["nodes"]
+        assert e["memory_bytes_per_node"] <= d["system"]["usable_memory_bytes_per_node"]
+
+
+def test_price_adds_a_cost_column():
+    d = ok_json("--params", "13e9", "--top", "1", "--price-per-node-hour", "2.5")
+    e = d["best"][0]
+    assert e["cost"] == pytest.approx(2.5 * e["node_hours"], rel=1e-12)
+
+
+# -------------------------------------------------------- Fugaku-LLM's own run
+def test_fugaku_llm_pinned_layout(fugaku_llm):
+    lay = fugaku_llm["best"][0]["layout"]
+    assert {k: lay[k] for k in ("tp", "pp", "dp", "micro_batch", "recompute",
+                                "recompute_stages")} == dict(tp=6, pp=8, dp=288, micro_batch=1,
+                                                             recompute="full", recompute_stages=4)
+    assert fugaku_llm["best"][0]["nodes"] == 13824
+    assert fugaku_llm["best"][0]["memory_fits"] is True
+    assert fugaku_llm["model"]["params"] == 13_167_577_728
+    assert fugaku_llm["pins"] == dict(tp=6, pp=8, recompute="full", recompute_stages=4)
+
+
+def test_fugaku_llm_comparison_with_the_best_unpinned_layout(fugaku_llm):
+    c = fugaku_llm["comparison"]
+    assert 1 <= c["rank"] <= c["of"]
+    assert isinstance(c["reasons"], list) and c["reasons"]
+    assert all(isinstance(r, str) and r for r in c["reasons"])
+    assert c["best_unpinned"]["iteration_s"] <= c["pinned"]["iteration_s"]
+    assert c["best_unpinned"]["nodes"] == c["pinned"]["nodes"] == 13824
+    assert c["pinned"]["layout"] == fugaku_llm["best"][0]["layout"]
+    assert c["slowdown"] == pytest.approx(
+        c["pinned"]["iteration_s"] / c["best_unpinned"]["iteration_s"] - 1, rel=1e-9)
+
+
+def test_fugaku_llm_text_report_ranks_the_pinned_layout():
+    result = run(*FUGAKU_LLM_RUN)
+    assert result.exit_code == 0, result.output
+    assert "Pinned layout ranks" in result.stdout
+    assert "13,167,577,728" in result.stdout
+
+
+def test_recompute_stages_without_pp_searches_pipelines_deep_enough():
+    result = run("--model", "fugaku-llm-13b", "--recompute", "full", "--recompute-stages", "4",
+                 "--max-nodes", "384", "--top", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["best"][0]["layout"]["pp"] >= 4
+
+
+# ---------------------------------------------------------------------- errors
+@pytest.mark.parametrize("args, field", [
+    (["--params", "-5"], "params"),
+    (["--model", "nope"], "model"),
+    (["--model", "fugaku-llm-13b", "--tp", "7"], "tp"),
+    (["--model", "fugaku-llm-13b", "--pp", "3"], "pp"),
+    (["--model", "fugaku-llm-13b", "--nodes", "13823"], "nodes"),
+    (["--params", "13e9", "--clock", "2.5"], "clock"),
+    (["--params", "13e9", "--ppn", "3"], "ppn"),
+    (["--params", "13e9", "--model", "gpt3-13b"], "params"),
+    (["--params", "13e9", "--layers", "3"], "layers"),
+    (["--hidden", "100"], "model"),
+    (["--params", "13e9", "--max-nodes", "999999"], "max_nodes"),
+    (["--model", "fugaku-llm-13b", "--recompute", "none", "--recompute-stages", "2"],
+     "recompute_stages"),
+    (["--model", "fugaku-llm-13b", "--tp", "1", "--sequence-parallel"], "sequence_parallel"),
+    (["--params", "13e9", "--system", "nope"], "system"),
+], ids=lambda x: x if isinstance(x, str) else " ".join(x))
+def test_bad_input_is_one_line_naming_the_field(args, field):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    err = stderr(result)
+    assert err.startswith(f"error: {field}: "), err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_unreachable_node_count_lists_the_nearest_that_work():
+    result = run("--model", "fugaku-llm-13b", "--nodes", "13823")
+    err = stderr(result)
+    assert result.exit_code == 2 and err.startswith("error: nodes: ")
+    assert "nearest" in err and "13,824" in err   # 6 x 8 x 288, Fugaku-LLM's own job
+
+
+def test_malformed_model_file_is_named(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[mymodel]\nlayers = = 3\n")
+    result = run("--model", str(path))
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    err = stderr(result)
+    assert err.startswith(f"error: {path}: ") and "malformed TOML" in err
+    assert "Traceback" not in result.output
+
+
+def test_malformed_system_file_is_named(tmp_path):
+    path = tmp_path / "broken-system.toml"
+    path.write_text("[sys\n")
+    result = run("--params", "13e9", "--system", str(path))
+    assert result.exit_code == 2, result.output
+    assert stderr(result).startswith(f"error: {path}: ")
+
+
+@pytest.mark.parametrize("args, flag", [(["--params", "abc"], "--params"),
+                                        (["--params", "13e9", "--nodes", "0"], "--nodes"),
+                                        (["--params", "13e9", "--zero", "4"], "--zero")])
+def test_unparseable_values_are_click_usage_errors(args, flag):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    err = stderr(result)
+    assert err.startswith("Usage:") and flag in err
+    assert "Traceback" not in result.output

@@ -1,0 +1,101 @@
+"""``fugakuperf presets``, ``--help``/``--version``, and the fast-import promise."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import fugakuperf
+from fugakuperf.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+HEAVY = ("numpy", "scipy", "simpy", "numba", "networkx", "matplotlib")
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def python(code_or_args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *code_or_args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_presets_lists_models_and_systems():
+    out = invoke("presets")
+    assert "fugaku-llm-13b" in out
+    assert "13.17 B" in out          # 13,167,577,728 parameters
+    systems = out.split("Systems", 1)[1]
+    assert "fugaku" in systems
+
+
+def test_presets_json_lists_every_model_with_params():
+    data = json.loads(invoke("presets", "--json"))
+    assert data["models"]["fugaku-llm-13b"]["params"] == 13_167_577_728
+    assert "fugaku" in data["systems"]
+
+
+def test_system_preset_shows_the_source_of_every_value():
+    out = invoke("presets", "--system", "fugaku")
+    assert out.startswith("fugaku: ")
+    assert "Manual" in out           # A64FX Microarchitecture Manual
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "node.cores" in lines and "48" in lines["node.cores"]
+    assert "207.69" in lines["node.stream_bandwidth_per_domain_gbs"]
+
+
+def test_system_preset_json_has_values_and_sources():
+    data = json.loads(invoke("presets", "--system", "fugaku", "--json"))
+    assert data["values"]["node.cores"] == 48
+    assert data["values"]["network.shape"] == [24, 23, 24, 2, 3, 2]
+    assert set(data["values"]) >= set(data["sources"])
+    assert all(data["sources"].values())
+
+
+def test_model_preset_json():
+    data = json.loads(invoke("presets", "--model", "fugaku-llm-13b", "--json"))
+    assert data["params"] == 13_167_577_728
+    assert (data["layers"], data["hidden"], data["heads"]) == (40, 5184, 36)
+
+
+def test_model_preset_text_prints_counts_with_commas():
+    assert "13,167,577,728" in invoke("presets", "--model", "fugaku-llm-13b")
+
+
+def test_unknown_preset_is_an_error_naming_the_field():
+    result = CliRunner().invoke(main, ["presets", "--model", "nope"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "error: model: " in result.output
+
+
+def test_help_lists_the_commands():
+    out = invoke("--help")
+    assert "plan" in out and "presets" in out
+
+
+def test_cli_import_does_not_load_heavy_modules():
+    code = ("import fugakuperf.cli, sys; "
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    proc = python(["-c", code])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_plan_help_does_not_load_heavy_modules():
+    code = ("import sys; from click.testing import CliRunner; from fugakuperf.cli import main; "
+            "r = CliRunner().invoke(main, ['plan', '--help']); assert r.exit_code == 0, r.output; "
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    proc = python(["-c", code])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_python_m_fugakuperf_version():
+    proc = python(["-m", "fugakuperf", "--version"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"fugakuperf, version {fugakuperf.__version__}"
