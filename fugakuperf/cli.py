@@ -67,7 +67,7 @@ def plan(**kw):
     """
     from perfmodel.plan import plan as run_plan, plan_to_dict
     model, system = resolve_inputs(kw)
-    pins = {k: v for k, v in pins_from(kw).items() if v is not None}
+    pins = pins_from(kw)
     result = run_plan(model, system, global_batch=kw["global_batch"], tokens=kw["tokens"],
                       nodes=kw["nodes"], max_nodes=kw["max_nodes"], pins=pins, top=kw["top"],
                       price_per_node_hour=kw["price_per_node_hour"])

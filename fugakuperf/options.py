@@ -110,11 +110,14 @@ def layout_options(f):
     return f
 
 
-def pins_from(kw: dict) -> dict:
-    names = ("tp", "pp", "dp", "micro_batch", "schedule", "virtual_stages", "zero", "recompute",
+PIN_NAMES = ("tp", "pp", "dp", "micro_batch", "schedule", "virtual_stages", "zero", "recompute",
              "recompute_stages", "sequence_parallel", "precision")
-    return {n: kw.pop(n) for n in names if kw.get(n) is not None} | {
-        n: None for n in names if n in kw and kw.pop(n) is None}
+
+
+def pins_from(kw: dict) -> dict:
+    """The layout fields the user pinned; pops every layout option from ``kw``."""
+    values = {n: kw.pop(n, None) for n in PIN_NAMES}
+    return {n: v for n, v in values.items() if v is not None}
 
 
 def resolve_inputs(kw: dict):

@@ -10,8 +10,11 @@ of m micro-batches then takes
 (v = virtual stages; with equal stages this is (m + (p - 1) / v) w, the
 Narayanan et al. 2021 bubble). Stage i finishes its last backward
 ``sum_{j<i} b_j / v`` before stage 0 does; then it reduces its gradients over dp
-(overlapping its last backward when allowed) and steps the optimizer. The
-iteration ends when the last stage is done.
+in one bucket per layer (overlapping its last backward when allowed; ZeRO-2/3
+reduce and gather every micro-batch instead) and steps the optimizer. The
+iteration ends when the last stage is done. Stages come in at most four kinds
+(first, recomputing middle, plain middle, last), so only one stage of each kind
+is costed.
 
 The breakdown is taken on that critical stage and adds up to the iteration time.
 """

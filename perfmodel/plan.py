@@ -21,7 +21,7 @@ number of tokens for other sequence lengths.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import SpecError, check_float, check_int
 from .estimator import Estimate
@@ -82,7 +82,6 @@ class PlanResult:
     pins: dict
     comparison: Comparison | None = None
     price_per_node_hour: float | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def feasible_node_counts(model: ModelSpec, system: SystemSpec, global_batch: int, pins: dict,
@@ -116,7 +115,6 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
     check_pins(model, system, gb, pins)
     stats = SearchStats()
     rungs: list[Rung] = []
-    notes: list[str] = []
 
     def merge(s: SearchStats):
         stats.candidates_evaluated += s.candidates_evaluated
@@ -174,7 +172,7 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
     return PlanResult(model=model, system=system, global_batch=gb, tokens=tok,
                       node_counts=counts, exact_nodes=bool(nodes), best=best, rungs=rungs,
                       stats=stats, pins=pins, comparison=comparison,
-                      price_per_node_hour=price_per_node_hour, notes=notes)
+                      price_per_node_hour=price_per_node_hour)
 
 
 def _pins_text(pins: dict) -> str:

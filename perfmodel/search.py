@@ -187,7 +187,6 @@ def least_recompute_that_fits(model: ModelSpec, system: SystemSpec, layout: Layo
                               stats: SearchStats) -> Layout | None:
     limit = system.rank.usable_memory_bytes
     options = list(_recompute_options(layout, pins))
-    fits = []
     for opt in options[:2]:          # none, selective: check in order
         stats.memory_checked += 1
         if peak_memory(model, opt).total <= limit:
@@ -207,7 +206,6 @@ def least_recompute_that_fits(model: ModelSpec, system: SystemSpec, layout: Layo
             hi = mid
         else:
             lo = mid + 1
-    del fits
     return full[lo]
 
 

@@ -1,0 +1,1 @@
+"""Calibration: measurements from the trainer and microbenchmarks refit the simulator."""
