@@ -41,6 +41,13 @@ def _row(rank: str, c: dict) -> list[str]:
             _days(c["time_to_train_s"]), _si(c["node_hours"]), f"{c['energy_mwh']:,.0f}"]
 
 
+def _summary(c: dict) -> str:
+    lay = c["layout"]
+    return (f"TP{lay['tp']} PP{lay['pp']} DP{lay['dp']} on {c['nodes']:,} nodes: "
+            f"{c['tokens_per_s']:,.0f} tokens/s, {_days(c['time_to_train_s'])} days, "
+            f"{c['node_hours']:,.0f} node-hours, {c['energy_mwh']:,.0f} MWh")
+
+
 def _fits(c: dict) -> str:
     """yes, tight (within 5% of usable memory: little room for framework overheads), NO."""
     if not c["memory_fits"]:
@@ -85,6 +92,14 @@ def render_plan(d: dict) -> str:
     lines.append(table([_row(str(i + 1), c) for i, c in enumerate(d["best"])], HEADER))
     if d["best"]:
         b = d["best"][0]
+        lines += ["", "Recommended: " + _summary(b)]
+        if b["memory_fraction_of_usable"] > 0.95:
+            roomy = next((i for i, c in enumerate(d["best"])
+                          if c["memory_fraction_of_usable"] <= 0.95), None)
+            lines.append(f"  it uses {b['memory_fraction_of_usable']:.0%} of usable memory; "
+                         + (f"with 5% headroom the fastest listed is #{roomy + 1}: "
+                            + _summary(d["best"][roomy]) if roomy is not None else
+                            "none of the listed layouts leaves 5% headroom (try --top 20)"))
         bd = b["breakdown_s"]
         lines += ["", f"Iteration of the best layout ({b['iteration_s']:.3g} s): "
                   + ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in bd.items())]
