@@ -82,26 +82,10 @@ def model_from_table(name: str, table: dict, where: str) -> ModelSpec:
     return spec
 
 
-def load_model(name_or_path: str) -> ModelSpec:
-    """A model preset by name, or the single model in a user's TOML file."""
-    tables = _models()
-    if name_or_path in tables:
-        table, file = tables[name_or_path]
-        return model_from_table(name_or_path, table, f"{file}:{name_or_path}")
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        data = read_toml(path)
-        if len(data) != 1 or not isinstance(next(iter(data.values())), dict):
-            raise SpecError(str(path), "must hold exactly one [model-name] table")
-        name, table = next(iter(data.items()))
-        return model_from_table(name, table, f"{path}:{name}")
-    raise SpecError("model", f"unknown preset {name_or_path!r}; known presets: "
-                             f"{', '.join(model_names())} (or a path to a .toml file)")
-
-
-def system_table(name_or_path: str) -> tuple[str, dict, str]:
-    """(name, table, where) of a system preset by name or from a user's TOML file."""
-    tables = _systems()
+def _find_table(kind: str, name_or_path: str) -> tuple[str, dict, str]:
+    """(name, table, where) of a preset of ``kind`` ("model" or "system") by name, or of
+    the single table in a user's TOML file."""
+    tables = _models() if kind == "model" else _systems()
     if name_or_path in tables:
         table, file = tables[name_or_path]
         return name_or_path, table, f"{file}:{name_or_path}"
@@ -109,8 +93,18 @@ def system_table(name_or_path: str) -> tuple[str, dict, str]:
     if path.suffix == ".toml" or path.exists():
         data = read_toml(path)
         if len(data) != 1 or not isinstance(next(iter(data.values())), dict):
-            raise SpecError(str(path), "must hold exactly one [system-name] table")
+            raise SpecError(str(path), f"must hold exactly one [{kind}-name] table")
         name, table = next(iter(data.items()))
         return name, table, f"{path}:{name}"
-    raise SpecError("system", f"unknown preset {name_or_path!r}; known presets: "
-                              f"{', '.join(system_names())} (or a path to a .toml file)")
+    raise SpecError(kind, f"unknown preset {name_or_path!r}; known presets: "
+                          f"{', '.join(sorted(tables))} (or a path to a .toml file)")
+
+
+def load_model(name_or_path: str) -> ModelSpec:
+    """A model preset by name, or the single model in a user's TOML file."""
+    return model_from_table(*_find_table("model", name_or_path))
+
+
+def system_table(name_or_path: str) -> tuple[str, dict, str]:
+    """(name, table, where) of a system preset by name or from a user's TOML file."""
+    return _find_table("system", name_or_path)
