@@ -11,7 +11,9 @@ import click
 
 from . import __version__
 from .options import (INT_LIST, NUMBER, layout_options, model_options, pins_from,
-                      reports_errors, resolve_inputs, system_options)
+                      reports_errors, resolve_inputs, system_from, system_options)
+
+COLLECTIVES = ["allreduce", "allgather", "reduce-scatter", "alltoall", "barrier", "p2p"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -68,7 +70,7 @@ def plan(**kw):
     from perfmodel.plan import plan as run_plan, plan_to_dict
     model, system = resolve_inputs(kw)
     pins = pins_from(kw)
-    result = run_plan(model, system, global_batch=kw["global_batch"], tokens=kw["tokens"],
+    result = _network_errors(run_plan)(model, system, global_batch=kw["global_batch"], tokens=kw["tokens"],
                       nodes=kw["nodes"], max_nodes=kw["max_nodes"], pins=pins, top=kw["top"],
                       price_per_node_hour=kw["price_per_node_hour"])
     data = plan_to_dict(result)
@@ -77,6 +79,111 @@ def plan(**kw):
     else:
         from reports.text import render_plan
         click.echo(render_plan(data))
+
+
+def _flow_network(system):
+    """The system's flow-level torus model (these commands need its placement)."""
+    from perfmodel.errors import SpecError
+    from perfmodel.estimator import network_for
+    net = network_for(system.with_options(network_model="flow"))
+    if not hasattr(net, "placement"):
+        raise SpecError("network", f"{system.name} has no torus to describe")
+    return net
+
+
+def _job(nodes: int, system, tp: int = 1, pp: int = 1):
+    from perfmodel.errors import SpecError
+    from topologies import JobShape
+    ranks = nodes * system.ranks_per_node
+    if ranks % (tp * pp):
+        raise SpecError("tp", f"tp x pp ({tp} x {pp}) must divide the ranks "
+                              f"({nodes:,} nodes x {system.ranks_per_node} per node = {ranks:,})")
+    if nodes > system.network.nodes:
+        raise SpecError("nodes", f"must be at most the machine size ({system.network.nodes:,})")
+    return JobShape(tp, pp, ranks // (tp * pp), system.ranks_per_node)
+
+
+def _network_errors(f):
+    """Allocation problems (a node count or shape the machine cannot give) as SpecErrors."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        from perfmodel.errors import SpecError
+        from topologies.allocation import AllocationError
+        try:
+            return f(*args, **kwargs)
+        except AllocationError as e:
+            raise SpecError(e.field, str(e).split(": ", 1)[1]) from None
+    return wrapper
+
+
+@main.command()
+@click.argument("op", type=click.Choice(COLLECTIVES), metavar="{" + ",".join(COLLECTIVES) + "}")
+@click.option("--nodes", type=click.IntRange(min=1), required=True, help="Nodes in the job.")
+@click.option("--bytes", "nbytes", type=NUMBER, required=True,
+              help="Buffer per rank: 8, 4MiB, 1e9 (allgather: the output; reduce-scatter: "
+                   "the input; alltoall: the send buffer; barrier: ignored).")
+@system_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_errors
+@_network_errors
+def collective(op, nodes, nbytes, as_json, **kw):
+    """Predict one MPI collective over all ranks of a job.
+
+    The job's nodes are allocated on the torus (or --shape), ranks placed
+    (--ppn per node), and the collective run as phases of routed flows that share
+    links; every algorithm is priced and the cheapest chosen, as an MPI library
+    would. p2p: every rank sends --bytes to the next rank, all at once.
+
+    \b
+    Examples:
+      fugakuperf collective p2p --nodes 2 --bytes 4MiB
+      fugakuperf collective allreduce --nodes 384 --ppn 4 --bytes 4MiB
+      fugakuperf collective barrier --nodes 384 --ppn 4 --bytes 0 --json
+    """
+    from perfmodel.errors import SpecError
+    from topologies.report import collective_report
+    if nbytes < 0:
+        raise SpecError("bytes", f"must be >= 0; got {nbytes:g}")
+    system = system_from(kw)
+    net = _flow_network(system)
+    job = _job(nodes, system)
+    if job.ranks < 2:
+        raise SpecError("nodes", "a collective needs at least 2 ranks")
+    data = collective_report(net, op, job, nbytes)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        from reports.text import render_collective
+        click.echo(render_collective(data))
+
+
+@main.command()
+@click.option("--nodes", type=click.IntRange(min=1), required=True, help="Nodes in the job.")
+@click.option("--tp", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True)
+@system_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_errors
+@_network_errors
+def topo(nodes, tp, pp, as_json, **kw):
+    """Describe a job on the torus: its shape, where ranks sit, and the links its
+    TP, PP and DP groups load (one ring step of all groups of a dimension at once).
+
+    \b
+    Examples:
+      fugakuperf topo --nodes 13824 --tp 6 --pp 8 --shape 48x6x48:torus
+      fugakuperf topo --nodes 13824 --tp 6 --pp 8 --mapping linear --json
+    """
+    from topologies.report import topology_report
+    system = system_from(kw)
+    data = topology_report(_flow_network(system), _job(nodes, system, tp, pp))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        from reports.text import render_topology
+        click.echo(render_topology(data))
 
 
 @main.command()

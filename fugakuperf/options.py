@@ -78,6 +78,15 @@ def system_options(f):
         click.option("--eco/--no-eco", default=None,
                      help="Eco mode: one FP pipe, half the FP peak (default off)."),
         click.option("--ppn", type=int, help="Ranks per node (Fugaku: 1, or 4 = one per CMG)."),
+        click.option("--network", "network_model", type=click.Choice(["flow", "analytic"]),
+                     help="Network model: routed flows sharing links on the job's torus "
+                          "shape (default), or contention-free alpha-beta."),
+        click.option("--mapping", type=click.Choice(["tofu", "linear"]),
+                     help="Rank placement: tofu (TP in the Tofu unit, PP along Z; default) "
+                          "or linear rank order."),
+        click.option("--shape", metavar="SHAPE",
+                     help="The job's torus shape instead of the allocator's: physical "
+                          "24x2x24x2x3x2 or virtual 48x6x48:torus."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -122,13 +131,19 @@ def pins_from(kw: dict) -> dict:
 
 def resolve_inputs(kw: dict):
     """(model, system) from the shared options; pops them from ``kw``."""
-    from perfmodel.inputs import resolve_model, resolve_system
+    from perfmodel.inputs import resolve_model
     model = resolve_model(params=kw.pop("params"), model=kw.pop("model_name"),
                           **{k: kw.pop(k) for k in ("layers", "hidden", "heads", "kv_heads",
                                                     "ffn", "vocab", "seq")})
-    system = resolve_system(kw.pop("system_name"), clock_ghz=kw.pop("clock"),
-                            eco=kw.pop("eco"), ppn=kw.pop("ppn"))
-    return model, system
+    return model, system_from(kw)
+
+
+def system_from(kw: dict):
+    """The system from the shared system options; pops them from ``kw``."""
+    from perfmodel.inputs import resolve_system
+    return resolve_system(kw.pop("system_name"), clock_ghz=kw.pop("clock"), eco=kw.pop("eco"),
+                          ppn=kw.pop("ppn"), network_model=kw.pop("network_model"),
+                          mapping=kw.pop("mapping"), shape=kw.pop("shape"))
 
 
 def reports_errors(f):

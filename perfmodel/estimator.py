@@ -84,6 +84,7 @@ class Estimate:
     memory: tuple[MemoryBreakdown, ...]
     model_flops: float             # per iteration, all ranks (MFU numerator)
     network: str = field(default="")
+    placement: tuple[str, ...] = ()    # where ranks sit, when the network model places them
 
     @property
     def tokens_per_iteration(self) -> int:
@@ -126,13 +127,46 @@ class Estimate:
 
 @lru_cache(maxsize=256)
 def network_for(system: SystemSpec) -> NetworkModel:
-    """The network backend for a system (the analytic alpha-beta torus for now)."""
-    from topologies.analytic import AlphaBetaTorus
+    """The network backend a system asks for: the flow-level torus model (routed,
+    shared links on the job's allocated shape) or the contention-free alpha-beta one."""
     net = system.network
-    return AlphaBetaTorus(latency_s=net.latency_s,
-                          link_bandwidth=net.effective_link_bandwidth,
-                          injection_bandwidth=net.effective_injection_bandwidth,
-                          intra_node_bandwidth=system.rank.intra_node_bandwidth)
+    if net.model == "analytic":
+        from topologies.analytic import AlphaBetaTorus
+        return AlphaBetaTorus(latency_s=net.latency_s,
+                              link_bandwidth=net.effective_link_bandwidth,
+                              injection_bandwidth=net.effective_injection_bandwidth,
+                              intra_node_bandwidth=system.rank.intra_node_bandwidth)
+    from topologies.allocation import MachineShape, parse_shape
+    from topologies.tofu import TofuNetwork
+    machine = machine_shape(system)
+    return TofuNetwork(
+        link_bandwidth=net.effective_link_bandwidth,
+        injection_bandwidth=net.effective_injection_bandwidth,
+        intra_node_bandwidth=system.rank.intra_node_bandwidth,
+        put_latency_s=net.put_latency_s, mpi_latency_s=net.latency_s,
+        intra_node_latency_s=net.intra_node_latency_s, hop_latency_s=net.hop_latency_s,
+        machine=machine, machine_wrap=net.wrap, job_torus=net.job_torus,
+        strategy=net.mapping,
+        shape=parse_shape(system.job_shape, machine) if system.job_shape else None)
+
+
+@lru_cache(maxsize=256)
+def screening_network(system: SystemSpec) -> NetworkModel:
+    """The fast, contention-free model the search ranks candidates with."""
+    if system.network.model == "analytic":
+        return network_for(system)
+    return network_for(system.with_options(network_model="analytic"))
+
+
+def machine_shape(system: SystemSpec):
+    """The allocation rules of a torus system, in the terms topologies/ uses."""
+    from topologies.allocation import MachineShape
+    net = system.network
+    unit = tuple(net.shape[3:])
+    unit_nodes = net.allocation_unit_nodes
+    return MachineShape(shape=tuple(net.shape), unit=unit, unit_nodes=unit_nodes,
+                        large_threshold=net.large_allocation_threshold_nodes,
+                        large_unit_z=max(1, net.large_allocation_unit_nodes // unit_nodes))
 
 
 @lru_cache(maxsize=65536)
@@ -339,4 +373,6 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
                     iteration_s=iteration, breakdown=breakdown, stages=stages,
                     memory=tuple(pipeline_memory(model, layout)),
                     model_flops=model_flops_per_iteration(model, layout.global_batch),
-                    network=getattr(network, "name", type(network).__name__))
+                    network=getattr(network, "name", type(network).__name__),
+                    placement=tuple(network.placement(job).describe())
+                    if hasattr(network, "placement") else ())

@@ -10,13 +10,16 @@ from .system import SystemSpec, load_system
 
 SHAPE_FIELDS = ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab", "seq")
 _SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+_BINARY = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
 def parse_number(text: str, field: str) -> float:
-    """``13e9``, ``13B``, ``380 B``, ``1.5T``, ``20k`` -> float; errors name the field."""
+    """``13e9``, ``13B``, ``380 B``, ``1.5T``, ``20k``, ``4MiB`` -> float; errors name the field."""
     s = str(text).strip().replace("_", "").replace(",", "")
     scale = 1.0
-    if s and s[-1].lower() in _SUFFIX:
+    if s[-3:].lower() in _BINARY:
+        scale, s = _BINARY[s[-3:].lower()], s[:-3].strip()
+    elif s and s[-1].lower() in _SUFFIX:
         scale = _SUFFIX[s[-1].lower()]
         s = s[:-1].strip()
     try:
@@ -61,5 +64,18 @@ def resolve_model(*, params: float | None = None, model: str | None = None, **sh
 
 
 def resolve_system(name: str = "fugaku", *, clock_ghz: float | None = None,
-                   eco: bool | None = None, ppn: int | None = None) -> SystemSpec:
-    return load_system(name, clock_ghz=clock_ghz, eco=eco, ppn=ppn)
+                   eco: bool | None = None, ppn: int | None = None,
+                   network_model: str | None = None, mapping: str | None = None,
+                   shape: str | None = None) -> SystemSpec:
+    """The system with the user's options; a given job shape is checked here."""
+    system = load_system(name, clock_ghz=clock_ghz, eco=eco, ppn=ppn,
+                         network_model=network_model, mapping=mapping)
+    if shape is not None:
+        from topologies.allocation import AllocationError, parse_shape
+        from .estimator import machine_shape
+        try:
+            parse_shape(shape, machine_shape(system))
+        except AllocationError as e:
+            raise SpecError(e.field, str(e).split(": ", 1)[1]) from None
+        system = system.with_options(shape=shape)
+    return system

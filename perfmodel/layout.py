@@ -90,6 +90,17 @@ class Layout:
     def replace(self, **changes) -> "Layout":
         return dataclasses.replace(self, **changes)
 
+    def with_recompute(self, recompute: str, stages: int | None = None) -> "Layout":
+        """This layout with another recompute setting, which is valid for any layout
+        (stages 1..pp with full): the search derives thousands, so they skip the
+        field-by-field checks a user's layout gets."""
+        if recompute not in RECOMPUTE or (stages is not None and not (
+                recompute == "full" and 1 <= stages <= self.pp)):
+            return self.replace(recompute=recompute, recompute_stages=stages)
+        new = object.__new__(Layout)
+        new.__dict__.update(self.__dict__, recompute=recompute, recompute_stages=stages)
+        return new
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -118,6 +118,7 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
 
     def merge(s: SearchStats):
         stats.candidates_evaluated += s.candidates_evaluated
+        stats.confirmed += s.confirmed
         stats.memory_checked += s.memory_checked
         stats.rejected_memory += s.rejected_memory
         stats.pruned += s.pruned
@@ -182,8 +183,10 @@ def _pins_text(pins: dict) -> str:
 def compare_with_unpinned(model: ModelSpec, system: SystemSpec, global_batch: int,
                           pinned: Estimate, stats: SearchStats) -> Comparison:
     """Rank the best pinned layout among every fitting layout on the same node count."""
-    everything, s = search(model, system, global_batch, nodes=[pinned.nodes], top=100_000)
+    everything, s = search(model, system, global_batch, nodes=[pinned.nodes], top=100_000,
+                           per_shape=None)
     stats.candidates_evaluated += s.candidates_evaluated
+    stats.confirmed += s.confirmed
     faster = sum(1 for e in everything if e.iteration_s < pinned.iteration_s - 1e-12)
     best = everything[0]
     return Comparison(pinned=pinned, best=best, rank=faster + 1, of=len(everything),
@@ -247,10 +250,27 @@ def estimate_to_dict(est: Estimate, tokens: float, price_per_node_hour: float | 
         "energy_mwh": est.energy_mwh(tokens),
         "breakdown_s": est.breakdown.to_dict(),
         "network_model": est.network,
+        "placement": list(est.placement),
     }
     if price_per_node_hour is not None:
         out["cost"] = est.node_hours(tokens) * price_per_node_hour
     return out
+
+
+def _network_assumption(system: SystemSpec) -> str:
+    net = system.network
+    links = (f"{net.effective_link_bandwidth / 1e9:.2f} GB/s per link direction, "
+             f"{net.effective_injection_bandwidth / 1e9:.1f} GB/s injection per node")
+    if net.model == "analytic":
+        return (f"network: alpha-beta, {links}, {net.latency_s * 1e6:.2f} us per message, rings "
+                f"on nearest neighbours, no contention between concurrent groups")
+    shape = f"the given shape {system.job_shape}" if system.job_shape else \
+        "the shape the allocator model gives (not the scheduler's published policy)"
+    return (f"network: flows routed dimension-order on {shape}, {net.mapping} placement, links "
+            f"shared max-min fairly; {links}; {net.put_latency_s * 1e6:.2f} us per collective "
+            f"step, {net.latency_s * 1e6:.2f} us per MPI message, per-hop latency "
+            f"{net.hop_latency_s * 1e6:g} us; the cheapest collective algorithm is assumed; "
+            f"layouts are screened with the contention-free model and the best are re-priced")
 
 
 def assumptions(system: SystemSpec) -> list[str]:
@@ -261,9 +281,7 @@ def assumptions(system: SystemSpec) -> list[str]:
         f"GEMM efficiency {node.gemm_efficiency:.2f} of peak for every shape "
         f"({src.get('node.gemm_efficiency', 'preset')}); a measured value can replace it in a "
         f"system TOML file passed to --system",
-        f"network: {net.link_bandwidth * net.link_efficiency / 1e9:.2f} GB/s per link direction, "
-        f"{net.latency_s * 1e6:.2f} us per message, rings on nearest neighbours, no contention "
-        f"between concurrent groups (alpha-beta model)",
+        _network_assumption(system),
         f"memory: {system.rank.usable_memory_bytes / 1e9:.3g} GB usable per rank "
         f"({src.get('node.usable_memory_gb', 'preset')}); framework overheads beyond the "
         f"counted buffers are not modelled",
@@ -287,7 +305,8 @@ def plan_to_dict(result: PlanResult) -> dict:
         "tokens": r.tokens,
         "pins": r.pins,
         "candidates_evaluated": r.stats.candidates_evaluated,
-        "search": {"memory_checked": r.stats.memory_checked,
+        "search": {"confirmed_with_network_model": r.stats.confirmed,
+                   "memory_checked": r.stats.memory_checked,
                    "rejected_memory": r.stats.rejected_memory,
                    "pruned_by_bound": r.stats.pruned,
                    "node_counts_visited": len(r.stats.node_counts)},

@@ -20,6 +20,13 @@ Over several node counts, layouts are visited in order of a lower bound on their
 iteration time (compute at peak GEMM efficiency plus the unavoidable bubble) and
 the search stops once the bound exceeds the k-th best time found: the result is
 the same as evaluating everything.
+
+Two tiers of network model. Routing every candidate's collectives on the torus
+would cost seconds, so layouts are ranked with the contention-free alpha-beta
+model, and a shortlist (the best ``shortlist`` layouts, at most two per
+(tp, pp, dp) shape so that one shape cannot crowd out the rest) is re-estimated
+with the system's own network model (the flow-level torus by default) and
+re-ranked. What comes back is always priced by the system's model.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import Callable, Iterable, Iterator
 
 from .compute import ComputeModel
 from .errors import SpecError
-from .estimator import Estimate, estimate, layout_lower_bound, network_for
+from .estimator import Estimate, estimate, layout_lower_bound, network_for, screening_network
 from .layout import Layout, validate_layout
 from .memory import peak_memory
 from .model import ModelSpec
@@ -46,6 +53,7 @@ PIN_FIELDS = ("tp", "pp", "dp", "micro_batch", "schedule", "virtual_stages", "ze
 @dataclass
 class SearchStats:
     candidates_evaluated: int = 0        # layouts whose iteration time was estimated
+    confirmed: int = 0                   # of those, re-estimated with the system's network
     memory_checked: int = 0              # layout variants whose memory was checked
     rejected_memory: int = 0             # layouts that fit with no recompute/ZeRO choice
     pruned: int = 0                      # shapes and layouts skipped by a lower bound
@@ -170,43 +178,44 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
                                  precision=prec)
 
 
-def _recompute_options(layout: Layout, pins: dict) -> Iterator[Layout]:
-    """Recompute settings from least to most work (pinned: just that one)."""
-    if pins.get("recompute") is not None:
-        k = pins.get("recompute_stages")
-        if k is None or k <= layout.pp:      # a pipeline shorter than k cannot take the pin
-            yield layout.replace(recompute=pins["recompute"], recompute_stages=k)
-        return
-    yield layout
-    yield layout.replace(recompute="selective")
-    for k in range(1, layout.pp + 1):
-        yield layout.replace(recompute="full", recompute_stages=None if k == layout.pp else k)
-
-
 def least_recompute_that_fits(model: ModelSpec, system: SystemSpec, layout: Layout, pins: dict,
                               stats: SearchStats) -> Layout | None:
+    """The cheapest recomputation with which ``layout`` fits (pinned: only that one).
+
+    Recomputation only adds work, so the order is: none, selective, full on the
+    first k stages for the smallest k (memory falls as k grows, so k is bisected),
+    full on every stage.
+    """
     limit = system.rank.usable_memory_bytes
-    options = list(_recompute_options(layout, pins))
-    for opt in options[:2]:          # none, selective: check in order
+
+    def fits(candidate: Layout) -> bool:
         stats.memory_checked += 1
-        if peak_memory(model, opt).total <= limit:
-            return opt
-    full = options[2:]
-    if not full:
+        return peak_memory(model, candidate).total <= limit
+
+    if pins.get("recompute") is not None:
+        k = pins.get("recompute_stages")
+        if k is not None and k > layout.pp:     # a pipeline shorter than k cannot take the pin
+            return None
+        pinned = layout.with_recompute(pins["recompute"], k)
+        return pinned if fits(pinned) else None
+    for mode in ("none", "selective"):
+        candidate = layout.with_recompute(mode)
+        if fits(candidate):
+            return candidate
+
+    def full(k: int) -> Layout:
+        return layout.with_recompute("full", None if k == layout.pp else k)
+
+    if not fits(full(layout.pp)):
         return None
-    # Full recompute on the first k stages: memory falls as k grows; bisect for the least k.
-    lo, hi = 0, len(full) - 1
-    stats.memory_checked += 1
-    if peak_memory(model, full[hi]).total > limit:
-        return None
+    lo, hi = 1, layout.pp
     while lo < hi:
         mid = (lo + hi) // 2
-        stats.memory_checked += 1
-        if peak_memory(model, full[mid]).total <= limit:
+        if fits(full(mid)):
             hi = mid
         else:
             lo = mid + 1
-    return full[lo]
+    return full(lo)
 
 
 def fitting_variants(model: ModelSpec, system: SystemSpec, layout: Layout, pins: dict,
@@ -247,7 +256,8 @@ def _max_virtual(model: ModelSpec, pp: int, pins: dict) -> int:
 
 def search(model: ModelSpec, system: SystemSpec, global_batch: int, *,
            nodes: Iterable[int] | None = None, max_nodes: int | None = None,
-           min_nodes: int = 1, pins: dict | None = None, top: int = 5
+           min_nodes: int = 1, pins: dict | None = None, top: int = 5,
+           shortlist: int | None = None, per_shape: int | None = 2
            ) -> tuple[list[Estimate], SearchStats]:
     """The ``top`` fastest fitting layouts.
 
@@ -270,9 +280,11 @@ def search(model: ModelSpec, system: SystemSpec, global_batch: int, *,
         (lower_bound_s(model, system, tp, pp, dp, global_batch, precision,
                        _max_virtual(model, pp, pins)), n, tp, pp, dp)
         for n, tp, pp, dp in job_shapes(model, system, global_batch, pins, accept))
+    screen = screening_network(system)
+    keep = max(top, shortlist if shortlist is not None else 2 * top)
     best: list[tuple[float, int, Estimate]] = []     # max-heap on time via negation
     for bound, n, tp, pp, dp in shapes:
-        if len(best) >= top and bound >= -best[0][0]:
+        if len(best) >= keep and bound >= -best[0][0]:
             stats.pruned += 1
             continue
         stats.node_counts.add(n)
@@ -281,16 +293,28 @@ def search(model: ModelSpec, system: SystemSpec, global_batch: int, *,
                 validate_layout(base, model)
             except SpecError:
                 continue
-            if len(best) >= top and layout_lower_bound(model, system, base, network) >= -best[0][0]:
+            if len(best) >= keep and layout_lower_bound(model, system, base, screen) >= -best[0][0]:
                 stats.pruned += 1
                 continue
             for layout in fitting_variants(model, system, base, pins, stats):
-                est = estimate(model, system, layout, network, validate=False)
+                est = estimate(model, system, layout, screen, validate=False)
                 stats.candidates_evaluated += 1
                 item = (-est.iteration_s, -stats.candidates_evaluated, est)
-                if len(best) < top:
+                if len(best) < keep:
                     heapq.heappush(best, item)
                 elif est.iteration_s < -best[0][0]:
                     heapq.heapreplace(best, item)
-    ranked = sorted((e for _, _, e in best), key=lambda e: (e.iteration_s, e.nodes))
-    return ranked, stats
+    screened = sorted((e for _, _, e in best), key=lambda e: (e.iteration_s, e.nodes))
+    if network is screen:
+        return screened[:top], stats
+    seen: dict[tuple, int] = {}
+    chosen = []
+    for e in screened:
+        shape = (e.layout.tp, e.layout.pp, e.layout.dp)
+        if per_shape is None or seen.get(shape, 0) < per_shape:
+            seen[shape] = seen.get(shape, 0) + 1
+            chosen.append(e)
+    confirmed = [estimate(model, system, e.layout, network, validate=False) for e in chosen]
+    stats.confirmed += len(confirmed)
+    return sorted(confirmed, key=lambda e: (e.iteration_s, e.nodes))[:top], stats
+

@@ -91,9 +91,25 @@ class NetworkSpec:
     allocation_unit_nodes: int = 1
     large_allocation_unit_nodes: int = 1
     large_allocation_threshold_nodes: int = 0
+    put_latency_s: float | None = None        # a collective step (default: latency_s)
+    intra_node_latency_s: float | None = None  # a step between ranks of one node
+    hop_latency_s: float = 0.0
+    model: str = "flow"                        # "flow" or "analytic"
+    mapping: str = "tofu"                      # rank placement strategy
+    job_torus: bool = True
 
     def __post_init__(self):
         check_choice("network.kind", self.kind, ("torus",))
+        check_choice("network.model", self.model, ("flow", "analytic"))
+        check_choice("network.mapping", self.mapping, ("tofu", "linear"))
+        check_bool("network.job_torus", self.job_torus)
+        for name in ("put_latency_s", "intra_node_latency_s"):
+            v = getattr(self, name)
+            if v is None:
+                object.__setattr__(self, name, self.latency_s)
+            else:
+                check_float(f"network.{name.replace('_s', '_us')}", v * 1e6, lo=0.0, lo_open=False)
+        check_float("network.hop_latency_us", self.hop_latency_s * 1e6, lo=0.0, lo_open=False)
         if not (len(self.axes) == len(self.shape) == len(self.wrap)) or not self.axes:
             raise SpecError("network.shape", "axes, shape and wrap must have the same length")
         for ax, n in zip(self.axes, self.shape):
@@ -145,6 +161,7 @@ class SystemSpec:
     ranks_per_node: int
     allowed_ranks_per_node: tuple[int, ...]
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    job_shape: str | None = None     # a given torus job shape (e.g. "48x6x48:torus")
 
     def __post_init__(self):
         if self.ranks_per_node not in self.allowed_ranks_per_node:
@@ -176,8 +193,13 @@ class SystemSpec:
         )
 
     def with_options(self, *, clock_ghz: float | None = None, eco: bool | None = None,
-                     ppn: int | None = None) -> "SystemSpec":
-        """The same system at another clock, eco mode or ranks per node."""
+                     ppn: int | None = None, network_model: str | None = None,
+                     mapping: str | None = None, shape: str | None = None) -> "SystemSpec":
+        """The same system at another clock, eco mode, ranks per node or network model."""
+        net = self.network
+        if network_model is not None or mapping is not None:
+            net = dataclasses.replace(net, model=network_model or net.model,
+                                      mapping=mapping or net.mapping)
         node = self.node
         if clock_ghz is not None:
             hz = check_float("clock", clock_ghz) * GB
@@ -187,8 +209,9 @@ class SystemSpec:
             node = dataclasses.replace(node, clock_hz=hz)
         if eco is not None:
             node = dataclasses.replace(node, eco_mode=eco)
-        return dataclasses.replace(self, node=node,
-                                   ranks_per_node=self.ranks_per_node if ppn is None else ppn)
+        return dataclasses.replace(self, node=node, network=net,
+                                   ranks_per_node=self.ranks_per_node if ppn is None else ppn,
+                                   job_shape=self.job_shape if shape is None else shape)
 
     def settings(self) -> dict:
         """The options a result should echo."""
@@ -224,6 +247,10 @@ _NETWORK_KEYS = {
     "latency_us": ("latency_s", 1e-6),
     "injection_bandwidth_gbs": ("injection_bandwidth", GB),
     "injection_efficiency": ("injection_efficiency", None),
+    "put_latency_us": ("put_latency_s", 1e-6),
+    "intra_node_latency_us": ("intra_node_latency_s", 1e-6),
+    "hop_latency_us": ("hop_latency_s", 1e-6),
+    "model": ("model", None), "mapping": ("mapping", None), "job_torus": ("job_torus", None),
     "allocation_unit_nodes": ("allocation_unit_nodes", None),
     "large_allocation_unit_nodes": ("large_allocation_unit_nodes", None),
     "large_allocation_threshold_nodes": ("large_allocation_threshold_nodes", None),
@@ -301,6 +328,10 @@ def system_from_table(name: str, table: dict, where: str) -> SystemSpec:
 
 
 def load_system(name_or_path: str = "fugaku", *, clock_ghz: float | None = None,
-                eco: bool | None = None, ppn: int | None = None) -> SystemSpec:
+                eco: bool | None = None, ppn: int | None = None,
+                network_model: str | None = None, mapping: str | None = None,
+                shape: str | None = None) -> SystemSpec:
     name, table, where = system_table(name_or_path)
-    return system_from_table(name, table, where).with_options(clock_ghz=clock_ghz, eco=eco, ppn=ppn)
+    return system_from_table(name, table, where).with_options(
+        clock_ghz=clock_ghz, eco=eco, ppn=ppn, network_model=network_model, mapping=mapping,
+        shape=shape)

@@ -124,3 +124,44 @@ def render_plan(d: dict) -> str:
                   "TF/node is model TFLOP/s per node; mem is the peak pipeline stage per node "
                   "('tight': over 95% of usable memory)."]
     return "\n".join(lines)
+
+
+def render_collective(d: dict) -> str:
+    bw = d["bandwidth_bytes_per_s"]
+    lines = [f"{d['collective']} of {d['bytes']:,.0f} bytes over {d['ranks']:,} ranks "
+             f"({d['nodes']:,} nodes x {d['ranks_per_node']})",
+             f"  allocation: {d['allocation']}",
+             f"  placement:  {'; '.join(d['placement'])}",
+             f"  time {d['time_s'] * 1e6:,.2f} us with {d['algorithm']}"
+             + (f" ({bw / 1e9:.3g} GB/s of buffer per second)" if bw else "")]
+    if d["algorithms_s"]:
+        lines.append("  every algorithm (us): " + ", ".join(
+            f"{k} {v * 1e6:,.2f}" for k, v in d["algorithms_s"].items()))
+    lines.append(f"  network model: {d['network_model']}")
+    return "\n".join(lines)
+
+
+def render_topology(d: dict) -> str:
+    lay = d["layout"]
+    lines = [f"job: {d['nodes']:,} nodes, {d['ranks']:,} ranks ({d['ranks_per_node']} per node), "
+             f"TP{lay['tp']} PP{lay['pp']} DP{lay['dp']}",
+             f"shape: {d['allocation']}; wrap "
+             + " ".join(f"{k}:{'ring' if v else 'mesh'}" for k, v in d["wrap"].items()),
+             f"diameter {d['diameter_hops']} hops, bisection {d['bisection_links']:,} links",
+             f"placement ({d['strategy']}): " + "; ".join(d["placement"]), ""]
+    rows = []
+    for dim, g in d["dimensions"].items():
+        rows.append([dim.upper(), str(g["size"]), f"{g['groups']:,}",
+                     " x ".join(f"{a}:{n}" for a, n in g["pieces"]),
+                     f"{g['inside_nodes']:,}/{g['ring_step_flows']:,}",
+                     f"{g['hops_mean']:.2f}", str(g["hops_max"]), f"{g['links_used']:,}",
+                     str(g["max_flows_per_link"])])
+    lines.append("One ring step of every group of a dimension at once:")
+    lines.append(table(rows, ["dim", "size", "groups", "pieces", "in-node flows", "hops mean",
+                              "max", "links used", "max flows/link"]))
+    for dim, g in d["dimensions"].items():
+        if g["hottest_links"]:
+            lines.append(f"hottest {dim.upper()} links: " + "; ".join(
+                f"{'.'.join(f'{k}{v}' for k, v in h['from'].items())} {h['axis']}{h['direction']}"
+                f" x{h['flows']}" for h in g["hottest_links"]))
+    return "\n".join(lines)

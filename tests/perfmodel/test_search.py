@@ -12,6 +12,7 @@ from perfmodel.sizing import model_for_params
 from perfmodel.system import load_system
 
 FUGAKU = load_system()
+ANALYTIC = load_system(network_model="analytic")   # one tier: what the search ranks with
 FUGAKU_LLM = load_model("fugaku-llm-13b")
 
 
@@ -46,8 +47,8 @@ def test_allocation_units():
     (load_model("gpt3-2.7b"), 1, 96),
 ])
 def test_pruning_never_changes_the_best_layouts(model, lo, hi):
-    pruned, stats = search(model, FUGAKU, 2016, min_nodes=lo, max_nodes=hi, top=3)
-    everything, full = search(model, FUGAKU, 2016, min_nodes=lo, max_nodes=hi, top=10**9)
+    pruned, stats = search(model, ANALYTIC, 2016, min_nodes=lo, max_nodes=hi, top=3)
+    everything, full = search(model, ANALYTIC, 2016, min_nodes=lo, max_nodes=hi, top=10**9)
     assert stats.pruned > 0 and full.pruned == 0
     assert [e.iteration_s for e in pruned] == pytest.approx(
         [e.iteration_s for e in everything[:3]], rel=1e-12)
@@ -55,6 +56,7 @@ def test_pruning_never_changes_the_best_layouts(model, lo, hi):
 
 def test_every_result_fits_and_is_sorted():
     found, _ = search(FUGAKU_LLM, FUGAKU, 2016, nodes=[13824], top=50)
+    assert all(e.network == "tofu flow-level" for e in found)
     assert found
     assert all(e.memory_fits for e in found)
     times = [e.iteration_s for e in found]
@@ -85,11 +87,21 @@ def test_pins_are_respected():
         assert (e.layout.recompute, e.layout.recompute_stages) == ("full", 4)
 
 
+def test_the_shortlist_is_repriced_with_the_flow_model():
+    """Two tiers: screened with alpha-beta, the shortlist re-priced on the torus."""
+    flow, stats = search(FUGAKU_LLM, FUGAKU, 2016, nodes=[13824], top=3)
+    assert stats.confirmed >= len(flow) == 3
+    for e in flow:
+        direct = estimate(FUGAKU_LLM, FUGAKU, e.layout)
+        assert direct.iteration_s == pytest.approx(e.iteration_s)
+        assert direct.network == "tofu flow-level"
+
+
 def test_the_fugaku_llm_layout_is_a_fitting_candidate():
-    found, _ = search(FUGAKU_LLM, FUGAKU, 2016, nodes=[13824], top=10**9)
+    found, _ = search(FUGAKU_LLM, ANALYTIC, 2016, nodes=[13824], top=10**9)
     real = [e for e in found if (e.layout.tp, e.layout.pp, e.layout.dp) == (6, 8, 288)]
     assert real, "TP6 PP8 DP288 must be among the fitting layouts"
-    direct = estimate(FUGAKU_LLM, FUGAKU, real[0].layout)
+    direct = estimate(FUGAKU_LLM, ANALYTIC, real[0].layout)
     assert direct.iteration_s == pytest.approx(real[0].iteration_s)
 
 

@@ -1,0 +1,104 @@
+"""The Tofu fabric seen by ranks: torus links, per-node injection, intra-node links.
+
+Endpoints are ranks. A message between ranks on one node crosses the sender's and
+receiver's inter-CMG ports; between nodes it enters the network through the
+sending node's injection limit (its 6 TNIs together) and follows the
+dimension-order route. Link ids: torus link slots first, then one injection link
+per node, then one outgoing and one incoming intra-node port per rank.
+
+The cost of a *phase* (many concurrent flows of equal size) is the size over the
+rate of its slowest flow. Under max-min fair sharing that rate is the first level
+of progressive filling, ``min over links of capacity / flows on the link``, so a
+phase needs link loads, not the whole max-min solution (topologies.flows gives
+per-flow rates when they are wanted). Symmetry: when a phase moves along some
+axes only and its pattern repeats identically along the others, one slice of it
+is routed and stands for all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .mapping import Placement
+from .routing import route
+from .torus import Torus
+
+
+@dataclass(frozen=True)
+class PhaseCost:
+    rate: float        # bytes/s of the slowest flow (inf when no flow crosses a link)
+    max_hops: int      # longest route, in torus hops
+    intra: bool        # every flow stays inside its node
+
+
+@dataclass
+class TofuFabric:
+    placement: Placement
+    link_bandwidth: float
+    injection_bandwidth: float
+    intra_node_bandwidth: float
+    symmetry: bool = True
+    slices_routed: int = field(default=0, init=False)   # for tests and benchmarks
+
+    @property
+    def torus(self) -> Torus:
+        return self.placement.torus
+
+    def phase(self, src_ranks, dst_ranks) -> PhaseCost:
+        src_ranks = np.asarray(src_ranks, dtype=np.int64)
+        dst_ranks = np.asarray(dst_ranks, dtype=np.int64)
+        nodes = self.placement.node_of_rank
+        src, dst = nodes[src_ranks], nodes[dst_ranks]
+        local = src == dst
+        worst = 0.0                                     # max over links of flows / capacity
+        if local.any():
+            out = np.bincount(src_ranks[local]).max()
+            inn = np.bincount(dst_ranks[local]).max()
+            worst = max(out, inn) / self.intra_node_bandwidth
+        if (~local).any():
+            s, d, disp = self._one_slice(src[~local], dst[~local])
+            worst = max(worst, np.bincount(s).max() / self.injection_bandwidth)
+            ptr, links = route(self.torus, s, d, disp)
+            worst = max(worst, np.bincount(links).max() / self.link_bandwidth)
+            hops = int(np.diff(ptr).max())
+        else:
+            hops = 0
+        rate = float("inf") if worst == 0 else 1.0 / float(worst)
+        return PhaseCost(rate=rate, max_hops=hops, intra=bool(local.all()))
+
+    def _one_slice(self, src, dst):
+        """(src, dst, displacement) of one slice along the axes no flow moves on, if
+        every slice is alike; of all flows otherwise."""
+        t = self.torus
+        disp = t.displacement(src, dst)
+        if not self.symmetry:
+            return src, dst, disp
+        still = ~np.any(disp != 0, axis=0)
+        if not still.any():
+            return src, dst, disp
+        c = t.coords(src)
+        n_slices = int(np.prod(np.array(t.shape)[still]))
+        in_slice = np.all(c[:, still] == 0, axis=1)
+        # alike: the (moving coordinates, displacement) multiset of slice 0, repeated
+        moving = ~still
+        key_all = _keys(np.concatenate([c[:, moving], disp[:, moving]], axis=1))
+        key_one = key_all[in_slice]
+        u_all, n_all = np.unique(key_all, return_counts=True)
+        u_one, n_one = np.unique(key_one, return_counts=True)
+        if len(u_all) != len(u_one) or not np.array_equal(u_all, u_one) \
+                or not np.array_equal(n_all, n_one * n_slices):
+            return src, dst, disp
+        self.slices_routed += 1
+        return src[in_slice], dst[in_slice], disp[in_slice]
+
+
+def _keys(rows: np.ndarray) -> np.ndarray:
+    """One int64 per row of small integers (rows compare equal iff keys do)."""
+    rows = rows - rows.min(axis=0)
+    span = rows.max(axis=0) + 1
+    key = np.zeros(len(rows), dtype=np.int64)
+    for k in range(rows.shape[1]):
+        key = key * int(span[k]) + rows[:, k]
+    return key

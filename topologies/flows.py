@@ -1,0 +1,163 @@
+"""Flow-level bandwidth sharing: max-min fair rates by progressive filling.
+
+Model. A phase of communication is a set of flows; each flow crosses a fixed set
+of directed links (its route) and every link divides its capacity among the
+flows that cross it. The rates are the max-min fair allocation: no flow can get
+more without taking bandwidth from a flow that has no more than it. They are
+computed by progressive filling (Bertsekas & Gallager, *Data Networks*, 2nd ed.,
+Sec. 6.5.2): all unfrozen flows grow at the same rate; when a link saturates,
+the flows that cross it freeze at their current rate; repeat until every flow is
+frozen. TCP/IB congestion control approaches this allocation for long flows.
+
+Data layout (CSR, as ``scipy.sparse``)::
+
+    flow_ptr    (F+1,) int64  flow f uses flow_links[flow_ptr[f]:flow_ptr[f+1]]
+    flow_links  (nnz,) int64  link ids, each at most once per flow
+    capacity    (L,)   float  bytes/s of each link id (np.inf: never a bottleneck)
+    flow_bytes  (F,)   float  bytes each flow carries
+
+Each filling iteration is a handful of vectorised passes (``np.bincount`` over
+the entries of the flows it freezes, O(L) over links); no Python loop runs over
+flows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+SATURATION_RTOL = 1e-12  # a link with remaining <= this * capacity is saturated
+
+
+def csr_from_lists(link_lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(flow_ptr, flow_links)`` for flows given as lists of link ids (small cases, tests)."""
+    lens = np.fromiter((len(links) for links in link_lists), dtype=np.int64, count=len(link_lists))
+    flow_ptr = np.zeros(len(link_lists) + 1, dtype=np.int64)
+    np.cumsum(lens, out=flow_ptr[1:])
+    flow_links = np.fromiter((l for links in link_lists for l in links), dtype=np.int64,
+                             count=int(flow_ptr[-1]))
+    return flow_ptr, flow_links
+
+
+def _check_csr(flow_ptr, flow_links, n_links: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validated int64 copies of the CSR arrays; errors name the offending argument."""
+    ptr = np.asarray(flow_ptr, dtype=np.int64)
+    links = np.asarray(flow_links, dtype=np.int64)
+    if ptr.ndim != 1 or ptr.size < 1 or ptr[0] != 0:
+        raise ValueError("`flow_ptr` must be a 1-D array of F+1 offsets starting at 0")
+    if np.any(np.diff(ptr) < 0):
+        raise ValueError("`flow_ptr` must be non-decreasing")
+    if links.ndim != 1 or links.size != ptr[-1]:
+        raise ValueError(f"`flow_links` must have flow_ptr[-1] = {ptr[-1]} entries; got {links.size}")
+    if links.size and (links.min() < 0 or links.max() >= n_links):
+        raise ValueError(f"`flow_links` ids must lie in [0, {n_links}); "
+                         f"got [{links.min()}, {links.max()}]")
+    return ptr, links
+
+
+def _flow_of_entry(flow_ptr: np.ndarray) -> np.ndarray:
+    """(nnz,) the flow each CSR entry belongs to."""
+    n_flows = flow_ptr.size - 1
+    return np.repeat(np.arange(n_flows, dtype=np.int64), np.diff(flow_ptr))
+
+
+def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + n)`` for each (s, n), without a Python loop."""
+    out_start = np.cumsum(lens) - lens
+    return np.repeat(starts - out_start, lens) + np.arange(lens.sum(), dtype=np.int64)
+
+
+def progressive_filling(flow_ptr, flow_links, capacity) -> tuple[np.ndarray, int]:
+    """Max-min fair rates (F,) and the number of filling iterations.
+
+    All growing flows share one rate, the level. At growing count ``g_l`` and
+    remaining capacity ``r_l``, link l fills when the level has risen by
+    ``r_l / g_l``; the next level is the least such. The links then full
+    (remaining <= ``SATURATION_RTOL`` * capacity; always the one that set the
+    level) freeze their flows at the level. Each iteration freezes at least one
+    flow and ends at a new rate level, so iterations <= distinct rate levels.
+    Flows with no links, or whose links all have infinite capacity, get
+    ``np.inf``; a zero-capacity link gives its flows rate 0.
+
+    Cost: each link keeps ``fill_at``, the level at which it fills while its
+    count is unchanged, updated only for the links of newly frozen flows; so
+    each CSR entry is touched O(1) times overall, plus O(L) elementwise work
+    (a min and a compare) per iteration.
+    """
+    cap = np.asarray(capacity, dtype=np.float64)
+    if cap.ndim != 1 or np.any(np.isnan(cap)) or np.any(cap < 0):
+        raise ValueError("`capacity` must be a 1-D array of non-negative bytes/s (inf allowed)")
+    ptr, links = _check_csr(flow_ptr, flow_links, cap.size)
+    n_flows, n_links = ptr.size - 1, cap.size
+    finite = np.isfinite(cap)
+    # Transpose (flows by link) to find the flows of the links that fill.
+    flows_by_link = _flow_of_entry(ptr)[np.argsort(links, kind="stable")]
+    per_link = np.bincount(links, minlength=n_links)                  # (L,) flows per link
+    link_ptr = np.concatenate(([0], np.cumsum(per_link)))             # (L+1,)
+    growing = np.where(finite, per_link, 0)                           # (L,) growing flows
+    fill_at = np.full(n_links, np.inf)                                # (L,) level when full
+    slack = np.zeros(n_links)                     # (L,) level gap that counts as full
+    on = growing > 0
+    fill_at[on] = cap[on] / growing[on]
+    slack[on] = SATURATION_RTOL * fill_at[on]
+    frozen = np.zeros(n_flows, dtype=bool)
+    rates = np.full(n_flows, np.inf)   # overwritten when a flow freezes at a finite link
+    iterations = 0
+    while True:
+        level = fill_at.min()
+        if level == np.inf:
+            return rates, iterations
+        iterations += 1
+        full = np.flatnonzero(fill_at <= level + slack)
+        on_full = flows_by_link[_ranges(link_ptr[full], per_link[full])]
+        newly = np.unique(on_full[~frozen[on_full]])
+        frozen[newly] = True
+        rates[newly] = level
+        their_links = links[_ranges(ptr[newly], ptr[newly + 1] - ptr[newly])]
+        touched, lost = np.unique(their_links[finite[their_links]], return_counts=True)
+        left = (fill_at[touched] - level) * growing[touched]           # remaining bytes/s
+        growing[touched] -= lost
+        g = growing[touched]
+        fill_at[touched] = np.where(g > 0, level + left / np.maximum(g, 1), np.inf)
+        slack[touched] = SATURATION_RTOL * cap[touched] / np.maximum(g, 1)
+
+
+def max_min_rates(flow_ptr, flow_links, capacity) -> np.ndarray:
+    """(F,) max-min fair rate of each flow in bytes/s (Bertsekas & Gallager Sec. 6.5.2).
+
+    See ``progressive_filling`` for the algorithm and the edge cases.
+    """
+    return progressive_filling(flow_ptr, flow_links, capacity)[0]
+
+
+def phase_time(flow_ptr, flow_links, capacity, flow_bytes) -> float:
+    """Seconds until every flow has delivered its bytes at its max-min rate.
+
+    ``max_f bytes_f / rate_f`` (0 with no flows; a flow of 0 bytes takes 0 s).
+    Each flow keeps its initial max-min rate to the end: the bandwidth freed
+    when a flow finishes early is not redistributed, so this is an upper bound
+    (conservative), exact when all flows are equal and symmetric (every flow
+    finishes at once), as in the steps of ring and pairwise collectives.
+    """
+    nbytes = np.asarray(flow_bytes, dtype=np.float64)
+    if nbytes.shape != (np.asarray(flow_ptr).size - 1,) or np.any(nbytes < 0):
+        raise ValueError("`flow_bytes` must be F non-negative byte counts, one per flow")
+    if nbytes.size == 0:
+        return 0.0
+    rates = max_min_rates(flow_ptr, flow_links, capacity)
+    busy = nbytes > 0
+    times = np.zeros_like(nbytes)
+    with np.errstate(divide="ignore"):
+        times[busy] = nbytes[busy] / rates[busy]
+    return float(times.max())
+
+
+def link_loads(flow_ptr, flow_links, flow_bytes, n_links: int) -> np.ndarray:
+    """(n_links,) total bytes crossing each link: the sum of the bytes of its flows."""
+    ptr, links = _check_csr(flow_ptr, flow_links, n_links)
+    nbytes = np.asarray(flow_bytes, dtype=np.float64)
+    if nbytes.shape != (ptr.size - 1,):
+        raise ValueError(f"`flow_bytes` must have one entry per flow ({ptr.size - 1}); "
+                         f"got shape {nbytes.shape}")
+    return np.bincount(links, weights=np.repeat(nbytes, np.diff(ptr)), minlength=n_links)

@@ -1,0 +1,82 @@
+"""What ``fugakuperf topo`` and ``fugakuperf collective`` show: data, not rendering."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .collectives import algorithms
+from .interface import DIM_ORDER, JobShape
+from .routing import route
+from .torus import PLUS
+from .tofu import TofuNetwork
+
+
+def collective_report(net: TofuNetwork, op: str, job: JobShape, nbytes: float,
+                      dim: str = "dp") -> dict:
+    """One collective on every group of ``dim``: the chosen algorithm and all others."""
+    best = net.collective(op, dim, job, nbytes)
+    options = {} if op == "p2p" else {
+        name: lin.time(nbytes) for name, lin in net.options(op, dim, job).items()}
+    group = job.size(dim)
+    return {
+        "collective": op, "bytes": nbytes, "ranks": group, "groups": job.ranks // group,
+        "nodes": job.nodes, "ranks_per_node": job.ranks_per_node,
+        "time_s": best.seconds, "algorithm": best.algorithm,
+        "bandwidth_bytes_per_s": nbytes / best.seconds if best.seconds > 0 else None,
+        "algorithms_s": dict(sorted(options.items(), key=lambda kv: kv[1])),
+        "allocation": net.allocation(job.nodes).describe(),
+        "placement": net.placement(job).describe(),
+        "network_model": net.name,
+    }
+
+
+def topology_report(net: TofuNetwork, job: JobShape, hottest: int = 5) -> dict:
+    """Shape, placement, and for each parallel dimension the hops and link loads of
+    one ring step of all its groups at once (flows per directed link)."""
+    placement = net.placement(job)
+    torus = placement.torus
+    nodes = placement.node_of_rank
+    dims = {}
+    for dim in DIM_ORDER:
+        if job.size(dim) == 1:
+            continue
+        groups = placement.groups(dim)
+        pieces = [n for _, n in placement.pieces[dim]]
+        step = algorithms("allreduce", groups, pieces)["ring"][0]
+        src, dst = nodes[step.src], nodes[step.dst]
+        inter = src != dst
+        hops = torus.hops(src[inter], dst[inter]) if inter.any() else np.zeros(1, dtype=int)
+        ptr, links = route(torus, src[inter], dst[inter])
+        loads = np.bincount(links, minlength=torus.n_link_slots)
+        used = np.flatnonzero(loads)
+        top = used[np.argsort(-loads[used], kind="stable")][:hottest]
+        dims[dim] = {
+            "size": job.size(dim), "groups": len(groups),
+            "pieces": [list(p) for p in placement.pieces[dim]],
+            "ring_step_flows": int(len(src)), "inside_nodes": int((~inter).sum()),
+            "hops_mean": float(hops.mean()), "hops_max": int(hops.max()),
+            "links_used": int(len(used)),
+            "max_flows_per_link": int(loads.max(initial=0)),
+            "mean_flows_per_used_link": float(loads[used].mean()) if len(used) else 0.0,
+            "hottest_links": [_link(torus, int(l), int(loads[l])) for l in top],
+        }
+    alloc = net.allocation(job.nodes)
+    return {
+        "nodes": job.nodes, "ranks": job.ranks, "ranks_per_node": job.ranks_per_node,
+        "layout": {"tp": job.tp, "pp": job.pp, "dp": job.dp},
+        "allocation": alloc.describe(), "shape": list(alloc.shape),
+        "virtual_shape": list(alloc.virtual),
+        "wrap": dict(zip(torus.names, torus.wrap)),
+        "diameter_hops": torus.diameter, "bisection_links": torus.bisection_links(),
+        "placement": placement.describe(), "strategy": placement.strategy,
+        "dimensions": dims,
+    }
+
+
+def _link(torus, link_id: int, load: int) -> dict:
+    node, rest = divmod(link_id, torus.ndim * 2)
+    axis, direction = divmod(rest, 2)
+    coords = torus.coords([node])[0]
+    return {"from": dict(zip(torus.names, map(int, coords))),
+            "axis": torus.names[axis], "direction": "+" if direction == PLUS else "-",
+            "flows": load}
