@@ -50,9 +50,15 @@ class AlphaBetaTorus:
         return self.group_collective(op, g, nbytes)
 
     def group_collective(self, op: str, g: GroupGeometry, nbytes: float) -> CollectiveCost:
-        n, a = g.size, self.latency_s
-        if n == 1:
+        if g.size == 1:
             return CollectiveCost(0.0, "none (group of 1)", nbytes)
+        options = self.options(op, g, nbytes)
+        best = min(options, key=options.get)
+        return CollectiveCost(options[best], best, nbytes)
+
+    def options(self, op: str, g: GroupGeometry, nbytes: float) -> dict[str, float]:
+        """Seconds of every algorithm this model prices for ``op`` on group ``g``."""
+        n, a = g.size, self.latency_s
         bw_ring = self._bandwidth(g, self.ring_links)
         bw_one = self._bandwidth(g, 1)
         frac = (n - 1) / n
@@ -73,8 +79,7 @@ class AlphaBetaTorus:
             options["pairwise exchange"] = (n - 1) * a + frac * nbytes / bw_one
         elif op == "barrier":
             options["dissemination"] = log_n * a
-        best = min(options, key=options.get)
-        return CollectiveCost(options[best], best, nbytes)
+        return options
 
     def p2p(self, dim: str, job: JobShape, nbytes: float) -> CollectiveCost:
         g = group_geometry(job, dim)

@@ -68,6 +68,26 @@ class TofuFabric:
         rate = float("inf") if worst == 0 else 1.0 / float(worst)
         return PhaseCost(rate=rate, max_hops=hops, intra=bool(local.all()))
 
+    def rate_bound(self, src_ranks, dst_ranks) -> tuple[bool, float]:
+        """(all flows inside nodes, a rate the slowest flow cannot beat), without routing.
+
+        Flows between the same two nodes take the same dimension-order route, so they
+        share all its links; flows leaving one node share its injection bandwidth."""
+        src_ranks = np.asarray(src_ranks, dtype=np.int64)
+        dst_ranks = np.asarray(dst_ranks, dtype=np.int64)
+        if not len(src_ranks):
+            return True, float("inf")
+        nodes = self.placement.node_of_rank
+        s, d = nodes[src_ranks], nodes[dst_ranks]
+        inter = s != d
+        if not inter.any():
+            per_rank = max(np.bincount(src_ranks).max(), np.bincount(dst_ranks).max())
+            return True, self.intra_node_bandwidth / per_rank
+        s, d = s[inter], d[inter]
+        pairs = np.unique(s * (int(nodes.max()) + 1) + d, return_counts=True)[1].max()
+        out = np.bincount(s).max()
+        return False, min(self.link_bandwidth / pairs, self.injection_bandwidth / out)
+
     def _one_slice(self, src, dst):
         """(src, dst, displacement) of one slice along the axes no flow moves on, if
         every slice is alike; of all flows otherwise."""

@@ -1,0 +1,158 @@
+"""Collectives as phases of routed flows: textbook cases, agreement, contention, choice."""
+
+import math
+
+import numpy as np
+import pytest
+
+from topologies import JobShape, group_geometry
+from topologies.analytic import AlphaBetaTorus
+from topologies.collectives import algorithms
+from topologies.fabric import TofuFabric
+from topologies.fattree import FatTree
+from topologies.flownet import FlowNetwork
+from topologies.mapping import place
+from topologies.switched import SwitchedNetwork
+from topologies.tofu import TofuNetwork, _allocation
+from topologies.allocation import MachineShape, parse_shape
+from topologies.torus import Torus
+
+LINK, INJ, INTRA = 6.35e9, 38.1e9, 128e9
+PUT, MPI, LOCAL = 0.49e-6, 1.05e-6, 0.145e-6
+
+
+class OneRing(FlowNetwork):
+    """The flow model on a plain 1-D ring of n nodes, one rank per node."""
+
+    def __init__(self, n, wrap=True):
+        self.torus = Torus((n,), (wrap,), ("x",))
+        self.put_latency_s, self.mpi_latency_s, self.intra_node_latency_s = PUT, MPI, LOCAL
+        self.hop_latency_s = 0.0
+
+    def placement(self, job):
+        return place(job, self.torus, "linear")
+
+    def fabric(self, job):
+        return TofuFabric(self.placement(job), LINK, INJ, INTRA)
+
+
+def tofu(**kw):
+    return TofuNetwork(link_bandwidth=LINK, injection_bandwidth=INJ, intra_node_bandwidth=INTRA,
+                       put_latency_s=PUT, mpi_latency_s=MPI, intra_node_latency_s=LOCAL, **kw)
+
+
+@pytest.mark.parametrize("n", [3, 8, 24])
+def test_ring_allreduce_on_a_ring_is_the_textbook_formula(n):
+    """2 (n-1)/n S / B + 2 (n-1) alpha: one flow per link, every step alike."""
+    S = 64e6
+    opts = OneRing(n).options("allreduce", "dp", JobShape(1, 1, n))
+    assert opts["ring"].time(S) == pytest.approx(2 * (n - 1) / n * S / LINK + 2 * (n - 1) * PUT)
+    # both directions of every link: half the time on the wire
+    assert opts["bidirectional ring"].time(S) == pytest.approx(
+        (n - 1) / n * S / LINK + 2 * (n - 1) * PUT)
+
+
+def test_uncongested_flow_and_analytic_models_agree():
+    """TP3 around the b ring of one Tofu unit: no two flows share a link."""
+    net = tofu(shape=parse_shape("2x3x2"))
+    job = JobShape(3, 1, 4)
+    assert [a for a, _ in net.placement(job).pieces["tp"]] == ["b"]
+    analytic = AlphaBetaTorus(latency_s=PUT, link_bandwidth=LINK, injection_bandwidth=INJ,
+                              intra_node_bandwidth=INTRA)
+    geometry = group_geometry(job, "tp")
+    for S in (1e3, 1e6, 1e8):
+        flow = net.options("allreduce", "tp", job)["bidirectional ring"].time(S)
+        assert flow == pytest.approx(
+            analytic.options("allreduce", geometry, S)["bidirectional ring"])
+    # neighbours along b: point to point agrees too (MPI latency on both sides)
+    ab = AlphaBetaTorus(MPI, LINK, INJ, INTRA)
+    assert net.p2p("tp", job, 1e6).seconds == pytest.approx(ab.p2p("tp", job, 1e6).seconds)
+
+
+def test_groups_that_share_links_are_slower_than_the_contention_free_model():
+    net = tofu(shape=parse_shape("48x6x48:torus"))
+    job = JobShape(6, 8, 288)
+    ring = net.options("allreduce", "dp", job)["ring"]
+    analytic = AlphaBetaTorus(PUT, LINK, INJ, INTRA, ring_links=1)
+    free = analytic.group_collective("allreduce", group_geometry(job, "dp"),
+                                     1e9)
+    assert ring.time(1e9) > 2 * free.seconds       # rank-order DP rings pile 8 flows on Z links
+
+
+@pytest.mark.parametrize("op", ["allreduce", "allgather", "reduce-scatter", "alltoall"])
+@pytest.mark.parametrize("size", [8, 4096, 4 * 2**20, 1e9])
+def test_the_chosen_algorithm_is_the_cheapest(op, size):
+    net = tofu()
+    job = JobShape(1, 1, 1536, 4)
+    got = net.collective(op, "dp", job, size)
+    opts = net.options(op, "dp", job)
+    best = min(opts[a].time(size) for a in opts)
+    # exact, except that a latency-bound message is priced without routing (< 1% off)
+    assert got.seconds == pytest.approx(best, rel=0.01)
+    assert opts[got.algorithm].time(size) <= best * 1.01
+
+
+def test_small_messages_take_a_latency_algorithm_and_large_ones_a_bandwidth_one():
+    net, job = tofu(), JobShape(1, 1, 1536, 4)
+    assert "doubling" in net.collective("allreduce", "dp", job, 8).algorithm
+    assert net.collective("allreduce", "dp", job, 2**30).algorithm in (
+        "torus", "ring", "bidirectional ring")
+
+
+@pytest.mark.parametrize("n", [4, 6, 12, 16, 96])
+def test_every_allreduce_moves_the_bytes_its_algorithm_needs(n):
+    groups = np.arange(n)[None, :]
+    algs = algorithms("allreduce", groups, [n])
+    moved = {name: sum(p.fraction * p.repeat for p in phases) for name, phases in algs.items()}
+    assert moved["ring"] == pytest.approx(2 * (n - 1) / n)
+    assert moved["bidirectional ring"] == pytest.approx((n - 1) / n)      # per direction
+    pow2 = n & (n - 1) == 0
+    fold = 0 if pow2 else 2
+    m = 1 << (n.bit_length() - 1)
+    assert moved["recursive halving-doubling"] == pytest.approx(fold + 2 * (1 - 1 / m))
+    assert moved["recursive doubling"] == pytest.approx(fold + math.log2(m))
+
+
+def test_symmetry_shortcut_is_exact():
+    net = tofu(shape=parse_shape("48x6x48:torus"))
+    job = JobShape(6, 8, 288)
+    pl = net.placement(job)
+    fast = TofuFabric(pl, LINK, INJ, INTRA, symmetry=True)
+    slow = TofuFabric(pl, LINK, INJ, INTRA, symmetry=False)
+    for dim in ("tp", "dp", "pp"):
+        groups = pl.groups(dim)
+        pieces = [n for _, n in pl.pieces[dim]]
+        op = "p2p" if dim == "pp" else "allreduce"
+        for phases in algorithms(op, groups, pieces).values():
+            for ph in phases[:3]:
+                assert fast.phase(ph.src, ph.dst) == slow.phase(ph.src, ph.dst)
+    assert fast.slices_routed > 0
+
+
+def test_lower_bounds_never_exceed_the_routed_cost():
+    from topologies.flownet import _algorithms
+    net = tofu(shape=parse_shape("48x6x48:torus"))
+    job = JobShape(6, 8, 288)
+    for op, dim in [("allreduce", "dp"), ("allreduce", "tp"), ("allgather", "dp")]:
+        for alg in _algorithms(net, op, dim, job).values():
+            exact = alg.exact(net, job, dim)
+            assert alg.bound.latency <= exact.latency * (1 + 1e-12)
+            assert alg.bound.per_byte <= exact.per_byte * (1 + 1e-12)
+
+
+def test_a_node_count_no_box_holds_gets_the_next_box():
+    assert _allocation(MachineShape(), 348).nodes == 360      # 29 Tofu units: 29 is prime
+    assert tofu().placement(JobShape(1, 1, 348)).strategy == "linear"
+
+
+def test_switched_cluster_uses_nvswitch_inside_and_rails_across_nodes():
+    net = SwitchedNetwork(FatTree(nodes=1, nic_bandwidth=25e9), put_latency_s=5e-6,
+                          mpi_latency_s=5e-6, intra_node_latency_s=2e-6)
+    job = JobShape(8, 1, 32, ranks_per_node=8)
+    S = 1e9
+    tp = net.options("allreduce", "tp", job)["ring"]
+    assert tp.per_byte == pytest.approx(2 * 7 / 8 / 300e9)
+    dp = net.options("allreduce", "dp", job)["ring"]
+    assert dp.per_byte == pytest.approx(2 * 31 / 32 / 25e9)       # one rail NIC per GPU
+    with pytest.raises(ValueError, match="ppn"):
+        net.placement(JobShape(8, 1, 4, ranks_per_node=4))

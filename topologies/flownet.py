@@ -1,0 +1,150 @@
+"""Collectives priced on a fabric of routed flows: the part every flow-level network shares.
+
+A ``FlowNetwork`` places a job's ranks (``placement(job)``: groups per parallel
+dimension and the pieces they span) on a fabric (``fabric(job)``: the cost of a
+phase of concurrent flows, and a cheap bound on it) and answers the
+``NetworkModel`` questions by running ``topologies.collectives`` algorithms as
+phases. Every algorithm's time is linear in the message size, ``a + b S``, so its
+coefficients are computed once per (collective, dimension, job).
+
+Latencies: a step inside a collective costs ``put_latency_s`` between nodes (plus
+``hop_latency_s`` per hop) or ``intra_node_latency_s`` inside a node; a
+point-to-point message costs ``mpi_latency_s``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .collectives import algorithms
+from .interface import COLLECTIVES, CollectiveCost, JobShape
+
+
+@dataclass(frozen=True)
+class Linear:
+    """Time of one algorithm: ``latency + per_byte * S`` seconds."""
+
+    latency: float
+    per_byte: float
+
+    def time(self, nbytes: float) -> float:
+        return self.latency + self.per_byte * nbytes if nbytes > 0 else self.latency
+
+
+class FlowNetwork:
+    """Base of the flow-level models; subclasses give placement() and fabric()."""
+
+    put_latency_s: float
+    mpi_latency_s: float
+    intra_node_latency_s: float
+    hop_latency_s: float = 0.0
+    name: str = "flow-level"
+
+    def placement(self, job: JobShape):
+        raise NotImplementedError
+
+    def fabric(self, job: JobShape):
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- costs
+    def options(self, op: str, dim: str, job: JobShape) -> dict[str, Linear]:
+        """Every algorithm for ``op`` on ``dim``'s groups, as a + b S (all routed)."""
+        return {name: alg.exact(self, job, dim) for name, alg in _algorithms(self, op, dim, job).items()}
+
+    def collective(self, op: str, dim: str, job: JobShape, nbytes: float) -> CollectiveCost:
+        """The cheapest algorithm for this size. Algorithms are tried in order of a
+        lower bound (exact latency, bytes at the best rate any flow could get) and
+        routed only while the bound is below the best time found; a message too
+        small for its transfer time to matter is priced from the latency alone."""
+        if op not in COLLECTIVES:
+            raise ValueError(f"unknown collective {op!r}; known: {', '.join(COLLECTIVES)}")
+        if op == "p2p":
+            return self.p2p(dim, job, nbytes)
+        algs = _algorithms(self, op, dim, job)
+        order = sorted(algs, key=lambda a: algs[a].bound.time(nbytes))
+        best_name, best = order[0], float("inf")
+        for name in order:
+            bound = algs[name].bound
+            if bound.time(nbytes) >= best:
+                break
+            if self.hop_latency_s == 0 and 1000 * bound.per_byte * nbytes < 0.01 * bound.latency:
+                # latency-bound: the latency is exact without routing, and even a
+                # thousand times the bound's transfer time is under 1% of it
+                t = bound.time(nbytes)
+            else:
+                t = algs[name].exact(self, job, dim).time(nbytes)
+            if t < best:
+                best_name, best = name, t
+        return CollectiveCost(best, best_name, nbytes)
+
+    def p2p(self, dim: str, job: JobShape, nbytes: float) -> CollectiveCost:
+        (name, alg), = _algorithms(self, "p2p", dim, job).items()
+        return CollectiveCost(alg.exact(self, job, dim).time(nbytes), name, nbytes)
+
+
+@dataclass
+class _Algorithm:
+    """One algorithm's phases, its lower bound, and (once routed) its exact cost."""
+
+    phases: list
+    latency: float          # exact: steps x their latency (hop latency at one hop)
+    bound: Linear
+    _exact: Linear | None = None
+
+    def exact(self, net: "FlowNetwork", job: JobShape, dim: str) -> Linear:
+        if self._exact is None:
+            latency = per_byte = 0.0
+            for ph in self.phases:
+                cost = _phase_cost(net, job, dim, ph)
+                latency += ph.repeat * _step_latency(net, ph, cost.intra, cost.max_hops)
+                if ph.fraction > 0 and np.isfinite(cost.rate):
+                    per_byte += ph.repeat * ph.fraction / cost.rate
+            self._exact = Linear(latency, per_byte)
+        return self._exact
+
+
+def _step_latency(net: "FlowNetwork", phase, intra: bool, hops: int) -> float:
+    if phase.key[0] == "next":                      # point-to-point messages
+        return net.mpi_latency_s + net.hop_latency_s * hops
+    if intra:
+        return net.intra_node_latency_s
+    return net.put_latency_s + net.hop_latency_s * hops
+
+
+@lru_cache(maxsize=4096)
+def _algorithms(net: "FlowNetwork", op: str, dim: str, job: JobShape) -> dict[str, _Algorithm]:
+    placement = net.placement(job)
+    fabric = net.fabric(job)
+    pieces = [n for _, n in placement.pieces[dim]]
+    out = {}
+    bounds: dict[tuple, tuple[bool, float]] = {}
+    for name, phases in algorithms(op, placement.groups(dim), pieces).items():
+        latency = per_byte = 0.0
+        for ph in phases:
+            if ph.key not in bounds:
+                bounds[ph.key] = fabric.rate_bound(ph.src, ph.dst)
+            intra, best_rate = bounds[ph.key]
+            latency += ph.repeat * _step_latency(net, ph, intra, 0 if intra else 1)
+            per_byte += ph.repeat * ph.fraction / best_rate
+        out[name] = _Algorithm(phases, latency, Linear(latency, per_byte))
+    return out
+
+
+
+
+
+_PHASES: dict = {}
+
+
+def _phase_cost(net: "FlowNetwork", job: JobShape, dim: str, phase):
+    """Routed cost of a flow pattern, shared by every collective that uses it."""
+    key = (id(net), job, dim, phase.key)
+    cost = _PHASES.get(key)
+    if cost is None:
+        if len(_PHASES) > 100_000:
+            _PHASES.clear()
+        cost = _PHASES[key] = net.fabric(job).phase(phase.src, phase.dst)
+    return cost
