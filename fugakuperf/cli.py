@@ -47,6 +47,10 @@ def main():
 @layout_options
 @click.option("--top", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="How many layouts to list.")
+@click.option("--confirm", "confirm_shapes", type=click.IntRange(1, 100_000),
+              help="How many (tp, pp, dp) shapes per job size the flow-level torus model "
+                   "re-prices after the fast screening (default: --top). More is slower "
+                   "and more thorough.")
 @click.option("--price-per-node-hour", type=float,
               help="Adds a cost column: node-hours x this price (any currency).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of tables.")
@@ -72,7 +76,8 @@ def plan(**kw):
     pins = pins_from(kw)
     result = _network_errors(run_plan)(model, system, global_batch=kw["global_batch"], tokens=kw["tokens"],
                       nodes=kw["nodes"], max_nodes=kw["max_nodes"], pins=pins, top=kw["top"],
-                      price_per_node_hour=kw["price_per_node_hour"])
+                      price_per_node_hour=kw["price_per_node_hour"],
+                      confirm_shapes=kw["confirm_shapes"])
     data = plan_to_dict(result)
     if kw["as_json"]:
         click.echo(json.dumps(data, indent=2))

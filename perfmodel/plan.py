@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from .errors import SpecError, check_float, check_int
 from .estimator import Estimate
 from .model import ModelSpec
-from .search import SearchStats, check_pins, job_shapes, search
+from .search import SearchStats, check_pins, confirm, job_shapes, screen
 from .system import SystemSpec
 
 DEFAULT_LADDER = (384, 768, 1536, 3072, 6912, 13824)
@@ -98,12 +98,15 @@ def _nearest(counts: list[int], n: int, k: int = 4) -> list[int]:
 def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = None,
          tokens: float | None = None, nodes: list[int] | None = None,
          max_nodes: int | None = None, pins: dict | None = None, top: int = 5,
-         price_per_node_hour: float | None = None) -> PlanResult:
+         price_per_node_hour: float | None = None, confirm_shapes: int | None = None
+         ) -> PlanResult:
     pins = {k: v for k, v in (pins or {}).items() if v is not None}
     gb = default_global_batch(model) if global_batch is None else check_int(
         "global_batch", global_batch, hi=100_000_000)
     tok = TOKENS_PER_PARAM * model.params if tokens is None else check_float("tokens", tokens)
     top = check_int("top", top, hi=1000)
+    if confirm_shapes is not None:
+        check_int("confirm", confirm_shapes, hi=100_000)
     if price_per_node_hour is not None:
         check_float("price_per_node_hour", price_per_node_hour)
     machine = system.network.nodes
@@ -127,46 +130,28 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
     if nodes:
         for n in nodes:
             check_int("nodes", n, hi=machine)
-        best: list[Estimate] = []
-        for n in nodes:
-            found, s = search(model, system, gb, nodes=[n], pins=pins, top=top)
-            merge(s)
-            if not found:
-                why = (f"no layout of {model.name} with global batch {gb}"
-                       + (f" and {_pins_text(pins)}" if pins else "")
-                       + f" runs on exactly {n:,} nodes ({n * system.ranks_per_node:,} ranks)")
-                counts = feasible_node_counts(model, system, gb, pins, machine)
-                if n not in counts:
-                    near = ", ".join(f"{c:,}" for c in _nearest(counts, n)) or "none"
-                    raise SpecError("nodes", f"{why}: tp x pp x dp cannot equal it "
-                                             f"(tp divides heads, pp divides layers, dp divides "
-                                             f"the global batch); nearest node counts that can: {near}")
-                if s.memory_checked == 0:
-                    raise SpecError("nodes", f"{why}: every (tp, pp, dp) that multiplies out to "
-                                             f"it breaks a schedule rule (interleaving needs "
-                                             f"pp x virtual stages to divide the layers and the "
-                                             f"micro-batches per pipeline to be a multiple of pp)")
-                raise SpecError("nodes", f"{why} within the memory of a rank "
-                                         f"({system.rank.usable_memory_bytes / 1e9:.1f} GB), even "
-                                         f"with full recompute and ZeRO-3; try more nodes")
-            rungs.append(Rung(n, n, found[0]))
-            best.extend(found)
-        best = sorted(best, key=lambda e: (e.iteration_s, e.nodes))[:top]
+        ranges = [(n, n) for n in nodes]
         counts = list(nodes)
     else:
         counts = ladder(budget)
-        best = []
-        lo = 1
-        for hi in counts:
-            found, s = search(model, system, gb, min_nodes=lo, max_nodes=hi, pins=pins, top=top)
-            merge(s)
-            rungs.append(Rung(hi, lo, found[0] if found else None))
-            best.extend(found)
-            lo = hi + 1
-        best = sorted(best, key=lambda e: (e.iteration_s, e.nodes))[:top]
-        if not best:
-            raise SpecError("max_nodes", f"no layout of {model.name} fits in memory on up to "
-                                         f"{budget:,} nodes" + (f" with {_pins_text(pins)}" if pins else ""))
+        ranges = list(zip([1] + [c + 1 for c in counts[:-1]], counts))
+    # Screen every range with the fast model, then re-price all shortlists at once.
+    screened = []
+    for lo, hi in ranges:
+        found, s = screen(model, system, gb, min_nodes=lo, max_nodes=hi, pins=pins, top=top,
+                          shapes=confirm_shapes)
+        merge(s)
+        if nodes and not found:
+            _no_layout(model, system, gb, pins, lo, s, machine)
+        screened.extend(found)
+    priced = confirm(model, system, screened, stats)
+    for lo, hi in ranges:
+        mine = [e for e in priced if lo <= e.nodes <= hi]
+        rungs.append(Rung(hi, lo, mine[0] if mine else None))
+    best = priced[:top]
+    if not best:
+        raise SpecError("max_nodes", f"no layout of {model.name} fits in memory on up to "
+                                     f"{budget:,} nodes" + (f" with {_pins_text(pins)}" if pins else ""))
     comparison = None
     if pins and best:
         comparison = compare_with_unpinned(model, system, gb, best[0], stats)
@@ -176,6 +161,27 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
                       price_per_node_hour=price_per_node_hour)
 
 
+def _no_layout(model, system, gb, pins, n, s, machine) -> None:
+    """Say why no layout runs on exactly ``n`` nodes."""
+    why = (f"no layout of {model.name} with global batch {gb}"
+           + (f" and {_pins_text(pins)}" if pins else "")
+           + f" runs on exactly {n:,} nodes ({n * system.ranks_per_node:,} ranks)")
+    counts = feasible_node_counts(model, system, gb, pins, machine)
+    if n not in counts:
+        near = ", ".join(f"{c:,}" for c in _nearest(counts, n)) or "none"
+        raise SpecError("nodes", f"{why}: tp x pp x dp cannot equal it (tp divides heads, pp "
+                                 f"divides layers, dp divides the global batch); nearest node "
+                                 f"counts that can: {near}")
+    if s.memory_checked == 0:
+        raise SpecError("nodes", f"{why}: every (tp, pp, dp) that multiplies out to it breaks a "
+                                 f"schedule rule (interleaving needs pp x virtual stages to divide "
+                                 f"the layers and the micro-batches per pipeline to be a multiple "
+                                 f"of pp)")
+    raise SpecError("nodes", f"{why} within the memory of a rank "
+                             f"({system.rank.usable_memory_bytes / 1e9:.1f} GB), even with full "
+                             f"recompute and ZeRO-3; try more nodes")
+
+
 def _pins_text(pins: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in pins.items())
 
@@ -183,10 +189,10 @@ def _pins_text(pins: dict) -> str:
 def compare_with_unpinned(model: ModelSpec, system: SystemSpec, global_batch: int,
                           pinned: Estimate, stats: SearchStats) -> Comparison:
     """Rank the best pinned layout among every fitting layout on the same node count."""
-    everything, s = search(model, system, global_batch, nodes=[pinned.nodes], top=100_000,
-                           per_shape=None)
+    shortlist, s = screen(model, system, global_batch, nodes=[pinned.nodes], top=100_000,
+                          shapes=100_000, variants=100_000)
     stats.candidates_evaluated += s.candidates_evaluated
-    stats.confirmed += s.confirmed
+    everything = confirm(model, system, shortlist, stats)
     faster = sum(1 for e in everything if e.iteration_s < pinned.iteration_s - 1e-12)
     best = everything[0]
     return Comparison(pinned=pinned, best=best, rank=faster + 1, of=len(everything),

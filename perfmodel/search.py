@@ -31,6 +31,7 @@ re-ranked. What comes back is always priced by the system's model.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -254,19 +255,48 @@ def _max_virtual(model: ModelSpec, pp: int, pins: dict) -> int:
     return max(v for v in divisors(model.layers // pp) if v <= MAX_VIRTUAL_STAGES)
 
 
-def search(model: ModelSpec, system: SystemSpec, global_batch: int, *,
+@dataclass
+class Shortlist:
+    """The best ``shapes`` (tp, pp, dp) shapes by the screening model, with up to
+    ``variants`` of each (micro-batch, schedule, ZeRO, recompute...). The screening
+    model misjudges whole shapes (how TP and DP groups load the torus) far more than
+    variants of one shape, and the flow model prices a shape once for all its
+    variants, so the shortlist is diverse in shapes."""
+
+    shapes: int
+    variants: int
+    by_shape: dict = field(default_factory=dict)
+
+    def add(self, est: Estimate) -> None:
+        key = (est.layout.tp, est.layout.pp, est.layout.dp)
+        kept = self.by_shape.setdefault(key, [])
+        kept.append(est)
+        kept.sort(key=lambda e: e.iteration_s)
+        del kept[self.variants:]
+        if len(self.by_shape) > self.shapes:
+            worst = max(self.by_shape, key=lambda k: self.by_shape[k][0].iteration_s)
+            del self.by_shape[worst]
+
+    def threshold(self) -> float:
+        """A layout slower than this cannot enter the shortlist."""
+        if len(self.by_shape) < self.shapes:
+            return float("inf")
+        return max(v[0].iteration_s for v in self.by_shape.values())
+
+    def estimates(self) -> list[Estimate]:
+        return [e for kept in self.by_shape.values() for e in kept]
+
+
+def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
            nodes: Iterable[int] | None = None, max_nodes: int | None = None,
            min_nodes: int = 1, pins: dict | None = None, top: int = 5,
-           shortlist: int | None = None, per_shape: int | None = 2
+           shapes: int | None = None, variants: int = 3
            ) -> tuple[list[Estimate], SearchStats]:
-    """The ``top`` fastest fitting layouts.
-
-    ``nodes`` lists exact node counts; otherwise every allocatable node count in
-    [min_nodes, max_nodes] is searched (default: up to the whole machine).
-    """
+    """Fitting layouts ranked by the contention-free model: the ``top`` fastest if the
+    system's own network model is that one, else a shortlist of ``shapes`` shapes
+    (default: top) for ``confirm`` to re-price."""
     pins = {k: v for k, v in (pins or {}).items() if v is not None}
     check_pins(model, system, global_batch, pins)
-    network = network_for(system)
     stats = SearchStats()
     precision = pins.get("precision", "fp32")
     ComputeModel.for_system(system, precision)   # unsupported precision: fail early
@@ -276,15 +306,22 @@ def search(model: ModelSpec, system: SystemSpec, global_batch: int, *,
     else:
         hi = system.network.nodes if max_nodes is None else max_nodes
         accept = lambda n: min_nodes <= n <= hi and allocatable(system, n)   # noqa: E731
-    shapes = sorted(
+    found = sorted(
         (lower_bound_s(model, system, tp, pp, dp, global_batch, precision,
                        _max_virtual(model, pp, pins)), n, tp, pp, dp)
         for n, tp, pp, dp in job_shapes(model, system, global_batch, pins, accept))
-    screen = screening_network(system)
-    keep = max(top, shortlist if shortlist is not None else 2 * top)
-    best: list[tuple[float, int, Estimate]] = []     # max-heap on time via negation
-    for bound, n, tp, pp, dp in shapes:
-        if len(best) >= keep and bound >= -best[0][0]:
+    screening = screening_network(system)
+    final = network_for(system) is screening
+    heap: list[tuple[float, int, Estimate]] = []     # max-heap on time via negation
+    short = Shortlist(shapes or top, variants)
+
+    def threshold() -> float:
+        if final:
+            return -heap[0][0] if len(heap) >= top else float("inf")
+        return short.threshold()
+
+    for bound, n, tp, pp, dp in found:
+        if bound >= threshold():
             stats.pruned += 1
             continue
         stats.node_counts.add(n)
@@ -293,28 +330,63 @@ def search(model: ModelSpec, system: SystemSpec, global_batch: int, *,
                 validate_layout(base, model)
             except SpecError:
                 continue
-            if len(best) >= keep and layout_lower_bound(model, system, base, screen) >= -best[0][0]:
+            if layout_lower_bound(model, system, base, screening) >= threshold():
                 stats.pruned += 1
                 continue
             for layout in fitting_variants(model, system, base, pins, stats):
-                est = estimate(model, system, layout, screen, validate=False)
+                est = estimate(model, system, layout, screening, validate=False)
                 stats.candidates_evaluated += 1
-                item = (-est.iteration_s, -stats.candidates_evaluated, est)
-                if len(best) < keep:
-                    heapq.heappush(best, item)
-                elif est.iteration_s < -best[0][0]:
-                    heapq.heapreplace(best, item)
-    screened = sorted((e for _, _, e in best), key=lambda e: (e.iteration_s, e.nodes))
-    if network is screen:
-        return screened[:top], stats
-    seen: dict[tuple, int] = {}
-    chosen = []
-    for e in screened:
-        shape = (e.layout.tp, e.layout.pp, e.layout.dp)
-        if per_shape is None or seen.get(shape, 0) < per_shape:
-            seen[shape] = seen.get(shape, 0) + 1
-            chosen.append(e)
-    confirmed = [estimate(model, system, e.layout, network, validate=False) for e in chosen]
-    stats.confirmed += len(confirmed)
-    return sorted(confirmed, key=lambda e: (e.iteration_s, e.nodes))[:top], stats
+                if not final:
+                    short.add(est)
+                elif len(heap) < top:
+                    heapq.heappush(heap, (-est.iteration_s, -stats.candidates_evaluated, est))
+                elif est.iteration_s < -heap[0][0]:
+                    heapq.heapreplace(heap, (-est.iteration_s, -stats.candidates_evaluated, est))
+    out = [e for _, _, e in heap] if final else short.estimates()
+    return sorted(out, key=lambda e: (e.iteration_s, e.nodes)), stats
 
+
+def confirm(model: ModelSpec, system: SystemSpec, screened: list[Estimate],
+            stats: SearchStats | None = None) -> list[Estimate]:
+    """Re-price screened layouts with the system's own network model, sorted.
+
+    The network model prices a job shape once (placement, routed patterns) for
+    all its variants, so layouts are grouped by (tp, pp, dp) and the groups run on
+    the machine's cores (perfmodel.parallel)."""
+    network = network_for(system)
+    if network is screening_network(system):
+        return sorted(screened, key=lambda e: (e.iteration_s, e.nodes))
+    groups: dict[tuple, list[Layout]] = {}
+    for e in screened:
+        groups.setdefault((e.layout.tp, e.layout.pp, e.layout.dp), []).append(e.layout)
+    work = sorted(groups.values(), key=lambda g: -g[0].ranks)       # biggest first
+    from .parallel import map_items
+    priced = map_items(_price_group, work, context=(model, system))
+    out = [dataclasses.replace(e, model=model, system=system) for group in priced for e in group]
+    if stats is not None:
+        stats.confirmed += len(out)
+    return sorted(out, key=lambda e: (e.iteration_s, e.nodes))
+
+
+def _price_group(context, layouts: list[Layout]) -> list[Estimate]:
+    """One (tp, pp, dp) group's layouts priced by the system's network model. The
+    model and system are dropped from the results (workers send results back
+    pickled; the system's source table is not picklable) and restored by confirm."""
+    model, system = context
+    network = network_for(system)
+    return [dataclasses.replace(estimate(model, system, lay, network, validate=False),
+                                model=None, system=None) for lay in layouts]
+
+
+def search(model: ModelSpec, system: SystemSpec, global_batch: int, *,
+           nodes: Iterable[int] | None = None, max_nodes: int | None = None,
+           min_nodes: int = 1, pins: dict | None = None, top: int = 5,
+           shapes: int | None = None) -> tuple[list[Estimate], SearchStats]:
+    """The ``top`` fastest fitting layouts, priced by the system's network model.
+
+    ``nodes`` lists exact node counts; otherwise every allocatable node count in
+    [min_nodes, max_nodes] is searched (default: up to the whole machine).
+    """
+    screened, stats = screen(model, system, global_batch, nodes=nodes, max_nodes=max_nodes,
+                             min_nodes=min_nodes, pins=pins, top=top, shapes=shapes)
+    return confirm(model, system, screened, stats)[:top], stats

@@ -117,9 +117,12 @@ def render_plan(d: dict) -> str:
         lines.append(f"  its peak stage ({int(mem['stage'])}) uses {mem['total'] / 1e9:.1f} GB of "
                      f"{s['usable_memory_bytes_per_node'] / s['ranks_per_node'] / 1e9:g} GB per rank")
     lines += ["", "Assumptions:"] + [f"  - {a}" for a in d["assumptions"]]
-    lines += ["", f"{d['candidates_evaluated']:,} layouts evaluated "
-                  f"({d['search']['pruned_by_bound']:,} pruned by a lower bound; "
-                  f"network model: {d['best'][0]['network_model'] if d['best'] else '-'}). "
+    confirmed = d["search"]["confirmed_with_network_model"]
+    lines += ["", f"{d['candidates_evaluated']:,} layouts screened with the contention-free model "
+                  f"({d['search']['pruned_by_bound']:,} pruned by a lower bound)"
+                  + (f", {confirmed:,} re-priced with the "
+                     f"{d['best'][0]['network_model'] if d['best'] else '-'} model (--confirm "
+                     f"sets how many shapes per job size)" if confirmed else "") + ". "
                   "MFU counts model FLOPs (no recompute) against peak at the training precision; "
                   "TF/node is model TFLOP/s per node; mem is the peak pipeline stage per node "
                   "('tight': over 95% of usable memory)."]

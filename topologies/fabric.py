@@ -46,7 +46,7 @@ class TofuFabric:
     def torus(self) -> Torus:
         return self.placement.torus
 
-    def phase(self, src_ranks, dst_ranks) -> PhaseCost:
+    def phase(self, src_ranks, dst_ranks, dim: str | None = None) -> PhaseCost:
         src_ranks = np.asarray(src_ranks, dtype=np.int64)
         dst_ranks = np.asarray(dst_ranks, dtype=np.int64)
         nodes = self.placement.node_of_rank
@@ -58,9 +58,9 @@ class TofuFabric:
             inn = np.bincount(dst_ranks[local]).max()
             worst = max(out, inn) / self.intra_node_bandwidth
         if (~local).any():
-            s, d, disp = self._one_slice(src[~local], dst[~local])
+            s, d = self._one_slice(src[~local], dst[~local], dim)
             worst = max(worst, np.bincount(s).max() / self.injection_bandwidth)
-            ptr, links = route(self.torus, s, d, disp)
+            ptr, links = route(self.torus, s, d)
             worst = max(worst, np.bincount(links).max() / self.link_bandwidth)
             hops = int(np.diff(ptr).max())
         else:
@@ -68,7 +68,12 @@ class TofuFabric:
         rate = float("inf") if worst == 0 else 1.0 / float(worst)
         return PhaseCost(rate=rate, max_hops=hops, intra=bool(local.all()))
 
-    def rate_bound(self, src_ranks, dst_ranks) -> tuple[bool, float]:
+    def best_rate(self, intra: bool) -> float:
+        """The fastest any one flow can go: an intra-node port, or one link."""
+        return self.intra_node_bandwidth if intra else min(self.link_bandwidth,
+                                                           self.injection_bandwidth)
+
+    def rate_bound(self, src_ranks, dst_ranks, dim: str | None = None) -> tuple[bool, float]:
         """(all flows inside nodes, a rate the slowest flow cannot beat), without routing.
 
         Flows between the same two nodes take the same dimension-order route, so they
@@ -83,35 +88,46 @@ class TofuFabric:
         if not inter.any():
             per_rank = max(np.bincount(src_ranks).max(), np.bincount(dst_ranks).max())
             return True, self.intra_node_bandwidth / per_rank
-        s, d = s[inter], d[inter]
+        s, d = self._one_slice(s[inter], d[inter], dim)
         pairs = np.unique(s * (int(nodes.max()) + 1) + d, return_counts=True)[1].max()
         out = np.bincount(s).max()
         return False, min(self.link_bandwidth / pairs, self.injection_bandwidth / out)
 
-    def _one_slice(self, src, dst):
-        """(src, dst, displacement) of one slice along the axes no flow moves on, if
-        every slice is alike; of all flows otherwise."""
-        t = self.torus
-        disp = t.displacement(src, dst)
+    def _one_slice(self, src, dst, dim: str | None):
+        """(src, dst) of one slice along the axes no flow moves on, if every slice is
+        alike; all flows otherwise.
+
+        For a ``tofu`` placement and a phase of dimension ``dim``, slices along the
+        axes ``dim`` is not placed on are alike by construction: each axis
+        coordinate is a function of the digits of the dimensions placed on it, so
+        moving along such an axis maps ``dim``'s groups onto groups of the same
+        shape. Otherwise the slices are checked: the (moving coordinates,
+        displacement) multiset of slice 0 must repeat in every slice.
+        """
         if not self.symmetry:
-            return src, dst, disp
-        still = ~np.any(disp != 0, axis=0)
+            return src, dst
+        t = self.torus
+        cs, cd = t.coords(src), t.coords(dst)
+        still = np.all(cs == cd, axis=0)
+        trusted = self.placement.strategy == "tofu" and dim is not None
+        if trusted:
+            own = {a for a, _ in self.placement.pieces[dim]}
+            still &= np.array([name not in own for name in t.names])
         if not still.any():
-            return src, dst, disp
-        c = t.coords(src)
-        n_slices = int(np.prod(np.array(t.shape)[still]))
-        in_slice = np.all(c[:, still] == 0, axis=1)
-        # alike: the (moving coordinates, displacement) multiset of slice 0, repeated
-        moving = ~still
-        key_all = _keys(np.concatenate([c[:, moving], disp[:, moving]], axis=1))
-        key_one = key_all[in_slice]
-        u_all, n_all = np.unique(key_all, return_counts=True)
-        u_one, n_one = np.unique(key_one, return_counts=True)
-        if len(u_all) != len(u_one) or not np.array_equal(u_all, u_one) \
-                or not np.array_equal(n_all, n_one * n_slices):
-            return src, dst, disp
+            return src, dst
+        in_slice = np.all(cs[:, still] == 0, axis=1)
+        if not trusted:
+            disp = t.displacement(src, dst)
+            moving = ~still
+            key_all = _keys(np.concatenate([cs[:, moving], disp[:, moving]], axis=1))
+            u_all, n_all = np.unique(key_all, return_counts=True)
+            u_one, n_one = np.unique(key_all[in_slice], return_counts=True)
+            n_slices = int(np.prod(np.array(t.shape)[still]))
+            if len(u_all) != len(u_one) or not np.array_equal(u_all, u_one) \
+                    or not np.array_equal(n_all, n_one * n_slices):
+                return src, dst
         self.slices_routed += 1
-        return src[in_slice], dst[in_slice], disp[in_slice]
+        return src[in_slice], dst[in_slice]
 
 
 def _keys(rows: np.ndarray) -> np.ndarray:

@@ -64,12 +64,14 @@ class FlowNetwork:
         if op == "p2p":
             return self.p2p(dim, job, nbytes)
         algs = _algorithms(self, op, dim, job)
-        order = sorted(algs, key=lambda a: algs[a].bound.time(nbytes))
+        order = sorted(algs, key=lambda a: algs[a].quick.time(nbytes))
         best_name, best = order[0], float("inf")
         for name in order:
-            bound = algs[name].bound
-            if bound.time(nbytes) >= best:
+            if algs[name].quick.time(nbytes) >= best:
                 break
+            bound = algs[name].bound(self, job, dim)
+            if bound.time(nbytes) >= best:
+                continue
             if self.hop_latency_s == 0 and 1000 * bound.per_byte * nbytes < 0.01 * bound.latency:
                 # latency-bound: the latency is exact without routing, and even a
                 # thousand times the bound's transfer time is under 1% of it
@@ -87,12 +89,25 @@ class FlowNetwork:
 
 @dataclass
 class _Algorithm:
-    """One algorithm's phases, its lower bound, and (once routed) its exact cost."""
+    """One algorithm's phases and three prices, each computed when first needed:
+    ``quick`` (exact latency, every byte at the best link or injection rate),
+    ``bound`` (flows sharing a node pair or an injection port share them) and the
+    routed ``exact`` cost. quick <= bound <= exact."""
 
     phases: list
-    latency: float          # exact: steps x their latency (hop latency at one hop)
-    bound: Linear
+    quick: Linear
+    _bound: Linear | None = None
     _exact: Linear | None = None
+
+    def bound(self, net: "FlowNetwork", job: JobShape, dim: str) -> Linear:
+        if self._bound is None:
+            per_byte = 0.0
+            for ph in self.phases:
+                if ph.fraction > 0:
+                    _, rate = _rate_bound(net, job, dim, ph)
+                    per_byte += ph.repeat * ph.fraction / rate
+            self._bound = Linear(self.quick.latency, per_byte)
+        return self._bound
 
     def exact(self, net: "FlowNetwork", job: JobShape, dim: str) -> Linear:
         if self._exact is None:
@@ -118,19 +133,33 @@ def _step_latency(net: "FlowNetwork", phase, intra: bool, hops: int) -> float:
 def _algorithms(net: "FlowNetwork", op: str, dim: str, job: JobShape) -> dict[str, _Algorithm]:
     placement = net.placement(job)
     fabric = net.fabric(job)
+    nodes = placement.node_of_rank
     pieces = [n for _, n in placement.pieces[dim]]
     out = {}
-    bounds: dict[tuple, tuple[bool, float]] = {}
+    intra_of: dict[tuple, bool] = {}
     for name, phases in algorithms(op, placement.groups(dim), pieces).items():
         latency = per_byte = 0.0
         for ph in phases:
-            if ph.key not in bounds:
-                bounds[ph.key] = fabric.rate_bound(ph.src, ph.dst)
-            intra, best_rate = bounds[ph.key]
+            if ph.key not in intra_of:
+                intra_of[ph.key] = bool(np.all(nodes[ph.src] == nodes[ph.dst]))
+            intra = intra_of[ph.key]
             latency += ph.repeat * _step_latency(net, ph, intra, 0 if intra else 1)
-            per_byte += ph.repeat * ph.fraction / best_rate
-        out[name] = _Algorithm(phases, latency, Linear(latency, per_byte))
+            per_byte += ph.repeat * ph.fraction / fabric.best_rate(intra)
+        out[name] = _Algorithm(phases, Linear(latency, per_byte))
     return out
+
+
+_BOUNDS: dict = {}
+
+
+def _rate_bound(net: "FlowNetwork", job: JobShape, dim: str, phase) -> tuple[bool, float]:
+    key = (id(net), job, dim, phase.key)
+    bound = _BOUNDS.get(key)
+    if bound is None:
+        if len(_BOUNDS) > 100_000:
+            _BOUNDS.clear()
+        bound = _BOUNDS[key] = net.fabric(job).rate_bound(phase.src, phase.dst, dim)
+    return bound
 
 
 
@@ -146,5 +175,5 @@ def _phase_cost(net: "FlowNetwork", job: JobShape, dim: str, phase):
     if cost is None:
         if len(_PHASES) > 100_000:
             _PHASES.clear()
-        cost = _PHASES[key] = net.fabric(job).phase(phase.src, phase.dst)
+        cost = _PHASES[key] = net.fabric(job).phase(phase.src, phase.dst, dim)
     return cost

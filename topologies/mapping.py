@@ -9,9 +9,11 @@ placement decides which physical axes each parallel dimension runs along:
   its preference order: TP first, on the node's own slots and then c, b, a (the
   12-node Tofu unit) and then Z, Y, X; PP next, along Z, Y, X (neighbouring
   stages one hop apart); DP gets what is left, in any order. A factor taken from
-  an axis is its innermost part, so a group's neighbours are physical neighbours.
-  When the sizes do not factor over the axes (e.g. tp = 5 on a 2 x 3 x 2 unit),
-  the placement falls back to ``linear`` and says so.
+  an axis is the innermost part still free, so the first dimension to take from an
+  axis has physical neighbours there; a later one strides over it (after TP takes
+  Z:2, PP's stages along Z are 2 hops apart).
+  When the sizes do not factor over the axes, or the job fills only part of its
+  allocated box, the placement falls back to ``linear`` and says so.
 
 A placement records, per dimension, the (axis, size) pieces it spans, fastest
 first; collectives use them to run one ring per piece (the torus algorithm).

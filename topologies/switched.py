@@ -53,7 +53,7 @@ class SwitchedFabric:
     tree: FatTree
     placement: SwitchedPlacement
 
-    def phase(self, src, dst) -> PhaseCost:
+    def phase(self, src, dst, dim: str | None = None) -> PhaseCost:
         src = np.asarray(src, dtype=np.int64)
         dst = np.asarray(dst, dtype=np.int64)
         if not len(src):
@@ -65,7 +65,11 @@ class SwitchedFabric:
         return PhaseCost(float("inf") if worst == 0 else 1.0 / worst,
                          int(self.tree.hops(src, dst).max()), intra)
 
-    def rate_bound(self, src, dst) -> tuple[bool, float]:
+    def best_rate(self, intra: bool) -> float:
+        t = self.tree
+        return t.switch_bandwidth if intra else min(t.nic_bandwidth, t.switch_bandwidth)
+
+    def rate_bound(self, src, dst, dim: str | None = None) -> tuple[bool, float]:
         cost = self.phase(src, dst)        # routing a fat tree is cheap: the bound is exact
         return cost.intra, cost.rate
 

@@ -116,3 +116,26 @@ def test_impossible_pins_are_refused_naming_the_field(pins, field):
     with pytest.raises(SpecError) as err:
         search(FUGAKU_LLM, FUGAKU, 2016, nodes=[13824], pins=pins)
     assert err.value.field == field
+
+
+def test_shortlist_keeps_whole_shapes_with_a_few_variants():
+    from perfmodel.search import Shortlist, screen
+    screened, _ = screen(FUGAKU_LLM, FUGAKU, 2016, nodes=[13824], top=2, shapes=3, variants=2)
+    shapes = {(e.layout.tp, e.layout.pp, e.layout.dp) for e in screened}
+    assert len(shapes) == 3
+    assert all(sum((e.layout.tp, e.layout.pp, e.layout.dp) == s for e in screened) <= 2
+               for s in shapes)
+    short = Shortlist(shapes=1, variants=1)
+    for e in screened:
+        short.add(e)
+    assert short.estimates() == [min(screened, key=lambda e: e.iteration_s)]
+
+
+def test_parallel_and_serial_confirmation_agree(monkeypatch):
+    from perfmodel.search import confirm, screen
+    screened, _ = screen(FUGAKU_LLM, FUGAKU, 2016, nodes=[13824], top=3)
+    parallel = confirm(FUGAKU_LLM, FUGAKU, screened)
+    monkeypatch.setenv("FUGAKUPERF_WORKERS", "1")
+    serial = confirm(FUGAKU_LLM, FUGAKU, screened)
+    assert [(e.layout, e.iteration_s) for e in parallel] == [(e.layout, e.iteration_s) for e in serial]
+    assert all(e.system is FUGAKU and e.model is FUGAKU_LLM for e in parallel)
