@@ -74,7 +74,7 @@ def plan(**kw):
     from perfmodel.plan import plan as run_plan, plan_to_dict
     model, system = resolve_inputs(kw)
     pins = pins_from(kw)
-    result = _network_errors(run_plan)(model, system, global_batch=kw["global_batch"], tokens=kw["tokens"],
+    result = run_plan(model, system, global_batch=kw["global_batch"], tokens=kw["tokens"],
                       nodes=kw["nodes"], max_nodes=kw["max_nodes"], pins=pins, top=kw["top"],
                       price_per_node_hour=kw["price_per_node_hour"],
                       confirm_shapes=kw["confirm_shapes"])
@@ -108,21 +108,6 @@ def _job(nodes: int, system, tp: int = 1, pp: int = 1):
     return JobShape(tp, pp, ranks // (tp * pp), system.ranks_per_node)
 
 
-def _network_errors(f):
-    """Allocation problems (a node count or shape the machine cannot give) as SpecErrors."""
-    import functools
-
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        from perfmodel.errors import SpecError
-        from topologies.allocation import AllocationError
-        try:
-            return f(*args, **kwargs)
-        except AllocationError as e:
-            raise SpecError(e.field, str(e).split(": ", 1)[1]) from None
-    return wrapper
-
-
 @main.command()
 @click.argument("op", type=click.Choice(COLLECTIVES), metavar="{" + ",".join(COLLECTIVES) + "}")
 @click.option("--nodes", type=click.IntRange(min=1), required=True, help="Nodes in the job.")
@@ -132,7 +117,6 @@ def _network_errors(f):
 @system_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @reports_errors
-@_network_errors
 def collective(op, nodes, nbytes, as_json, **kw):
     """Predict one MPI collective over all ranks of a job.
 
@@ -171,7 +155,6 @@ def collective(op, nodes, nbytes, as_json, **kw):
 @system_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @reports_errors
-@_network_errors
 def topo(nodes, tp, pp, as_json, **kw):
     """Describe a job on the torus: its shape, where ranks sit, and the links its
     TP, PP and DP groups load (one ring step of all groups of a dimension at once).

@@ -147,13 +147,16 @@ def system_from(kw: dict):
 
 
 def reports_errors(f):
-    """Bad input: one line naming the field and what is allowed, exit 2, no traceback."""
+    """Bad input: one line naming the field and what is allowed, exit 2, no traceback.
+    (Specs raise SpecError; the network package, which knows nothing of specs, raises
+    AllocationError for node counts and shapes the machine cannot give.)"""
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         from perfmodel.errors import SpecError
+        from topologies.allocation import AllocationError
         try:
             return f(*args, **kwargs)
-        except SpecError as e:
+        except (SpecError, AllocationError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
     return wrapper

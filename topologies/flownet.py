@@ -149,31 +149,26 @@ def _algorithms(net: "FlowNetwork", op: str, dim: str, job: JobShape) -> dict[st
     return out
 
 
-_BOUNDS: dict = {}
+_PHASES: dict = {}      # (network, job, dim, pattern) -> routed PhaseCost
+_BOUNDS: dict = {}      # (network, job, dim, pattern) -> (intra, rate bound)
+
+
+def _memo(store: dict, net: "FlowNetwork", job: JobShape, dim: str, phase, compute):
+    """A flow pattern's cost, computed once and shared by every collective that uses
+    it (bounded: the store is emptied when it grows past 100,000 patterns)."""
+    key = (id(net), job, dim, phase.key)
+    value = store.get(key)
+    if value is None:
+        if len(store) > 100_000:
+            store.clear()
+        value = store[key] = compute(phase.src, phase.dst, dim)
+    return value
 
 
 def _rate_bound(net: "FlowNetwork", job: JobShape, dim: str, phase) -> tuple[bool, float]:
-    key = (id(net), job, dim, phase.key)
-    bound = _BOUNDS.get(key)
-    if bound is None:
-        if len(_BOUNDS) > 100_000:
-            _BOUNDS.clear()
-        bound = _BOUNDS[key] = net.fabric(job).rate_bound(phase.src, phase.dst, dim)
-    return bound
-
-
-
-
-
-_PHASES: dict = {}
+    return _memo(_BOUNDS, net, job, dim, phase, net.fabric(job).rate_bound)
 
 
 def _phase_cost(net: "FlowNetwork", job: JobShape, dim: str, phase):
-    """Routed cost of a flow pattern, shared by every collective that uses it."""
-    key = (id(net), job, dim, phase.key)
-    cost = _PHASES.get(key)
-    if cost is None:
-        if len(_PHASES) > 100_000:
-            _PHASES.clear()
-        cost = _PHASES[key] = net.fabric(job).phase(phase.src, phase.dst, dim)
-    return cost
+    """Routed cost of a flow pattern."""
+    return _memo(_PHASES, net, job, dim, phase, net.fabric(job).phase)
