@@ -159,9 +159,14 @@ def render_topology(d: dict) -> str:
                      f"{g['inside_nodes']:,}/{g['ring_step_flows']:,}",
                      f"{g['hops_mean']:.2f}", str(g["hops_max"]), f"{g['links_used']:,}",
                      str(g["max_flows_per_link"])])
-    lines.append("One ring step of every group of a dimension at once:")
+    lines.append("One ring step of every group of a dimension at once (rates: max-min fair "
+                 "shares of links and injection ports, GB/s min/median/max):")
+    for row, g in zip(rows, d["dimensions"].values()):
+        r = g["max_min_rate_bytes_per_s"]
+        row.append("-" if r is None else f"{r['min'] / 1e9:.2f}/{r['median'] / 1e9:.2f}/"
+                                         f"{r['max'] / 1e9:.2f}")
     lines.append(table(rows, ["dim", "size", "groups", "pieces", "in-node flows", "hops mean",
-                              "max", "links used", "max flows/link"]))
+                              "max", "links used", "max flows/link", "rate GB/s"]))
     for dim, g in d["dimensions"].items():
         if g["hottest_links"]:
             lines.append(f"hottest {dim.upper()} links: " + "; ".join(

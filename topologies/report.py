@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .collectives import algorithms
+from .flows import max_min_rates
 from .interface import DIM_ORDER, JobShape
 from .routing import route
 from .torus import PLUS
@@ -48,6 +49,7 @@ def topology_report(net: TofuNetwork, job: JobShape, hottest: int = 5) -> dict:
         hops = torus.hops(src[inter], dst[inter]) if inter.any() else np.zeros(1, dtype=int)
         ptr, links = route(torus, src[inter], dst[inter])
         loads = np.bincount(links, minlength=torus.n_link_slots)
+        rates = ring_step_rates(net, torus, src[inter], ptr, links)
         used = np.flatnonzero(loads)
         top = used[np.argsort(-loads[used], kind="stable")][:hottest]
         dims[dim] = {
@@ -59,6 +61,9 @@ def topology_report(net: TofuNetwork, job: JobShape, hottest: int = 5) -> dict:
             "max_flows_per_link": int(loads.max(initial=0)),
             "mean_flows_per_used_link": float(loads[used].mean()) if len(used) else 0.0,
             "hottest_links": [_link(torus, int(l), int(loads[l])) for l in top],
+            "max_min_rate_bytes_per_s": None if rates is None else {
+                "min": float(rates.min()), "median": float(np.median(rates)),
+                "max": float(rates.max())},
         }
     alloc = net.allocation(job.nodes)
     return {
@@ -71,6 +76,24 @@ def topology_report(net: TofuNetwork, job: JobShape, hottest: int = 5) -> dict:
         "placement": placement.describe(), "strategy": placement.strategy,
         "dimensions": dims,
     }
+
+
+def ring_step_rates(net: TofuNetwork, torus, src_nodes, ptr, links):
+    """Max-min fair rates (progressive filling) of inter-node flows, each also crossing
+    its source node's injection port (one extra link per node)."""
+    if len(src_nodes) == 0:
+        return None
+    n = len(src_nodes)
+    with_inj = np.empty(len(links) + n, dtype=np.int64)
+    first = ptr[:-1] + np.arange(n)                       # where each flow now starts
+    with_inj[first] = torus.n_link_slots + src_nodes      # the injection link goes first
+    rest = np.ones(len(with_inj), dtype=bool)
+    rest[first] = False
+    with_inj[rest] = links
+    new_ptr = ptr + np.arange(n + 1)
+    capacity = np.concatenate([np.full(torus.n_link_slots, net.link_bandwidth),
+                               np.full(torus.nodes, net.injection_bandwidth)])
+    return max_min_rates(new_ptr, with_inj, capacity)
 
 
 def _link(torus, link_id: int, load: int) -> dict:

@@ -76,3 +76,20 @@ def test_bad_input_is_one_line_naming_the_field(args, field):
 def test_unknown_collective_is_a_usage_error():
     result = run("collective", "allscatter", "--nodes", "4", "--bytes", "8")
     assert result.exit_code == 2 and "allscatter" in result.output
+
+
+def test_max_min_rates_agree_with_the_bottleneck_pricing():
+    """Two implementations, one answer: the slowest max-min rate of a ring step
+    (progressive filling) is the fabric's bottleneck share used to price phases."""
+    from perfmodel.estimator import network_for
+    from perfmodel.system import load_system
+    from topologies import JobShape
+    from topologies.collectives import algorithms
+    net = network_for(load_system(shape="48x6x48:torus"))
+    job = JobShape(6, 8, 288)
+    d = ok_json("topo", "--nodes", "13824", "--tp", "6", "--pp", "8", "--shape", "48x6x48:torus")
+    pl = net.placement(job)
+    for dim in ("tp", "dp", "pp"):
+        step = algorithms("allreduce", pl.groups(dim), [n for _, n in pl.pieces[dim]])["ring"][0]
+        priced = net.fabric(job).phase(step.src, step.dst)
+        assert d["dimensions"][dim]["max_min_rate_bytes_per_s"]["min"] == pytest.approx(priced.rate)
