@@ -86,6 +86,78 @@ def plan(**kw):
         click.echo(render_plan(data))
 
 
+@main.command()
+@model_options
+@system_options
+@click.option("--nodes", type=click.IntRange(min=1),
+              help="Nodes in the job (or give --tp, --pp and --dp).")
+@click.option("--global-batch", type=click.IntRange(min=1),
+              help="Global batch in sequences (default: Fugaku-LLM's 4.13 M tokens).")
+@layout_options
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
+              help="Write a Chrome trace (Perfetto, chrome://tracing): a track per stage, "
+                   "per stage's sends and per data-parallel stream.")
+@click.option("--jitter", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Per-segment compute jitter: lognormal sigma.")
+@click.option("--stragglers", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Fraction of slow nodes; a stage is slow if any node of its TP groups in any "
+                   "DP replica is.")
+@click.option("--straggler-slowdown", type=click.FloatRange(min=1), default=1.5,
+              show_default=True, help="How much slower a slow node computes.")
+@click.option("--runs", type=click.IntRange(1, 100_000), default=1, show_default=True,
+              help="Simulate this many seeds and report the mean and 99th percentile.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_errors
+def simulate(**kw):
+    """Simulate one training iteration, event by event (SimPy).
+
+    Pipeline stages run their schedule (GPipe, 1F1B, interleaved) step by step;
+    tensor-parallel collectives sit inside every layer; activations and gradients
+    cross the links between stages; gradient buckets reduce on a separate stream
+    while the backward runs. Pin the layout (--tp --pp and --nodes or --dp) or let
+    the search pick the best one for --nodes. Deterministic unless --jitter or
+    --stragglers are given.
+
+    \b
+    Examples:
+      fugakuperf simulate --model fugaku-llm-13b --nodes 13824 --tp 6 --pp 8 \\
+          --global-batch 2016 --recompute full --recompute-stages 4 --trace it.json
+      fugakuperf simulate --params 13e9 --nodes 6720 --stragglers 1e-4 --runs 50
+    """
+    import time
+    from perfmodel.des import Noise, Trace, simulate as run_des, simulate_runs
+    from perfmodel.plan import layout_for
+    model, system = resolve_inputs(kw)
+    pins = pins_from(kw)
+    est = layout_for(model, system, nodes=kw["nodes"], global_batch=kw["global_batch"],
+                     pins=pins)
+    trace = Trace() if kw["trace_path"] else None
+    noise = Noise(kw["jitter"], kw["stragglers"], kw["straggler_slowdown"], kw["seed"])
+    t0 = time.perf_counter()
+    sim = run_des(model, system, est.layout, trace=trace, noise=noise if noise.active else None)
+    wall = time.perf_counter() - t0
+    data = {"model": model.to_dict(), "system": system.settings(), "nodes": est.nodes,
+            "layout": est.layout.to_dict(), **sim.to_dict(),
+            "memory_fits": sim.peak_memory_bytes <= system.rank.usable_memory_bytes,
+            "analytic": {"iteration_s": est.iteration_s, "breakdown": est.breakdown.to_dict()},
+            "network_model": est.network, "wall_s": wall}
+    if noise.active and kw["runs"] > 1:
+        data["variability"] = simulate_runs(model, system, est.layout, noise, kw["runs"])
+    if trace is not None:
+        try:
+            trace.write(kw["trace_path"])
+        except OSError as e:
+            from perfmodel.errors import SpecError
+            raise SpecError("trace", f"cannot write {kw['trace_path']}: {e.strerror}") from None
+        data["trace"] = kw["trace_path"]
+    if kw["as_json"]:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        from reports.text import render_simulation
+        click.echo(render_simulation(data))
+
+
 def _flow_network(system):
     """The system's flow-level torus model (these commands need its placement)."""
     from perfmodel.errors import SpecError

@@ -70,6 +70,9 @@ class StageCost:
     recompute: float      # recompute compute and its TP collectives
     tp_comm: float        # TP collectives (forward and backward, no recompute)
     p2p: float            # one activation (or gradient) transfer to a neighbour
+    tp_forward: float = 0.0    # TP collectives inside the forward
+    tp_backward: float = 0.0   # ... inside the backward, recompute's included
+    layers: int = 1
 
 
 @dataclass(frozen=True)
@@ -263,9 +266,61 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
         rc = n_layers * {"none": 0.0, "selective": rc_sel, "full": rc_full}[mode]
         if mode == "full":
             rc += 2 * n_layers * tp_one     # the re-run forward repeats its collectives
+        rc_tp = 2 * n_layers * tp_one if mode == "full" else 0.0
         stages[i] = StageCost(forward=fwd_c + tp_f, backward=bwd_c + tp_b + rc,
-                              compute=fwd_c + bwd_c, recompute=rc, tp_comm=tp_f + tp_b, p2p=p2p)
+                              compute=fwd_c + bwd_c, recompute=rc, tp_comm=tp_f + tp_b, p2p=p2p,
+                              tp_forward=tp_f, tp_backward=tp_b + rc_tp, layers=n_layers)
     return stages
+
+
+@dataclass(frozen=True)
+class StageComm:
+    """Data-parallel work of one stage per iteration (seconds), before any overlap."""
+
+    reduce: float          # gradient all-reduce (ZeRO 0) or reduce-scatter (ZeRO 1), bucketed
+    gather_after: float    # ZeRO-1/2: weights gathered after the optimizer step
+    rs_per_micro_batch: float   # ZeRO-2/3: gradient reduce-scatter after every backward
+    ag_per_pass: float     # ZeRO-3: weights gathered for every forward and backward
+    buckets: int           # one per layer
+    tied_sync: float       # first/last stage: sum the two copies of a tied embedding
+    optimizer: float       # Adam step on the local shard, plus the grad-norm all-reduce
+
+
+def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: NetworkModel,
+               compute: ComputeModel, job: JobShape, stage: int) -> StageComm:
+    """The data-parallel and optimizer work of ``stage``, in one bucket per layer (as
+    DeepSpeed and Megatron-LM bucket gradients): each bucket pays the collective's
+    latency. ZeRO-0/1 reduce once per iteration; ZeRO-2/3 keep only a shard of the
+    gradients, so they reduce-scatter after every micro-batch; ZeRO-3 also gathers
+    the weights for every forward and backward; ZeRO-1/2 gather the updated
+    weights after the step."""
+    p, dp = layout.pp, layout.dp
+    buckets = max(1, model.layers // p)
+
+    def bucketed(op: str, nbytes: float) -> float:
+        return buckets * _collective(network, op, "dp", job, nbytes / buckets)
+
+    params = stage_params(model, layout, stage)
+    grad_bytes = params * GRAD_BYTES
+    weight_bytes = params * ACT_BYTES[layout.precision]
+    local = params / (dp if layout.zero >= 1 else 1)
+    opt = local * OPTIMIZER_BYTES[layout.precision] / compute.memory_bandwidth
+    reduce = gather = rs = ag = 0.0
+    if dp > 1:
+        opt += _collective(network, "allreduce", "dp", job, 8.0)   # global grad norm
+        if layout.zero <= 1:
+            reduce = bucketed("allreduce" if layout.zero == 0 else "reduce-scatter", grad_bytes)
+        else:
+            rs = bucketed("reduce-scatter", grad_bytes)
+        if layout.zero in (1, 2):
+            gather = bucketed("allgather", weight_bytes)
+        if layout.zero == 3:
+            ag = bucketed("allgather", weight_bytes)
+    tied = 0.0
+    if model.tied_embeddings and p > 1 and stage in (0, p - 1):
+        tied = _p2p(network, "pp", job, vocab_shard(model, layout.tp) * model.hidden * GRAD_BYTES)
+    return StageComm(reduce=reduce, gather_after=gather, rs_per_micro_batch=rs,
+                     ag_per_pass=ag, buckets=buckets, tied_sync=tied, optimizer=opt)
 
 
 def pipeline_ends(work: list[float], drain: list[float], counts: list[int], m: int,
@@ -306,46 +361,18 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
     cost = _stage_costs(model, layout, network, compute, job, firsts)
     m, p, v, dp = layout.micro_batches, layout.pp, layout.virtual_stages, layout.dp
 
-    # Data-parallel traffic, per stage, in one bucket per layer (as DeepSpeed and
-    # Megatron-LM bucket gradients): each bucket pays the collective's latency, and
-    # only the last bucket's share can never hide behind compute. Gradients are
-    # reduced once per iteration (ZeRO 0-1) or reduce-scattered every micro-batch
-    # (ZeRO-2/3 keep only a shard); ZeRO-3 also gathers weights for every pass.
-    buckets = max(1, model.layers // p)
-
-    def bucketed(op: str, nbytes: float) -> float:
-        return buckets * _collective(network, op, "dp", job, nbytes / buckets)
-
+    # Data-parallel traffic per stage (stage_comm), and how much of it hides behind
+    # the backward (gradients) or the passes (ZeRO-3 gathers).
     extra_f, extra_b, dp_tail, optim = {}, {}, {}, {}
     for i in firsts:
-        st = cost[i]
-        params = stage_params(model, layout, i)
-        grad_bytes = params * GRAD_BYTES
-        weight_bytes = params * ACT_BYTES[layout.precision]
-        local = params / (dp if layout.zero >= 1 else 1)
-        opt = local * OPTIMIZER_BYTES[layout.precision] / compute.memory_bandwidth
-        if dp > 1:
-            opt += _collective(network, "allreduce", "dp", job, 8.0)   # global grad norm
-        backward_window = st.backward if layout.overlap_dp else 0.0
-        f_add = b_add = tail = 0.0
-        if dp > 1 and layout.zero <= 1:
-            red = bucketed("allreduce" if layout.zero == 0 else "reduce-scatter", grad_bytes)
-            tail = _exposed(red, backward_window, buckets)
-            if layout.zero == 1:   # updated weight shards are gathered back
-                tail += bucketed("allgather", weight_bytes)
-        elif dp > 1:
-            rs = bucketed("reduce-scatter", grad_bytes)
-            ag = bucketed("allgather", weight_bytes)
-            if layout.zero == 2:
-                b_add = _exposed(rs, backward_window, buckets)
-                tail = ag
-            else:
-                f_add = _exposed(ag, st.forward, buckets)
-                b_add = _exposed(ag + rs, backward_window, buckets)
-        if model.tied_embeddings and p > 1 and i in (0, p - 1):
-            # first and last stage sum their copies of the tied embedding gradient
-            tail += _p2p(network, "pp", job, vocab_shard(model, layout.tp) * model.hidden * GRAD_BYTES)
-        extra_f[i], extra_b[i], dp_tail[i], optim[i] = f_add, b_add, tail, opt
+        st, c = cost[i], stage_comm(model, system, layout, network, compute, job, i)
+        window = st.backward if layout.overlap_dp else 0.0
+        f_add = _exposed(c.ag_per_pass, st.forward, c.buckets) if c.ag_per_pass else 0.0
+        b_add = (_exposed(c.rs_per_micro_batch + c.ag_per_pass, window, c.buckets)
+                 if c.rs_per_micro_batch else 0.0)
+        tail = (_exposed(c.reduce, window, c.buckets) if c.reduce else 0.0) + c.gather_after
+        extra_f[i], extra_b[i] = f_add, b_add
+        dp_tail[i], optim[i] = tail + c.tied_sync, c.optimizer
 
     done = pipeline_ends(
         work=[cost[i].forward + cost[i].backward + extra_f[i] + extra_b[i] + 2 * cost[i].p2p

@@ -116,6 +116,18 @@ def in_flight_layers(model: ModelSpec, layout: Layout, stage: int) -> float:
     return layers_per_stage / v * chunks
 
 
+def micro_batch_activation_bytes(model: ModelSpec, layout: Layout, stage: int) -> float:
+    """Activations one micro-batch leaves on ``stage`` from its forward until its
+    backward (all of the stage's layers; the first stage adds its embedding's
+    dropout mask)."""
+    mode = layout.stage_recomputes(stage)
+    acts = model.layers / layout.pp * activation_bytes_per_layer(
+        model, layout.tp, layout.micro_batch, layout.sequence_parallel, mode, layout.precision)
+    if stage == 0 and model.dropout:
+        acts += model.seq * layout.micro_batch * model.hidden
+    return acts
+
+
 def stage_memory(model: ModelSpec, layout: Layout, stage: int) -> MemoryBreakdown:
     t, dp, zero = layout.tp, layout.dp, layout.zero
     w_b, g_b, o_b = STATE_BYTES[layout.precision]
@@ -126,13 +138,11 @@ def stage_memory(model: ModelSpec, layout: Layout, stage: int) -> MemoryBreakdow
 
     mode = layout.stage_recomputes(stage)
     e, mb, sp = ACT_BYTES[layout.precision], layout.micro_batch, layout.sequence_parallel
-    acts = in_flight_layers(model, layout, stage) * activation_bytes_per_layer(
-        model, t, mb, sp, mode, layout.precision)
+    in_flight = in_flight_layers(model, layout, stage) / (model.layers / layout.pp)
+    acts = in_flight * micro_batch_activation_bytes(model, layout, stage)
     sbh = model.seq * mb * model.hidden
     if mode == "full":   # one layer is rebuilt in full during its backward
         acts += activation_bytes_per_layer(model, t, mb, sp, "none", layout.precision)
-    if stage == 0 and model.dropout:     # embedding dropout mask per micro-batch in flight
-        acts += sbh * in_flight_layers(model, layout, 0) / (model.layers / layout.pp)
     buffers = 0.0
     if stage == layout.pp - 1:
         # logits (training precision) and the fp32 softmax kept for the loss backward

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from .errors import SpecError, check_float, check_int
 from .estimator import Estimate
 from .model import ModelSpec
-from .search import SearchStats, check_pins, confirm, job_shapes, screen
+from .search import SearchStats, check_pins, confirm, job_shapes, screen, search
 from .system import SystemSpec
 
 DEFAULT_LADDER = (384, 768, 1536, 3072, 6912, 13824)
@@ -82,6 +82,7 @@ class PlanResult:
     pins: dict
     comparison: Comparison | None = None
     price_per_node_hour: float | None = None
+    simulated: dict | None = None      # Layout -> SimResult of the discrete-event simulation
 
 
 def feasible_node_counts(model: ModelSpec, system: SystemSpec, global_batch: int, pins: dict,
@@ -144,7 +145,8 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
         if nodes and not found:
             _no_layout(model, system, gb, pins, lo, s, machine)
         screened.extend(found)
-    priced = confirm(model, system, screened, stats)
+    tables: dict = {}         # layout -> per-stage costs for the simulator
+    priced = confirm(model, system, screened, stats, tables)
     for lo, hi in ranges:
         mine = [e for e in priced if lo <= e.nodes <= hi]
         rungs.append(Rung(hi, lo, mine[0] if mine else None))
@@ -154,11 +156,22 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
                                      f"{budget:,} nodes" + (f" with {_pins_text(pins)}" if pins else ""))
     comparison = None
     if pins and best:
-        comparison = compare_with_unpinned(model, system, gb, best[0], stats)
+        comparison = compare_with_unpinned(model, system, gb, best[0], stats, tables)
+    # The layouts shown are confirmed with the discrete-event simulator.
+    from .des import simulate
+    shown = best + [r.best for r in rungs if r.best]
+    if comparison is not None:
+        shown += [comparison.pinned, comparison.best]
+    simulated = {}
+    for e in shown:
+        if e.layout not in simulated:
+            table = tables.get(e.layout)
+            simulated[e.layout] = simulate(model, system, e.layout, validate=False,
+                                           costs=None if table is None else table.__getitem__)
     return PlanResult(model=model, system=system, global_batch=gb, tokens=tok,
                       node_counts=counts, exact_nodes=bool(nodes), best=best, rungs=rungs,
                       stats=stats, pins=pins, comparison=comparison,
-                      price_per_node_hour=price_per_node_hour)
+                      price_per_node_hour=price_per_node_hour, simulated=simulated)
 
 
 def _no_layout(model, system, gb, pins, n, s, machine) -> None:
@@ -187,12 +200,13 @@ def _pins_text(pins: dict) -> str:
 
 
 def compare_with_unpinned(model: ModelSpec, system: SystemSpec, global_batch: int,
-                          pinned: Estimate, stats: SearchStats) -> Comparison:
+                          pinned: Estimate, stats: SearchStats,
+                          tables: dict | None = None) -> Comparison:
     """Rank the best pinned layout among every fitting layout on the same node count."""
     shortlist, s = screen(model, system, global_batch, nodes=[pinned.nodes], top=100_000,
                           shapes=100_000, variants=100_000)
     stats.candidates_evaluated += s.candidates_evaluated
-    everything = confirm(model, system, shortlist, stats)
+    everything = confirm(model, system, shortlist, stats, tables)
     faster = sum(1 for e in everything if e.iteration_s < pinned.iteration_s - 1e-12)
     best = everything[0]
     return Comparison(pinned=pinned, best=best, rank=faster + 1, of=len(everything),
@@ -233,7 +247,8 @@ def explain(a: Estimate, b: Estimate) -> list[str]:
 
 
 # ------------------------------------------------------------------ JSON view
-def estimate_to_dict(est: Estimate, tokens: float, price_per_node_hour: float | None = None) -> dict:
+def estimate_to_dict(est: Estimate, tokens: float, price_per_node_hour: float | None = None,
+                     sim=None) -> dict:
     """Every number ``plan`` shows for one layout (SI units: s, bytes, FLOP/s, J)."""
     lay = est.layout
     peak = est.peak_memory
@@ -260,6 +275,10 @@ def estimate_to_dict(est: Estimate, tokens: float, price_per_node_hour: float | 
     }
     if price_per_node_hour is not None:
         out["cost"] = est.node_hours(tokens) * price_per_node_hour
+    if sim is not None:
+        out["des"] = {"iteration_s": sim.iteration_s, "tokens_per_s": sim.tokens_per_s,
+                      "bubble_fraction": sim.bubble_fraction,
+                      "time_to_train_s": tokens / sim.tokens_per_s, "events": sim.events}
     return out
 
 
@@ -298,6 +317,11 @@ def assumptions(system: SystemSpec) -> list[str]:
 def plan_to_dict(result: PlanResult) -> dict:
     r = result
     model = r.model.to_dict()
+    sims = r.simulated or {}
+
+    def entry(e: Estimate) -> dict:
+        return estimate_to_dict(e, r.tokens, r.price_per_node_hour, sims.get(e.layout))
+
     return {
         "model": model,
         "system": {**r.system.settings(), "description": r.system.description,
@@ -324,14 +348,46 @@ def plan_to_dict(result: PlanResult) -> dict:
                                      "activations + buffers, times ranks per node",
             "energy_mwh": "node-hours x power per node (no cooling or network overhead)",
         },
-        "best": [estimate_to_dict(e, r.tokens, r.price_per_node_hour) for e in r.best],
+        "best": [entry(e) for e in r.best],
         "ladder": [{"max_nodes": g.max_nodes, "min_nodes": g.min_nodes,
-                    "best": None if g.best is None else
-                    estimate_to_dict(g.best, r.tokens, r.price_per_node_hour)} for g in r.rungs],
+                    "best": None if g.best is None else entry(g.best)} for g in r.rungs],
         "comparison": None if r.comparison is None else {
-            "pinned": estimate_to_dict(r.comparison.pinned, r.tokens, r.price_per_node_hour),
-            "best_unpinned": estimate_to_dict(r.comparison.best, r.tokens, r.price_per_node_hour),
+            "pinned": entry(r.comparison.pinned),
+            "best_unpinned": entry(r.comparison.best),
             "rank": r.comparison.rank, "of": r.comparison.of,
             "slowdown": r.comparison.pinned.iteration_s / r.comparison.best.iteration_s - 1,
             "reasons": r.comparison.reasons},
     }
+
+
+def layout_for(model: ModelSpec, system: SystemSpec, *, nodes: int | None,
+               global_batch: int | None, pins: dict) -> Estimate:
+    """The layout ``simulate`` runs: the pinned one when tp, pp and dp (or the node
+    count) fix it, with defaults for the rest (micro-batch 1, 1F1B, ZeRO-0, no
+    recomputation); otherwise the best the search finds with the pins."""
+    from .estimator import estimate
+    from .layout import Layout
+    gb = default_global_batch(model) if global_batch is None else global_batch
+    pins = dict(pins)
+    ranks = None if nodes is None else nodes * system.ranks_per_node
+    if "tp" in pins and "pp" in pins and ("dp" in pins or ranks is not None):
+        dp = pins.get("dp") or (ranks // (pins["tp"] * pins["pp"])
+                                if ranks % (pins["tp"] * pins["pp"]) == 0 else 0)
+        if dp == 0:
+            raise SpecError("nodes", f"tp x pp ({pins['tp']} x {pins['pp']}) must divide the "
+                                     f"ranks ({ranks:,})")
+        fields = {k: v for k, v in pins.items() if k not in ("tp", "pp", "dp")}
+        if fields.get("schedule") == "interleaved" and "virtual_stages" not in fields:
+            fields["virtual_stages"] = 2
+        layout = Layout(tp=pins["tp"], pp=pins["pp"], dp=dp, global_batch=gb, **fields)
+        if ranks is not None and layout.ranks != ranks:
+            raise SpecError("dp", f"tp x pp x dp = {layout.ranks:,} ranks, but --nodes gives "
+                                  f"{ranks:,}")
+        return estimate(model, system, layout)
+    if nodes is None:
+        raise SpecError("nodes", "give --nodes (or --tp, --pp and --dp) to say how big the job is")
+    found, _ = search(model, system, gb, nodes=[nodes], pins=pins, top=1)
+    if not found:
+        _no_layout(model, system, gb, pins, nodes, SearchStats(memory_checked=1),
+                   system.network.nodes)
+    return found[0]

@@ -347,12 +347,15 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
 
 
 def confirm(model: ModelSpec, system: SystemSpec, screened: list[Estimate],
-            stats: SearchStats | None = None) -> list[Estimate]:
+            stats: SearchStats | None = None, simulated: dict | None = None) -> list[Estimate]:
     """Re-price screened layouts with the system's own network model, sorted.
 
     The network model prices a job shape once (placement, routed patterns) for
     all its variants, so layouts are grouped by (tp, pp, dp) and the groups run on
-    the machine's cores (perfmodel.parallel)."""
+    the machine's cores (perfmodel.parallel). With ``simulated`` (a dict), every
+    layout also gets what the discrete-event simulator needs while its costs are
+    at hand: its per-stage cost table is stored under its layout, for
+    perfmodel.des.simulate(costs=...)."""
     network = network_for(system)
     if network is screening_network(system):
         return sorted(screened, key=lambda e: (e.iteration_s, e.nodes))
@@ -361,21 +364,32 @@ def confirm(model: ModelSpec, system: SystemSpec, screened: list[Estimate],
         groups.setdefault((e.layout.tp, e.layout.pp, e.layout.dp), []).append(e.layout)
     work = sorted(groups.values(), key=lambda g: -g[0].ranks)       # biggest first
     from .parallel import map_items
-    priced = map_items(_price_group, work, context=(model, system))
-    out = [dataclasses.replace(e, model=model, system=system) for group in priced for e in group]
+    priced = map_items(_price_group, work, context=(model, system, simulated is not None))
+    out = []
+    for group in priced:
+        for est, sim in group:
+            out.append(dataclasses.replace(est, model=model, system=system))
+            if simulated is not None:
+                simulated[est.layout] = sim
     if stats is not None:
         stats.confirmed += len(out)
     return sorted(out, key=lambda e: (e.iteration_s, e.nodes))
 
 
-def _price_group(context, layouts: list[Layout]) -> list[Estimate]:
-    """One (tp, pp, dp) group's layouts priced by the system's network model. The
-    model and system are dropped from the results (workers send results back
-    pickled; the system's source table is not picklable) and restored by confirm."""
-    model, system = context
+def _price_group(context, layouts: list[Layout]) -> list[tuple[Estimate, object]]:
+    """One (tp, pp, dp) group's layouts priced by the system's network model (with
+    their simulation cost tables, if asked). The model and system are dropped from
+    the results (workers send results back pickled; the system's source table is
+    not picklable) and restored by confirm."""
+    from .des import cost_table
+    model, system, with_des = context
     network = network_for(system)
-    return [dataclasses.replace(estimate(model, system, lay, network, validate=False),
-                                model=None, system=None) for lay in layouts]
+    out = []
+    for lay in layouts:
+        est = estimate(model, system, lay, network, validate=False)
+        table = cost_table(model, system, lay, network) if with_des else None
+        out.append((dataclasses.replace(est, model=None, system=None), table))
+    return out
 
 
 def search(model: ModelSpec, system: SystemSpec, global_batch: int, *,

@@ -31,11 +31,13 @@ def _layout_cells(lay: dict) -> list[str]:
 
 
 HEADER = ["#", "nodes", "TP", "PP", "DP", "mb", "sched", "ZeRO", "recomp", "SP", "iter s",
-          "tokens/s", "TF/node", "MFU", "mem GB", "fits", "days", "node-h", "MWh"]
+          "DES s", "tokens/s", "TF/node", "MFU", "mem GB", "fits", "days", "node-h", "MWh"]
 
 
 def _row(rank: str, c: dict) -> list[str]:
+    des = c.get("des")
     return [rank, f"{c['nodes']:,}", *_layout_cells(c["layout"]), _seconds(c["iteration_s"]),
+            _seconds(des["iteration_s"]) if des else "-",
             _si(c["tokens_per_s"]), f"{c['model_tflops_per_node']:.2f}", f"{c['mfu']:.1%}",
             f"{c['memory_bytes_per_node'] / 1e9:.1f}", _fits(c),
             _days(c["time_to_train_s"]), _si(c["node_hours"]), f"{c['energy_mwh']:,.0f}"]
@@ -43,9 +45,12 @@ def _row(rank: str, c: dict) -> list[str]:
 
 def _summary(c: dict) -> str:
     lay = c["layout"]
+    des = c.get("des")
     return (f"TP{lay['tp']} PP{lay['pp']} DP{lay['dp']} on {c['nodes']:,} nodes: "
             f"{c['tokens_per_s']:,.0f} tokens/s, {_days(c['time_to_train_s'])} days, "
-            f"{c['node_hours']:,.0f} node-hours, {c['energy_mwh']:,.0f} MWh")
+            f"{c['node_hours']:,.0f} node-hours, {c['energy_mwh']:,.0f} MWh"
+            + (f" (the event simulation gives {des['iteration_s']:.3g} s per iteration, "
+               f"{_days(des['time_to_train_s'])} days)" if des else ""))
 
 
 def _fits(c: dict) -> str:
@@ -123,7 +128,9 @@ def render_plan(d: dict) -> str:
                   + (f", {confirmed:,} re-priced with the "
                      f"{d['best'][0]['network_model'] if d['best'] else '-'} model (--confirm "
                      f"sets how many shapes per job size)" if confirmed else "") + ". "
-                  "MFU counts model FLOPs (no recompute) against peak at the training precision; "
+                  "'iter s' is the analytic estimate, 'DES s' the discrete-event simulation of "
+                  "the same layout; MFU counts model FLOPs (no recompute) against peak at the "
+                  "training precision; "
                   "TF/node is model TFLOP/s per node; mem is the peak pipeline stage per node "
                   "('tight': over 95% of usable memory)."]
     return "\n".join(lines)
@@ -172,4 +179,35 @@ def render_topology(d: dict) -> str:
             lines.append(f"hottest {dim.upper()} links: " + "; ".join(
                 f"{'.'.join(f'{k}{v}' for k, v in h['from'].items())} {h['axis']}{h['direction']}"
                 f" x{h['flows']}" for h in g["hottest_links"]))
+    return "\n".join(lines)
+
+
+def render_simulation(d: dict) -> str:
+    lay = d["layout"]
+    an = d["analytic"]
+    lines = [f"{d['model']['name']}: TP{lay['tp']} PP{lay['pp']} DP{lay['dp']} on {d['nodes']:,} "
+             f"nodes, micro-batch {lay['micro_batch']}, {lay['schedule']}"
+             + (f"/{lay['virtual_stages']}" if lay["virtual_stages"] > 1 else "")
+             + f", ZeRO-{lay['zero']}, recompute {lay['recompute']}"
+             + (f" on the first {lay['recompute_stages']} stages" if lay["recompute_stages"] else ""),
+             f"iteration {d['iteration_s']:.4g} s (analytic estimate {an['iteration_s']:.4g} s), "
+             f"{d['tokens_per_s']:,.0f} tokens/s, bubble {d['bubble_fraction']:.1%} of stage time, "
+             f"peak memory {d['peak_memory_bytes'] / 1e9:.2f} GB per rank"
+             + ("" if d["memory_fits"] else " (DOES NOT FIT)"),
+             f"critical stage {d['critical_stage']}: " + ", ".join(
+                 f"{k.replace('_', ' ')} {v:.3g}" for k, v in d["breakdown"].items()) + " s",
+             ""]
+    rows = [[str(s["stage"]), f"{s['end_s']:.4g}", *[f"{s['busy_s'][k]:.3g}" for k in
+             ("compute", "recompute", "tp_comm", "pp_comm", "dp_comm", "optimizer")],
+             f"{s['idle_s']:.3g}", f"{s['peak_memory_bytes'] / 1e9:.2f}"] for s in d["stages"]]
+    lines.append(table(rows, ["stage", "end s", "compute", "recompute", "TP", "PP", "DP",
+                              "optimizer", "idle", "peak GB"]))
+    lines.append(f"{d['events']:,} events simulated in {d['wall_s'] * 1e3:.0f} ms "
+                 f"(network model: {d['network_model']})")
+    if "variability" in d:
+        v = d["variability"]
+        lines.append(f"over {v['runs']} runs: mean {v['mean_s']:.4g} s, p99 {v['p99_s']:.4g} s "
+                     f"(min {v['min_s']:.4g}, max {v['max_s']:.4g})")
+    if "trace" in d:
+        lines.append(f"trace written to {d['trace']} (open it in Perfetto or chrome://tracing)")
     return "\n".join(lines)

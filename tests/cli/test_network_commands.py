@@ -93,3 +93,51 @@ def test_max_min_rates_agree_with_the_bottleneck_pricing():
         step = algorithms("allreduce", pl.groups(dim), [n for _, n in pl.pieces[dim]])["ring"][0]
         priced = net.fabric(job).phase(step.src, step.dst)
         assert d["dimensions"][dim]["max_min_rate_bytes_per_s"]["min"] == pytest.approx(priced.rate)
+
+
+FUGAKU_LLM = ["--model", "fugaku-llm-13b", "--nodes", "13824", "--tp", "6", "--pp", "8",
+              "--global-batch", "2016", "--recompute", "full", "--recompute-stages", "4"]
+
+
+def test_simulate_json_has_the_documented_keys(tmp_path):
+    trace = tmp_path / "it.json"
+    d = ok_json("simulate", *FUGAKU_LLM, "--trace", str(trace))
+    assert {"iteration_s", "tokens_per_s", "bubble_fraction", "breakdown", "peak_memory_bytes",
+            "events"} <= set(d)
+    assert d["layout"]["recompute_stages"] == 4 and d["layout"]["dp"] == 288
+    assert d["tokens_per_s"] == pytest.approx(2016 * 2048 / d["iteration_s"])
+    assert sum(d["breakdown"].values()) == pytest.approx(d["iteration_s"])
+    assert 0 < d["bubble_fraction"] < 1 and d["events"] > 0 and d["memory_fits"]
+    events = json.loads(trace.read_text())["traceEvents"]
+    tracks = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert {"stage 0", "stage 7", "stage 0 dp stream", "stage 0 p2p"} <= tracks
+
+
+def test_simulate_is_deterministic_unless_asked_for_noise():
+    a, b = (ok_json("simulate", *FUGAKU_LLM) for _ in range(2))
+    a.pop("wall_s"), b.pop("wall_s")
+    assert a == b
+    noisy = ok_json("simulate", *FUGAKU_LLM, "--jitter", "0.05", "--runs", "5")
+    v = noisy["variability"]
+    assert v["runs"] == 5 and v["min_s"] <= v["mean_s"] <= v["p99_s"] <= v["max_s"]
+
+
+def test_simulate_picks_the_best_layout_when_not_pinned():
+    d = ok_json("simulate", "--model", "fugaku-llm-13b", "--nodes", "1536")
+    assert d["layout"]["tp"] * d["layout"]["pp"] * d["layout"]["dp"] == 1536
+
+
+def test_plan_shows_the_simulation_beside_the_estimate():
+    d = ok_json("plan", "--model", "fugaku-llm-13b", "--nodes", "13824", "--top", "2")
+    assert all(e["des"]["iteration_s"] > 0 for e in d["best"])
+
+
+@pytest.mark.parametrize("args,field", [
+    (["simulate", "--model", "fugaku-llm-13b"], "nodes"),
+    (["simulate", "--model", "fugaku-llm-13b", "--nodes", "100", "--tp", "6", "--pp", "8"], "nodes"),
+    (["simulate", *FUGAKU_LLM, "--trace", "/nonexistent/dir/t.json"], "trace"),
+])
+def test_simulate_bad_input(args, field):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {field}"), result.stderr

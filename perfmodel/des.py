@@ -1,0 +1,379 @@
+"""A discrete-event simulation (SimPy) of one training iteration of one data-parallel replica.
+
+Other replicas are identical by symmetry; their contention on shared links is in
+the collective costs the network model gives. Each pipeline stage is a SimPy
+process executing its schedule (perfmodel.schedules) step by step:
+
+* a step waits for its producer's transfer (the activation from the previous
+  virtual stage, or the gradient from the next);
+* it runs layer by layer: compute (forward; or backward with its recomputation),
+  then the layer's tensor-parallel collectives (blocking, as in Megatron-LM);
+  with ZeRO-3 the step queues every layer's weight gather on the stage's
+  data-parallel stream at its start (prefetch) and each layer waits for its own;
+* then the stage sends its output to the consumer stage (blocking send: the
+  sender is busy for the transfer, which is when the receiver may start);
+* gradient buckets (one per layer) go to the stage's data-parallel stream, a
+  separate process, as the last micro-batch's backward produces them (ZeRO-0/1)
+  or after every backward (ZeRO-2/3), so the reduction overlaps the backward;
+* after its last step the stage waits for its stream to drain, sums a tied
+  embedding with the other end of the pipeline, steps the optimizer, and
+  (ZeRO-1/2) gathers the updated weights.
+
+Costs come from the same functions as the analytic estimate (``_stage_costs``,
+``stage_comm``), so the two differ only in how the schedule is resolved. Memory:
+each stage's model states and buffers, plus the activations of every forward
+until its backward (and one layer rebuilt in full during a full-recompute
+backward), tracked over simulated time. One time unit: float seconds. The
+environment and the trace are passed explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import simpy
+
+from topologies import JobShape, NetworkModel
+
+from .compute import ComputeModel
+from .estimator import StageCost, _stage_costs, network_for, stage_comm, stage_ranges
+from .layout import Layout, validate_layout
+from .memory import activation_bytes_per_layer, micro_batch_activation_bytes, stage_memory
+from .model import ModelSpec
+from .schedules import Step, producer, schedule
+from .system import SystemSpec
+
+CATEGORIES = ("compute", "recompute", "tp_comm", "pp_comm", "dp_comm", "optimizer")
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Variability: per-segment compute jitter (lognormal sigma) and slow nodes.
+
+    A stage is slow when any node of its TP groups across all DP replicas is (the
+    iteration waits for the slowest replica at the gradient reduction):
+    probability ``1 - (1 - straggler_fraction) ** (tp * dp / ranks_per_node)``."""
+
+    jitter: float = 0.0
+    straggler_fraction: float = 0.0
+    straggler_slowdown: float = 1.0
+    seed: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.jitter > 0 or (self.straggler_fraction > 0 and self.straggler_slowdown != 1)
+
+
+@dataclass
+class Trace:
+    """Chrome Trace Event Format recorder (Perfetto and chrome://tracing open it)."""
+
+    events: list = field(default_factory=list)
+    tracks: dict = field(default_factory=dict)
+
+    def track(self, name: str) -> int:
+        if name not in self.tracks:
+            self.tracks[name] = len(self.tracks) + 1
+        return self.tracks[name]
+
+    def span(self, track: str, name: str, start: float, end: float, **args) -> None:
+        self.events.append({"name": name, "ph": "X", "pid": 1, "tid": self.track(track),
+                            "ts": start * 1e6, "dur": (end - start) * 1e6, "args": args})
+
+    def to_json(self) -> dict:
+        meta = [{"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": n}}
+                for n, tid in self.tracks.items()]
+        meta += [{"name": "thread_sort_index", "ph": "M", "pid": 1, "tid": tid,
+                  "args": {"sort_index": tid}} for tid in self.tracks.values()]
+        return {"traceEvents": meta + self.events, "displayTimeUnit": "ms"}
+
+    def write(self, path: str) -> None:
+        """Atomically: write beside the target, then rename."""
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".trace-", dir=directory)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.to_json(), f)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+@dataclass
+class StageReport:
+    stage: int
+    end_s: float
+    busy_s: dict
+    idle_s: float
+    peak_memory_bytes: float
+
+
+@dataclass
+class SimResult:
+    iteration_s: float
+    tokens_per_s: float
+    bubble_fraction: float
+    breakdown: dict
+    stages: list
+    peak_memory_bytes: float
+    events: int
+    critical_stage: int
+
+    def to_dict(self) -> dict:
+        return {"iteration_s": self.iteration_s, "tokens_per_s": self.tokens_per_s,
+                "bubble_fraction": self.bubble_fraction, "breakdown": self.breakdown,
+                "peak_memory_bytes": self.peak_memory_bytes, "events": self.events,
+                "critical_stage": self.critical_stage,
+                "stages": [{"stage": s.stage, "end_s": s.end_s, "busy_s": s.busy_s,
+                            "idle_s": s.idle_s, "peak_memory_bytes": s.peak_memory_bytes}
+                           for s in self.stages]}
+
+
+@dataclass(frozen=True)
+class StageWork:
+    """Seconds of one step of one chunk on a stage, split for the simulation."""
+
+    layers: int
+    fwd_compute: float
+    fwd_tp: float
+    bwd_compute: float       # backward compute, recomputation's compute included
+    bwd_tp: float            # backward TP collectives, recomputation's included
+    recompute: float         # recomputation (compute and collectives), for the breakdown
+    p2p: float
+
+
+def stage_work(cost: StageCost, v: int) -> StageWork:
+    """Per-chunk work from a stage's per-micro-batch cost (v chunks share it evenly)."""
+    return StageWork(layers=max(1, cost.layers // v),
+                     fwd_compute=(cost.forward - cost.tp_forward) / v,
+                     fwd_tp=cost.tp_forward / v,
+                     bwd_compute=(cost.backward - cost.tp_backward) / v,
+                     bwd_tp=cost.tp_backward / v,
+                     recompute=cost.recompute / v, p2p=cost.p2p)
+
+
+def cost_table(model: ModelSpec, system: SystemSpec, layout: Layout,
+               network: NetworkModel | None = None) -> dict:
+    """stage -> (StageWork, StageComm): what the simulation needs, from the same
+    functions as the analytic estimate (small and picklable)."""
+    network = network or network_for(system)
+    compute = ComputeModel.for_system(system, layout.precision)
+    job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
+    runs = stage_ranges(layout)
+    kinds = _stage_costs(model, layout, network, compute, job, [f for f, _ in runs])
+    table = {}
+    for first, n in runs:
+        entry = (stage_work(kinds[first], layout.virtual_stages),
+                 stage_comm(model, system, layout, network, compute, job, first))
+        table.update({i: entry for i in range(first, first + n)})
+    return table
+
+
+def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
+             network: NetworkModel | None = None, *, trace: Trace | None = None,
+             noise: Noise | None = None, validate: bool = True, costs=None) -> SimResult:
+    """Simulate one iteration. ``costs`` may give the per-stage costs instead of the
+    network and compute models: a function stage -> (StageWork, StageComm), e.g. a
+    ``cost_table``'s ``__getitem__`` or synthetic costs in tests."""
+    if validate:
+        validate_layout(layout, model)
+    p, v, m = layout.pp, layout.virtual_stages, layout.micro_batches
+    if costs is None:
+        costs = cost_table(model, system, layout, network).__getitem__
+
+    env = simpy.Environment()
+    counter = [0]
+    slow = _slow_stages(layout, system, noise, p)
+    rng = _rng(noise)
+
+    def wait(d: float, stage: int = -1, jitter: bool = False):
+        counter[0] += 1
+        if jitter and rng is not None:
+            d *= math.exp(rng.gauss(0.0, noise.jitter)) if noise.jitter > 0 else 1.0
+        if jitter and stage in slow:
+            d *= noise.straggler_slowdown
+        return env.timeout(max(d, 0.0))
+
+    steps = schedule(layout.schedule, p, m, v)
+    sent = {}                                  # (stage, Step) -> event: output delivered
+
+    def delivered(stage: int, step: Step) -> simpy.Event:
+        key = (stage, step)
+        if key not in sent:
+            sent[key] = env.event()
+        return sent[key]
+
+    reports: list[StageReport] = []
+    busy = [{c: 0.0 for c in CATEGORIES} for _ in range(p)]
+    memory = [0.0] * p
+    peaks = [0.0] * p
+
+    def track(i):
+        return f"stage {i}"
+
+    def stage_proc(i: int):
+        work, comm = costs(i)
+        stream = simpy.Store(env)
+        env.process(dp_stream(i, stream))
+        pending: list[simpy.Event] = []
+        static = _static_memory(model, layout, i)
+        mode = layout.stage_recomputes(i)
+        act = micro_batch_activation_bytes(model, layout, i) / v
+        full_layer = activation_bytes_per_layer(model, layout.tp, layout.micro_batch,
+                                                layout.sequence_parallel, "none", layout.precision)
+        memory[i] = peaks[i] = static
+        last_b = {c: max(j for j, s in enumerate(steps[i]) if s.kind == "B" and s.chunk == c)
+                  for c in range(v)}
+        for k, step in enumerate(steps[i]):
+            dep = producer(step, i, p, v)
+            if dep is not None and dep[0] != i:
+                yield delivered(*dep)
+            elif dep is not None:
+                yield delivered(*dep)          # same stage (interleaved wrap): already done
+            forward = step.kind == "F"
+            comp = work.fwd_compute if forward else work.bwd_compute
+            tp = work.fwd_tp if forward else work.bwd_tp
+            rc_share = 0.0 if forward or not (comp + tp) else work.recompute / (comp + tp)
+            if not forward and mode == "full":
+                _mem(i, full_layer)
+            gathers = []
+            if comm.ag_per_pass:           # ZeRO-3: every layer's weights, prefetched in order
+                for _ in range(work.layers):
+                    gathers.append(env.event())
+                    stream.put((comm.ag_per_pass / comm.buckets, "gather", gathers[-1]))
+            for layer in range(work.layers):
+                if gathers:                    # ... each layer waits only for its own
+                    t0 = env.now
+                    yield gathers[layer]
+                    busy[i]["dp_comm"] += env.now - t0
+                for part, length in (("compute", comp / work.layers), ("tp_comm", tp / work.layers)):
+                    if length <= 0:
+                        continue
+                    t0 = env.now
+                    yield wait(length, i, jitter=part == "compute")
+                    busy[i]["recompute"] += (env.now - t0) * rc_share
+                    busy[i][part] += (env.now - t0) * (1 - rc_share)
+                    if trace is not None:
+                        trace.span(track(i), f"{step}", t0, env.now, part=part, layer=layer)
+                bucket_time = 0.0
+                if not forward and comm.rs_per_micro_batch:
+                    bucket_time = comm.rs_per_micro_batch / comm.buckets
+                elif not forward and comm.reduce and k == last_b[step.chunk] \
+                        and layout.overlap_dp:
+                    bucket_time = comm.reduce / comm.buckets / v
+                if bucket_time:
+                    done = env.event()
+                    stream.put((bucket_time, "reduce", done))
+                    pending.append(done)
+            if not forward and mode == "full":
+                _mem(i, -full_layer)
+            _mem(i, act if forward else -act)
+            consumer = _consumer(step, i, p, v)
+            if consumer is not None and consumer != i:
+                t0 = env.now
+                yield wait(work.p2p, i)
+                busy[i]["pp_comm"] += env.now - t0
+                if trace is not None:
+                    trace.span(f"stage {i} p2p", f"send {step}", t0, env.now)
+            delivered(i, step).succeed()
+        if comm.reduce and not layout.overlap_dp:
+            done = env.event()
+            stream.put((comm.reduce, "reduce", done))
+            pending.append(done)
+        t0 = env.now
+        if pending:
+            yield simpy.AllOf(env, pending)
+        for length in (comm.tied_sync,):
+            if length:
+                yield wait(length)
+        busy[i]["dp_comm"] += env.now - t0
+        t0 = env.now
+        yield wait(comm.optimizer)
+        busy[i]["optimizer"] += env.now - t0
+        if trace is not None:
+            trace.span(track(i), "optimizer", t0, env.now)
+        if comm.gather_after:
+            t0 = env.now
+            yield wait(comm.gather_after)
+            busy[i]["dp_comm"] += env.now - t0
+        end = env.now
+        reports.append(StageReport(i, end, dict(busy[i]), end - sum(busy[i].values()), peaks[i]))
+
+    def _mem(i, delta):
+        memory[i] += delta
+        peaks[i] = max(peaks[i], memory[i])
+
+    def dp_stream(i: int, stream: simpy.Store):
+        while True:
+            length, name, done = yield stream.get()
+            t0 = env.now
+            yield wait(length)
+            if trace is not None:
+                trace.span(f"stage {i} dp stream", name, t0, env.now)
+            done.succeed()
+
+    for i in range(p):
+        env.process(stage_proc(i))
+    env.run()
+    reports.sort(key=lambda r: r.stage)
+    if len(reports) != p:
+        raise RuntimeError("simulation deadlocked: a schedule step waited for a step that "
+                           "never ran")
+    crit = max(reports, key=lambda r: r.end_s)
+    iteration = crit.end_s
+    breakdown = dict(crit.busy_s)
+    breakdown["bubble"] = crit.idle_s
+    return SimResult(
+        iteration_s=iteration,
+        tokens_per_s=layout.global_batch * model.seq / iteration,
+        bubble_fraction=sum(r.idle_s for r in reports) / (p * iteration),
+        breakdown=breakdown, stages=reports,
+        peak_memory_bytes=max(r.peak_memory_bytes for r in reports),
+        events=counter[0], critical_stage=crit.stage)
+
+
+def _consumer(step: Step, stage: int, p: int, v: int) -> int | None:
+    """The stage that needs this step's output, or None."""
+    virtual = step.chunk * p + stage
+    if step.kind == "F":
+        return None if virtual == p * v - 1 else (virtual + 1) % p
+    return None if virtual == 0 else (virtual - 1) % p
+
+
+def _static_memory(model: ModelSpec, layout: Layout, stage: int) -> float:
+    mem = stage_memory(model, layout.replace(recompute="none", recompute_stages=None), stage)
+    return mem.weights + mem.gradients + mem.optimizer + mem.buffers
+
+
+def _slow_stages(layout: Layout, system: SystemSpec, noise: Noise | None, p: int) -> set:
+    if noise is None or not noise.active or noise.straggler_fraction <= 0:
+        return set()
+    import random
+    rng = random.Random(noise.seed * 7919 + 1)
+    nodes = max(1, layout.tp * layout.dp // system.ranks_per_node)
+    prob = 1 - (1 - noise.straggler_fraction) ** nodes
+    return {i for i in range(p) if rng.random() < prob}
+
+
+def _rng(noise: Noise | None):
+    if noise is None or noise.jitter <= 0:
+        return None
+    import random
+    return random.Random(noise.seed)
+
+
+def simulate_runs(model, system, layout, noise: Noise, runs: int, network=None) -> dict:
+    """Iteration time over ``runs`` seeds: mean and 99th percentile."""
+    times = sorted(simulate(model, system, layout, network,
+                            noise=Noise(noise.jitter, noise.straggler_fraction,
+                                        noise.straggler_slowdown, noise.seed + r)).iteration_s
+                   for r in range(runs))
+    p99 = times[min(len(times) - 1, math.ceil(0.99 * len(times)) - 1)]
+    return {"runs": runs, "mean_s": sum(times) / runs, "p99_s": p99, "min_s": times[0],
+            "max_s": times[-1]}
