@@ -16,8 +16,10 @@ process executing its schedule (perfmodel.schedules) step by step:
   separate process, as the last micro-batch's backward produces them (ZeRO-0/1)
   or after every backward (ZeRO-2/3), so the reduction overlaps the backward;
 * after its last step the stage waits for its stream to drain, sums a tied
-  embedding with the other end of the pipeline, steps the optimizer, and
-  (ZeRO-1/2) gathers the updated weights.
+  embedding with the other end of the pipeline (once both ends have finished
+  their backward), steps the optimizer, and (ZeRO-1/2) gathers the updated
+  weights. Without ``overlap_dp`` the reductions wait for the backward's end
+  (ZeRO-0/1) or block after each backward (ZeRO-2/3).
 
 Costs come from the same functions as the analytic estimate (``_stage_costs``,
 ``stage_comm``), so the two differ only in how the schedule is resolved. Memory:
@@ -271,6 +273,10 @@ def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
                     done = env.event()
                     stream.put((bucket_time, "reduce", done))
                     pending.append(done)
+                    if not layout.overlap_dp:      # no overlap: wait for it here
+                        t0 = env.now
+                        yield done
+                        busy[i]["dp_comm"] += env.now - t0
             if not forward and mode == "full":
                 _mem(i, -full_layer)
             _mem(i, act if forward else -act)
@@ -289,10 +295,13 @@ def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
         t0 = env.now
         if pending:
             yield simpy.AllOf(env, pending)
-        for length in (comm.tied_sync,):
-            if length:
-                yield wait(length)
         busy[i]["dp_comm"] += env.now - t0
+        if comm.tied_sync:                      # both ends of the pipeline, together
+            arrived[i].succeed()
+            yield simpy.AllOf(env, [arrived[0], arrived[p - 1]])   # waiting here is idle
+            t0 = env.now
+            yield wait(comm.tied_sync)
+            busy[i]["dp_comm"] += env.now - t0
         t0 = env.now
         yield wait(comm.optimizer)
         busy[i]["optimizer"] += env.now - t0
@@ -318,6 +327,7 @@ def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
                 trace.span(f"stage {i} dp stream", name, t0, env.now)
             done.succeed()
 
+    arrived = {i: env.event() for i in (0, p - 1)}
     for i in range(p):
         env.process(stage_proc(i))
     env.run()
@@ -332,7 +342,9 @@ def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
     return SimResult(
         iteration_s=iteration,
         tokens_per_s=layout.global_batch * model.seq / iteration,
-        bubble_fraction=sum(r.idle_s for r in reports) / (p * iteration),
+        # idle up to the iteration's end: a stage that finishes early waits too
+        bubble_fraction=sum(iteration - sum(r.busy_s.values()) for r in reports)
+        / (p * iteration),
         breakdown=breakdown, stages=reports,
         peak_memory_bytes=max(r.peak_memory_bytes for r in reports),
         events=counter[0], critical_stage=crit.stage)

@@ -363,7 +363,7 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
 
     # Data-parallel traffic per stage (stage_comm), and how much of it hides behind
     # the backward (gradients) or the passes (ZeRO-3 gathers).
-    extra_f, extra_b, dp_tail, optim = {}, {}, {}, {}
+    extra_f, extra_b, dp_tail, optim, tied = {}, {}, {}, {}, {}
     for i in firsts:
         st, c = cost[i], stage_comm(model, system, layout, network, compute, job, i)
         window = st.backward if layout.overlap_dp else 0.0
@@ -372,7 +372,7 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
                  if c.rs_per_micro_batch else 0.0)
         tail = (_exposed(c.reduce, window, c.buckets) if c.reduce else 0.0) + c.gather_after
         extra_f[i], extra_b[i] = f_add, b_add
-        dp_tail[i], optim[i] = tail + c.tied_sync, c.optimizer
+        dp_tail[i], optim[i], tied[i] = tail + c.tied_sync, c.optimizer, c.tied_sync
 
     done = pipeline_ends(
         work=[cost[i].forward + cost[i].backward + extra_f[i] + extra_b[i] + 2 * cost[i].p2p
@@ -380,6 +380,11 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
         drain=[cost[i].backward + extra_b[i] + cost[i].p2p for i in firsts],
         counts=[n for _, n in runs], m=m, v=v)
     ends = {i: d + dp_tail[i] + optim[i] for i, d in zip(firsts, done)}
+    last = firsts[-1]
+    if p > 1 and model.tied_embeddings:
+        # the tied embedding is summed once both ends have finished their backward
+        first_done = done[0] + dp_tail[0] - tied[0]
+        ends[last] = max(ends[last], first_done + tied[last] + optim[last])
     crit = max(firsts, key=lambda i: ends[i])
     iteration = ends[crit]
 
