@@ -234,10 +234,8 @@ def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
                   for c in range(v)}
         for k, step in enumerate(steps[i]):
             dep = producer(step, i, p, v)
-            if dep is not None and dep[0] != i:
+            if dep is not None:                # (on this stage itself: already delivered)
                 yield delivered(*dep)
-            elif dep is not None:
-                yield delivered(*dep)          # same stage (interleaved wrap): already done
             forward = step.kind == "F"
             comp = work.fwd_compute if forward else work.bwd_compute
             tp = work.fwd_tp if forward else work.bwd_tp
