@@ -158,6 +158,58 @@ def simulate(**kw):
         click.echo(render_simulation(data))
 
 
+@main.command()
+@model_options
+@system_options
+@click.option("--tokens", type=NUMBER, help="Tokens to train (default 20 per parameter).")
+@click.option("--nodes", type=INT_LIST, help="Exact node counts instead of the default ladder.")
+@click.option("--max-nodes", type=click.IntRange(min=1),
+              help="Node budget for the ladder (default 13,824).")
+@click.option("--global-batch", type=click.IntRange(min=1),
+              help="Global batch in sequences (default: Fugaku-LLM's 4.13 M tokens).")
+@click.option("--days", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Deadline for the inverse question: the largest model "
+                                      "trainable on the node budget in this many days.")
+@click.option("--checkpoint-gbs", type=click.FloatRange(min=0, min_open=True),
+              help="Checkpoint write bandwidth per node, GB/s (for the optimal checkpoint "
+                   "interval and goodput; not published for Fugaku).")
+@click.option("--top", type=click.IntRange(1, 50), default=8, show_default=True,
+              help="Layouts compared side by side.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Directory for index.html, report.md, report.json and the images.")
+@reports_errors
+def report(**kw):
+    """Write a capacity report: what to run, on how many nodes, for how long, at what
+    cost and risk, with every assumption traceable.
+
+    Writes OUT/index.html (one self-contained page), OUT/report.md with the images
+    beside it, and OUT/report.json with every number shown. Progress goes to stderr.
+
+    \b
+    Examples:
+      fugakuperf report --params 13e9 --out report13b
+      fugakuperf report --model fugaku-llm-13b --tokens 380B --out fugaku-llm
+    """
+    from perfmodel.errors import SpecError
+    from reports.build import build_report
+    from reports.plots import all_images
+    from reports.write import write_report
+    model, system = resolve_inputs(kw)
+    data = build_report(model, system, tokens=kw["tokens"], nodes=kw["nodes"],
+                        max_nodes=kw["max_nodes"], global_batch=kw["global_batch"],
+                        days=kw["days"], top=kw["top"],
+                        checkpoint_bandwidth=kw["checkpoint_gbs"] * 1e9
+                        if kw["checkpoint_gbs"] else None)
+    click.echo("[report] drawing the figures", err=True)
+    images = all_images(data)
+    try:
+        paths = write_report(kw["out_dir"], data, images)
+    except ValueError as e:
+        raise SpecError("out", str(e).split(": ", 1)[-1]) from None
+    click.echo(f"wrote {paths['index.html']} (and report.md, report.json, "
+               f"{len(images)} figures) in {kw['out_dir']}")
+
+
 def _flow_network(system):
     """The system's flow-level torus model (these commands need its placement)."""
     from perfmodel.errors import SpecError
@@ -254,14 +306,14 @@ def topo(nodes, tp, pp, as_json, **kw):
 @reports_errors
 def presets(model_name, system_name, as_json):
     """List model and system presets (and where every number comes from)."""
-    from perfmodel.presets import load_model, model_names, system_names
+    from perfmodel.presets import load_model, model_names, system_names, system_values
     from perfmodel.system import load_system
     if model_name:
         data = load_model(model_name).to_dict()
     elif system_name:
         sysspec = load_system(system_name)
         data = {"name": sysspec.name, "description": sysspec.description,
-                "values": _system_values(sysspec), "sources": dict(sysspec.sources)}
+                "values": system_values(sysspec), "sources": dict(sysspec.sources)}
     else:
         data = {"models": {n: load_model(n).to_dict() for n in model_names()},
                 "systems": {n: load_system(n).description for n in system_names()}}
@@ -284,18 +336,3 @@ def presets(model_name, system_name, as_json):
         click.echo("Systems (--system NAME):")
         for n, desc in data["systems"].items():
             click.echo(f"  {n:18} {desc}")
-
-
-def _system_values(system) -> dict:
-    """Preset values keyed as in the TOML file (``node.cores``), in the file's units."""
-    from perfmodel.presets import system_table
-    _, table, _ = system_table(system.name)
-    out = {}
-    for part in ("node", "network"):
-        for key, raw in table[part].items():
-            value = raw["value"] if isinstance(raw, dict) and "value" in raw else raw
-            out[f"{part}.{key}"] = value
-    for key in ("default_ranks_per_node", "allowed_ranks_per_node"):
-        raw = table.get(key)
-        out[key] = raw["value"] if isinstance(raw, dict) else raw
-    return out

@@ -108,3 +108,16 @@ def load_model(name_or_path: str) -> ModelSpec:
 def system_table(name_or_path: str) -> tuple[str, dict, str]:
     """(name, table, where) of a system preset by name or from a user's TOML file."""
     return _find_table("system", name_or_path)
+
+
+def system_values(system) -> dict:
+    """Preset values keyed as in the TOML file (``node.cores``), in the file's units."""
+    _, table, _ = system_table(system.name)
+    out = {}
+    for part in ("node", "network"):
+        for key, raw in table[part].items():
+            out[f"{part}.{key}"] = raw["value"] if isinstance(raw, dict) and "value" in raw else raw
+    for key in ("default_ranks_per_node", "allowed_ranks_per_node"):
+        raw = table.get(key)
+        out[key] = raw["value"] if isinstance(raw, dict) else raw
+    return out

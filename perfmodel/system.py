@@ -39,6 +39,7 @@ class NodeSpec:
     inter_domain_bandwidth: float
     gemm_efficiency: float
     power_w: float
+    mtbf_hours: float | None = None      # mean time between failures of one node
 
     def __post_init__(self):
         check_int("node.cores", self.cores, hi=100_000)
@@ -57,6 +58,8 @@ class NodeSpec:
                      "inter_domain_bandwidth", "power_w"):
             check_float(f"node.{name}", getattr(self, name))
         check_float("node.gemm_efficiency", self.gemm_efficiency, hi=1.0)
+        if self.mtbf_hours is not None:
+            check_float("node.mtbf_hours", self.mtbf_hours)
         if self.usable_memory_bytes > self.memory_bytes:
             raise SpecError("node.usable_memory_gb", "must not exceed memory_gib")
         if self.stream_bandwidth > self.memory_bandwidth:
@@ -240,6 +243,7 @@ _NODE_KEYS = {
     "stream_bandwidth_per_domain_gbs": ("stream_bandwidth_per_domain", GB),
     "inter_domain_bandwidth_gbs": ("inter_domain_bandwidth", GB),
     "gemm_efficiency": ("gemm_efficiency", None), "power_w": ("power_w", None),
+    "mtbf_hours": ("mtbf_hours", None),
 }
 _NETWORK_KEYS = {
     "axes": ("axes", None), "shape": ("shape", None), "wrap": ("wrap", None),

@@ -103,3 +103,23 @@ def _link(torus, link_id: int, load: int) -> dict:
     return {"from": dict(zip(torus.names, map(int, coords))),
             "axis": torus.names[axis], "direction": "+" if direction == PLUS else "-",
             "flows": load}
+
+
+def node_load_map(net: TofuNetwork, job: JobShape, dim: str,
+                  axes: tuple[str, str] = ("X", "Z")) -> list[list[float]]:
+    """Flows leaving each node in one ring step of every ``dim`` group at once,
+    summed over the other axes: a 2-D map over ``axes`` of the job's torus."""
+    placement = net.placement(job)
+    torus = placement.torus
+    nodes = placement.node_of_rank
+    groups = placement.groups(dim)
+    step = algorithms("allreduce", groups, [n for _, n in placement.pieces[dim]])["ring"][0]
+    src, dst = nodes[step.src], nodes[step.dst]
+    inter = src != dst
+    ptr, links = route(torus, src[inter], dst[inter])
+    loads = np.bincount(links, minlength=torus.n_link_slots).reshape(torus.nodes, -1).sum(axis=1)
+    grid = loads.reshape(torus.shape)
+    keep = [torus.names.index(a) for a in axes]
+    other = tuple(k for k in range(torus.ndim) if k not in keep)
+    return np.transpose(grid.sum(axis=other) if other else grid,
+                        axes=np.argsort(np.argsort(keep))).tolist()
