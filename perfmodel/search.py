@@ -46,6 +46,7 @@ from .ops import model_flops_per_iteration
 from .system import SystemSpec
 
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
+MIN_SHAPES = 5           # shapes re-priced on the torus, even when one answer is wanted
 MAX_VIRTUAL_STAGES = 8
 PIN_FIELDS = ("tp", "pp", "dp", "micro_batch", "schedule", "virtual_stages", "zero",
               "recompute", "recompute_stages", "sequence_parallel", "precision")
@@ -294,7 +295,7 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
            ) -> tuple[list[Estimate], SearchStats]:
     """Fitting layouts ranked by the contention-free model: the ``top`` fastest if the
     system's own network model is that one, else a shortlist of ``shapes`` shapes
-    (default: top) for ``confirm`` to re-price."""
+    (default: top, at least MIN_SHAPES) for ``confirm`` to re-price."""
     pins = {k: v for k, v in (pins or {}).items() if v is not None}
     check_pins(model, system, global_batch, pins)
     stats = SearchStats()
@@ -313,7 +314,7 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
     screening = screening_network(system)
     final = network_for(system) is screening
     heap: list[tuple[float, int, Estimate]] = []     # max-heap on time via negation
-    short = Shortlist(shapes or top, variants)
+    short = Shortlist(shapes or max(top, MIN_SHAPES), variants)
 
     def threshold() -> float:
         if final:

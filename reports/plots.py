@@ -209,7 +209,7 @@ def scaling_png(report: Report) -> bytes:
         ax2.plot(xm, ym, "s:", color="#C44E52", linewidth=1.5, markersize=4, label="MFU (%)")
         ax2.set_ylim(0, max(max(ym) / 0.8, 1.0))
     ax2.yaxis.set_major_formatter(PercentFormatter(decimals=0))
-    _style(ax2, ylabel="MFU (% of fp16 peak)")
+    _style(ax2, ylabel="MFU (% of peak at the training precision)")
     ax2.yaxis.label.set_color("#C44E52")
     ax2.tick_params(axis="y", colors="#C44E52")
     _mark_knee(ax, knee)
