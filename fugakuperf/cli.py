@@ -32,6 +32,15 @@ def main():
     """
 
 
+def _emit(data: dict, as_json: bool, renderer: str) -> None:
+    """Print ``data`` as JSON, or as text by ``reports.text.<renderer>``."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        from reports import text
+        click.echo(getattr(text, renderer)(data))
+
+
 @main.command()
 @model_options
 @system_options
@@ -78,12 +87,7 @@ def plan(**kw):
                       nodes=kw["nodes"], max_nodes=kw["max_nodes"], pins=pins, top=kw["top"],
                       price_per_node_hour=kw["price_per_node_hour"],
                       confirm_shapes=kw["confirm_shapes"])
-    data = plan_to_dict(result)
-    if kw["as_json"]:
-        click.echo(json.dumps(data, indent=2))
-    else:
-        from reports.text import render_plan
-        click.echo(render_plan(data))
+    _emit(plan_to_dict(result), kw["as_json"], "render_plan")
 
 
 @main.command()
@@ -151,11 +155,7 @@ def simulate(**kw):
             from perfmodel.errors import SpecError
             raise SpecError("trace", f"cannot write {kw['trace_path']}: {e.strerror}") from None
         data["trace"] = kw["trace_path"]
-    if kw["as_json"]:
-        click.echo(json.dumps(data, indent=2))
-    else:
-        from reports.text import render_simulation
-        click.echo(render_simulation(data))
+    _emit(data, kw["as_json"], "render_simulation")
 
 
 @main.command()
@@ -264,12 +264,7 @@ def collective(op, nodes, nbytes, as_json, **kw):
     job = _job(nodes, system)
     if job.ranks < 2:
         raise SpecError("nodes", "a collective needs at least 2 ranks")
-    data = collective_report(net, op, job, nbytes)
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-    else:
-        from reports.text import render_collective
-        click.echo(render_collective(data))
+    _emit(collective_report(net, op, job, nbytes), as_json, "render_collective")
 
 
 @main.command()
@@ -290,12 +285,8 @@ def topo(nodes, tp, pp, as_json, **kw):
     """
     from topologies.report import topology_report
     system = system_from(kw)
-    data = topology_report(_flow_network(system), _job(nodes, system, tp, pp))
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-    else:
-        from reports.text import render_topology
-        click.echo(render_topology(data))
+    _emit(topology_report(_flow_network(system), _job(nodes, system, tp, pp)), as_json,
+          "render_topology")
 
 
 @main.command()

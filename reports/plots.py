@@ -210,11 +210,16 @@ def scaling_png(report: Report) -> bytes:
         ax2.set_ylim(0, max(max(ym) / 0.8, 1.0))
     ax2.yaxis.set_major_formatter(PercentFormatter(decimals=0))
     _style(ax2, ylabel="MFU (% of peak at the training precision)")
-    ax2.yaxis.label.set_color("#C44E52")
-    ax2.tick_params(axis="y", colors="#C44E52")
+    _tint_y(ax2, "#C44E52")
     _mark_knee(ax, knee)
     _merge_legends(ax, ax2, loc="best")
     return _png(fig)
+
+
+def _tint_y(ax, color: str) -> None:
+    """Colour a y axis (label and ticks) like the series it belongs to."""
+    ax.yaxis.label.set_color(color)
+    ax.tick_params(axis="y", colors=color)
 
 
 def time_cost_png(report: Report) -> bytes:
@@ -231,8 +236,7 @@ def time_cost_png(report: Report) -> bytes:
     ax.grid(True, which="major", alpha=0.3)
     _style(ax, "Time to train and cost", "nodes (log scale)",
            "time to train (days, log scale)" if log_days else "time to train (days)")
-    ax.yaxis.label.set_color("#4C72B0")
-    ax.tick_params(axis="y", colors="#4C72B0")
+    _tint_y(ax, "#4C72B0")
 
     ax2 = ax.twinx()
     xh, yh = _series(points, "node_hours", 1e-6)
@@ -241,8 +245,7 @@ def time_cost_png(report: Report) -> bytes:
                  label="node-hours (millions)")
         ax2.set_ylim(0, max(yh) * 1.2 if max(yh) > 0 else 1.0)
     _style(ax2, ylabel="node-hours (millions)")
-    ax2.yaxis.label.set_color("#DD8452")
-    ax2.tick_params(axis="y", colors="#DD8452")
+    _tint_y(ax2, "#DD8452")
     _mark_knee(ax, knee)
     _merge_legends(ax, ax2, loc="best")
     return _png(fig)

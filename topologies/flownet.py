@@ -14,6 +14,7 @@ point-to-point message costs ``mpi_latency_s``.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -34,7 +35,7 @@ class Linear:
         return self.latency + self.per_byte * nbytes if nbytes > 0 else self.latency
 
 
-class FlowNetwork:
+class FlowNetwork(ABC):
     """Base of the flow-level models; subclasses give placement() and fabric()."""
 
     put_latency_s: float
@@ -43,11 +44,13 @@ class FlowNetwork:
     hop_latency_s: float = 0.0
     name: str = "flow-level"
 
+    @abstractmethod
     def placement(self, job: JobShape):
-        raise NotImplementedError
+        """Where the job's ranks run: groups(dim), pieces, node_of_rank."""
 
+    @abstractmethod
     def fabric(self, job: JobShape):
-        raise NotImplementedError
+        """The job's links: phase(src, dst, dim) and rate_bound(src, dst, dim)."""
 
     # ---------------------------------------------------------------- costs
     def options(self, op: str, dim: str, job: JobShape) -> dict[str, Linear]:
