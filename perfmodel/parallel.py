@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Sequence
 
 _CONTEXT = None
+_IN_WORKER = False
 
 
 def workers() -> int:
@@ -27,6 +28,8 @@ def workers() -> int:
 
 
 def _call(fn_and_item):
+    global _IN_WORKER
+    _IN_WORKER = True                 # a worker's own sweeps run in the worker
     fn, item = fn_and_item
     return fn(_CONTEXT, item)
 
@@ -35,7 +38,7 @@ def map_items(fn: Callable, items: Sequence, *, context) -> list:
     """[fn(context, item) for item in items], on several cores when there are several."""
     global _CONTEXT
     n = min(workers(), len(items))
-    if n <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    if n <= 1 or _IN_WORKER or "fork" not in multiprocessing.get_all_start_methods():
         return [fn(context, item) for item in items]
     _CONTEXT = context
     try:
@@ -43,3 +46,4 @@ def map_items(fn: Callable, items: Sequence, *, context) -> list:
             return list(pool.map(_call, [(fn, item) for item in items]))
     finally:
         _CONTEXT = None
+_IN_WORKER = False

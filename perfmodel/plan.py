@@ -21,6 +21,7 @@ number of tokens for other sequence lengths.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from .errors import SpecError, check_float, check_int
@@ -136,17 +137,19 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
     else:
         counts = ladder(budget)
         ranges = list(zip([1] + [c + 1 for c in counts[:-1]], counts))
-    # Screen every range with the fast model, then re-price all shortlists at once.
-    screened = []
-    for lo, hi in ranges:
-        found, s = screen(model, system, gb, min_nodes=lo, max_nodes=hi, pins=pins, top=top,
-                          shapes=confirm_shapes)
+    # Each range of node counts is screened with the fast model and its shortlist
+    # re-priced, one range per core (perfmodel.parallel).
+    from .parallel import map_items
+    tables: dict = {}         # layout -> per-stage costs for the simulator
+    priced = []
+    done = map_items(_range_task, ranges, context=(model, system, gb, pins, top, confirm_shapes))
+    for (lo, hi), (found, found_tables, s) in zip(ranges, done):
         merge(s)
         if nodes and not found:
             _no_layout(model, system, gb, pins, lo, s, machine)
-        screened.extend(found)
-    tables: dict = {}         # layout -> per-stage costs for the simulator
-    priced = confirm(model, system, screened, stats, tables)
+        priced += [dataclasses.replace(e, model=model, system=system) for e in found]
+        tables.update(found_tables)
+    priced.sort(key=lambda e: (e.iteration_s, e.nodes))
     for lo, hi in ranges:
         mine = [e for e in priced if lo <= e.nodes <= hi]
         rungs.append(Rung(hi, lo, mine[0] if mine else None))
@@ -172,6 +175,18 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
                       node_counts=counts, exact_nodes=bool(nodes), best=best, rungs=rungs,
                       stats=stats, pins=pins, comparison=comparison,
                       price_per_node_hour=price_per_node_hour, simulated=simulated)
+
+
+def _range_task(context, bounds):
+    """Screen one range of node counts and re-price its shortlist (in a worker: the
+    model and system are dropped from the results and restored by the caller)."""
+    model, system, gb, pins, top, shapes = context
+    lo, hi = bounds
+    found, stats = screen(model, system, gb, min_nodes=lo, max_nodes=hi, pins=pins, top=top,
+                          shapes=shapes)
+    tables: dict = {}
+    priced = confirm(model, system, found, stats, tables)
+    return [dataclasses.replace(e, model=None, system=None) for e in priced], tables, stats
 
 
 def _no_layout(model, system, gb, pins, n, s, machine) -> None:

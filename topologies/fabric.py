@@ -58,9 +58,9 @@ class TofuFabric:
             inn = np.bincount(dst_ranks[local]).max()
             worst = max(out, inn) / self.intra_node_bandwidth
         if (~local).any():
-            s, d = self._one_slice(src[~local], dst[~local], dim)
+            s, d, cs, disp = self._one_slice(src[~local], dst[~local], dim)
             worst = max(worst, np.bincount(s).max() / self.injection_bandwidth)
-            ptr, links = route(self.torus, s, d)
+            ptr, links = route(self.torus, s, d, disp, cs)
             worst = max(worst, np.bincount(links).max() / self.link_bandwidth)
             hops = int(np.diff(ptr).max())
         else:
@@ -88,14 +88,14 @@ class TofuFabric:
         if not inter.any():
             per_rank = max(np.bincount(src_ranks).max(), np.bincount(dst_ranks).max())
             return True, self.intra_node_bandwidth / per_rank
-        s, d = self._one_slice(s[inter], d[inter], dim)
+        s, d, _, _ = self._one_slice(s[inter], d[inter], dim)
         pairs = np.unique(s * (int(nodes.max()) + 1) + d, return_counts=True)[1].max()
         out = np.bincount(s).max()
         return False, min(self.link_bandwidth / pairs, self.injection_bandwidth / out)
 
     def _one_slice(self, src, dst, dim: str | None):
-        """(src, dst) of one slice along the axes no flow moves on, if every slice is
-        alike; all flows otherwise.
+        """(src, dst, source coordinates, displacements) of one slice along the axes no
+        flow moves on, if every slice is alike; of all flows otherwise.
 
         For a ``tofu`` placement and a phase of dimension ``dim``, slices along the
         axes ``dim`` is not placed on are alike by construction: each axis
@@ -104,20 +104,24 @@ class TofuFabric:
         shape. Otherwise the slices are checked: the (moving coordinates,
         displacement) multiset of slice 0 must repeat in every slice.
         """
-        if not self.symmetry:
-            return src, dst
         t = self.torus
         cs, cd = t.coords(src), t.coords(dst)
+
+        def everything():
+            return src, dst, cs, t.displacement(src, dst, src_coords=cs, dst_coords=cd)
+
+        if not self.symmetry:
+            return everything()
         still = np.all(cs == cd, axis=0)
         trusted = self.placement.strategy == "tofu" and dim is not None
         if trusted:
             own = {a for a, _ in self.placement.pieces[dim]}
             still &= np.array([name not in own for name in t.names])
         if not still.any():
-            return src, dst
+            return everything()
         in_slice = np.all(cs[:, still] == 0, axis=1)
         if not trusted:
-            disp = t.displacement(src, dst)
+            disp = t.displacement(src, dst, src_coords=cs, dst_coords=cd)
             moving = ~still
             key_all = _keys(np.concatenate([cs[:, moving], disp[:, moving]], axis=1))
             u_all, n_all = np.unique(key_all, return_counts=True)
@@ -125,9 +129,11 @@ class TofuFabric:
             n_slices = int(np.prod(np.array(t.shape)[still]))
             if len(u_all) != len(u_one) or not np.array_equal(u_all, u_one) \
                     or not np.array_equal(n_all, n_one * n_slices):
-                return src, dst
+                return src, dst, cs, disp
         self.slices_routed += 1
-        return src[in_slice], dst[in_slice]
+        cs1, cd1 = cs[in_slice], cd[in_slice]
+        return (src[in_slice], dst[in_slice], cs1,
+                t.displacement(None, None, src_coords=cs1, dst_coords=cd1))
 
 
 def _keys(rows: np.ndarray) -> np.ndarray:

@@ -15,21 +15,24 @@ import numpy as np
 from .torus import MINUS, PLUS, Torus
 
 
-def route(torus: Torus, src, dst, disp: np.ndarray | None = None
-          ) -> tuple[np.ndarray, np.ndarray]:
+def route(torus: Torus, src, dst, disp: np.ndarray | None = None,
+          src_coords: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """CSR routes (flow_ptr, flow_links) of flows src[i] -> dst[i].
 
-    ``disp`` may pass ``torus.displacement(src, dst)`` when the caller has it."""
+    Callers that have them may pass ``disp`` (``torus.displacement(src, dst)``) and
+    the sources' coordinates."""
     src = np.asarray(src, dtype=np.int64)
     dst = np.asarray(dst, dtype=np.int64)
+    if src_coords is None:
+        src_coords = torus.coords(src)
     if disp is None:
-        disp = torus.displacement(src, dst)                 # (F, ndim)
+        disp = torus.displacement(src, dst, src_coords=src_coords)   # (F, ndim)
     steps = np.abs(disp)
     lengths = steps.sum(axis=1)
     flow_ptr = np.zeros(len(src) + 1, dtype=np.int64)
     np.cumsum(lengths, out=flow_ptr[1:])
     flow_links = np.empty(flow_ptr[-1], dtype=np.int64)
-    coords = torus.coords(src).astype(np.int64)             # current position, updated in place
+    coords = src_coords.astype(np.int64)                    # current position, updated in place
     done = np.zeros(len(src), dtype=np.int64)               # links written per flow
     strides = np.array([int(np.prod(torus.shape[k + 1:])) for k in range(torus.ndim)],
                        dtype=np.int64)

@@ -118,13 +118,16 @@ class Torus:
         return self.link_exists.reshape(self.nodes, -1).sum(axis=1)
 
     # ------------------------------------------------------------ distances
-    def displacement(self, src, dst) -> np.ndarray:
+    def displacement(self, src, dst, *, src_coords=None, dst_coords=None) -> np.ndarray:
         """(n, ndim) signed steps of the shortest dimension-order route.
 
         On a ring the shorter way round is taken; a tie (half-way round an even
-        ring) goes in the "+" direction.
+        ring) goes in the "+" direction. Callers that have the coordinates of the
+        nodes already may pass them.
         """
-        d = self.coords(dst).astype(np.int64) - self.coords(src)
+        cs = self.coords(src) if src_coords is None else src_coords
+        cd = self.coords(dst) if dst_coords is None else dst_coords
+        d = cd.astype(np.int64) - cs
         for k, (n, w) in enumerate(zip(self.shape, self.wrap)):
             if w and n > 1:
                 dk = d[:, k] % n
