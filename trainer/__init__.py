@@ -1,4 +1,7 @@
-"""The reference trainer: the real GPT model in Numba, measured, on one node or many.
+"""The reference trainer: the real GPT model, measured, on one node or many.
 
-It shares only the model description (perfmodel.model.ModelSpec) with the simulator.
+It shares only the model description (perfmodel.model.ModelSpec) with the
+simulator. Parameters live in one flat buffer with named views (params.py); data
+comes from UTF-8 text through a byte-level tokenizer or from token shards
+(data.py).
 """
