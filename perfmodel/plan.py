@@ -121,14 +121,6 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
     stats = SearchStats()
     rungs: list[Rung] = []
 
-    def merge(s: SearchStats):
-        stats.candidates_evaluated += s.candidates_evaluated
-        stats.confirmed += s.confirmed
-        stats.memory_checked += s.memory_checked
-        stats.rejected_memory += s.rejected_memory
-        stats.pruned += s.pruned
-        stats.node_counts |= s.node_counts
-
     if nodes:
         for n in nodes:
             check_int("nodes", n, hi=machine)
@@ -144,7 +136,7 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
     priced = []
     done = map_items(_range_task, ranges, context=(model, system, gb, pins, top, confirm_shapes))
     for (lo, hi), (found, found_tables, s) in zip(ranges, done):
-        merge(s)
+        stats.add(s)
         if nodes and not found:
             _no_layout(model, system, gb, pins, lo, s, machine)
         priced += [dataclasses.replace(e, model=model, system=system) for e in found]
@@ -220,8 +212,8 @@ def compare_with_unpinned(model: ModelSpec, system: SystemSpec, global_batch: in
     """Rank the best pinned layout among every fitting layout on the same node count."""
     shortlist, s = screen(model, system, global_batch, nodes=[pinned.nodes], top=100_000,
                           shapes=100_000, variants=100_000)
-    stats.candidates_evaluated += s.candidates_evaluated
-    everything = confirm(model, system, shortlist, stats, tables)
+    everything = confirm(model, system, shortlist, s, tables)
+    stats.add(s)
     faster = sum(1 for e in everything if e.iteration_s < pinned.iteration_s - 1e-12)
     best = everything[0]
     return Comparison(pinned=pinned, best=best, rank=faster + 1, of=len(everything),

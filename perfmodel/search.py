@@ -61,6 +61,15 @@ class SearchStats:
     pruned: int = 0                      # shapes and layouts skipped by a lower bound
     node_counts: set = field(default_factory=set)
 
+    def add(self, other: "SearchStats") -> None:
+        """Count ``other``'s work in these statistics too."""
+        self.candidates_evaluated += other.candidates_evaluated
+        self.confirmed += other.confirmed
+        self.memory_checked += other.memory_checked
+        self.rejected_memory += other.rejected_memory
+        self.pruned += other.pruned
+        self.node_counts |= other.node_counts
+
 
 def divisors(n: int) -> list[int]:
     small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
