@@ -327,3 +327,12 @@ def presets(model_name, system_name, as_json):
         click.echo("Systems (--system NAME):")
         for n, desc in data["systems"].items():
             click.echo(f"  {n:18} {desc}")
+
+
+def _register_trainer_commands():
+    from .train_commands import generate, train
+    main.add_command(train)
+    main.add_command(generate)
+
+
+_register_trainer_commands()

@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 
 import simpy
 
 from topologies import JobShape, NetworkModel
 
+from .atomic import atomic_write
 from .compute import ComputeModel
 from .estimator import StageCost, _stage_costs, network_for, stage_comm, stage_ranges
 from .layout import Layout, validate_layout
@@ -95,16 +94,7 @@ class Trace:
 
     def write(self, path: str) -> None:
         """Atomically: write beside the target, then rename."""
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".trace-", dir=directory)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_json(), f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, json.dumps(self.to_json()).encode("utf-8"))
 
 
 @dataclass

@@ -51,6 +51,8 @@ def resolve_model(*, params: float | None = None, model: str | None = None, **sh
         if given:
             if "hidden" in given and "ffn" not in given and spec.ffn == 4 * spec.hidden:
                 given["ffn"] = 4 * given["hidden"]
+            if "heads" in given and "kv_heads" not in given and spec.kv_heads == spec.heads:
+                given["kv_heads"] = given["heads"]          # multi-head stays multi-head
             spec = spec.replace(name=spec.name + " (modified)", **given)
         return spec
     missing = [k for k in ("layers", "hidden", "heads") if k not in given]

@@ -9,30 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
+from perfmodel.atomic import atomic_write
 from reports.html import render_html
 from reports.markdown import render_markdown
 
 PAGES = ("index.html", "report.md", "report.json")
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)           # mkstemp makes it private; a report is for reading
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _check_image_names(images: dict[str, bytes]) -> None:
@@ -66,7 +48,7 @@ def write_report(out_dir: str | os.PathLike, report: dict, images: dict[str, byt
     for name, data in files.items():
         path = os.path.join(out, name)
         try:
-            _atomic_write(path, data)
+            atomic_write(path, data)
         except OSError as e:
             raise ValueError(f"out: cannot write {path}: {e.strerror or e}") from e
         paths[name] = path

@@ -37,6 +37,9 @@ def check_trainable(model: ModelSpec) -> None:
             raise SpecError(field, f"the reference trainer runs GPT-style models "
                                    f"({', '.join(f'{k} {v}' for k, v in wants.items())}); "
                                    f"{model.name} has {field} {getattr(model, field)}")
+    if model.kv_heads != model.heads:
+        raise SpecError("kv_heads", f"the reference trainer runs multi-head attention "
+                                    f"(kv_heads = heads = {model.heads}); got {model.kv_heads}")
 
 
 def parameter_shapes(model: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:

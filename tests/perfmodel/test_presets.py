@@ -71,3 +71,13 @@ def test_unknown_preset_lists_known_presets():
     assert "gpt-5-turbo" in message
     for name in model_names():
         assert name in message
+
+
+def test_a_narrowed_preset_keeps_its_attention_kind():
+    from perfmodel.inputs import resolve_model
+    # multi-head stays multi-head when --heads changes; FFN follows --hidden
+    gpt = resolve_model(model="fugaku-llm-13b", layers=1, hidden=64, heads=4)
+    assert (gpt.heads, gpt.kv_heads, gpt.ffn) == (4, 4, 256)
+    # grouped-query keeps its own kv_heads (here it must then divide the new heads)
+    gqa = resolve_model(model="llama2-70b", heads=16, hidden=2048, ffn=8192)
+    assert gqa.kv_heads == 8

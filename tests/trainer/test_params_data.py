@@ -13,7 +13,7 @@ from trainer.params import allocate, initialize, parameter_shapes
 TINY = ModelSpec(layers=2, hidden=32, heads=4, vocab=256, seq=16, name="tiny")
 
 
-@pytest.mark.parametrize("model", [TINY, ModelSpec(layers=3, hidden=48, heads=6, kv_heads=2,
+@pytest.mark.parametrize("model", [TINY, ModelSpec(layers=3, hidden=48, heads=6,
                                                    vocab=300, seq=8, tied_embeddings=False),
                                    load_model("fugaku-llm-13b"), load_model("gpt3-125m")])
 def test_the_trainer_counts_exactly_what_perfmodel_counts(model):
@@ -44,6 +44,9 @@ def test_models_the_trainer_cannot_run_are_refused_naming_the_field():
     with pytest.raises(SpecError) as err:
         parameter_shapes(load_model("llama2-7b"))
     assert err.value.field == "norm"
+    with pytest.raises(SpecError) as err:
+        parameter_shapes(ModelSpec(layers=1, hidden=32, heads=4, kv_heads=2, vocab=256, seq=8))
+    assert err.value.field == "kv_heads"
 
 
 def test_byte_tokenizer_round_trips_japanese():

@@ -1,0 +1,209 @@
+"""``fugakuperf train`` and ``fugakuperf generate``: the reference trainer's commands.
+
+Wiring only: the model, loop and checkpoints live in trainer/. Under ``mpiexec -n R``
+every rank runs this command; rank 0 alone prints and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from .options import model_options, reports_errors
+
+STOPPED_EXIT = 3
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _resolve_train_model(kw: dict, data_path: str):
+    """The model from the shape flags; byte-level text defaults to vocabulary 256."""
+    from perfmodel.inputs import resolve_model
+    shape = {k: kw.pop(k) for k in ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab", "seq")}
+    params, preset = kw.pop("params"), kw.pop("model_name")
+    if shape["vocab"] is None and params is None and preset is None and \
+            not str(data_path).endswith(".bin"):
+        shape["vocab"] = 256
+    return resolve_model(params=params, model=preset, **shape)
+
+
+class _Progress:
+    """One line per step (and per eval or checkpoint) on stderr, rank 0 only."""
+
+    def __init__(self, enabled: bool, steps: int):
+        self.enabled, self.steps, self.t0 = enabled, steps, time.perf_counter()
+        self.first = None
+
+    def __call__(self, kind: str, data) -> None:
+        if not self.enabled:
+            return
+        if kind == "step":
+            if self.first is None:
+                self.first, self.t0 = data.step - 1, time.perf_counter() - data.seconds
+            done = data.step - self.first
+            left = (time.perf_counter() - self.t0) / done * (self.steps - data.step)
+            click.echo(f"step {data.step:>6}/{self.steps}  loss {data.loss:7.4f}  "
+                       f"lr {data.lr:.2e}  |g| {data.grad_norm:8.3f}  {data.seconds:6.2f} s  "
+                       f"{data.tokens_per_s:9,.0f} tok/s  eta {_fmt_duration(left)}", err=True)
+        elif kind == "eval":
+            click.echo(f"eval  step {data['step']}: held-out loss {data['loss']:.4f}", err=True)
+        elif kind == "checkpoint":
+            click.echo(f"checkpoint  {data['path']}", err=True)
+        elif kind == "resume":
+            click.echo(f"resumed from {data['path']} at step {data['step']}", err=True)
+
+
+@click.command()
+@model_options
+@click.option("--data", "data_path", required=True, metavar="FILE",
+              help="Training data: a UTF-8 text file (byte-level tokens, vocabulary 256) or an "
+                   "llm.c token shard (.bin, uint16 or uint32 tokens).")
+@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Optimizer steps to reach (a resumed run continues up to this step).")
+@click.option("--micro-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Sequences per forward/backward pass.")
+@click.option("--global-batch", type=click.IntRange(min=1),
+              help="Sequences per optimizer step, over all ranks (default: micro-batch x ranks; "
+                   "more means gradient accumulation).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=6e-4,
+              show_default=True, help="Peak learning rate (GPT-3 Small's).")
+@click.option("--min-lr", type=click.FloatRange(min=0), help="Final learning rate (default lr/10).")
+@click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Linear warmup steps before the cosine decay.")
+@click.option("--decay-steps", type=click.IntRange(min=1),
+              help="Step at which the cosine decay reaches --min-lr (default: --steps).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="AdamW weight decay (Fugaku-LLM's).")
+@click.option("--clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Clip the global gradient norm to this (0: off; Fugaku-LLM's 1.0).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seeds the initialisation and the data sampling.")
+@click.option("--eval-every", type=click.IntRange(min=0), default=0,
+              help="Held-out loss every N steps (0: at the end only).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.05,
+              show_default=True, help="Tail of the data held out for evaluation.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False),
+              help="Write checkpoints here (at the end, and every --checkpoint-every steps).")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0,
+              help="Also checkpoint every N steps (0: only at the end).")
+@click.option("--stop-after", type=click.IntRange(min=1),
+              help="Stop after N steps of this invocation, with a checkpoint (for job time "
+                   "limits); --resume continues exactly.")
+@click.option("--keep", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Checkpoints to keep.")
+@click.option("--resume", metavar="PATH",
+              help="Continue from a checkpoint file, or the newest in a directory; the run "
+                   "continues exactly as if never interrupted.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Threads for BLAS and the Numba kernels (default: all cores).")
+@click.option("--profile", is_flag=True, help="Print the per-kernel time table at the end.")
+@click.option("--measurements", "measurements_path", type=click.Path(dir_okay=False),
+              help="Write the measurement record (JSON, for calibration) to this file.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the measurement record as JSON on stdout (progress stays on stderr).")
+@reports_errors
+def train(**kw):
+    """Train a GPT with the reference trainer, measuring every kernel.
+
+    \b
+    Examples:
+      fugakuperf train --layers 2 --hidden 64 --heads 4 --seq 64 --data corpus.txt \\
+                       --steps 200 --micro-batch 8 --lr 3e-3 --checkpoint-dir ckpt
+      fugakuperf generate --checkpoint ckpt --prompt "When in the Course"
+      fugakuperf train --model fugaku-llm-13b --layers 1 --seq 512 --data corpus.bin \\
+                       --steps 3 --profile            (a full-width Fugaku-LLM slice)
+      mpiexec -n 2 fugakuperf train ... --global-batch 16   (data parallel)
+    """
+    from trainer.data import load_tokens
+    from trainer.distributed import world
+    from trainer.host import default_threads, set_threads
+    from trainer.optim import AdamWConfig
+    from trainer.record import measurement_record, profile_table
+    from trainer.timers import Timers
+    from trainer.train import Trainer, TrainingStopped, TrainSettings, train as run
+
+    comm = world()
+    threads = kw.pop("threads")
+    threads = set_threads(threads or (default_threads(comm.size) if comm.size > 1 else None))
+    data_path = kw.pop("data_path")
+    model = _resolve_train_model(kw, data_path)
+    tokens = load_tokens(data_path)
+    optimizer = AdamWConfig(lr=kw["lr"], min_lr=kw["min_lr"], warmup=kw["warmup"],
+                            decay_steps=kw["decay_steps"],
+                            weight_decay=kw["weight_decay"], clip=kw["clip"])
+    settings = TrainSettings(steps=kw["steps"], micro_batch=kw["micro_batch"],
+                             global_batch=kw["global_batch"], seed=kw["seed"],
+                             optimizer=optimizer, eval_every=kw["eval_every"],
+                             val_fraction=kw["val_fraction"],
+                             checkpoint_every=kw["checkpoint_every"], keep=kw["keep"])
+    trainer = Trainer(model, tokens, settings, comm, timers=Timers())
+    if kw["resume"]:
+        trainer.resume(kw["resume"])               # a bad checkpoint fails before any output
+    lead = comm.rank == 0
+    if lead:
+        click.echo(f"training {model.name}: {model.layers} layers x {model.hidden}, "
+                   f"{trainer.params.size:,} parameters, {len(tokens):,} tokens; "
+                   f"global batch {trainer.sampler.global_batch} x {model.seq} on {comm.size} "
+                   f"rank(s) x {threads} thread(s)", err=True)
+    try:
+        result = run(trainer, checkpoint_dir=kw["checkpoint_dir"],
+                     progress=_Progress(lead, settings.steps), stop_after=kw["stop_after"])
+    except TrainingStopped as e:
+        if lead:
+            click.echo(f"error: {e}", err=True)
+        sys.exit(STOPPED_EXIT)
+    if not lead:
+        return
+    record = measurement_record(trainer, result, threads, comm, data_path)
+    if kw["measurements_path"]:
+        from perfmodel.atomic import atomic_write
+        atomic_write(kw["measurements_path"], (json.dumps(record, indent=2) + "\n").encode())
+    if kw["profile"]:
+        click.echo(profile_table(record), err=kw["as_json"])
+    if kw["as_json"]:
+        click.echo(json.dumps(record, indent=2))
+    elif result.steps:
+        last = result.steps[-1]
+        click.echo(f"done: step {last.step}, loss {last.loss:.4f}"
+                   + (f", held-out {result.evals[-1]['loss']:.4f}" if result.evals else "")
+                   + (f"; checkpoint {result.checkpoint}" if result.checkpoint else ""))
+    else:
+        click.echo(f"nothing to do: the checkpoint is already at step {trainer.step_index}")
+
+
+@click.command()
+@click.option("--checkpoint", required=True, metavar="PATH",
+              help="A checkpoint file, or a directory (its newest checkpoint).")
+@click.option("--prompt", default="", help="Text to continue (byte-level models) .")
+@click.option("--tokens", "n_tokens", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Tokens to generate.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.8, show_default=True,
+              help="Sampling temperature (0: always the most likely token).")
+@click.option("--top-k", type=click.IntRange(min=0), default=40, show_default=True,
+              help="Sample among the k most likely tokens (0: all).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (prompt, text, token ids).")
+@reports_errors
+def generate(checkpoint, prompt, n_tokens, temperature, top_k, seed, as_json):
+    """Continue a prompt with a trained checkpoint: a check that the model learned.
+
+    Byte-level models (vocabulary 256) read and write text; other vocabularies print
+    token ids, since no tokenizer ships with fugakuperf.
+    """
+    from trainer.generate import generate as sample
+
+    out = sample(checkpoint, prompt, n_tokens, temperature, top_k, seed)
+    if as_json:
+        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+    else:
+        click.echo(out["text"] if out["text"] is not None else " ".join(map(str, out["tokens"])))

@@ -1,0 +1,193 @@
+"""The GPT forward and backward passes, assembled from trainer.kernels (llm.c's
+``gpt2_forward`` / ``gpt2_backward``).
+
+Architecture (Radford et al. 2019; Fugaku-LLM's, see FACTS.md): learned token and
+position embeddings, L pre-LN blocks ``x += attproj(attn(ln1(x)))``,
+``x += fcproj(gelu(fc(ln2(x))))``, a final LayerNorm and the output layer, tied
+to the token embedding unless the ModelSpec says otherwise.
+
+Shapes: B micro-batch, T sequence, C hidden, L layers, NH heads, F ffn, V vocab.
+Every activation the backward needs is kept (no recompute), stacked over layers
+like llm.c's ``ActivationTensors``. Backward *accumulates* into the gradient
+buffer, so gradient accumulation over micro-batches is a loop of
+forward/backward pairs and one zeroing per step.
+
+Every kernel call goes through ``timer(name, flops, bytes)`` (trainer.timers), so
+a profile sees each forward and backward kernel and every GEMM by shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from perfmodel.model import ModelSpec
+
+from . import kernels as K
+from .params import FlatTensors, check_trainable
+from .timers import NullTimers
+
+
+class Activations:
+    """Buffers of one micro-batch's forward pass, (re)allocated per (B, T)."""
+
+    def __init__(self, model: ModelSpec, B: int, T: int, dtype=np.float32):
+        L, C, NH, F, V = model.layers, model.hidden, model.heads, model.ffn, model.vocab
+        z = lambda *shape: np.zeros(shape, dtype=dtype)  # noqa: E731
+        self.B, self.T = B, T
+        self.encoded = z(B, T, C)                         # (B, T, C)
+        self.ln1, self.ln1_mean, self.ln1_rstd = z(L, B, T, C), z(L, B * T), z(L, B * T)
+        self.qkv = z(L, B, T, 3 * C)                      # (L, B, T, 3C)
+        self.atty = z(L, B, T, C)                         # attention output before proj
+        self.att = z(L, B, NH, T, T)                      # softmax probabilities
+        self.attproj = z(L, B, T, C)
+        self.residual2 = z(L, B, T, C)                    # x + attention
+        self.ln2, self.ln2_mean, self.ln2_rstd = z(L, B, T, C), z(L, B * T), z(L, B * T)
+        self.fch = z(L, B, T, F)                          # (L, B, T, F) before GELU
+        self.fch_gelu = z(L, B, T, F)
+        self.fcproj = z(L, B, T, C)
+        self.residual3 = z(L, B, T, C)                    # block output
+        self.lnf, self.lnf_mean, self.lnf_rstd = z(B, T, C), z(B * T), z(B * T)
+        self.logits = z(B, T, V)
+        self.probs = z(B, T, V)
+        self.losses = z(B, T)
+
+    def fits(self, B: int, T: int) -> bool:
+        return (self.B, self.T) == (B, T)
+
+
+def output_weight(params: FlatTensors) -> str:
+    return "lm_head" if "lm_head" in params.views else "wte"
+
+
+def _rows(x):
+    # (..., X) -> (N, X) view for the row-wise kernels
+    return x.reshape(-1, x.shape[-1])
+
+
+def gpt_forward(model: ModelSpec, params: FlatTensors, acts: Activations, inp, targets=None,
+                timer=None) -> float | None:
+    """Forward pass of ``inp`` (B, T) token ids; with ``targets`` (B, T) the mean loss."""
+    check_trainable(model)
+    t = timer or NullTimers()
+    p, a = params, acts
+    B, T = inp.shape
+    C, NH, F, V = model.hidden, model.heads, model.ffn, model.vocab
+    N = B * T
+    with t("encoder_forward", bytes_=4 * N * C * 3):
+        K.encoder_forward(a.encoded, inp, p["wte"], p["wpe"])
+    x = a.encoded
+    for layer in range(model.layers):
+        with t("layernorm_forward", bytes_=4 * N * C * 2):
+            K.layernorm_forward(_rows(a.ln1[layer]), a.ln1_mean[layer], a.ln1_rstd[layer],
+                                _rows(x), p["ln1w"][layer], p["ln1b"][layer])
+        _matmul_forward(t, a.qkv[layer], a.ln1[layer], p["qkvw"][layer], p["qkvb"][layer])
+        with t("attention_forward", flops=4 * B * T * T * C, bytes_=4 * B * NH * T * T * 2):
+            K.attention_forward(a.atty[layer], a.att[layer], a.qkv[layer], NH)
+        _matmul_forward(t, a.attproj[layer], a.atty[layer], p["attprojw"][layer],
+                        p["attprojb"][layer])
+        with t("residual_forward", bytes_=4 * N * C * 3):
+            np.add(x, a.attproj[layer], out=a.residual2[layer])
+        with t("layernorm_forward", bytes_=4 * N * C * 2):
+            K.layernorm_forward(_rows(a.ln2[layer]), a.ln2_mean[layer], a.ln2_rstd[layer],
+                                _rows(a.residual2[layer]), p["ln2w"][layer], p["ln2b"][layer])
+        _matmul_forward(t, a.fch[layer], a.ln2[layer], p["fcw"][layer], p["fcb"][layer])
+        with t("gelu_forward", bytes_=4 * N * F * 2):
+            K.gelu_forward(a.fch_gelu[layer], a.fch[layer])
+        _matmul_forward(t, a.fcproj[layer], a.fch_gelu[layer], p["fcprojw"][layer],
+                        p["fcprojb"][layer])
+        with t("residual_forward", bytes_=4 * N * C * 3):
+            np.add(a.residual2[layer], a.fcproj[layer], out=a.residual3[layer])
+        x = a.residual3[layer]
+    with t("layernorm_forward", bytes_=4 * N * C * 2):
+        K.layernorm_forward(_rows(a.lnf), a.lnf_mean, a.lnf_rstd, _rows(x), p["lnfw"], p["lnfb"])
+    with t(f"matmul_forward {N}x{C}x{V}", flops=2 * N * C * V, bytes_=4 * (N * C + V * C + N * V)):
+        np.matmul(a.lnf, p[output_weight(p)].T, out=a.logits)        # (B, T, V), no bias
+    if targets is None:
+        return None
+    with t("crossentropy_forward", bytes_=4 * N * V * 3):
+        K.crossentropy_forward(a.losses, a.probs, a.logits, targets)
+    return float(a.losses.mean(dtype=np.float64))
+
+
+def _matmul_forward(t, out, inp, weight, bias):
+    # out (B, T, OC) = inp (B, T, C) @ weight (OC, C)^T + bias
+    N, C = _rows(inp).shape
+    OC = weight.shape[0]
+    with t(f"matmul_forward {N}x{C}x{OC}", flops=2 * N * C * OC,
+           bytes_=4 * (N * C + OC * C + N * OC)):
+        K.matmul_forward(_rows(out), _rows(inp), weight, bias)
+
+
+def _matmul_backward(t, dinp, dweight, dbias, dout, inp, weight):
+    N, C = _rows(inp).shape
+    OC = weight.shape[0]
+    with t(f"matmul_backward {N}x{C}x{OC}", flops=4 * N * C * OC,
+           bytes_=4 * 2 * (N * C + OC * C + N * OC)):
+        K.matmul_backward(_rows(dinp), dweight, dbias, _rows(dout), _rows(inp), weight)
+
+
+def gpt_backward(model: ModelSpec, params: FlatTensors, grads: FlatTensors, acts: Activations,
+                 inp, targets, loss_scale: float, timer=None) -> None:
+    """Accumulate d(loss_scale * sum of token losses)/dparams into ``grads``.
+
+    ``loss_scale`` is 1 / (tokens averaged over): 1 / (B T) for one micro-batch's mean;
+    1 / (B T micro_batches ranks) for the mean over a whole global batch.
+    The forward pass of the same (inp, targets) must have just run on ``acts``."""
+    t = timer or NullTimers()
+    p, g, a = params, grads, acts
+    B, T = inp.shape
+    L, C, NH, F, V = model.layers, model.hidden, model.heads, model.ffn, model.vocab
+    N = B * T
+    dtype = a.encoded.dtype
+    dlogits = a.logits                                      # logits are spent: reuse (B, T, V)
+    dlogits.fill(0.0)
+    with t("crossentropy_backward", bytes_=4 * N * V * 3):
+        K.crossentropy_backward(dlogits, a.probs, targets,
+                                np.full((B, T), loss_scale, dtype=dtype))
+    dlnf = np.zeros((B, T, C), dtype=dtype)
+    out_name = output_weight(p)
+    with t(f"matmul_backward {N}x{C}x{V}", flops=4 * N * C * V, bytes_=4 * 2 * (N * C + V * C + N * V)):
+        K.gemm_accumulate(_rows(dlnf), _rows(dlogits), p[out_name])            # (N, V) @ (V, C)
+        K.gemm_accumulate(g[out_name], _rows(dlogits), _rows(a.lnf), trans_a=True)  # (V, N) @ (N, C)
+    x_last = a.residual3[L - 1] if L else a.encoded
+    dresidual = np.zeros((B, T, C), dtype=dtype)                         # d(block output)
+    with t("layernorm_backward", bytes_=4 * N * C * 4):
+        K.layernorm_backward(_rows(dresidual), g["lnfw"], g["lnfb"], _rows(dlnf), _rows(x_last),
+                             p["lnfw"], a.lnf_mean, a.lnf_rstd)
+    # scratch buffers reused by every layer
+    dln = np.zeros((B, T, C), dtype=dtype)
+    dfch_gelu, dfch = np.zeros((B, T, F), dtype=dtype), np.zeros((B, T, F), dtype=dtype)
+    datty, dqkv = np.zeros((B, T, C), dtype=dtype), np.zeros((B, T, 3 * C), dtype=dtype)
+    for layer in reversed(range(L)):
+        x_in = a.residual3[layer - 1] if layer else a.encoded
+        # MLP: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
+        dfch_gelu.fill(0.0)
+        _matmul_backward(t, dfch_gelu, g["fcprojw"][layer], g["fcprojb"][layer], dresidual,
+                         a.fch_gelu[layer], p["fcprojw"][layer])
+        dfch.fill(0.0)
+        with t("gelu_backward", bytes_=4 * N * F * 3):
+            K.gelu_backward(dfch, a.fch[layer], dfch_gelu)
+        dln.fill(0.0)
+        _matmul_backward(t, dln, g["fcw"][layer], g["fcb"][layer], dfch, a.ln2[layer],
+                         p["fcw"][layer])
+        # dresidual now flows into residual2 both directly and through ln2
+        with t("layernorm_backward", bytes_=4 * N * C * 4):
+            K.layernorm_backward(_rows(dresidual), g["ln2w"][layer], g["ln2b"][layer], _rows(dln),
+                                 _rows(a.residual2[layer]), p["ln2w"][layer],
+                                 a.ln2_mean[layer], a.ln2_rstd[layer])
+        # attention: residual2 = x_in + attproj(attn(ln1(x_in)))
+        datty.fill(0.0)
+        _matmul_backward(t, datty, g["attprojw"][layer], g["attprojb"][layer], dresidual,
+                         a.atty[layer], p["attprojw"][layer])
+        dqkv.fill(0.0)
+        with t("attention_backward", flops=8 * B * T * T * C, bytes_=4 * B * NH * T * T * 4):
+            K.attention_backward(dqkv, datty, a.qkv[layer], a.att[layer], NH)
+        dln.fill(0.0)
+        _matmul_backward(t, dln, g["qkvw"][layer], g["qkvb"][layer], dqkv, a.ln1[layer],
+                         p["qkvw"][layer])
+        with t("layernorm_backward", bytes_=4 * N * C * 4):
+            K.layernorm_backward(_rows(dresidual), g["ln1w"][layer], g["ln1b"][layer], _rows(dln),
+                                 _rows(x_in), p["ln1w"][layer], a.ln1_mean[layer],
+                                 a.ln1_rstd[layer])
+    with t("encoder_backward", bytes_=4 * N * C * 3):
+        K.encoder_backward(g["wte"], g["wpe"], dresidual, inp)

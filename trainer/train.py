@@ -1,0 +1,264 @@
+"""The training loop: micro-batches, gradient accumulation, data-parallel all-reduce,
+AdamW, evaluation, checkpoints, and the measurement record.
+
+One step of a global batch of G sequences on R ranks with micro-batch b: each rank
+runs G / (R b) forward/backward pairs on its share of the batch (trainer.data.Sampler),
+accumulating into one flat gradient buffer scaled so the sum over ranks is the
+gradient of the mean token loss; the buffer is summed across ranks, its global norm
+clipped, and AdamW updates every rank's identical copy of the parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from perfmodel.errors import SpecError
+from perfmodel.model import ModelSpec
+from perfmodel.ops import model_flops_per_iteration
+
+from . import checkpoint as ckpt
+from .data import Sampler, check_vocab
+from .distributed import SingleProcess
+from .gpt import Activations, gpt_backward, gpt_forward
+from .optim import AdamW, AdamWConfig, grad_norm
+from .params import allocate, initialize
+from .timers import NullTimers, Timers
+
+# Settings that define the run: a resumed run must agree on them to repeat it exactly.
+RUN_DEFINING = ("global_batch", "micro_batch", "seed", "world", "data", "optimizer",
+                "decay_steps", "val_fraction")
+
+
+class TrainingStopped(RuntimeError):
+    """Loss or gradients went non-finite; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int
+    micro_batch: int = 1
+    global_batch: int | None = None       # default: micro_batch x ranks (no accumulation)
+    seed: int = 0
+    optimizer: AdamWConfig = field(default_factory=AdamWConfig)
+    eval_every: int = 0                   # 0: evaluate only at the end (if there is a split)
+    eval_batches: int = 4
+    val_fraction: float = 0.05
+    checkpoint_every: int = 0             # 0: only at the end (if a directory is given)
+    keep: int = 2
+
+    def __post_init__(self):
+        for name in ("steps", "micro_batch", "eval_batches"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise SpecError(name, f"must be a positive integer; got {getattr(self, name)}")
+        for name in ("eval_every", "checkpoint_every", "seed", "keep"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise SpecError(name, f"must be an integer >= 0; got {getattr(self, name)}")
+        if not 0 <= self.val_fraction < 1:
+            raise SpecError("val_fraction", f"must be in [0, 1); got {self.val_fraction}")
+        if self.global_batch is not None and self.global_batch < 1:
+            raise SpecError("global_batch", f"must be >= 1; got {self.global_batch}")
+
+
+def fingerprint(tokens: np.ndarray) -> str:
+    """Identity of the training data (length and BLAKE2b of the token ids)."""
+    h = hashlib.blake2b(np.ascontiguousarray(tokens, dtype=np.uint32).tobytes(), digest_size=12)
+    return f"{len(tokens)}:{h.hexdigest()}"
+
+
+def split(tokens: np.ndarray, val_fraction: float, seq: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Train on the head, evaluate on the tail (when the tail holds a whole sequence)."""
+    n_val = int(len(tokens) * val_fraction)
+    if n_val < seq + 2:
+        return tokens, None
+    return tokens[:-n_val], tokens[-n_val:]
+
+
+@dataclass
+class StepLog:
+    step: int
+    loss: float
+    lr: float
+    grad_norm: float
+    seconds: float
+    tokens_per_s: float
+
+
+@dataclass
+class TrainResult:
+    model: ModelSpec
+    params: np.ndarray
+    steps: list[StepLog]
+    evals: list[dict]
+    start_step: int
+    checkpoint: str | None
+    settings: dict
+    timers: Timers | None = None
+    checkpoints: list[dict] = field(default_factory=list)   # step, path, seconds to write
+
+
+class Trainer:
+    """Holds the model state of one rank and runs steps."""
+
+    def __init__(self, model: ModelSpec, tokens: np.ndarray, settings: TrainSettings,
+                 comm=None, timers: Timers | None = None, dtype=np.float32):
+        self.model, self.settings = model, settings
+        self.comm = comm or SingleProcess()
+        self.timers = timers
+        check_vocab(tokens, model.vocab)
+        self.train_tokens, self.val_tokens = split(tokens, settings.val_fraction, model.seq)
+        world = self.comm.size
+        gb = settings.global_batch or settings.micro_batch * world
+        self.sampler = Sampler(self.train_tokens, model.seq, settings.micro_batch, gb,
+                               settings.seed, self.comm.rank, world)
+        self.params = initialize(model, settings.seed)
+        if dtype != np.float32:
+            self.params = _cast(self.params, model, dtype)
+        self.grads = allocate(model, dtype=self.params.buffer.dtype)
+        self.optimizer = AdamW(self.params, settings.optimizer)
+        self.acts = Activations(model, settings.micro_batch, model.seq, dtype=self.params.buffer.dtype)
+        self.step_index = 0
+        self.decay_steps = settings.optimizer.decay_steps or settings.steps
+        self.data_id = fingerprint(tokens)
+        self.resumed_from: str | None = None
+
+    # ------------------------------------------------------------------ identity
+    def run_settings(self) -> dict:
+        s = self.settings
+        return {"global_batch": self.sampler.global_batch, "micro_batch": s.micro_batch,
+                "seed": s.seed, "world": self.comm.size, "data": self.data_id,
+                "optimizer": dataclasses.asdict(s.optimizer), "decay_steps": self.decay_steps,
+                "val_fraction": s.val_fraction}
+
+    def resume(self, path) -> str:
+        """Load a checkpoint made by the same run; returns its path."""
+        c = ckpt.load(path)
+        if c.model != self.model:
+            raise SpecError("resume", f"{c.path}: made for model {c.model.name} "
+                                      f"({c.model.layers} layers, hidden {c.model.hidden}), "
+                                      f"not this one")
+        mine = self.run_settings()
+        for key in RUN_DEFINING:
+            if key in c.settings and c.settings[key] != mine[key]:
+                hint = (" (the cosine decay ends at --steps unless --decay-steps is given)"
+                        if key == "decay_steps" else "")
+                raise SpecError("resume", f"{c.path}: the checkpoint's run has {key} "
+                                          f"{c.settings[key]}; this run has {mine[key]}. "
+                                          f"Exact resume needs the same setting{hint}")
+        if c.params.size != self.params.size:
+            raise SpecError("resume", f"{c.path}: {c.params.size} parameters; model has "
+                                      f"{self.params.size}")
+        self.params.buffer[...] = c.params
+        self.optimizer.m[...] = c.m
+        self.optimizer.v[...] = c.v
+        self.optimizer.step_count = c.step
+        self.step_index = c.step
+        self.resumed_from = str(c.path)
+        return self.resumed_from
+
+    def save(self, directory) -> str | None:
+        if self.comm.rank != 0:
+            return None
+        path = ckpt.save(directory, self.step_index, self.model, self.run_settings(),
+                         self.params.buffer, self.optimizer.m, self.optimizer.v,
+                         keep=self.settings.keep)
+        return str(path)
+
+    # ------------------------------------------------------------------ steps
+    def step(self) -> StepLog:
+        """One optimizer step over a whole global batch."""
+        t0 = time.perf_counter()
+        t = self.timers or NullTimers()
+        model, s = self.model, self.sampler
+        B, T = s.micro_batch, model.seq
+        scale = 1.0 / (B * T * s.micro_batches * s.world)
+        self.grads.buffer.fill(0.0)
+        loss_sum = 0.0
+        for micro in range(s.micro_batches):
+            x, y = s.batch(self.step_index, micro)
+            loss_sum += gpt_forward(model, self.params, self.acts, x, y, timer=self.timers)
+            gpt_backward(model, self.params, self.grads, self.acts, x, y, scale, timer=self.timers)
+        self.comm.allreduce_sum(self.grads.buffer, timer=self.timers)
+        loss = self.comm.allreduce_scalar(loss_sum) / (s.micro_batches * s.world)
+        with t("grad_norm", bytes_=self.grads.buffer.nbytes):
+            norm = grad_norm(self.grads.buffer)
+        lr = self.settings.optimizer.rate(self.step_index, self.decay_steps)
+        for what, value in (("loss", loss), ("gradient norm", norm)):
+            if not math.isfinite(value):
+                raise TrainingStopped(f"step {self.step_index + 1}: {what} is {value}; "
+                                      f"stopped before the update")
+        with t("adamw", bytes_=self.params.buffer.nbytes * 4 * 2):
+            self.optimizer.step(self.params.buffer, self.grads.buffer, lr, norm)
+        self.step_index += 1
+        dt = time.perf_counter() - t0
+        return StepLog(self.step_index, loss, lr, norm, dt, s.global_batch * T / dt)
+
+    def evaluate(self) -> float | None:
+        """Mean token loss on the held-out tail: the same ``eval_batches`` micro-batches every
+        time and for any number of ranks. Rank 0 evaluates alone (others get None)."""
+        if self.val_tokens is None or self.comm.rank != 0:
+            return None
+        model, s = self.model, self.settings
+        sampler = Sampler(self.val_tokens, model.seq, s.micro_batch,
+                          s.micro_batch * s.eval_batches, s.seed + 1)
+        total = sum(gpt_forward(model, self.params, self.acts, *sampler.batch(0, micro))
+                    for micro in range(sampler.micro_batches))
+        return total / sampler.micro_batches
+
+    def flops_per_step(self) -> float:
+        return model_flops_per_iteration(self.model, self.sampler.global_batch)
+
+
+def _cast(params, model, dtype):
+    out = allocate(model, dtype=dtype)
+    out.buffer[...] = params.buffer
+    return out
+
+
+def train(trainer: Trainer, checkpoint_dir=None, resume=None, progress=None,
+          stop_after: int | None = None) -> TrainResult:
+    """Run ``trainer`` to its ``settings.steps``, or for ``stop_after`` steps of this call
+    (a job time limit; a later resume continues exactly). ``progress(kind, data)`` sees
+    each event."""
+    s = trainer.settings
+    if resume:
+        trainer.resume(resume)
+    start, last = trainer.step_index, trainer.resumed_from
+    if last and progress:
+        progress("resume", {"path": last, "step": start})
+    logs, evals, checkpoints = [], [], []
+    end = s.steps if stop_after is None else min(s.steps, start + stop_after)
+    while trainer.step_index < end:
+        try:
+            log = trainer.step()
+        except TrainingStopped as e:
+            keep = f"; last good checkpoint: {last}" if last else "; no checkpoint was written"
+            raise TrainingStopped(f"{e}{keep}") from None
+        logs.append(log)
+        if progress:
+            progress("step", log)
+        if trainer.timers is not None and log.step == start + 1 and end - start > 1:
+            trainer.timers.reset()          # the first step compiles kernels: not measured
+        done = trainer.step_index == end
+        if (s.eval_every and log.step % s.eval_every == 0) or done:
+            val = trainer.evaluate()
+            if val is not None:
+                evals.append({"step": log.step, "loss": val})
+                if progress:
+                    progress("eval", evals[-1])
+        if checkpoint_dir and ((s.checkpoint_every and log.step % s.checkpoint_every == 0) or done):
+            t0 = time.perf_counter()
+            path = trainer.save(checkpoint_dir)
+            if path:
+                last = path
+                checkpoints.append({"step": log.step, "path": path,
+                                    "seconds": time.perf_counter() - t0})
+                if progress:
+                    progress("checkpoint", checkpoints[-1])
+    return TrainResult(trainer.model, trainer.params.buffer, logs, evals, start, last,
+                       trainer.run_settings(), trainer.timers, checkpoints)
