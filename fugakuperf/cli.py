@@ -260,6 +260,20 @@ def collective(op, nodes, nbytes, as_json, **kw):
     if nbytes < 0:
         raise SpecError("bytes", f"must be >= 0; got {nbytes:g}")
     system = system_from(kw)
+    if system.collective_fits:                 # measured: the fitted alpha-beta costs
+        from perfmodel.estimator import network_for
+        net = network_for(system)
+        job = _job(nodes, system)
+        if job.ranks < 2:
+            raise SpecError("nodes", "a collective needs at least 2 ranks")
+        cost = net.collective(op, "dp", job, nbytes)
+        _emit({"collective": op, "bytes": nbytes, "ranks": job.ranks, "groups": 1,
+               "nodes": job.nodes, "ranks_per_node": job.ranks_per_node,
+               "time_s": cost.seconds, "algorithm": cost.algorithm,
+               "bandwidth_bytes_per_s": nbytes / cost.seconds if cost.seconds > 0 else None,
+               "algorithms_s": {cost.algorithm: cost.seconds}, "network_model": net.name,
+               "calibration": system.calibration}, as_json, "render_collective")
+        return
     net = _flow_network(system)
     job = _job(nodes, system)
     if job.ranks < 2:
@@ -329,10 +343,11 @@ def presets(model_name, system_name, as_json):
             click.echo(f"  {n:18} {desc}")
 
 
-def _register_trainer_commands():
+def _register_commands():
+    from .calibration_commands import calibrate, validate
     from .train_commands import generate, train
-    main.add_command(train)
-    main.add_command(generate)
+    for command in (train, generate, calibrate, validate):
+        main.add_command(command)
 
 
-_register_trainer_commands()
+_register_commands()

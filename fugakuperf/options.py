@@ -73,7 +73,14 @@ def model_options(f):
 def system_options(f):
     opts = [
         click.option("--system", "system_name", default="fugaku", show_default=True,
-                     metavar="PRESET|FILE", help="System preset or TOML file."),
+                     metavar="PRESET|FILE|host",
+                     help="System preset or TOML file; `host` is the machine a --calibration "
+                          "file was measured on."),
+        click.option("--calibration", "calibration_path", metavar="FILE",
+                     type=click.Path(dir_okay=False),
+                     help="Calibration file (`fugakuperf calibrate`): measured FP32 compute "
+                          "rates, and collectives if measured under mpiexec, overlay the "
+                          "system preset."),
         click.option("--clock", type=float, help="Clock in GHz (Fugaku: 2.0 or 2.2; default 2.2)."),
         click.option("--eco/--no-eco", default=None,
                      help="Eco mode: one FP pipe, half the FP peak (default off)."),
@@ -140,10 +147,29 @@ def resolve_inputs(kw: dict):
 
 def system_from(kw: dict):
     """The system from the shared system options; pops them from ``kw``."""
+    from perfmodel.errors import SpecError
     from perfmodel.inputs import resolve_system
-    return resolve_system(kw.pop("system_name"), clock_ghz=kw.pop("clock"), eco=kw.pop("eco"),
-                          ppn=kw.pop("ppn"), network_model=kw.pop("network_model"),
-                          mapping=kw.pop("mapping"), shape=kw.pop("shape"))
+    name, cal = kw.pop("system_name"), kw.pop("calibration_path", None)
+    options = dict(clock_ghz=kw.pop("clock"), eco=kw.pop("eco"), ppn=kw.pop("ppn"),
+                   network_model=kw.pop("network_model"), mapping=kw.pop("mapping"),
+                   shape=kw.pop("shape"))
+    if name == "host":
+        if cal is None:
+            raise SpecError("system", "host is the machine of a calibration: give "
+                                      "--calibration FILE (made by `fugakuperf calibrate`)")
+        given = [k for k, v in options.items() if v is not None]
+        if given:
+            raise SpecError(given[0].replace("_ghz", ""), "does not apply to --system host "
+                                                          "(its figures are measured)")
+        from calibration import calfile
+        from calibration.host import host_system
+        return host_system(calfile.load(cal), cal)
+    system = resolve_system(name, **options)
+    if cal is not None:
+        from calibration import calfile
+        from calibration.host import overlay
+        system = overlay(system, calfile.load(cal), cal)
+    return system
 
 
 def reports_errors(f):

@@ -1,10 +1,24 @@
-"""Time of one op on one rank: a roofline with efficiencies.
+"""Time of one op on one rank: a roofline with efficiencies, or fitted rates.
 
-``time = max(flops / (peak[precision] * eff_gemm), bytes / bw_sustained)`` for a
-GEMM and ``max(flops / peak, bytes / bw_sustained)`` for a memory-bound kernel,
-where bw_sustained is the rank's STREAM bandwidth (a measured figure, so no
-further memory efficiency is applied). The calibration issue replaces the flat
-GEMM efficiency with a fitted curve over shape; the interface stays this class.
+From a system preset: ``time = max(flops / (peak[precision] * eff_gemm), bytes /
+bw_sustained)`` for a GEMM and ``max(flops / peak, bytes / bw_sustained)`` for a
+memory-bound kernel, where bw_sustained is the rank's STREAM bandwidth (a
+measured figure, so no further memory efficiency is applied).
+
+With a calibration (``ComputeFit``, fitted by calibration/ from measurements on
+the node), FP32 ops use the measured rates instead:
+
+* GEMM (m, n, k): ``flops / rate(m, n, k) + gemm_overhead`` with
+  ``rate = gemm_rate / (1 + m0/m + n0/n + k0/k)``: a large GEMM reaches gemm_rate
+  and each dimension as small as its half-rate size costs half of it (the
+  saturating form of roofline-with-shape models; m0, n0, k0 fitted). Backward
+  GEMMs take ``gemm_backward_slowdown`` times longer per FLOP (they read the
+  activations stored during the forward pass, no longer in cache).
+* Memory-bound kernel of class c: ``bytes / bandwidth[c] + kernel_overhead``, one
+  achieved bandwidth per kernel class (norm, softmax, gelu, residual, embedding,
+  cross_entropy, optimizer), in perfmodel's byte counts (ops.py).
+* Every op also pays ``glue``: the framework's own time between kernels (launch,
+  views, scratch buffers), seen only in whole training steps.
 """
 
 from __future__ import annotations
@@ -17,26 +31,97 @@ from .ops import Op
 from .system import SystemSpec
 
 
+# Memory-bound op names (ops.py; suffixes .bwd and .rc stripped) -> kernel class.
+KERNEL_CLASS = {"norm1": "norm", "norm2": "norm", "final_norm": "norm", "softmax": "softmax",
+                "gelu": "gelu", "swiglu": "gelu", "residual1": "residual",
+                "residual2": "residual", "attn_dropout": "residual", "embedding": "embedding",
+                "cross_entropy": "cross_entropy", "optimizer": "optimizer"}
+KERNEL_CLASSES = ("norm", "softmax", "gelu", "residual", "embedding", "cross_entropy", "optimizer")
+
+
+def kernel_class(op_name: str) -> str:
+    return KERNEL_CLASS[op_name.split(".", 1)[0]]
+
+
+@dataclass(frozen=True)
+class ComputeFit:
+    """Per-rank compute rates fitted from measurements (FP32), with their provenance."""
+
+    gemm_rate: float                       # FLOP/s a large GEMM reaches on one rank
+    gemm_m0: float                         # half-rate sizes of the three GEMM dimensions
+    gemm_n0: float
+    gemm_k0: float
+    gemm_overhead_s: float                 # per GEMM call
+    bandwidth: tuple[tuple[str, float], ...]   # (kernel class, achieved bytes/s)
+    kernel_overhead_s: float               # per memory-bound kernel call
+    glue_s: float = 0.0                    # per op, between kernels (framework code)
+    gemm_backward_slowdown: float = 1.0    # backward GEMMs (dX, dW) relative to forward
+    threads: int = 1                       # threads per rank when measured
+    ranks_per_node: int = 1                # ranks sharing the node when measured
+    source: str = ""
+
+    def __post_init__(self):
+        missing = set(KERNEL_CLASSES) - {c for c, _ in self.bandwidth}
+        if missing:
+            raise SpecError("calibration", f"no fitted bandwidth for kernel class(es) "
+                                           f"{', '.join(sorted(missing))}")
+        for name in ("gemm_rate", "gemm_backward_slowdown"):
+            if not getattr(self, name) > 0:
+                raise SpecError("calibration", f"{name} must be > 0; got {getattr(self, name)}")
+        for name in ("gemm_m0", "gemm_n0", "gemm_k0", "gemm_overhead_s", "kernel_overhead_s",
+                     "glue_s"):
+            if not getattr(self, name) >= 0:
+                raise SpecError("calibration", f"{name} must be >= 0; got {getattr(self, name)}")
+        for kernel, bw in self.bandwidth:
+            if not bw > 0:
+                raise SpecError("calibration", f"bandwidth of {kernel} must be > 0; got {bw}")
+
+    def gemm_rate_for(self, m: int, n: int, k: int) -> float:
+        return self.gemm_rate / (1.0 + self.gemm_m0 / m + self.gemm_n0 / n + self.gemm_k0 / k)
+
+    def gemm_time(self, flops: float, m: int, n: int, k: int, backward: bool = False) -> float:
+        slow = self.gemm_backward_slowdown if backward else 1.0
+        return flops * slow / self.gemm_rate_for(m, n, k) + self.gemm_overhead_s + self.glue_s
+
+    def kernel_time(self, kernel: str, nbytes: float) -> float:
+        return nbytes / dict(self.bandwidth)[kernel] + self.kernel_overhead_s + self.glue_s
+
+
 @dataclass(frozen=True)
 class ComputeModel:
     peak_flops: float          # FLOP/s of one rank at the training precision
     memory_bandwidth: float    # sustained bytes/s of one rank
     gemm_efficiency: float     # fraction of peak a large GEMM reaches
     op_overhead_s: float = 0.0
+    fit: ComputeFit | None = None   # measured rates replace the roofline when given
 
     @classmethod
     def for_system(cls, system: SystemSpec, precision: str) -> "ComputeModel":
         return _for_system(system, precision)
 
     def gemm_efficiency_for(self, m: int, n: int, k: int) -> float:
+        if self.fit is not None:
+            return self.fit.gemm_rate_for(m, n, k) / self.peak_flops
         return self.gemm_efficiency
 
     @property
     def max_gemm_efficiency(self) -> float:
         """The highest efficiency any GEMM shape reaches (for lower bounds)."""
+        if self.fit is not None:
+            return self.fit.gemm_rate / self.peak_flops
         return self.gemm_efficiency
 
+    def optimizer_time(self, nbytes: float) -> float:
+        """The optimizer step moving ``nbytes`` (estimator.OPTIMIZER_BYTES per parameter)."""
+        if self.fit is not None:
+            return self.fit.kernel_time("optimizer", nbytes)
+        return nbytes / self.memory_bandwidth
+
     def op_time(self, op: Op) -> float:
+        if self.fit is not None:
+            if op.kind == "gemm":
+                return self.fit.gemm_time(op.flops, op.m, op.n, op.k, op.name.endswith(".bwd"))
+            return self.fit.kernel_time(kernel_class(op.name), op.bytes)
         memory_s = op.bytes / self.memory_bandwidth
         if op.kind == "gemm":
             compute_s = op.flops / (self.peak_flops * self.gemm_efficiency_for(op.m, op.n, op.k))
@@ -53,6 +138,7 @@ def _for_system(system: SystemSpec, precision: str) -> ComputeModel:
     rank = system.rank
     if precision not in rank.peak_flops:
         raise SpecError("precision", f"{precision} is not supported by {system.node.name}")
+    fit = system.compute_fit if precision == "fp32" else None   # measured in FP32
     return ComputeModel(peak_flops=rank.peak_flops[precision],
                         memory_bandwidth=rank.memory_bandwidth,
-                        gemm_efficiency=system.node.gemm_efficiency)
+                        gemm_efficiency=system.node.gemm_efficiency, fit=fit)

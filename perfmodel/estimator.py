@@ -131,8 +131,12 @@ class Estimate:
 @lru_cache(maxsize=256)
 def network_for(system: SystemSpec) -> NetworkModel:
     """The network backend a system asks for: the flow-level torus model (routed,
-    shared links on the job's allocated shape) or the contention-free alpha-beta one."""
+    shared links on the job's allocated shape) or the contention-free alpha-beta one;
+    with calibrated collectives, the fitted alpha-beta costs per collective."""
     net = system.network
+    if system.collective_fits:
+        from topologies.fitted import FittedCollectives
+        return FittedCollectives(fits=system.collective_fits)
     if net.model == "analytic":
         from topologies.analytic import AlphaBetaTorus
         return AlphaBetaTorus(latency_s=net.latency_s,
@@ -156,7 +160,7 @@ def network_for(system: SystemSpec) -> NetworkModel:
 @lru_cache(maxsize=256)
 def screening_network(system: SystemSpec) -> NetworkModel:
     """The fast, contention-free model the search ranks candidates with."""
-    if system.network.model == "analytic":
+    if system.network.model == "analytic" or system.collective_fits:
         return network_for(system)
     return network_for(system.with_options(network_model="analytic"))
 
@@ -304,7 +308,7 @@ def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: Ne
     grad_bytes = params * GRAD_BYTES
     weight_bytes = params * ACT_BYTES[layout.precision]
     local = params / (dp if layout.zero >= 1 else 1)
-    opt = local * OPTIMIZER_BYTES[layout.precision] / compute.memory_bandwidth
+    opt = compute.optimizer_time(local * OPTIMIZER_BYTES[layout.precision])
     reduce = gather = rs = ag = 0.0
     if dp > 1:
         opt += _collective(network, "allreduce", "dp", job, 8.0)   # global grad norm

@@ -309,11 +309,23 @@ def assumptions(system: SystemSpec) -> list[str]:
     """What the prediction rests on that is not a measurement of this run."""
     node, net = system.node, system.network
     src = system.sources
+    fit = system.compute_fit
+    if fit is not None:
+        compute = (f"FP32 compute from calibration {system.calibration}: GEMMs up to "
+                   f"{fit.gemm_rate / 1e9:.1f} GFLOP/s per rank over shape, memory-bound kernels "
+                   f"at their measured bandwidths ({fit.threads} thread(s) per rank when "
+                   f"measured); FP16 keeps the preset's GEMM efficiency "
+                   f"{node.gemm_efficiency:.2f}")
+    else:
+        compute = (f"GEMM efficiency {node.gemm_efficiency:.2f} of peak for every shape "
+                   f"({src.get('node.gemm_efficiency', 'preset')}); `fugakuperf calibrate` on a "
+                   f"node measures it (--calibration FILE)")
+    network = (f"collectives from calibration {system.calibration}: a fitted latency and "
+               f"bandwidth per collective" if system.collective_fits
+               else _network_assumption(system))
     return [
-        f"GEMM efficiency {node.gemm_efficiency:.2f} of peak for every shape "
-        f"({src.get('node.gemm_efficiency', 'preset')}); a measured value can replace it in a "
-        f"system TOML file passed to --system",
-        _network_assumption(system),
+        compute,
+        network,
         f"memory: {system.rank.usable_memory_bytes / 1e9:.3g} GB usable per rank "
         f"({src.get('node.usable_memory_gb', 'preset')}); framework overheads beyond the "
         f"counted buffers are not modelled",

@@ -55,8 +55,9 @@ class NodeSpec:
             check_float(f"node.flops_per_cycle_per_core.{p}", v)
         for name in ("memory_bytes", "usable_memory_bytes", "memory_bandwidth",
                      "stream_bandwidth", "stream_bandwidth_per_domain",
-                     "inter_domain_bandwidth", "power_w"):
+                     "inter_domain_bandwidth"):
             check_float(f"node.{name}", getattr(self, name))
+        check_float("node.power_w", self.power_w, lo_open=False)     # 0: not known
         check_float("node.gemm_efficiency", self.gemm_efficiency, hi=1.0)
         if self.mtbf_hours is not None:
             check_float("node.mtbf_hours", self.mtbf_hours)
@@ -165,6 +166,11 @@ class SystemSpec:
     allowed_ranks_per_node: tuple[int, ...]
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     job_shape: str | None = None     # a given torus job shape (e.g. "48x6x48:torus")
+    # From a calibration file (calibration/): measured FP32 compute rates
+    # (compute.ComputeFit) and per-collective alpha-beta fits ((op, alpha_s, bytes/s), ...)
+    compute_fit: object | None = None
+    collective_fits: tuple | None = None
+    calibration: str | None = None   # where the fits came from
 
     def __post_init__(self):
         if self.ranks_per_node not in self.allowed_ranks_per_node:
@@ -216,11 +222,28 @@ class SystemSpec:
                                    ranks_per_node=self.ranks_per_node if ppn is None else ppn,
                                    job_shape=self.job_shape if shape is None else shape)
 
+    def with_calibration(self, compute_fit=None, collective_fits=None,
+                         source: str = "") -> "SystemSpec":
+        """This system with measured rates overlaid: FP32 op times from ``compute_fit``,
+        collectives from ``collective_fits`` (each only when given)."""
+        sources = dict(self.sources)
+        if compute_fit is not None:
+            sources["compute (fp32)"] = f"calibration {source}"
+        if collective_fits:
+            sources["collectives"] = f"calibration {source}"
+        return dataclasses.replace(
+            self, compute_fit=compute_fit if compute_fit is not None else self.compute_fit,
+            collective_fits=tuple(collective_fits) if collective_fits else self.collective_fits,
+            calibration=source or self.calibration, sources=sources)
+
     def settings(self) -> dict:
         """The options a result should echo."""
-        return {"name": self.name, "clock_ghz": self.node.clock_hz / GB,
-                "eco_mode": self.node.eco_mode, "ranks_per_node": self.ranks_per_node,
-                "max_nodes": self.network.nodes}
+        out = {"name": self.name, "clock_ghz": self.node.clock_hz / GB,
+               "eco_mode": self.node.eco_mode, "ranks_per_node": self.ranks_per_node,
+               "max_nodes": self.network.nodes}
+        if self.calibration:
+            out["calibration"] = self.calibration
+        return out
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

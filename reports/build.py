@@ -53,8 +53,7 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
         "time_to_train_s": best.time_to_train_s(tok), "node_hours": best.node_hours(tok),
         "energy_mwh": best.energy_mwh(tok),
         "memory_fraction_of_usable": best.peak_memory.total / system.rank.usable_memory_bytes,
-        "confidence": ["calibrated parameters: none (no calibration file given); every value "
-                       "below is a preset default with its source"] + assumptions(system),
+        "confidence": [_calibration_line(system)] + assumptions(system),
     }
     rungs = [g for g in result.rungs if g.best]
     per_node_rate = None
@@ -167,3 +166,19 @@ def _spans(trace) -> list[dict]:
         out.append({"stage": stage, "kind": kind, "start": start, "end": start + ev["dur"] / 1e6,
                     "label": name})
     return out
+
+
+def _calibration_line(system) -> str:
+    """What was measured and what is a preset default."""
+    if system.calibration is None:
+        return ("calibrated parameters: none (no calibration file given); every value below "
+                "is a preset default with its source")
+    parts = []
+    if system.compute_fit is not None:
+        parts.append("FP32 compute rates (GEMM rate over shape, bandwidth per kernel class, "
+                     "per-op overheads)")
+    if system.collective_fits:
+        parts.append("collective costs (" + ", ".join(op for op, _, _ in system.collective_fits)
+                     + ")")
+    return (f"calibrated parameters from {system.calibration}: " + "; ".join(parts)
+            + "; every other value is a preset default with its source")

@@ -77,7 +77,8 @@ def render_plan(d: dict) -> str:
         f"system  {s['name']}: {s['clock_ghz']:g} GHz, eco {'on' if s['eco_mode'] else 'off'}, "
         f"{s['ranks_per_node']} rank(s)/node, peak "
         + ", ".join(f"{v:.2f} TF {k}" for k, v in s["peak_tflops_per_node"].items())
-        + f" per node, {s['usable_memory_bytes_per_node'] / 1e9:g} GB usable",
+        + f" per node, {s['usable_memory_bytes_per_node'] / 1e9:g} GB usable"
+        + (f"; measured rates from calibration {s['calibration']}" if s.get("calibration") else ""),
         f"train   {d['tokens'] / 1e9:,.0f} B tokens, global batch {d['global_batch']} sequences "
         f"({d['global_batch'] * m['seq'] / 1e6:.2f} M tokens)"
         + (f"; pinned: {', '.join(f'{k}={v}' for k, v in d['pins'].items())}" if d["pins"] else ""),
@@ -139,15 +140,17 @@ def render_plan(d: dict) -> str:
 def render_collective(d: dict) -> str:
     bw = d["bandwidth_bytes_per_s"]
     lines = [f"{d['collective']} of {d['bytes']:,.0f} bytes over {d['ranks']:,} ranks "
-             f"({d['nodes']:,} nodes x {d['ranks_per_node']})",
-             f"  allocation: {d['allocation']}",
-             f"  placement:  {'; '.join(d['placement'])}",
-             f"  time {d['time_s'] * 1e6:,.2f} us with {d['algorithm']}"
-             + (f" ({bw / 1e9:.3g} GB/s of buffer per second)" if bw else "")]
+             f"({d['nodes']:,} nodes x {d['ranks_per_node']})"]
+    if "allocation" in d:
+        lines += [f"  allocation: {d['allocation']}",
+                  f"  placement:  {'; '.join(d['placement'])}"]
+    lines.append(f"  time {d['time_s'] * 1e6:,.2f} us with {d['algorithm']}"
+                 + (f" ({bw / 1e9:.3g} GB/s of buffer per second)" if bw else ""))
     if d["algorithms_s"]:
         lines.append("  every algorithm (us): " + ", ".join(
             f"{k} {v * 1e6:,.2f}" for k, v in d["algorithms_s"].items()))
-    lines.append(f"  network model: {d['network_model']}")
+    lines.append(f"  network model: {d['network_model']}"
+                 + (f" (calibration {d['calibration']})" if d.get("calibration") else ""))
     return "\n".join(lines)
 
 

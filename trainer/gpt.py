@@ -140,8 +140,8 @@ def gpt_backward(model: ModelSpec, params: FlatTensors, grads: FlatTensors, acts
     N = B * T
     dtype = a.encoded.dtype
     dlogits = a.logits                                      # logits are spent: reuse (B, T, V)
-    dlogits.fill(0.0)
     with t("crossentropy_backward", bytes_=4 * N * V * 3):
+        dlogits.fill(0.0)
         K.crossentropy_backward(dlogits, a.probs, targets,
                                 np.full((B, T), loss_scale, dtype=dtype))
     dlnf = np.zeros((B, T, C), dtype=dtype)

@@ -18,6 +18,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def host_facts(threads: int | None = None, mpi: str = "none", ranks: int = 1) -> dict:
     import numba
     import numpy
@@ -27,6 +34,7 @@ def host_facts(threads: int | None = None, mpi: str = "none", ranks: int = 1) ->
         "cpu": cpu_model(),
         "machine": platform.machine(),
         "cores": os.cpu_count(),
+        "memory_bytes": memory_bytes(),
         "threads": threads,
         "ranks": ranks,
         "python": platform.python_version(),

@@ -1,5 +1,9 @@
 """Per-kernel wall-clock timers with the work each call did (FLOPs, bytes moved).
 
+Each kernel name keeps its calls, total seconds, FLOPs and bytes, and every call's
+duration, so a record also gives the median call (which a burst of other work on a
+shared machine does not move; calibration uses it).
+
 ``timers(name, flops=..., bytes_=...)`` is a context manager; every forward and
 backward kernel, every GEMM (named by its N x K x M shape), the optimizer and the
 gradient all-reduce go through one. The record is what ``fugakuperf train
@@ -10,6 +14,7 @@ achieved bytes/s per memory-bound kernel).
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 
 
@@ -38,11 +43,12 @@ class Timers:
         return _Span(self, name, flops, bytes_)
 
     def add(self, name: str, seconds: float, flops: float = 0.0, nbytes: float = 0.0) -> None:
-        e = self.entries.setdefault(name, [0, 0.0, 0.0, 0.0])
+        e = self.entries.setdefault(name, [0, 0.0, 0.0, 0.0, []])
         e[0] += 1
         e[1] += seconds
         e[2] += flops
         e[3] += nbytes
+        e[4].append(seconds)
 
     def reset(self) -> None:
         self.entries.clear()
@@ -55,10 +61,12 @@ class Timers:
         """One dict per kernel, slowest first (the JSON that calibration reads)."""
         total = self.total_s or 1.0
         rows = []
-        for name, (calls, seconds, flops, nbytes) in self.entries.items():
+        for name, (calls, seconds, flops, nbytes, each) in self.entries.items():
             kernel, _, shape = name.partition(" ")
             row = {"name": name, "kernel": kernel, "calls": calls, "seconds": seconds,
-                   "flops": flops, "bytes": nbytes, "share": seconds / total}
+                   "median_call_seconds": statistics.median(each), "min_call_seconds": min(each),
+                   "flops": flops,
+                   "bytes": nbytes, "share": seconds / total}
             if shape:
                 row["shape"] = [int(v) for v in shape.split("x")]
             if seconds > 0:

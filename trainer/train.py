@@ -177,7 +177,8 @@ class Trainer:
         model, s = self.model, self.sampler
         B, T = s.micro_batch, model.seq
         scale = 1.0 / (B * T * s.micro_batches * s.world)
-        self.grads.buffer.fill(0.0)
+        with t("zero_grad", bytes_=self.grads.buffer.nbytes):
+            self.grads.buffer.fill(0.0)
         loss_sum = 0.0
         for micro in range(s.micro_batches):
             x, y = s.batch(self.step_index, micro)

@@ -1,0 +1,274 @@
+"""Measurements on the node this runs on: GEMMs, memory-bound kernels, trainer steps.
+
+Every record is ``{"kind", "name", "ops": [perfmodel ops], "seconds", "calls"}``
+(seconds per call), or for a whole training step ``{"kind": "step", "config": {...},
+"seconds"}``. Seconds are the fastest of the repeats after one warm-up (timeit's
+convention): on a shared machine other work only ever adds time, in bursts - on the
+2-core VM this was built on, /proc/stat showed up to 28% of CPU time stolen by the
+hypervisor during a run, and single steps took up to 7x their fastest time. A kernel
+record is its fastest call, a step record its fastest step (medians are kept beside).
+The kernels timed
+are the trainer's own (trainer.kernels, numpy BLAS for GEMMs), so the fit describes
+what the trainer and, on a real node, a framework of the same structure, run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import time
+
+import numpy as np
+
+from perfmodel.model import ModelSpec
+from perfmodel.ops import ACT_BYTES, FLOPS_PER_ELEMENT, gemm, mem
+
+from .opmap import both, kernel_ops, optimizer_op, to_dicts
+
+E = ACT_BYTES["fp32"]
+
+# Trainer configurations the fit uses (validate.py holds out others). Byte vocabulary.
+FIT_CONFIGS = (
+    dict(layers=2, hidden=128, heads=4, seq=128, micro_batch=2, global_batch=2),
+    dict(layers=1, hidden=256, heads=4, seq=64, micro_batch=4, global_batch=4),
+    dict(layers=3, hidden=64, heads=2, seq=256, micro_batch=1, global_batch=2),
+)
+QUICK_FIT_CONFIGS = FIT_CONFIGS
+SWEEP = (64, 256, 1024)
+
+
+def fastest(fn, repeat: int) -> float:
+    """The fastest of ``repeat`` timed calls after one warm-up (and Numba compilation)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def cpu_steal() -> float:
+    """Seconds of CPU time the hypervisor took from this machine so far (Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def record(kind: str, name: str, ops, seconds: float, calls: int = 1, **extra) -> dict:
+    return {"kind": kind, "name": name, "ops": to_dicts(ops), "seconds": seconds,
+            "calls": calls, **extra}
+
+
+# ------------------------------------------------------------------ GEMMs
+def gemm_shapes(model: ModelSpec | None, quick: bool) -> list[tuple[int, int, int, str]]:
+    """(m, n, k, label): a size sweep, and the model's GEMMs on each TP split."""
+    sweep = SWEEP[:2] + (512,) if quick else SWEEP
+    shapes = [(m, n, k, "sweep") for m in sweep for n in sweep for k in sweep]
+    if model is not None:
+        tokens = min(model.seq, 256 if quick else 1024)   # rows: one micro-batch, capped
+        splits = [t for t in (1, 2, 4, 6, 8) if model.heads % t == 0]
+        splits = splits[::max(1, len(splits) - 1)] if quick else splits   # quick: ends only
+        h, f, v = model.hidden, model.ffn, model.vocab
+        for t in splits:
+            for label, n, k in (("qkv", (h + 2 * model.kv_dim) // t, h), ("proj", h, h // t),
+                                ("fc1", f // t, h), ("fc2", h, f // t), ("logits", -(-v // t), h)):
+                shapes.append((tokens, n, k, f"{model.name} {label} tp{t}"))
+    return shapes
+
+
+COLD_BYTES = 64 * 2**20       # more than the last-level cache of common nodes
+
+
+def measure_gemms(shapes, repeat: int, progress=None) -> list[dict]:
+    """Each GEMM as the trainer meets it: cold. The operands rotate through enough
+    copies (up to 16) to fill COLD_BYTES, so a timed call does not find its inputs in
+    cache from the call before (a tight loop on one pair of matrices would)."""
+    out = []
+    rng = np.random.default_rng(0)
+    for i, (m, n, k, label) in enumerate(shapes):
+        if progress:
+            progress(f"GEMM {m}x{n}x{k}", i, len(shapes))
+        copies = int(min(16, max(2, COLD_BYTES // (4 * (m * k + n * k)))))
+        a = [rng.random((m, k), dtype=np.float32) for _ in range(copies)]
+        w = [rng.random((n, k), dtype=np.float32) for _ in range(copies)]
+        c = np.empty((m, n), dtype=np.float32)
+        turn = iter(range(1 << 62))
+
+        def one():
+            j = next(turn) % copies
+            np.matmul(a[j], w[j].T, out=c)
+        out.append(record("gemm", label, [gemm("matmul", m, n, k, E)], fastest(one, repeat)))
+    return out
+
+
+# ------------------------------------------------------------------ memory-bound kernels
+def measure_kernels(repeat: int, quick: bool, progress=None) -> list[dict]:
+    """The trainer's memory-bound kernels, forward and backward together, at a few sizes."""
+    from trainer import kernels as K
+    from trainer.optim import AdamW, AdamWConfig, grad_norm
+    from trainer.params import FlatTensors
+
+    rng = np.random.default_rng(0)
+    sizes = (1 << 16, 1 << 20) if quick else (1 << 16, 1 << 19, 1 << 22)
+    out = []
+    for i, n in enumerate(sizes):
+        if progress:
+            progress(f"memory-bound kernels, {n:,} elements", i, len(sizes))
+        C = 256
+        N = n // C
+        x = rng.standard_normal((N, C), dtype=np.float32)
+        w, b = np.ones(C, np.float32), np.zeros(C, np.float32)
+        o, dx = np.empty_like(x), np.zeros_like(x)
+        mean, rstd = np.empty(N, np.float32), np.empty(N, np.float32)
+        dw, db = np.zeros(C, np.float32), np.zeros(C, np.float32)
+
+        def norm():
+            K.layernorm_forward(o, mean, rstd, x, w, b)
+            K.layernorm_backward(dx, dw, db, x, x, w, mean, rstd)
+        out.append(record("kernel", "layernorm", both(
+            mem("norm1", n, 1, 1, E, FLOPS_PER_ELEMENT["layernorm"])), fastest(norm, repeat)))
+
+        def gelu():
+            K.gelu_forward(o, x)
+            K.gelu_backward(dx, x, o)
+        out.append(record("kernel", "gelu", both(
+            mem("gelu", n, 1, 1, E, FLOPS_PER_ELEMENT["gelu"])), fastest(gelu, repeat)))
+
+        out.append(record("kernel", "residual", both(
+            mem("residual1", n, 2, 1, E, FLOPS_PER_ELEMENT["residual"])),
+            fastest(lambda: np.add(x, o, out=dx), repeat)))
+
+        T = max(16, int(np.sqrt(n // 4)))
+        att = rng.random((1, 4, T, T), dtype=np.float32)
+        pa, dpa = np.empty_like(att), np.zeros_like(att)
+
+        def softmax():
+            K.causal_softmax_forward(pa, att, 0.125)
+            K.causal_softmax_backward(dpa, att, pa, 0.125)
+        out.append(record("kernel", "softmax", both(
+            mem("softmax", 4 * T * T, 1, 1, E, FLOPS_PER_ELEMENT["softmax"])),
+            fastest(softmax, repeat)))
+
+        V = 256
+        rows = max(1, n // V)
+        logits = rng.standard_normal((1, rows, V), dtype=np.float32)
+        probs, dlogits = np.empty_like(logits), np.zeros_like(logits)
+        losses = np.empty((1, rows), np.float32)
+        targets = rng.integers(0, V, (1, rows)).astype(np.int32)
+        dloss = np.full((1, rows), 1.0 / rows, np.float32)
+
+        def xent():
+            K.crossentropy_forward(losses, probs, logits, targets)
+            dlogits.fill(0.0)
+            K.crossentropy_backward(dlogits, probs, targets, dloss)
+        out.append(record("kernel", "crossentropy", both(
+            mem("cross_entropy", rows * V, 1, 1, 4, FLOPS_PER_ELEMENT["cross_entropy"])),
+            fastest(xent, repeat)))
+
+        Tp = 64
+        Bp = max(1, N // Tp)
+        wte = rng.standard_normal((256, C), dtype=np.float32)
+        wpe = rng.standard_normal((Tp, C), dtype=np.float32)
+        tok = rng.integers(0, 256, (Bp, Tp))
+        enc, denc = np.empty((Bp, Tp, C), np.float32), rng.standard_normal((Bp, Tp, C),
+                                                                            dtype=np.float32)
+        dwte, dwpe = np.zeros_like(wte), np.zeros_like(wpe)
+
+        def encoder():
+            K.encoder_forward(enc, tok, wte, wpe)
+            K.encoder_backward(dwte, dwpe, denc, tok)
+        out.append(record("kernel", "encoder", both(
+            mem("embedding", Bp * Tp * C, 2, 1, E, 1)), fastest(encoder, repeat)))
+
+        params = FlatTensors(rng.standard_normal(4 * n, dtype=np.float32), {})
+        params.views["w"] = params.buffer
+        grads = rng.standard_normal(4 * n, dtype=np.float32) * 1e-3
+        opt = AdamW(params, AdamWConfig())
+
+        def optimizer():
+            opt.step(params.buffer, grads, 1e-4, grad_norm(grads))
+        out.append(record("kernel", "optimizer", [optimizer_op(4 * n)],
+                          fastest(optimizer, repeat)))
+    return out
+
+
+# ------------------------------------------------------------------ trainer steps
+def trainer_model(cfg: dict) -> ModelSpec:
+    shape = {k: v for k, v in cfg.items() if k not in ("micro_batch", "global_batch")}
+    return ModelSpec(vocab=256, dropout=False, name="calibration", **shape)
+
+
+def run_configs(configs, steps: int, comm=None, timed: bool = False, progress=None, seed=0):
+    """Train every configuration ``steps`` times after one warm-up step each, taking
+    the configurations in turn (round robin), so a slow spell of the machine falls on
+    all of them alike. Returns [(cfg, trainer, step seconds)]."""
+    from trainer.timers import Timers
+    from trainer.train import Trainer, TrainSettings
+
+    world = comm.size if comm is not None else 1
+    runs = []
+    for i, cfg in enumerate(configs):
+        if progress:
+            progress(f"trainer {_label(cfg)}", i, len(configs))
+        tokens = np.random.default_rng(seed + i).integers(0, 256, 200_000).astype(np.uint16)
+        run = Trainer(trainer_model(cfg), tokens,
+                      TrainSettings(steps=steps + 1, micro_batch=cfg["micro_batch"],
+                                    global_batch=cfg["global_batch"] * world, val_fraction=0.0),
+                      comm, timers=Timers() if timed else None)
+        run.step()                                   # compiles and warms up
+        if timed:
+            run.timers.reset()
+        runs.append((cfg, run, []))
+    for _ in range(steps):
+        for cfg, run, times in runs:
+            times.append(run.step().seconds)
+    return runs
+
+
+def measure_steps(configs, steps: int, comm=None, progress=None) -> list[dict]:
+    """Trainer steps with per-kernel timers: each kernel (per call) and each step."""
+    out = []
+    world = comm.size if comm is not None else 1
+    for cfg, run, times in run_configs(configs, steps, comm, timed=True, progress=progress):
+        model = run.model
+        optimizer_s = 0.0
+        pairs: dict[str, list] = {}
+        for r in run.timers.records():
+            if r["kernel"] in ("adamw", "grad_norm", "zero_grad"):
+                optimizer_s += r["min_call_seconds"]
+                continue
+            ops = kernel_ops(r["name"], model, cfg["micro_batch"])
+            if ops is None:
+                continue
+            if r["kernel"].startswith("matmul"):
+                out.append(record("trainer-kernel", r["name"], ops, r["min_call_seconds"],
+                                  calls=r["calls"] // steps, config=_label(cfg)))
+                continue
+            # Other kernels as forward + backward pairs: perfmodel's backward is 2x the
+            # forward, the trainer's split differs (a cheap gather forward and a
+            # scatter-add backward for the embedding); the pair is what a step adds up.
+            pair = pairs.setdefault(r["kernel"].rsplit("_", 1)[0], [[], 0.0, 0])
+            pair[0] += ops
+            pair[1] += r["min_call_seconds"]
+            pair[2] = r["calls"] // steps
+        for base, (ops, seconds, calls) in pairs.items():
+            out.append(record("trainer-kernel", f"{base} forward+backward", ops, seconds,
+                              calls=calls, config=_label(cfg)))
+        out.append(record("trainer-kernel", "zero_grad+grad_norm+adamw",
+                          [optimizer_op(run.params.size)], optimizer_s, config=_label(cfg)))
+        out.append({"kind": "step", "name": _label(cfg), "config": dict(cfg), "ops": [],
+                    "seconds": min(times), "median_seconds": statistics.median(times),
+                    "calls": 1, "ranks": world,
+                    "params": run.params.size, "micro_batches": run.sampler.micro_batches,
+                    "model": dataclasses.asdict(model)})
+    return out
+
+
+def _label(cfg: dict) -> str:
+    return (f"L{cfg['layers']} C{cfg['hidden']} H{cfg['heads']} T{cfg['seq']} "
+            f"b{cfg['micro_batch']} G{cfg['global_batch']}")

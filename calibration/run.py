@@ -1,0 +1,64 @@
+"""``calibrate``: measure on this node (and across ranks under mpiexec), fit, assemble
+the calibration file. Also the refit of several files' measurements together."""
+
+from __future__ import annotations
+
+from perfmodel.model import ModelSpec
+
+from . import calfile
+from .collectives import (fit_collectives, measure_collectives, network_from_fits,
+                          quick_sizes, default_sizes)
+from .fit import fit_compute
+from .measure import (FIT_CONFIGS, QUICK_FIT_CONFIGS, gemm_shapes, measure_gemms,
+                      measure_kernels, measure_steps)
+
+COLLECTIVE_KEYS = ("kind", "op", "ranks", "bytes", "seconds")
+
+
+def fit_all(host: dict, measurements: list[dict], source: str = "") -> dict:
+    """Collectives first (a multi-rank step needs them), then compute."""
+    collective = [{k: m[k] for k in COLLECTIVE_KEYS} for m in measurements
+                  if m["kind"] == "collective"]
+    fits = fit_collectives(collective) if collective else {}
+    network = network_from_fits(fits) if fits else None
+    _, compute = fit_compute(measurements, threads=int(host.get("threads") or 1),
+                             ranks=int(host.get("ranks") or 1), network=network, source=source)
+    return {"compute": compute, "collectives": fits}
+
+
+def calibrate(model: ModelSpec | None = None, quick: bool = False, comm=None, threads: int = 1,
+              progress=None) -> dict | None:
+    """Measure and fit; the calibration file's contents on rank 0 (None elsewhere)."""
+    from trainer.distributed import SingleProcess
+    from trainer.host import host_facts
+
+    comm = comm or SingleProcess()
+    lead = comm.rank == 0
+    say = progress if (progress and lead) else None
+    repeat = 3 if quick else 7
+    records = measure_gemms(gemm_shapes(model, quick), repeat, say)
+    records += measure_kernels(repeat, quick, say)
+    steps = measure_steps(QUICK_FIT_CONFIGS if quick else FIT_CONFIGS, 16,
+                          comm if comm.size > 1 else None, say)
+    collectives = []
+    if comm.size > 1:
+        if say:
+            say("MPI collectives", 0, 1)
+        collectives = measure_collectives(comm.comm, quick_sizes() if quick else default_sizes(),
+                                          repeat=3 if quick else 5)
+    mine = [dict(r, rank=comm.rank) for r in records + steps]
+    everyone = comm.comm.gather(mine, root=0) if comm.size > 1 else [mine]
+    if not lead:
+        return None
+    measurements = [r for rank in everyone for r in rank] + collectives
+    host = host_facts(threads, comm.library, comm.size)
+    host["quick"] = quick
+    host["model"] = model.name if model is not None else None
+    return calfile.new(host, measurements, fit_all(host, measurements))
+
+
+def refit(files: list[dict]) -> dict:
+    """One calibration from the measurements of several files (nodes, days)."""
+    host, measurements = calfile.merge(files)
+    host = dict(host, merged_files=len(files))
+    return calfile.new(host, measurements, fit_all(host, measurements))

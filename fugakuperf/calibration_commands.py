@@ -1,0 +1,166 @@
+"""``fugakuperf calibrate`` and ``fugakuperf validate``: wiring only (calibration/)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .options import reports_errors
+
+
+def _progress(what: str, i: int, n: int) -> None:
+    click.echo(f"  [{i + 1}/{n}] {what}", err=True)
+
+
+def _setup(threads):
+    """Thread pools first (before numpy loads), then the communicator."""
+    import trainer  # noqa: F401  (sets the thread-pool environment)
+    from trainer.distributed import world
+    from trainer.host import default_threads, set_threads
+    comm = world()
+    used = set_threads(threads or (default_threads(comm.size) if comm.size > 1 else None))
+    return comm, used
+
+
+@click.command()
+@click.option("--quick", is_flag=True,
+              help="Fewer sizes, repeats and trainer configurations (about a minute here).")
+@click.option("--model", "model_name", metavar="PRESET|FILE",
+              help="Also time the GEMMs of this model's layers on each TP split.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default="calibration.json",
+              show_default=True, help="Calibration file to write (atomically).")
+@click.option("--refit", "refit_paths", multiple=True, type=click.Path(dir_okay=False),
+              metavar="FILE", help="Measure nothing: fit the measurements of these calibration "
+              "files together (other nodes, other days); repeat the option for each file.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Threads per rank (default: the cores, shared among the ranks of a node).")
+@click.option("--json", "as_json", is_flag=True, help="Print the fit summary as JSON.")
+@reports_errors
+def calibrate(quick, model_name, out_path, refit_paths, threads, as_json):
+    """Measure this node and fit the simulator's parameters to it.
+
+    \b
+    Measures, on the node it runs on:
+      - GEMMs: a size sweep, and with --model the model's GEMMs on each TP split;
+      - memory-bound kernels (layernorm, GELU, softmax, residual, cross-entropy,
+        embedding, optimizer) as achieved bandwidth;
+      - trainer steps on a few configurations, every kernel timed;
+      - under mpiexec, also MPI collectives between the ranks (8 B to 256 MiB).
+    then fits GEMM rate over shape, bandwidth per kernel class, per-op overheads and
+    alpha-beta per collective (scipy least_squares), and writes FILE with the raw
+    measurements, the fit and the host's facts.
+
+    \b
+    Examples:
+      fugakuperf calibrate --quick --out host.json
+      mpiexec -n 2 fugakuperf calibrate --out host-2ranks.json
+      fugakuperf validate --calibration host.json
+      fugakuperf plan --params 13e9 --calibration a64fx-node.json
+      fugakuperf calibrate --refit monday.json --refit tuesday.json --out both.json
+    """
+    comm, used = _setup(threads)            # first: thread pools before numpy loads
+    from calibration import calfile
+    from calibration.run import calibrate as run, refit
+
+    calfile.check_writable(out_path)        # before minutes of measuring, not after
+
+    if refit_paths:
+        data = refit([calfile.load(p) for p in refit_paths])
+    else:
+        from perfmodel.presets import load_model
+        model = load_model(model_name) if model_name else None
+        if comm.rank == 0:
+            click.echo(f"calibrating {'(quick) ' if quick else ''}on {comm.size} rank(s) x "
+                       f"{used} thread(s)", err=True)
+        data = run(model, quick, comm, used, _progress)
+        if data is None:              # not rank 0
+            return
+    calfile.save(out_path, data)
+    summary = {"out": out_path, "compute": data["fit"]["compute"],
+               "collectives": data["fit"]["collectives"], "host": data["host"]}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    c = data["fit"]["compute"]
+    p = c["parameters"]
+    click.echo(f"wrote {out_path}: {c['records']} measurements fitted, status {c['status']} "
+               f"({c['message']}), residual norm {c['residual_norm']:.3g}; median error "
+               f"{c['median_abs_error']:.1%}, max {c['max_abs_error']:.1%}")
+    click.echo(f"  GEMM {p['gemm_rate'] / 1e9:.1f} GFLOP/s large; half-rate sizes m {p['gemm_m0']:.0f}"
+               f", n {p['gemm_n0']:.0f}, k {p['gemm_k0']:.0f}; overhead "
+               f"{p['gemm_overhead_s'] * 1e6:.1f} us per GEMM, {p['kernel_overhead_s'] * 1e6:.1f} us "
+               f"per kernel, {p['glue_s'] * 1e6:.1f} us glue per op")
+    click.echo("  bandwidth GB/s: " + ", ".join(f"{k} {v / 1e9:.2f}"
+                                                for k, v in p["bandwidth"].items()))
+    for op, f in data["fit"]["collectives"].items():
+        click.echo(f"  {op}: alpha {f['alpha_s'] * 1e6:.2f} us, "
+                   f"{f['bandwidth_bytes_per_s'] / 1e9:.2f} GB/s ({f['points']} sizes)")
+
+
+@click.command()
+@click.option("--calibration", "calibration_path", required=True, metavar="FILE",
+              type=click.Path(dir_okay=False), help="The calibration file to check.")
+@click.option("--steps", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Timed trainer steps per case (the fastest is compared).")
+@click.option("--quick", is_flag=True, help="Twelve timed steps per case.")
+@click.option("--max-error", type=click.FloatRange(min=0), metavar="X",
+              help="Exit 1 if the largest absolute error exceeds X (e.g. 0.2).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Threads per rank (must match the calibration's).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_errors
+def validate(calibration_path, steps, quick, max_error, threads, as_json):
+    """Predicted against measured on trainer runs the fit never saw.
+
+    Runs the trainer on held-out configurations (other widths, depths, sequence
+    lengths, batches; data parallel under mpiexec) and simulates each with the DES
+    on the calibrated `host` system.
+
+    \b
+    Examples:
+      fugakuperf validate --calibration host.json --max-error 0.2
+      mpiexec -n 2 fugakuperf validate --calibration host-2ranks.json
+    """
+    comm, used = _setup(threads)            # first: thread pools before numpy loads
+    from calibration import calfile
+    from calibration.host import host_system
+    from calibration.validate import references_from, validate as run
+    from perfmodel.errors import SpecError
+
+    data = calfile.load(calibration_path)
+    host = data["host"]
+    for key, mine in (("ranks", comm.size), ("threads", used)):
+        if int(host.get(key) or 1) != mine:
+            raise SpecError("calibration", f"{calibration_path} was measured with {key} "
+                                           f"{host.get(key)}; this run has {mine}. Validate "
+                                           f"as you calibrated (same mpiexec -n and --threads)")
+    system = host_system(data, calibration_path)
+    result = run(system, steps=12 if quick else steps, comm=comm if comm.size > 1 else None,
+                 progress=_progress if comm.rank == 0 else None,
+                 references=references_from(data))
+    if comm.rank != 0:
+        return
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"validation of {calibration_path} on {result['ranks']} rank(s): "
+                   f"DES on the host system vs the trainer (fastest of "
+                   f"{result['steps_per_case']} steps; the median beside it)")
+        click.echo(f"  {'config':26} {'measured ms':>12} {'(median)':>9} {'predicted ms':>13} "
+                   f"{'error':>8}")
+        for c in result["cases"]:
+            click.echo(f"  {c['label']:26} {c['measured_s'] * 1e3:12.2f} "
+                       f"{c['measured_median_s'] * 1e3:9.2f} {c['predicted_s'] * 1e3:13.2f} "
+                       f"{c['error']:+8.1%}")
+        click.echo(f"  median |error| {result['median_abs_error']:.1%}, "
+                   f"max {result['max_abs_error']:.1%}")
+        drift = result["drift_since_calibration"]
+        click.echo(f"  the machine now: {result['cpu_steal_fraction']:.0%} of CPU time stolen "
+                   f"by the hypervisor" + (f"; the calibration's own configurations run "
+                                           f"{drift - 1:+.0%} vs when calibrated" if drift else ""))
+    if max_error is not None and result["max_abs_error"] > max_error:
+        click.echo(f"error: max |error| {result['max_abs_error']:.1%} exceeds --max-error "
+                   f"{max_error:.1%}", err=True)
+        sys.exit(1)

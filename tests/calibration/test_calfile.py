@@ -1,0 +1,84 @@
+"""The calibration file: round trip, refusal of what cannot be trusted, merging, the
+host system and the overlay built from it."""
+
+import json
+
+import pytest
+
+from calibration import calfile
+from calibration.fit import fit_to_dict
+from calibration.host import host_system, overlay
+from perfmodel.errors import SpecError
+from perfmodel.system import load_system
+
+from test_fit import TRUE
+
+
+def sample(threads=2, ranks=1, collectives=None) -> dict:
+    host = {"cpu": "test CPU", "cores": 2, "threads": threads, "ranks": ranks,
+            "memory_bytes": 8 * 2**30, "numpy": "x", "numba": "y", "date": "today"}
+    measurements = [{"kind": "gemm", "name": "sweep", "ops": [], "seconds": 1e-3, "calls": 1}]
+    fit = {"compute": {"status": 2, "residual_norm": 0.1, "parameters": fit_to_dict(TRUE)},
+           "collectives": collectives or {}}
+    return calfile.new(host, measurements, fit)
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "cal.json"
+    data = sample()
+    calfile.save(path, data)
+    assert calfile.load(path) == data
+    assert data["format"] == calfile.FORMAT and data["version"] == calfile.VERSION
+    assert not [p for p in tmp_path.iterdir() if p.name != "cal.json"]   # no temp file left
+
+
+@pytest.mark.parametrize("damage,words", [
+    (lambda p, d: p.write_bytes(b"\x00\xff garbage"), "damaged"),
+    (lambda p, d: p.write_text(json.dumps(d)[:200]), "damaged"),
+    (lambda p, d: p.write_text(json.dumps({"format": "other-tool"})), "not a fugakuperf"),
+    (lambda p, d: p.write_text(json.dumps(dict(d, version=99))), "version 99"),
+    (lambda p, d: p.write_text(json.dumps(dict(d, measurements={"a": 1}))), "measurements"),
+    (lambda p, d: p.write_text(json.dumps({k: v for k, v in d.items() if k != "fit"})), "fit"),
+    (lambda p, d: p.write_text(json.dumps(dict(d, fit={"compute": None}))), "compute fit"),
+])
+def test_damaged_foreign_or_other_version_files_are_refused_by_name(tmp_path, damage, words):
+    path = tmp_path / "cal.json"
+    damage(path, sample())
+    with pytest.raises(SpecError) as err:
+        calfile.load(path)
+    assert err.value.field == "calibration"
+    assert str(path) in str(err.value) and words in str(err.value)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(SpecError, match="no such file"):
+        calfile.load(tmp_path / "nope.json")
+
+
+def test_files_of_one_setting_merge_and_others_are_refused():
+    host, measurements = calfile.merge([sample(), sample()])
+    assert len(measurements) == 2 and {m["file"] for m in measurements} == {0, 1}
+    with pytest.raises(SpecError, match="threads"):
+        calfile.merge([sample(threads=2), sample(threads=1)])
+
+
+def test_host_system_is_built_from_the_file_alone():
+    fits = {"p2p": {"alpha_s": 4e-6, "bandwidth_bytes_per_s": 3e9},
+            "allreduce": {"alpha_s": 5e-6, "bandwidth_bytes_per_s": 1.5e9}}
+    system = host_system(sample(ranks=2, collectives=fits), "cal.json")
+    assert system.name == "host" and system.ranks_per_node == 2
+    assert system.compute_fit == TRUE.__class__(**{**TRUE.__dict__, "source": "cal.json"})
+    assert dict((op, (a, b)) for op, a, b in system.collective_fits) == {
+        "allreduce": (5e-6, 1.5e9), "p2p": (4e-6, 3e9)}
+    # the nominal peak of the node is the fitted large-GEMM rate of its ranks
+    assert system.node.peak_flops("fp32") == pytest.approx(2 * TRUE.gemm_rate)
+    assert all("cal.json" in v for v in system.sources.values())
+
+
+def test_overlay_replaces_compute_and_keeps_the_preset():
+    fugaku = load_system()
+    over = overlay(fugaku, sample(), "cal.json")
+    assert over.node == fugaku.node and over.network == fugaku.network
+    assert over.compute_fit.gemm_rate == TRUE.gemm_rate and over.collective_fits is None
+    assert over.settings()["calibration"] == "cal.json"
+    assert "calibration cal.json" in over.sources["compute (fp32)"]
