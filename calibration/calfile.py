@@ -82,6 +82,11 @@ def load(path: str | Path) -> dict:
             for f in collectives.values()):
         raise SpecError("calibration", f"{path}: damaged (a collective fit lacks a positive "
                                        f"alpha_s or bandwidth_bytes_per_s)")
+    storage = fit.get("storage") or {}
+    rate = storage.get("checkpoint_write_bytes_per_s") if isinstance(storage, dict) else -1
+    if rate is not None and not (isinstance(rate, (int, float)) and rate > 0):
+        raise SpecError("calibration", f"{path}: damaged (storage.checkpoint_write_bytes_per_s "
+                                       f"must be a positive number)")
     from .fit import fit_from_dict
     fit_from_dict(fit["compute"]["parameters"], str(path))      # values in range
     return data

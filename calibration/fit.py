@@ -3,7 +3,7 @@
 Parameters (named, bounded; see perfmodel.compute.ComputeFit for the model):
 
     gemm_rate          FLOP/s of a large GEMM            [1e6, 1e16]
-    gemm_m0/n0/k0      half-rate sizes of m, n, k        [0, 4096]
+    gemm_m0/n0/k0      half-rate sizes of m, n, k        [0, 1024]
     gemm_overhead_s    per GEMM call                      [0, 1e-2]
     bw_<class>         achieved bytes/s per kernel class [1e6, 1e14]
     kernel_overhead_s  per memory-bound kernel call       [0, 1e-2]
@@ -30,7 +30,7 @@ from perfmodel.model import ModelSpec
 from .opmap import from_dicts, price, step_seconds
 
 NAMES = (("log_gemm_rate", math.log(1e6), math.log(1e16)),
-         ("gemm_m0", 0.0, 4096.0), ("gemm_n0", 0.0, 4096.0), ("gemm_k0", 0.0, 4096.0),
+         ("gemm_m0", 0.0, 1024.0), ("gemm_n0", 0.0, 1024.0), ("gemm_k0", 0.0, 1024.0),
          ("gemm_overhead_s", 0.0, 1e-2),
          *((f"log_bw_{c}", math.log(1e6), math.log(1e14)) for c in KERNEL_CLASSES),
          ("kernel_overhead_s", 0.0, 1e-2), ("glue_s", 0.0, 1e-2),
@@ -53,7 +53,7 @@ class Prepared:
 def prepare(measurements: list[dict], network=None) -> Prepared:
     ops, steps, measured, weights = [], [], [], []
     for m in measurements:
-        if m["kind"] == "collective" or m["seconds"] <= 0:
+        if m["kind"] in ("collective", "checkpoint") or m["seconds"] <= 0:
             continue
         if m["kind"] == "step":
             comm_s = 0.0

@@ -19,7 +19,9 @@ def overlay(system: SystemSpec, data: dict, source: str) -> SystemSpec:
     collectives = data["fit"].get("collectives") or {}
     fits = tuple((op, f["alpha_s"], f["bandwidth_bytes_per_s"]) for op, f in
                  sorted(collectives.items())) or None
-    return system.with_calibration(compute, fits, source)
+    storage = data["fit"].get("storage") or {}
+    return system.with_calibration(compute, fits, storage.get("checkpoint_write_bytes_per_s"),
+                                   source)
 
 
 def host_system(data: dict, source: str) -> SystemSpec:

@@ -67,7 +67,7 @@ def record(kind: str, name: str, ops, seconds: float, calls: int = 1, **extra) -
 # ------------------------------------------------------------------ GEMMs
 def gemm_shapes(model: ModelSpec | None, quick: bool) -> list[tuple[int, int, int, str]]:
     """(m, n, k, label): a size sweep, and the model's GEMMs on each TP split."""
-    sweep = SWEEP[:2] + (512,) if quick else SWEEP
+    sweep = SWEEP
     shapes = [(m, n, k, "sweep") for m in sweep for n in sweep for k in sweep]
     if model is not None:
         tokens = min(model.seq, 256 if quick else 1024)   # rows: one micro-batch, capped
@@ -195,6 +195,28 @@ def measure_kernels(repeat: int, quick: bool, progress=None) -> list[dict]:
         out.append(record("kernel", "optimizer", [optimizer_op(4 * n)],
                           fastest(optimizer, repeat)))
     return out
+
+
+# ------------------------------------------------------------------ storage
+def measure_checkpoint(directory: str, nbytes: int, repeat: int = 2) -> dict:
+    """Write a checkpoint of ``nbytes`` (the trainer's format: three flat buffers, atomic,
+    fsync'd) into ``directory`` and time it; the fastest write's bytes per second."""
+    import tempfile
+
+    from trainer.checkpoint import save
+
+    n = max(1, nbytes // 12)                      # params, m and v: 4 bytes each
+    buffers = [np.random.default_rng(i).random(n, dtype=np.float32) for i in range(3)]
+    model = ModelSpec(layers=1, hidden=8, heads=1, vocab=8, seq=8, name="checkpoint-probe")
+    times = []
+    with tempfile.TemporaryDirectory(prefix=".fugakuperf-ckpt-", dir=directory) as tmp:
+        for i in range(repeat):
+            t = time.perf_counter()
+            save(tmp, i, model, {}, *buffers, keep=1)
+            times.append(time.perf_counter() - t)
+    written = 3 * n * 4
+    return {"kind": "checkpoint", "name": "checkpoint write", "ops": [], "calls": 1,
+            "bytes": written, "seconds": min(times), "directory": str(directory)}
 
 
 # ------------------------------------------------------------------ trainer steps

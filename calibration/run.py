@@ -9,8 +9,8 @@ from . import calfile
 from .collectives import (fit_collectives, measure_collectives, network_from_fits,
                           quick_sizes, default_sizes)
 from .fit import fit_compute
-from .measure import (FIT_CONFIGS, QUICK_FIT_CONFIGS, gemm_shapes, measure_gemms,
-                      measure_kernels, measure_steps)
+from .measure import (FIT_CONFIGS, QUICK_FIT_CONFIGS, gemm_shapes, measure_checkpoint,
+                      measure_gemms, measure_kernels, measure_steps)
 
 COLLECTIVE_KEYS = ("kind", "op", "ranks", "bytes", "seconds")
 
@@ -23,12 +23,19 @@ def fit_all(host: dict, measurements: list[dict], source: str = "") -> dict:
     network = network_from_fits(fits) if fits else None
     _, compute = fit_compute(measurements, threads=int(host.get("threads") or 1),
                              ranks=int(host.get("ranks") or 1), network=network, source=source)
-    return {"compute": compute, "collectives": fits}
+    writes = [m for m in measurements if m["kind"] == "checkpoint"]
+    storage = {}
+    if writes:
+        best = max(writes, key=lambda m: m["bytes"] / m["seconds"])
+        storage = {"checkpoint_write_bytes_per_s": best["bytes"] / best["seconds"],
+                   "bytes": best["bytes"], "directory": best["directory"]}
+    return {"compute": compute, "collectives": fits, "storage": storage}
 
 
 def calibrate(model: ModelSpec | None = None, quick: bool = False, comm=None, threads: int = 1,
-              progress=None) -> dict | None:
-    """Measure and fit; the calibration file's contents on rank 0 (None elsewhere)."""
+              progress=None, checkpoint_dir: str = ".") -> dict | None:
+    """Measure and fit; the calibration file's contents on rank 0 (None elsewhere).
+    ``checkpoint_dir``: where checkpoints will go (rank 0 times a write there)."""
     from trainer.distributed import SingleProcess
     from trainer.host import host_facts
 
@@ -46,6 +53,10 @@ def calibrate(model: ModelSpec | None = None, quick: bool = False, comm=None, th
             say("MPI collectives", 0, 1)
         collectives = measure_collectives(comm.comm, quick_sizes() if quick else default_sizes(),
                                           repeat=3 if quick else 5)
+    if lead:
+        if say:
+            say(f"checkpoint write into {checkpoint_dir}", 0, 1)
+        records.append(measure_checkpoint(checkpoint_dir, (64 if quick else 256) * 2**20))
     mine = [dict(r, rank=comm.rank) for r in records + steps]
     everyone = comm.comm.gather(mine, root=0) if comm.size > 1 else [mine]
     if not lead:

@@ -34,11 +34,14 @@ def _setup(threads):
 @click.option("--refit", "refit_paths", multiple=True, type=click.Path(dir_okay=False),
               metavar="FILE", help="Measure nothing: fit the measurements of these calibration "
               "files together (other nodes, other days); repeat the option for each file.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False, exists=True), default=".",
+              show_default=True, help="Where training checkpoints will be written (e.g. the "
+              "shared file system): a checkpoint write is timed there.")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Threads per rank (default: the cores, shared among the ranks of a node).")
 @click.option("--json", "as_json", is_flag=True, help="Print the fit summary as JSON.")
 @reports_errors
-def calibrate(quick, model_name, out_path, refit_paths, threads, as_json):
+def calibrate(quick, model_name, out_path, refit_paths, checkpoint_dir, threads, as_json):
     """Measure this node and fit the simulator's parameters to it.
 
     \b
@@ -47,7 +50,8 @@ def calibrate(quick, model_name, out_path, refit_paths, threads, as_json):
       - memory-bound kernels (layernorm, GELU, softmax, residual, cross-entropy,
         embedding, optimizer) as achieved bandwidth;
       - trainer steps on a few configurations, every kernel timed;
-      - under mpiexec, also MPI collectives between the ranks (8 B to 256 MiB).
+      - under mpiexec, also MPI collectives between the ranks (8 B to 256 MiB);
+      - a checkpoint write (fsync'd) into --checkpoint-dir.
     then fits GEMM rate over shape, bandwidth per kernel class, per-op overheads and
     alpha-beta per collective (scipy least_squares), and writes FILE with the raw
     measurements, the fit and the host's facts.
@@ -74,12 +78,13 @@ def calibrate(quick, model_name, out_path, refit_paths, threads, as_json):
         if comm.rank == 0:
             click.echo(f"calibrating {'(quick) ' if quick else ''}on {comm.size} rank(s) x "
                        f"{used} thread(s)", err=True)
-        data = run(model, quick, comm, used, _progress)
+        data = run(model, quick, comm, used, _progress, checkpoint_dir)
         if data is None:              # not rank 0
             return
     calfile.save(out_path, data)
     summary = {"out": out_path, "compute": data["fit"]["compute"],
-               "collectives": data["fit"]["collectives"], "host": data["host"]}
+               "collectives": data["fit"]["collectives"],
+               "storage": data["fit"].get("storage") or {}, "host": data["host"]}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -94,6 +99,10 @@ def calibrate(quick, model_name, out_path, refit_paths, threads, as_json):
                f"per kernel, {p['glue_s'] * 1e6:.1f} us glue per op")
     click.echo("  bandwidth GB/s: " + ", ".join(f"{k} {v / 1e9:.2f}"
                                                 for k, v in p["bandwidth"].items()))
+    storage = data["fit"].get("storage") or {}
+    if storage:
+        click.echo(f"  checkpoint write {storage['checkpoint_write_bytes_per_s'] / 1e9:.2f} GB/s "
+                   f"({storage['bytes'] / 2**20:.0f} MiB into {storage['directory']})")
     for op, f in data["fit"]["collectives"].items():
         click.echo(f"  {op}: alpha {f['alpha_s'] * 1e6:.2f} us, "
                    f"{f['bandwidth_bytes_per_s'] / 1e9:.2f} GB/s ({f['points']} sizes)")

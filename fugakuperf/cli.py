@@ -172,7 +172,8 @@ def simulate(**kw):
                                       "trainable on the node budget in this many days.")
 @click.option("--checkpoint-gbs", type=click.FloatRange(min=0, min_open=True),
               help="Checkpoint write bandwidth per node, GB/s (for the optimal checkpoint "
-                   "interval and goodput; not published for Fugaku).")
+                   "interval and goodput; not published for Fugaku). Default: the write "
+                   "measured by the --calibration file, if any.")
 @click.option("--top", type=click.IntRange(1, 50), default=8, show_default=True,
               help="Layouts compared side by side.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,

@@ -170,6 +170,7 @@ class SystemSpec:
     # (compute.ComputeFit) and per-collective alpha-beta fits ((op, alpha_s, bytes/s), ...)
     compute_fit: object | None = None
     collective_fits: tuple | None = None
+    checkpoint_bandwidth: float | None = None   # bytes/s one node writes a checkpoint
     calibration: str | None = None   # where the fits came from
 
     def __post_init__(self):
@@ -223,17 +224,22 @@ class SystemSpec:
                                    job_shape=self.job_shape if shape is None else shape)
 
     def with_calibration(self, compute_fit=None, collective_fits=None,
+                         checkpoint_bandwidth: float | None = None,
                          source: str = "") -> "SystemSpec":
         """This system with measured rates overlaid: FP32 op times from ``compute_fit``,
-        collectives from ``collective_fits`` (each only when given)."""
+        collectives from ``collective_fits``, checkpoint writes at ``checkpoint_bandwidth``
+        (each only when given)."""
         sources = dict(self.sources)
         if compute_fit is not None:
             sources["compute (fp32)"] = f"calibration {source}"
         if collective_fits:
             sources["collectives"] = f"calibration {source}"
+        if checkpoint_bandwidth:
+            sources["checkpoint_bandwidth"] = f"calibration {source}"
         return dataclasses.replace(
             self, compute_fit=compute_fit if compute_fit is not None else self.compute_fit,
             collective_fits=tuple(collective_fits) if collective_fits else self.collective_fits,
+            checkpoint_bandwidth=checkpoint_bandwidth or self.checkpoint_bandwidth,
             calibration=source or self.calibration, sources=sources)
 
     def settings(self) -> dict:

@@ -120,13 +120,21 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
     states_per_node = (best.peak_memory.weights + best.peak_memory.optimizer) * ppn
     rel = None
     if system.node.mtbf_hours:
+        if checkpoint_bandwidth:
+            ckpt_source = "given with --checkpoint-gbs"
+        elif system.checkpoint_bandwidth:
+            checkpoint_bandwidth = system.checkpoint_bandwidth
+            ckpt_source = (f"measured by `fugakuperf calibrate` (calibration "
+                           f"{system.calibration}): a checkpoint written and synced on the node")
+        else:
+            ckpt_source = (f"not given: {system.name}'s checkpoint write bandwidth per node is "
+                           f"not published; pass --checkpoint-gbs, or a --calibration file "
+                           f"made on the node (it measures a checkpoint write)")
         rel = capacity.reliability(best.nodes, best.time_to_train_s(tok), states_per_node,
                                    node_mtbf_h=system.node.mtbf_hours,
                                    checkpoint_bandwidth=checkpoint_bandwidth)
         rel["mtbf_source"] = system.sources.get("node.mtbf_hours", "")
-        rel["checkpoint_source"] = ("given with --checkpoint-gbs" if checkpoint_bandwidth else
-                                    "not given: Fugaku's checkpoint write bandwidth per node is "
-                                    "not published; pass --checkpoint-gbs")
+        rel["checkpoint_source"] = ckpt_source
     report["reliability"] = rel
 
     budget = max(result.node_counts)

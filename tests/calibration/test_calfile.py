@@ -82,3 +82,32 @@ def test_overlay_replaces_compute_and_keeps_the_preset():
     assert over.compute_fit.gemm_rate == TRUE.gemm_rate and over.collective_fits is None
     assert over.settings()["calibration"] == "cal.json"
     assert "calibration cal.json" in over.sources["compute (fp32)"]
+
+
+def test_a_measured_checkpoint_write_becomes_the_systems_checkpoint_bandwidth(tmp_path):
+    from calibration.measure import measure_checkpoint
+    from calibration.run import fit_all
+    write = measure_checkpoint(str(tmp_path), 3 * 2**20)
+    assert write["bytes"] >= 3 * 2**20 - 12 and write["seconds"] > 0
+    assert list(tmp_path.iterdir()) == []                       # the probe cleans up
+    data = sample()
+    data["fit"]["storage"] = fit_all(data["host"], [write] + synthetic_steps())["storage"]
+    rate = data["fit"]["storage"]["checkpoint_write_bytes_per_s"]
+    assert rate == pytest.approx(write["bytes"] / write["seconds"])
+    system = overlay(load_system(), data, "cal.json")
+    assert system.checkpoint_bandwidth == rate
+    assert "cal.json" in system.sources["checkpoint_bandwidth"]
+
+
+def test_damaged_storage_section_is_refused(tmp_path):
+    data = sample()
+    data["fit"]["storage"] = {"checkpoint_write_bytes_per_s": -5}
+    path = tmp_path / "cal.json"
+    calfile.save(path, data)
+    with pytest.raises(SpecError, match="checkpoint_write_bytes_per_s"):
+        calfile.load(path)
+
+
+def synthetic_steps():
+    from test_fit import TRUE as fit, synthetic
+    return synthetic(fit)

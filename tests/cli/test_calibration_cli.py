@@ -141,7 +141,10 @@ def test_calibration_file_has_a_converged_compute_fit(cal_data):
     c = cal_data["fit"]["compute"]
     assert c["status"] > 0 and c["success"] is True
     assert c["residual_norm"] >= 0
-    assert c["records"] == len(cal_data["measurements"])
+    # every measurement is fitted but the checkpoint write (a storage figure, not compute)
+    assert c["records"] == len([m for m in cal_data["measurements"] if m["kind"] != "checkpoint"])
+    storage = cal_data["fit"]["storage"]
+    assert storage["checkpoint_write_bytes_per_s"] > 0 and storage["bytes"] > 0
     assert 0 <= c["median_abs_error"] <= c["max_abs_error"]
     p = c["parameters"]
     assert p["gemm_rate"] > 0
@@ -274,6 +277,10 @@ def test_report_with_calibration(reported, cal):
     report = json.loads((reported / "report.json").read_text())
     assert report["system"]["calibration"] == str(cal)
     assert f"calibration {cal}" in json.dumps(report["provenance"])
+    # the checkpoint write the calibration measured sets the Young/Daly interval
+    rel = report["reliability"]
+    assert rel["checkpoint_bandwidth"] > 0 and rel["interval_s"] > 0
+    assert "measured by `fugakuperf calibrate`" in rel["checkpoint_source"]
 
 
 def test_report_confidence_names_the_calibration(reported, cal):
