@@ -29,10 +29,11 @@ from .opmap import both, kernel_ops, optimizer_op, to_dicts
 E = ACT_BYTES["fp32"]
 
 # Trainer configurations the fit uses (validate.py holds out others). Byte vocabulary.
-FIT_CONFIGS = (
+FIT_CONFIGS = (         # tokens per micro-batch 64 ... 512, widths 64 ... 448
     dict(layers=2, hidden=128, heads=4, seq=128, micro_batch=2, global_batch=2),
-    dict(layers=1, hidden=256, heads=4, seq=64, micro_batch=4, global_batch=4),
-    dict(layers=3, hidden=64, heads=2, seq=256, micro_batch=1, global_batch=2),
+    dict(layers=1, hidden=256, heads=4, seq=64, micro_batch=2, global_batch=4),
+    dict(layers=3, hidden=64, heads=2, seq=256, micro_batch=2, global_batch=2),
+    dict(layers=1, hidden=448, heads=7, seq=64, micro_batch=1, global_batch=1),
 )
 QUICK_FIT_CONFIGS = FIT_CONFIGS
 SWEEP = (64, 256, 1024)

@@ -57,6 +57,8 @@ def set_threads(threads: int | None) -> int:
     import numba
     from threadpoolctl import threadpool_limits
 
+    from . import kernels  # noqa: F401  (loads every BLAS library the trainer uses, so the
+    #                         limit reaches all of them: numpy's and scipy's are separate)
     if threads is not None:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         threadpool_limits(threads, user_api="blas")

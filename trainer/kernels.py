@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 from numba import njit, prange
+from scipy.linalg.blas import get_blas_funcs   # scipy's own BLAS library: loaded here, at
+                                               # import, so thread limits reach it too
 
 GELU_SCALE = math.sqrt(2.0 / math.pi)     # Hendrycks & Gimpel 2016, tanh approximation
 LN_EPS = 1e-5                              # Fugaku-LLM's LayerNorm epsilon (FACTS.md)
@@ -81,7 +83,6 @@ def gemm_accumulate(c, a, b, trans_a=False, trans_b=False):
     # c (M, N) += op(a) (M, K) @ op(b) (K, N), in place through BLAS gemm with beta = 1:
     # no temporary and no extra pass. Row-major c is column-major c^T, so BLAS computes
     # c^T += op(b)^T @ op(a)^T on the transposed views (all C-contiguous).
-    from scipy.linalg.blas import get_blas_funcs
     if not (a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous):
         raise ValueError("gemm_accumulate needs C-contiguous arrays")
     gemm, = get_blas_funcs(("gemm",), (c,))
