@@ -39,8 +39,8 @@ def geometric_sizes(first: int, last: int, factor: int) -> list[int]:
 
 
 def default_sizes() -> list[int]:
-    """8 B to 256 MiB in powers of 4 (8 B ... 128 MiB: the last power of 4 within)."""
-    return geometric_sizes(8, 256 * 2**20, 4)
+    """8 B to 256 MiB: powers of 4 from 8 B (to 128 MiB), then 256 MiB itself."""
+    return geometric_sizes(8, 256 * 2**20, 4) + [256 * 2**20]
 
 
 def quick_sizes() -> list[int]:

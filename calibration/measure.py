@@ -253,43 +253,84 @@ def run_configs(configs, steps: int, comm=None, timed: bool = False, progress=No
     return runs
 
 
+def kernel_records(timer_records, model: ModelSpec, micro_batch: int, steps: int,
+                   label: str) -> list[dict]:
+    """Trainer timer records (trainer.timers) as fit records: GEMMs one by one, other
+    kernels as forward + backward pairs, the optimizer phase as one."""
+    out = []
+    optimizer_s = 0.0
+    pairs: dict[str, list] = {}
+    for r in timer_records:
+        if r["kernel"] in ("adamw", "grad_norm", "zero_grad"):
+            optimizer_s += r["min_call_seconds"]
+            continue
+        ops = kernel_ops(r["name"], model, micro_batch)
+        if ops is None:
+            continue
+        if r["kernel"].startswith("matmul"):
+            out.append(record("trainer-kernel", r["name"], ops, r["min_call_seconds"],
+                              calls=r["calls"] // steps, config=label))
+            continue
+        # Other kernels as forward + backward pairs: perfmodel's backward is 2x the
+        # forward, the trainer's split differs (a cheap gather forward and a
+        # scatter-add backward for the embedding); the pair is what a step adds up.
+        pair = pairs.setdefault(r["kernel"].rsplit("_", 1)[0], [[], 0.0, 0])
+        pair[0] += ops
+        pair[1] += r["min_call_seconds"]
+        pair[2] = r["calls"] // steps
+    for base, (ops, seconds, calls) in pairs.items():
+        out.append(record("trainer-kernel", f"{base} forward+backward", ops, seconds,
+                          calls=calls, config=label))
+    if optimizer_s:
+        out.append(record("trainer-kernel", "zero_grad+grad_norm+adamw",
+                          [optimizer_op(model.params)], optimizer_s, config=label))
+    return out
+
+
+def step_record(cfg: dict, model: ModelSpec, times, ranks: int, params: int,
+                micro_batches: int) -> dict:
+    return {"kind": "step", "name": _label(cfg), "config": dict(cfg), "ops": [],
+            "seconds": min(times), "median_seconds": statistics.median(times), "calls": 1,
+            "ranks": ranks, "params": params, "micro_batches": micro_batches,
+            "model": dataclasses.asdict(model)}
+
+
 def measure_steps(configs, steps: int, comm=None, progress=None) -> list[dict]:
     """Trainer steps with per-kernel timers: each kernel (per call) and each step."""
     out = []
     world = comm.size if comm is not None else 1
     for cfg, run, times in run_configs(configs, steps, comm, timed=True, progress=progress):
-        model = run.model
-        optimizer_s = 0.0
-        pairs: dict[str, list] = {}
-        for r in run.timers.records():
-            if r["kernel"] in ("adamw", "grad_norm", "zero_grad"):
-                optimizer_s += r["min_call_seconds"]
-                continue
-            ops = kernel_ops(r["name"], model, cfg["micro_batch"])
-            if ops is None:
-                continue
-            if r["kernel"].startswith("matmul"):
-                out.append(record("trainer-kernel", r["name"], ops, r["min_call_seconds"],
-                                  calls=r["calls"] // steps, config=_label(cfg)))
-                continue
-            # Other kernels as forward + backward pairs: perfmodel's backward is 2x the
-            # forward, the trainer's split differs (a cheap gather forward and a
-            # scatter-add backward for the embedding); the pair is what a step adds up.
-            pair = pairs.setdefault(r["kernel"].rsplit("_", 1)[0], [[], 0.0, 0])
-            pair[0] += ops
-            pair[1] += r["min_call_seconds"]
-            pair[2] = r["calls"] // steps
-        for base, (ops, seconds, calls) in pairs.items():
-            out.append(record("trainer-kernel", f"{base} forward+backward", ops, seconds,
-                              calls=calls, config=_label(cfg)))
-        out.append(record("trainer-kernel", "zero_grad+grad_norm+adamw",
-                          [optimizer_op(run.params.size)], optimizer_s, config=_label(cfg)))
-        out.append({"kind": "step", "name": _label(cfg), "config": dict(cfg), "ops": [],
-                    "seconds": min(times), "median_seconds": statistics.median(times),
-                    "calls": 1, "ranks": world,
-                    "params": run.params.size, "micro_batches": run.sampler.micro_batches,
-                    "model": dataclasses.asdict(model)})
+        out += kernel_records(run.timers.records(), run.model, cfg["micro_batch"], steps,
+                              _label(cfg))
+        out.append(step_record(cfg, run.model, times, world, run.params.size,
+                               run.sampler.micro_batches))
     return out
+
+
+def records_from_training(rec: dict, path: str = "record") -> list[dict]:
+    """A ``fugakuperf train --measurements`` record as fit records: the trainer's own
+    kernels and steps on a real run feed the calibration."""
+    from perfmodel.errors import SpecError
+    try:
+        if rec.get("kind") != "fugakuperf-training-measurement":
+            raise SpecError("record", f"{path}: not a `fugakuperf train --measurements` record")
+        model = ModelSpec(**rec["model"]).replace(dropout=False)   # the trainer has none
+        settings = rec["settings"]
+        mb, world = int(settings["micro_batch"]), int(settings["world"])
+        steps = rec["steps"][1:] if len(rec["steps"]) > 1 else rec["steps"]
+        measured = max(1, int(rec["measured_steps"]))
+        cfg = dict(layers=model.layers, hidden=model.hidden, heads=model.heads, seq=model.seq,
+                   micro_batch=mb, global_batch=int(settings["global_batch"]) // world)
+        label = _label(cfg) + f" ({path})"
+        out = kernel_records(rec["kernels"], model, mb, measured, label)
+        micro_batches = int(settings["global_batch"]) // (world * mb)
+        out.append(dict(step_record(cfg, model, [s["seconds"] for s in steps], world,
+                                    int(rec["parameters"]), micro_batches), name=label))
+        return out
+    except SpecError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise SpecError("record", f"{path}: damaged training record ({e})") from e
 
 
 def _label(cfg: dict) -> str:

@@ -33,9 +33,10 @@ def fit_all(host: dict, measurements: list[dict], source: str = "") -> dict:
 
 
 def calibrate(model: ModelSpec | None = None, quick: bool = False, comm=None, threads: int = 1,
-              progress=None, checkpoint_dir: str = ".") -> dict | None:
+              progress=None, checkpoint_dir: str = ".", extra: list[dict] = ()) -> dict | None:
     """Measure and fit; the calibration file's contents on rank 0 (None elsewhere).
-    ``checkpoint_dir``: where checkpoints will go (rank 0 times a write there)."""
+    ``checkpoint_dir``: where checkpoints will go (rank 0 times a write there);
+    ``extra``: more fit records (from training runs, measure.records_from_training)."""
     from trainer.distributed import SingleProcess
     from trainer.host import host_facts
 
@@ -61,15 +62,16 @@ def calibrate(model: ModelSpec | None = None, quick: bool = False, comm=None, th
     everyone = comm.comm.gather(mine, root=0) if comm.size > 1 else [mine]
     if not lead:
         return None
-    measurements = [r for rank in everyone for r in rank] + collectives
+    measurements = [r for rank in everyone for r in rank] + collectives + list(extra)
     host = host_facts(threads, comm.library, comm.size)
     host["quick"] = quick
     host["model"] = model.name if model is not None else None
     return calfile.new(host, measurements, fit_all(host, measurements))
 
 
-def refit(files: list[dict]) -> dict:
+def refit(files: list[dict], extra: list[dict] = ()) -> dict:
     """One calibration from the measurements of several files (nodes, days)."""
     host, measurements = calfile.merge(files)
+    measurements += list(extra)
     host = dict(host, merged_files=len(files))
     return calfile.new(host, measurements, fit_all(host, measurements))

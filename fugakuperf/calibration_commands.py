@@ -24,6 +24,26 @@ def _setup(threads):
     return comm, used
 
 
+def _training_records(paths, threads: int) -> list[dict]:
+    """Fit records from `fugakuperf train --measurements` files, refused by name when
+    unreadable or measured with other threads per rank than the fit's."""
+    from calibration.measure import records_from_training
+    from perfmodel.errors import SpecError
+    out = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                rec = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SpecError("add-record", f"{path}: unreadable ({e})") from e
+        got = (rec.get("host") or {}).get("threads") if isinstance(rec, dict) else None
+        if got is not None and int(got) != threads:
+            raise SpecError("add-record", f"{path} ran {got} thread(s) per rank; this fit has "
+                                          f"{threads}")
+        out += records_from_training(rec, str(path))
+    return out
+
+
 @click.command()
 @click.option("--quick", is_flag=True,
               help="Fewer sizes, repeats and trainer configurations (about a minute here).")
@@ -34,6 +54,10 @@ def _setup(threads):
 @click.option("--refit", "refit_paths", multiple=True, type=click.Path(dir_okay=False),
               metavar="FILE", help="Measure nothing: fit the measurements of these calibration "
               "files together (other nodes, other days); repeat the option for each file.")
+@click.option("--add-record", "record_paths", multiple=True, type=click.Path(dir_okay=False),
+              metavar="FILE", help="Also fit the kernels and steps of a training run: a "
+              "`fugakuperf train --measurements FILE` record (same threads per rank); repeat "
+              "for several.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False, exists=True), default=".",
               show_default=True, help="Where training checkpoints will be written (e.g. the "
               "shared file system): a checkpoint write is timed there.")
@@ -41,7 +65,8 @@ def _setup(threads):
               help="Threads per rank (default: the cores, shared among the ranks of a node).")
 @click.option("--json", "as_json", is_flag=True, help="Print the fit summary as JSON.")
 @reports_errors
-def calibrate(quick, model_name, out_path, refit_paths, checkpoint_dir, threads, as_json):
+def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint_dir, threads,
+              as_json):
     """Measure this node and fit the simulator's parameters to it.
 
     \b
@@ -69,16 +94,18 @@ def calibrate(quick, model_name, out_path, refit_paths, checkpoint_dir, threads,
     from calibration.run import calibrate as run, refit
 
     calfile.check_writable(out_path)        # before minutes of measuring, not after
-
-    if refit_paths:
-        data = refit([calfile.load(p) for p in refit_paths])
+    files = [calfile.load(p) for p in refit_paths]
+    threads_of_fit = int(files[0]["host"].get("threads") or 1) if files else used
+    extra = _training_records(record_paths, threads_of_fit)
+    if files:
+        data = refit(files, extra)
     else:
         from perfmodel.presets import load_model
         model = load_model(model_name) if model_name else None
         if comm.rank == 0:
             click.echo(f"calibrating {'(quick) ' if quick else ''}on {comm.size} rank(s) x "
                        f"{used} thread(s)", err=True)
-        data = run(model, quick, comm, used, _progress, checkpoint_dir)
+        data = run(model, quick, comm, used, _progress, checkpoint_dir, extra)
         if data is None:              # not rank 0
             return
     calfile.save(out_path, data)
