@@ -136,8 +136,13 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
 
 
 @click.command()
-@click.option("--calibration", "calibration_path", required=True, metavar="FILE",
-              type=click.Path(dir_okay=False), help="The calibration file to check.")
+@click.option("--calibration", "calibration_path", metavar="FILE",
+              type=click.Path(dir_okay=False), help="The calibration file to check on this "
+              "machine's trainer.")
+@click.option("--against", "against_path", metavar="FILE.csv", type=click.Path(dir_okay=False),
+              help="Instead: predict every run logged in FILE.csv (schema: calibration/against.py;"
+                   " shipped logs: perfmodel/data/validation/runs_*.csv, or `selene`/`fugaku` "
+                   "for those) and compare with what was measured.")
 @click.option("--steps", type=click.IntRange(min=1), default=16, show_default=True,
               help="Timed trainer steps per case (the fastest is compared).")
 @click.option("--quick", is_flag=True, help="Twelve timed steps per case.")
@@ -147,23 +152,36 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
               help="Threads per rank (must match the calibration's).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @reports_errors
-def validate(calibration_path, steps, quick, max_error, threads, as_json):
+def validate(calibration_path, against_path, steps, quick, max_error, threads, as_json):
     """Predicted against measured on trainer runs the fit never saw.
 
-    Runs the trainer on held-out configurations (other widths, depths, sequence
-    lengths, batches; data parallel under mpiexec) and simulates each with the DES
-    on the calibrated `host` system.
+    With --calibration: runs the trainer on held-out configurations (other widths,
+    depths, sequence lengths, batches; data parallel under mpiexec) and simulates each
+    with the DES on the calibrated `host` system.
+
+    With --against: simulates every logged run of a CSV (published runs ship: `selene`
+    is Megatron-LM on Selene, Narayanan et al. 2021 and Korthikanti et al. 2022;
+    `fugaku` is early Megatron-DeepSpeed runs) with the presets unchanged, searching
+    the micro-batch where the log does not give it.
 
     \b
     Examples:
       fugakuperf validate --calibration host.json --max-error 0.2
       mpiexec -n 2 fugakuperf validate --calibration host-2ranks.json
+      fugakuperf validate --against selene
+      fugakuperf validate --against my_runs.csv --json
     """
+    from perfmodel.errors import SpecError
+    if (calibration_path is None) == (against_path is None):
+        raise SpecError("calibration", "give --calibration FILE (held-out trainer runs on this "
+                                       "machine) or --against FILE.csv (logged runs), one of them")
+    if against_path is not None:
+        _validate_against(against_path, max_error, as_json)
+        return
     comm, used = _setup(threads)            # first: thread pools before numpy loads
     from calibration import calfile
     from calibration.host import host_system
     from calibration.validate import references_from, validate as run
-    from perfmodel.errors import SpecError
 
     data = calfile.load(calibration_path)
     host = data["host"]
@@ -196,6 +214,35 @@ def validate(calibration_path, steps, quick, max_error, threads, as_json):
         click.echo(f"  the machine now: {result['cpu_steal_fraction']:.0%} of CPU time stolen "
                    f"by the hypervisor" + (f"; the calibration's own configurations run "
                                            f"{drift - 1:+.0%} vs when calibrated" if drift else ""))
+    if max_error is not None and result["max_abs_error"] > max_error:
+        click.echo(f"error: max |error| {result['max_abs_error']:.1%} exceeds --max-error "
+                   f"{max_error:.1%}", err=True)
+        sys.exit(1)
+
+
+def _validate_against(path: str, max_error, as_json: bool) -> None:
+    from importlib import resources
+
+    from calibration.against import validate_against
+    shipped = resources.files("perfmodel.data") / "validation" / f"runs_{path}.csv"
+    if "/" not in path and not path.endswith(".csv") and shipped.is_file():
+        path = str(shipped)
+    result = validate_against(path, progress=None if as_json else _progress)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"validation against {path}: DES with the presets unchanged "
+                   f"(* micro-batch searched: the log does not give it)")
+        click.echo(f"  {'system':8} {'model':11} {'layout':44} {'measured':>9} {'predicted':>10} "
+                   f"{'unit':26} {'error':>7}")
+        for r in result["rows"]:
+            layout = r["layout"] + ("*" if r["micro_batch_searched"] else "")
+            unit = r["unit"] + (f" ({r['flops_convention']})" if r["flops_convention"] else "")
+            click.echo(f"  {r['system']:8} {r['model'][:11]:11} {layout[:44]:44} "
+                       f"{r['measured']:9.4g} {r['predicted']:10.4g} {unit[:26]:26} "
+                       f"{r['error']:+7.1%}")
+        click.echo(f"  mean |error| {result['mean_abs_error']:.1%}, "
+                   f"max {result['max_abs_error']:.1%}")
     if max_error is not None and result["max_abs_error"] > max_error:
         click.echo(f"error: max |error| {result['max_abs_error']:.1%} exceeds --max-error "
                    f"{max_error:.1%}", err=True)

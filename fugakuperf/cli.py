@@ -298,8 +298,12 @@ def topo(nodes, tp, pp, as_json, **kw):
       fugakuperf topo --nodes 13824 --tp 6 --pp 8 --shape 48x6x48:torus
       fugakuperf topo --nodes 13824 --tp 6 --pp 8 --mapping linear --json
     """
+    from perfmodel.errors import SpecError
     from topologies.report import topology_report
     system = system_from(kw)
+    if system.network.kind != "torus":
+        raise SpecError("system", f"topo describes torus jobs; {system.name} is a "
+                                  f"{system.network.kind} (see `fugakuperf collective`)")
     _emit(topology_report(_flow_network(system), _job(nodes, system, tp, pp)), as_json,
           "render_topology")
 

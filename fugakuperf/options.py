@@ -118,7 +118,7 @@ def layout_options(f):
                           "(Fugaku-LLM: 4 of 8)."),
         click.option("--sequence-parallel/--no-sequence-parallel", default=None,
                      help="Pin sequence parallelism."),
-        click.option("--precision", type=click.Choice(["fp32", "fp16"]),
+        click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
                      help="Training precision (default fp32; fp16 = mixed precision)."),
     ]
     for o in reversed(opts):

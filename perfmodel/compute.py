@@ -1,7 +1,9 @@
 """Time of one op on one rank: a roofline with efficiencies, or fitted rates.
 
 From a system preset: ``time = max(flops / (peak[precision] * eff_gemm), bytes /
-bw_sustained)`` for a GEMM and ``max(flops / peak, bytes / bw_sustained)`` for a
+bw_sustained)`` for a GEMM (``eff_gemm`` flat, or ``gemm_efficiency / (1 + h/m + h/n +
+h/k)`` with the preset's half-rate size h: a dimension as small as h halves the rate,
+as small GEMMs underfill a GPU's many SMs and leave its tiles partly empty) and ``max(flops / peak, bytes / bw_sustained)`` for a
 memory-bound kernel, where bw_sustained is the rank's STREAM bandwidth (a
 measured figure, so no further memory efficiency is applied).
 
@@ -94,6 +96,7 @@ class ComputeModel:
     gemm_efficiency: float     # fraction of peak a large GEMM reaches
     op_overhead_s: float = 0.0
     fit: ComputeFit | None = None   # measured rates replace the roofline when given
+    gemm_half_size: float = 0.0     # a preset's shape curve (see gemm_efficiency_for)
 
     @classmethod
     def for_system(cls, system: SystemSpec, precision: str) -> "ComputeModel":
@@ -102,6 +105,9 @@ class ComputeModel:
     def gemm_efficiency_for(self, m: int, n: int, k: int) -> float:
         if self.fit is not None:
             return self.fit.gemm_rate_for(m, n, k) / self.peak_flops
+        if self.gemm_half_size:
+            h = self.gemm_half_size
+            return self.gemm_efficiency / (1.0 + h / m + h / n + h / k)
         return self.gemm_efficiency
 
     @property
@@ -141,4 +147,5 @@ def _for_system(system: SystemSpec, precision: str) -> ComputeModel:
     fit = system.compute_fit if precision == "fp32" else None   # measured in FP32
     return ComputeModel(peak_flops=rank.peak_flops[precision],
                         memory_bandwidth=rank.memory_bandwidth,
-                        gemm_efficiency=system.node.gemm_efficiency, fit=fit)
+                        gemm_efficiency=system.node.gemm_efficiency, fit=fit,
+                        gemm_half_size=system.node.gemm_half_size)

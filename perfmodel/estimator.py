@@ -36,7 +36,7 @@ from .system import SystemSpec
 # Bytes the optimizer step moves per local parameter: Adam reads weight, gradient,
 # m and v and writes weight, m and v (7 x 4 B); gradient clipping reads the
 # gradients once more (4 B); mixed precision also writes the fp16 weight copy (2 B).
-OPTIMIZER_BYTES = {"fp32": 32, "fp16": 34}
+OPTIMIZER_BYTES = {"fp32": 32, "fp16": 34, "bf16": 34}
 GRAD_BYTES = 4     # gradients are reduced in fp32 (fp32 training; fp32 accumulation in mixed)
 
 
@@ -142,7 +142,19 @@ def network_for(system: SystemSpec) -> NetworkModel:
         return AlphaBetaTorus(latency_s=net.latency_s,
                               link_bandwidth=net.effective_link_bandwidth,
                               injection_bandwidth=net.effective_injection_bandwidth,
-                              intra_node_bandwidth=system.rank.intra_node_bandwidth)
+                              intra_node_bandwidth=system.rank.intra_node_bandwidth,
+                              ring_links=2 if net.kind == "torus" else 1)
+    if net.kind == "fattree":
+        from topologies.fattree import FatTree
+        from topologies.switched import SwitchedNetwork
+        tree = FatTree(nodes=1, nic_bandwidth=net.effective_link_bandwidth,
+                       devices_per_node=system.ranks_per_node, nics_per_node=net.nics_per_node,
+                       nodes_per_leaf=net.nodes_per_leaf, oversubscription=net.oversubscription,
+                       switch_bandwidth=system.rank.intra_node_bandwidth)
+        return SwitchedNetwork(tree, put_latency_s=net.put_latency_s,
+                               mpi_latency_s=net.latency_s,
+                               intra_node_latency_s=net.intra_node_latency_s,
+                               hop_latency_s=net.hop_latency_s)
     from topologies.allocation import MachineShape, parse_shape
     from topologies.tofu import TofuNetwork
     machine = machine_shape(system)

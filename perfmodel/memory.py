@@ -22,6 +22,7 @@ from .ops import ACT_BYTES, vocab_shard
 STATE_BYTES = {  # per parameter: (weights, gradients, optimizer states)
     "fp32": (4, 4, 8),
     "fp16": (2, 4, 12),
+    "bf16": (2, 4, 12),
 }
 
 

@@ -29,7 +29,7 @@ from functools import lru_cache
 
 from .model import ModelSpec
 
-ACT_BYTES = {"fp32": 4, "fp16": 2}
+ACT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 
 FLOPS_PER_ELEMENT = {"layernorm": 8, "rmsnorm": 5, "gelu": 16, "swiglu": 6, "softmax": 7,
                      "residual": 1, "dropout": 2, "cross_entropy": 6}
@@ -181,3 +181,12 @@ def model_flops_per_iteration(model: ModelSpec, global_batch: int,
 
 def model_flops_per_token(model: ModelSpec) -> float:
     return model_flops_per_iteration(model, 1) / model.seq
+
+
+def hardware_flops_per_iteration(model: ModelSpec, global_batch: int, recompute: str) -> float:
+    """FLOPs the hardware runs per iteration: model FLOPs plus the recomputed forward
+    (``full``: every layer's forward again, Narayanan et al. 2021 Eq. 3; ``selective``:
+    the attention core's). GEMMs only, as the published figures count."""
+    layer = layer_ops(model, 1, 1, False, "fp32")
+    extra = model.layers * gemm_flops(layer.recompute(recompute)) if recompute != "none" else 0.0
+    return model_flops_per_iteration(model, global_batch) + extra * global_batch

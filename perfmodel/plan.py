@@ -296,6 +296,13 @@ def _network_assumption(system: SystemSpec) -> str:
     if net.model == "analytic":
         return (f"network: alpha-beta, {links}, {net.latency_s * 1e6:.2f} us per message, rings "
                 f"on nearest neighbours, no contention between concurrent groups")
+    if net.kind == "fattree":
+        return (f"network: a fat tree of {system.ranks_per_node}-rank nodes ({net.nics_per_node} "
+                f"NICs each, {net.nodes_per_leaf} nodes per leaf, oversubscription "
+                f"{net.oversubscription:g}), ranks in order, links shared max-min fairly; "
+                f"{links}; {system.rank.intra_node_bandwidth / 1e9:.0f} GB/s per rank inside "
+                f"a node; {net.put_latency_s * 1e6:.2f} us per collective step between nodes; "
+                f"the cheapest collective algorithm is assumed")
     shape = f"the given shape {system.job_shape}" if system.job_shape else \
         "the shape the allocator model gives (not the scheduler's published policy)"
     return (f"network: flows routed dimension-order on {shape}, {net.mapping} placement, links "
@@ -317,7 +324,10 @@ def assumptions(system: SystemSpec) -> list[str]:
                    f"measured); FP16 keeps the preset's GEMM efficiency "
                    f"{node.gemm_efficiency:.2f}")
     else:
-        compute = (f"GEMM efficiency {node.gemm_efficiency:.2f} of peak for every shape "
+        shape = (f"for every shape" if not node.gemm_half_size else
+                 f"for large GEMMs, less for small ones: / (1 + {node.gemm_half_size:g}/m + "
+                 f"{node.gemm_half_size:g}/n + {node.gemm_half_size:g}/k)")
+        compute = (f"GEMM efficiency {node.gemm_efficiency:.2f} of peak {shape} "
                    f"({src.get('node.gemm_efficiency', 'preset')}); `fugakuperf calibrate` on a "
                    f"node measures it (--calibration FILE)")
     network = (f"collectives from calibration {system.calibration}: a fitted latency and "
@@ -345,7 +355,8 @@ def plan_to_dict(result: PlanResult) -> dict:
         "model": model,
         "system": {**r.system.settings(), "description": r.system.description,
                    "peak_tflops_per_node": {p: r.system.node.peak_flops(p) / 1e12
-                                            for p in ("fp32", "fp16") if r.system.node.supports(p)},
+                                            for p in ("fp32", "fp16", "bf16")
+                                            if r.system.node.supports(p)},
                    "usable_memory_bytes_per_node": r.system.node.usable_memory_bytes,
                    "power_w_per_node": r.system.node.power_w},
         "nodes": r.node_counts,

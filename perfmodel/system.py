@@ -15,7 +15,7 @@ from typing import Mapping
 from .errors import SpecError, check_bool, check_choice, check_float, check_int, check_keys
 from .presets import system_table
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "bf16")
 GB = 1e9
 GIB = 2**30
 
@@ -40,6 +40,8 @@ class NodeSpec:
     gemm_efficiency: float
     power_w: float
     mtbf_hours: float | None = None      # mean time between failures of one node
+    # GEMM efficiency over shape: gemm_efficiency / (1 + h/m + h/n + h/k); 0: flat
+    gemm_half_size: float = 0.0
 
     def __post_init__(self):
         check_int("node.cores", self.cores, hi=100_000)
@@ -59,6 +61,7 @@ class NodeSpec:
             check_float(f"node.{name}", getattr(self, name))
         check_float("node.power_w", self.power_w, lo_open=False)     # 0: not known
         check_float("node.gemm_efficiency", self.gemm_efficiency, hi=1.0)
+        check_float("node.gemm_half_size", self.gemm_half_size, lo_open=False)
         if self.mtbf_hours is not None:
             check_float("node.mtbf_hours", self.mtbf_hours)
         if self.usable_memory_bytes > self.memory_bytes:
@@ -101,9 +104,16 @@ class NetworkSpec:
     model: str = "flow"                        # "flow" or "analytic"
     mapping: str = "tofu"                      # rank placement strategy
     job_torus: bool = True
+    # kind "fattree" (GPU clusters): shape (nodes,); the link is one NIC, injection all
+    nics_per_node: int = 1
+    nodes_per_leaf: int = 1
+    oversubscription: float = 1.0
 
     def __post_init__(self):
-        check_choice("network.kind", self.kind, ("torus",))
+        check_choice("network.kind", self.kind, ("torus", "fattree"))
+        check_int("network.nics_per_node", self.nics_per_node, hi=1024)
+        check_int("network.nodes_per_leaf", self.nodes_per_leaf, hi=1_000_000)
+        check_float("network.oversubscription", self.oversubscription)
         check_choice("network.model", self.model, ("flow", "analytic"))
         check_choice("network.mapping", self.mapping, ("tofu", "linear"))
         check_bool("network.job_torus", self.job_torus)
@@ -272,6 +282,7 @@ _NODE_KEYS = {
     "stream_bandwidth_per_domain_gbs": ("stream_bandwidth_per_domain", GB),
     "inter_domain_bandwidth_gbs": ("inter_domain_bandwidth", GB),
     "gemm_efficiency": ("gemm_efficiency", None), "power_w": ("power_w", None),
+    "gemm_half_size": ("gemm_half_size", None),
     "mtbf_hours": ("mtbf_hours", None),
 }
 _NETWORK_KEYS = {
@@ -287,6 +298,8 @@ _NETWORK_KEYS = {
     "allocation_unit_nodes": ("allocation_unit_nodes", None),
     "large_allocation_unit_nodes": ("large_allocation_unit_nodes", None),
     "large_allocation_threshold_nodes": ("large_allocation_threshold_nodes", None),
+    "nics_per_node": ("nics_per_node", None), "nodes_per_leaf": ("nodes_per_leaf", None),
+    "oversubscription": ("oversubscription", None),
 }
 
 

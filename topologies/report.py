@@ -25,7 +25,8 @@ def collective_report(net: TofuNetwork, op: str, job: JobShape, nbytes: float,
         "time_s": best.seconds, "algorithm": best.algorithm,
         "bandwidth_bytes_per_s": nbytes / best.seconds if best.seconds > 0 else None,
         "algorithms_s": dict(sorted(options.items(), key=lambda kv: kv[1])),
-        "allocation": net.allocation(job.nodes).describe(),
+        "allocation": (net.allocation(job.nodes).describe() if hasattr(net, "allocation")
+                       else f"{job.nodes} nodes"),
         "placement": net.placement(job).describe(),
         "network_model": net.name,
     }

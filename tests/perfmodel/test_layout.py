@@ -139,8 +139,8 @@ def test_tp_must_be_positive(drawn, tp):
     rejects(kw | {"tp": tp, "sequence_parallel": False}, "tp")
 
 
-@given(layout_kwargs(), st.sampled_from(("bf16", "fp64", "FP32", "")))
-def test_precision_is_fp32_or_fp16(drawn, precision):
+@given(layout_kwargs(), st.sampled_from(("fp8", "fp64", "FP32", "BF16", "")))
+def test_precision_is_fp32_fp16_or_bf16(drawn, precision):
     kw, _ = drawn
     rejects(kw | {"precision": precision}, "precision")
 

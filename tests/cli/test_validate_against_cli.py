@@ -1,0 +1,57 @@
+"""validate --against: logged runs predicted from the command line."""
+
+import csv
+import json
+from importlib import resources
+
+from click.testing import CliRunner
+
+from fugakuperf.cli import main
+
+RUNS = resources.files("perfmodel.data") / "validation" / "runs_selene.csv"
+
+
+def two_rows(tmp_path):
+    with RUNS.open() as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        fields = reader.fieldnames
+    path = tmp_path / "log.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows([rows[0], rows[5]])            # a searched micro-batch; a sec_per_iter row
+    return path
+
+
+def test_json_rows_and_summary(tmp_path):
+    result = CliRunner().invoke(main, ["validate", "--against", str(two_rows(tmp_path)), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {"rows", "mean_abs_error", "max_abs_error"} <= set(data)
+    first, second = data["rows"]
+    assert first["unit"] == "tflops_per_rank" and first["micro_batch_searched"]
+    assert second["unit"] == "sec_per_iter" and not second["micro_batch_searched"]
+    for r in data["rows"]:
+        assert r["error"] == r["predicted"] / r["measured"] - 1
+    assert data["max_abs_error"] == max(abs(r["error"]) for r in data["rows"])
+
+
+def test_text_table_and_max_error(tmp_path):
+    result = CliRunner().invoke(main, ["validate", "--against", str(two_rows(tmp_path)),
+                                       "--max-error", "0"])
+    assert result.exit_code == 1
+    assert "tflops_per_rank (hardware)" in result.stdout and "mean |error|" in result.stdout
+    assert "max-error" in result.stderr
+
+
+def test_needs_exactly_one_of_calibration_and_against(tmp_path):
+    result = CliRunner().invoke(main, ["validate"])
+    assert result.exit_code == 2 and "error: calibration:" in result.stderr
+    result = CliRunner().invoke(main, ["validate", "--against", str(tmp_path / "none.csv")])
+    assert result.exit_code == 2 and "no such file" in result.stderr
+
+
+def test_topo_says_a_fat_tree_is_not_a_torus():
+    result = CliRunner().invoke(main, ["topo", "--system", "selene", "--nodes", "4"])
+    assert result.exit_code == 2 and "error: system:" in result.stderr
