@@ -155,7 +155,7 @@ def network_for(system: SystemSpec) -> NetworkModel:
                                mpi_latency_s=net.latency_s,
                                intra_node_latency_s=net.intra_node_latency_s,
                                hop_latency_s=net.hop_latency_s)
-    from topologies.allocation import MachineShape, parse_shape
+    from topologies.allocation import parse_shape
     from topologies.tofu import TofuNetwork
     machine = machine_shape(system)
     return TofuNetwork(
@@ -375,7 +375,7 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
     runs = stage_ranges(layout)
     firsts = [first for first, _ in runs]
     cost = _stage_costs(model, layout, network, compute, job, firsts)
-    m, p, v, dp = layout.micro_batches, layout.pp, layout.virtual_stages, layout.dp
+    m, p, v = layout.micro_batches, layout.pp, layout.virtual_stages
 
     # Data-parallel traffic per stage (stage_comm), and how much of it hides behind
     # the backward (gradients) or the passes (ZeRO-3 gathers).

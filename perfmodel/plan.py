@@ -314,7 +314,7 @@ def _network_assumption(system: SystemSpec) -> str:
 
 def assumptions(system: SystemSpec) -> list[str]:
     """What the prediction rests on that is not a measurement of this run."""
-    node, net = system.node, system.network
+    node = system.node
     src = system.sources
     fit = system.compute_fit
     if fit is not None:
@@ -324,7 +324,7 @@ def assumptions(system: SystemSpec) -> list[str]:
                    f"measured); FP16 keeps the preset's GEMM efficiency "
                    f"{node.gemm_efficiency:.2f}")
     else:
-        shape = (f"for every shape" if not node.gemm_half_size else
+        shape = ("for every shape" if not node.gemm_half_size else
                  f"for large GEMMs, less for small ones: / (1 + {node.gemm_half_size:g}/m + "
                  f"{node.gemm_half_size:g}/n + {node.gemm_half_size:g}/k)")
         compute = (f"GEMM efficiency {node.gemm_efficiency:.2f} of peak {shape} "

@@ -25,7 +25,7 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
                  progress: Callable[[str], None] = _progress) -> dict:
     from perfmodel import capacity
     from perfmodel.des import Trace, simulate
-    from perfmodel.estimator import estimate, network_for
+    from perfmodel.estimator import network_for
     from perfmodel.plan import assumptions, plan, plan_to_dict
     from perfmodel.presets import system_values
     from topologies import JobShape

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,20 +24,9 @@ if MPI.COMM_WORLD.Get_rank() == 0:
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 
 
-def find_mpiexec() -> str:
-    beside = Path(sys.executable).parent / "mpiexec"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("mpiexec")
-    if found is None:
-        pytest.fail(f"mpiexec not found (next to {sys.executable} or on PATH): install the "
-                    "mpi extra, pip install 'fugakuperf[mpi]' (mpi4py and the mpich wheel)")
-    return found
-
-
-def test_two_ranks_measure_every_operation_at_every_size():
+def test_two_ranks_measure_every_operation_at_every_size(mpiexec):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = subprocess.run([find_mpiexec(), "-n", "2", sys.executable, "-c", SCRIPT], cwd=REPO,
+    run = subprocess.run([mpiexec, "-n", "2", sys.executable, "-c", SCRIPT], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
     lines = [line for line in run.stdout.splitlines() if line.startswith("[")]

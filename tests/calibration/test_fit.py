@@ -12,7 +12,7 @@ from perfmodel.compute import KERNEL_CLASSES, ComputeFit
 from perfmodel.errors import SpecError
 from perfmodel.estimator import estimate
 from perfmodel.layout import Layout
-from perfmodel.ops import ACT_BYTES, FLOPS_PER_ELEMENT, gemm, mem
+from perfmodel.ops import ACT_BYTES, gemm, mem
 from perfmodel.system import load_system
 
 TRUE = ComputeFit(gemm_rate=120e9, gemm_m0=40.0, gemm_n0=60.0, gemm_k0=80.0,

@@ -6,7 +6,7 @@ SpecError naming exactly the broken field.
 """
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from perfmodel.errors import SpecError

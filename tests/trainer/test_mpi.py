@@ -7,7 +7,6 @@ global batch take the same steps (up to float summation order).
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,18 +23,6 @@ RUN = ["--data", str(CORPUS), "--steps", "3", "--micro-batch", "2", "--global-ba
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 
 
-def find_mpiexec() -> str:
-    beside = Path(sys.executable).parent / "mpiexec"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("mpiexec")
-    if found is None:
-        pytest.fail("mpiexec not found (next to {} or on PATH): install the mpi extra, "
-                    "pip install 'fugakuperf[mpi]' (mpi4py and the mpich wheel)"
-                    .format(sys.executable))
-    return found
-
-
 def train(prefix: list[str], checkpoint_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [*prefix, sys.executable, "-m", "fugakuperf", "train", *TINY, *RUN,
@@ -48,8 +35,7 @@ def load(path: Path) -> tuple[np.ndarray, dict]:
         return z["params"].copy(), json.loads(bytes(z["meta"]).decode("utf-8"))
 
 
-def test_two_ranks_train_what_one_rank_trains(tmp_path):
-    mpiexec = find_mpiexec()
+def test_two_ranks_train_what_one_rank_trains(tmp_path, mpiexec):
     d1, d2 = tmp_path / "D1", tmp_path / "D2"
     one = train([], d1)
     assert one.returncode == 0, one.stderr
