@@ -208,7 +208,9 @@ def scaling_png(report: Report) -> bytes:
     if xm:
         ax2.plot(xm, ym, "s:", color="#C44E52", linewidth=1.5, markersize=4, label="MFU (%)")
         ax2.set_ylim(0, max(max(ym) / 0.8, 1.0))
-    ax2.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+    top = ax2.get_ylim()[1]
+    # enough decimals that neighbouring ticks differ (a 1% axis has 0.2% steps)
+    ax2.yaxis.set_major_formatter(PercentFormatter(decimals=0 if top >= 10 else 1))
     _style(ax2, ylabel="MFU (% of peak at the training precision)")
     _tint_y(ax2, "#C44E52")
     _mark_knee(ax, knee)
