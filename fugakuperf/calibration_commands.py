@@ -153,7 +153,7 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @reports_errors
 def validate(calibration_path, against_path, steps, quick, max_error, threads, as_json):
-    """Predicted against measured on trainer runs the fit never saw.
+    """Predicted against measured: trainer runs the fit never saw, or logged runs.
 
     With --calibration: runs the trainer on held-out configurations (other widths,
     depths, sequence lengths, batches; data parallel under mpiexec) and simulates each

@@ -27,6 +27,11 @@ def main():
       fugakuperf plan --model fugaku-llm-13b --nodes 13824 --tp 6 --pp 8 \\
                       --recompute full --recompute-stages 4   (Fugaku-LLM's run)
       fugakuperf presets                            models and systems, with sources
+      fugakuperf train --layers 2 --hidden 64 --heads 4 --seq 64 --data text.txt
+                                                    the reference trainer, measured
+      fugakuperf calibrate --out node.json          measure this node; then
+      fugakuperf validate --calibration node.json   check predictions against it
+      fugakuperf validate --against selene          ... and against published runs
 
     Every default traces to a sourced fact (see `fugakuperf presets --system fugaku`).
     """
