@@ -186,7 +186,14 @@ def _no_layout(model, system, gb, pins, n, s, machine) -> None:
     why = (f"no layout of {model.name} with global batch {gb}"
            + (f" and {_pins_text(pins)}" if pins else "")
            + f" runs on exactly {n:,} nodes ({n * system.ranks_per_node:,} ranks)")
-    counts = feasible_node_counts(model, system, gb, pins, machine)
+    from .search import allocatable
+    counts = [c for c in feasible_node_counts(model, system, gb, pins, machine)
+              if allocatable(system, c)]
+    if not allocatable(system, n):
+        near = ", ".join(f"{c:,}" for c in _nearest(counts, n)) or "none"
+        unit = system.network.allocation_unit(n)
+        raise SpecError("nodes", f"{why}: jobs of this size come in units of {unit} nodes on "
+                                 f"{system.name}; nearest node counts that can run: {near}")
     if n not in counts:
         near = ", ".join(f"{c:,}" for c in _nearest(counts, n)) or "none"
         raise SpecError("nodes", f"{why}: tp x pp x dp cannot equal it (tp divides heads, pp "

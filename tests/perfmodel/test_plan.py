@@ -87,3 +87,16 @@ def test_budget_larger_than_the_machine_is_refused():
     with pytest.raises(SpecError) as err:
         plan(FUGAKU_LLM, FUGAKU, max_nodes=200_000)
     assert err.value.field == "max_nodes"
+
+
+def test_the_node_counts_a_refusal_suggests_are_ones_that_run():
+    import re
+    model, system = model_for_params(1e9), load_system(network_model="analytic")
+    with pytest.raises(SpecError) as err:
+        plan(model, system, nodes=[396])              # above 384: 48-node units on Fugaku
+    assert err.value.field == "nodes" and "units of 48 nodes" in str(err.value)
+    suggested = [int(c.replace(",", "")) for c in
+                 re.search(r"can run: (.*)$", str(err.value)).group(1).split(", ")]
+    assert suggested
+    for n in suggested:
+        assert plan(model, system, nodes=[n], top=1).rungs, n
