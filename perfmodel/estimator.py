@@ -261,7 +261,14 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
     tp_one = _tp_collective(network, job, act, sp)
     # vocab-parallel loss: max, sum and target logit over tp (tokens x 4 B each)
     loss_ar = 3 * _collective(network, "allreduce", "tp", job, mb * model.seq * 4.0) if t > 1 else 0.0
-    p2p = _p2p(network, "pp", job, act) if layout.pp > 1 else 0.0
+    # Pipeline transfers: each TP rank sends its 1/t of the activation and the receivers
+    # all-gather it over TP (Megatron-LM's scatter/gather, Narayanan et al. 2021 Sec. 4.1);
+    # with sequence parallelism the activation already is split by t (no gather).
+    p2p = 0.0
+    if layout.pp > 1:
+        p2p = _p2p(network, "pp", job, act / t)
+        if t > 1 and not sp:
+            p2p += _collective(network, "allgather", "tp", job, act)
     n_layers = model.layers // layout.pp
     stages = {}
     for i in firsts:
