@@ -35,7 +35,6 @@ FIT_CONFIGS = (         # tokens per micro-batch 64 ... 512, widths 64 ... 448
     dict(layers=3, hidden=64, heads=2, seq=256, micro_batch=2, global_batch=2),
     dict(layers=1, hidden=448, heads=7, seq=64, micro_batch=1, global_batch=1),
 )
-QUICK_FIT_CONFIGS = FIT_CONFIGS
 SWEEP = (64, 256, 1024)
 
 
@@ -67,7 +66,7 @@ def record(kind: str, name: str, ops, seconds: float, calls: int = 1, **extra) -
 
 # ------------------------------------------------------------------ GEMMs
 def gemm_shapes(model: ModelSpec | None, quick: bool) -> list[tuple[int, int, int, str]]:
-    """(m, n, k, label): a size sweep, and the model's GEMMs on each TP split."""
+    """(m, n, k, what): a size sweep, and the model's GEMMs on each TP split."""
     sweep = SWEEP
     shapes = [(m, n, k, "sweep") for m in sweep for n in sweep for k in sweep]
     if model is not None:
@@ -76,9 +75,9 @@ def gemm_shapes(model: ModelSpec | None, quick: bool) -> list[tuple[int, int, in
         splits = splits[::max(1, len(splits) - 1)] if quick else splits   # quick: ends only
         h, f, v = model.hidden, model.ffn, model.vocab
         for t in splits:
-            for label, n, k in (("qkv", (h + 2 * model.kv_dim) // t, h), ("proj", h, h // t),
+            for what, n, k in (("qkv", (h + 2 * model.kv_dim) // t, h), ("proj", h, h // t),
                                 ("fc1", f // t, h), ("fc2", h, f // t), ("logits", -(-v // t), h)):
-                shapes.append((tokens, n, k, f"{model.name} {label} tp{t}"))
+                shapes.append((tokens, n, k, f"{model.name} {what} tp{t}"))
     return shapes
 
 
@@ -91,7 +90,7 @@ def measure_gemms(shapes, repeat: int, progress=None) -> list[dict]:
     cache from the call before (a tight loop on one pair of matrices would)."""
     out = []
     rng = np.random.default_rng(0)
-    for i, (m, n, k, label) in enumerate(shapes):
+    for i, (m, n, k, what) in enumerate(shapes):
         if progress:
             progress(f"GEMM {m}x{n}x{k}", i, len(shapes))
         copies = int(min(16, max(2, COLD_BYTES // (4 * (m * k + n * k)))))
@@ -103,7 +102,7 @@ def measure_gemms(shapes, repeat: int, progress=None) -> list[dict]:
         def one():
             j = next(turn) % copies
             np.matmul(a[j], w[j].T, out=c)
-        out.append(record("gemm", label, [gemm("matmul", m, n, k, E)], fastest(one, repeat)))
+        out.append(record("gemm", what, [gemm("matmul", m, n, k, E)], fastest(one, repeat)))
     return out
 
 
@@ -237,7 +236,7 @@ def run_configs(configs, steps: int, comm=None, timed: bool = False, progress=No
     runs = []
     for i, cfg in enumerate(configs):
         if progress:
-            progress(f"trainer {_label(cfg)}", i, len(configs))
+            progress(f"trainer {label(cfg)}", i, len(configs))
         tokens = np.random.default_rng(seed + i).integers(0, 256, 200_000).astype(np.uint16)
         run = Trainer(trainer_model(cfg), tokens,
                       TrainSettings(steps=steps + 1, micro_batch=cfg["micro_batch"],
@@ -254,7 +253,7 @@ def run_configs(configs, steps: int, comm=None, timed: bool = False, progress=No
 
 
 def kernel_records(timer_records, model: ModelSpec, micro_batch: int, steps: int,
-                   label: str) -> list[dict]:
+                   config: str) -> list[dict]:
     """Trainer timer records (trainer.timers) as fit records: GEMMs one by one, other
     kernels as forward + backward pairs, the optimizer phase as one."""
     out = []
@@ -269,7 +268,7 @@ def kernel_records(timer_records, model: ModelSpec, micro_batch: int, steps: int
             continue
         if r["kernel"].startswith("matmul"):
             out.append(record("trainer-kernel", r["name"], ops, r["min_call_seconds"],
-                              calls=r["calls"] // steps, config=label))
+                              calls=r["calls"] // steps, config=config))
             continue
         # Other kernels as forward + backward pairs: perfmodel's backward is 2x the
         # forward, the trainer's split differs (a cheap gather forward and a
@@ -280,16 +279,16 @@ def kernel_records(timer_records, model: ModelSpec, micro_batch: int, steps: int
         pair[2] = r["calls"] // steps
     for base, (ops, seconds, calls) in pairs.items():
         out.append(record("trainer-kernel", f"{base} forward+backward", ops, seconds,
-                          calls=calls, config=label))
+                          calls=calls, config=config))
     if optimizer_s:
         out.append(record("trainer-kernel", "zero_grad+grad_norm+adamw",
-                          [optimizer_op(model.params)], optimizer_s, config=label))
+                          [optimizer_op(model.params)], optimizer_s, config=config))
     return out
 
 
 def step_record(cfg: dict, model: ModelSpec, times, ranks: int, params: int,
                 micro_batches: int) -> dict:
-    return {"kind": "step", "name": _label(cfg), "config": dict(cfg), "ops": [],
+    return {"kind": "step", "name": label(cfg), "config": dict(cfg), "ops": [],
             "seconds": min(times), "median_seconds": statistics.median(times), "calls": 1,
             "ranks": ranks, "params": params, "micro_batches": micro_batches,
             "model": dataclasses.asdict(model)}
@@ -301,7 +300,7 @@ def measure_steps(configs, steps: int, comm=None, progress=None) -> list[dict]:
     world = comm.size if comm is not None else 1
     for cfg, run, times in run_configs(configs, steps, comm, timed=True, progress=progress):
         out += kernel_records(run.timers.records(), run.model, cfg["micro_batch"], steps,
-                              _label(cfg))
+                              label(cfg))
         out.append(step_record(cfg, run.model, times, world, run.params.size,
                                run.sampler.micro_batches))
     return out
@@ -321,11 +320,11 @@ def records_from_training(rec: dict, path: str = "record") -> list[dict]:
         measured = max(1, int(rec["measured_steps"]))
         cfg = dict(layers=model.layers, hidden=model.hidden, heads=model.heads, seq=model.seq,
                    micro_batch=mb, global_batch=int(settings["global_batch"]) // world)
-        label = _label(cfg) + f" ({path})"
-        out = kernel_records(rec["kernels"], model, mb, measured, label)
+        name = label(cfg) + f" ({path})"
+        out = kernel_records(rec["kernels"], model, mb, measured, name)
         micro_batches = int(settings["global_batch"]) // (world * mb)
         out.append(dict(step_record(cfg, model, [s["seconds"] for s in steps], world,
-                                    int(rec["parameters"]), micro_batches), name=label))
+                                    int(rec["parameters"]), micro_batches), name=name))
         return out
     except SpecError:
         raise
@@ -333,6 +332,7 @@ def records_from_training(rec: dict, path: str = "record") -> list[dict]:
         raise SpecError("record", f"{path}: damaged training record ({e})") from e
 
 
-def _label(cfg: dict) -> str:
+def label(cfg: dict) -> str:
+    """A trainer configuration in a few characters: L2 C128 H4 T128 b2 G2."""
     return (f"L{cfg['layers']} C{cfg['hidden']} H{cfg['heads']} T{cfg['seq']} "
             f"b{cfg['micro_batch']} G{cfg['global_batch']}")

@@ -9,7 +9,7 @@ from . import calfile
 from .collectives import (fit_collectives, measure_collectives, network_from_fits,
                           quick_sizes, default_sizes)
 from .fit import fit_compute
-from .measure import (FIT_CONFIGS, QUICK_FIT_CONFIGS, gemm_shapes, measure_checkpoint,
+from .measure import (FIT_CONFIGS, gemm_shapes, measure_checkpoint,
                       measure_gemms, measure_kernels, measure_steps)
 
 COLLECTIVE_KEYS = ("kind", "op", "ranks", "bytes", "seconds")
@@ -46,7 +46,7 @@ def calibrate(model: ModelSpec | None = None, quick: bool = False, comm=None, th
     repeat = 3 if quick else 7
     records = measure_gemms(gemm_shapes(model, quick), repeat, say)
     records += measure_kernels(repeat, quick, say)
-    steps = measure_steps(QUICK_FIT_CONFIGS if quick else FIT_CONFIGS, 16,
+    steps = measure_steps(FIT_CONFIGS, 16,
                           comm if comm.size > 1 else None, say)
     collectives = []
     if comm.size > 1:

@@ -17,7 +17,7 @@ import time
 from perfmodel.errors import SpecError
 from perfmodel.layout import Layout
 
-from .measure import FIT_CONFIGS, cpu_steal, run_configs, trainer_model
+from .measure import FIT_CONFIGS, cpu_steal, label, run_configs, trainer_model
 
 HELD_OUT = (
     dict(layers=2, hidden=192, heads=3, seq=128, micro_batch=2, global_batch=2),
@@ -44,11 +44,6 @@ def predict_config(cfg: dict, system, ranks: int = 1) -> float:
     layout = Layout(tp=1, pp=1, dp=ranks, micro_batch=cfg["micro_batch"],
                     global_batch=cfg["global_batch"] * ranks, overlap_dp=False)
     return simulate(model, system, layout).iteration_s
-
-
-def label(cfg: dict) -> str:
-    return (f"L{cfg['layers']} C{cfg['hidden']} H{cfg['heads']} T{cfg['seq']} "
-            f"b{cfg['micro_batch']} G{cfg['global_batch']}")
 
 
 def references_from(data: dict) -> list[tuple[dict, float]]:

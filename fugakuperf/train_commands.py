@@ -17,15 +17,6 @@ from .options import model_options, reports_errors
 STOPPED_EXIT = 3
 
 
-def _fmt_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
 def _resolve_train_model(kw: dict, data_path: str):
     """The model from the shape flags; byte-level text defaults to vocabulary 256."""
     from perfmodel.inputs import resolve_model
@@ -48,13 +39,14 @@ class _Progress:
         if not self.enabled:
             return
         if kind == "step":
+            from reports.fmt import duration
             if self.first is None:
                 self.first, self.t0 = data.step - 1, time.perf_counter() - data.seconds
             done = data.step - self.first
             left = (time.perf_counter() - self.t0) / done * (self.steps - data.step)
             click.echo(f"step {data.step:>6}/{self.steps}  loss {data.loss:7.4f}  "
                        f"lr {data.lr:.2e}  |g| {data.grad_norm:8.3f}  {data.seconds:6.2f} s  "
-                       f"{data.tokens_per_s:9,.0f} tok/s  eta {_fmt_duration(left)}", err=True)
+                       f"{data.tokens_per_s:9,.0f} tok/s  eta {duration(left)}", err=True)
         elif kind == "eval":
             click.echo(f"eval  step {data['step']}: held-out loss {data['loss']:.4f}", err=True)
         elif kind == "checkpoint":

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from perfmodel.atomic import atomic_write
 from perfmodel.errors import SpecError
 
 BYTE_VOCAB = 256
@@ -68,12 +69,7 @@ def write_shard(path: str | Path, tokens, dtype=np.uint16) -> None:
     (magic, version), = [k for k, v in FORMATS.items() if v == np.dtype(dtype).type]
     header = np.zeros(HEADER_INTS, dtype=np.int32)
     header[:3] = (magic, version, len(tokens))
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(header.tobytes())
-        f.write(np.asarray(tokens, dtype=dtype).tobytes())
-    tmp.replace(path)
+    atomic_write(path, header.tobytes() + np.asarray(tokens, dtype=dtype).tobytes())
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,15 @@ def acts(model, t, b, sp, mode, precision):
     return activation_bytes_per_layer(model, t, b, sp, mode, precision)
 
 
+def assert_matches(model, t, b, expected):
+    """fp16 activations of every CONFIGS row equal ``expected[label]`` (bytes)."""
+    for label, sp, mode in CONFIGS:
+        if sp and t == 1:
+            continue                       # sequence parallelism needs t > 1
+        got = acts(model, t, b, sp, mode, "fp16")
+        assert close(got, expected[label]), (label, got, expected[label])
+
+
 # ---------------------------------------------------------- Korthikanti Table 2
 @pytest.mark.parametrize("t,b", TB)
 def test_table2_fp16_with_dropout(t, b):
@@ -65,11 +74,7 @@ def test_table2_fp16_with_dropout(t, b):
         "tp+sp+selective": 34 * sbh / t,
         "full": 2 * sbh,
     }
-    for label, sp, mode in CONFIGS:
-        if sp and t == 1:
-            continue                       # sequence parallelism needs t > 1
-        got = acts(WITH_DROPOUT, t, b, sp, mode, "fp16")
-        assert close(got, table2[label]), (label, got, table2[label])
+    assert_matches(WITH_DROPOUT, t, b, table2)
 
 
 @pytest.mark.parametrize("b", [1, 2])
@@ -125,10 +130,7 @@ def test_no_dropout_drops_masks_and_dropout_output(t, b):
         "tp+sp+selective": 32 * sbh / t,
         "full": 2 * sbh,
     }
-    for label, sp, mode in CONFIGS:
-        if sp and t == 1:
-            continue
-        assert close(acts(m, t, b, sp, mode, "fp16"), expected[label]), label
+    assert_matches(m, t, b, expected)
 
 
 # ---------------------------------------------------------------- model states
