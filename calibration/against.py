@@ -21,9 +21,13 @@ runs in; ``perfmodel/data/validation/runs_*.csv`` ship the published ones):
     flops_convention   hardware (recomputation counted, Narayanan et al. 2021 Eq. 3)
                        or model (Korthikanti et al. 2022 Eq. 7)
     source             where the figure comes from
+    stack              optional: the software stack the run used, one of the system
+                       preset's stacks (``fugakuperf presets --system NAME``); empty or
+                       absent: ``--stack``, else the preset's default
 
-Each row is simulated by the DES (perfmodel.des) with the system preset unchanged: no
-parameter is set per row.
+Each row is simulated by the DES (perfmodel.des) with the system preset and the
+row's stack unchanged: no parameter is set per row. Whether the data-parallel
+reduction overlaps the backward is the stack's (``overlap_dp``).
 """
 
 from __future__ import annotations
@@ -72,8 +76,9 @@ def _int(row: dict, key: str, where: str, default: int | None = None) -> int | N
         raise SpecError(key, f"{where}: must be a whole number; got {raw!r}") from None
 
 
-def row_inputs(row: dict, where: str):
-    """(model, system, layout pins, micro_batch or None, unit, convention) of one row."""
+def row_inputs(row: dict, where: str, stack: str | None = None):
+    """(model, system, layout pins, micro_batch or None, unit, convention) of one row;
+    ``stack`` for a row that names none."""
     from perfmodel.inputs import resolve_system
     from perfmodel.model import ModelSpec
 
@@ -81,7 +86,15 @@ def row_inputs(row: dict, where: str):
                       heads=_int(row, "heads", where), vocab=_int(row, "vocab", where),
                       seq=_int(row, "seq", where), name=row.get("model") or "run")
     clock = (row.get("clock_ghz") or "").strip()
-    system = resolve_system(row["system"].strip(), clock_ghz=float(clock) if clock else None)
+    try:
+        clock_ghz = float(clock) if clock else None
+    except ValueError:
+        raise SpecError("clock_ghz", f"{where}: must be a number; got {clock!r}") from None
+    try:
+        system = resolve_system(row["system"].strip(), clock_ghz=clock_ghz,
+                                stack=(row.get("stack") or "").strip() or stack)
+    except SpecError as e:
+        raise SpecError(e.field, f"{where}: {str(e).split(': ', 1)[1]}") from None
     tp, pp, dp = (_int(row, k, where) for k in ("tp", "pp", "dp"))
     ranks = _int(row, "ranks", where)
     if tp * pp * dp != ranks:
@@ -97,7 +110,8 @@ def row_inputs(row: dict, where: str):
                 schedule="interleaved" if v > 1 else "1f1b", virtual_stages=v,
                 recompute=(row.get("recompute") or "none").strip(),
                 sequence_parallel=sp == "yes", zero=_int(row, "zero", where, default=0),
-                precision=(row.get("precision") or "fp32").strip(), overlap_dp=True)
+                precision=(row.get("precision") or "fp32").strip(),
+                overlap_dp=system.stack.overlap_dp)
     mb = (row.get("micro_batch") or "").strip()
     unit = (row.get("unit") or "").strip()
     if unit not in UNITS:
@@ -122,14 +136,14 @@ def _candidates(pins: dict, micro_batch: int | None) -> list[int]:
     return [b for b in range(1, per_pipeline + 1) if per_pipeline % b == 0][:8]
 
 
-def predict_row(row: dict, where: str = "row") -> dict:
+def predict_row(row: dict, where: str = "row", stack: str | None = None) -> dict:
     """One run predicted by the DES (micro-batch searched when the row has none)."""
     from perfmodel.des import simulate
     from perfmodel.estimator import estimate
     from perfmodel.layout import Layout
     from perfmodel.ops import hardware_flops_per_iteration, model_flops_per_iteration
 
-    model, system, pins, micro_batch, unit, convention, measured = row_inputs(row, where)
+    model, system, pins, micro_batch, unit, convention, measured = row_inputs(row, where, stack)
     best = None
     for b in _candidates(pins, micro_batch):
         try:
@@ -154,7 +168,8 @@ def predict_row(row: dict, where: str = "row") -> dict:
                  if convention == "hardware" else
                  model_flops_per_iteration(model, layout.global_batch))
         predicted = flops / iteration / layout.ranks / 1e12
-    return {"row": where, "system": system.name, "model": row.get("model", ""),
+    return {"row": where, "system": system.name, "stack": system.stack.name,
+            "model": row.get("model", ""),
             "layout": layout.label(), "micro_batch": layout.micro_batch,
             "micro_batch_searched": micro_batch is None, "unit": unit,
             "flops_convention": convention or None, "measured": measured,
@@ -163,14 +178,15 @@ def predict_row(row: dict, where: str = "row") -> dict:
             "memory_fits": est.memory_fits, "source": row.get("source", "")}
 
 
-def validate_against(path: str | Path, progress=None) -> dict:
+def validate_against(path: str | Path, progress=None, stack: str | None = None) -> dict:
+    """Every run of the log at ``path`` predicted; ``stack`` for rows that name none."""
     runs = read_runs(path)
     rows = []
     for i, row in enumerate(runs):
         where = f"{Path(path).name} row {i + 2}"          # the header is row 1
         if progress:
             progress(f"{row.get('system')} {row.get('model')}", i, len(runs))
-        rows.append(predict_row(row, where))
+        rows.append(predict_row(row, where, stack))
     errors = [abs(r["error"]) for r in rows]
     return {"against": str(path), "rows": rows, "mean_abs_error": statistics.fmean(errors),
             "max_abs_error": max(errors)}

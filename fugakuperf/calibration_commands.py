@@ -145,6 +145,9 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
               help="Instead: predict every run logged in FILE.csv (schema: calibration/against.py;"
                    " shipped logs: perfmodel/data/validation/runs_*.csv, or `selene`/`fugaku` "
                    "for those) and compare with what was measured.")
+@click.option("--stack", metavar="NAME",
+              help="With --against: the software stack of runs whose row names none "
+                   "(default: each system preset's default stack).")
 @click.option("--steps", type=click.IntRange(min=1), default=16, show_default=True,
               help="Timed trainer steps per case (the fastest is compared).")
 @click.option("--quick", is_flag=True, help="Twelve timed steps per case.")
@@ -154,7 +157,7 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
               help="Threads per rank (must match the calibration's).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @reports_errors
-def validate(calibration_path, against_path, steps, quick, max_error, threads, as_json):
+def validate(calibration_path, against_path, stack, steps, quick, max_error, threads, as_json):
     """Predicted against measured: trainer runs the fit never saw, or logged runs.
 
     With --calibration: runs the trainer on held-out configurations (other widths,
@@ -163,8 +166,10 @@ def validate(calibration_path, against_path, steps, quick, max_error, threads, a
 
     With --against: simulates every logged run of a CSV (published runs ship: `selene`
     is Megatron-LM on Selene, Narayanan et al. 2021 and Korthikanti et al. 2022;
-    `fugaku` is early Megatron-DeepSpeed runs) with the presets unchanged, searching
-    the micro-batch where the log does not give it.
+    `fugaku` is early Megatron-LM runs on the deepspeedfugaku-2023 stack, which
+    `fugakuperf fit-stack fugaku_fit` fits on other runs) with the presets and each
+    row's software stack unchanged, searching the micro-batch where the log does not
+    give it.
 
     \b
     Examples:
@@ -172,14 +177,18 @@ def validate(calibration_path, against_path, steps, quick, max_error, threads, a
       mpiexec -n 2 fugakuperf validate --calibration host-2ranks.json
       fugakuperf validate --against selene
       fugakuperf validate --against my_runs.csv --json
+      fugakuperf validate --against old_runs.csv --stack deepspeedfugaku-2023
     """
     from perfmodel.errors import SpecError
     if (calibration_path is None) == (against_path is None):
         raise SpecError("calibration", "give --calibration FILE (held-out trainer runs on this "
                                        "machine) or --against FILE.csv (logged runs), one of them")
     if against_path is not None:
-        _validate_against(against_path, max_error, as_json)
+        _validate_against(against_path, max_error, as_json, stack)
         return
+    if stack is not None:
+        raise SpecError("stack", "applies to --against (a trainer validation runs on this "
+                                 "machine's own stack)")
     comm, used = _setup(threads)            # first: thread pools before numpy loads
     from calibration import calfile
     from calibration.host import host_system
@@ -222,30 +231,84 @@ def validate(calibration_path, against_path, steps, quick, max_error, threads, a
         sys.exit(1)
 
 
-def _validate_against(path: str, max_error, as_json: bool) -> None:
+def _shipped_runs(path: str) -> str:
+    """A shipped log's short name (``selene``) -> its file; anything else as given."""
     from importlib import resources
-
-    from calibration.against import validate_against
     shipped = resources.files("perfmodel.data") / "validation" / f"runs_{path}.csv"
     if "/" not in path and not path.endswith(".csv") and shipped.is_file():
-        path = str(shipped)
-    result = validate_against(path, progress=None if as_json else _progress)
+        return str(shipped)
+    return path
+
+
+def _validate_against(path: str, max_error, as_json: bool, stack: str | None) -> None:
+    from calibration.against import validate_against
+    path = _shipped_runs(path)
+    result = validate_against(path, progress=None if as_json else _progress, stack=stack)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
-        click.echo(f"validation against {path}: DES with the presets unchanged "
+        click.echo(f"validation against {path}: DES with the presets and stacks unchanged "
                    f"(* micro-batch searched: the log does not give it)")
-        click.echo(f"  {'system':8} {'model':11} {'layout':44} {'measured':>9} {'predicted':>10} "
-                   f"{'unit':26} {'error':>7}")
+        click.echo(f"  {'system':8} {'stack':20} {'model':11} {'layout':40} {'measured':>9} "
+                   f"{'predicted':>10} {'unit':26} {'error':>7}")
         for r in result["rows"]:
             layout = r["layout"] + ("*" if r["micro_batch_searched"] else "")
             unit = r["unit"] + (f" ({r['flops_convention']})" if r["flops_convention"] else "")
-            click.echo(f"  {r['system']:8} {r['model'][:11]:11} {layout[:44]:44} "
-                       f"{r['measured']:9.4g} {r['predicted']:10.4g} {unit[:26]:26} "
-                       f"{r['error']:+7.1%}")
+            click.echo(f"  {r['system']:8} {r['stack'][:20]:20} {r['model'][:11]:11} "
+                       f"{layout[:40]:40} {r['measured']:9.4g} {r['predicted']:10.4g} "
+                       f"{unit[:26]:26} {r['error']:+7.1%}")
         click.echo(f"  mean |error| {result['mean_abs_error']:.1%}, "
                    f"max {result['max_abs_error']:.1%}")
     if max_error is not None and result["max_abs_error"] > max_error:
         click.echo(f"error: max |error| {result['max_abs_error']:.1%} exceeds --max-error "
                    f"{max_error:.1%}", err=True)
         sys.exit(1)
+
+
+@click.command("fit-stack")
+@click.argument("runs", metavar="RUNS.csv")
+@click.option("--stack", required=True, metavar="NAME",
+              help="The software stack to fit: one of the system preset's stacks "
+                   "(`fugakuperf presets --system fugaku`).")
+@click.option("--param", "params", multiple=True, metavar="NAME",
+              help="A stack parameter to fit (repeat): kernel_bytes_per_cycle, "
+                   "collective_efficiency, gemm_efficiency, gemm_half_size. Default: "
+                   "kernel_bytes_per_cycle.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_errors
+def fit_stack(runs, stack, params, as_json):
+    """Fit a software stack's efficiencies to logged runs (RUNS.csv, the schema of
+    `validate --against`; `fugaku_fit` is the shipped log of early Fugaku runs).
+
+    Least squares on log(predicted / measured) over every run, each priced by the
+    analytic model with the preset's other values unchanged. Prints each run's
+    error, the fitted values and the preset lines to paste under the stack. Fit on
+    some runs and check on others with `fugakuperf validate --against`.
+
+    \b
+    Examples:
+      fugakuperf fit-stack fugaku_fit --stack deepspeedfugaku-2023
+      fugakuperf fit-stack my_runs.csv --stack mystack --param gemm_efficiency --json
+    """
+    from calibration.stackfit import DEFAULT_PARAMS, fit_stack as fit
+
+    path = _shipped_runs(runs)
+    if not as_json:
+        click.echo(f"fitting {', '.join(params or DEFAULT_PARAMS)} of stack {stack} on "
+                   f"{path} ...", err=True)
+    result = fit(path, stack, params or DEFAULT_PARAMS)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"stack {result['stack']} of {result['system']} fitted on {result['runs']} "
+               f"({result['evaluations']} evaluations; {result['message']})")
+    click.echo(f"  {'run':28} {'model':11} {'measured s':>12} {'predicted s':>12} {'error':>7}")
+    for r in result["rows"]:
+        click.echo(f"  {r['row'][-28:]:28} {r['model'][:11]:11} {r['measured_s']:12.5g} "
+                   f"{r['predicted_s']:12.5g} {r['error']:+7.1%}")
+    click.echo(f"  mean |error| {result['mean_abs_error']:.1%}, "
+               f"max {result['max_abs_error']:.1%}")
+    for p, v in result["params"].items():
+        click.echo(f"  {p} = {v:.4g}")
+    click.echo("preset lines:")
+    click.echo(result["toml"])

@@ -354,9 +354,9 @@ def presets(model_name, system_name, as_json):
 
 
 def _register_commands():
-    from .calibration_commands import calibrate, validate
+    from .calibration_commands import calibrate, fit_stack, validate
     from .train_commands import generate, train
-    for command in (train, generate, calibrate, validate):
+    for command in (train, generate, calibrate, validate, fit_stack):
         main.add_command(command)
 
 

@@ -81,6 +81,11 @@ def system_options(f):
                      help="Calibration file (`fugakuperf calibrate`): measured FP32 compute "
                           "rates, and collectives if measured under mpiexec, overlay the "
                           "system preset."),
+        click.option("--stack", metavar="NAME",
+                     help="Software stack of the system preset (`fugakuperf presets --system "
+                          "fugaku` lists them): fugaku-llm, Fugaku-LLM's tuned stack (default), "
+                          "or deepspeedfugaku-2023, the early PyTorch port whose runs are "
+                          "logged in the validation data."),
         click.option("--clock", type=float, help="Clock in GHz (Fugaku: 2.0 or 2.2; default 2.2)."),
         click.option("--eco/--no-eco", default=None,
                      help="Eco mode: one FP pipe, half the FP peak (default off)."),
@@ -152,7 +157,7 @@ def system_from(kw: dict):
     name, cal = kw.pop("system_name"), kw.pop("calibration_path", None)
     options = dict(clock_ghz=kw.pop("clock"), eco=kw.pop("eco"), ppn=kw.pop("ppn"),
                    network_model=kw.pop("network_model"), mapping=kw.pop("mapping"),
-                   shape=kw.pop("shape"))
+                   shape=kw.pop("shape"), stack=kw.pop("stack", None))
     if name == "host":
         if cal is None:
             raise SpecError("system", "host is the machine of a calibration: give "

@@ -143,7 +143,8 @@ def network_for(system: SystemSpec) -> NetworkModel:
                               link_bandwidth=net.effective_link_bandwidth,
                               injection_bandwidth=net.effective_injection_bandwidth,
                               intra_node_bandwidth=system.rank.intra_node_bandwidth,
-                              ring_links=2 if net.kind == "torus" else 1)
+                              ring_links=2 if net.kind == "torus" else 1,
+                              reduce_bandwidth=system.node.reduce_bandwidth or None)
     if net.kind == "fattree":
         from topologies.fattree import FatTree
         from topologies.switched import SwitchedNetwork
@@ -154,7 +155,8 @@ def network_for(system: SystemSpec) -> NetworkModel:
         return SwitchedNetwork(tree, put_latency_s=net.put_latency_s,
                                mpi_latency_s=net.latency_s,
                                intra_node_latency_s=net.intra_node_latency_s,
-                               hop_latency_s=net.hop_latency_s)
+                               hop_latency_s=net.hop_latency_s,
+                               reduce_bandwidth=system.node.reduce_bandwidth or None)
     from topologies.allocation import parse_shape
     from topologies.tofu import TofuNetwork
     machine = machine_shape(system)
@@ -164,8 +166,8 @@ def network_for(system: SystemSpec) -> NetworkModel:
         intra_node_bandwidth=system.rank.intra_node_bandwidth,
         put_latency_s=net.put_latency_s, mpi_latency_s=net.latency_s,
         intra_node_latency_s=net.intra_node_latency_s, hop_latency_s=net.hop_latency_s,
-        machine=machine, machine_wrap=net.wrap, job_torus=net.job_torus,
-        strategy=net.mapping,
+        reduce_bandwidth=system.node.reduce_bandwidth or None, machine=machine,
+        machine_wrap=net.wrap, job_torus=net.job_torus, strategy=net.mapping,
         shape=parse_shape(system.job_shape, machine) if system.job_shape else None)
 
 

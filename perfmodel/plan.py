@@ -319,6 +319,24 @@ def _network_assumption(system: SystemSpec) -> str:
             f"layouts are screened with the contention-free model and the best are re-priced")
 
 
+def _stack_assumption(system: SystemSpec) -> str:
+    stack = system.stack
+    parts = [f"software stack {stack.name}: {stack.description}"]
+    if stack.kernel_bytes_per_cycle is not None:
+        parts.append(f"memory-bound kernels at {stack.kernel_bytes_per_cycle:g} bytes per cycle "
+                     f"per node ({system.rank.memory_bandwidth * system.ranks_per_node / 1e9:.1f}"
+                     f" GB/s at {system.node.clock_hz / 1e9:g} GHz)")
+    if stack.collective_efficiency != 1.0:
+        parts.append(f"collectives at {stack.collective_efficiency:.0%} of the network "
+                     f"model's bandwidth")
+    parts.append("the data-parallel reduction overlaps the backward" if stack.overlap_dp else
+                 "the data-parallel reduction waits for the backward")
+    others = [s.name for s in system.stacks if s.name != stack.name]
+    if others:
+        parts.append(f"others: --stack {', '.join(others)}")
+    return "; ".join(parts)
+
+
 def assumptions(system: SystemSpec) -> list[str]:
     """What the prediction rests on that is not a measurement of this run."""
     node = system.node
@@ -341,6 +359,7 @@ def assumptions(system: SystemSpec) -> list[str]:
                f"bandwidth per collective" if system.collective_fits
                else _network_assumption(system))
     return [
+        _stack_assumption(system),
         compute,
         network,
         f"memory: {system.rank.usable_memory_bytes / 1e9:.3g} GB usable per rank "
@@ -416,6 +435,7 @@ def layout_for(model: ModelSpec, system: SystemSpec, *, nodes: int | None,
         fields = {k: v for k, v in pins.items() if k not in ("tp", "pp", "dp")}
         if fields.get("schedule") == "interleaved" and "virtual_stages" not in fields:
             fields["virtual_stages"] = 2
+        fields.setdefault("overlap_dp", system.stack.overlap_dp)
         layout = Layout(tp=pins["tp"], pp=pins["pp"], dp=dp, global_batch=gb, **fields)
         if ranks is not None and layout.ranks != ranks:
             raise SpecError("dp", f"tp x pp x dp = {layout.ranks:,} ranks, but --nodes gives "

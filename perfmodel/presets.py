@@ -117,7 +117,11 @@ def system_values(system) -> dict:
     for part in ("node", "network"):
         for key, raw in table[part].items():
             out[f"{part}.{key}"] = raw["value"] if isinstance(raw, dict) and "value" in raw else raw
-    for key in ("default_ranks_per_node", "allowed_ranks_per_node"):
+    for key in ("default_ranks_per_node", "allowed_ranks_per_node", "default_stack"):
         raw = table.get(key)
         out[key] = raw["value"] if isinstance(raw, dict) else raw
+    for name, body in table.get("stacks", {}).items():
+        for key, raw in body.items():
+            if key != "description":
+                out[f"stacks.{name}.{key}"] = raw["value"] if isinstance(raw, dict) else raw
     return out

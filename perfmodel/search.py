@@ -167,9 +167,10 @@ def _schedules(model: ModelSpec, pp: int, micro_batches: int, pins: dict):
     return out
 
 
-def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int, pins: dict
-                 ) -> Iterator[Layout]:
-    """Layouts of one (tp, pp, dp) shape before ZeRO and recomputation are chosen."""
+def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int, pins: dict,
+                 overlap_dp: bool = True) -> Iterator[Layout]:
+    """Layouts of one (tp, pp, dp) shape before ZeRO and recomputation are chosen
+    (``overlap_dp``: whether the software stack overlaps the DP reduction)."""
     precisions = _pinned(pins, "precision", ["fp32"])
     sps = _pinned(pins, "sequence_parallel",
                   [False, True] if tp > 1 and model.seq % tp == 0 else [False])
@@ -186,7 +187,7 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
                 for prec in precisions:
                     yield Layout(tp=tp, pp=pp, dp=dp, micro_batch=mb, global_batch=global_batch,
                                  schedule=sched, virtual_stages=v, sequence_parallel=sp,
-                                 precision=prec)
+                                 precision=prec, overlap_dp=overlap_dp)
 
 
 def least_recompute_that_fits(model: ModelSpec, system: SystemSpec, layout: Layout, pins: dict,
@@ -335,7 +336,8 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
             stats.pruned += 1
             continue
         stats.node_counts.add(n)
-        for base in base_layouts(model, tp, pp, dp, global_batch, pins):
+        for base in base_layouts(model, tp, pp, dp, global_batch, pins,
+                                 system.stack.overlap_dp):
             try:
                 validate_layout(base, model)
             except SpecError:

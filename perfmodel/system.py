@@ -1,7 +1,16 @@
-"""SystemSpec: node, network and how ranks sit on nodes.
+"""SystemSpec: node, network, how ranks sit on nodes, and the software stack.
 
 Values come from preset TOML files where each carries its source; the spec keeps
 those sources (``SystemSpec.sources``) for reports and ``fugakuperf presets``.
+
+A *software stack* (``StackSpec``) is what the framework and its libraries make of
+the hardware: the same A64FX node trained GPT at 0.4-1.0 TFLOP/s under the early
+PyTorch port of 2023 and far faster under Fugaku-LLM's tuned stack. A preset may
+name several (``[system.stacks.NAME]``); one is its default, ``--stack`` picks
+another. A stack can override the GEMM efficiency, cap memory-bound kernels at a
+rate per clock cycle (unvectorised kernels run at the core's speed, not the
+memory's), scale collective bandwidth by the library's efficiency, and say
+whether the framework overlaps the data-parallel reduction with the backward.
 """
 
 from __future__ import annotations
@@ -42,6 +51,9 @@ class NodeSpec:
     mtbf_hours: float | None = None      # mean time between failures of one node
     # GEMM efficiency over shape: gemm_efficiency / (1 + h/m + h/n + h/k); 0: flat
     gemm_half_size: float = 0.0
+    # bytes/s (STREAM convention) at which one rank's MPI reduction runs; 0: free
+    # (GPU collective libraries reduce in kernels pipelined with the transfers)
+    reduce_bandwidth: float = 0.0
 
     def __post_init__(self):
         check_int("node.cores", self.cores, hi=100_000)
@@ -62,6 +74,7 @@ class NodeSpec:
         check_float("node.power_w", self.power_w, lo_open=False)     # 0: not known
         check_float("node.gemm_efficiency", self.gemm_efficiency, hi=1.0)
         check_float("node.gemm_half_size", self.gemm_half_size, lo_open=False)
+        check_float("node.reduce_bandwidth_gbs", self.reduce_bandwidth / GB, lo_open=False)
         if self.mtbf_hours is not None:
             check_float("node.mtbf_hours", self.mtbf_hours)
         if self.usable_memory_bytes > self.memory_bytes:
@@ -80,6 +93,39 @@ class NodeSpec:
 
     def supports(self, precision: str) -> bool:
         return precision in dict(self.flops_per_cycle_per_core)
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """A software stack on a system: what its framework and libraries reach."""
+
+    name: str = "default"
+    description: str = "the preset's own efficiencies"
+    gemm_efficiency: float | None = None      # overrides node.gemm_efficiency
+    gemm_half_size: float | None = None       # overrides node.gemm_half_size
+    # memory-bound kernels run at min(STREAM, this x clock) bytes/s per node; None:
+    # STREAM-bound (vectorised kernels)
+    kernel_bytes_per_cycle: float | None = None
+    collective_efficiency: float = 1.0        # of the network model's bandwidth
+    overlap_dp: bool = True                   # DP reduction overlaps the backward
+
+    def __post_init__(self):
+        where = f"stacks.{self.name}"
+        if self.gemm_efficiency is not None:
+            check_float(f"{where}.gemm_efficiency", self.gemm_efficiency, hi=1.0)
+        if self.gemm_half_size is not None:
+            check_float(f"{where}.gemm_half_size", self.gemm_half_size, lo_open=False)
+        if self.kernel_bytes_per_cycle is not None:
+            check_float(f"{where}.kernel_bytes_per_cycle", self.kernel_bytes_per_cycle)
+        check_float(f"{where}.collective_efficiency", self.collective_efficiency, hi=1.0)
+        check_bool(f"{where}.overlap_dp", self.overlap_dp)
+
+    def replace(self, **changes) -> "StackSpec":
+        return dataclasses.replace(self, **changes)
+
+
+STACK_KEYS = ("gemm_efficiency", "gemm_half_size", "kernel_bytes_per_cycle",
+              "collective_efficiency", "overlap_dp")
 
 
 @dataclass(frozen=True)
@@ -182,6 +228,9 @@ class SystemSpec:
     collective_fits: tuple | None = None
     checkpoint_bandwidth: float | None = None   # bytes/s one node writes a checkpoint
     calibration: str | None = None   # where the fits came from
+    # the software stack in use (already applied to node and network, see with_stack)
+    stack: StackSpec = StackSpec()
+    stacks: tuple[StackSpec, ...] = ()           # the stacks the preset describes
 
     def __post_init__(self):
         if self.ranks_per_node not in self.allowed_ranks_per_node:
@@ -204,6 +253,8 @@ class SystemSpec:
             bw = node.stream_bandwidth_per_domain
         else:
             bw = node.stream_bandwidth / ppn
+        if self.stack.kernel_bytes_per_cycle is not None:    # kernels bound by the cores
+            bw = min(bw, self.stack.kernel_bytes_per_cycle * node.clock_hz / ppn)
         return RankView(
             peak_flops=MappingProxyType({p: node.peak_flops(p) / ppn for p in PRECISIONS
                                          if node.supports(p)}),
@@ -252,11 +303,32 @@ class SystemSpec:
             checkpoint_bandwidth=checkpoint_bandwidth or self.checkpoint_bandwidth,
             calibration=source or self.calibration, sources=sources)
 
+    def with_stack(self, stack: StackSpec) -> "SystemSpec":
+        """This system under ``stack``: its GEMM overrides go to the node and its
+        collective efficiency to the link and injection efficiencies (so every network
+        model sees them); its kernel rate and DP overlap are read where they apply.
+        Apply to a system with the default stack only (preset loading does)."""
+        node, net, sources = self.node, self.network, dict(self.sources)
+        tag = f"stack {stack.name}"
+        for key in ("gemm_efficiency", "gemm_half_size"):
+            value = getattr(stack, key)
+            if value is not None:
+                node = dataclasses.replace(node, **{key: value})
+                sources[f"node.{key}"] = f"{tag}: {sources.get(f'stacks.{stack.name}.{key}', '')}"
+        if stack.collective_efficiency != 1.0:
+            c = stack.collective_efficiency
+            net = dataclasses.replace(net, link_efficiency=net.link_efficiency * c,
+                                      injection_efficiency=net.injection_efficiency * c)
+            for key in ("link_efficiency", "injection_efficiency"):
+                sources[f"network.{key}"] = (f"{sources.get(f'network.{key}', '')}; x {c:g} "
+                                             f"collective efficiency of {tag}")
+        return dataclasses.replace(self, node=node, network=net, stack=stack, sources=sources)
+
     def settings(self) -> dict:
         """The options a result should echo."""
         out = {"name": self.name, "clock_ghz": self.node.clock_hz / GB,
                "eco_mode": self.node.eco_mode, "ranks_per_node": self.ranks_per_node,
-               "max_nodes": self.network.nodes}
+               "max_nodes": self.network.nodes, "stack": self.stack.name}
         if self.calibration:
             out["calibration"] = self.calibration
         return out
@@ -283,6 +355,7 @@ _NODE_KEYS = {
     "inter_domain_bandwidth_gbs": ("inter_domain_bandwidth", GB),
     "gemm_efficiency": ("gemm_efficiency", None), "power_w": ("power_w", None),
     "gemm_half_size": ("gemm_half_size", None),
+    "reduce_bandwidth_gbs": ("reduce_bandwidth", GB),
     "mtbf_hours": ("mtbf_hours", None),
 }
 _NETWORK_KEYS = {
@@ -341,9 +414,54 @@ def _value(where: str, table: dict, key: str, sources: dict, default=None):
     return raw
 
 
-def system_from_table(name: str, table: dict, where: str) -> SystemSpec:
+def _stacks(where: str, table: dict, sources: dict) -> tuple[StackSpec, ...]:
+    raw = table.get("stacks", {})
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}.stacks", "must be a table of [stacks.NAME] tables")
+    out = []
+    for name, body in raw.items():
+        here = f"{where}.stacks.{name}"
+        if not isinstance(body, dict):
+            raise SpecError(here, "must be a table")
+        check_keys(here, body, ("description",) + STACK_KEYS)
+        fields = {}
+        for key in STACK_KEYS:
+            if key in body:
+                raw_key = body[key]
+                if isinstance(raw_key, dict):
+                    check_keys(f"{here}.{key}", raw_key, ("value", "source"))
+                    raw_key, source = raw_key.get("value"), raw_key.get("source", "")
+                else:
+                    source = ""
+                fields[key] = raw_key
+                sources[f"stacks.{name}.{key}"] = source
+        try:
+            out.append(StackSpec(name=name, description=str(body.get("description", "")),
+                                 **fields))
+        except SpecError as e:
+            raise SpecError(f"{where}.{e.field}", str(e).split(": ", 1)[1]) from None
+    return tuple(out)
+
+
+def pick_stack(system: SystemSpec, name, default: str | None) -> SystemSpec:
+    """``system`` under the stack called ``name`` (or the preset's default); a
+    StackSpec instead of a name applies as given (stack fitting tries values)."""
+    if isinstance(name, StackSpec):
+        return system.with_stack(name)
+    wanted = name or default
+    if wanted is None:
+        return system
+    for stack in system.stacks:
+        if stack.name == wanted:
+            return system.with_stack(stack)
+    known = ", ".join(s.name for s in system.stacks) or "none (the preset describes no stacks)"
+    raise SpecError("stack", f"{system.name} has no stack {wanted!r}; its stacks: {known}")
+
+
+def system_from_table(name: str, table: dict, where: str, stack=None) -> SystemSpec:
     check_keys(where, table, ("description", "default_ranks_per_node",
-                              "allowed_ranks_per_node", "node", "network"))
+                              "allowed_ranks_per_node", "default_stack", "stacks", "node",
+                              "network"))
     for part in ("node", "network"):
         if not isinstance(table.get(part), dict):
             raise SpecError(f"{where}.{part}", "missing table")
@@ -368,16 +486,22 @@ def system_from_table(name: str, table: dict, where: str) -> SystemSpec:
     if not isinstance(allowed, list) or not allowed or ppn not in allowed:
         raise SpecError(f"{where}.default_ranks_per_node",
                         f"must be one of allowed_ranks_per_node ({allowed}); got {ppn}")
-    return SystemSpec(name=name, description=table.get("description", ""), node=node,
-                      network=network, ranks_per_node=ppn,
-                      allowed_ranks_per_node=tuple(allowed), sources=sources)
+    stacks = _stacks(where, table, sources)
+    default = _value(where, table, "default_stack", sources, None)
+    if default is not None and default not in {s.name for s in stacks}:
+        raise SpecError(f"{where}.default_stack", f"names no [stacks.{default}] table")
+    system = SystemSpec(name=name, description=table.get("description", ""), node=node,
+                        network=network, ranks_per_node=ppn,
+                        allowed_ranks_per_node=tuple(allowed), sources=sources, stacks=stacks)
+    return pick_stack(system, stack, default)
 
 
 def load_system(name_or_path: str = "fugaku", *, clock_ghz: float | None = None,
                 eco: bool | None = None, ppn: int | None = None,
                 network_model: str | None = None, mapping: str | None = None,
-                shape: str | None = None) -> SystemSpec:
+                shape: str | None = None, stack=None) -> SystemSpec:
+    """A preset (or TOML file) with options; ``stack``: a stack name or a StackSpec."""
     name, table, where = system_table(name_or_path)
-    return system_from_table(name, table, where).with_options(
+    return system_from_table(name, table, where, stack=stack).with_options(
         clock_ghz=clock_ghz, eco=eco, ppn=ppn, network_model=network_model, mapping=mapping,
         shape=shape)

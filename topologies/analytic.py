@@ -10,6 +10,9 @@ Assumptions (the flow-level backend replaces them with routed, shared links):
 * Members of a group on the same node talk over the intra-node links; a ring that
   spans nodes is limited by its inter-node hops.
 * Latency per message step is ``alpha`` (the measured MPI zero-byte latency).
+* With ``reduce_bandwidth``, each byte a rank reduces costs ``3 / reduce_bandwidth``
+  (flownet's convention): (n-1)/n of S for the ring and halving algorithms,
+  log2 n times S for recursive doubling.
 
 Algorithms priced (the cheapest is chosen, as an MPI library does, and named):
 ring and bidirectional ring (bandwidth-optimal), recursive doubling/halving
@@ -32,6 +35,7 @@ class AlphaBetaTorus:
     injection_bandwidth: float       # bytes/s a node can inject over all links
     intra_node_bandwidth: float      # bytes/s between ranks of one node
     ring_links: int = 2              # links a node drives in a bidirectional ring
+    reduce_bandwidth: float | None = None   # bytes/s one rank reduces at (STREAM convention)
     name: str = "alpha-beta torus"
 
     def _bandwidth(self, g: GroupGeometry, links: int) -> float:
@@ -64,17 +68,21 @@ class AlphaBetaTorus:
         frac = (n - 1) / n
         pow2 = n & (n - 1) == 0
         log_n = math.ceil(math.log2(n))
+        red = 3.0 / self.reduce_bandwidth if self.reduce_bandwidth else 0.0   # s per byte
         options: dict[str, float] = {}
         if op == "allreduce":
-            options["bidirectional ring"] = 2 * frac * nbytes / bw_ring + 2 * (n - 1) * a
+            options["bidirectional ring"] = (2 * frac * nbytes / bw_ring + 2 * (n - 1) * a
+                                             + frac * nbytes * red)
             if pow2:
-                options["recursive halving-doubling"] = 2 * log_n * a + 2 * frac * nbytes / bw_one
-            options["recursive doubling"] = log_n * (a + nbytes / bw_one)
+                options["recursive halving-doubling"] = (2 * log_n * a + 2 * frac * nbytes / bw_one
+                                                         + frac * nbytes * red)
+            options["recursive doubling"] = log_n * (a + nbytes / bw_one + nbytes * red)
         elif op in ("allgather", "reduce-scatter"):
-            options["bidirectional ring"] = frac * nbytes / bw_ring + (n - 1) * a
+            red = red if op == "reduce-scatter" else 0.0
+            options["bidirectional ring"] = frac * nbytes / bw_ring + (n - 1) * a + frac * nbytes * red
             if pow2:
                 options["recursive " + ("doubling" if op == "allgather" else "halving")] = (
-                    log_n * a + frac * nbytes / bw_one)
+                    log_n * a + frac * nbytes / bw_one + frac * nbytes * red)
         elif op == "alltoall":
             options["pairwise exchange"] = (n - 1) * a + frac * nbytes / bw_one
         elif op == "barrier":

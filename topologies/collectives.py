@@ -29,6 +29,12 @@ reduce-scatter's input, all-to-all's send buffer):
 * pairwise exchange all-to-all: n - 1 steps of S / n (a sample of the steps is
   routed and stands for all);
 * p2p: each rank sends S to the next rank of its group (the last sends nothing).
+
+Reductions (allreduce, reduce-scatter) also cost arithmetic: a phase's ``reduces``
+counts the flows into a rank, over the phase's repeats, whose bytes the rank adds
+into its own buffer (a ring's reduce-scatter steps, not its all-gather steps; a
+bidirectional step brings two flows). What that costs is
+the network's (flownet.FlowNetwork.reduce_bandwidth).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class Phase:
     dst: np.ndarray
     fraction: float       # bytes per flow / S
     repeat: float
+    reduces: float = 0.0  # flows into a rank (over the repeats) that it reduces
 
 
 def _shift(groups: np.ndarray, k: int, wrap: bool = True):
@@ -94,28 +101,30 @@ def _fold(groups: np.ndarray):
     return pre, survivors, r
 
 
-def _doubling(groups: np.ndarray, tag: str, fraction_of) -> list[Phase]:
-    """Recursive doubling/halving on any n: fold, log2 2^k exchanges, unfold."""
+def _doubling(groups: np.ndarray, tag: str, fraction_of, reduce: bool = False) -> list[Phase]:
+    """Recursive doubling/halving on any n: fold, log2 2^k exchanges, unfold
+    (``reduce``: the fold and one repeat of each exchange reduce)."""
     pre, survivors, r = _fold(groups)
     core = groups[:, survivors]
     m = core.shape[1]
     steps = m.bit_length() - 1
     phases = []
     if r:
-        phases.append(Phase((tag, "fold"), *pre, 1.0, 1))
+        phases.append(Phase((tag, "fold"), *pre, 1.0, 1, float(reduce)))
     for k in range(steps):
         distance = fraction_of(k, m)
-        phases.append(Phase((tag, distance[0]), *_xor(core, distance[0]), distance[1], distance[2]))
+        phases.append(Phase((tag, distance[0]), *_xor(core, distance[0]), distance[1],
+                            distance[2], float(reduce)))
     if r:
         phases.append(Phase((tag, "unfold"), pre[1], pre[0], 1.0, 1))
     return phases
 
 
 def _hierarchical(groups: np.ndarray, first: int, inner: list[Phase], fraction: float,
-                  tag: str) -> list[Phase]:
+                  tag: str, reduce: bool = False) -> list[Phase]:
     """Reduce over the first piece's lines, ``inner`` among their leaders, broadcast back."""
     lines = groups.reshape(-1, first)
-    down = [Phase((tag, "tree", k), *_tree(lines, k), fraction, 2)
+    down = [Phase((tag, "tree", k), *_tree(lines, k), fraction, 2, float(reduce))
             for k in range(ceil(log2(first)))]
     return down + inner
 
@@ -130,32 +139,34 @@ def algorithms(op: str, groups: np.ndarray, pieces: list[int]) -> dict[str, list
     out: dict[str, list[Phase]] = {}
     if op in halves:
         h = halves[op]
-        out["ring"] = [Phase(("ring",), *_shift(groups, 1), 1 / n, h * (n - 1))]
+        red = op != "allgather"          # the reduce-scatter half reduces
+        out["ring"] = [Phase(("ring",), *_shift(groups, 1), 1 / n, h * (n - 1),
+                             (n - 1) * red)]
         out["bidirectional ring"] = [Phase(("bidir",), *_both_ways(groups), 1 / (2 * n),
-                                           h * (n - 1))]
+                                           h * (n - 1), 2 * (n - 1) * red)]
         real = [p for p in pieces if p > 1]
         if len(real) > 1 and prod(real) == n:
             phases, left = [], 1.0
             for k, f in enumerate(real):
                 lines = _lines(groups, real, k)
                 phases.append(Phase(("torus", k), *_both_ways(lines), left / (2 * f),
-                                    h * (f - 1)))
+                                    h * (f - 1), 2 * (f - 1) * red))
                 left /= f
             out["torus"] = phases
         if pow2 or op == "allreduce":
             out["recursive halving-doubling"] = _doubling(
-                groups, "halving", lambda k, m: (m >> (k + 1), 1 / 2 ** (k + 1), h))
+                groups, "halving", lambda k, m: (m >> (k + 1), 1 / 2 ** (k + 1), h), red)
         if op == "allreduce":
             out["recursive doubling"] = _doubling(groups, "doubling",
-                                                  lambda k, m: (1 << k, 1.0, 1))
-            out["binomial tree"] = [Phase(("tree", k), *_tree(groups, k), 1.0, 2)
+                                                  lambda k, m: (1 << k, 1.0, 1), True)
+            out["binomial tree"] = [Phase(("tree", k), *_tree(groups, k), 1.0, 2, 1.0)
                                     for k in range(ceil(log2(n)))]
             first = pieces[0] if pieces else 1
             if 1 < first < n and n % first == 0:
                 leaders = groups.reshape(groups.shape[0], -1, first)[:, :, 0]
                 out["hierarchical recursive doubling"] = _hierarchical(
-                    groups, first, _doubling(leaders, "leaders", lambda k, m: (1 << k, 1.0, 1)),
-                    1.0, "hier")
+                    groups, first, _doubling(leaders, "leaders", lambda k, m: (1 << k, 1.0, 1),
+                                             True), 1.0, "hier", True)
     elif op == "alltoall":
         ks = sorted(set(np.linspace(1, n - 1, min(ALLTOALL_SAMPLES, n - 1)).round().astype(int)))
         out["pairwise exchange"] = [Phase(("shift", int(k)), *_shift(groups, int(k)), 1 / n,

@@ -10,6 +10,13 @@ coefficients are computed once per (collective, dimension, job).
 Latencies: a step inside a collective costs ``put_latency_s`` between nodes (plus
 ``hop_latency_s`` per hop) or ``intra_node_latency_s`` inside a node; a
 point-to-point message costs ``mpi_latency_s``.
+
+Reductions: with ``reduce_bandwidth`` set, each byte a rank reduces (a phase's
+``reduces`` repeats of its fraction of S) costs ``3 / reduce_bandwidth`` seconds
+after it arrives: the operator reads the received and the local buffer and writes
+the sum, at the memory bandwidth of the one thread an MPI library reduces on
+(STREAM's convention: three arrays moved). Without it (GPU libraries reduce in
+kernels pipelined with the transfers) reductions are free.
 """
 
 from __future__ import annotations
@@ -42,7 +49,14 @@ class FlowNetwork(ABC):
     mpi_latency_s: float
     intra_node_latency_s: float
     hop_latency_s: float = 0.0
+    reduce_bandwidth: float | None = None
     name: str = "flow-level"
+
+    def reduce_per_byte(self, phases) -> float:
+        """Seconds per byte of S the algorithm's reductions cost on one rank."""
+        if not self.reduce_bandwidth:
+            return 0.0
+        return sum(ph.reduces * ph.fraction for ph in phases) * 3.0 / self.reduce_bandwidth
 
     @abstractmethod
     def placement(self, job: JobShape):
@@ -104,7 +118,7 @@ class _Algorithm:
 
     def bound(self, net: "FlowNetwork", job: JobShape, dim: str) -> Linear:
         if self._bound is None:
-            per_byte = 0.0
+            per_byte = net.reduce_per_byte(self.phases)
             for ph in self.phases:
                 if ph.fraction > 0:
                     _, rate = _rate_bound(net, job, dim, ph)
@@ -114,7 +128,7 @@ class _Algorithm:
 
     def exact(self, net: "FlowNetwork", job: JobShape, dim: str) -> Linear:
         if self._exact is None:
-            latency = per_byte = 0.0
+            latency, per_byte = 0.0, net.reduce_per_byte(self.phases)
             for ph in self.phases:
                 cost = _phase_cost(net, job, dim, ph)
                 latency += ph.repeat * _step_latency(net, ph, cost.intra, cost.max_hops)
@@ -141,7 +155,7 @@ def _algorithms(net: "FlowNetwork", op: str, dim: str, job: JobShape) -> dict[st
     out = {}
     intra_of: dict[tuple, bool] = {}
     for name, phases in algorithms(op, placement.groups(dim), pieces).items():
-        latency = per_byte = 0.0
+        latency, per_byte = 0.0, net.reduce_per_byte(phases)
         for ph in phases:
             if ph.key not in intra_of:
                 intra_of[ph.key] = bool(np.all(nodes[ph.src] == nodes[ph.dst]))

@@ -81,6 +81,7 @@ class SwitchedNetwork(FlowNetwork):
     mpi_latency_s: float               # one point-to-point message
     intra_node_latency_s: float        # one collective step inside a node
     hop_latency_s: float = 0.0
+    reduce_bandwidth: float | None = None   # bytes/s one rank reduces at (STREAM convention)
     name: str = "fat-tree flow-level"
 
     def placement(self, job: JobShape) -> SwitchedPlacement:

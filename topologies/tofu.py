@@ -34,6 +34,7 @@ class TofuNetwork(FlowNetwork):
     mpi_latency_s: float             # one point-to-point message
     intra_node_latency_s: float      # one collective step inside a node
     hop_latency_s: float = 0.0
+    reduce_bandwidth: float | None = None   # bytes/s one rank reduces at (STREAM convention)
     machine: MachineShape = field(default_factory=MachineShape)
     machine_wrap: tuple[bool, ...] = TOFU_WRAP
     job_torus: bool = True

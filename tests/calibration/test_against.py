@@ -32,14 +32,40 @@ def test_every_selene_layout_the_model_says_fits_is_one_that_ran(selene):
     assert len(searched) == 5 and all(r["unit"] == "tflops_per_rank" for r in searched)
 
 
-@pytest.mark.xfail(strict=True, reason="the 2023 Fugaku runs (unoptimised Megatron-DeepSpeed, "
-                   "0.4-1.0 TFLOP/s per node, 6-15% of peak) ran a software stack far slower "
-                   "than the one the fugaku preset describes (Fugaku-LLM's, GEMM efficiency "
-                   "0.90): the model predicts 4-10x faster. A per-system software efficiency "
-                   "is what it lacks")
-def test_fugaku_runs_mean_within_10_percent():
-    result = validate_against(str(RUNS / "runs_fugaku.csv"))
-    assert result["mean_abs_error"] <= 0.10, result["mean_abs_error"]
+@pytest.fixture(scope="module")
+def fugaku():
+    return validate_against(str(RUNS / "runs_fugaku.csv"))
+
+
+def test_fugaku_runs_mean_within_10_percent_and_no_row_past_20(fugaku):
+    # the deepspeedfugaku-2023 stack is fitted on runs_fugaku_fit.csv, never on these rows
+    assert {r["stack"] for r in fugaku["rows"]} == {"deepspeedfugaku-2023"}
+    assert fugaku["mean_abs_error"] <= 0.10, fugaku["mean_abs_error"]
+    worst = max(fugaku["rows"], key=lambda r: abs(r["error"]))
+    assert abs(worst["error"]) <= 0.20, worst
+
+
+def _config(row: dict) -> tuple:
+    keys = ("layers", "hidden", "ranks", "tp", "pp", "dp", "global_batch", "micro_batch",
+            "recompute", "clock_ghz")
+    return tuple(row[k] for k in keys)
+
+
+def test_the_fugaku_validation_runs_are_held_out_of_the_stack_fit():
+    fit = {_config(r) for r in read_runs(RUNS / "runs_fugaku_fit.csv")}
+    held_out = [_config(r) for r in read_runs(RUNS / "runs_fugaku.csv")]
+    assert len(fit) >= 10 and not fit & set(held_out)
+
+
+def test_the_fugaku_runs_on_the_preset_default_stack_miss_by_far(fugaku):
+    # the same rows on Fugaku-LLM's tuned stack: the early stack's runs were 4-10x slower,
+    # so the stack, not a per-row factor, carries the difference
+    rows = []
+    for i, row in enumerate(read_runs(RUNS / "runs_fugaku.csv")):
+        row = dict(row, stack="fugaku-llm")
+        rows.append(predict_row(row, f"row {i + 2}"))
+    assert all(r["error"] < -0.6 for r in rows)
+    assert all(abs(r["predicted"] / f["predicted"]) < 0.4 for r, f in zip(rows, fugaku["rows"]))
 
 
 def _row(**changes):
@@ -63,6 +89,7 @@ def test_both_flop_conventions():
     ({"unit": "furlongs"}, "unit"), ({"ranks": "33"}, "ranks"), ({"layers": "x"}, "layers"),
     ({"flops_convention": ""}, "flops_convention"), ({"measured": "fast"}, "measured"),
     ({"sequence_parallel": "maybe"}, "sequence_parallel"), ({"system": "nowhere"}, "system"),
+    ({"stack": "pytorch-0.1"}, "stack"), ({"clock_ghz": "fast"}, "clock_ghz"),
 ])
 def test_bad_rows_are_refused_naming_the_field(changes, field):
     with pytest.raises(SpecError) as err:

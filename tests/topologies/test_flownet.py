@@ -113,6 +113,50 @@ def test_every_allreduce_moves_the_bytes_its_algorithm_needs(n):
     assert moved["recursive doubling"] == pytest.approx(fold + math.log2(m))
 
 
+@pytest.mark.parametrize("n", [4, 6, 12, 16, 96])
+@pytest.mark.parametrize("op", ["allreduce", "reduce-scatter", "allgather"])
+def test_every_rank_reduces_what_its_algorithm_makes_it(n, op):
+    """A reduce-scatter based algorithm reduces (n-1)/n of S per rank; recursive
+    doubling all of S per step; gathering reduces nothing."""
+    groups = np.arange(n)[None, :]
+    pieces = [2, n // 2] if n % 2 == 0 else [n]
+    algs = algorithms(op, groups, pieces)
+    reduced = {name: sum(p.reduces * p.fraction for p in phases) for name, phases in algs.items()}
+    if op == "allgather":
+        assert set(reduced.values()) == {0.0}
+        return
+    for name in ("ring", "bidirectional ring", "torus"):
+        if name in reduced:
+            assert reduced[name] == pytest.approx((n - 1) / n), name
+    pow2 = n & (n - 1) == 0
+    m = 1 << (n.bit_length() - 1)
+    if "recursive halving-doubling" in reduced:
+        assert reduced["recursive halving-doubling"] == pytest.approx((0 if pow2 else 1)
+                                                                      + 1 - 1 / m)
+    if op == "allreduce":
+        assert reduced["recursive doubling"] == pytest.approx((0 if pow2 else 1) + math.log2(m))
+
+
+def test_reduction_arithmetic_adds_its_time_to_reducing_collectives_only():
+    S, n, bw = 64e6, 8, 20e9
+    plain, slow = OneRing(n), OneRing(n)
+    slow.reduce_bandwidth = bw
+    job = JobShape(1, 1, n)
+    for op, reduced in (("allreduce", (n - 1) / n), ("reduce-scatter", (n - 1) / n),
+                        ("allgather", 0.0)):
+        extra = (slow.collective(op, "dp", job, S).seconds
+                 - plain.collective(op, "dp", job, S).seconds)
+        assert extra == pytest.approx(3 * reduced * S / bw, rel=1e-6, abs=1e-12), op
+    analytic = AlphaBetaTorus(latency_s=PUT, link_bandwidth=LINK, injection_bandwidth=INJ,
+                              intra_node_bandwidth=INTRA, reduce_bandwidth=bw)
+    free = AlphaBetaTorus(latency_s=PUT, link_bandwidth=LINK, injection_bandwidth=INJ,
+                          intra_node_bandwidth=INTRA)
+    g = group_geometry(job, "dp")
+    extra = (analytic.group_collective("allreduce", g, S).seconds
+             - free.group_collective("allreduce", g, S).seconds)
+    assert extra == pytest.approx(3 * (n - 1) / n * S / bw, rel=1e-6)
+
+
 @pytest.mark.parametrize("shape,job,mapping", [
     ("48x6x48:torus", JobShape(6, 8, 288), "tofu"),
     ("8x12x4", JobShape(1, 1, 1536, 4), "tofu"),
