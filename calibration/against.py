@@ -190,3 +190,45 @@ def validate_against(path: str | Path, progress=None, stack: str | None = None) 
     errors = [abs(r["error"]) for r in rows]
     return {"against": str(path), "rows": rows, "mean_abs_error": statistics.fmean(errors),
             "max_abs_error": max(errors)}
+
+
+def shipped_logs() -> list[Path]:
+    """The published run logs the project ships (perfmodel/data/validation/runs_*.csv),
+    without the runs kept for fitting stacks (``*_fit.csv``)."""
+    from importlib import resources
+    folder = resources.files("perfmodel.data") / "validation"
+    return sorted(Path(str(p)) for p in folder.iterdir()
+                  if p.name.startswith("runs_") and p.name.endswith(".csv")
+                  and not p.name.endswith("_fit.csv"))
+
+
+def published_checks(system) -> list[str]:
+    """How the model does on the published measurements of ``system``'s preset, one
+    line per log and stack (every run predicted now, nothing stored); lines say when
+    the checked stack is not the one in use."""
+    lines = []
+    for path in shipped_logs():
+        groups: dict[str, list[float]] = {}
+        for i, row in enumerate(read_runs(path)):
+            if row["system"].strip() != system.name:
+                continue
+            r = predict_row(row, f"{path.name} row {i + 2}")
+            groups.setdefault(r["stack"], []).append(r["error"])
+        for stack, errors in groups.items():
+            note = ("" if stack == system.stack.name else
+                    f"; on stack {stack}, not this prediction's {system.stack.name}")
+            lines.append(f"checked against {len(errors)} published run(s) of {system.name} "
+                         f"({path.name}{note}): mean |error| "
+                         f"{statistics.fmean(abs(e) for e in errors):.1%}, max "
+                         f"{max(abs(e) for e in errors):.1%} (`fugakuperf validate --against "
+                         f"{path.stem.removeprefix('runs_')}`)")
+    if system.name == "fugaku" and not system.collective_fits:
+        from perfmodel.system import load_system
+        from perfmodel.validation import fugaku_mpi_validation
+        errors = [abs(r["error"]) for r in fugaku_mpi_validation(load_system("fugaku"))]
+        lines.append(f"the network model against RIKEN's {len(errors)} measured MPI figures "
+                     f"(fugaku_mpi.csv): max |error| {max(errors):.1%}")
+    if not lines:
+        lines.append(f"no published run of {system.name} ships with fugakuperf: its "
+                     f"predictions are unchecked (log runs and use `validate --against`)")
+    return lines

@@ -196,14 +196,16 @@ def report(**kw):
       fugakuperf report --params 13e9 --out report13b
       fugakuperf report --model fugaku-llm-13b --tokens 380B --out fugaku-llm
     """
+    from calibration.against import published_checks
     from perfmodel.errors import SpecError
     from reports.build import build_report
     from reports.plots import all_images
     from reports.write import write_report
     model, system = resolve_inputs(kw)
+    click.echo("[report] checking the model against published measurements", err=True)
     data = build_report(model, system, tokens=kw["tokens"], nodes=kw["nodes"],
                         max_nodes=kw["max_nodes"], global_batch=kw["global_batch"],
-                        days=kw["days"], top=kw["top"],
+                        days=kw["days"], top=kw["top"], checks=published_checks(system),
                         checkpoint_bandwidth=kw["checkpoint_gbs"] * 1e9
                         if kw["checkpoint_gbs"] else None)
     click.echo("[report] drawing the figures", err=True)
@@ -341,8 +343,9 @@ def presets(model_name, system_name, as_json):
                        else f"{k:16} {v}")
     elif system_name:
         click.echo(f"{data['name']}: {data['description']}")
+        width = max(map(len, data["sources"]), default=0)
         for key, source in data["sources"].items():
-            click.echo(f"  {key:40} {data['values'].get(key, '')!s:>18}  {source}")
+            click.echo(f"  {key:{width}} {data['values'].get(key, '')!s:>18}  {source}")
     else:
         click.echo("Models (--model NAME):")
         for n, m in data["models"].items():

@@ -22,7 +22,10 @@ def _progress(message: str) -> None:
 
 def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, global_batch=None,
                  days: float = 30.0, checkpoint_bandwidth: float | None = None, top: int = 8,
+                 checks: list[str] | None = None,
                  progress: Callable[[str], None] = _progress) -> dict:
+    """The report's data; ``checks``: lines on how the model does against published
+    measurements (the CLI gets them from calibration.against.published_checks)."""
     from perfmodel import capacity
     from perfmodel.des import Trace, simulate
     from perfmodel.estimator import network_for
@@ -53,7 +56,7 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
         "time_to_train_s": best.time_to_train_s(tok), "node_hours": best.node_hours(tok),
         "energy_mwh": best.energy_mwh(tok),
         "memory_fraction_of_usable": best.peak_memory.total / system.rank.usable_memory_bytes,
-        "confidence": [_calibration_line(system)] + assumptions(system),
+        "confidence": [_calibration_line(system)] + list(checks or []) + assumptions(system),
     }
     rungs = [g for g in result.rungs if g.best]
     per_node_rate = None

@@ -74,3 +74,13 @@ def test_bad_parameters_and_too_few_runs_are_refused(tmp_path):
         fit_stack(path, OLD, params=("clock",))
     with pytest.raises(SpecError, match="cannot fit 2"):
         fit_stack(path, OLD, params=("kernel_bytes_per_cycle", "collective_efficiency"))
+
+
+def test_the_124m_runs_alone_give_the_same_value(tmp_path):
+    # the 1.3B runs are then predicted from 124M runs only: the fit does not lean on them
+    rows = [r for r in csv.DictReader((RUNS / "runs_fugaku_fit.csv").open())
+            if r["model"] == "gpt 124M"]
+    path = _write(tmp_path / "124m.csv", rows)
+    value = fit_stack(path, OLD)["params"]["kernel_bytes_per_cycle"]
+    preset = load_system("fugaku", stack=OLD).stack.kernel_bytes_per_cycle
+    assert len(rows) == 16 and value == pytest.approx(preset, rel=0.03)

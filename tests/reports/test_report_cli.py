@@ -77,6 +77,14 @@ def test_the_json_holds_the_numbers_the_page_shows(built):
     assert len(report["layouts"]) >= 1 and report["scaling"]["points"]
 
 
+def test_confidence_says_how_the_model_did_on_published_measurements(built):
+    confidence = json.loads((built / "report.json").read_text())["summary"]["confidence"]
+    runs = [line for line in confidence if "published run(s) of fugaku" in line]
+    assert len(runs) == 1 and "deepspeedfugaku-2023, not this prediction's fugaku-llm" in runs[0]
+    assert any("RIKEN's 5 measured MPI figures" in line for line in confidence)
+    assert "checked against 4 published run(s) of fugaku" in (built / "index.html").read_text()
+
+
 def test_bad_output_directory_is_refused(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
