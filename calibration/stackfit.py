@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
+from typing import NamedTuple
 
 from perfmodel.errors import SpecError
 
@@ -35,8 +36,18 @@ FITTABLE = {
 DEFAULT_PARAMS = ("kernel_bytes_per_cycle",)
 
 
-def _runs(path: str | Path, stack: str):
-    """Each run's fixed inputs: (where, system name, clock, model, pins, measured s)."""
+class Run(NamedTuple):
+    """One logged run, ready to price under any values of its stack."""
+    where: str               # "runs.csv row 7"
+    system: str              # the preset
+    clock_ghz: float | None
+    model: object            # ModelSpec
+    pins: dict               # Layout fields
+    measured_s: float        # seconds per iteration
+    stack: object            # the StackSpec the preset gives
+
+
+def _runs(path: str | Path, stack: str) -> list[Run]:
     from perfmodel.ops import hardware_flops_per_iteration, model_flops_per_iteration
 
     from .against import read_runs, row_inputs
@@ -58,22 +69,21 @@ def _runs(path: str | Path, stack: str):
                      model_flops_per_iteration(model, pins["global_batch"]))
             measured = flops / (measured * 1e12 * pins["tp"] * pins["pp"] * pins["dp"])
         clock = (row.get("clock_ghz") or "").strip()
-        out.append((where, row["system"].strip(), float(clock) if clock else None, model, pins,
-                    measured, system.stack))
+        out.append(Run(where, row["system"].strip(), float(clock) if clock else None, model,
+                       pins, measured, system.stack))
     return out
 
 
-def _predict(run, stack) -> float:
+def _predict(run: Run, stack) -> float:
     from perfmodel.estimator import estimate
     from perfmodel.inputs import resolve_system
     from perfmodel.layout import Layout
-    where, system_name, clock, model, pins, _, _ = run
-    system = resolve_system(system_name, clock_ghz=clock, stack=stack)
-    layout = Layout(**dict(pins, overlap_dp=stack.overlap_dp))
-    return estimate(model, system, layout).iteration_s
+    system = resolve_system(run.system, clock_ghz=run.clock_ghz, stack=stack)
+    layout = Layout(**dict(run.pins, overlap_dp=stack.overlap_dp))
+    return estimate(run.model, system, layout).iteration_s
 
 
-def fit_stack(path: str | Path, stack: str, params=DEFAULT_PARAMS, progress=None) -> dict:
+def fit_stack(path: str | Path, stack: str, params=DEFAULT_PARAMS) -> dict:
     """Fit ``params`` of the stack called ``stack`` to every run logged at ``path``."""
     import numpy as np
     from scipy.optimize import least_squares
@@ -88,8 +98,8 @@ def fit_stack(path: str | Path, stack: str, params=DEFAULT_PARAMS, progress=None
     if len(runs) <= len(params):
         raise SpecError("against", f"{path}: {len(runs)} run(s) cannot fit {len(params)} "
                                    f"parameter(s); log more runs")
-    base = runs[0][-1]
-    if any(r[-1] != base for r in runs):
+    base = runs[0].stack
+    if any(r.stack != base for r in runs):
         raise SpecError("system", f"{path}: the runs are on different systems' {stack!r} stacks")
     lo = np.log([FITTABLE[p][0] for p in params])
     hi = np.log([FITTABLE[p][1] for p in params])
@@ -101,26 +111,26 @@ def fit_stack(path: str | Path, stack: str, params=DEFAULT_PARAMS, progress=None
 
     def residuals(x):
         calls[0] += 1
-        if progress:
-            progress(calls[0])
         s = stack_at(x)
-        return [math.log(_predict(r, s) / r[5]) for r in runs]
+        return [math.log(_predict(r, s) / r.measured_s) for r in runs]
 
     result = least_squares(residuals, x0, bounds=(lo, hi), x_scale=1.0, diff_step=1e-3)
     fitted = stack_at(result.x)
     rows = []
     for r, res in zip(runs, result.fun):
-        predicted = r[5] * math.exp(res)
-        rows.append({"row": r[0], "model": r[3].name, "measured_s": r[5],
-                     "predicted_s": predicted, "error": predicted / r[5] - 1.0})
+        predicted = r.measured_s * math.exp(res)
+        rows.append({"row": r.where, "model": r.model.name, "measured_s": r.measured_s,
+                     "predicted_s": predicted, "error": predicted / r.measured_s - 1.0})
     errors = [abs(x["error"]) for x in rows]
     values = {p: getattr(fitted, p) for p in params}
-    return {"runs": str(path), "system": runs[0][1], "stack": stack, "params": values,
-            "rows": rows, "mean_abs_error": statistics.fmean(errors),
+    # a value on its bound is not determined by the runs: the data ask for more
+    at_bound = [p for p, v, a, b in zip(params, result.x, lo, hi) if min(v - a, b - v) < 1e-6]
+    return {"runs": str(path), "system": runs[0].system, "stack": stack, "params": values,
+            "at_bound": at_bound, "rows": rows, "mean_abs_error": statistics.fmean(errors),
             "max_abs_error": max(errors), "rms_log_error": float(np.sqrt(np.mean(result.fun ** 2))),
             "evaluations": calls[0], "converged": bool(result.success),
-            "message": str(result.message), "toml": toml_lines(runs[0][1], stack, values, path,
-                                                             len(runs))}
+            "message": str(result.message),
+            "toml": toml_lines(runs[0].system, stack, values, path, len(runs))}
 
 
 def toml_lines(system: str, stack: str, values: dict, path, n: int) -> str:

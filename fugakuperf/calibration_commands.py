@@ -309,6 +309,8 @@ def fit_stack(runs, stack, params, as_json):
     click.echo(f"  mean |error| {result['mean_abs_error']:.1%}, "
                f"max {result['max_abs_error']:.1%}")
     for p, v in result["params"].items():
-        click.echo(f"  {p} = {v:.4g}")
+        bound = (" (on its bound: the runs do not determine it; leave it out or log runs that "
+                 "do)" if p in result["at_bound"] else "")
+        click.echo(f"  {p} = {v:.4g}{bound}")
     click.echo("preset lines:")
     click.echo(result["toml"])

@@ -54,7 +54,16 @@ def test_a_fit_recovers_the_values_that_made_the_runs(tmp_path):
     result = fit_stack(path, OLD, params=("kernel_bytes_per_cycle", "collective_efficiency"))
     assert result["params"]["kernel_bytes_per_cycle"] == pytest.approx(9.0, rel=1e-3)
     assert result["params"]["collective_efficiency"] == pytest.approx(0.4, rel=1e-3)
-    assert result["max_abs_error"] < 1e-3
+    assert result["max_abs_error"] < 1e-3 and result["at_bound"] == []
+
+
+def test_a_value_the_runs_do_not_ask_for_is_reported_on_its_bound():
+    # with MPI's reduction arithmetic modelled, the early stack's runs need no
+    # collective factor: fitted, it goes to 1, its upper bound
+    result = fit_stack(str(RUNS / "runs_fugaku_fit.csv"), OLD,
+                       params=("kernel_bytes_per_cycle", "collective_efficiency"))
+    assert result["at_bound"] == ["collective_efficiency"]
+    assert result["params"]["collective_efficiency"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("changes,field", [
