@@ -142,12 +142,14 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
               type=click.Path(dir_okay=False), help="The calibration file to check on this "
               "machine's trainer.")
 @click.option("--against", "against_path", metavar="FILE.csv", type=click.Path(dir_okay=False),
-              help="Instead: predict every run logged in FILE.csv (schema: calibration/against.py;"
-                   " shipped logs: perfmodel/data/validation/runs_*.csv, or `selene`/`fugaku` "
-                   "for those) and compare with what was measured.")
+              help="Instead: predict every run logged in FILE.csv (columns: --schema; shipped "
+                   "logs: perfmodel/data/validation/runs_*.csv, or `selene`/`fugaku` for "
+                   "those) and compare with what was measured.")
 @click.option("--stack", metavar="NAME",
               help="With --against: the software stack of runs whose row names none "
                    "(default: each system preset's default stack).")
+@click.option("--schema", is_flag=True,
+              help="Print the columns of a run log (for --against) and exit.")
 @click.option("--steps", type=click.IntRange(min=1), default=16, show_default=True,
               help="Timed trainer steps per case (the fastest is compared).")
 @click.option("--quick", is_flag=True, help="Twelve timed steps per case.")
@@ -157,7 +159,8 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
               help="Threads per rank (must match the calibration's).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @reports_errors
-def validate(calibration_path, against_path, stack, steps, quick, max_error, threads, as_json):
+def validate(calibration_path, against_path, stack, schema, steps, quick, max_error, threads,
+             as_json):
     """Predicted against measured: trainer runs the fit never saw, or logged runs.
 
     With --calibration: runs the trainer on held-out configurations (other widths,
@@ -178,8 +181,13 @@ def validate(calibration_path, against_path, stack, steps, quick, max_error, thr
       fugakuperf validate --against selene
       fugakuperf validate --against my_runs.csv --json
       fugakuperf validate --against old_runs.csv --stack deepspeedfugaku-2023
+      fugakuperf validate --schema
     """
     from perfmodel.errors import SpecError
+    if schema:
+        import calibration.against
+        click.echo(calibration.against.__doc__.strip())
+        return
     if (calibration_path is None) == (against_path is None):
         raise SpecError("calibration", "give --calibration FILE (held-out trainer runs on this "
                                        "machine) or --against FILE.csv (logged runs), one of them")

@@ -66,3 +66,10 @@ def test_presets_lists_the_stacks_with_sources():
     result = CliRunner().invoke(main, ["presets", "--system", "fugaku"])
     assert result.exit_code == 0
     assert f"stacks.{OLD}.kernel_bytes_per_cycle" in result.stdout
+
+
+def test_validate_prints_the_run_log_schema():
+    result = CliRunner().invoke(main, ["validate", "--schema"])
+    assert result.exit_code == 0
+    for column in ("micro_batch", "flops_convention", "stack", "source"):
+        assert column in result.stdout
