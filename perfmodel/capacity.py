@@ -38,6 +38,11 @@ def sensitivity(model: ModelSpec, system: SystemSpec, base: PlanResult) -> list[
         injection_bandwidth=2 * net.injection_bandwidth))
     clocks = [c / 1e9 for c in system.node.allowed_clocks_hz if abs(c - system.node.clock_hz) > 1e6]
     variants = [("link bandwidth x2", "every link and injection port twice as fast", faster, {}, gb)]
+    if system.node.reduce_bandwidth:
+        quick = dataclasses.replace(system, node=dataclasses.replace(
+            system.node, reduce_bandwidth=2 * system.node.reduce_bandwidth))
+        variants.append(("MPI reductions x2", "the collective library reduces twice as fast "
+                                              "(two threads per rank instead of one)", quick, {}, gb))
     if system.node.supports("fp16"):
         variants.append(("FP16 compute", "mixed precision (fp16 compute, fp32 master weights)",
                          system, {"precision": "fp16"}, gb))

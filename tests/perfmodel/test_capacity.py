@@ -61,6 +61,7 @@ def test_sensitivity_moves_in_the_physical_direction():
     assert rows["eco mode"]["delta"] > 0              # half the FP peak is slower
     assert rows["2 GHz"]["delta"] > 0
     assert rows["link bandwidth x2"]["delta"] <= 1e-12
+    assert rows["MPI reductions x2"]["delta"] <= 1e-12
     assert rows["FP16 compute"]["delta"] < 0
 
 
