@@ -33,8 +33,8 @@ reduce-scatter's input, all-to-all's send buffer):
 Reductions (allreduce, reduce-scatter) also cost arithmetic: a phase's ``reduces``
 counts the flows into a rank, over the phase's repeats, whose bytes the rank adds
 into its own buffer (a ring's reduce-scatter steps, not its all-gather steps; a
-bidirectional step brings two flows). What that costs is
-the network's (flownet.FlowNetwork.reduce_bandwidth).
+bidirectional step brings two flows). What that costs is the network's
+(flownet.FlowNetwork.reduce_bandwidth).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Latencies: a step inside a collective costs ``put_latency_s`` between nodes (plu
 point-to-point message costs ``mpi_latency_s``.
 
 Reductions: with ``reduce_bandwidth`` set, each byte a rank reduces (a phase's
-``reduces`` repeats of its fraction of S) costs ``3 / reduce_bandwidth`` seconds
+``reduces`` flows, each its fraction of S) costs ``3 / reduce_bandwidth`` seconds
 after it arrives: the operator reads the received and the local buffer and writes
 the sum, at the memory bandwidth of the one thread an MPI library reduces on
 (STREAM's convention: three arrays moved). Without it (GPU libraries reduce in
