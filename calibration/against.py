@@ -136,12 +136,20 @@ def _candidates(pins: dict, micro_batch: int | None) -> list[int]:
     return [b for b in range(1, per_pipeline + 1) if per_pipeline % b == 0][:8]
 
 
+def iteration_flops(model, global_batch: int, recompute: str, convention: str) -> float:
+    """FLOPs of one iteration in the log's convention: hardware (recomputation
+    counted) or model."""
+    from perfmodel.ops import hardware_flops_per_iteration, model_flops_per_iteration
+    if convention == "hardware":
+        return hardware_flops_per_iteration(model, global_batch, recompute)
+    return model_flops_per_iteration(model, global_batch)
+
+
 def predict_row(row: dict, where: str = "row", stack: str | None = None) -> dict:
     """One run predicted by the DES (micro-batch searched when the row has none)."""
     from perfmodel.des import simulate
     from perfmodel.estimator import estimate
     from perfmodel.layout import Layout
-    from perfmodel.ops import hardware_flops_per_iteration, model_flops_per_iteration
 
     model, system, pins, micro_batch, unit, convention, measured = row_inputs(row, where, stack)
     best = None
@@ -164,9 +172,7 @@ def predict_row(row: dict, where: str = "row", stack: str | None = None) -> dict
     if unit == "sec_per_iter":
         predicted = iteration
     else:
-        flops = (hardware_flops_per_iteration(model, layout.global_batch, layout.recompute)
-                 if convention == "hardware" else
-                 model_flops_per_iteration(model, layout.global_batch))
+        flops = iteration_flops(model, layout.global_batch, layout.recompute, convention)
         predicted = flops / iteration / layout.ranks / 1e12
     return {"row": where, "system": system.name, "stack": system.stack.name,
             "model": row.get("model", ""),
@@ -192,12 +198,24 @@ def validate_against(path: str | Path, progress=None, stack: str | None = None) 
             "max_abs_error": max(errors)}
 
 
+def _validation_folder():
+    from importlib import resources
+    return resources.files("perfmodel.data") / "validation"
+
+
+def log_path(name: str) -> str:
+    """A shipped log's short name (``selene``, ``fugaku_fit``) -> its file; any other
+    name or path as given."""
+    shipped = _validation_folder() / f"runs_{name}.csv"
+    if "/" not in name and not name.endswith(".csv") and shipped.is_file():
+        return str(shipped)
+    return name
+
+
 def shipped_logs() -> list[Path]:
     """The published run logs the project ships (perfmodel/data/validation/runs_*.csv),
     without the runs kept for fitting stacks (``*_fit.csv``)."""
-    from importlib import resources
-    folder = resources.files("perfmodel.data") / "validation"
-    return sorted(Path(str(p)) for p in folder.iterdir()
+    return sorted(Path(str(p)) for p in _validation_folder().iterdir()
                   if p.name.startswith("runs_") and p.name.endswith(".csv")
                   and not p.name.endswith("_fit.csv"))
 

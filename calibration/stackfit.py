@@ -48,9 +48,7 @@ class Run(NamedTuple):
 
 
 def _runs(path: str | Path, stack: str) -> list[Run]:
-    from perfmodel.ops import hardware_flops_per_iteration, model_flops_per_iteration
-
-    from .against import read_runs, row_inputs
+    from .against import iteration_flops, read_runs, row_inputs
     out = []
     for i, row in enumerate(read_runs(path)):
         where = f"{Path(path).name} row {i + 2}"
@@ -64,9 +62,7 @@ def _runs(path: str | Path, stack: str) -> list[Run]:
                                            f"each run used")
         pins = dict(pins, micro_batch=mb)
         if unit == "tflops_per_rank":              # back to seconds per iteration
-            flops = (hardware_flops_per_iteration(model, pins["global_batch"], pins["recompute"])
-                     if convention == "hardware" else
-                     model_flops_per_iteration(model, pins["global_batch"]))
+            flops = iteration_flops(model, pins["global_batch"], pins["recompute"], convention)
             measured = flops / (measured * 1e12 * pins["tp"] * pins["pp"] * pins["dp"])
         clock = (row.get("clock_ghz") or "").strip()
         out.append(Run(where, row["system"].strip(), float(clock) if clock else None, model,

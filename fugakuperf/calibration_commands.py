@@ -239,18 +239,9 @@ def validate(calibration_path, against_path, stack, schema, steps, quick, max_er
         sys.exit(1)
 
 
-def _shipped_runs(path: str) -> str:
-    """A shipped log's short name (``selene``) -> its file; anything else as given."""
-    from importlib import resources
-    shipped = resources.files("perfmodel.data") / "validation" / f"runs_{path}.csv"
-    if "/" not in path and not path.endswith(".csv") and shipped.is_file():
-        return str(shipped)
-    return path
-
-
 def _validate_against(path: str, max_error, as_json: bool, stack: str | None) -> None:
-    from calibration.against import validate_against
-    path = _shipped_runs(path)
+    from calibration.against import log_path, validate_against
+    path = log_path(path)
     result = validate_against(path, progress=None if as_json else _progress, stack=stack)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -298,9 +289,10 @@ def fit_stack(runs, stack, params, as_json):
       fugakuperf fit-stack fugaku_fit --stack deepspeedfugaku-2023
       fugakuperf fit-stack my_runs.csv --stack mystack --param gemm_efficiency --json
     """
+    from calibration.against import log_path
     from calibration.stackfit import DEFAULT_PARAMS, fit_stack as fit
 
-    path = _shipped_runs(runs)
+    path = log_path(runs)
     if not as_json:
         click.echo(f"fitting {', '.join(params or DEFAULT_PARAMS)} of stack {stack} on "
                    f"{path} ...", err=True)
