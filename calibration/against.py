@@ -36,7 +36,7 @@ import csv
 import statistics
 from pathlib import Path
 
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 
 COLUMNS = ("system", "model", "layers", "hidden", "heads", "vocab", "seq", "ranks", "tp", "pp",
            "dp", "global_batch", "micro_batch", "interleave", "recompute", "sequence_parallel",

@@ -16,8 +16,9 @@ import datetime
 import json
 from pathlib import Path
 
-from perfmodel.atomic import atomic_write
-from perfmodel.errors import SpecError
+from fpcore.atomic import atomic_write
+from fpcore.errors import SpecError
+from fpcore.readers import dumps
 
 FORMAT = "fugakuperf-calibration"
 VERSION = 1
@@ -25,15 +26,15 @@ REQUIRED = ("format", "version", "tool_version", "created", "host", "measurement
 
 
 def new(host: dict, measurements: list[dict], fit: dict) -> dict:
-    from fugakuperf import __version__
-    return {"format": FORMAT, "version": VERSION, "tool_version": __version__,
+    from fpcore import version
+    return {"format": FORMAT, "version": VERSION, "tool_version": version(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "host": host, "measurements": measurements, "fit": fit}
 
 
 def save(path: str | Path, data: dict) -> None:
     try:
-        atomic_write(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+        atomic_write(path, (dumps(data, indent=1) + "\n").encode("utf-8"))
     except OSError as e:
         raise SpecError("out", f"cannot write {path}: {e.strerror or e}") from e
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from perfmodel.errors import SpecError, check_choice, check_float, check_int, check_keys
+from fpcore.errors import SpecError, check_choice, check_float, check_int, check_keys
 from topologies.fitted import FITTED_OPS, FittedCollectives, collective_seconds
 
 FLOAT32 = 4                         # bytes of one element: buffers are float32

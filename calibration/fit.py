@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perfmodel.compute import KERNEL_CLASSES, ComputeFit
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.model import ModelSpec
 
 from .opmap import from_dicts, price, step_seconds

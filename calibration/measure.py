@@ -309,7 +309,7 @@ def measure_steps(configs, steps: int, comm=None, progress=None) -> list[dict]:
 def records_from_training(rec: dict, path: str = "record") -> list[dict]:
     """A ``fugakuperf train --measurements`` record as fit records: the trainer's own
     kernels and steps on a real run feed the calibration."""
-    from perfmodel.errors import SpecError
+    from fpcore.errors import SpecError
     try:
         if rec.get("kind") != "fugakuperf-training-measurement":
             raise SpecError("record", f"{path}: not a `fugakuperf train --measurements` record")

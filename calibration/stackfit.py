@@ -24,7 +24,7 @@ import statistics
 from pathlib import Path
 from typing import NamedTuple
 
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 
 # parameter -> (lower, upper bound, starting value)
 FITTABLE = {

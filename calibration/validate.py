@@ -14,7 +14,7 @@ import os
 import statistics
 import time
 
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.layout import Layout
 
 from .measure import FIT_CONFIGS, cpu_steal, label, run_configs, trainer_model

@@ -1,3 +1,5 @@
 """fugakuperf: plan and predict LLM training on Fugaku-class supercomputers."""
 
-__version__ = "0.1.0"
+from fpcore import version
+
+__version__ = version()

@@ -7,7 +7,10 @@ import sys
 
 import click
 
-from .options import reports_errors
+from fpcore.readers import dumps
+
+from .options import Real
+
 
 
 def _progress(what: str, i: int, n: int) -> None:
@@ -28,7 +31,7 @@ def _training_records(paths, threads: int) -> list[dict]:
     """Fit records from `fugakuperf train --measurements` files, refused by name when
     unreadable or measured with other threads per rank than the fit's."""
     from calibration.measure import records_from_training
-    from perfmodel.errors import SpecError
+    from fpcore.errors import SpecError
     out = []
     for path in paths:
         try:
@@ -66,7 +69,6 @@ def _training_records(paths, threads: int) -> list[dict]:
 @click.option("--threads", type=click.IntRange(min=1),
               help="Threads per rank (default: the cores, shared among the ranks of a node).")
 @click.option("--json", "as_json", is_flag=True, help="Print the fit summary as JSON.")
-@reports_errors
 def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint_dir, threads,
               as_json):
     """Measure this node and fit the simulator's parameters to it.
@@ -115,7 +117,7 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
                "collectives": data["fit"]["collectives"],
                "storage": data["fit"].get("storage") or {}, "host": data["host"]}
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(dumps(summary, indent=2))
         return
     c = data["fit"]["compute"]
     p = c["parameters"]
@@ -153,12 +155,11 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
 @click.option("--steps", type=click.IntRange(min=1), default=16, show_default=True,
               help="Timed trainer steps per case (the fastest is compared).")
 @click.option("--quick", is_flag=True, help="Twelve timed steps per case.")
-@click.option("--max-error", type=click.FloatRange(min=0), metavar="X",
+@click.option("--max-error", type=Real(lo=0), metavar="X",
               help="Exit 1 if the largest absolute error exceeds X (e.g. 0.2).")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Threads per rank (must match the calibration's).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@reports_errors
 def validate(calibration_path, against_path, stack, schema, steps, quick, max_error, threads,
              as_json):
     """Predicted against measured: trainer runs the fit never saw, or logged runs.
@@ -183,7 +184,7 @@ def validate(calibration_path, against_path, stack, schema, steps, quick, max_er
       fugakuperf validate --against old_runs.csv --stack deepspeedfugaku-2023
       fugakuperf validate --schema
     """
-    from perfmodel.errors import SpecError
+    from fpcore.errors import SpecError
     if schema:
         import calibration.against
         click.echo(calibration.against.__doc__.strip())
@@ -216,7 +217,7 @@ def validate(calibration_path, against_path, stack, schema, steps, quick, max_er
     if comm.rank != 0:
         return
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(dumps(result, indent=2))
     else:
         click.echo(f"validation of {calibration_path} on {result['ranks']} rank(s): "
                    f"DES on the host system vs the trainer (fastest of "
@@ -244,7 +245,7 @@ def _validate_against(path: str, max_error, as_json: bool, stack: str | None) ->
     path = log_path(path)
     result = validate_against(path, progress=None if as_json else _progress, stack=stack)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(dumps(result, indent=2))
     else:
         click.echo(f"validation against {path}: DES with the presets and stacks unchanged "
                    f"(* micro-batch searched: the log does not give it)")
@@ -274,7 +275,6 @@ def _validate_against(path: str, max_error, as_json: bool, stack: str | None) ->
                    "collective_efficiency, gemm_efficiency, gemm_half_size. Default: "
                    "kernel_bytes_per_cycle.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@reports_errors
 def fit_stack(runs, stack, params, as_json):
     """Fit a software stack's efficiencies to logged runs (RUNS.csv, the schema of
     `validate --against`; `fugaku_fit` is the shipped log of early Fugaku runs).
@@ -298,7 +298,7 @@ def fit_stack(runs, stack, params, as_json):
                    f"{path} ...", err=True)
     result = fit(path, stack, params or DEFAULT_PARAMS)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(dumps(result, indent=2))
         return
     click.echo(f"stack {result['stack']} of {result['system']} fitted on {result['runs']} "
                f"({result['evaluations']} evaluations; {result['message']})")

@@ -5,18 +5,20 @@ Heavy modules are imported inside the commands so that ``--help`` is instant.
 
 from __future__ import annotations
 
-import json
 
 import click
 
+from fpcore.readers import dumps
+
 from . import __version__
-from .options import (INT_LIST, NUMBER, layout_options, model_options, pins_from,
-                      reports_errors, resolve_inputs, system_from, system_options)
+from .options import (BYTES, INT_LIST, NUMBER, Real, layout_options, model_options, pins_from,
+                      resolve_inputs, system_from, system_options)
+from .toplevel import Commands
 
 COLLECTIVES = ["allreduce", "allgather", "reduce-scatter", "alltoall", "barrier", "p2p"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="fugakuperf")
 def main():
     """Plan and predict LLM training on Fugaku-class supercomputers.
@@ -40,7 +42,7 @@ def main():
 def _emit(data: dict, as_json: bool, renderer: str) -> None:
     """Print ``data`` as JSON, or as text by ``reports.text.<renderer>``."""
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(dumps(data, indent=2))
     else:
         from reports import text
         click.echo(getattr(text, renderer)(data))
@@ -65,10 +67,9 @@ def _emit(data: dict, as_json: bool, renderer: str) -> None:
               help="How many (tp, pp, dp) shapes per job size the flow-level torus model "
                    "re-prices after the fast screening (default: --top). More is slower "
                    "and more thorough.")
-@click.option("--price-per-node-hour", type=float,
+@click.option("--price-per-node-hour", type=Real(lo=0, lo_open=True),
               help="Adds a cost column: node-hours x this price (any currency).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of tables.")
-@reports_errors
 def plan(**kw):
     """Best parallel layouts, throughput, memory, time and cost to train.
 
@@ -106,18 +107,17 @@ def plan(**kw):
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
               help="Write a Chrome trace (Perfetto, chrome://tracing): a track per stage, "
                    "per stage's sends and per data-parallel stream.")
-@click.option("--jitter", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--jitter", type=Real(lo=0), default=0.0, show_default=True,
               help="Per-segment compute jitter: lognormal sigma.")
-@click.option("--stragglers", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--stragglers", type=Real(0, 1), default=0.0, show_default=True,
               help="Fraction of slow nodes; a stage is slow if any node of its TP groups in any "
                    "DP replica is.")
-@click.option("--straggler-slowdown", type=click.FloatRange(min=1), default=1.5,
+@click.option("--straggler-slowdown", type=Real(lo=1), default=1.5,
               show_default=True, help="How much slower a slow node computes.")
 @click.option("--runs", type=click.IntRange(1, 100_000), default=1, show_default=True,
               help="Simulate this many seeds and report the mean and 99th percentile.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@reports_errors
 def simulate(**kw):
     """Simulate one training iteration, event by event (SimPy).
 
@@ -137,8 +137,11 @@ def simulate(**kw):
     import time
     from perfmodel.des import Noise, Trace, simulate as run_des, simulate_runs
     from perfmodel.plan import layout_for
+    from fpcore.atomic import target
     model, system = resolve_inputs(kw)
     pins = pins_from(kw)
+    if kw["trace_path"]:
+        target(kw["trace_path"], "trace")      # a path that cannot be written: before any work
     est = layout_for(model, system, nodes=kw["nodes"], global_batch=kw["global_batch"],
                      pins=pins)
     trace = Trace() if kw["trace_path"] else None
@@ -154,11 +157,7 @@ def simulate(**kw):
     if noise.active and kw["runs"] > 1:
         data["variability"] = simulate_runs(model, system, est.layout, noise, kw["runs"])
     if trace is not None:
-        try:
-            trace.write(kw["trace_path"])
-        except OSError as e:
-            from perfmodel.errors import SpecError
-            raise SpecError("trace", f"cannot write {kw['trace_path']}: {e.strerror}") from None
+        trace.write(kw["trace_path"], field="trace")
         data["trace"] = kw["trace_path"]
     _emit(data, kw["as_json"], "render_simulation")
 
@@ -172,10 +171,10 @@ def simulate(**kw):
               help="Node budget for the ladder (default 13,824).")
 @click.option("--global-batch", type=click.IntRange(min=1),
               help="Global batch in sequences (default: Fugaku-LLM's 4.13 M tokens).")
-@click.option("--days", type=click.FloatRange(min=0, min_open=True), default=30.0,
+@click.option("--days", type=Real(lo=0, lo_open=True), default=30.0,
               show_default=True, help="Deadline for the inverse question: the largest model "
                                       "trainable on the node budget in this many days.")
-@click.option("--checkpoint-gbs", type=click.FloatRange(min=0, min_open=True),
+@click.option("--checkpoint-gbs", type=Real(lo=0, lo_open=True),
               help="Checkpoint write bandwidth per node, GB/s (for the optimal checkpoint "
                    "interval and goodput; not published for Fugaku). Default: the write "
                    "measured by the --calibration file, if any.")
@@ -183,7 +182,6 @@ def simulate(**kw):
               help="Layouts compared side by side.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Directory for index.html, report.md, report.json and the images.")
-@reports_errors
 def report(**kw):
     """Write a capacity report: what to run, on how many nodes, for how long, at what
     cost and risk, with every assumption traceable.
@@ -197,7 +195,7 @@ def report(**kw):
       fugakuperf report --model fugaku-llm-13b --tokens 380B --out fugaku-llm
     """
     from calibration.against import published_checks
-    from perfmodel.errors import SpecError
+    from fpcore.errors import SpecError
     from reports.build import build_report
     from reports.plots import all_images
     from reports.write import write_report
@@ -220,7 +218,7 @@ def report(**kw):
 
 def _flow_network(system):
     """The system's flow-level torus model (these commands need its placement)."""
-    from perfmodel.errors import SpecError
+    from fpcore.errors import SpecError
     from perfmodel.estimator import network_for
     net = network_for(system.with_options(network_model="flow"))
     if not hasattr(net, "placement"):
@@ -229,7 +227,7 @@ def _flow_network(system):
 
 
 def _job(nodes: int, system, tp: int = 1, pp: int = 1):
-    from perfmodel.errors import SpecError
+    from fpcore.errors import SpecError
     from topologies import JobShape
     ranks = nodes * system.ranks_per_node
     if ranks % (tp * pp):
@@ -243,12 +241,11 @@ def _job(nodes: int, system, tp: int = 1, pp: int = 1):
 @main.command()
 @click.argument("op", type=click.Choice(COLLECTIVES), metavar="{" + ",".join(COLLECTIVES) + "}")
 @click.option("--nodes", type=click.IntRange(min=1), required=True, help="Nodes in the job.")
-@click.option("--bytes", "nbytes", type=NUMBER, required=True,
-              help="Buffer per rank: 8, 4MiB, 1e9 (allgather: the output; reduce-scatter: "
+@click.option("--bytes", "nbytes", type=BYTES, required=True,
+              help="Buffer per rank: 8, 8B, 4KB (4,000), 4MiB (4,194,304), 1e9 (allgather: the output; reduce-scatter: "
                    "the input; alltoall: the send buffer; barrier: ignored).")
 @system_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@reports_errors
 def collective(op, nodes, nbytes, as_json, **kw):
     """Predict one MPI collective over all ranks of a job.
 
@@ -263,10 +260,8 @@ def collective(op, nodes, nbytes, as_json, **kw):
       fugakuperf collective allreduce --nodes 384 --ppn 4 --bytes 4MiB
       fugakuperf collective barrier --nodes 384 --ppn 4 --bytes 0 --json
     """
-    from perfmodel.errors import SpecError
+    from fpcore.errors import SpecError
     from topologies.report import collective_report
-    if nbytes < 0:
-        raise SpecError("bytes", f"must be >= 0; got {nbytes:g}")
     system = system_from(kw)
     if system.collective_fits:                 # measured: the fitted alpha-beta costs
         from perfmodel.estimator import network_for
@@ -295,7 +290,6 @@ def collective(op, nodes, nbytes, as_json, **kw):
 @click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True)
 @system_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@reports_errors
 def topo(nodes, tp, pp, as_json, **kw):
     """Describe a job on the torus: its shape, where ranks sit, and the links its
     TP, PP and DP groups load (one ring step of all groups of a dimension at once).
@@ -305,7 +299,7 @@ def topo(nodes, tp, pp, as_json, **kw):
       fugakuperf topo --nodes 13824 --tp 6 --pp 8 --shape 48x6x48:torus
       fugakuperf topo --nodes 13824 --tp 6 --pp 8 --mapping linear --json
     """
-    from perfmodel.errors import SpecError
+    from fpcore.errors import SpecError
     from topologies.report import topology_report
     system = system_from(kw)
     if system.network.kind != "torus":
@@ -320,7 +314,6 @@ def topo(nodes, tp, pp, as_json, **kw):
 @click.option("--system", "system_name", metavar="PRESET", help="Show one system preset with "
               "the source of every value.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@reports_errors
 def presets(model_name, system_name, as_json):
     """List model and system presets (and where every number comes from)."""
     from perfmodel.presets import load_model, model_names, system_names, system_values
@@ -335,7 +328,7 @@ def presets(model_name, system_name, as_json):
         data = {"models": {n: load_model(n).to_dict() for n in model_names()},
                 "systems": {n: load_system(n).description for n in system_names()}}
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(dumps(data, indent=2))
         return
     if model_name:
         for k, v in data.items():

@@ -5,26 +5,69 @@ Only click is imported here: ``fugakuperf --help`` must stay instant.
 
 from __future__ import annotations
 
-import functools
-import sys
-
 import click
 
 
-class Number(click.ParamType):
+class _Checked(click.ParamType):
+    """A value parsed and checked by fpcore (the one validation layer); a bad one is a
+    usage error naming the option. Subclasses give ``parse(value, field)``."""
+
+    def convert(self, value, param, ctx):
+        from fpcore.errors import SpecError
+        field = param.opts[0] if param is not None and param.opts else "value"
+        try:
+            return self.parse(value, field)
+        except SpecError as e:
+            self.fail(e.message, param, ctx)
+
+
+class Number(_Checked):
     """A count written as 13e9, 13B, 380 B or 1.5T."""
 
     name = "NUMBER"
 
-    def convert(self, value, param, ctx):
+    def parse(self, value, field):
+        from fpcore.errors import check_float
+        from fpcore.units import parse_count
         if isinstance(value, (int, float)):
-            return float(value)
-        from perfmodel.errors import SpecError
-        from perfmodel.inputs import parse_number
-        try:
-            return parse_number(value, param.name if param else "value")
-        except SpecError as e:
-            self.fail(str(e).split(": ", 1)[1], param, ctx)
+            return check_float(field, value, lo=None)
+        return parse_count(value, field)
+
+
+class ByteSize(_Checked):
+    """Bytes written as 8, 8B, 4KB (4,000), 4MiB (4,194,304) or 1e9."""
+
+    name = "BYTES"
+
+    def parse(self, value, field):
+        from fpcore.errors import check_float
+        from fpcore.units import parse_bytes
+        if isinstance(value, (int, float)):
+            value = check_float(field, value, lo=0.0, lo_open=False)
+        else:
+            value = parse_bytes(value, field)
+        return check_float(field, value, lo=0.0, lo_open=False, unit="bytes")
+
+
+class Real(_Checked):
+    """A finite number in a range (NaN and infinities are refused, unlike
+    click.FloatRange, whose comparisons let NaN through)."""
+
+    name = "X"
+
+    def __init__(self, lo: float | None = None, hi: float | None = None, *,
+                 lo_open: bool = False, hi_open: bool = False, unit: str = ""):
+        self.lo, self.hi, self.lo_open, self.hi_open, self.unit = lo, hi, lo_open, hi_open, unit
+
+    def parse(self, value, field):
+        from fpcore.errors import SpecError, check_float
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise SpecError(field, f"must be a number, got {value[:80]!r}") from None
+        return check_float(field, value, lo=self.lo, hi=self.hi, lo_open=self.lo_open,
+                           hi_open=self.hi_open, unit=self.unit)
 
 
 class IntList(click.ParamType):
@@ -48,6 +91,7 @@ class IntList(click.ParamType):
 
 
 NUMBER = Number()
+BYTES = ByteSize()
 INT_LIST = IntList()
 
 
@@ -86,10 +130,10 @@ def system_options(f):
                           "fugaku` lists them): fugaku-llm, Fugaku-LLM's tuned stack (default), "
                           "or deepspeedfugaku-2023, the early PyTorch port whose runs are "
                           "logged in the validation data."),
-        click.option("--clock", type=float, help="Clock in GHz (Fugaku: 2.0 or 2.2; default 2.2)."),
+        click.option("--clock", type=Real(lo=0, lo_open=True, unit="GHz"), help="Clock in GHz (Fugaku: 2.0 or 2.2; default 2.2)."),
         click.option("--eco/--no-eco", default=None,
                      help="Eco mode: one FP pipe, half the FP peak (default off)."),
-        click.option("--ppn", type=int, help="Ranks per node (Fugaku: 1, or 4 = one per CMG)."),
+        click.option("--ppn", type=click.IntRange(min=1), help="Ranks per node (Fugaku: 1, or 4 = one per CMG)."),
         click.option("--network", "network_model", type=click.Choice(["flow", "analytic"]),
                      help="Network model: routed flows sharing links on the job's torus "
                           "shape (default), or contention-free alpha-beta."),
@@ -152,7 +196,7 @@ def resolve_inputs(kw: dict):
 
 def system_from(kw: dict):
     """The system from the shared system options; pops them from ``kw``."""
-    from perfmodel.errors import SpecError
+    from fpcore.errors import SpecError
     from perfmodel.inputs import resolve_system
     name, cal = kw.pop("system_name"), kw.pop("calibration_path", None)
     options = dict(clock_ghz=kw.pop("clock"), eco=kw.pop("eco"), ppn=kw.pop("ppn"),
@@ -175,19 +219,3 @@ def system_from(kw: dict):
         from calibration.host import overlay
         system = overlay(system, calfile.load(cal), cal)
     return system
-
-
-def reports_errors(f):
-    """Bad input: one line naming the field and what is allowed, exit 2, no traceback.
-    (Specs raise SpecError; the network package, which knows nothing of specs, raises
-    AllocationError for node counts and shapes the machine cannot give.)"""
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        from perfmodel.errors import SpecError
-        from topologies.allocation import AllocationError
-        try:
-            return f(*args, **kwargs)
-        except (SpecError, AllocationError) as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
-    return wrapper

@@ -6,13 +6,14 @@ every rank runs this command; rank 0 alone prints and writes.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
 import click
 
-from .options import model_options, reports_errors
+from fpcore.readers import dumps
+
+from .options import Real, model_options
 
 STOPPED_EXIT = 3
 
@@ -67,22 +68,22 @@ class _Progress:
 @click.option("--global-batch", type=click.IntRange(min=1),
               help="Sequences per optimizer step, over all ranks (default: micro-batch x ranks; "
                    "more means gradient accumulation).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=6e-4,
+@click.option("--lr", type=Real(lo=0, lo_open=True), default=6e-4,
               show_default=True, help="Peak learning rate (GPT-3 Small's).")
-@click.option("--min-lr", type=click.FloatRange(min=0), help="Final learning rate (default lr/10).")
+@click.option("--min-lr", type=Real(lo=0), help="Final learning rate (default lr/10).")
 @click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True,
               help="Linear warmup steps before the cosine decay.")
 @click.option("--decay-steps", type=click.IntRange(min=1),
               help="Step at which the cosine decay reaches --min-lr (default: --steps).")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.1, show_default=True,
+@click.option("--weight-decay", type=Real(lo=0), default=0.1, show_default=True,
               help="AdamW weight decay (Fugaku-LLM's).")
-@click.option("--clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--clip", type=Real(lo=0), default=1.0, show_default=True,
               help="Clip the global gradient norm to this (0: off; Fugaku-LLM's 1.0).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seeds the initialisation and the data sampling.")
 @click.option("--eval-every", type=click.IntRange(min=0), default=0,
               help="Held-out loss every N steps (0: at the end only).")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.05,
+@click.option("--val-fraction", type=Real(0, 1, hi_open=True), default=0.05,
               show_default=True, help="Tail of the data held out for evaluation.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False),
               help="Write checkpoints here (at the end, and every --checkpoint-every steps).")
@@ -103,7 +104,6 @@ class _Progress:
               help="Write the measurement record (JSON, for calibration) to this file.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the measurement record as JSON on stdout (progress stays on stderr).")
-@reports_errors
 def train(**kw):
     """Train a GPT with the reference trainer, measuring every kernel.
 
@@ -158,12 +158,12 @@ def train(**kw):
         return
     record = measurement_record(trainer, result, threads, comm, data_path)
     if kw["measurements_path"]:
-        from perfmodel.atomic import atomic_write
-        atomic_write(kw["measurements_path"], (json.dumps(record, indent=2) + "\n").encode())
+        from fpcore.atomic import atomic_write
+        atomic_write(kw["measurements_path"], (dumps(record, indent=2) + "\n").encode())
     if kw["profile"]:
         click.echo(profile_table(record), err=kw["as_json"])
     if kw["as_json"]:
-        click.echo(json.dumps(record, indent=2))
+        click.echo(dumps(record, indent=2))
     elif result.steps:
         last = result.steps[-1]
         click.echo(f"done: step {last.step}, loss {last.loss:.4f}"
@@ -179,13 +179,12 @@ def train(**kw):
 @click.option("--prompt", default="", help="Text to continue (byte-level models) .")
 @click.option("--tokens", "n_tokens", type=click.IntRange(min=1), default=200, show_default=True,
               help="Tokens to generate.")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.8, show_default=True,
+@click.option("--temperature", type=Real(lo=0), default=0.8, show_default=True,
               help="Sampling temperature (0: always the most likely token).")
 @click.option("--top-k", type=click.IntRange(min=0), default=40, show_default=True,
               help="Sample among the k most likely tokens (0: all).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (prompt, text, token ids).")
-@reports_errors
 def generate(checkpoint, prompt, n_tokens, temperature, top_k, seed, as_json):
     """Continue a prompt with a trained checkpoint: a check that the model learned.
 
@@ -196,6 +195,6 @@ def generate(checkpoint, prompt, n_tokens, temperature, top_k, seed, as_json):
 
     out = sample(checkpoint, prompt, n_tokens, temperature, top_k, seed)
     if as_json:
-        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+        click.echo(dumps(out, indent=2, ensure_ascii=False))
     else:
         click.echo(out["text"] if out["text"] is not None else " ".join(map(str, out["tokens"])))

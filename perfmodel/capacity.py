@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from .errors import SpecError, check_float, check_int
+from fpcore.errors import SpecError, check_float, check_int
+
 from .model import ModelSpec
 from .plan import PlanResult, plan
 from .sizing import MAX_PARAMS, MIN_PARAMS, model_for_params

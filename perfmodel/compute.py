@@ -28,7 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .errors import SpecError
+from fpcore.errors import SpecError
+
 from .ops import Op
 from .system import SystemSpec
 

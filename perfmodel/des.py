@@ -31,15 +31,15 @@ environment and the trace are passed explicitly.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 
 import simpy
 
+from fpcore.atomic import atomic_write
+from fpcore.readers import dumps
 from topologies import JobShape, NetworkModel
 
-from .atomic import atomic_write
 from .compute import ComputeModel
 from .estimator import StageCost, _stage_costs, network_for, stage_comm, stage_ranges
 from .layout import Layout, validate_layout
@@ -92,9 +92,9 @@ class Trace:
                   "args": {"sort_index": tid}} for tid in self.tracks.values()]
         return {"traceEvents": meta + self.events, "displayTimeUnit": "ms"}
 
-    def write(self, path: str) -> None:
+    def write(self, path: str, field: str = "trace") -> None:
         """Atomically: write beside the target, then rename."""
-        atomic_write(path, json.dumps(self.to_json()).encode("utf-8"))
+        atomic_write(path, dumps(self.to_json()).encode("utf-8"), field=field)
 
 
 @dataclass

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-from .errors import SpecError
+from fpcore.errors import SpecError
+
 from .model import ModelSpec
 from .presets import load_model
 from .sizing import DEFAULT_SEQ, DEFAULT_VOCAB, model_for_params
 from .system import SystemSpec, load_system
 
 SHAPE_FIELDS = ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab", "seq")
-_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
-_BINARY = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def parse_number(text: str, field: str) -> float:
-    """``13e9``, ``13B``, ``380 B``, ``1.5T``, ``20k``, ``4MiB`` -> float; errors name the field."""
-    s = str(text).strip().replace("_", "").replace(",", "")
-    scale = 1.0
-    if s[-3:].lower() in _BINARY:
-        scale, s = _BINARY[s[-3:].lower()], s[:-3].strip()
-    elif s and s[-1].lower() in _SUFFIX:
-        scale = _SUFFIX[s[-1].lower()]
-        s = s[:-1].strip()
-    try:
-        value = float(s) * scale
-    except ValueError:
-        raise SpecError(field, f"must be a number such as 13e9 or 13B; got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise SpecError(field, f"must be finite; got {text!r}")
-    return value
 
 
 def resolve_model(*, params: float | None = None, model: str | None = None, **shape) -> ModelSpec:
@@ -73,11 +54,8 @@ def resolve_system(name: str = "fugaku", *, clock_ghz: float | None = None,
     system = load_system(name, clock_ghz=clock_ghz, eco=eco, ppn=ppn,
                          network_model=network_model, mapping=mapping, stack=stack)
     if shape is not None:
-        from topologies.allocation import AllocationError, parse_shape
+        from topologies.allocation import parse_shape
         from .estimator import machine_shape
-        try:
-            parse_shape(shape, machine_shape(system))
-        except AllocationError as e:
-            raise SpecError(e.field, str(e).split(": ", 1)[1]) from None
+        parse_shape(shape, machine_shape(system))
         system = system.with_options(shape=shape)
     return system

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .errors import SpecError, check_bool, check_choice, check_int
+from fpcore.errors import SpecError, check_bool, check_choice, check_int
+
 from .model import ModelSpec
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved")

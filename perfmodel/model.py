@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 
-from .errors import SpecError, check_bool, check_choice, check_int
+from fpcore.errors import SpecError, check_bool, check_choice, check_int
 
 NORMS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("gelu", "swiglu")

@@ -5,12 +5,19 @@ system) without pickling it; each task is one item of ``items`` and returns a
 picklable result. ``FUGAKUPERF_WORKERS`` sets the number of workers (1: run in
 this process). On a platform without fork, or with one core or one item, the
 work runs here.
+
+A worker's error reaches the caller as raised (``SpecError`` pickles), and workers
+end with their parent: on Linux the kernel signals them when it dies
+(``PR_SET_PDEATHSIG``), elsewhere a watcher thread notices the parent is gone.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Sequence
 
@@ -25,6 +32,26 @@ def workers() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
+
+
+def _end_with_parent(parent: int) -> None:
+    """In a worker: exit when the process that started the pool exits."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        if libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0) == 0:
+            if os.getppid() != parent:        # it died before the call
+                os._exit(1)
+            return
+    except (OSError, AttributeError):
+        pass
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _call(fn_and_item):
@@ -42,7 +69,9 @@ def map_items(fn: Callable, items: Sequence, *, context) -> list:
         return [fn(context, item) for item in items]
     _CONTEXT = context
     try:
-        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
+        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=_end_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             return list(pool.map(_call, [(fn, item) for item in items]))
     finally:
         _CONTEXT = None

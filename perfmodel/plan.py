@@ -24,7 +24,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .errors import SpecError, check_float, check_int
+from fpcore.errors import SpecError, check_float, check_int
+
 from .estimator import Estimate
 from .model import ModelSpec
 from .search import SearchStats, check_pins, confirm, job_shapes, screen, search

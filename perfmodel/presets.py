@@ -12,7 +12,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from .errors import SpecError, check_keys
+from fpcore.errors import SpecError, check_keys
+
 from .model import ModelSpec
 
 MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab", "seq",
@@ -74,7 +75,7 @@ def model_from_table(name: str, table: dict, where: str) -> ModelSpec:
     try:
         spec = ModelSpec(name=name, **fields)
     except SpecError as e:
-        raise SpecError(f"{where}.{e.field}", str(e).split(": ", 1)[1]) from None
+        raise SpecError(f"{where}.{e.field}", e.message) from None
     expected = table.get("expect_params")
     if expected is not None and expected != spec.params:
         raise SpecError(f"{where}.expect_params",

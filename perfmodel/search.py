@@ -36,8 +36,9 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
+from fpcore.errors import SpecError
+
 from .compute import ComputeModel
-from .errors import SpecError
 from .estimator import Estimate, estimate, layout_lower_bound, network_for, screening_network
 from .layout import Layout, validate_layout
 from .memory import peak_memory

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 
-from .errors import SpecError, check_float
+from fpcore.errors import SpecError, check_float
+
 from .model import ModelSpec
 
 # (parameters, layers): Brown et al. 2020 Table 2.1 and Narayanan et al. 2021 Table 1.

@@ -21,7 +21,8 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Mapping
 
-from .errors import SpecError, check_bool, check_choice, check_float, check_int, check_keys
+from fpcore.errors import SpecError, check_bool, check_choice, check_float, check_int, check_keys
+
 from .presets import system_table
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -439,7 +440,7 @@ def _stacks(where: str, table: dict, sources: dict) -> tuple[StackSpec, ...]:
             out.append(StackSpec(name=name, description=str(body.get("description", "")),
                                  **fields))
         except SpecError as e:
-            raise SpecError(f"{where}.{e.field}", str(e).split(": ", 1)[1]) from None
+            raise SpecError(f"{where}.{e.field}", e.message) from None
     return tuple(out)
 
 
@@ -479,7 +480,7 @@ def system_from_table(name: str, table: dict, where: str, stack=None) -> SystemS
         raise SpecError(where, f"missing required key: {missing}") from None
     except SpecError as e:
         field = e.field if e.field.startswith(where) else f"{where}.{e.field}"
-        raise SpecError(field, str(e).split(": ", 1)[1]) from None
+        raise SpecError(field, e.message) from None
     ppn = _value(where, table, "default_ranks_per_node", sources, 1)
     allowed = _value(where, table, "allowed_ranks_per_node", sources, [ppn])
     ppn = check_int(f"{where}.default_ranks_per_node", ppn, hi=10_000)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 from importlib import resources
 
-from .errors import SpecError
+from fpcore.errors import SpecError
+
 from .system import SystemSpec
 
 UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}

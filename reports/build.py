@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from fugakuperf import __version__
+from fpcore import version
 
 REFERENCE_LAYOUT = {"tp": 6, "pp": 8, "recompute": "full", "recompute_stages": 4}
 REFERENCE_NODES, REFERENCE_BATCH = 13824, 2016
@@ -44,7 +44,7 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
 
     report = {
         "title": f"Training {model.name} ({model.params / 1e9:.1f} B parameters) on {system.name}",
-        "generated_by": f"fugakuperf {__version__}",
+        "generated_by": f"fugakuperf {version()}",
         "model": data["model"], "system": data["system"], "tokens": tok,
         "global_batch": result.global_batch,
     }

@@ -7,10 +7,10 @@ the previous version in place.
 
 from __future__ import annotations
 
-import json
 import os
 
-from perfmodel.atomic import atomic_write
+from fpcore.atomic import atomic_write
+from fpcore.readers import dumps
 from reports.html import render_html
 from reports.markdown import render_markdown
 
@@ -34,7 +34,7 @@ def write_report(out_dir: str | os.PathLike, report: dict, images: dict[str, byt
     present = {name: data for name, data in images.items() if data}
     files = dict(present)
     files["report.md"] = render_markdown(report, list(present)).encode("utf-8")
-    files["report.json"] = (json.dumps(report, indent=2) + "\n").encode("utf-8")
+    files["report.json"] = (dumps(report, indent=2) + "\n").encode("utf-8")
     files["index.html"] = render_html(report, present).encode("utf-8")
 
     out = os.fspath(out_dir)
@@ -47,9 +47,6 @@ def write_report(out_dir: str | os.PathLike, report: dict, images: dict[str, byt
     paths = {}
     for name, data in files.items():
         path = os.path.join(out, name)
-        try:
-            atomic_write(path, data)
-        except OSError as e:
-            raise ValueError(f"out: cannot write {path}: {e.strerror or e}") from e
+        atomic_write(path, data, field="out")
         paths[name] = path
     return paths

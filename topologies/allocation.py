@@ -19,18 +19,16 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
+from fpcore.errors import SpecError
+
 AXES = ("X", "Y", "Z", "a", "b", "c")
 # Wrap of Fugaku's axes: X, Y, Z rings; classic Tofu a, c 2-long meshes, b a 3-ring
 # (FACTS: unconfirmed for Fugaku, hence a parameter).
 TOFU_WRAP = (True, True, True, False, True, False)
 
 
-class AllocationError(ValueError):
+class AllocationError(SpecError):
     """A node count, shape or machine that cannot be allocated; ``field`` names the input."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(f"{field}: {message}")
 
 
 def _positive_ints(field: str, values, length: int) -> tuple[int, ...]:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from perfmodel.errors import SpecError, check_choice, check_float
+from fpcore.errors import SpecError, check_choice, check_float
 
 from .interface import COLLECTIVES, CollectiveCost, JobShape, group_geometry
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from perfmodel.atomic import atomic_write
-from perfmodel.errors import SpecError
+from fpcore.atomic import atomic_write
+from fpcore.errors import SpecError
+from fpcore.readers import dumps
 from perfmodel.model import ModelSpec
 
 FORMAT = "fugakuperf-checkpoint"
@@ -43,7 +44,7 @@ def save(directory: str | Path, step: int, model: ModelSpec, settings: dict, par
     meta = {"format": FORMAT, "version": VERSION, "step": step,
             "model": dataclasses.asdict(model), "settings": settings}
     arrays = {"params": params, "m": m, "v": v,
-              "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
+              "meta": np.frombuffer(dumps(meta).encode("utf-8"), dtype=np.uint8)}
     path = checkpoint_path(directory, step)
     atomic_write(path, lambda f: np.savez(f, **arrays))
     for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from perfmodel.atomic import atomic_write
-from perfmodel.errors import SpecError
+from fpcore.atomic import atomic_write
+from fpcore.errors import SpecError
 
 BYTE_VOCAB = 256
 HEADER_INTS = 256

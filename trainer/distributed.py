@@ -83,6 +83,6 @@ def world(bucket_bytes: int = BUCKET_BYTES):
     try:
         return MPIComm(bucket_bytes)
     except ImportError as e:
-        from perfmodel.errors import SpecError
+        from fpcore.errors import SpecError
         raise SpecError("mpi", "started under an MPI launcher but mpi4py is not installed; "
                                "pip install 'fugakuperf[mpi]' (mpi4py and the mpich wheel)") from e

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 
 from .params import FlatTensors
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.model import ModelSpec
 from perfmodel.ops import model_flops_per_iteration
 

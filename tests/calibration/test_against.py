@@ -7,7 +7,7 @@ from importlib import resources
 import pytest
 
 from calibration.against import COLUMNS, predict_row, read_runs, validate_against
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 
 RUNS = resources.files("perfmodel.data") / "validation"
 

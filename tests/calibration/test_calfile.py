@@ -8,7 +8,7 @@ import pytest
 from calibration import calfile
 from calibration.fit import fit_to_dict
 from calibration.host import host_system, overlay
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.system import load_system
 
 from test_fit import TRUE

@@ -6,7 +6,7 @@ import pytest
 from calibration.collectives import (Samples, default_sizes, fit_collectives,
                                      measure_collectives, network_from_fits, quick_sizes,
                                      residuals, round_size)
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from topologies import JobShape
 from topologies.fitted import FITTED_OPS, FittedCollectives, collective_seconds
 

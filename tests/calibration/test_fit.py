@@ -9,7 +9,7 @@ from calibration.fit import fit_compute, fit_from_dict, fit_to_dict
 from calibration.measure import record, trainer_model
 from calibration.opmap import both, kernel_ops, optimizer_op, step_seconds
 from perfmodel.compute import KERNEL_CLASSES, ComputeFit
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.estimator import estimate
 from perfmodel.layout import Layout
 from perfmodel.ops import ACT_BYTES, gemm, mem

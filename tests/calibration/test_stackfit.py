@@ -7,7 +7,7 @@ import pytest
 
 from calibration.against import COLUMNS
 from calibration.stackfit import _predict, _runs, fit_stack
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.system import load_system
 
 RUNS = resources.files("perfmodel.data") / "validation"

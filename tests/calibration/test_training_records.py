@@ -5,7 +5,7 @@ import pytest
 
 from calibration.fit import prepare
 from calibration.measure import records_from_training
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.model import ModelSpec
 from trainer.distributed import SingleProcess
 from trainer.record import measurement_record

@@ -57,7 +57,7 @@ def test_linear_mapping_loads_links_harder():
 
 
 @pytest.mark.parametrize("args,field", [
-    (["collective", "allreduce", "--nodes", "384", "--bytes", "-5"], "bytes"),
+    (["collective", "allreduce", "--nodes", "384", "--bytes", "-5"], "--bytes"),
     (["collective", "allreduce", "--nodes", "1", "--bytes", "8"], "nodes"),
     (["collective", "allreduce", "--nodes", "200000", "--bytes", "8"], "nodes"),
     (["collective", "allreduce", "--nodes", "384", "--bytes", "8", "--shape", "48x7x48"], "shape"),

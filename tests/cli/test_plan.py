@@ -224,5 +224,5 @@ def test_unparseable_values_are_click_usage_errors(args, flag):
     result = run(*args)
     assert result.exit_code == 2, result.output
     err = stderr(result)
-    assert err.startswith("Usage:") and flag in err
+    assert err.startswith(f"error: {flag}: ") and len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in result.output

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from perfmodel.capacity import knee, largest_model, reliability, sensitivity
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.plan import plan
 from perfmodel.presets import load_model
 from perfmodel.system import load_system

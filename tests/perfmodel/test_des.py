@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from perfmodel.des import Noise, StageWork, Trace, simulate, simulate_runs
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.estimator import StageComm, estimate
 from perfmodel.layout import Layout
 from perfmodel.memory import stage_memory

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.layout import Layout, validate_layout
 from perfmodel.model import ModelSpec
 from perfmodel.presets import load_model

@@ -2,7 +2,7 @@
 
 import pytest
 
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.model import ModelSpec
 from perfmodel.presets import load_model, model_names
 

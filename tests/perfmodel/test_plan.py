@@ -2,7 +2,7 @@
 
 import pytest
 
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.plan import (DEFAULT_LADDER, default_global_batch, explain, ladder, plan,
                             plan_to_dict)
 from perfmodel.presets import load_model

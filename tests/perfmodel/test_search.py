@@ -2,7 +2,7 @@
 
 import pytest
 
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.estimator import estimate
 from perfmodel.memory import peak_memory
 from perfmodel.presets import load_model

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.sizing import (DEPTH_COEFF, DEPTH_EXPONENT, PUBLISHED_DEPTHS,
                               model_for_params)
 

@@ -10,7 +10,7 @@ from importlib import resources
 
 import pytest
 
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.estimator import estimate
 from perfmodel.layout import Layout
 from perfmodel.model import ModelSpec

@@ -12,7 +12,7 @@ from importlib import resources
 
 import pytest
 
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.system import load_system
 
 FUGAKU = load_system("fugaku")

@@ -4,7 +4,7 @@ import functools
 
 import pytest
 
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from topologies import CollectiveCost, JobShape
 from topologies.analytic import AlphaBetaTorus
 from topologies.fitted import FittedCollectives, collective_seconds

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.model import ModelSpec
 from trainer.optim import AdamW, AdamWConfig, decays, grad_norm
 from trainer.params import initialize

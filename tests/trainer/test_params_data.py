@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.model import ModelSpec
 from perfmodel.presets import load_model
 from trainer.data import (Sampler, check_vocab, decode_bytes, encode_bytes, load_tokens,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perfmodel.errors import SpecError
+from fpcore.errors import SpecError
 from perfmodel.model import ModelSpec
 from trainer import checkpoint as ckpt
 from trainer.data import load_tokens

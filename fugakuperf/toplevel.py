@@ -1,0 +1,86 @@
+"""How the command line ends: every failure is one line on stderr and a non-zero exit.
+
+* bad input (a ``SpecError`` from any package, or a usage error from click): the
+  field or file and what is allowed, exit 2;
+* the environment (a disk full, out of memory): what failed, exit 1;
+* interrupted (Ctrl-C): exit 130;
+* anything else is a bug: one line naming the command line and asking for a report,
+  exit 70 (``EX_SOFTWARE``). ``FUGAKUPERF_DEBUG=1`` shows the traceback instead.
+
+A closed stdout (``fugakuperf plan | head``) ends quietly.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+import click
+
+BAD_INPUT, ENVIRONMENT, INTERRUPTED, BUG = 2, 1, 130, 70
+
+
+def _line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(message: str, code: int):
+    click.echo(_line(message), err=True)
+    sys.exit(code)
+
+
+def _command_line(args) -> str:
+    words = ["fugakuperf"] + list(sys.argv[1:] if args is None else args)
+    text = shlex.join(words)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+class Commands(click.Group):
+    """The ``fugakuperf`` group: runs a command, turning any failure into one line."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from fpcore.errors import SpecError
+        debug = os.environ.get("FUGAKUPERF_DEBUG", "") not in ("", "0")
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except SpecError as e:
+            if debug:
+                raise
+            _fail(f"error: {e}", BAD_INPUT)
+        except click.UsageError as e:
+            hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+            param = getattr(e, "param", None)
+            if isinstance(e, click.BadParameter) and param is not None:
+                name = param.opts[0] if getattr(param, "opts", None) else param.name
+                _fail(f"error: {name}: {e.message}{hint}", BAD_INPUT)
+            _fail(f"error: {e.format_message()}{hint}", BAD_INPUT)
+        except click.ClickException as e:
+            _fail(f"error: {e.format_message()}", e.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            _fail("interrupted", INTERRUPTED)
+        except BrokenPipeError:
+            # the reader went away (``| head``): nothing more to say, and nothing to flush
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(ENVIRONMENT)
+        except MemoryError:
+            if debug:
+                raise
+            _fail("error: out of memory: the machine cannot hold what this command needs "
+                  "(try a smaller model, batch or node count)", ENVIRONMENT)
+        except OSError as e:
+            if debug:
+                raise
+            what = f"{e.filename}: " if e.filename else ""
+            _fail(f"error: {what}{e.strerror or e}", ENVIRONMENT)
+        except Exception as e:              # a bug: say so in one line, ask for a report
+            if debug:
+                raise
+            _fail(f"fugakuperf: internal error ({type(e).__name__}: {e}) while running "
+                  f"`{_command_line(args)}`. This is a bug: please report it with this "
+                  f"command line and its input files (FUGAKUPERF_DEBUG=1 prints the "
+                  f"traceback).", BUG)
+        if standalone_mode:
+            sys.exit(code if isinstance(code, int) else 0)
+        return code

@@ -1,0 +1,58 @@
+"""The one error type and the checks every input goes through."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+from fpcore.errors import SpecError, check_float, check_int, check_keys, check_list
+from topologies.allocation import AllocationError
+
+
+@pytest.mark.parametrize("cls", [SpecError, AllocationError])
+def test_errors_pickle_with_their_field_and_message(cls):
+    e = pickle.loads(pickle.dumps(cls("nodes", "must be positive")))
+    assert type(e) is cls and isinstance(e, SpecError)
+    assert (e.field, e.message, str(e)) == ("nodes", "must be positive", "nodes: must be positive")
+
+
+def test_within_prefixes_the_field_once():
+    e = SpecError("cores", "must be > 0").within("fugaku.node")
+    assert str(e) == "fugaku.node.cores: must be > 0"
+    assert e.within("fugaku.node") is e
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, "1", None, True, [1]])
+def test_check_float_refuses_what_is_not_a_finite_number(value):
+    with pytest.raises(SpecError, match=r"^x: must be a"):
+        check_float("x", value, lo=None)
+
+
+def test_check_float_bounds_name_the_unit():
+    with pytest.raises(SpecError, match=r"^bw: must be > 0 GB/s, got -1"):
+        check_float("bw", -1, unit="GB/s")
+    with pytest.raises(SpecError, match=r"must be >= 0 and < 1, got 1"):
+        check_float("f", 1.0, lo=0, lo_open=False, hi=1, hi_open=True)
+    assert check_float("f", np.float32(0.5), lo=0, hi=1) == 0.5
+
+
+@pytest.mark.parametrize("value", [1.5, math.nan, math.inf, "3", True])
+def test_check_int_refuses_non_integers(value):
+    with pytest.raises(SpecError, match=r"^n: must be an integer"):
+        check_int("n", value)
+
+
+def test_check_int_accepts_whole_floats_and_numpy_ints():
+    assert check_int("n", 2.0) == 2 and check_int("n", np.int64(7)) == 7
+    with pytest.raises(SpecError, match="between 1 and 3, got 4"):
+        check_int("n", 4, hi=3)
+
+
+def test_keys_and_lists():
+    with pytest.raises(SpecError, match=r"^t.colour: unknown key"):
+        check_keys("t", {"color": 1, "colour": 2}, ["color"])
+    with pytest.raises(SpecError, match=r"^t: must be a table"):
+        check_keys("t", [1], ["a"])
+    with pytest.raises(SpecError, match="between 1 and"):
+        check_list("clocks", [], min_len=1)
