@@ -19,6 +19,19 @@ from .layout import Layout
 from .model import ModelSpec
 from .ops import ACT_BYTES, vocab_shard
 
+# Above this share of a rank's usable memory a layout is "tight": little room is left
+# for what the count leaves out (framework buffers, allocator fragmentation). One rule
+# for plan, report and their JSON.
+TIGHT_FRACTION = 0.95
+
+
+def memory_verdict(fraction_of_usable: float) -> str:
+    """``fits``, ``tight`` (over TIGHT_FRACTION of usable memory) or ``does not fit``."""
+    if fraction_of_usable > 1.0:
+        return "does not fit"
+    return "tight" if fraction_of_usable > TIGHT_FRACTION else "fits"
+
+
 STATE_BYTES = {  # per parameter: (weights, gradients, optimizer states)
     "fp32": (4, 4, 8),
     "fp16": (2, 4, 12),

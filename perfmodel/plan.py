@@ -265,8 +265,10 @@ def explain(a: Estimate, b: Estimate) -> list[str]:
 def estimate_to_dict(est: Estimate, tokens: float, price_per_node_hour: float | None = None,
                      sim=None) -> dict:
     """Every number ``plan`` shows for one layout (SI units: s, bytes, FLOP/s, J)."""
+    from .memory import memory_verdict
     lay = est.layout
     peak = est.peak_memory
+    fraction = peak.total / est.system.rank.usable_memory_bytes
     out = {
         "nodes": est.nodes,
         "layout": {k: getattr(lay, k) for k in (
@@ -279,7 +281,8 @@ def estimate_to_dict(est: Estimate, tokens: float, price_per_node_hour: float | 
         "mfu": est.mfu,
         "memory_bytes_per_node": est.memory_bytes_per_node,
         "memory_fits": est.memory_fits,
-        "memory_fraction_of_usable": est.peak_memory.total / est.system.rank.usable_memory_bytes,
+        "memory_fraction_of_usable": fraction,
+        "memory_verdict": memory_verdict(fraction),
         "memory_peak_stage": {k: v for k, v in peak.to_dict().items()},
         "time_to_train_s": est.time_to_train_s(tokens),
         "node_hours": est.node_hours(tokens),

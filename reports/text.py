@@ -54,10 +54,8 @@ def _summary(c: dict) -> str:
 
 
 def _fits(c: dict) -> str:
-    """yes, tight (within 5% of usable memory: little room for framework overheads), NO."""
-    if not c["memory_fits"]:
-        return "NO"
-    return "tight" if c["memory_fraction_of_usable"] > 0.95 else "yes"
+    """yes, tight (perfmodel.memory.memory_verdict: little room for framework overheads), NO."""
+    return {"fits": "yes", "tight": "tight", "does not fit": "NO"}[c["memory_verdict"]]
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -99,9 +97,9 @@ def render_plan(d: dict) -> str:
     if d["best"]:
         b = d["best"][0]
         lines += ["", "Recommended: " + _summary(b)]
-        if b["memory_fraction_of_usable"] > 0.95:
+        if b["memory_verdict"] == "tight":
             roomy = next((i for i, c in enumerate(d["best"])
-                          if c["memory_fraction_of_usable"] <= 0.95), None)
+                          if c["memory_verdict"] == "fits"), None)
             lines.append(f"  it uses {b['memory_fraction_of_usable']:.0%} of usable memory; "
                          + (f"with 5% headroom the fastest listed is #{roomy + 1}: "
                             + _summary(d["best"][roomy]) if roomy is not None else
