@@ -49,10 +49,13 @@ def resolve_model(*, params: float | None = None, model: str | None = None, **sh
 def resolve_system(name: str = "fugaku", *, clock_ghz: float | None = None,
                    eco: bool | None = None, ppn: int | None = None,
                    network_model: str | None = None, mapping: str | None = None,
-                   shape: str | None = None, stack: str | None = None) -> SystemSpec:
-    """The system with the user's options; a given job shape is checked here."""
+                   shape: str | None = None, stack: str | None = None,
+                   allow_files: bool = True) -> SystemSpec:
+    """The system with the user's options; a given job shape is checked here.
+    ``allow_files=False``: ``name`` must be a preset (it was read from a file)."""
     system = load_system(name, clock_ghz=clock_ghz, eco=eco, ppn=ppn,
-                         network_model=network_model, mapping=mapping, stack=stack)
+                         network_model=network_model, mapping=mapping, stack=stack,
+                         allow_files=allow_files)
     if shape is not None:
         from topologies.allocation import parse_shape
         from .estimator import machine_shape

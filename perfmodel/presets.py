@@ -83,22 +83,24 @@ def model_from_table(name: str, table: dict, where: str) -> ModelSpec:
     return spec
 
 
-def _find_table(kind: str, name_or_path: str) -> tuple[str, dict, str]:
+def _find_table(kind: str, name_or_path: str, allow_files: bool = True) -> tuple[str, dict, str]:
     """(name, table, where) of a preset of ``kind`` ("model" or "system") by name, or of
-    the single table in a user's TOML file."""
+    the single table in a user's TOML file (only with ``allow_files``: a name read from
+    a file, such as a run log's ``system`` column, resolves presets only)."""
     tables = _models() if kind == "model" else _systems()
     if name_or_path in tables:
         table, file = tables[name_or_path]
         return name_or_path, table, f"{file}:{name_or_path}"
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    if allow_files and (path.suffix == ".toml" or path.exists()):
         data = read_toml(path)
         if len(data) != 1 or not isinstance(next(iter(data.values())), dict):
             raise SpecError(str(path), f"must hold exactly one [{kind}-name] table")
         name, table = next(iter(data.items()))
         return name, table, f"{path}:{name}"
-    raise SpecError(kind, f"unknown preset {name_or_path!r}; known presets: "
-                          f"{', '.join(sorted(tables))} (or a path to a .toml file)")
+    raise SpecError(kind, f"unknown preset {str(name_or_path)[:100]!r}; known presets: "
+                          f"{', '.join(sorted(tables))}"
+                          + (" (or a path to a .toml file)" if allow_files else ""))
 
 
 def load_model(name_or_path: str) -> ModelSpec:
@@ -106,9 +108,9 @@ def load_model(name_or_path: str) -> ModelSpec:
     return model_from_table(*_find_table("model", name_or_path))
 
 
-def system_table(name_or_path: str) -> tuple[str, dict, str]:
+def system_table(name_or_path: str, allow_files: bool = True) -> tuple[str, dict, str]:
     """(name, table, where) of a system preset by name or from a user's TOML file."""
-    return _find_table("system", name_or_path)
+    return _find_table("system", name_or_path, allow_files)
 
 
 def system_values(system) -> dict:

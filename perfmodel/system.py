@@ -500,9 +500,10 @@ def system_from_table(name: str, table: dict, where: str, stack=None) -> SystemS
 def load_system(name_or_path: str = "fugaku", *, clock_ghz: float | None = None,
                 eco: bool | None = None, ppn: int | None = None,
                 network_model: str | None = None, mapping: str | None = None,
-                shape: str | None = None, stack=None) -> SystemSpec:
-    """A preset (or TOML file) with options; ``stack``: a stack name or a StackSpec."""
-    name, table, where = system_table(name_or_path)
+                shape: str | None = None, stack=None, allow_files: bool = True) -> SystemSpec:
+    """A preset (or, with ``allow_files``, a TOML file) with options; ``stack``: a stack
+    name or a StackSpec."""
+    name, table, where = system_table(name_or_path, allow_files)
     return system_from_table(name, table, where, stack=stack).with_options(
         clock_ghz=clock_ghz, eco=eco, ppn=ppn, network_model=network_model, mapping=mapping,
         shape=shape)
