@@ -25,6 +25,10 @@ AXES = ("X", "Y", "Z", "a", "b", "c")
 # Wrap of Fugaku's axes: X, Y, Z rings; classic Tofu a, c 2-long meshes, b a 3-ring
 # (FACTS: unconfirmed for Fugaku, hence a parameter).
 TOFU_WRAP = (True, True, True, False, True, False)
+# The most nodes a machine may have: 6 x Fugaku's 158,976 (FACTS.md, Tofu D rows), above
+# any machine built. It bounds the work of every search over a machine's boxes and of
+# pricing a collective over the whole machine.
+MAX_MACHINE_NODES = 1_000_000
 
 
 class AllocationError(SpecError):
@@ -86,7 +90,15 @@ class MachineShape:
         if self.unit_nodes != math.prod(self.unit):
             raise AllocationError("unit_nodes", f"{self.unit_nodes} must be a*b*c = "
                                                 f"{math.prod(self.unit)}")
-        _positive_ints("large_threshold", (self.large_threshold,), 1)
+        if math.prod(self.shape) > MAX_MACHINE_NODES:
+            raise AllocationError("shape", f"{'x'.join(map(str, self.shape))} is "
+                                           f"{math.prod(self.shape):,} nodes; at most "
+                                           f"{MAX_MACHINE_NODES:,} are modelled")
+        if (not isinstance(self.large_threshold, numbers.Integral)
+                or isinstance(self.large_threshold, bool) or self.large_threshold < 0):
+            raise AllocationError("large_threshold", f"expected an integer >= 0 (0: every "
+                                                     f"job in large units), got "
+                                                     f"{self.large_threshold!r}")
         _positive_ints("large_unit_z", (self.large_unit_z,), 1)
         if self.large_threshold % self.unit_nodes:
             raise AllocationError("large_threshold", f"{self.large_threshold} must be a "
@@ -104,6 +116,19 @@ class MachineShape:
 def diameter(sizes, wraps) -> int:
     """Hop diameter of a torus/mesh product: a ring of n has n//2, a mesh of n has n-1."""
     return sum(n // 2 if w else n - 1 for n, w in zip(sizes, wraps, strict=True))
+
+
+def divisors(n: int) -> list[int]:
+    """The divisors of ``n`` >= 1 in increasing order (trial division up to sqrt n)."""
+    small, large = [], []
+    d = 1
+    while d * d <= n:
+        if n % d == 0:
+            small.append(d)
+            if d * d != n:
+                large.append(n // d)
+        d += 1
+    return small + large[::-1]
 
 
 def _valid_neighbours(n: int, m: MachineShape) -> list[int]:
@@ -141,8 +166,13 @@ def allocate(nodes: int, machine: MachineShape = MachineShape()) -> JobAllocatio
     units, (mx, my, mz) = n // m.unit_nodes, m.shape[:3]
     step = m.large_unit_z if large else 1
     best = None
-    for x in range(1, mx + 1):
-        for y in range(1, my + 1):
+    factors = divisors(units)        # X and Y divide the units: O(sqrt(units)), not X * Y
+    for x in factors:
+        if x > mx:
+            break
+        for y in factors:
+            if y > my:
+                break
             if units % (x * y) or not (z := units // (x * y)) <= mz or z % step:
                 continue
             shape = (x, y, z, *m.unit)
@@ -158,6 +188,9 @@ def allocate(nodes: int, machine: MachineShape = MachineShape()) -> JobAllocatio
 
 
 _SHAPE = re.compile(r"^(.*?)(?::(\w*))?$")
+_MAX_SIZE_DIGITS = 8                            # any axis of a modelled machine fits
+_SIZE = re.compile(f"[0-9]{{1,{_MAX_SIZE_DIGITS}}}")
+_MAX_SHAPE_TEXT = 200                           # characters: six sizes and a suffix, spaced
 
 
 def parse_shape(text: str, machine: MachineShape = MachineShape()) -> JobAllocation:
@@ -166,12 +199,16 @@ def parse_shape(text: str, machine: MachineShape = MachineShape()) -> JobAllocat
     m, allowed = machine, "e.g. '48x6x48', '48x6x48:torus' or '24x2x24x2x3x2'"
     if not isinstance(text, str):
         raise AllocationError("shape", f"expected a string, {allowed}; got {text!r}")
+    if len(text) > _MAX_SHAPE_TEXT:
+        raise AllocationError("shape", f"is {len(text):,} characters long; {allowed}")
     body, mode = _SHAPE.match("".join(text.split())).groups()
     if mode is not None and mode.lower() != "torus":
-        raise AllocationError("shape", f"mode {mode!r} is not supported; allowed: ':torus'")
+        raise AllocationError("shape", f"mode {mode[:20]!r} is not supported; allowed: ':torus'")
     parts = re.split(r"[xX]", body)
-    if not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise AllocationError("shape", f"{text!r} is not sizes separated by 'x'; {allowed}")
+    if not all(_SIZE.fullmatch(p) and int(p) > 0 for p in parts):
+        raise AllocationError("shape", f"{text!r} is not sizes separated by 'x' (whole "
+                                       f"numbers from 1, at most {_MAX_SIZE_DIGITS} digits "
+                                       f"0-9); {allowed}")
     sizes = tuple(map(int, parts))
     if len(sizes) == 3:
         for axis, v, u in zip(AXES[3:], sizes, m.unit):

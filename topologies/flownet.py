@@ -21,6 +21,7 @@ kernels pipelined with the transfers) reductions are free.
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import lru_cache
@@ -166,19 +167,26 @@ def _algorithms(net: "FlowNetwork", op: str, dim: str, job: JobShape) -> dict[st
     return out
 
 
-_PHASES: dict = {}      # (network, job, dim, pattern) -> routed PhaseCost
-_BOUNDS: dict = {}      # (network, job, dim, pattern) -> (intra, rate bound)
+# Per network, {(job, dim, pattern): routed PhaseCost} and {...: (intra, rate bound)}.
+# Keyed on the network itself, held weakly: its costs go when it does, and never reach
+# another network (an object's ``id`` is given to a new one once the old is freed).
+_PHASES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_BOUNDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+MAX_PATTERNS = 100_000     # flow patterns remembered per network before its store is emptied
 
 
-def _memo(store: dict, net: "FlowNetwork", job: JobShape, dim: str, phase, compute):
-    """A flow pattern's cost, computed once and shared by every collective that uses
-    it (bounded: the store is emptied when it grows past 100,000 patterns)."""
-    key = (id(net), job, dim, phase.key)
-    value = store.get(key)
+def _memo(store, net: "FlowNetwork", job: JobShape, dim: str, phase, compute):
+    """A flow pattern's cost on ``net``, computed once and shared by every collective
+    that uses it (bounded: a network's store is emptied past MAX_PATTERNS patterns)."""
+    costs = store.get(net)
+    if costs is None:
+        costs = store[net] = {}
+    key = (job, dim, phase.key)
+    value = costs.get(key)
     if value is None:
-        if len(store) > 100_000:
-            store.clear()
-        value = store[key] = compute(phase.src, phase.dst, dim)
+        if len(costs) >= MAX_PATTERNS:
+            costs.clear()
+        value = costs[key] = compute(phase.src, phase.dst, dim)
     return value
 
 

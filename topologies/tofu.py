@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .allocation import AXES, TOFU_WRAP, JobAllocation, MachineShape, allocate, wrap_for
+from .allocation import (AXES, TOFU_WRAP, AllocationError, JobAllocation, MachineShape, allocate,
+                         wrap_for)
 from .fabric import TofuFabric
 from .flownet import FlowNetwork
 from .interface import JobShape
@@ -46,8 +47,8 @@ class TofuNetwork(FlowNetwork):
     def allocation(self, nodes: int) -> JobAllocation:
         if self.shape is not None:
             if nodes > self.shape.nodes:
-                raise ValueError(f"nodes: the job needs {nodes:,} nodes but the given shape "
-                                 f"{self.shape.describe()} has {self.shape.nodes:,}")
+                raise AllocationError("shape", f"{self.shape.describe()} holds fewer nodes "
+                                               f"than the job's {nodes:,}")
             return self.shape
         return _allocation(self.machine, nodes)
 
@@ -63,7 +64,6 @@ def _allocation(m: MachineShape, nodes: int) -> JobAllocation:
     """The smallest box the allocator gives that holds ``nodes`` nodes: a whole
     number of allocation units, grown unit by unit while no box of that size fits
     the machine (e.g. 29 Tofu units: 29 is prime and larger than any axis)."""
-    from .allocation import AllocationError
     n, first_error = nodes, None
     while n <= m.nodes:
         unit = m.unit_nodes if n <= m.large_threshold else m.large_unit_nodes

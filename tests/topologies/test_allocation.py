@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from topologies.allocation import (TOFU_WRAP, AllocationError, JobAllocation, MachineShape,
-                                   allocate, diameter, parse_shape, wrap_for)
+from topologies.allocation import (MAX_MACHINE_NODES, TOFU_WRAP, AllocationError, JobAllocation,
+                                   MachineShape, allocate, diameter, divisors, parse_shape,
+                                   wrap_for)
 
 FUGAKU = MachineShape()
 FUGAKU_LLM = (24, 2, 24, 2, 3, 2)          # node=48x6x48:torus, 13,824 nodes
@@ -147,6 +148,59 @@ def test_allocate_fits_or_refuses(nodes):
         check_allocation(nodes, job)
 
 
+def brute_force_box(nodes, machine):
+    """The split allocate chooses, by trying every X and Y (the search before divisors)."""
+    units, step = nodes // machine.unit_nodes, (machine.large_unit_z
+                                                if nodes > machine.large_threshold else 1)
+    mx, my, mz = machine.shape[:3]
+    best = None
+    for x in range(1, mx + 1):
+        for y in range(1, my + 1):
+            if units % (x * y) or units // (x * y) > mz or units // (x * y) % step:
+                continue
+            z = units // (x * y)
+            shape = (x, y, z, *machine.unit)
+            key = (diameter(shape, TOFU_WRAP), x * y + y * z + z * x, -x, -y)
+            best = min(best or (key, shape), (key, shape))
+    return best and best[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(1, 30), st.integers(1, 300))
+def test_the_divisor_search_finds_the_brute_force_box(mx, my, mz, units):
+    machine = MachineShape(shape=(mx, my, mz, 2, 3, 2), large_threshold=48)
+    nodes = 12 * units
+    if nodes > machine.nodes or (nodes > 48 and nodes % 48):
+        return
+    expected = brute_force_box(nodes, machine)
+    if expected is None:
+        with pytest.raises(AllocationError):
+            allocate(nodes, machine)
+    else:
+        assert allocate(nodes, machine).shape == expected
+
+
+def test_divisors():
+    assert divisors(1) == [1]
+    assert divisors(36) == [1, 2, 3, 4, 6, 9, 12, 18, 36]
+    assert divisors(97) == [1, 97]
+
+
+def test_a_machine_too_large_to_model_is_refused():
+    """10^6 along X, Y and Z: the old search over X x Y never ended."""
+    with pytest.raises(AllocationError) as e:
+        MachineShape(shape=(10**6, 10**6, 10**6, 2, 3, 2))
+    assert e.value.field == "shape" and f"{MAX_MACHINE_NODES:,}" in str(e.value)
+
+
+def test_a_long_row_of_units_allocates_by_divisors():
+    """80,000 x 1 x 1 Tofu units (960,000 nodes): X has 80,000 values to try, a prime
+    number of units one split."""
+    row = MachineShape(shape=(80_000, 1, 1, 2, 3, 2), large_threshold=0, large_unit_z=1)
+    assert allocate(12 * 79_999, row).shape[:3] == (79_999, 1, 1)
+    assert allocate(row.nodes, row).shape == row.shape
+
+
 # --- parse_shape --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text", ["48x6x48:torus", "48x6x48", "24x2x24x2x3x2",
@@ -175,6 +229,11 @@ def test_parse_round_trips_allocate():
     ("48x6x48:mesh", "mode 'mesh' is not supported"),
     ("48x6x46", "multiple of 4"),                 # 552 nodes, Z = 23: not in 48-node units
     (48, "expected a string"),
+    ("0x0x0", "not sizes"),
+    ("99999999999x2x2", "at most 8 digits"),
+    ("2x3x\u00b2", "not sizes"),                  # superscript two: a digit, not 0-9
+    ("2x3x\u0664", "not sizes"),                  # Arabic-Indic four
+    ("2x3x" + "9" * 5000, "characters long"),
 ])
 def test_parse_errors_name_shape(text, words):
     with pytest.raises(AllocationError, match=words) as e:

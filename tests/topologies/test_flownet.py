@@ -210,3 +210,49 @@ def test_switched_cluster_uses_nvswitch_inside_and_rails_across_nodes():
     assert dp.per_byte == pytest.approx(2 * 31 / 32 / 25e9)       # one rail NIC per GPU
     with pytest.raises(ValueError, match="ppn"):
         net.placement(JobShape(8, 1, 4, ranks_per_node=4))
+
+
+# --- costs belong to their network ----------------------------------------------------------
+
+def _ring_allreduce_s(link_bandwidth):
+    """A DP allreduce on one 2x3x2 Tofu unit, 64 MB per rank, on links of ``link_bandwidth``."""
+    net = TofuNetwork(link_bandwidth=link_bandwidth, injection_bandwidth=INJ,
+                      intra_node_bandwidth=INTRA, put_latency_s=PUT, mpi_latency_s=MPI,
+                      intra_node_latency_s=LOCAL, shape=parse_shape("2x3x2"))
+    return net.collective("allreduce", "dp", JobShape(3, 1, 4), 64e6).seconds
+
+
+def _forget_networks():
+    """What an LRU cache does when it evicts networks: nothing holds them any more."""
+    import gc
+    from topologies.flownet import _algorithms
+    from topologies.tofu import _placement
+    _algorithms.cache_clear()
+    _placement.cache_clear()
+    gc.collect()
+
+
+def test_a_network_made_after_another_is_freed_is_priced_at_its_own_links(monkeypatch):
+    """The slower network may be given the freed network's ``id`` (forced here: every
+    object gets the same one); it must still cost its own, doubled, transfer time."""
+    import topologies.flownet as flownet
+    monkeypatch.setattr(flownet, "id", lambda obj: 0, raising=False)
+    _forget_networks()
+    fast = _ring_allreduce_s(LINK)
+    _forget_networks()
+    slow = _ring_allreduce_s(LINK / 2)
+    assert slow > 1.9 * fast
+    _forget_networks()
+    assert _ring_allreduce_s(LINK) == fast
+
+
+def test_networks_made_and_dropped_in_turn_keep_their_own_costs():
+    """Networks created and evicted one after another, as the estimator's caches do,
+    reuse freed memory (and so ids); each is priced at its own link bandwidth."""
+    times = {}
+    for i in range(40):
+        link = LINK if i % 2 else LINK / 2
+        times.setdefault(link, set()).add(_ring_allreduce_s(link))
+        _forget_networks()
+    assert len(times[LINK]) == len(times[LINK / 2]) == 1
+    assert times[LINK / 2].pop() > 1.9 * times[LINK].pop()
