@@ -6,11 +6,13 @@ every rank runs this command; rank 0 alone prints and writes.
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 
 import click
 
+from fpcore.errors import SpecError
 from fpcore.readers import dumps
 
 from .options import Real, model_options
@@ -21,11 +23,11 @@ STOPPED_EXIT = 3
 def _resolve_train_model(kw: dict, data_path: str):
     """The model from the shape flags; byte-level text defaults to vocabulary 256."""
     from perfmodel.inputs import resolve_model
+    from trainer.data import BYTE_VOCAB, is_shard
     shape = {k: kw.pop(k) for k in ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab", "seq")}
     params, preset = kw.pop("params"), kw.pop("model_name")
-    if shape["vocab"] is None and params is None and preset is None and \
-            not str(data_path).endswith(".bin"):
-        shape["vocab"] = 256
+    if shape["vocab"] is None and params is None and preset is None and not is_shard(data_path):
+        shape["vocab"] = BYTE_VOCAB
     return resolve_model(params=params, model=preset, **shape)
 
 
@@ -54,13 +56,16 @@ class _Progress:
             click.echo(f"checkpoint  {data['path']}", err=True)
         elif kind == "resume":
             click.echo(f"resumed from {data['path']} at step {data['step']}", err=True)
+            if data.get("note"):
+                click.echo(data["note"], err=True)
 
 
 @click.command()
 @model_options
 @click.option("--data", "data_path", required=True, metavar="FILE",
               help="Training data: a UTF-8 text file (byte-level tokens, vocabulary 256) or an "
-                   "llm.c token shard (.bin, uint16 or uint32 tokens).")
+                   "llm.c token shard (uint16 or uint32 tokens, recognised by its header; a "
+                   ".bin file without one is refused).")
 @click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
               help="Optimizer steps to reach (a resumed run continues up to this step).")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=1, show_default=True,
@@ -86,22 +91,26 @@ class _Progress:
 @click.option("--val-fraction", type=Real(0, 1, hi_open=True), default=0.05,
               show_default=True, help="Tail of the data held out for evaluation.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False),
-              help="Write checkpoints here (at the end, and every --checkpoint-every steps).")
+              help="Write checkpoints here (at the end, and every --checkpoint-every steps); "
+                   "created if its folder exists. A folder holding another run's checkpoints "
+                   "is refused unless --resume continues from one of them.")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0,
               help="Also checkpoint every N steps (0: only at the end).")
 @click.option("--stop-after", type=click.IntRange(min=1),
-              help="Stop after N steps of this invocation, with a checkpoint (for job time "
-                   "limits); --resume continues exactly.")
+              help="Stop after N steps of this invocation, with a checkpoint in "
+                   "--checkpoint-dir (for job time limits); --resume continues exactly.")
 @click.option("--keep", type=click.IntRange(min=1), default=2, show_default=True,
               help="Checkpoints to keep.")
 @click.option("--resume", metavar="PATH",
               help="Continue from a checkpoint file, or the newest in a directory; the run "
                    "continues exactly as if never interrupted.")
 @click.option("--threads", type=click.IntRange(min=1),
-              help="Threads for BLAS and the Numba kernels (default: all cores).")
+              help="Threads per rank for BLAS and the Numba kernels (default: the cores "
+                   "other work leaves free, shared among this node's ranks).")
 @click.option("--profile", is_flag=True, help="Print the per-kernel time table at the end.")
 @click.option("--measurements", "measurements_path", type=click.Path(dir_okay=False),
-              help="Write the measurement record (JSON, for calibration) to this file.")
+              help="Write the measurement record (JSON, for calibration) to this file; it "
+                   "records how busy the machine was (a warning says so when it was).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the measurement record as JSON on stdout (progress stays on stderr).")
 def train(**kw):
@@ -116,37 +125,31 @@ def train(**kw):
                        --steps 3 --profile            (a full-width Fugaku-LLM slice)
       mpiexec -n 2 fugakuperf train ... --global-batch 16   (data parallel)
     """
-    from trainer.data import load_tokens
     from trainer.distributed import world
-    from trainer.host import default_threads, set_threads
-    from trainer.optim import AdamWConfig
-    from trainer.record import measurement_record, profile_table
-    from trainer.timers import Timers
-    from trainer.train import Trainer, TrainingStopped, TrainSettings, train as run
+    from trainer.host import ContentionMeter, default_threads, node_ranks, set_threads
+    from trainer.train import TrainingStopped, train as run
 
     comm = world()
     threads = kw.pop("threads")
-    threads = set_threads(threads or (default_threads(comm.size) if comm.size > 1 else None))
-    data_path = kw.pop("data_path")
-    model = _resolve_train_model(kw, data_path)
-    tokens = load_tokens(data_path)
-    optimizer = AdamWConfig(lr=kw["lr"], min_lr=kw["min_lr"], warmup=kw["warmup"],
-                            decay_steps=kw["decay_steps"],
-                            weight_decay=kw["weight_decay"], clip=kw["clip"])
-    settings = TrainSettings(steps=kw["steps"], micro_batch=kw["micro_batch"],
-                             global_batch=kw["global_batch"], seed=kw["seed"],
-                             optimizer=optimizer, eval_every=kw["eval_every"],
-                             val_fraction=kw["val_fraction"],
-                             checkpoint_every=kw["checkpoint_every"], keep=kw["keep"])
-    trainer = Trainer(model, tokens, settings, comm, timers=Timers())
-    if kw["resume"]:
-        trainer.resume(kw["resume"])               # a bad checkpoint fails before any output
+    # the cores other work leaves free; rank 0's look holds for every rank
+    threads = set_threads(threads or comm.broadcast(default_threads(comm.size)))
     lead = comm.rank == 0
+    try:
+        trainer, data_path, removed = _prepare(comm, kw)
+    except SpecError:
+        if not lead:                      # rank 0 says it, once
+            sys.exit(2)
+        raise
+    model, settings = trainer.model, trainer.settings
     if lead:
         click.echo(f"training {model.name}: {model.layers} layers x {model.hidden}, "
-                   f"{trainer.params.size:,} parameters, {len(tokens):,} tokens; "
+                   f"{trainer.params.size:,} parameters, {trainer.n_tokens:,} tokens; "
                    f"global batch {trainer.sampler.global_batch} x {model.seq} on {comm.size} "
                    f"rank(s) x {threads} thread(s)", err=True)
+        if removed:
+            click.echo(f"removed {len(removed)} temporary file(s) left by killed writers: "
+                       f"{', '.join(removed)}", err=True)
+    meter = ContentionMeter(node_ranks(comm.size))
     try:
         result = run(trainer, checkpoint_dir=kw["checkpoint_dir"],
                      progress=_Progress(lead, settings.steps), stop_after=kw["stop_after"])
@@ -154,12 +157,21 @@ def train(**kw):
         if lead:
             click.echo(f"error: {e}", err=True)
         sys.exit(STOPPED_EXIT)
+    except SpecError as e:
+        if comm.size > 1:                 # rank 0 alone failed (a checkpoint write): end all
+            click.echo(f"error: {e}", err=True)
+            comm.abort(2)
+        raise
+    window = meter.stop()
     if not lead:
         return
+    from trainer.record import measurement_record, profile_table
     record = measurement_record(trainer, result, threads, comm, data_path)
+    record["contention"] = _contention(window, threads, node_ranks(comm.size), record)
     if kw["measurements_path"]:
         from fpcore.atomic import atomic_write
-        atomic_write(kw["measurements_path"], (dumps(record, indent=2) + "\n").encode())
+        atomic_write(kw["measurements_path"], (dumps(record, indent=2) + "\n").encode(),
+                     field="measurements")
     if kw["profile"]:
         click.echo(profile_table(record), err=kw["as_json"])
     if kw["as_json"]:
@@ -173,12 +185,92 @@ def train(**kw):
         click.echo(f"nothing to do: the checkpoint is already at step {trainer.step_index}")
 
 
+def _contention(window, threads: int, ranks: int, record: dict) -> dict:
+    """How busy the machine was while it trained (calibration.contention), said on
+    stderr when it may have slowed the timings."""
+    from calibration.contention import assess, summary
+    times = [s["seconds"] for s in record["steps"][1:]]      # the first step compiles
+    spread = statistics.median(times) / min(times) if times and min(times) > 0 else None
+    conditions = assess(window, threads, ranks, spread)
+    if conditions["verdict"] in ("noisy", "contended"):
+        click.echo(f"warning: the machine was {summary(conditions)}: the step and kernel "
+                   f"times describe it, busy", err=True)
+    return conditions
+
+
+def _prepare(comm, kw: dict):
+    """Every input checked and the trainer built, before any training: the outputs can
+    be written, the data and any checkpoint are sound, the model fits in memory, and
+    under MPI every rank agrees (a bad input on one rank stops all of them, and ranks
+    that read different data or checkpoints are refused). Returns (trainer, data path,
+    temporary files of killed writers removed from the checkpoint folders)."""
+    from pathlib import Path
+
+    from fpcore.atomic import remove_stale_temps, target
+    from trainer import checkpoint as ckpt
+    from trainer.data import check_length, load_tokens
+    from trainer.distributed import check_same, on_every_rank
+    from trainer.optim import AdamWConfig
+    from trainer.timers import Timers
+    from trainer.train import Trainer, TrainSettings
+
+    lead = comm.rank == 0
+    data_path = kw.pop("data_path")
+    resume, directory, stop_after = kw["resume"], kw["checkpoint_dir"], kw["stop_after"]
+
+    def outputs():
+        if stop_after is not None and not directory:
+            raise SpecError("stop_after", "needs --checkpoint-dir: the checkpoint a later "
+                                          "--resume continues from")
+        if lead and kw["measurements_path"]:
+            target(kw["measurements_path"], "measurements")
+        header = ckpt.read_header(resume) if resume is not None else None
+        found = header.path if header else None
+        start = header.step if header else 0
+        last = kw["steps"] if stop_after is None else min(kw["steps"], start + stop_after)
+        folders = [found.parent] if found else []
+        removed = []
+        if directory:
+            if lead:
+                removed += ckpt.prepare_directory(directory, last, found)
+            folders.append(Path(directory))
+        for folder in dict.fromkeys(folders):
+            removed += remove_stale_temps(folder)
+        return found, removed
+
+    def build(found):
+        model = _resolve_train_model(kw, data_path)
+        tokens = load_tokens(data_path)
+        check_length(tokens, model.seq, data_path)
+        optimizer = AdamWConfig(lr=kw["lr"], min_lr=kw["min_lr"], warmup=kw["warmup"],
+                                decay_steps=kw["decay_steps"],
+                                weight_decay=kw["weight_decay"], clip=kw["clip"])
+        settings = TrainSettings(steps=kw["steps"], micro_batch=kw["micro_batch"],
+                                 global_batch=kw["global_batch"], seed=kw["seed"],
+                                 optimizer=optimizer, eval_every=kw["eval_every"],
+                                 val_fraction=kw["val_fraction"],
+                                 checkpoint_every=kw["checkpoint_every"], keep=kw["keep"])
+        trainer = Trainer(model, tokens, settings, comm, timers=Timers())
+        if found:
+            trainer.resume(found)
+        return trainer
+
+    found, removed = on_every_rank(comm, outputs)
+    trainer = on_every_rank(comm, lambda: build(found))
+    if comm.size > 1:
+        on_every_rank(comm, lambda: check_same(comm, trainer.identity()))
+        removed = sorted(set(sum(comm.allgather(removed), [])))
+    return trainer, data_path, removed
+
+
 @click.command()
 @click.option("--checkpoint", required=True, metavar="PATH",
               help="A checkpoint file, or a directory (its newest checkpoint).")
-@click.option("--prompt", default="", help="Text to continue (byte-level models) .")
+@click.option("--prompt", default="",
+              help="Text to continue (byte-level models), or token ids separated by spaces.")
 @click.option("--tokens", "n_tokens", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Tokens to generate.")
+              help="Tokens to generate, at most 10,000 (the context is a window of the "
+                   "model's last seq tokens; each token costs a forward pass over it).")
 @click.option("--temperature", type=Real(lo=0), default=0.8, show_default=True,
               help="Sampling temperature (0: always the most likely token).")
 @click.option("--top-k", type=click.IntRange(min=0), default=40, show_default=True,

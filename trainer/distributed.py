@@ -38,6 +38,12 @@ class SingleProcess:
     def broadcast(self, obj):
         return obj
 
+    def allgather(self, obj) -> list:
+        return [obj]
+
+    def abort(self, code: int) -> None:
+        raise SystemExit(code)
+
 
 class MPIComm:
     """MPI_COMM_WORLD through mpi4py."""
@@ -70,6 +76,49 @@ class MPIComm:
 
     def broadcast(self, obj):
         return self.comm.bcast(obj, root=0)
+
+    def allgather(self, obj) -> list:
+        return self.comm.allgather(obj)
+
+    def abort(self, code: int) -> None:
+        """End every rank (one rank leaving alone would leave the others waiting in
+        their next collective forever)."""
+        self.comm.Abort(code)
+
+
+def on_every_rank(comm, action):
+    """``action()`` on every rank, and its result; when it raises on any rank, every rank
+    raises: the failing rank its own error, the others a SpecError naming that rank
+    (a rank that stopped alone would leave the others waiting in the first collective)."""
+    from fpcore.errors import SpecError
+    error, result, said = None, None, None
+    try:
+        result = action()
+    except Exception as e:                 # re-raised below, after every rank has heard
+        error = e
+        said = (e.field, e.message) if isinstance(e, SpecError) else \
+            ("mpi", f"{type(e).__name__}: {e}")
+    heard = comm.allgather(said)
+    if error is not None:
+        raise error
+    for rank, failure in enumerate(heard):
+        if failure is not None:
+            field, message = failure
+            raise SpecError(field, f"{message} (on rank {rank})")
+    return result
+
+
+def check_same(comm, facts: dict) -> None:
+    """Every rank holds the same ``facts`` (its inputs: settings, data, resumed state);
+    ranks that read different files would otherwise train different models silently."""
+    from fpcore.errors import SpecError
+    every = comm.allgather(facts)
+    for rank, theirs in enumerate(every):
+        for key, value in every[0].items():
+            if theirs.get(key) != value:
+                raise SpecError("mpi", f"rank {rank} has {key} {str(theirs.get(key))[:100]}, "
+                                       f"rank 0 has {str(value)[:100]}: every rank must read "
+                                       f"the same inputs")
 
 
 def launched_by_mpi() -> bool:

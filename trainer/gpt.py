@@ -27,29 +27,47 @@ from .params import FlatTensors, check_trainable
 from .timers import NullTimers
 
 
+def activation_shapes(model: ModelSpec, B: int, T: int) -> dict[str, tuple[int, ...]]:
+    """The shape of every buffer one micro-batch's forward pass keeps, by name."""
+    L, C, NH, F, V = model.layers, model.hidden, model.heads, model.ffn, model.vocab
+    return {
+        "encoded": (B, T, C),                             # token + position embedding
+        "ln1": (L, B, T, C), "ln1_mean": (L, B * T), "ln1_rstd": (L, B * T),
+        "qkv": (L, B, T, 3 * C),
+        "atty": (L, B, T, C),                             # attention output before proj
+        "att": (L, B, NH, T, T),                          # softmax probabilities
+        "attproj": (L, B, T, C),
+        "residual2": (L, B, T, C),                        # x + attention
+        "ln2": (L, B, T, C), "ln2_mean": (L, B * T), "ln2_rstd": (L, B * T),
+        "fch": (L, B, T, F),                              # before GELU
+        "fch_gelu": (L, B, T, F),
+        "fcproj": (L, B, T, C),
+        "residual3": (L, B, T, C),                        # block output
+        "lnf": (B, T, C), "lnf_mean": (B * T,), "lnf_rstd": (B * T,),
+        "logits": (B, T, V),
+        "probs": (B, T, V),
+        "losses": (B, T),
+    }
+
+
+def backward_scratch_elements(model: ModelSpec, B: int, T: int) -> int:
+    """Elements of the temporaries alive at the backward pass's peak: its scratch
+    buffers (dlnf, dresidual, dln, datty (B, T, C); dfch_gelu, dfch (B, T, F); dqkv
+    (B, T, 3C)) and attention_backward's (datt, dpre (B, NH, T, T); dq, dk, dv and
+    their sum (B, T, C))."""
+    C, NH, F = model.hidden, model.heads, model.ffn
+    N = B * T
+    return 7 * N * C + 2 * N * F + 2 * B * NH * T * T + 4 * N * C
+
+
 class Activations:
-    """Buffers of one micro-batch's forward pass, (re)allocated per (B, T)."""
+    """Buffers of one micro-batch's forward pass, (re)allocated per (B, T); shapes in
+    ``activation_shapes``."""
 
     def __init__(self, model: ModelSpec, B: int, T: int, dtype=np.float32):
-        L, C, NH, F, V = model.layers, model.hidden, model.heads, model.ffn, model.vocab
-        z = lambda *shape: np.zeros(shape, dtype=dtype)  # noqa: E731
         self.B, self.T = B, T
-        self.encoded = z(B, T, C)                         # (B, T, C)
-        self.ln1, self.ln1_mean, self.ln1_rstd = z(L, B, T, C), z(L, B * T), z(L, B * T)
-        self.qkv = z(L, B, T, 3 * C)                      # (L, B, T, 3C)
-        self.atty = z(L, B, T, C)                         # attention output before proj
-        self.att = z(L, B, NH, T, T)                      # softmax probabilities
-        self.attproj = z(L, B, T, C)
-        self.residual2 = z(L, B, T, C)                    # x + attention
-        self.ln2, self.ln2_mean, self.ln2_rstd = z(L, B, T, C), z(L, B * T), z(L, B * T)
-        self.fch = z(L, B, T, F)                          # (L, B, T, F) before GELU
-        self.fch_gelu = z(L, B, T, F)
-        self.fcproj = z(L, B, T, C)
-        self.residual3 = z(L, B, T, C)                    # block output
-        self.lnf, self.lnf_mean, self.lnf_rstd = z(B, T, C), z(B * T), z(B * T)
-        self.logits = z(B, T, V)
-        self.probs = z(B, T, V)
-        self.losses = z(B, T)
+        for name, shape in activation_shapes(model, B, T).items():
+            setattr(self, name, np.zeros(shape, dtype=dtype))
 
     def fits(self, B: int, T: int) -> bool:
         return (self.B, self.T) == (B, T)

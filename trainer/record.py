@@ -2,7 +2,9 @@
 
 Calibration reads this record: the model and run settings, the host, the step times,
 and every kernel's calls, seconds, FLOPs and bytes (first step excluded, since it
-compiles the Numba kernels).
+compiles the Numba kernels). ``determinism`` gives the setup the run computed with
+and, after a resume, the checkpoint's, what differs and whether the continuation is
+expected to be bit-identical (trainer.determinism).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 
+from . import determinism
 from .host import host_facts
 
 KIND = "fugakuperf-training-measurement"
@@ -42,6 +45,8 @@ def measurement_record(trainer, result, threads: int, comm, data_path: str) -> d
         "achieved_flops_per_s": flops / step_s if step_s else None,
         "measured_steps": max(0, len(timed)),
         "kernels": result.timers.records() if result.timers is not None else [],
+        "determinism": {"environment": determinism.environment(comm.size),
+                        "resume": trainer.continuation},
     }
 
 

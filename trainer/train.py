@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import math
 import time
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,16 +24,19 @@ from perfmodel.model import ModelSpec
 from perfmodel.ops import model_flops_per_iteration
 
 from . import checkpoint as ckpt
+from . import determinism
 from .data import Sampler, check_vocab
 from .distributed import SingleProcess
 from .gpt import Activations, gpt_backward, gpt_forward
+from .host import node_ranks
+from .memory import check_fits, training_need
 from .optim import AdamW, AdamWConfig, grad_norm
 from .params import allocate, initialize
 from .timers import NullTimers, Timers
 
-# Settings that define the run: a resumed run must agree on them to repeat it exactly.
-RUN_DEFINING = ("global_batch", "micro_batch", "seed", "world", "data", "optimizer",
-                "decay_steps", "val_fraction")
+# Settings that define the run: a resumed run must agree on them to repeat it exactly
+# (every checkpoint records them all).
+RUN_DEFINING = ckpt.SETTINGS_KEYS
 
 
 class TrainingStopped(RuntimeError):
@@ -56,6 +60,9 @@ class TrainSettings:
         for name in ("steps", "micro_batch", "eval_batches"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise SpecError(name, f"must be a positive integer; got {getattr(self, name)}")
+        if self.steps > ckpt.MAX_STEP:
+            raise SpecError("steps", f"must be at most {ckpt.MAX_STEP:,} (checkpoints are "
+                                     f"named by eight digits); got {self.steps:,}")
         for name in ("eval_every", "checkpoint_every", "seed", "keep"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise SpecError(name, f"must be an integer >= 0; got {getattr(self, name)}")
@@ -67,7 +74,7 @@ class TrainSettings:
 
 def fingerprint(tokens: np.ndarray) -> str:
     """Identity of the training data (length and BLAKE2b of the token ids)."""
-    h = hashlib.blake2b(np.ascontiguousarray(tokens, dtype=np.uint32).tobytes(), digest_size=12)
+    h = hashlib.blake2b(np.ascontiguousarray(tokens, dtype=np.uint32), digest_size=12)
     return f"{len(tokens)}:{h.hexdigest()}"
 
 
@@ -112,10 +119,22 @@ class Trainer:
         self.timers = timers
         check_vocab(tokens, model.vocab)
         self.train_tokens, self.val_tokens = split(tokens, settings.val_fraction, model.seq)
+        if self.val_tokens is not None and len(self.train_tokens) < model.seq + 2:
+            raise SpecError("val_fraction", f"holding out {settings.val_fraction:g} of "
+                                            f"{len(tokens):,} tokens leaves "
+                                            f"{len(self.train_tokens):,} to train on; "
+                                            f"sequences of {model.seq} need at least "
+                                            f"{model.seq + 2:,}")
         world = self.comm.size
         gb = settings.global_batch or settings.micro_batch * world
         self.sampler = Sampler(self.train_tokens, model.seq, settings.micro_batch, gb,
                                settings.seed, self.comm.rank, world)
+        check_fits(training_need(model, settings.micro_batch, np.dtype(dtype).itemsize,
+                                 global_batch=gb),
+                   f"training {model.name} with micro-batch {settings.micro_batch} x seq "
+                   f"{model.seq}", ranks_here=node_ranks(1),
+                   hint=". A smaller model (--layers, --hidden), --micro-batch, --seq or "
+                        "--global-batch needs less")
         self.params = initialize(model, settings.seed)
         if dtype != np.float32:
             self.params = _cast(self.params, model, dtype)
@@ -125,7 +144,9 @@ class Trainer:
         self.step_index = 0
         self.decay_steps = settings.optimizer.decay_steps or settings.steps
         self.data_id = fingerprint(tokens)
+        self.n_tokens = len(tokens)
         self.resumed_from: str | None = None
+        self.continuation: dict | None = None   # after a resume: is it bit-identical?
 
     # ------------------------------------------------------------------ identity
     def run_settings(self) -> dict:
@@ -136,37 +157,61 @@ class Trainer:
                 "val_fraction": s.val_fraction}
 
     def resume(self, path) -> str:
-        """Load a checkpoint made by the same run; returns its path."""
-        c = ckpt.load(path)
+        """Load a checkpoint made by the same run; returns its path. The checkpoint is
+        checked whole before the arrays are read into this trainer's buffers; if they
+        turn out damaged the SpecError says so and this trainer must not be used."""
+        if self.params.buffer.dtype != np.float32:
+            raise SpecError("resume", f"checkpoints hold float32 values; this trainer "
+                                      f"computes in {self.params.buffer.dtype}")
+        c = ckpt.read_header(path)
         if c.model != self.model:
             raise SpecError("resume", f"{c.path}: made for model {c.model.name} "
                                       f"({c.model.layers} layers, hidden {c.model.hidden}), "
                                       f"not this one")
         mine = self.run_settings()
         for key in RUN_DEFINING:
-            if key in c.settings and c.settings[key] != mine[key]:
+            if c.settings[key] != mine[key]:
                 hint = (" (the cosine decay ends at --steps unless --decay-steps is given)"
                         if key == "decay_steps" else "")
                 raise SpecError("resume", f"{c.path}: the checkpoint's run has {key} "
                                           f"{c.settings[key]}; this run has {mine[key]}. "
                                           f"Exact resume needs the same setting{hint}")
-        if c.params.size != self.params.size:
-            raise SpecError("resume", f"{c.path}: {c.params.size} parameters; model has "
-                                      f"{self.params.size}")
-        self.params.buffer[...] = c.params
-        self.optimizer.m[...] = c.m
-        self.optimizer.v[...] = c.v
+        if c.step > self.settings.steps:
+            raise SpecError("steps", f"{c.path} is at step {c.step:,}, past this run's "
+                                     f"{self.settings.steps:,} steps")
+        ckpt.read_arrays(c, {"params": self.params.buffer, "m": self.optimizer.m,
+                             "v": self.optimizer.v})
         self.optimizer.step_count = c.step
         self.step_index = c.step
         self.resumed_from = str(c.path)
+        diffs = determinism.differences(c.determinism, determinism.environment(self.comm.size))
+        self.continuation = {"checkpoint": c.determinism, "differences": diffs,
+                             "bit_identical": determinism.verdict(diffs),
+                             "note": determinism.note(self.resumed_from, diffs)}
         return self.resumed_from
+
+    def identity(self) -> dict:
+        """What every rank of one run must share: the run's settings (with the data's
+        fingerprint), the model, the step and, after a resume, the state read (a CRC-32
+        of the parameters and AdamW's moments)."""
+        state = None
+        if self.resumed_from:
+            state = 0
+            for buffer in (self.params.buffer, self.optimizer.m, self.optimizer.v):
+                state = zlib.crc32(buffer, state)
+        s = self.settings
+        return {**self.run_settings(), "model": dataclasses.asdict(self.model),
+                "steps": s.steps, "eval_every": s.eval_every, "eval_batches": s.eval_batches,
+                "checkpoint_every": s.checkpoint_every, "keep": s.keep,
+                "step": self.step_index, "state": state}
 
     def save(self, directory) -> str | None:
         if self.comm.rank != 0:
             return None
         path = ckpt.save(directory, self.step_index, self.model, self.run_settings(),
                          self.params.buffer, self.optimizer.m, self.optimizer.v,
-                         keep=self.settings.keep)
+                         keep=self.settings.keep,
+                         environment=determinism.environment(self.comm.size))
         return str(path)
 
     # ------------------------------------------------------------------ steps
@@ -180,8 +225,9 @@ class Trainer:
         with t("zero_grad", bytes_=self.grads.buffer.nbytes):
             self.grads.buffer.fill(0.0)
         loss_sum = 0.0
+        positions = s.positions(self.step_index)          # (global_batch,) window starts
         for micro in range(s.micro_batches):
-            x, y = s.batch(self.step_index, micro)
+            x, y = s.batch(self.step_index, micro, positions)
             loss_sum += gpt_forward(model, self.params, self.acts, x, y, timer=self.timers)
             gpt_backward(model, self.params, self.grads, self.acts, x, y, scale, timer=self.timers)
         self.comm.allreduce_sum(self.grads.buffer, timer=self.timers)
@@ -231,7 +277,8 @@ def train(trainer: Trainer, checkpoint_dir=None, resume=None, progress=None,
         trainer.resume(resume)
     start, last = trainer.step_index, trainer.resumed_from
     if last and progress:
-        progress("resume", {"path": last, "step": start})
+        progress("resume", {"path": last, "step": start,
+                            "note": (trainer.continuation or {}).get("note")})
     logs, evals, checkpoints = [], [], []
     end = s.steps if stop_after is None else min(s.steps, start + stop_after)
     while trainer.step_index < end:

@@ -6,7 +6,7 @@ import pytest
 from fpcore.errors import SpecError
 from perfmodel.model import ModelSpec
 from perfmodel.presets import load_model
-from trainer.data import (Sampler, check_vocab, decode_bytes, encode_bytes, load_tokens,
+from trainer.data import (Sampler, check_vocab, decode_bytes, encode_bytes, is_shard, load_tokens,
                           write_shard)
 from trainer.params import allocate, initialize, parameter_shapes
 
@@ -114,3 +114,63 @@ def test_token_ids_beyond_the_vocabulary_are_refused():
     with pytest.raises(SpecError) as err:
         check_vocab(np.array([1, 300]), 256)
     assert err.value.field == "vocab" and "300" in str(err.value)
+
+
+# ---------------------------------------------------------------------- what a data file is
+@pytest.mark.parametrize("name", ["train.BIN", "train.Bin", "shard.dat", "tokens"])
+def test_a_shard_is_recognised_by_its_header_whatever_its_name(tmp_path, name):
+    tokens = np.arange(300, dtype=np.uint16) * 11 % 1000
+    path = tmp_path / name
+    write_shard(path, tokens)
+    assert is_shard(path)
+    assert np.array_equal(load_tokens(path), tokens)             # not the file's bytes
+
+
+@pytest.mark.parametrize("name", ["corpus.BIN", "corpus.bin"])
+def test_a_bin_file_without_a_shard_header_is_refused_not_read_as_text(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("plain text " * 200)
+    with pytest.raises(SpecError) as err:
+        load_tokens(path)
+    assert err.value.field == "data" and "not an llm.c token shard" in str(err.value)
+
+
+def test_text_that_is_not_utf8_is_refused(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("caf\u00e9 ".encode("utf-8") * 10_000 + "caf\u00e9".encode("latin-1"))
+    with pytest.raises(SpecError) as err:
+        load_tokens(path)
+    assert err.value.field == "data" and "UTF-8" in str(err.value)
+    assert "byte 60,003" in str(err.value)                  # where it is, across pieces
+
+
+def test_text_split_mid_character_across_pieces_is_still_utf8(tmp_path, monkeypatch):
+    import trainer.data as data
+    monkeypatch.setattr(data, "UTF8_CHUNK", 5)
+    path = tmp_path / "ja.txt"
+    path.write_text("富岳で学習する" * 7, encoding="utf-8")
+    assert len(load_tokens(path)) == len(("富岳で学習する" * 7).encode())
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_directory_or_a_pipe_is_not_data(tmp_path, kind):
+    import os
+    path = tmp_path / "thing"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(path)                                       # opening it would hang
+    with pytest.raises(SpecError) as err:
+        load_tokens(path)
+    assert err.value.field == "data"
+    assert ("is a directory" if kind == "directory" else "not a regular file") in str(err.value)
+
+
+def test_data_shorter_than_a_sequence_is_refused_naming_the_file(tmp_path):
+    from trainer.data import check_length
+    for n in (0, 17):
+        with pytest.raises(SpecError) as err:
+            check_length(np.zeros(n, dtype=np.uint16), 16, "corpus.txt")
+        assert err.value.field == "data" and "corpus.txt" in str(err.value)
+        assert f"holds {n} tokens" in str(err.value)
+    check_length(np.zeros(18, dtype=np.uint16), 16, "corpus.txt")

@@ -131,3 +131,26 @@ def test_gradient_accumulation_equals_one_big_micro_batch():
     a, b = one.step(), acc.step()
     np.testing.assert_allclose(acc.grads.buffer, one.grads.buffer, rtol=1e-4, atol=1e-7)
     assert abs(a.loss - b.loss) < 1e-5 and abs(a.grad_norm - b.grad_norm) < 1e-5
+
+
+def test_a_held_out_tail_that_leaves_too_little_to_train_on_is_refused():
+    tokens = load_tokens(CORPUS)
+    with pytest.raises(SpecError) as err:
+        Trainer(TINY, tokens, settings(val_fraction=0.999))
+    assert err.value.field == "val_fraction" and "leaves" in err.value.message
+
+
+def test_a_checkpoint_of_a_different_run_is_refused_even_if_it_omits_its_settings(tmp_path):
+    # settings {} used to skip every comparison: a foreign run's state was resumed silently
+    tokens = load_tokens(CORPUS)
+    path = Path(train(Trainer(TINY, tokens, settings()), checkpoint_dir=tmp_path,
+                      stop_after=1).checkpoint)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(bytes(arrays["meta"]))
+    meta["settings"] = {}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(SpecError) as err:
+        train(Trainer(TINY, tokens, settings(global_batch=8)), resume=tmp_path)
+    assert err.value.field == "resume" and "settings.global_batch" in err.value.message
