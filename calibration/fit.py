@@ -51,9 +51,13 @@ class Prepared:
 
 
 def prepare(measurements: list[dict], network=None) -> Prepared:
+    """The records the residuals price, each checked first (schema.check_measurement:
+    a zero, negative or non-finite time is refused, naming the record)."""
+    from .schema import check_measurement
     ops, steps, measured, weights = [], [], [], []
-    for m in measurements:
-        if m["kind"] in ("collective", "checkpoint") or m["seconds"] <= 0:
+    for i, m in enumerate(measurements):
+        check_measurement(f"measurements[{i}]", m)
+        if m["kind"] in ("collective", "checkpoint"):
             continue
         if m["kind"] == "step":
             comm_s = 0.0
@@ -146,19 +150,64 @@ def fit_to_dict(fit: ComputeFit) -> dict:
             "threads": fit.threads, "ranks_per_node": fit.ranks_per_node}
 
 
+def parameter_bounds() -> dict:
+    """Each stored parameter's (lower, upper) bound: the fit's own (NAMES), rates back
+    from their logarithms."""
+    out = {}
+    for name, lo, hi in NAMES:
+        if name.startswith("log_"):
+            name, lo, hi = name[4:], math.exp(lo), math.exp(hi)
+        out[name] = (lo, hi)
+    return out
+
+
+def check_parameters(d, where: str = "parameters") -> dict:
+    """The stored fit (``fit_to_dict``'s format): every value a finite number within the
+    bounds the fit searched (a relative 1e-9 of slack for the round trip through
+    logarithms), threads and ranks positive integers. A SpecError names the key."""
+    from fpcore.errors import check_float, check_int, check_table, require
+    check_table(where, d)
+    bounds = parameter_bounds()
+    require(where, d, ("gemm_rate", "gemm_m0", "gemm_n0", "gemm_k0", "gemm_overhead_s",
+                       "bandwidth", "kernel_overhead_s"))
+    values = {}
+    for name, (lo, hi) in bounds.items():
+        if name.startswith("bw_"):
+            continue
+        if name not in d:                  # glue_s and gemm_backward_slowdown came later
+            continue
+        values[name] = check_float(f"{where}.{name}", d[name], lo=lo * (1 - 1e-9),
+                                   lo_open=False, hi=hi * (1 + 1e-9))
+    bw = check_table(f"{where}.bandwidth", d["bandwidth"])
+    unknown = sorted(map(str, set(bw) - set(KERNEL_CLASSES)))
+    if unknown:
+        raise SpecError(f"{where}.bandwidth.{unknown[0]}",
+                        f"unknown kernel class; known: {', '.join(KERNEL_CLASSES)}")
+    require(f"{where}.bandwidth", bw, KERNEL_CLASSES)
+    for c in KERNEL_CLASSES:
+        lo, hi = bounds[f"bw_{c}"]
+        check_float(f"{where}.bandwidth.{c}", bw[c], lo=lo * (1 - 1e-9), lo_open=False,
+                    hi=hi * (1 + 1e-9), unit="bytes/s")
+    for key in ("threads", "ranks_per_node"):
+        if key in d:
+            check_int(f"{where}.{key}", d[key], hi=10**6)
+    return d
+
+
 def fit_from_dict(d: dict, source: str = "") -> ComputeFit:
+    """The ComputeFit a stored fit describes; a damaged one is a SpecError naming
+    ``source`` and the key."""
     try:
-        return ComputeFit(gemm_rate=float(d["gemm_rate"]), gemm_m0=float(d["gemm_m0"]),
-                          gemm_n0=float(d["gemm_n0"]), gemm_k0=float(d["gemm_k0"]),
-                          gemm_overhead_s=float(d["gemm_overhead_s"]),
-                          bandwidth=tuple((c, float(v)) for c, v in d["bandwidth"].items()),
-                          kernel_overhead_s=float(d["kernel_overhead_s"]),
-                          glue_s=float(d.get("glue_s", 0.0)),
-                          gemm_backward_slowdown=float(d.get("gemm_backward_slowdown", 1.0)),
-                          threads=int(d.get("threads", 1)),
-                          ranks_per_node=int(d.get("ranks_per_node", 1)), source=source)
+        check_parameters(d)
     except SpecError as e:
         raise SpecError("calibration", f"{source or 'file'}: damaged compute fit "
-                                       f"({str(e).split(': ', 1)[-1]})") from e
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise SpecError("calibration", f"{source or 'file'}: damaged compute fit ({e})") from e
+                                       f"({e.field}: {e.message})") from None
+    return ComputeFit(gemm_rate=float(d["gemm_rate"]), gemm_m0=float(d["gemm_m0"]),
+                      gemm_n0=float(d["gemm_n0"]), gemm_k0=float(d["gemm_k0"]),
+                      gemm_overhead_s=float(d["gemm_overhead_s"]),
+                      bandwidth=tuple((c, float(d["bandwidth"][c])) for c in KERNEL_CLASSES),
+                      kernel_overhead_s=float(d["kernel_overhead_s"]),
+                      glue_s=float(d.get("glue_s", 0.0)),
+                      gemm_backward_slowdown=float(d.get("gemm_backward_slowdown", 1.0)),
+                      threads=int(d.get("threads", 1)),
+                      ranks_per_node=int(d.get("ranks_per_node", 1)), source=source)

@@ -38,30 +38,25 @@ FIT_CONFIGS = (         # tokens per micro-batch 64 ... 512, widths 64 ... 448
 SWEEP = (64, 256, 1024)
 
 
-def fastest(fn, repeat: int) -> float:
-    """The fastest of ``repeat`` timed calls after one warm-up (and Numba compilation)."""
+def fastest(fn, repeat: int) -> tuple[float, float]:
+    """The fastest and the median of ``repeat`` timed calls after one warm-up (and Numba
+    compilation): the figure, and how far the repeats spread above it."""
     fn()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return min(times)
+    return min(times), statistics.median(times)
 
 
-def cpu_steal() -> float:
-    """Seconds of CPU time the hypervisor took from this machine so far (Linux)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def record(kind: str, name: str, ops, seconds: float, calls: int = 1, **extra) -> dict:
-    return {"kind": kind, "name": name, "ops": to_dicts(ops), "seconds": seconds,
-            "calls": calls, **extra}
+def record(kind: str, name: str, ops, seconds: float, median_seconds: float | None = None,
+           calls: int = 1, **extra) -> dict:
+    out = {"kind": kind, "name": name, "ops": to_dicts(ops), "seconds": seconds,
+           "calls": calls, **extra}
+    if median_seconds is not None:
+        out["median_seconds"] = median_seconds
+    return out
 
 
 # ------------------------------------------------------------------ GEMMs
@@ -102,7 +97,7 @@ def measure_gemms(shapes, repeat: int, progress=None) -> list[dict]:
         def one():
             j = next(turn) % copies
             np.matmul(a[j], w[j].T, out=c)
-        out.append(record("gemm", what, [gemm("matmul", m, n, k, E)], fastest(one, repeat)))
+        out.append(record("gemm", what, [gemm("matmul", m, n, k, E)], *fastest(one, repeat)))
     return out
 
 
@@ -131,17 +126,17 @@ def measure_kernels(repeat: int, quick: bool, progress=None) -> list[dict]:
             K.layernorm_forward(o, mean, rstd, x, w, b)
             K.layernorm_backward(dx, dw, db, x, x, w, mean, rstd)
         out.append(record("kernel", "layernorm", both(
-            mem("norm1", n, 1, 1, E, FLOPS_PER_ELEMENT["layernorm"])), fastest(norm, repeat)))
+            mem("norm1", n, 1, 1, E, FLOPS_PER_ELEMENT["layernorm"])), *fastest(norm, repeat)))
 
         def gelu():
             K.gelu_forward(o, x)
             K.gelu_backward(dx, x, o)
         out.append(record("kernel", "gelu", both(
-            mem("gelu", n, 1, 1, E, FLOPS_PER_ELEMENT["gelu"])), fastest(gelu, repeat)))
+            mem("gelu", n, 1, 1, E, FLOPS_PER_ELEMENT["gelu"])), *fastest(gelu, repeat)))
 
         out.append(record("kernel", "residual", both(
             mem("residual1", n, 2, 1, E, FLOPS_PER_ELEMENT["residual"])),
-            fastest(lambda: np.add(x, o, out=dx), repeat)))
+            *fastest(lambda: np.add(x, o, out=dx), repeat)))
 
         T = max(16, int(np.sqrt(n // 4)))
         att = rng.random((1, 4, T, T), dtype=np.float32)
@@ -152,7 +147,7 @@ def measure_kernels(repeat: int, quick: bool, progress=None) -> list[dict]:
             K.causal_softmax_backward(dpa, att, pa, 0.125)
         out.append(record("kernel", "softmax", both(
             mem("softmax", 4 * T * T, 1, 1, E, FLOPS_PER_ELEMENT["softmax"])),
-            fastest(softmax, repeat)))
+            *fastest(softmax, repeat)))
 
         V = 256
         rows = max(1, n // V)
@@ -168,7 +163,7 @@ def measure_kernels(repeat: int, quick: bool, progress=None) -> list[dict]:
             K.crossentropy_backward(dlogits, probs, targets, dloss)
         out.append(record("kernel", "crossentropy", both(
             mem("cross_entropy", rows * V, 1, 1, 4, FLOPS_PER_ELEMENT["cross_entropy"])),
-            fastest(xent, repeat)))
+            *fastest(xent, repeat)))
 
         Tp = 64
         Bp = max(1, N // Tp)
@@ -183,7 +178,7 @@ def measure_kernels(repeat: int, quick: bool, progress=None) -> list[dict]:
             K.encoder_forward(enc, tok, wte, wpe)
             K.encoder_backward(dwte, dwpe, denc, tok)
         out.append(record("kernel", "encoder", both(
-            mem("embedding", Bp * Tp * C, 2, 1, E, 1)), fastest(encoder, repeat)))
+            mem("embedding", Bp * Tp * C, 2, 1, E, 1)), *fastest(encoder, repeat)))
 
         params = FlatTensors(rng.standard_normal(4 * n, dtype=np.float32), {})
         params.views["w"] = params.buffer
@@ -193,7 +188,7 @@ def measure_kernels(repeat: int, quick: bool, progress=None) -> list[dict]:
         def optimizer():
             opt.step(params.buffer, grads, 1e-4, grad_norm(grads))
         out.append(record("kernel", "optimizer", [optimizer_op(4 * n)],
-                          fastest(optimizer, repeat)))
+                          *fastest(optimizer, repeat)))
     return out
 
 
@@ -268,7 +263,8 @@ def kernel_records(timer_records, model: ModelSpec, micro_batch: int, steps: int
             continue
         if r["kernel"].startswith("matmul"):
             out.append(record("trainer-kernel", r["name"], ops, r["min_call_seconds"],
-                              calls=r["calls"] // steps, config=config))
+                              r.get("median_call_seconds"), calls=max(1, r["calls"] // steps),
+                              config=config))
             continue
         # Other kernels as forward + backward pairs: perfmodel's backward is 2x the
         # forward, the trainer's split differs (a cheap gather forward and a
@@ -276,7 +272,7 @@ def kernel_records(timer_records, model: ModelSpec, micro_batch: int, steps: int
         pair = pairs.setdefault(r["kernel"].rsplit("_", 1)[0], [[], 0.0, 0])
         pair[0] += ops
         pair[1] += r["min_call_seconds"]
-        pair[2] = r["calls"] // steps
+        pair[2] = max(1, r["calls"] // steps)
     for base, (ops, seconds, calls) in pairs.items():
         out.append(record("trainer-kernel", f"{base} forward+backward", ops, seconds,
                           calls=calls, config=config))
@@ -306,30 +302,71 @@ def measure_steps(configs, steps: int, comm=None, progress=None) -> list[dict]:
     return out
 
 
-def records_from_training(rec: dict, path: str = "record") -> list[dict]:
+def records_from_training(rec, path: str = "record") -> list[dict]:
     """A ``fugakuperf train --measurements`` record as fit records: the trainer's own
-    kernels and steps on a real run feed the calibration."""
+    kernels and steps on a real run feed the calibration. Every value read is checked
+    (a SpecError names ``path`` and the key)."""
     from fpcore.errors import SpecError
+    if not isinstance(rec, dict) or rec.get("kind") != "fugakuperf-training-measurement":
+        raise SpecError("record", f"{path}: not a `fugakuperf train --measurements` record")
     try:
-        if rec.get("kind") != "fugakuperf-training-measurement":
-            raise SpecError("record", f"{path}: not a `fugakuperf train --measurements` record")
-        model = ModelSpec(**rec["model"]).replace(dropout=False)   # the trainer has none
-        settings = rec["settings"]
-        mb, world = int(settings["micro_batch"]), int(settings["world"])
-        steps = rec["steps"][1:] if len(rec["steps"]) > 1 else rec["steps"]
-        measured = max(1, int(rec["measured_steps"]))
-        cfg = dict(layers=model.layers, hidden=model.hidden, heads=model.heads, seq=model.seq,
-                   micro_batch=mb, global_batch=int(settings["global_batch"]) // world)
-        name = label(cfg) + f" ({path})"
-        out = kernel_records(rec["kernels"], model, mb, measured, name)
-        micro_batches = int(settings["global_batch"]) // (world * mb)
-        out.append(dict(step_record(cfg, model, [s["seconds"] for s in steps], world,
-                                    int(rec["parameters"]), micro_batches), name=name))
-        return out
-    except SpecError:
-        raise
+        out = _training_records(rec, path)
+    except SpecError as e:
+        raise SpecError("record", f"{path}: damaged training record ({e.field}: "
+                                  f"{e.message})") from None
     except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise SpecError("record", f"{path}: damaged training record ({e})") from e
+        raise SpecError("record", f"{path}: damaged training record ({e})") from None
+    return out
+
+
+def _training_records(rec: dict, path: str) -> list[dict]:
+    from fpcore.errors import (SpecError, check_int, check_list, check_str, check_table,
+                               require)
+
+    from .schema import check_measurement, seconds
+    require("record", rec, ("model", "settings", "steps", "measured_steps", "kernels",
+                            "parameters"))
+    try:
+        model = ModelSpec(**check_table("model", rec["model"])).replace(dropout=False)
+    except SpecError as e:                         # the trainer has no dropout
+        raise e.within("model") from None
+    except TypeError as e:
+        raise SpecError("model", f"is not a model description ({e})") from None
+    settings = check_table("settings", rec["settings"])
+    require("settings", settings, ("micro_batch", "world", "global_batch"))
+    mb = check_int("settings.micro_batch", settings["micro_batch"], hi=10**7)
+    world = check_int("settings.world", settings["world"], hi=10**7)
+    global_batch = check_int("settings.global_batch", settings["global_batch"], hi=10**9)
+    if global_batch % (world * mb):
+        raise SpecError("settings.global_batch", f"{global_batch} is not a whole number of "
+                                                 f"micro-batches of {mb} on {world} rank(s)")
+    steps = check_list("steps", rec["steps"], min_len=1, max_len=10**7)
+    times = [seconds(f"steps[{i}].seconds", check_table(f"steps[{i}]", s).get("seconds"))
+             for i, s in enumerate(steps)]
+    times = times[1:] if len(times) > 1 else times          # the first step compiles
+    measured = max(1, check_int("measured_steps", rec["measured_steps"], lo=0, hi=10**9))
+    params = check_int("parameters", rec["parameters"], hi=10**15)
+    kernels = check_list("kernels", rec["kernels"], max_len=100_000)
+    for i, k in enumerate(kernels):
+        where = f"kernels[{i}]"
+        require(where, k, ("name", "kernel", "calls", "min_call_seconds"))
+        check_str(f"{where}.name", k["name"], max_len=200)
+        check_str(f"{where}.kernel", k["kernel"], max_len=200)
+        check_int(f"{where}.calls", k["calls"], hi=10**12)
+        fastest_s = seconds(f"{where}.min_call_seconds", k["min_call_seconds"])
+        if k.get("median_call_seconds") is not None:
+            seconds(f"{where}.median_call_seconds", k["median_call_seconds"])
+            if k["median_call_seconds"] < fastest_s:
+                raise SpecError(f"{where}.median_call_seconds", "is below min_call_seconds")
+    cfg = dict(layers=model.layers, hidden=model.hidden, heads=model.heads, seq=model.seq,
+               micro_batch=mb, global_batch=global_batch // world)
+    name = label(cfg) + f" ({path})"
+    out = kernel_records(kernels, model, mb, measured, name)
+    out.append(dict(step_record(cfg, model, times, world, params,
+                                global_batch // (world * mb)), name=name))
+    for i, r in enumerate(out):
+        check_measurement(f"records[{i}] ({r.get('name')})", r)
+    return out
 
 
 def label(cfg: dict) -> str:

@@ -36,12 +36,18 @@ def calibrate(model: ModelSpec | None = None, quick: bool = False, comm=None, th
               progress=None, checkpoint_dir: str = ".", extra: list[dict] = ()) -> dict | None:
     """Measure and fit; the calibration file's contents on rank 0 (None elsewhere).
     ``checkpoint_dir``: where checkpoints will go (rank 0 times a write there);
-    ``extra``: more fit records (from training runs, measure.records_from_training)."""
+    ``extra``: more fit records (from training runs, measure.records_from_training).
+    The machine's contention over the measurement is assessed (calibration.contention)
+    and kept in the file as ``contention``; judging it is the caller's."""
     from trainer.distributed import SingleProcess
-    from trainer.host import host_facts
+    from trainer.host import ContentionMeter, host_facts, node_ranks
+
+    from .contention import assess, repeat_spread
 
     comm = comm or SingleProcess()
     lead = comm.rank == 0
+    local = node_ranks(comm.size)
+    meter = ContentionMeter(local)
     say = progress if (progress and lead) else None
     repeat = 3 if quick else 7
     records = measure_gemms(gemm_shapes(model, quick), repeat, say)
@@ -58,6 +64,7 @@ def calibrate(model: ModelSpec | None = None, quick: bool = False, comm=None, th
         if say:
             say(f"checkpoint write into {checkpoint_dir}", 0, 1)
         records.append(measure_checkpoint(checkpoint_dir, (64 if quick else 256) * 2**20))
+    window = meter.stop()
     mine = [dict(r, rank=comm.rank) for r in records + steps]
     everyone = comm.comm.gather(mine, root=0) if comm.size > 1 else [mine]
     if not lead:
@@ -66,12 +73,14 @@ def calibrate(model: ModelSpec | None = None, quick: bool = False, comm=None, th
     host = host_facts(threads, comm.library, comm.size)
     host["quick"] = quick
     host["model"] = model.name if model is not None else None
-    return calfile.new(host, measurements, fit_all(host, measurements))
+    conditions = assess(window, threads, local, repeat_spread(records + steps))
+    return calfile.new(host, measurements, fit_all(host, measurements), conditions)
 
 
 def refit(files: list[dict], extra: list[dict] = ()) -> dict:
-    """One calibration from the measurements of several files (nodes, days)."""
-    host, measurements = calfile.merge(files)
+    """One calibration from the measurements of several files (nodes, days); its
+    contention is the worst the files recorded."""
+    host, measurements, worst = calfile.merge(files)
     measurements += list(extra)
     host = dict(host, merged_files=len(files))
-    return calfile.new(host, measurements, fit_all(host, measurements))
+    return calfile.new(host, measurements, fit_all(host, measurements), worst)

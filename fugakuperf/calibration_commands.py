@@ -17,14 +17,44 @@ def _progress(what: str, i: int, n: int) -> None:
     click.echo(f"  [{i + 1}/{n}] {what}", err=True)
 
 
-def _setup(threads):
-    """Thread pools first (before numpy loads), then the communicator."""
+def _setup(threads, default=None):
+    """Thread pools first (before numpy loads), then the communicator. Threads per rank:
+    ``threads``, else ``default``, else the cores other work leaves free, shared among
+    this node's ranks (trainer.host.default_threads)."""
     import trainer  # noqa: F401  (sets the thread-pool environment)
     from trainer.distributed import world
     from trainer.host import default_threads, set_threads
     comm = world()
-    used = set_threads(threads or (default_threads(comm.size) if comm.size > 1 else None))
+    # every rank looks at the machine; rank 0's answer holds for all (one setting per fit)
+    used = set_threads(threads or default or comm.broadcast(default_threads(comm.size)))
     return comm, used
+
+
+def _say_contention(assessment: dict | None, when: str) -> None:
+    """A warning line when measurements were (or would be) taken on a busy machine."""
+    from calibration.contention import summary
+    if assessment and assessment["verdict"] in ("noisy", "contended"):
+        click.echo(f"warning: {when}: the machine is {summary(assessment)}", err=True)
+
+
+def _check_quiet(comm, threads: int, allow: bool) -> None:
+    """Refuse, before any measuring, to calibrate a machine so busy that its timings
+    could be 20% too long (calibration.contention), unless ``allow``."""
+    import time
+
+    from calibration.contention import assess, summary
+    from trainer.host import IDLE_SAMPLE_S, ContentionMeter, node_ranks
+    local = node_ranks(comm.size)
+    meter = ContentionMeter(local)
+    time.sleep(IDLE_SAMPLE_S)             # a short look at the machine while idle
+    now = comm.broadcast(assess(meter.stop(), threads, local))   # rank 0's look decides
+    if now["verdict"] == "contended" and not allow:
+        raise click.ClickException(
+            f"the machine is too busy to calibrate: {summary(now)}. Calibrate on a quiet "
+            f"node, with fewer --threads, or keep the measurements anyway with "
+            f"--allow-contention (the file then records the contention)")
+    if comm.rank == 0:
+        _say_contention(now, "before measuring")
 
 
 def _training_records(paths, threads: int) -> list[dict]:
@@ -68,9 +98,12 @@ def _training_records(paths, threads: int) -> list[dict]:
               "shared file system): a checkpoint write is timed there.")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Threads per rank (default: the cores, shared among the ranks of a node).")
+@click.option("--allow-contention", is_flag=True,
+              help="Measure even when other work or a hypervisor could make timings 20% too "
+                   "long (refused by default; the file records the conditions either way).")
 @click.option("--json", "as_json", is_flag=True, help="Print the fit summary as JSON.")
 def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint_dir, threads,
-              as_json):
+              allow_contention, as_json):
     """Measure this node and fit the simulator's parameters to it.
 
     \b
@@ -86,6 +119,13 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
     measurements, the fit and the host's facts.
 
     \b
+    Timings describe the machine only when it is quiet. By default each rank runs
+    on the cores other work leaves free; a machine so busy (other work, hypervisor
+    steal) that timings could be 20% too long is refused before measuring unless
+    --allow-contention, and the conditions over the whole measurement (steal, other
+    cores in use, load, spread of repeats) are recorded in FILE and said when noisy.
+
+    \b
     Examples:
       fugakuperf calibrate --quick --out host.json
       mpiexec -n 2 fugakuperf calibrate --out host-2ranks.json
@@ -96,8 +136,9 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
     comm, used = _setup(threads)            # first: thread pools before numpy loads
     from calibration import calfile
     from calibration.run import calibrate as run, refit
+    from fpcore.atomic import target
 
-    calfile.check_writable(out_path)        # before minutes of measuring, not after
+    target(out_path, "out")                 # before minutes of measuring, not after
     files = [calfile.load(p) for p in refit_paths]
     threads_of_fit = int(files[0]["host"].get("threads") or 1) if files else used
     extra = _training_records(record_paths, threads_of_fit)
@@ -106,6 +147,7 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
     else:
         from perfmodel.presets import load_model
         model = load_model(model_name) if model_name else None
+        _check_quiet(comm, used, allow_contention)
         if comm.rank == 0:
             click.echo(f"calibrating {'(quick) ' if quick else ''}on {comm.size} rank(s) x "
                        f"{used} thread(s)", err=True)
@@ -113,9 +155,11 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
         if data is None:              # not rank 0
             return
     calfile.save(out_path, data)
+    _say_contention(data.get("contention"), f"{out_path} was measured while")
     summary = {"out": out_path, "compute": data["fit"]["compute"],
                "collectives": data["fit"]["collectives"],
-               "storage": data["fit"].get("storage") or {}, "host": data["host"]}
+               "storage": data["fit"].get("storage") or {}, "host": data["host"],
+               "contention": data.get("contention")}
     if as_json:
         click.echo(dumps(summary, indent=2))
         return
@@ -186,6 +230,12 @@ def validate(calibration_path, against_path, stack, schema, steps, quick, max_er
     """
     from fpcore.errors import SpecError
     if schema:
+        given = [name for name, value in (("--calibration", calibration_path),
+                                          ("--against", against_path), ("--stack", stack))
+                 if value is not None]
+        if given:
+            raise SpecError("schema", f"prints the run-log columns and exits; give it alone, "
+                                      f"not with {', '.join(given)}")
         import calibration.against
         click.echo(calibration.against.__doc__.strip())
         return
@@ -198,13 +248,14 @@ def validate(calibration_path, against_path, stack, schema, steps, quick, max_er
     if stack is not None:
         raise SpecError("stack", "applies to --against (a trainer validation runs on this "
                                  "machine's own stack)")
-    comm, used = _setup(threads)            # first: thread pools before numpy loads
+    import trainer  # noqa: F401  (the thread-pool environment, before numpy loads)
     from calibration import calfile
     from calibration.host import host_system
     from calibration.validate import references_from, validate as run
 
     data = calfile.load(calibration_path)
     host = data["host"]
+    comm, used = _setup(threads, default=host.get("threads"))   # validate as calibrated
     for key, mine in (("ranks", comm.size), ("threads", used)):
         if int(host.get(key) or 1) != mine:
             raise SpecError("calibration", f"{calibration_path} was measured with {key} "
@@ -213,7 +264,8 @@ def validate(calibration_path, against_path, stack, schema, steps, quick, max_er
     system = host_system(data, calibration_path)
     result = run(system, steps=12 if quick else steps, comm=comm if comm.size > 1 else None,
                  progress=_progress if comm.rank == 0 else None,
-                 references=references_from(data))
+                 references=references_from(data), threads=used,
+                 calibrated=data.get("contention"))
     if comm.rank != 0:
         return
     if as_json:
@@ -234,6 +286,8 @@ def validate(calibration_path, against_path, stack, schema, steps, quick, max_er
         click.echo(f"  the machine now: {result['cpu_steal_fraction']:.0%} of CPU time stolen "
                    f"by the hypervisor" + (f"; the calibration's own configurations run "
                                            f"{drift - 1:+.0%} vs when calibrated" if drift else ""))
+        for why in result["likely_contention"]:
+            click.echo(f"  warning: errors may be the machine's, not the model's: {why}")
     if max_error is not None and result["max_abs_error"] > max_error:
         click.echo(f"error: max |error| {result['max_abs_error']:.1%} exceeds --max-error "
                    f"{max_error:.1%}", err=True)

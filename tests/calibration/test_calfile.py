@@ -7,8 +7,10 @@ import pytest
 
 from calibration import calfile
 from calibration.fit import fit_to_dict
+from calibration.measure import record
 from calibration.host import host_system, overlay
 from fpcore.errors import SpecError
+from perfmodel.ops import gemm
 from perfmodel.system import load_system
 
 from test_fit import TRUE
@@ -17,7 +19,7 @@ from test_fit import TRUE
 def sample(threads=2, ranks=1, collectives=None) -> dict:
     host = {"cpu": "test CPU", "cores": 2, "threads": threads, "ranks": ranks,
             "memory_bytes": 8 * 2**30, "numpy": "x", "numba": "y", "date": "today"}
-    measurements = [{"kind": "gemm", "name": "sweep", "ops": [], "seconds": 1e-3, "calls": 1}]
+    measurements = [record("gemm", "sweep", [gemm("matmul", 64, 64, 64, 4)], 1e-3)]
     fit = {"compute": {"status": 2, "residual_norm": 0.1, "parameters": fit_to_dict(TRUE)},
            "collectives": collectives or {}}
     return calfile.new(host, measurements, fit)
@@ -39,7 +41,9 @@ def test_round_trip(tmp_path):
     (lambda p, d: p.write_text(json.dumps(dict(d, version=99))), "version 99"),
     (lambda p, d: p.write_text(json.dumps(dict(d, measurements={"a": 1}))), "measurements"),
     (lambda p, d: p.write_text(json.dumps({k: v for k, v in d.items() if k != "fit"})), "fit"),
-    (lambda p, d: p.write_text(json.dumps(dict(d, fit={"compute": None}))), "compute fit"),
+    (lambda p, d: p.write_text(json.dumps(dict(d, fit={"compute": None}))), "fit.compute"),
+    (lambda p, d: p.write_text(json.dumps(d).replace("0.001", "Infinity")), "JSON"),
+    (lambda p, d: p.write_text(json.dumps(d).replace("0.001", "0")), "measurements[0].seconds"),
 ])
 def test_damaged_foreign_or_other_version_files_are_refused_by_name(tmp_path, damage, words):
     path = tmp_path / "cal.json"
@@ -56,10 +60,23 @@ def test_missing_file_is_named(tmp_path):
 
 
 def test_files_of_one_setting_merge_and_others_are_refused():
-    host, measurements = calfile.merge([sample(), sample()])
+    host, measurements, worst = calfile.merge([sample(), sample()])
     assert len(measurements) == 2 and {m["file"] for m in measurements} == {0, 1}
+    assert worst is None                                  # neither recorded contention
     with pytest.raises(SpecError, match="threads"):
         calfile.merge([sample(threads=2), sample(threads=1)])
+    other_cpu = sample()
+    other_cpu["host"]["cpu"] = "another CPU"
+    with pytest.raises(SpecError, match="cpu"):
+        calfile.merge([sample(), other_cpu])
+
+
+def test_a_merge_keeps_the_worst_contention_of_its_files():
+    quiet, noisy = sample(), sample()
+    quiet["contention"] = {"verdict": "quiet", "reasons": []}
+    noisy["contention"] = {"verdict": "noisy", "reasons": ["spread"]}
+    _, _, worst = calfile.merge([quiet, noisy, sample()])
+    assert worst == {"verdict": "noisy", "reasons": ["spread"], "file": 1}
 
 
 def test_host_system_is_built_from_the_file_alone():
@@ -75,9 +92,15 @@ def test_host_system_is_built_from_the_file_alone():
     assert all("cal.json" in v for v in system.sources.values())
 
 
+def a64fx(data: dict) -> dict:
+    """``data`` as if measured on a whole A64FX node with one rank."""
+    data["host"].update(cpu="Fujitsu A64FX", cores=48, threads=48, ranks=1)
+    return data
+
+
 def test_overlay_replaces_compute_and_keeps_the_preset():
     fugaku = load_system()
-    over = overlay(fugaku, sample(), "cal.json")
+    over = overlay(fugaku, a64fx(sample()), "cal.json")
     assert over.node == fugaku.node and over.network == fugaku.network
     assert over.compute_fit.gemm_rate == TRUE.gemm_rate and over.collective_fits is None
     assert over.settings()["calibration"] == "cal.json"
@@ -94,9 +117,30 @@ def test_a_measured_checkpoint_write_becomes_the_systems_checkpoint_bandwidth(tm
     data["fit"]["storage"] = fit_all(data["host"], [write] + synthetic_steps())["storage"]
     rate = data["fit"]["storage"]["checkpoint_write_bytes_per_s"]
     assert rate == pytest.approx(write["bytes"] / write["seconds"])
-    system = overlay(load_system(), data, "cal.json")
+    system = overlay(load_system(), a64fx(data), "cal.json")
     assert system.checkpoint_bandwidth == rate
     assert "cal.json" in system.sources["checkpoint_bandwidth"]
+
+
+@pytest.mark.parametrize("cpu, applies", [
+    ("Fujitsu A64FX", True), ("FUJITSU A64FX (R)", True), ("A64FX-derived", True),
+    ("Intel(R) Xeon(R) Gold 6148", False), ("", False), ("test CPU", False),
+    ("A64FXX prototype", False),                # whole words only
+])
+def test_a_calibration_applies_only_to_the_node_it_names(cpu, applies):
+    from calibration.host import mismatch
+    data = a64fx(sample())
+    data["host"]["cpu"] = cpu
+    assert (mismatch(load_system(), data) is None) == applies
+
+
+def test_a_forced_overlay_says_so_in_its_provenance():
+    fugaku = load_system()
+    with pytest.raises(SpecError, match="does not describe fugaku"):
+        overlay(fugaku, sample(), "cal.json")
+    forced = overlay(fugaku, sample(), "cal.json", force=True)
+    assert forced.calibration.startswith("cal.json (FORCED onto fugaku: measured on test CPU")
+    assert "FORCED" in forced.sources["compute (fp32)"]
 
 
 def test_damaged_storage_section_is_refused(tmp_path):

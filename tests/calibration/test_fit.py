@@ -93,7 +93,7 @@ def test_the_fit_round_trips_through_a_dict():
 def test_step_seconds_is_the_estimators_sum_for_one_rank(cfg):
     # one formula: the fit prices steps exactly as the estimator (and so the DES) does
     model = trainer_model(cfg)
-    system = load_system().with_calibration(TRUE, None, "test")
+    system = load_system().with_calibration(TRUE, None, source="test")
     layout = Layout(micro_batch=cfg["micro_batch"], global_batch=cfg["global_batch"],
                     overlap_dp=False)
     micro = cfg["global_batch"] // cfg["micro_batch"]

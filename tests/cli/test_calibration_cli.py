@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from calibration import calfile
+from calibration.contention import VERDICTS
 from calibration.measure import FIT_CONFIGS
 from fugakuperf import __version__
 from fugakuperf.cli import main
@@ -73,9 +74,10 @@ def write_variant(src: Path, dst: Path, change) -> Path:
 
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
-    """One quick calibration: (path, CliRunner result)."""
+    """One quick calibration: (path, CliRunner result). --allow-contention: a CI machine's
+    hypervisor may steal enough to be refused; the refusal has its own test below."""
     path = tmp_path_factory.mktemp("cal") / "cal.json"
-    result = run("calibrate", "--quick", "--out", path)
+    result = run("calibrate", "--quick", "--allow-contention", "--out", path)
     assert result.exit_code == 0, (result.output, result.exception)
     return path, result
 
@@ -151,6 +153,51 @@ def test_calibration_file_has_a_converged_compute_fit(cal_data):
     assert set(p["bandwidth"]) == set(KERNEL_CLASSES) and len(KERNEL_CLASSES) == 7
     assert all(v > 0 for v in p["bandwidth"].values())
     assert p["threads"] == cal_data["host"]["threads"] and p["ranks_per_node"] == 1
+
+
+def test_calibration_file_records_how_busy_the_machine_was(cal_data):
+    c = cal_data["contention"]
+    assert c["verdict"] in VERDICTS
+    assert c["cores"] == os.cpu_count() and c["threads"] == cal_data["host"]["threads"]
+    assert c["wall_s"] > 0
+    if c["steal_fraction"] is not None:                 # Linux: /proc/stat
+        assert 0 <= c["steal_fraction"] < 1 and c["other_cores"] >= 0
+        assert c["slowdown_bound"] >= 1
+    assert c["repeat_spread"] >= 1                      # median over fastest repeat
+
+
+def a_busy_machine(monkeypatch, steal: float = 0.5):
+    """/proc/stat as a hypervisor taking ``steal`` of the CPU time would show it, the
+    rest busy with other work: every read is one more second of each."""
+    from trainer import host
+    ticks = iter(range(1, 10**6))
+
+    def cpu_times():
+        t = next(ticks)
+        return host.CpuTimes(busy=t * (1 - steal), idle=0.0, steal=t * steal)
+    monkeypatch.setattr(host, "read_cpu_times", cpu_times)
+
+
+def test_calibrate_refuses_a_contended_machine_before_measuring(monkeypatch, tmp_path):
+    a_busy_machine(monkeypatch)
+    out = tmp_path / "busy.json"
+    result = run("calibrate", "--quick", "--threads", "1", "--out", out)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the machine is too busy"), lines
+    assert "stole 50%" in lines[0] and "--allow-contention" in lines[0]
+    assert not out.exists() and "calibrating" not in result.stderr     # nothing measured
+
+
+def test_calibrate_allow_contention_keeps_and_records_it(monkeypatch, tmp_path):
+    a_busy_machine(monkeypatch)
+    out = tmp_path / "busy.json"
+    result = ok("calibrate", "--quick", "--threads", "1", "--allow-contention", "--out", out)
+    assert "warning: before measuring: the machine is contended" in result.stderr
+    assert f"warning: {out} was measured while: the machine is contended" in result.stderr
+    recorded = calfile.load(out)["contention"]
+    assert recorded["verdict"] == "contended" and recorded["steal_fraction"] == 0.5
+    assert recorded["slowdown_bound"] > 1.2 and recorded["reasons"]
 
 
 def test_refit_of_two_files_fits_both_files_measurements(cal, cal_data, tmp_path):
@@ -237,21 +284,67 @@ def test_validate_requires_calibration():
 # ---------------------------------------------------------------------- overlay
 
 
-def test_plan_with_calibration_uses_the_measured_rates(cal):
-    calibrated = ok_json(*PLAN13, "--calibration", cal)
+def as_a64fx(cal: Path, tmp_path: Path) -> Path:
+    """The calibration as if measured on a whole A64FX node, one rank of 48 threads (the
+    host facts are the test's; the fitted rates stay this machine's)."""
+    return write_variant(cal, tmp_path / "a64fx.json", lambda d: d["host"].update(
+        cpu="Fujitsu A64FX", machine="aarch64", cores=48, threads=48, ranks=1))
+
+
+def test_a_calibration_of_another_machine_is_refused(cal):
+    line = assert_refused(run(*PLAN13, "--calibration", cal), "calibration", str(cal),
+                          "does not describe fugaku", "A64FX", "--force-calibration")
+    assert "--system host" in line
+
+
+@pytest.mark.parametrize("change, why", [
+    (dict(cores=12, threads=12), "part of"),                    # one CMG of the node
+    (dict(cores=48, threads=12), "part of"),                    # 12 of its 48 cores used
+    (dict(cores=48, threads=12, ranks=4), "rank(s) per node"),  # 4 ranks; fugaku runs 1
+])
+def test_a_calibration_of_part_of_a_node_or_other_ranks_is_refused(cal, tmp_path, change, why):
+    other = write_variant(as_a64fx(cal, tmp_path), tmp_path / "part.json",
+                          lambda d: d["host"].update(change))
+    assert_refused(run(*PLAN13, "--calibration", other), "calibration", str(other), why)
+
+
+def test_a_calibration_of_four_ranks_per_node_applies_to_four_ranks_per_node(cal, tmp_path):
+    four = write_variant(as_a64fx(cal, tmp_path), tmp_path / "four.json",
+                         lambda d: d["host"].update(threads=12, ranks=4))
+    plan = ok_json(*PLAN13, "--ppn", "4", "--calibration", four)
+    assert plan["system"]["calibration"] == str(four)
+
+
+def test_plan_with_a_calibration_of_the_node_uses_the_measured_rates(cal, tmp_path):
+    node = as_a64fx(cal, tmp_path)
+    calibrated = ok_json(*PLAN13, "--calibration", node)
     preset = ok_json(*PLAN13)
-    assert calibrated["system"]["calibration"] == str(cal)
+    assert calibrated["system"]["calibration"] == str(node)
     assert preset["system"].get("calibration") is None
     assert calibrated["best"][0]["iteration_s"] > 0
     assert calibrated["best"][0]["iteration_s"] != preset["best"][0]["iteration_s"]
-    assert calibrated != preset
 
 
-def test_plan_text_header_names_the_calibration(cal):
-    out = ok(*PLAN13, "--calibration", cal).stdout
+def test_a_forced_calibration_says_so_in_every_output(cal):
+    result = ok(*PLAN13, "--calibration", cal, "--force-calibration", "--json")
+    assert result.stderr.startswith("warning: calibration:") and "FORCED" in result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["system"]["calibration"].startswith(f"{cal} (FORCED onto fugaku:")
+    header = ok(*PLAN13, "--calibration", cal, "--force-calibration").stdout.split("\n\n")[0]
+    system_line = next(line for line in header.splitlines() if line.startswith("system"))
+    assert str(cal) in system_line and "FORCED" in system_line
+
+
+def test_force_calibration_needs_a_calibration():
+    assert_refused(run(*PLAN13, "--force-calibration"), "force-calibration", "--calibration")
+
+
+def test_plan_text_header_names_the_calibration(cal, tmp_path):
+    node = as_a64fx(cal, tmp_path)
+    out = ok(*PLAN13, "--calibration", node).stdout
     header = out.split("\n\n")[0]
     system_line = next(line for line in header.splitlines() if line.startswith("system"))
-    assert "calibration" in system_line and str(cal) in system_line
+    assert "calibration" in system_line and str(node) in system_line
     assert "calibration" not in ok(*PLAN13).stdout.split("\n\n")[0]
 
 
@@ -266,7 +359,7 @@ def test_simulate_on_the_host_system(cal):
 def reported(cal, tmp_path_factory) -> Path:
     """One small capacity report on the calibrated system (~4 s): its directory."""
     out = tmp_path_factory.mktemp("report") / "rep"
-    result = ok(*REPORT1B, "--calibration", cal, "--out", out)
+    result = ok(*REPORT1B, "--calibration", cal, "--force-calibration", "--out", out)
     assert "wrote" in result.stdout
     return out
 
@@ -275,11 +368,11 @@ def test_report_with_calibration(reported, cal):
     for name in ("index.html", "report.md", "report.json"):
         assert (reported / name).is_file()
     report = json.loads((reported / "report.json").read_text())
-    assert report["system"]["calibration"] == str(cal)
-    assert f"calibration {cal}" in json.dumps(report["provenance"])
+    assert report["system"]["calibration"].startswith(f"{cal} (FORCED onto fugaku:")
+    assert f"calibration {cal} (FORCED" in json.dumps(report["provenance"])
     # the checkpoint write the calibration measured sets the Young/Daly interval
     rel = report["reliability"]
-    assert rel["checkpoint_bandwidth"] > 0 and rel["interval_s"] > 0
+    assert rel["checkpoint_bandwidth_per_node"] > 0 and rel["interval_s"] > 0
     assert "measured by `fugakuperf calibrate`" in rel["checkpoint_source"]
 
 
