@@ -242,3 +242,194 @@ def test_generate_help():
     result = run("generate", "--help")
     assert result.exit_code == 0, result.output
     assert "--checkpoint" in result.stdout and "--temperature" in result.stdout
+
+
+# ---------------------------------------------------------------------- hostile input
+
+
+def assert_before_training(result, field: str) -> str:
+    """Refused before any work: the one error line is all of stderr (no banner, no step)."""
+    line = assert_bad_input(result, field)
+    assert result.stderr.strip() == line, result.stderr
+    return line
+
+
+def test_non_finite_clip_and_temperature_are_refused(trained):
+    ckpt, _ = trained
+    for value in ("nan", "inf"):
+        result = run("train", *TINY, "--data", CORPUS, "--steps", 1, "--clip", value)
+        assert_before_training(result, "--clip")
+        result = run("generate", "--checkpoint", ckpt, "--temperature", value)
+        assert_before_training(result, "--temperature")
+
+
+def test_generate_bounds_the_tokens_it_makes(trained):
+    from trainer.generate import MAX_TOKENS
+    ckpt, _ = trained
+    result = run("generate", "--checkpoint", ckpt, "--tokens", 10**9)
+    line = assert_before_training(result, "tokens")
+    assert f"{MAX_TOKENS}" in line
+    assert f"{MAX_TOKENS:,}" in run("generate", "--help").stdout
+
+
+def test_generate_with_a_tiny_temperature_takes_the_likeliest_tokens(trained):
+    # logits / 1e-320 overflowed to inf - inf = NaN probabilities (an internal error)
+    ckpt, _ = trained
+    args = ["generate", "--checkpoint", ckpt, "--prompt", "We hold", "--tokens", 8, "--json"]
+    tiny = run(*args, "--temperature", "1e-320")
+    assert tiny.exit_code == 0, tiny.output
+    greedy = run(*args, "--temperature", 0)
+    assert json.loads(tiny.stdout)["tokens"] == json.loads(greedy.stdout)["tokens"]
+
+
+def test_generate_refuses_a_prompt_that_is_not_token_ids(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    train_ok(*TINY, "--vocab", 300, "--data", CORPUS, "--steps", 1, *FAST,
+             "--checkpoint-dir", ckpt)
+    for prompt, words in (("hello world", "word 1"), ("5 300", "between 0 and 299")):
+        line = assert_before_training(run("generate", "--checkpoint", ckpt, "--prompt", prompt,
+                                          "--tokens", 2), "prompt")
+        assert words in line
+    result = run("generate", "--checkpoint", ckpt, "--prompt", "5 299", "--tokens", 2, "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["tokens"]) == 2
+
+
+def test_a_model_too_large_for_memory_is_refused_naming_need_and_have(monkeypatch):
+    from trainer import memory
+    monkeypatch.setattr(memory, "available_bytes", lambda: (8 * 10**9, "MemAvailable"))
+    result = run("train", "--model", "fugaku-llm-13b", "--data", CORPUS, "--steps", 1)
+    line = assert_before_training(result, "memory")
+    assert "fugaku-llm-13b" in line and "8.00 GB available (MemAvailable)" in line
+    assert "parameters 52.67 GB" in line and "AdamW state 105.34 GB" in line
+
+
+def test_an_uppercase_bin_shard_is_trained_as_tokens(tmp_path):
+    from trainer.data import write_shard
+    shard = tmp_path / "TOKENS.BIN"
+    write_shard(shard, np.arange(500) % 300)
+    result = train_ok(*TINY, "--vocab", 300, "--data", shard, "--steps", 1, *FAST)
+    assert "500 tokens" in result.stderr                       # not the file's 1,524 bytes
+
+
+def test_empty_data_is_refused_naming_the_file(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    line = assert_before_training(run("train", *TINY, "--data", empty, "--steps", 1), "data")
+    assert "empty.txt holds 0 tokens" in line
+
+
+def test_outputs_are_checked_before_training(tmp_path):
+    common = [*TINY, "--data", CORPUS, "--steps", 2, *FAST]
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    for bad, field in ((tmp_path / "missing" / "m.json", "measurements"),
+                       (folder, "--measurements")):
+        assert_before_training(run("train", *common, "--measurements", bad), field)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert_before_training(run("train", *common, "--checkpoint-dir", a_file), "--checkpoint-dir")
+    deep = tmp_path / "no" / "such" / "ckpt"
+    line = assert_before_training(run("train", *common, "--checkpoint-dir", deep),
+                                  "checkpoint_dir")
+    assert "does not exist" in line and not (tmp_path / "no").exists()
+    blocked = tmp_path / "blocked"
+    (blocked / "step_00000002.npz").mkdir(parents=True)       # where the last checkpoint goes
+    assert_before_training(run("train", *common, "--checkpoint-dir", blocked), "checkpoint_dir")
+
+
+def test_a_new_run_does_not_mix_its_checkpoints_with_another_runs(trained):
+    ckpt, _ = trained
+    line = assert_before_training(run("train", *TINY, "--data", CORPUS, "--steps", 2, *FAST,
+                                      "--checkpoint-dir", ckpt), "checkpoint_dir")
+    assert "--resume" in line
+
+
+def test_stop_after_needs_a_checkpoint_dir():
+    result = run("train", *TINY, "--data", CORPUS, "--steps", 3, *FAST, "--stop-after", 1)
+    assert_before_training(result, "stop_after")
+
+
+def test_keep_zero_is_refused():
+    result = run("train", *TINY, "--data", CORPUS, "--steps", 1, "--keep", 0)
+    assert_before_training(result, "--keep")
+
+
+@pytest.mark.parametrize("what", ["text", "empty"])
+def test_resume_of_something_that_is_not_a_checkpoint(what):
+    # an empty --resume used to be ignored: the run started over silently
+    target = CORPUS if what == "text" else ""
+    result = run("train", *TINY, "--data", CORPUS, "--steps", 1, "--resume", target)
+    assert_before_training(result, "resume")
+
+
+def test_resume_past_the_last_step_is_refused_and_at_it_is_nothing_to_do(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    common = [*TINY, "--data", CORPUS, *FAST, "--decay-steps", 4, "--checkpoint-dir", ckpt]
+    train_ok(*common, "--steps", 3)
+    line = assert_bad_input(run("train", *common, "--steps", 2, "--resume", ckpt), "steps")
+    assert "step 3" in line
+    done = train_ok(*common, "--steps", 3, "--resume", ckpt, "--stop-after", 2)
+    assert "nothing to do" in done.stdout
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step_00000003.npz"]
+
+
+@pytest.mark.skipif(__import__("os").cpu_count() < 2, reason="needs two cores")
+def test_resume_with_other_threads_says_it_may_not_be_bit_identical(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    common = [*TINY, "--data", CORPUS, "--steps", 3, "--micro-batch", 2,
+              "--checkpoint-dir", ckpt]
+    train_ok(*common, "--threads", 1, "--stop-after", 1)
+    try:
+        result = train_ok(*common, "--threads", 2, "--resume", ckpt, "--json")
+    finally:
+        from trainer.host import set_threads
+        set_threads(1)
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "threads 1 -> 2" in warnings[0], result.stderr
+    assert "may not be bit-identical" in warnings[0]
+    resume = json.loads(result.stdout)["determinism"]["resume"]
+    assert resume["bit_identical"] == "not guaranteed" and resume["checkpoint"]["threads"] == 1
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_at_start(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    writer = ("import sys, time\n"
+              "from fpcore.atomic import atomic_write\n"
+              "def slow(f):\n"
+              "    f.write(b'x' * 4096); f.flush(); print('writing', flush=True); time.sleep(60)\n"
+              f"atomic_write({str(ckpt / 'step_00000001.npz')!r}, slow)\n")
+    proc = subprocess.Popen([sys.executable, "-c", writer], cwd=REPO, stdout=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert proc.stdout.readline().strip() == b"writing"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    left = [p.name for p in ckpt.iterdir()]
+    assert len(left) == 1 and left[0].endswith(".tmp") and f".{proc.pid}." in left[0]
+    result = train_ok(*TINY, "--data", CORPUS, "--steps", 1, *FAST, "--checkpoint-dir", ckpt)
+    assert "removed 1 temporary file(s) left by killed writers" in result.stderr
+    assert left[0] in result.stderr
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step_00000001.npz"]
+
+
+def test_temporary_files_of_a_dead_writer_beside_a_resumed_checkpoint_are_removed(tmp_path):
+    import subprocess
+    import sys
+    from fpcore.atomic import _host
+    ckpt, out = tmp_path / "ckpt", tmp_path / "out"
+    train_ok(*TINY, "--data", CORPUS, "--steps", 2, *FAST, "--checkpoint-dir", ckpt,
+             "--stop-after", 1)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = ckpt / f".step_00000002.npz.{_host()}.{dead}.abcd1234.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    result = train_ok(*TINY, "--data", CORPUS, "--steps", 2, *FAST, "--resume", ckpt,
+                      "--checkpoint-dir", out)
+    assert not stale.exists() and stale.name in result.stderr
