@@ -65,8 +65,8 @@ def _emit(data: dict, as_json: bool, renderer: str) -> None:
               help="How many layouts to list.")
 @click.option("--confirm", "confirm_shapes", type=click.IntRange(1, 100_000),
               help="How many (tp, pp, dp) shapes per job size the flow-level torus model "
-                   "re-prices after the fast screening (default: --top). More is slower "
-                   "and more thorough.")
+                   "re-prices after the fast screening (default and least: --top). More is "
+                   "slower and more thorough.")
 @click.option("--price-per-node-hour", type=Real(lo=0, lo_open=True),
               help="Adds a cost column: node-hours x this price (any currency).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of tables.")
@@ -74,10 +74,11 @@ def plan(**kw):
     """Best parallel layouts, throughput, memory, time and cost to train.
 
     Searches tensor (TP), pipeline (PP) and data (DP) parallelism, micro-batch,
-    schedule, ZeRO stage, recomputation and sequence parallelism; rejects layouts
-    that do not fit in memory; ranks the rest by predicted iteration time. Pin any
-    field (--tp 6 --pp 8 ...) to search the rest: the answer then says how the
-    pinned layout ranks against the best unpinned one, and why.
+    schedule, ZeRO stage, recomputation and sequence parallelism; proposes only
+    layouts Megatron-LM or DeepSpeed run, rejects those that do not fit in memory,
+    and ranks the rest by predicted iteration time. Pin any field (--tp 6 --pp 8
+    ...) to search the rest: the answer then says how the pinned layout ranks
+    against the best unpinned one at the same precision, and why.
 
     \b
     Examples:
@@ -107,15 +108,18 @@ def plan(**kw):
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
               help="Write a Chrome trace (Perfetto, chrome://tracing): a track per stage, "
                    "per stage's sends and per data-parallel stream.")
-@click.option("--jitter", type=Real(lo=0), default=0.0, show_default=True,
-              help="Per-segment compute jitter: lognormal sigma.")
+@click.option("--jitter", type=Real(0, 1), default=0.0, show_default=True,
+              help="Per-segment compute jitter: the sigma of a lognormal factor on each "
+                   "compute segment, at most 1 (then one segment in six is 2.7x slower).")
 @click.option("--stragglers", type=Real(0, 1), default=0.0, show_default=True,
               help="Fraction of slow nodes; a stage is slow if any node of its TP groups in any "
                    "DP replica is.")
-@click.option("--straggler-slowdown", type=Real(lo=1), default=1.5,
+@click.option("--straggler-slowdown", type=Real(1, 100), default=1.5,
               show_default=True, help="How much slower a slow node computes.")
 @click.option("--runs", type=click.IntRange(1, 100_000), default=1, show_default=True,
-              help="Simulate this many seeds and report the mean and 99th percentile.")
+              help="With --jitter or --stragglers: simulate this many seeds (--seed, --seed + "
+                   "1, ...) and report their mean and 99th percentile beside the noise-free "
+                   "iteration (1: one sample, said as such).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def simulate(**kw):
@@ -125,8 +129,9 @@ def simulate(**kw):
     tensor-parallel collectives sit inside every layer; activations and gradients
     cross the links between stages; gradient buckets reduce on a separate stream
     while the backward runs. Pin the layout (--tp --pp and --nodes or --dp) or let
-    the search pick the best one for --nodes. Deterministic unless --jitter or
-    --stragglers are given.
+    the search pick the best one for --nodes. Deterministic; --jitter or
+    --stragglers add the mean and 99th percentile over --runs seeds beside the
+    noise-free time.
 
     \b
     Examples:
@@ -136,6 +141,7 @@ def simulate(**kw):
     """
     import time
     from perfmodel.des import Noise, Trace, simulate as run_des, simulate_runs
+    from perfmodel.memory import memory_verdict
     from perfmodel.plan import layout_for
     from fpcore.atomic import target
     model, system = resolve_inputs(kw)
@@ -147,18 +153,35 @@ def simulate(**kw):
     trace = Trace() if kw["trace_path"] else None
     noise = Noise(kw["jitter"], kw["stragglers"], kw["straggler_slowdown"], kw["seed"])
     t0 = time.perf_counter()
-    sim = run_des(model, system, est.layout, trace=trace, noise=noise if noise.active else None)
+    # the noise-free iteration always; with noise, the runs beside it (the trace: the first)
+    sim = run_des(model, system, est.layout, trace=None if noise.active else trace)
+    variability = None
+    if noise.active:
+        variability = simulate_runs(model, system, est.layout, noise, kw["runs"], trace=trace)
     wall = time.perf_counter() - t0
+    fraction = sim.peak_memory_bytes / system.rank.usable_memory_bytes
     data = {"model": model.to_dict(), "system": system.settings(), "nodes": est.nodes,
             "layout": est.layout.to_dict(), **sim.to_dict(),
-            "memory_fits": sim.peak_memory_bytes <= system.rank.usable_memory_bytes,
+            "memory_fits": fraction <= 1.0, "memory_fraction_of_usable": fraction,
+            "memory_verdict": memory_verdict(fraction),
             "analytic": {"iteration_s": est.iteration_s, "breakdown": est.breakdown.to_dict()},
             "network_model": est.network, "wall_s": wall}
-    if noise.active and kw["runs"] > 1:
-        data["variability"] = simulate_runs(model, system, est.layout, noise, kw["runs"])
+    if variability is not None:
+        base = sim.iteration_s
+        data["variability"] = {
+            **variability, "noise_free_s": base, "one_sample": variability["runs"] == 1,
+            "jitter": noise.jitter, "straggler_fraction": noise.straggler_fraction,
+            "straggler_slowdown": noise.straggler_slowdown,
+            "mean_over_noise_free": variability["mean_s"] / base - 1,
+            "p99_over_noise_free": variability["p99_s"] / base - 1}
+    elif kw["runs"] > 1:
+        data["note"] = ("--runs has no effect without --jitter or --stragglers: the "
+                        "simulation is deterministic")
     if trace is not None:
         trace.write(kw["trace_path"], field="trace")
         data["trace"] = kw["trace_path"]
+        data["trace_of"] = (f"the first run with noise (seed {noise.seed})" if noise.active
+                            else "the noise-free iteration")
     _emit(data, kw["as_json"], "render_simulation")
 
 
@@ -174,14 +197,22 @@ def simulate(**kw):
 @click.option("--days", type=Real(lo=0, lo_open=True), default=30.0,
               show_default=True, help="Deadline for the inverse question: the largest model "
                                       "trainable on the node budget in this many days.")
-@click.option("--checkpoint-gbs", type=Real(lo=0, lo_open=True),
-              help="Checkpoint write bandwidth per node, GB/s (for the optimal checkpoint "
-                   "interval and goodput; not published for Fugaku). Default: the write "
-                   "measured by the --calibration file, if any.")
+@click.option("--checkpoint-gbs", type=Real(lo=0, lo_open=True, unit="GB/s"),
+              help="Checkpoint write bandwidth per node, GB/s (not published for Fugaku). "
+                   "Default: the write measured by the --calibration file, if any, else one "
+                   "network link's bandwidth (an assumed upper bound).")
+@click.option("--fs-bandwidth-gbs", type=Real(lo=0, lo_open=True, unit="GB/s"),
+              help="Aggregate write bandwidth of the file system the checkpoints go to, GB/s. "
+                   "Default: an assumed 1,400 (the K computer's job-facing FEFS; Fugaku's is "
+                   "not published); the report says so.")
+@click.option("--relaunch-minutes", type=Real(lo=0, lo_open=True, unit="minutes"),
+              help="Minutes from a failure to training again, before reading the checkpoint "
+                   "back (scheduler, process and framework start-up). Default: an assumed 10.")
 @click.option("--top", type=click.IntRange(1, 50), default=8, show_default=True,
               help="Layouts compared side by side.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Directory for index.html, report.md, report.json and the images.")
+@click.option("--out", "out_dir", type=click.Path(), required=True,
+              help="Directory for index.html, report.md, report.json and the images: new, "
+                   "empty, or an earlier report's (replaced whole, never mixed).")
 def report(**kw):
     """Write a capacity report: what to run, on how many nodes, for how long, at what
     cost and risk, with every assumption traceable.
@@ -193,48 +224,63 @@ def report(**kw):
     Examples:
       fugakuperf report --params 13e9 --out report13b
       fugakuperf report --model fugaku-llm-13b --tokens 380B --out fugaku-llm
+      fugakuperf report --params 13e9 --fs-bandwidth-gbs 500 --relaunch-minutes 30 --out r
     """
     from calibration.against import published_checks
-    from fpcore.errors import SpecError
-    from reports.build import build_report
+    from reports.build import build_report, provenance
     from reports.plots import all_images
-    from reports.write import write_report
+    from reports.write import stage, write_report
     model, system = resolve_inputs(kw)
-    click.echo("[report] checking the model against published measurements", err=True)
-    data = build_report(model, system, tokens=kw["tokens"], nodes=kw["nodes"],
-                        max_nodes=kw["max_nodes"], global_batch=kw["global_batch"],
-                        days=kw["days"], top=kw["top"], checks=published_checks(system),
-                        checkpoint_bandwidth=kw["checkpoint_gbs"] * 1e9
-                        if kw["checkpoint_gbs"] else None)
-    click.echo("[report] drawing the figures", err=True)
-    images = all_images(data)
+    provenance(system)                     # a system whose values cannot be listed: now
+    staging = stage(kw["out_dir"], field="--out")   # before any work: the output can be made
     try:
-        paths = write_report(kw["out_dir"], data, images)
-    except ValueError as e:
-        raise SpecError("out", str(e).split(": ", 1)[-1]) from None
-    click.echo(f"wrote {paths['index.html']} (and report.md, report.json, "
-               f"{len(images)} figures) in {kw['out_dir']}")
+        gbs = {k: kw[k] * 1e9 if kw[k] is not None else None
+               for k in ("checkpoint_gbs", "fs_bandwidth_gbs")}
+        data = build_report(model, system, tokens=kw["tokens"], nodes=kw["nodes"],
+                            max_nodes=kw["max_nodes"], global_batch=kw["global_batch"],
+                            days=kw["days"], top=kw["top"],
+                            checks=lambda: published_checks(system),
+                            checkpoint_bandwidth=gbs["checkpoint_gbs"],
+                            fs_bandwidth=gbs["fs_bandwidth_gbs"],
+                            relaunch_s=kw["relaunch_minutes"] * 60
+                            if kw["relaunch_minutes"] is not None else None)
+        click.echo("[report] drawing the figures", err=True)
+        images = all_images(data)
+        paths = write_report(kw["out_dir"], data, images, staging=staging, field="--out")
+    except BaseException:
+        staging.discard()
+        raise
+    shown = click.format_filename              # a name the terminal cannot encode, escaped
+    click.echo(f"wrote {shown(paths['index.html'])} (and report.md, report.json, "
+               f"{len(images)} figures) in {shown(kw['out_dir'])}")
 
 
 def _flow_network(system):
-    """The system's flow-level torus model (these commands need its placement)."""
+    """The system's flow-level network model (these commands need its placement)."""
     from fpcore.errors import SpecError
     from perfmodel.estimator import network_for
-    net = network_for(system.with_options(network_model="flow"))
-    if not hasattr(net, "placement"):
+    from perfmodel.parts import TORUS_AXES
+    net = system.network
+    if net.kind == "torus" and len(net.shape) != TORUS_AXES:
+        raise SpecError("system", f"{system.name}'s torus has {len(net.shape)} axes; the "
+                                  f"flow-level model places jobs on {TORUS_AXES} "
+                                  f"(X, Y, Z, a, b, c)")
+    flow = network_for(system.with_options(network_model="flow"))
+    if not hasattr(flow, "placement"):
         raise SpecError("network", f"{system.name} has no torus to describe")
-    return net
+    return flow
 
 
 def _job(nodes: int, system, tp: int = 1, pp: int = 1):
+    """The job of ``nodes`` nodes, checked against the machine and the given --shape
+    before any work."""
     from fpcore.errors import SpecError
     from topologies import JobShape
+    system.check_nodes(nodes)
     ranks = nodes * system.ranks_per_node
     if ranks % (tp * pp):
         raise SpecError("tp", f"tp x pp ({tp} x {pp}) must divide the ranks "
                               f"({nodes:,} nodes x {system.ranks_per_node} per node = {ranks:,})")
-    if nodes > system.network.nodes:
-        raise SpecError("nodes", f"must be at most the machine size ({system.network.nodes:,})")
     return JobShape(tp, pp, ranks // (tp * pp), system.ranks_per_node)
 
 
@@ -260,9 +306,12 @@ def collective(op, nodes, nbytes, as_json, **kw):
       fugakuperf collective allreduce --nodes 384 --ppn 4 --bytes 4MiB
       fugakuperf collective barrier --nodes 384 --ppn 4 --bytes 0 --json
     """
-    from fpcore.errors import SpecError
+    from fpcore.errors import SpecError, check_float
     from topologies.report import collective_report
     system = system_from(kw)
+    memory = system.node.memory_bytes           # a buffer no rank could hold is refused
+    check_float("bytes", nbytes, lo=0.0, lo_open=False, hi=memory / system.ranks_per_node,
+                unit=f"bytes (a rank's share of the node's {memory / 2**30:g} GiB)")
     if system.collective_fits:                 # measured: the fitted alpha-beta costs
         from perfmodel.estimator import network_for
         net = network_for(system)
@@ -323,7 +372,8 @@ def presets(model_name, system_name, as_json):
     elif system_name:
         sysspec = load_system(system_name)
         data = {"name": sysspec.name, "description": sysspec.description,
-                "values": system_values(sysspec), "sources": dict(sysspec.sources)}
+                "origin": sysspec.origin, "values": system_values(sysspec),
+                "sources": dict(sysspec.sources)}
     else:
         data = {"models": {n: load_model(n).to_dict() for n in model_names()},
                 "systems": {n: load_system(n).description for n in system_names()}}
@@ -336,6 +386,7 @@ def presets(model_name, system_name, as_json):
                        else f"{k:16} {v}")
     elif system_name:
         click.echo(f"{data['name']}: {data['description']}")
+        click.echo(f"  (read from {data['origin']})")
         width = max(map(len, data["sources"]), default=0)
         for key, source in data["sources"].items():
             click.echo(f"  {key:{width}} {data['values'].get(key, '')!s:>18}  {source}")

@@ -124,7 +124,12 @@ def system_options(f):
                      type=click.Path(dir_okay=False),
                      help="Calibration file (`fugakuperf calibrate`): measured FP32 compute "
                           "rates, and collectives if measured under mpiexec, overlay the "
-                          "system preset."),
+                          "system preset. Only a file measured on the system's node (its CPU, "
+                          "all its cores, its ranks per node) is applied; see "
+                          "--force-calibration."),
+        click.option("--force-calibration", is_flag=True, default=None,
+                     help="Apply --calibration even when it was measured on another machine "
+                          "than the system's node (every output then says so)."),
         click.option("--stack", metavar="NAME",
                      help="Software stack of the system preset (`fugakuperf presets --system "
                           "fugaku` lists them): fugaku-llm, Fugaku-LLM's tuned stack (default), "
@@ -151,15 +156,18 @@ def system_options(f):
 
 def layout_options(f):
     opts = [
-        click.option("--tp", type=click.IntRange(min=1), help="Pin tensor parallelism."),
+        click.option("--tp", type=click.IntRange(min=1),
+                     help="Pin tensor parallelism (it must divide heads, kv_heads and ffn)."),
         click.option("--pp", type=click.IntRange(min=1), help="Pin pipeline parallelism."),
         click.option("--dp", type=click.IntRange(min=1), help="Pin data parallelism."),
         click.option("--micro-batch", type=click.IntRange(min=1), help="Pin the micro-batch size."),
         click.option("--schedule", type=click.Choice(["gpipe", "1f1b", "interleaved"]),
-                     help="Pin the pipeline schedule."),
+                     help="Pin the pipeline schedule (interleaved: pp >= 3, as Megatron-LM)."),
         click.option("--virtual-stages", type=click.IntRange(min=1),
                      help="Pin virtual stages per rank (interleaved schedule)."),
-        click.option("--zero", type=click.IntRange(0, 3), help="Pin the ZeRO stage."),
+        click.option("--zero", type=click.IntRange(0, 3),
+                     help="Pin the ZeRO stage (2 and 3 only without pipeline parallelism, as "
+                          "DeepSpeed)."),
         click.option("--recompute", type=click.Choice(["none", "selective", "full"]),
                      help="Pin activation recomputation."),
         click.option("--recompute-stages", type=click.IntRange(min=1),
@@ -199,6 +207,9 @@ def system_from(kw: dict):
     from fpcore.errors import SpecError
     from perfmodel.inputs import resolve_system
     name, cal = kw.pop("system_name"), kw.pop("calibration_path", None)
+    force = bool(kw.pop("force_calibration", None))
+    if force and cal is None:
+        raise SpecError("force-calibration", "applies to a --calibration FILE; none was given")
     options = dict(clock_ghz=kw.pop("clock"), eco=kw.pop("eco"), ppn=kw.pop("ppn"),
                    network_model=kw.pop("network_model"), mapping=kw.pop("mapping"),
                    shape=kw.pop("shape"), stack=kw.pop("stack", None))
@@ -216,6 +227,10 @@ def system_from(kw: dict):
     system = resolve_system(name, **options)
     if cal is not None:
         from calibration import calfile
-        from calibration.host import overlay
-        system = overlay(system, calfile.load(cal), cal)
+        from calibration.host import mismatch, overlay
+        data = calfile.load(cal)
+        forced = force and mismatch(system, data) is not None
+        system = overlay(system, data, cal, force=force)
+        if forced:
+            click.echo(f"warning: calibration: {system.calibration}", err=True)
     return system

@@ -13,20 +13,43 @@ from .plan import PlanResult, plan
 from .sizing import MAX_PARAMS, MIN_PARAMS, model_for_params
 from .system import SystemSpec
 
-KNEE_EFFICIENCY = 0.5
-KNEE_RULE = ("the last job size after which the next size up delivers less than half "
-             "of the ideal speed-up (tokens/s ratio / node ratio < 0.5)")
+KNEE_EFFICIENCY = 0.5   # a stated convention (half), not a fact: the rule below names it
+KNEE_RULE = ("the marginal efficiency of a step up in job size is the tokens/s each added node "
+             "brings over the tokens/s per node before the step, ((t1 - t0) / (n1 - n0)) / "
+             f"(t0 / n0); the knee is the job size before the first step whose marginal "
+             f"efficiency is below {KNEE_EFFICIENCY:.0%}: past it, an added node brings less "
+             f"than {KNEE_EFFICIENCY:.0%} of what a node already delivers")
+
+
+def marginal_efficiency(n0: float, t0: float, n1: float, t1: float) -> float | None:
+    """Tokens/s per added node over tokens/s per node before the step (1: linear; 0: the
+    added nodes bring nothing; negative: the bigger job is slower); None when the node
+    count does not grow or there is no throughput to compare with."""
+    if n1 <= n0 or t0 <= 0:
+        return None
+    return ((t1 - t0) / (n1 - n0)) / (t0 / n0)
+
+
+def scaling_steps(points: list[tuple[int, float]]) -> list[float | None]:
+    """The marginal efficiency of each (nodes, tokens/s) point over the one before it, in
+    the order given (None for the first and where the node count does not grow)."""
+    out: list[float | None] = [None] * len(points)
+    for i in range(1, len(points)):
+        (n0, t0), (n1, t1) = points[i - 1], points[i]
+        out[i] = marginal_efficiency(n0, t0, n1, t1)
+    return out
 
 
 def knee(points: list[tuple[int, float]]) -> int | None:
-    """Node count where adding nodes stops paying, from (nodes, tokens/s) by size."""
+    """The node count past which adding nodes stops paying (KNEE_RULE), from
+    (nodes, tokens/s) points in any order; None when every step keeps its marginal
+    efficiency at KNEE_EFFICIENCY or more (the curve has no knee in the range)."""
     points = sorted(points)
-    if not points:
-        return None
     for (n0, t0), (n1, t1) in zip(points, points[1:]):
-        if n1 > n0 and t0 > 0 and (t1 / t0) / (n1 / n0) < KNEE_EFFICIENCY:
+        eff = marginal_efficiency(n0, t0, n1, t1)
+        if eff is not None and eff < KNEE_EFFICIENCY:
             return n0
-    return points[-1][0]
+    return None
 
 
 def sensitivity(model: ModelSpec, system: SystemSpec, base: PlanResult) -> list[dict]:
@@ -71,39 +94,106 @@ def sensitivity(model: ModelSpec, system: SystemSpec, base: PlanResult) -> list[
     return out
 
 
-def reliability(nodes: int, time_to_train_s: float, checkpoint_bytes: float, *,
-                node_mtbf_h: float, checkpoint_bandwidth: float | None,
-                restart_s: float | None = None) -> dict:
+# Checkpoint and restart inputs a system preset does not give. Each is a documented
+# assumption, tagged as such wherever the report uses it; options replace them.
+FS_BANDWIDTH = 1.4e12        # bytes/s: aggregate write bandwidth of the file system
+FS_BANDWIDTH_SOURCE = (
+    "[assumed] 1.4 TB/s: the bandwidth of Fugaku's second-layer storage (FEFS, 150 PB) is not "
+    "published in the sources at hand; 1.4 TB/s is the IOR write rate of the K computer's "
+    "job-facing FEFS (vi4io HPSL entry for RIKEN), and Fugaku's file system was built to "
+    "exceed the K computer's (Akimoto et al., Fujitsu Technical Review 2020). The whole file "
+    "system is assumed to serve this job; FEFS shares servers fairly between users, so a "
+    "busy machine gives less")
+RELAUNCH_S = 600.0           # s: from a failure to training again, before the checkpoint read
+RELAUNCH_SOURCE = (
+    "[assumed] 10 minutes: not published for Fugaku; detecting the failure, the scheduler "
+    "allocating a job shape without the failed node, and starting the processes and the "
+    "framework on every node, taken as minutes at 10^4 nodes")
+LINK_BANDWIDTH_NOTE = ("[assumed] a node writes its checkpoint through at most one network "
+                       "link (an upper bound: the I/O path behind the link is not published)")
+
+
+def checkpoint_bytes_total(model: ModelSpec, layout) -> float:
+    """One copy of what a restart needs: every weight and optimizer state once (no
+    gradients), at the layout's precision (perfmodel.memory.STATE_BYTES)."""
+    from .memory import STATE_BYTES
+    weights, _, optimizer = STATE_BYTES[layout.precision]
+    return model.params * (weights + optimizer)
+
+
+def checkpoint_inputs(system: SystemSpec, *, node_bandwidth: float | None = None,
+                      fs_bandwidth: float | None = None,
+                      relaunch_s: float | None = None) -> dict:
+    """The checkpoint write bandwidths and the relaunch time, each with where it comes
+    from: given (an option), measured (a calibration's checkpoint write), or the
+    documented assumptions above (a node's write limited by one network link)."""
+    if node_bandwidth is not None:
+        node = (check_float("checkpoint_gbs", node_bandwidth, unit="bytes/s"),
+                "given with --checkpoint-gbs")
+    elif system.checkpoint_bandwidth:
+        node = (system.checkpoint_bandwidth,
+                f"measured by `fugakuperf calibrate` (calibration {system.calibration}): a "
+                f"checkpoint written and synced on the node")
+    else:
+        link = system.sources.get("network.link_bandwidth_gbs") or "the system preset"
+        node = (system.network.link_bandwidth,
+                f"{LINK_BANDWIDTH_NOTE}; link bandwidth from {link}; --checkpoint-gbs or a "
+                f"--calibration file made on the node replaces it")
+    fs = ((check_float("fs_bandwidth_gbs", fs_bandwidth, unit="bytes/s"),
+           "given with --fs-bandwidth-gbs") if fs_bandwidth is not None
+          else (FS_BANDWIDTH, FS_BANDWIDTH_SOURCE + "; --fs-bandwidth-gbs replaces it"))
+    relaunch = ((check_float("relaunch_minutes", relaunch_s, unit="s"),
+                 "given with --relaunch-minutes") if relaunch_s is not None
+                else (RELAUNCH_S, RELAUNCH_SOURCE + "; --relaunch-minutes replaces it"))
+    return {"checkpoint_bandwidth_per_node": node[0], "checkpoint_source": node[1],
+            "fs_bandwidth": fs[0], "fs_bandwidth_source": fs[1],
+            "relaunch_s": relaunch[0], "relaunch_source": relaunch[1]}
+
+
+def reliability(nodes: int, time_to_train_s: float, *, checkpoint_bytes_per_node: float,
+                checkpoint_bytes_total: float, node_mtbf_h: float,
+                checkpoint_bandwidth_per_node: float, fs_bandwidth: float,
+                relaunch_s: float) -> dict:
     """Expected interruptions, the optimal checkpoint interval and the goodput.
 
     A job on N nodes fails when any node does: job MTBF M = node MTBF / N
-    (exponential failures). Checkpoint time delta = bytes / bandwidth; the optimal
-    interval is Daly's first-order tau = sqrt(2 delta M) - delta (Young 1974,
-    Daly 2006; tau = M when delta >= M / 2); a restart reads the checkpoint back
-    (R = delta unless given). The wasted fraction is delta / (tau + delta)
-    (writing) + (tau / 2 + R) / M (lost work and restart per failure), and the run
-    takes time_to_train / (1 - waste).
+    (exponential failures). Every node writes its share at once, so a checkpoint takes
+    delta = max(bytes per node / bandwidth per node, total bytes / file-system
+    bandwidth): the slower of a node's own path and the file system's aggregate. The
+    optimal interval is Daly's first-order tau = sqrt(2 delta M) - delta (Young 1974,
+    Daly 2006; tau = M when delta >= M / 2). A restart is the relaunch plus reading the
+    checkpoint back (assumed as fast as writing it): R = relaunch + delta. The wasted
+    fraction is delta / (tau + delta) (writing) + (tau / 2 + R) / M (lost work and
+    restart per failure), and the run takes time_to_train / (1 - waste).
     """
     check_int("nodes", nodes)
     check_float("node_mtbf_hours", node_mtbf_h)
+    time_to_train_s = check_float("time_to_train_s", time_to_train_s, unit="s")
+    per_node = check_float("checkpoint_bytes_per_node", checkpoint_bytes_per_node, lo=0.0,
+                           lo_open=False, unit="bytes")
+    total = check_float("checkpoint_bytes_total", checkpoint_bytes_total, lo=0.0,
+                        lo_open=False, unit="bytes")
+    node_bw = check_float("checkpoint_bandwidth_per_node", checkpoint_bandwidth_per_node,
+                          unit="bytes/s")
+    fs_bw = check_float("fs_bandwidth", fs_bandwidth, unit="bytes/s")
+    relaunch = check_float("relaunch_s", relaunch_s, unit="s")
     m = node_mtbf_h * 3600.0 / nodes
-    out = {"node_mtbf_h": node_mtbf_h, "nodes": nodes, "job_mtbf_s": m,
-           "checkpoint_bytes": checkpoint_bytes, "checkpoint_bandwidth": checkpoint_bandwidth,
-           "time_to_train_s": time_to_train_s}
-    if checkpoint_bandwidth is None:
-        out.update(checkpoint_s=None, restart_s=None, interval_s=None, goodput=None,
-                   time_with_failures_s=None,
-                   expected_interruptions=time_to_train_s / m)
-        return out
-    check_float("checkpoint_bandwidth", checkpoint_bandwidth)
-    delta = checkpoint_bytes / checkpoint_bandwidth
-    restart = delta if restart_s is None else restart_s
+    node_s, fs_s = per_node / node_bw, total / fs_bw
+    delta = max(node_s, fs_s)
+    restart = relaunch + delta
     tau = math.sqrt(2 * delta * m) - delta if delta < m / 2 else m
-    waste = min(0.999, delta / (tau + delta) + (tau / 2 + restart) / m)
-    total = time_to_train_s / (1 - waste)
-    out.update(checkpoint_s=delta, restart_s=restart, interval_s=tau, goodput=1 - waste,
-               time_with_failures_s=total, expected_interruptions=total / m)
-    return out
+    waste = min(0.999, delta / (tau + delta) + (tau / 2 + restart) / m) if tau + delta > 0 \
+        else min(0.999, restart / m)
+    with_failures = time_to_train_s / (1 - waste)
+    return {"node_mtbf_h": node_mtbf_h, "nodes": nodes, "job_mtbf_s": m,
+            "checkpoint_bytes_per_node": per_node, "checkpoint_bytes_total": total,
+            "checkpoint_bandwidth_per_node": node_bw, "fs_bandwidth": fs_bw,
+            "checkpoint_node_s": node_s, "checkpoint_fs_s": fs_s, "checkpoint_s": delta,
+            "checkpoint_limit": "file system" if fs_s >= node_s else "per-node bandwidth",
+            "relaunch_s": relaunch, "restart_s": restart, "interval_s": tau,
+            "goodput": 1 - waste, "time_to_train_s": time_to_train_s,
+            "time_with_failures_s": with_failures,
+            "expected_interruptions": with_failures / m}
 
 
 def largest_model(system: SystemSpec, nodes: int, days: float, *, tokens: float | None = None,

@@ -64,6 +64,21 @@ class Noise:
     straggler_slowdown: float = 1.0
     seed: int = 0
 
+    # A sigma of 1 already stretches one segment in six by e (2.7x) or more: past
+    # MAX_JITTER the figure is no longer jitter (and exp(sigma * z) overflows a float).
+    MAX_JITTER = 1.0
+    MAX_SLOWDOWN = 100.0
+
+    def __post_init__(self):
+        from fpcore.errors import check_float, check_int
+        check_float("jitter", self.jitter, lo=0.0, lo_open=False, hi=self.MAX_JITTER,
+                    unit="(lognormal sigma)")
+        check_float("stragglers", self.straggler_fraction, lo=0.0, lo_open=False, hi=1.0,
+                    unit="(fraction of nodes)")
+        check_float("straggler_slowdown", self.straggler_slowdown, lo=1.0, lo_open=False,
+                    hi=self.MAX_SLOWDOWN, unit="x")
+        check_int("seed", self.seed, lo=0)
+
     @property
     def active(self) -> bool:
         return self.jitter > 0 or (self.straggler_fraction > 0 and self.straggler_slowdown != 1)
@@ -368,12 +383,20 @@ def _rng(noise: Noise | None):
     return random.Random(noise.seed)
 
 
-def simulate_runs(model, system, layout, noise: Noise, runs: int, network=None) -> dict:
-    """Iteration time over ``runs`` seeds: mean and 99th percentile."""
-    times = sorted(simulate(model, system, layout, network,
+def simulate_runs(model, system, layout, noise: Noise, runs: int, network=None, *,
+                  trace: Trace | None = None) -> dict:
+    """Iteration time over ``runs`` seeds (``noise.seed``, ``noise.seed + 1``, ...): the
+    mean, the 99th percentile (nearest rank: below 100 runs it is the largest), the
+    minimum and the maximum. ``trace`` records the first run (seed ``noise.seed``). The
+    per-stage costs are the same for every seed, so they are priced once."""
+    from fpcore.errors import check_int
+    runs = check_int("runs", runs)
+    costs = cost_table(model, system, layout, network).__getitem__
+    times = sorted(simulate(model, system, layout, network, costs=costs,
+                            trace=trace if r == 0 else None,
                             noise=Noise(noise.jitter, noise.straggler_fraction,
                                         noise.straggler_slowdown, noise.seed + r)).iteration_s
                    for r in range(runs))
     p99 = times[min(len(times) - 1, math.ceil(0.99 * len(times)) - 1)]
-    return {"runs": runs, "mean_s": sum(times) / runs, "p99_s": p99, "min_s": times[0],
-            "max_s": times[-1]}
+    return {"runs": runs, "seeds": [noise.seed, noise.seed + runs - 1],
+            "mean_s": sum(times) / runs, "p99_s": p99, "min_s": times[0], "max_s": times[-1]}

@@ -157,7 +157,6 @@ def network_for(system: SystemSpec) -> NetworkModel:
                                intra_node_latency_s=net.intra_node_latency_s,
                                hop_latency_s=net.hop_latency_s,
                                reduce_bandwidth=system.node.reduce_bandwidth or None)
-    from topologies.allocation import parse_shape
     from topologies.tofu import TofuNetwork
     machine = machine_shape(system)
     return TofuNetwork(
@@ -168,7 +167,7 @@ def network_for(system: SystemSpec) -> NetworkModel:
         intra_node_latency_s=net.intra_node_latency_s, hop_latency_s=net.hop_latency_s,
         reduce_bandwidth=system.node.reduce_bandwidth or None, machine=machine,
         machine_wrap=net.wrap, job_torus=net.job_torus, strategy=net.mapping,
-        shape=parse_shape(system.job_shape, machine) if system.job_shape else None)
+        shape=system.job_allocation)
 
 
 @lru_cache(maxsize=256)
@@ -180,14 +179,9 @@ def screening_network(system: SystemSpec) -> NetworkModel:
 
 
 def machine_shape(system: SystemSpec):
-    """The allocation rules of a torus system, in the terms topologies/ uses."""
-    from topologies.allocation import MachineShape
-    net = system.network
-    unit = tuple(net.shape[3:])
-    unit_nodes = net.allocation_unit_nodes
-    return MachineShape(shape=tuple(net.shape), unit=unit, unit_nodes=unit_nodes,
-                        large_threshold=net.large_allocation_threshold_nodes,
-                        large_unit_z=max(1, net.large_allocation_unit_nodes // unit_nodes))
+    """The allocation rules of a torus system, in the terms topologies/ uses
+    (topologies.allocation.MachineShape; a SpecError for a network without them)."""
+    return system.network.machine
 
 
 @lru_cache(maxsize=65536)

@@ -51,14 +51,9 @@ def resolve_system(name: str = "fugaku", *, clock_ghz: float | None = None,
                    network_model: str | None = None, mapping: str | None = None,
                    shape: str | None = None, stack: str | None = None,
                    allow_files: bool = True) -> SystemSpec:
-    """The system with the user's options; a given job shape is checked here.
-    ``allow_files=False``: ``name`` must be a preset (it was read from a file)."""
-    system = load_system(name, clock_ghz=clock_ghz, eco=eco, ppn=ppn,
-                         network_model=network_model, mapping=mapping, stack=stack,
-                         allow_files=allow_files)
-    if shape is not None:
-        from topologies.allocation import parse_shape
-        from .estimator import machine_shape
-        parse_shape(shape, machine_shape(system))
-        system = system.with_options(shape=shape)
-    return system
+    """The system with the user's options (a given job shape is checked against the
+    machine as the system is made). ``allow_files=False``: ``name`` must be a preset
+    (it was read from a file)."""
+    return load_system(name, clock_ghz=clock_ghz, eco=eco, ppn=ppn,
+                       network_model=network_model, mapping=mapping, shape=shape, stack=stack,
+                       allow_files=allow_files)

@@ -1,7 +1,8 @@
 """Layout: how one training run is parallelised (the execution half of the inputs).
 
-``validate_layout`` checks a layout against a model and a rank count and names
-the field that is wrong.
+``validate_layout`` checks that a layout can split a model (on a rank count) and
+``check_runnable`` also that a training framework runs it; both name the field
+that is wrong and the rule, with the framework source it comes from.
 """
 
 from __future__ import annotations
@@ -121,15 +122,58 @@ class Layout:
         return " ".join(parts)
 
 
+def divisors(n: int) -> list[int]:
+    small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def tp_error(model: ModelSpec, tp: int) -> SpecError | None:
+    """Why ``tp`` cannot split ``model``'s layers, or None.
+
+    Megatron-LM shards the attention heads, the key/value heads (query groups) and
+    the FFN over tp: megatron-core's TransformerConfig.__post_init__ requires
+    num_attention_heads % tp == 0 and num_query_groups % tp == 0, and its
+    ColumnParallelLinear / RowParallelLinear (megatron/core/tensor_parallel/layers.py)
+    divide their output / input size by tp (``divide`` asserts divisibility);
+    Megatron-DeepSpeed's ParallelAttention (megatron/model/transformer.py) divides
+    num_key_value_heads by tp the same way.
+    The vocabulary needs no rule: Megatron pads it to a multiple of
+    make_vocab_size_divisible_by (128) x tp (megatron/tokenizer/tokenizer.py,
+    _vocab_size_with_padding).
+    """
+    if model.heads % tp:
+        return SpecError("tp", f"must divide the number of heads ({model.heads}); got {tp}")
+    if model.kv_heads % tp:
+        return SpecError("tp", f"must divide kv_heads ({model.kv_heads}): Megatron shards the "
+                               f"key/value heads (query groups) over tp; got {tp}")
+    if model.ffn % tp:
+        return SpecError("tp", f"must divide ffn ({model.ffn}); got {tp}")
+    return None
+
+
+def tensor_parallel_sizes(model: ModelSpec) -> list[int]:
+    """Every tp that can split ``model`` (see tp_error)."""
+    return [t for t in divisors(model.heads) if tp_error(model, t) is None]
+
+
 def validate_layout(layout: Layout, model: ModelSpec, ranks: int | None = None) -> None:
-    """Check that ``layout`` can run ``model`` (on ``ranks`` ranks, if given)."""
-    if model.heads % layout.tp:
-        raise SpecError("tp", f"must divide the number of heads ({model.heads}); got {layout.tp}")
-    if model.kv_heads % layout.tp and layout.tp % model.kv_heads:
-        raise SpecError("tp", f"must divide kv_heads ({model.kv_heads}) or be a multiple of it; "
-                              f"got {layout.tp}")
-    if model.ffn % layout.tp:
-        raise SpecError("tp", f"must divide ffn ({model.ffn}); got {layout.tp}")
+    """Check that ``layout`` can split ``model`` (on ``ranks`` ranks, if given).
+
+    These are the rules of the split itself, which the estimator and the simulator
+    need: tp divides heads, kv_heads and ffn (tp_error); pp x virtual stages divides
+    the layers (Megatron-LM's ParallelTransformer in megatron/model/transformer.py
+    asserts num_layers % pp == 0, and megatron/arguments.py the layers per stage by
+    the layers per virtual stage; uneven first and last stages are not modelled);
+    sequence parallelism splits the sequence over tp
+    (megatron/core/tensor_parallel/mappings.py, _split_along_first_dim asserts
+    seq % tp == 0); the interleaved schedule runs the micro-batches in groups of pp
+    (megatron/core/pipeline_parallel/schedules.py,
+    forward_backward_pipelining_with_interleaving: micro-batches % pp == 0). What a
+    framework further refuses is ``check_runnable``'s.
+    """
+    err = tp_error(model, layout.tp)
+    if err is not None:
+        raise err
     chunks = layout.pp * layout.virtual_stages
     if model.layers % chunks:
         raise SpecError("pp", f"pp x virtual_stages ({layout.pp} x {layout.virtual_stages}) "
@@ -142,3 +186,53 @@ def validate_layout(layout: Layout, model: ModelSpec, ranks: int | None = None) 
     if ranks is not None and layout.ranks != ranks:
         raise SpecError("dp", f"tp x pp x dp = {layout.tp} x {layout.pp} x {layout.dp} = "
                               f"{layout.ranks} must equal the number of ranks ({ranks})")
+
+
+# The frameworks the presets' software stacks run: Megatron-LM as of 2021-2023 (Selene's
+# published runs) and its forks Megatron-DeepSpeed (BLOOM on Jean Zay) and
+# DeepSpeedFugaku (Fugaku-LLM), with DeepSpeed for ZeRO.
+INTERLEAVED_MIN_PP = 3   # Megatron-LM megatron/arguments.py: pipeline size > 2 to interleave
+PIPELINE_MAX_ZERO = 1    # DeepSpeed PipelineEngine: ZeRO-2 and -3 are incompatible with PP
+
+
+def framework_error(layout: Layout) -> SpecError | None:
+    """Why no framework of the presets' stacks runs ``layout``, or None.
+
+    * ZeRO-2 and ZeRO-3 only without pipeline parallelism: DeepSpeed's
+      PipelineEngine (deepspeed/runtime/pipe/engine.py, PipelineEngine.__init__)
+      asserts ZeRO stage < 2 ("ZeRO-2 and ZeRO-3 are incompatible with pipeline
+      parallelism"), and Megatron-LM's own pipeline has no ZeRO-2/3 (its
+      distributed optimizer shards optimizer states, as ZeRO-1). ZeRO-1 runs with
+      either pipeline.
+    * The interleaved schedule needs pp > 2: Megatron-LM's megatron/arguments.py
+      (parse_args, with --num-layers-per-virtual-pipeline-stage), as Megatron-DeepSpeed
+      and DeepSpeedFugaku carry it; megatron-core later accepts pp = 2
+      (parallel_state.initialize_model_parallel). DeepSpeed's own pipeline has no
+      interleaved schedule.
+    """
+    if layout.zero > PIPELINE_MAX_ZERO and layout.pp > 1:
+        return zero_with_pipeline_error(layout.zero, f"pp {layout.pp}")
+    if layout.schedule == "interleaved" and layout.pp < INTERLEAVED_MIN_PP:
+        return interleaved_depth_error(layout.pp)
+    return None
+
+
+def zero_with_pipeline_error(zero: int, pipeline: str) -> SpecError:
+    """ZeRO-``zero`` refused beside ``pipeline`` (what makes it a pipeline, e.g. "pp 8")."""
+    return SpecError("zero", f"ZeRO-{zero} cannot run with pipeline parallelism ({pipeline}): "
+                             f"DeepSpeed's pipeline engine refuses ZeRO-2 and -3; use pp 1 or "
+                             f"ZeRO-{PIPELINE_MAX_ZERO}")
+
+
+def interleaved_depth_error(pp: int) -> SpecError:
+    return SpecError("schedule", f"interleaved needs pp >= {INTERLEAVED_MIN_PP} (Megatron-LM "
+                                 f"interleaves pipelines of more than two stages); got pp {pp}")
+
+
+def check_runnable(layout: Layout, model: ModelSpec, ranks: int | None = None) -> None:
+    """``validate_layout``, and the rules of the frameworks (``framework_error``): what
+    the planner may propose or accept from a user."""
+    validate_layout(layout, model, ranks)
+    err = framework_error(layout)
+    if err is not None:
+        raise err

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from fpcore.errors import SpecError, check_float, check_int
 
 from .estimator import Estimate
+from .explain import differences, explain
 from .model import ModelSpec
 from .search import SearchStats, check_pins, confirm, job_shapes, screen, search
 from .system import SystemSpec
@@ -61,13 +62,15 @@ class Rung:
 
 @dataclass
 class Comparison:
-    """How the best layout with the user's pins compares with the best overall."""
+    """How the best layout with the user's pins compares with the best without them
+    (at the same node count and training precision)."""
 
     pinned: Estimate
     best: Estimate
     rank: int                  # 1-based rank of the pinned layout among all fitting layouts
-    of: int                    # fitting layouts at that node count
-    reasons: list[str]
+    of: int                    # fitting layouts at that node count, the pinned one included
+    reasons: list[str]         # explain(pinned, best)
+    differences: list[str]     # differences(pinned.layout, best.layout)
 
 
 @dataclass
@@ -110,6 +113,11 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
     top = check_int("top", top, hi=1000)
     if confirm_shapes is not None:
         check_int("confirm", confirm_shapes, hi=100_000)
+        if confirm_shapes < top:
+            raise SpecError("confirm", f"must be at least --top ({top}): the layouts listed are "
+                                       f"the fastest of the re-priced shapes, so fewer shapes "
+                                       f"would list slower layouts as the fastest; got "
+                                       f"{confirm_shapes}")
     if price_per_node_hour is not None:
         check_float("price_per_node_hour", price_per_node_hour)
     machine = system.network.nodes
@@ -124,10 +132,15 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
 
     if nodes:
         for n in nodes:
-            check_int("nodes", n, hi=machine)
+            system.check_nodes(n)         # the machine and a given --shape hold it
+        nodes = sorted(set(nodes))        # each count once: a repeat would list its layouts twice
+        if max_nodes is not None and nodes[-1] > budget:
+            raise SpecError("nodes", f"{nodes[-1]:,} is above the node budget --max-nodes "
+                                     f"({budget:,}); give one or the other")
         ranges = [(n, n) for n in nodes]
         counts = list(nodes)
     else:
+        system.check_nodes(budget, "the plan's largest job; --max-nodes lowers it")
         counts = ladder(budget)
         ranges = list(zip([1] + [c + 1 for c in counts[:-1]], counts))
     # Each range of node counts is screened with the fast model and its shortlist
@@ -148,10 +161,9 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
         rungs.append(Rung(hi, lo, mine[0] if mine else None))
     best = priced[:top]
     if not best:
-        raise SpecError("max_nodes", f"no layout of {model.name} fits in memory on up to "
-                                     f"{budget:,} nodes" + (f" with {_pins_text(pins)}" if pins else ""))
+        raise _no_layout_within(model, system, gb, pins, budget, stats)
     comparison = None
-    if pins and best:
+    if set(pins) - {"precision"}:         # a layout was pinned, not only the numerics
         comparison = compare_with_unpinned(model, system, gb, best[0], stats, tables)
     # The layouts shown are confirmed with the discrete-event simulator.
     from .des import simulate
@@ -197,9 +209,9 @@ def _no_layout(model, system, gb, pins, n, s, machine) -> None:
                                  f"{system.name}; nearest node counts that can run: {near}")
     if n not in counts:
         near = ", ".join(f"{c:,}" for c in _nearest(counts, n)) or "none"
-        raise SpecError("nodes", f"{why}: tp x pp x dp cannot equal it (tp divides heads, pp "
-                                 f"divides layers, dp divides the global batch); nearest node "
-                                 f"counts that can: {near}")
+        raise SpecError("nodes", f"{why}: tp x pp x dp cannot equal it (tp divides heads, "
+                                 f"kv_heads and ffn, pp divides layers, dp divides the global "
+                                 f"batch); nearest node counts that can: {near}")
     if s.memory_checked == 0:
         raise SpecError("nodes", f"{why}: every (tp, pp, dp) that multiplies out to it breaks a "
                                  f"schedule rule (interleaving needs pp x virtual stages to divide "
@@ -207,7 +219,39 @@ def _no_layout(model, system, gb, pins, n, s, machine) -> None:
                                  f"of pp)")
     raise SpecError("nodes", f"{why} within the memory of a rank "
                              f"({system.rank.usable_memory_bytes / 1e9:.1f} GB), even with full "
-                             f"recompute and ZeRO-3; try more nodes")
+                             f"recompute and the highest ZeRO stage allowed; try more nodes")
+
+
+def _no_layout_within(model, system, gb, pins, budget, stats) -> SpecError:
+    """Why no layout runs on up to ``budget`` nodes: no job shape is a whole number of
+    allocation units there, a schedule rule removes every shape, or memory."""
+    from .search import allocatable
+    why = (f"no layout of {model.name} with global batch {gb}"
+           + (f" and {_pins_text(pins)}" if pins else "") + f" runs on up to {budget:,} nodes")
+    machine = system.network.nodes
+    shapes = [c for c in feasible_node_counts(model, system, gb, pins, machine)
+              if allocatable(system, c)]
+    if not [c for c in shapes if c <= budget]:
+        units = sorted({system.network.allocation_unit(n) for n in (1, budget)})
+        rule = (f"no tp x pp x dp (tp dividing heads ({model.heads}), kv_heads and ffn, pp "
+                f"dividing the layers ({model.layers}), dp dividing the global batch) is a whole "
+                f"number of {system.name}'s allocation units "
+                f"({' / '.join(map(str, units))} nodes)")
+        if shapes:
+            return SpecError("max_nodes", f"{why}: {rule} within the budget; the smallest job "
+                                          f"that can run has {min(shapes):,} nodes")
+        return SpecError("global_batch", f"{why}: {rule} on the whole machine; a global batch "
+                                         f"with more small factors (as 2016 = 2^5 3^2 7) gives dp "
+                                         f"the factors the allocation units need")
+    if stats.memory_checked == 0:
+        return SpecError("max_nodes", f"{why}: every (tp, pp, dp) breaks a schedule rule "
+                                      f"(interleaving needs pp x virtual stages to divide the "
+                                      f"layers and the micro-batches per pipeline to be a "
+                                      f"multiple of pp)")
+    return SpecError("max_nodes", f"{why} within the memory of a rank "
+                                  f"({system.rank.usable_memory_bytes / 1e9:.1f} GB), even with "
+                                  f"full recompute and the highest ZeRO stage allowed; try more "
+                                  f"nodes")
 
 
 def _pins_text(pins: dict) -> str:
@@ -217,48 +261,21 @@ def _pins_text(pins: dict) -> str:
 def compare_with_unpinned(model: ModelSpec, system: SystemSpec, global_batch: int,
                           pinned: Estimate, stats: SearchStats,
                           tables: dict | None = None) -> Comparison:
-    """Rank the best pinned layout among every fitting layout on the same node count."""
-    shortlist, s = screen(model, system, global_batch, nodes=[pinned.nodes], top=100_000,
+    """Rank the best pinned layout among every fitting layout on the same node count and
+    at the same training precision (a precision is a choice of numerics, not of layout:
+    comparing an fp16 run with fp32 ones would rank the precision, not the layout)."""
+    shortlist, s = screen(model, system, global_batch, nodes=[pinned.nodes],
+                          pins={"precision": pinned.layout.precision}, top=100_000,
                           shapes=100_000, variants=100_000)
     everything = confirm(model, system, shortlist, s, tables)
     stats.add(s)
     faster = sum(1 for e in everything if e.iteration_s < pinned.iteration_s - 1e-12)
-    best = everything[0]
-    return Comparison(pinned=pinned, best=best, rank=faster + 1, of=len(everything),
-                      reasons=explain(pinned, best))
-
-
-def explain(a: Estimate, b: Estimate) -> list[str]:
-    """Why ``a`` is slower (or faster) than ``b``, largest differences first."""
-    if abs(a.iteration_s - b.iteration_s) <= 1e-9 * b.iteration_s:
-        return ["it is the best layout the search finds"]
-    ba, bb = a.breakdown.to_dict(), b.breakdown.to_dict()
-    la, lb = a.layout, b.layout
-    hints = {
-        "bubble": (f"pipeline bubble: {la.micro_batches} micro-batches over {la.pp} stages"
-                   f"{f' x {la.virtual_stages} virtual' if la.virtual_stages > 1 else ''}"
-                   f" vs {lb.micro_batches} over {lb.pp}"
-                   f"{f' x {lb.virtual_stages} virtual' if lb.virtual_stages > 1 else ''}"),
-        "recompute": (f"activation recompute ({la.recompute}"
-                      f"{f' on the first {la.recompute_stages} stages' if la.recompute_stages else ''}"
-                      f" vs {lb.recompute})"),
-        "tp_comm": f"tensor-parallel collectives (TP{la.tp} vs TP{lb.tp}, over "
-                   f"{'the network' if la.tp > a.system.ranks_per_node else 'the node'})",
-        "pp_comm": f"pipeline transfers (PP{la.pp} vs PP{lb.pp})",
-        "dp_comm": f"exposed data-parallel reduction (DP{la.dp} ZeRO-{la.zero} vs DP{lb.dp} ZeRO-{lb.zero})",
-        "compute": f"compute per rank (TP{la.tp} x PP{la.pp} vs TP{lb.tp} x PP{lb.pp}; "
-                   f"micro-batch {la.micro_batch} vs {lb.micro_batch})",
-        "optimizer": f"optimizer step (ZeRO-{la.zero} vs ZeRO-{lb.zero})",
-    }
-    diffs = sorted(((ba[k] - bb[k], k) for k in ba), reverse=True)
-    total = a.iteration_s - b.iteration_s
-    out = []
-    for d, k in diffs:
-        if abs(d) < 0.02 * abs(total) or abs(d) < 1e-6:
-            continue
-        sign = "+" if d > 0 else "-"
-        out.append(f"{sign}{abs(d):.2f} s {hints[k]}")
-    return out
+    listed = any(e.layout == pinned.layout for e in everything)
+    best = everything[0] if everything else pinned
+    return Comparison(pinned=pinned, best=best, rank=faster + 1,
+                      of=len(everything) + (0 if listed else 1),
+                      reasons=explain(pinned, best),
+                      differences=differences(pinned.layout, best.layout))
 
 
 # ------------------------------------------------------------------ JSON view
@@ -341,8 +358,29 @@ def _stack_assumption(system: SystemSpec) -> str:
     return "; ".join(parts)
 
 
-def assumptions(system: SystemSpec) -> list[str]:
-    """What the prediction rests on that is not a measurement of this run."""
+def _precision_assumption(system: SystemSpec, precision: str) -> str:
+    """What training in ``precision`` (mixed precision: fp16 or bf16) assumes."""
+    from .estimator import GRAD_BYTES, OPTIMIZER_BYTES
+    from .memory import STATE_BYTES
+    from .ops import ACT_BYTES
+    node, P = system.node, precision.upper()
+    w, g, o = STATE_BYTES[precision]
+    eff = (f"GEMMs at {node.gemm_efficiency:.2f} of the {P} peak "
+           f"({node.peak_flops(precision) / 1e12:.2f} TF per node), the preset's one GEMM "
+           f"efficiency, used for every precision "
+           f"({system.sources.get('node.gemm_efficiency', 'preset')})"
+           + ("; the calibration measures FP32 only" if system.compute_fit else ""))
+    return (f"{P} mixed precision: {eff}; activations and weight copies in "
+            f"{ACT_BYTES[precision]} bytes; model states {w + g + o} bytes per parameter "
+            f"({w} {precision} weights + {g} fp32 gradients + {o} fp32 master weights and Adam "
+            f"moments), the optimizer step moving {OPTIMIZER_BYTES[precision]} bytes per "
+            f"parameter; gradients reduced in fp32 ({GRAD_BYTES} bytes); loss scaling is not "
+            f"modelled (its overflow checks and skipped steps cost nothing here)")
+
+
+def assumptions(system: SystemSpec, precisions=("fp32",)) -> list[str]:
+    """What the prediction rests on that is not a measurement of this run (for layouts
+    training in ``precisions``)."""
     node = system.node
     src = system.sources
     fit = system.compute_fit
@@ -370,7 +408,7 @@ def assumptions(system: SystemSpec) -> list[str]:
         f"({src.get('node.usable_memory_gb', 'preset')}); framework overheads beyond the "
         f"counted buffers are not modelled",
         f"energy: {node.power_w:.0f} W per node ({src.get('node.power_w', 'preset')})",
-    ]
+    ] + [_precision_assumption(system, p) for p in sorted(set(precisions)) if p != "fp32"]
 
 
 def plan_to_dict(result: PlanResult) -> dict:
@@ -380,6 +418,15 @@ def plan_to_dict(result: PlanResult) -> dict:
 
     def entry(e: Estimate) -> dict:
         return estimate_to_dict(e, r.tokens, r.price_per_node_hour, sims.get(e.layout))
+
+    shown = r.best + [g.best for g in r.rungs if g.best]
+    if r.comparison is not None:
+        shown += [r.comparison.pinned, r.comparison.best]
+    c = r.comparison
+    relation = None if c is None else (
+        "as fast as" if abs(c.pinned.iteration_s - c.best.iteration_s)
+        <= 1e-9 * c.best.iteration_s else
+        "slower" if c.pinned.iteration_s > c.best.iteration_s else "faster")
 
     return {
         "model": model,
@@ -400,7 +447,7 @@ def plan_to_dict(result: PlanResult) -> dict:
                    "rejected_memory": r.stats.rejected_memory,
                    "pruned_by_bound": r.stats.pruned,
                    "node_counts_visited": len(r.stats.node_counts)},
-        "assumptions": assumptions(r.system),
+        "assumptions": assumptions(r.system, [e.layout.precision for e in shown]),
         "conventions": {
             "mfu": "model FLOPs (forward + backward, no recompute; Korthikanti et al. 2022 Eq. 7) "
                    "per second per node / peak FLOP/s per node at the training precision",
@@ -415,7 +462,11 @@ def plan_to_dict(result: PlanResult) -> dict:
             "pinned": entry(r.comparison.pinned),
             "best_unpinned": entry(r.comparison.best),
             "rank": r.comparison.rank, "of": r.comparison.of,
+            "labels": {"pinned": r.comparison.pinned.layout.label(),
+                       "best_unpinned": r.comparison.best.layout.label()},
             "slowdown": r.comparison.pinned.iteration_s / r.comparison.best.iteration_s - 1,
+            "relation": relation,
+            "differences": r.comparison.differences,
             "reasons": r.comparison.reasons},
     }
 
@@ -426,9 +477,11 @@ def layout_for(model: ModelSpec, system: SystemSpec, *, nodes: int | None,
     count) fix it, with defaults for the rest (micro-batch 1, 1F1B, ZeRO-0, no
     recomputation); otherwise the best the search finds with the pins."""
     from .estimator import estimate
-    from .layout import Layout
+    from .layout import Layout, check_runnable
     gb = default_global_batch(model) if global_batch is None else global_batch
     pins = dict(pins)
+    if nodes is not None:
+        system.check_nodes(nodes)         # the machine and a given --shape hold it
     ranks = None if nodes is None else nodes * system.ranks_per_node
     if "tp" in pins and "pp" in pins and ("dp" in pins or ranks is not None):
         dp = pins.get("dp") or (ranks // (pins["tp"] * pins["pp"])
@@ -444,6 +497,7 @@ def layout_for(model: ModelSpec, system: SystemSpec, *, nodes: int | None,
         if ranks is not None and layout.ranks != ranks:
             raise SpecError("dp", f"tp x pp x dp = {layout.ranks:,} ranks, but --nodes gives "
                                   f"{ranks:,}")
+        check_runnable(layout, model)
         return estimate(model, system, layout)
     if nodes is None:
         raise SpecError("nodes", "give --nodes (or --tp, --pp and --dp) to say how big the job is")

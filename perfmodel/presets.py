@@ -7,32 +7,22 @@ and ``fugakuperf presets`` can say where every number came from.
 
 from __future__ import annotations
 
-import tomllib
+import dataclasses
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from fpcore.errors import SpecError, check_keys
+from fpcore.errors import SpecError, check_int, check_keys, check_str, require
+from fpcore.readers import parse_toml, read_toml
 
 from .model import ModelSpec
 
 MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab", "seq",
               "tied_embeddings", "norm", "activation", "position", "bias", "dropout",
               "source", "expect_params")
-
-
-def read_toml(path: Path | str) -> dict:
-    """Parse a TOML file; a missing or malformed file is a SpecError naming it."""
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise SpecError(str(path), "no such file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(str(path), f"malformed TOML: {e}") from None
-    except OSError as e:
-        raise SpecError(str(path), f"cannot be read: {e.strerror}") from None
+MODEL_REQUIRED = tuple(f.name for f in dataclasses.fields(ModelSpec)     # no default
+                       if f.default is f.default_factory is dataclasses.MISSING)
+MAX_NAME = 200       # characters in a preset's (a table's) name
 
 
 def _package_tables(kind: str) -> dict[str, tuple[dict, str]]:
@@ -42,8 +32,7 @@ def _package_tables(kind: str) -> dict[str, tuple[dict, str]]:
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".toml"):
             continue
-        with entry.open("rb") as f:
-            data = tomllib.load(f)
+        data = parse_toml(entry.read_text(encoding="utf-8"), f"{kind}/{entry.name}")
         for name, table in data.items():
             if name in tables:
                 raise SpecError(f"{kind}/{entry.name}", f"preset {name!r} defined twice")
@@ -71,15 +60,21 @@ def system_names() -> list[str]:
 
 def model_from_table(name: str, table: dict, where: str) -> ModelSpec:
     check_keys(where, table, MODEL_KEYS)
+    require(where, table, MODEL_REQUIRED)
     fields = {k: v for k, v in table.items() if k != "expect_params"}
     try:
+        check_str("name", name, max_len=MAX_NAME)
+        if "source" in fields:
+            check_str("source", fields["source"])
         spec = ModelSpec(name=name, **fields)
+        expected = table.get("expect_params")
+        if expected is not None:
+            expected = check_int("expect_params", expected)
+            if expected != spec.params:
+                raise SpecError("expect_params", f"says {expected:,} but the shape gives "
+                                                 f"{spec.params:,}")
     except SpecError as e:
-        raise SpecError(f"{where}.{e.field}", e.message) from None
-    expected = table.get("expect_params")
-    if expected is not None and expected != spec.params:
-        raise SpecError(f"{where}.expect_params",
-                        f"says {expected:,} but the shape gives {spec.params:,}")
+        raise e.within(where) from None
     return spec
 
 
@@ -92,11 +87,18 @@ def _find_table(kind: str, name_or_path: str, allow_files: bool = True) -> tuple
         table, file = tables[name_or_path]
         return name_or_path, table, f"{file}:{name_or_path}"
     path = Path(name_or_path)
-    if allow_files and (path.suffix == ".toml" or path.exists()):
+    try:
+        looks_like_a_file = path.suffix == ".toml" or path.exists()
+    except OSError:                 # e.g. a name too long for the file system: read it and say so
+        looks_like_a_file = True
+    if allow_files and looks_like_a_file:
         data = read_toml(path)
         if len(data) != 1 or not isinstance(next(iter(data.values())), dict):
             raise SpecError(str(path), f"must hold exactly one [{kind}-name] table")
         name, table = next(iter(data.items()))
+        if len(name) > MAX_NAME:
+            raise SpecError(str(path), f"the table's name is {len(name):,} characters long; "
+                                       f"at most {MAX_NAME} are allowed")
         return name, table, f"{path}:{name}"
     raise SpecError(kind, f"unknown preset {str(name_or_path)[:100]!r}; known presets: "
                           f"{', '.join(sorted(tables))}"
@@ -114,17 +116,7 @@ def system_table(name_or_path: str, allow_files: bool = True) -> tuple[str, dict
 
 
 def system_values(system) -> dict:
-    """Preset values keyed as in the TOML file (``node.cores``), in the file's units."""
-    _, table, _ = system_table(system.name)
-    out = {}
-    for part in ("node", "network"):
-        for key, raw in table[part].items():
-            out[f"{part}.{key}"] = raw["value"] if isinstance(raw, dict) and "value" in raw else raw
-    for key in ("default_ranks_per_node", "allowed_ranks_per_node", "default_stack"):
-        raw = table.get(key)
-        out[key] = raw["value"] if isinstance(raw, dict) else raw
-    for name, body in table.get("stacks", {}).items():
-        for key, raw in body.items():
-            if key != "description":
-                out[f"stacks.{name}.{key}"] = raw["value"] if isinstance(raw, dict) else raw
-    return out
+    """The values of ``system`` keyed as in its TOML file (``node.cores``), in the file's
+    units: those of the table it was read from (not of a preset it may be named after),
+    as the options and stack in use leave them (perfmodel.system.SystemSpec.toml_values)."""
+    return system.toml_values()

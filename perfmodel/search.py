@@ -1,12 +1,15 @@
 """The layout search: enumerate valid layouts, reject those that do not fit, rank the rest.
 
 For a job of N nodes (R = N x ranks-per-node ranks) the search varies, unless the
-user pins them: tp over the divisors of heads (and ffn), pp over the divisors of
-layers, dp = R / (tp pp), micro-batch over powers of two that divide the global
-batch share, schedule (1F1B, and interleaved 1F1B with 2-8 virtual stages where
-Megatron-LM allows it), sequence parallelism (when tp > 1), ZeRO stage and
-activation recomputation. GPipe is only evaluated when asked for: it runs the same
-bubble as 1F1B with more activations in flight, so it never wins.
+user pins them: tp over the divisors of heads that also divide kv_heads and ffn,
+pp over the divisors of layers, dp = R / (tp pp), micro-batch over powers of two
+that divide the global batch share, schedule (1F1B, and interleaved 1F1B with 2-8
+virtual stages where Megatron-LM allows it), sequence parallelism (when tp > 1),
+ZeRO stage and activation recomputation. Only layouts a framework runs are
+proposed, and pins no framework runs are refused (perfmodel.layout.check_runnable:
+e.g. no ZeRO-2/3 with a pipeline, no interleaving on two stages). GPipe is only
+evaluated when asked for: it runs the same bubble as 1F1B with more activations in
+flight, so it never wins.
 
 Two rules keep the search small without losing the best layout:
 
@@ -40,7 +43,9 @@ from fpcore.errors import SpecError
 
 from .compute import ComputeModel
 from .estimator import Estimate, estimate, layout_lower_bound, network_for, screening_network
-from .layout import Layout, validate_layout
+from .layout import (INTERLEAVED_MIN_PP, PIPELINE_MAX_ZERO, Layout, check_runnable, divisors,
+                     interleaved_depth_error, tensor_parallel_sizes, tp_error,
+                     zero_with_pipeline_error)
 from .memory import peak_memory
 from .model import ModelSpec
 from .ops import model_flops_per_iteration
@@ -72,29 +77,41 @@ class SearchStats:
         self.node_counts |= other.node_counts
 
 
-def divisors(n: int) -> list[int]:
-    small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
-    return sorted(set(small + [n // d for d in small]))
-
-
-def tensor_parallel_options(model: ModelSpec) -> list[int]:
-    out = []
-    for t in divisors(model.heads):
-        if model.ffn % t == 0 and (model.kv_heads % t == 0 or t % model.kv_heads == 0):
-            out.append(t)
+def _tp_options(model: ModelSpec, pins: dict) -> list[int]:
+    """Tensor-parallel degrees the model and the pins allow."""
+    if pins.get("tp") is not None:
+        return [pins["tp"]]
+    out = tensor_parallel_sizes(model)
+    if pins.get("sequence_parallel"):
+        out = [t for t in out if t > 1 and model.seq % t == 0]
     return out
 
 
+def _pp_options(model: ModelSpec, pins: dict) -> list[int]:
+    """Pipeline depths the model and the pins allow: pp divides the layers (times the
+    pinned virtual stages), is deep enough for the pinned recompute stages and to
+    interleave, and is 1 under a pinned ZeRO-2/3 (perfmodel.layout.framework_error)."""
+    out = _pinned(pins, "pp", divisors(model.layers))
+    v = pins.get("virtual_stages") or 1
+    interleaved = pins.get("schedule") == "interleaved" or v > 1
+    return [p for p in out
+            if model.layers % (p * v) == 0
+            and p >= (pins.get("recompute_stages") or 1)
+            and (not interleaved or p >= INTERLEAVED_MIN_PP)
+            and (pins.get("zero") is None or pins["zero"] <= PIPELINE_MAX_ZERO or p == 1)]
+
+
 def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: dict) -> None:
-    """Reject pins no layout can satisfy, naming the flag and what is allowed."""
+    """Reject pins no runnable layout can satisfy, naming the flag and the rule."""
     unknown = set(pins) - set(PIN_FIELDS)
     if unknown:
         raise SpecError(sorted(unknown)[0], f"cannot be pinned; pinnable: {', '.join(PIN_FIELDS)}")
     tp, pp, dp, mb = (pins.get(k) for k in ("tp", "pp", "dp", "micro_batch"))
-    if tp is not None and tp not in tensor_parallel_options(model):
-        raise SpecError("tp", f"must divide heads ({model.heads}), kv_heads and ffn "
-                              f"({model.ffn}) of {model.name}; allowed: "
-                              + ", ".join(map(str, tensor_parallel_options(model))) + f"; got {tp}")
+    zero, v, sched = pins.get("zero"), pins.get("virtual_stages"), pins.get("schedule")
+    if tp is not None and tp_error(model, tp) is not None:
+        raise SpecError("tp", f"{tp_error(model, tp).message} ({model.name}: heads "
+                              f"{model.heads}, kv_heads {model.kv_heads}, ffn {model.ffn}); "
+                              f"allowed: " + ", ".join(map(str, tensor_parallel_sizes(model))))
     if pp is not None and model.layers % pp:
         raise SpecError("pp", f"must divide the number of layers ({model.layers}); allowed: "
                               + ", ".join(map(str, divisors(model.layers))) + f"; got {pp}")
@@ -105,19 +122,39 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
     if dp is not None and mb is not None and global_batch % (dp * mb):
         raise SpecError("micro_batch", f"dp x micro_batch ({dp} x {mb}) must divide the global "
                                        f"batch ({global_batch})")
-    v, sched = pins.get("virtual_stages"), pins.get("schedule")
+    if zero is not None and zero > 0 and dp == 1:
+        raise SpecError("zero", f"ZeRO-{zero} shards over data parallelism, and dp 1 leaves "
+                                f"nothing to shard: pin --zero 0 or leave --dp free")
     if v is not None and v > 1 and sched not in (None, "interleaved"):
         raise SpecError("virtual_stages", f"needs the interleaved schedule, not {sched}")
-    if sched == "interleaved" and pp is not None and pp < 2:
-        raise SpecError("schedule", "interleaved needs pp >= 2")
+    interleaved = sched == "interleaved" or (v or 1) > 1
     if pins.get("recompute_stages") is not None:
         if pins.get("recompute", "full") != "full":
             raise SpecError("recompute_stages", "needs --recompute full")
         pins.setdefault("recompute", "full")
         if pp is not None and pins["recompute_stages"] > pp:
             raise SpecError("recompute_stages", f"must be at most pp ({pp})")
-    if pins.get("sequence_parallel") and tp == 1:
-        raise SpecError("sequence_parallel", "needs tp > 1")
+    if pins.get("sequence_parallel"):
+        if tp == 1:
+            raise SpecError("sequence_parallel", "needs tp > 1")
+        if not _tp_options(model, pins):
+            raise SpecError("sequence_parallel", f"needs a tp > 1 that divides seq ({model.seq})"
+                                                 + (f"; tp {tp} does not" if tp else ""))
+    if zero is not None and zero > PIPELINE_MAX_ZERO and (
+            (pp or 1) > 1 or interleaved or (pins.get("recompute_stages") or 1) > 1):
+        raise zero_with_pipeline_error(zero, f"pp {pp}" if (pp or 1) > 1 else
+                                       "the interleaved schedule" if interleaved else
+                                       f"recompute on the first {pins['recompute_stages']} "
+                                       f"of several stages")
+    if interleaved and pp is not None and pp < INTERLEAVED_MIN_PP:
+        raise interleaved_depth_error(pp)
+    if not _pp_options(model, pins):
+        field = "virtual_stages" if (v or 1) > 1 else "pp"
+        raise SpecError(field, f"no pipeline depth fits the pins: pp must divide the layers "
+                               f"({model.layers})" + (f", pp x virtual_stages ({v}) too"
+                                                      if (v or 1) > 1 else "")
+                        + (f", and interleaving needs pp >= {INTERLEAVED_MIN_PP}"
+                           if interleaved else ""))
     if pins.get("precision") is not None and not system.node.supports(pins["precision"]):
         raise SpecError("precision", f"{pins['precision']} is not supported by {system.node.name}")
 
@@ -134,11 +171,14 @@ def job_shapes(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
     and are enumerated directly rather than node count by node count.
     """
     ppn = system.ranks_per_node
-    for tp in _pinned(pins, "tp", tensor_parallel_options(model)):
-        for pp in _pinned(pins, "pp", divisors(model.layers)):
-            for dp in _pinned(pins, "dp", divisors(global_batch)):
+    zero, mb = pins.get("zero"), pins.get("micro_batch") or 1
+    dps = [d for d in _pinned(pins, "dp", divisors(global_batch))
+           if global_batch % (d * mb) == 0 and (not zero or d > 1)]   # ZeRO shards over dp
+    for tp in _tp_options(model, pins):
+        for pp in _pp_options(model, pins):
+            for dp in dps:
                 ranks = tp * pp * dp
-                if global_batch % dp or ranks % ppn:
+                if ranks % ppn:
                     continue
                 nodes = ranks // ppn
                 if accept_nodes(nodes):
@@ -152,6 +192,8 @@ def allocatable(system: SystemSpec, nodes: int) -> bool:
 
 
 def _schedules(model: ModelSpec, pp: int, micro_batches: int, pins: dict):
+    """(schedule, virtual stages) to try; interleaving where Megatron-LM runs it
+    (pp >= INTERLEAVED_MIN_PP, micro-batches a multiple of pp)."""
     if pins.get("schedule") is not None:
         sched = pins["schedule"]
         if sched == "interleaved":
@@ -159,10 +201,11 @@ def _schedules(model: ModelSpec, pp: int, micro_batches: int, pins: dict):
                          [v for v in divisors(model.layers // pp) if 2 <= v <= MAX_VIRTUAL_STAGES])
             return [("interleaved", v) for v in vs]
         return [(sched, 1)]
-    if pins.get("virtual_stages") not in (None, 1):
-        return [("interleaved", pins["virtual_stages"])]
+    if pins.get("virtual_stages") is not None:
+        v = pins["virtual_stages"]
+        return [("interleaved", v)] if v > 1 else [("1f1b", 1)]
     out = [("1f1b", 1)]
-    if pp > 1 and micro_batches % pp == 0:
+    if pp >= INTERLEAVED_MIN_PP and micro_batches % pp == 0:
         out += [("interleaved", v) for v in divisors(model.layers // pp)
                 if 2 <= v <= MAX_VIRTUAL_STAGES]
     return out
@@ -180,7 +223,8 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
             continue
         m = global_batch // (dp * mb)
         for sched, v in _schedules(model, pp, m, pins):
-            if model.layers % (pp * v) or (sched == "interleaved" and (pp < 2 or m % pp)):
+            if model.layers % (pp * v) or (sched == "interleaved" and (
+                    pp < INTERLEAVED_MIN_PP or m % pp)):
                 continue
             for sp in sps:
                 if sp and tp == 1:
@@ -233,11 +277,12 @@ def least_recompute_that_fits(model: ModelSpec, system: SystemSpec, layout: Layo
 
 def fitting_variants(model: ModelSpec, system: SystemSpec, layout: Layout, pins: dict,
                      stats: SearchStats) -> list[Layout]:
-    """The ZeRO / recompute variants of a base layout worth estimating."""
+    """The ZeRO / recompute variants of a base layout worth estimating (ZeRO-2/3 only
+    without a pipeline: perfmodel.layout.framework_error)."""
     zeros = [pins["zero"]] if pins.get("zero") is not None else [0, 1, 2, 3]
     out = []
     for z in zeros:
-        if layout.dp == 1 and z > 0:
+        if (layout.dp == 1 and z > 0) or (layout.pp > 1 and z > PIPELINE_MAX_ZERO):
             break
         chosen = least_recompute_that_fits(model, system, layout.replace(zero=z), pins, stats)
         if chosen is not None:
@@ -262,7 +307,7 @@ def lower_bound_s(model: ModelSpec, system: SystemSpec, tp: int, pp: int, dp: in
 def _max_virtual(model: ModelSpec, pp: int, pins: dict) -> int:
     if pins.get("virtual_stages") is not None:
         return pins["virtual_stages"]
-    if pp == 1 or pins.get("schedule") not in (None, "interleaved"):
+    if pp < INTERLEAVED_MIN_PP or pins.get("schedule") not in (None, "interleaved"):
         return 1
     return max(v for v in divisors(model.layers // pp) if v <= MAX_VIRTUAL_STAGES)
 
@@ -340,7 +385,7 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
         for base in base_layouts(model, tp, pp, dp, global_batch, pins,
                                  system.stack.overlap_dp):
             try:
-                validate_layout(base, model)
+                check_runnable(base, model)
             except SpecError:
                 continue
             if layout_lower_bound(model, system, base, screening) >= threshold():

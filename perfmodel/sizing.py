@@ -19,7 +19,9 @@ The rule (docs/planning.md points here rather than repeating it):
    LayerNorm with bias, learned positions, GELU, biases, tied embeddings, vocabulary
    49,152 and sequence 2,048, unless the caller overrides vocab or seq.
 
-The exact count of the chosen shape is reported, never N itself. Over [1e8, 1e13]
+The exact count of the chosen shape is reported, never N itself: the model is named
+by it to three significant digits (``gpt-20.2B`` for a request of 20.861e9, which
+gets 20,249,432,064 parameters), and its source keeps the requested N. Over [1e8, 1e13]
 it is within 3.7% of N (worst near 12 B, where the 128-wide steps are coarsest).
 """
 
@@ -76,8 +78,10 @@ def model_for_params(n_params: float, *, vocab: int = DEFAULT_VOCAB,
                            layers, heads))
     close = [s for s in shapes if s[0] <= 0.01]
     _, _, layers, heads = (min(close, key=lambda s: s[1]) if close else min(shapes))
-    return _shape(layers, heads, head_dim, vocab, seq).replace(
-        name=f"gpt-{_short(n_params)}", source="fugakuperf --params rule (perfmodel/sizing.py)")
+    spec = _shape(layers, heads, head_dim, vocab, seq)
+    return spec.replace(name=f"gpt-{_short(spec.params)}",
+                        source=f"fugakuperf --params rule (perfmodel/sizing.py) for "
+                               f"{n_params:,.0f} parameters requested")
 
 
 def _shape(layers: int, heads: int, head_dim: int, vocab: int, seq: int) -> ModelSpec:
@@ -85,7 +89,9 @@ def _shape(layers: int, heads: int, head_dim: int, vocab: int, seq: int) -> Mode
 
 
 def _short(n: float) -> str:
+    """``n`` to three significant digits in M, B or T (12,847,728,640 -> 12.8B)."""
     for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M")):
-        if n >= div:
-            return f"{n / div:g}{suffix}"
-    return f"{n:g}"
+        x = float(f"{n / div:.3g}")
+        if x >= 1:
+            return f"{x:g}{suffix}"
+    return f"{n:.3g}"

@@ -1,7 +1,12 @@
 """SystemSpec: node, network, how ranks sit on nodes, and the software stack.
 
 Values come from preset TOML files where each carries its source; the spec keeps
-those sources (``SystemSpec.sources``) for reports and ``fugakuperf presets``.
+those sources (``SystemSpec.sources``) for reports and ``fugakuperf presets``, and
+remembers the table it was read from (``origin``, ``file_values``), so what is
+reported describes the system in use, whatever its table is called. The parts
+(``NodeSpec``, ``NetworkSpec``, ``StackSpec``) and the ranges every value is checked
+against are in perfmodel.parts; errors name the field as in the TOML file
+(``mysys.toml:mysys.network.allocation_unit_nodes: ...``).
 
 A *software stack* (``StackSpec``) is what the framework and its libraries make of
 the hardware: the same A64FX node trained GPT at 0.4-1.0 TFLOP/s under the early
@@ -15,192 +20,25 @@ whether the framework overlaps the data-parallel reduction with the backward.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
 from typing import Mapping
 
-from fpcore.errors import SpecError, check_bool, check_choice, check_float, check_int, check_keys
+from fpcore.errors import (SpecError, check_bool, check_float, check_int, check_keys,
+                           check_list, check_str, check_table, require)
 
+from .parts import (GB, GIB, MAX_RANKS_PER_NODE, STACK_KEYS, TORUS_AXES, NetworkSpec, NodeSpec,
+                    StackSpec, set_field)
 from .presets import system_table
 
+__all__ = ["GB", "GIB", "PRECISIONS", "NetworkSpec", "NodeSpec", "RankView", "StackSpec",
+           "SystemSpec", "load_system", "pick_stack", "system_from_table"]
+
 PRECISIONS = ("fp32", "fp16", "bf16")
-GB = 1e9
-GIB = 2**30
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """One compute node. Bandwidths in byte/s, clock in Hz, memory in bytes."""
-
-    name: str
-    cores: int
-    numa_domains: int
-    clock_hz: float
-    allowed_clocks_hz: tuple[float, ...]
-    flops_per_cycle_per_core: tuple[tuple[str, float], ...]   # (precision, FLOP/cycle/core)
-    eco_mode: bool
-    memory_bytes: float
-    usable_memory_bytes: float
-    memory_bandwidth: float
-    stream_bandwidth: float
-    stream_bandwidth_per_domain: float
-    inter_domain_bandwidth: float
-    gemm_efficiency: float
-    power_w: float
-    mtbf_hours: float | None = None      # mean time between failures of one node
-    # GEMM efficiency over shape: gemm_efficiency / (1 + h/m + h/n + h/k); 0: flat
-    gemm_half_size: float = 0.0
-    # bytes/s (STREAM convention) at which one rank's MPI reduction runs; 0: free
-    # (GPU collective libraries reduce in kernels pipelined with the transfers)
-    reduce_bandwidth: float = 0.0
-
-    def __post_init__(self):
-        check_int("node.cores", self.cores, hi=100_000)
-        check_int("node.numa_domains", self.numa_domains, hi=self.cores)
-        check_float("node.clock_ghz", self.clock_hz / GB, hi=100)
-        check_bool("node.eco_mode", self.eco_mode)
-        fpc = self.flops_per_cycle_per_core
-        if isinstance(fpc, Mapping):
-            fpc = tuple(sorted(fpc.items()))
-            object.__setattr__(self, "flops_per_cycle_per_core", fpc)
-        for p, v in fpc:
-            check_choice("node.flops_per_cycle_per_core", p, ("fp64", "fp32", "fp16", "bf16"))
-            check_float(f"node.flops_per_cycle_per_core.{p}", v)
-        for name in ("memory_bytes", "usable_memory_bytes", "memory_bandwidth",
-                     "stream_bandwidth", "stream_bandwidth_per_domain",
-                     "inter_domain_bandwidth"):
-            check_float(f"node.{name}", getattr(self, name))
-        check_float("node.power_w", self.power_w, lo_open=False)     # 0: not known
-        check_float("node.gemm_efficiency", self.gemm_efficiency, hi=1.0)
-        check_float("node.gemm_half_size", self.gemm_half_size, lo_open=False)
-        check_float("node.reduce_bandwidth_gbs", self.reduce_bandwidth / GB, lo_open=False)
-        if self.mtbf_hours is not None:
-            check_float("node.mtbf_hours", self.mtbf_hours)
-        if self.usable_memory_bytes > self.memory_bytes:
-            raise SpecError("node.usable_memory_gb", "must not exceed memory_gib")
-        if self.stream_bandwidth > self.memory_bandwidth:
-            raise SpecError("node.stream_bandwidth_gbs", "must not exceed memory_bandwidth_gbs")
-
-    def peak_flops(self, precision: str) -> float:
-        """Peak FLOP/s of the whole node; eco mode uses one of the two FP pipes."""
-        per_cycle = dict(self.flops_per_cycle_per_core)
-        if precision not in per_cycle:
-            raise SpecError("precision", f"{precision} is not supported by {self.name}; "
-                                         f"supported: {', '.join(sorted(per_cycle))}")
-        eco = 0.5 if self.eco_mode else 1.0
-        return self.cores * self.clock_hz * per_cycle[precision] * eco
-
-    def supports(self, precision: str) -> bool:
-        return precision in dict(self.flops_per_cycle_per_core)
-
-
-@dataclass(frozen=True)
-class StackSpec:
-    """A software stack on a system: what its framework and libraries reach."""
-
-    name: str = "default"
-    description: str = "the preset's own efficiencies"
-    gemm_efficiency: float | None = None      # overrides node.gemm_efficiency
-    gemm_half_size: float | None = None       # overrides node.gemm_half_size
-    # memory-bound kernels run at min(STREAM, this x clock) bytes/s per node; None:
-    # STREAM-bound (vectorised kernels)
-    kernel_bytes_per_cycle: float | None = None
-    collective_efficiency: float = 1.0        # of the network model's bandwidth
-    overlap_dp: bool = True                   # DP reduction overlaps the backward
-
-    def __post_init__(self):
-        where = f"stacks.{self.name}"
-        if self.gemm_efficiency is not None:
-            check_float(f"{where}.gemm_efficiency", self.gemm_efficiency, hi=1.0)
-        if self.gemm_half_size is not None:
-            check_float(f"{where}.gemm_half_size", self.gemm_half_size, lo_open=False)
-        if self.kernel_bytes_per_cycle is not None:
-            check_float(f"{where}.kernel_bytes_per_cycle", self.kernel_bytes_per_cycle)
-        check_float(f"{where}.collective_efficiency", self.collective_efficiency, hi=1.0)
-        check_bool(f"{where}.overlap_dp", self.overlap_dp)
-
-    def replace(self, **changes) -> "StackSpec":
-        return dataclasses.replace(self, **changes)
-
-
-STACK_KEYS = ("gemm_efficiency", "gemm_half_size", "kernel_bytes_per_cycle",
-              "collective_efficiency", "overlap_dp")
-
-
-@dataclass(frozen=True)
-class NetworkSpec:
-    """The interconnect: an N-D torus/mesh (per-axis size and wrap) with its links."""
-
-    kind: str
-    axes: tuple[str, ...]
-    shape: tuple[int, ...]
-    wrap: tuple[bool, ...]
-    link_bandwidth: float
-    link_efficiency: float
-    latency_s: float
-    injection_bandwidth: float
-    injection_efficiency: float
-    allocation_unit_nodes: int = 1
-    large_allocation_unit_nodes: int = 1
-    large_allocation_threshold_nodes: int = 0
-    put_latency_s: float | None = None        # a collective step (default: latency_s)
-    intra_node_latency_s: float | None = None  # a step between ranks of one node
-    hop_latency_s: float = 0.0
-    model: str = "flow"                        # "flow" or "analytic"
-    mapping: str = "tofu"                      # rank placement strategy
-    job_torus: bool = True
-    # kind "fattree" (GPU clusters): shape (nodes,); the link is one NIC, injection all
-    nics_per_node: int = 1
-    nodes_per_leaf: int = 1
-    oversubscription: float = 1.0
-
-    def __post_init__(self):
-        check_choice("network.kind", self.kind, ("torus", "fattree"))
-        check_int("network.nics_per_node", self.nics_per_node, hi=1024)
-        check_int("network.nodes_per_leaf", self.nodes_per_leaf, hi=1_000_000)
-        check_float("network.oversubscription", self.oversubscription)
-        check_choice("network.model", self.model, ("flow", "analytic"))
-        check_choice("network.mapping", self.mapping, ("tofu", "linear"))
-        check_bool("network.job_torus", self.job_torus)
-        for name in ("put_latency_s", "intra_node_latency_s"):
-            v = getattr(self, name)
-            if v is None:
-                object.__setattr__(self, name, self.latency_s)
-            else:
-                check_float(f"network.{name.replace('_s', '_us')}", v * 1e6, lo=0.0, lo_open=False)
-        check_float("network.hop_latency_us", self.hop_latency_s * 1e6, lo=0.0, lo_open=False)
-        if not (len(self.axes) == len(self.shape) == len(self.wrap)) or not self.axes:
-            raise SpecError("network.shape", "axes, shape and wrap must have the same length")
-        for ax, n in zip(self.axes, self.shape):
-            check_int(f"network.shape[{ax}]", n, hi=1_000_000)
-        check_float("network.link_bandwidth_gbs", self.link_bandwidth / GB)
-        check_float("network.link_efficiency", self.link_efficiency, hi=1.0)
-        check_float("network.latency_us", self.latency_s * 1e6, lo=0.0, lo_open=False)
-        check_float("network.injection_bandwidth_gbs", self.injection_bandwidth / GB)
-        check_float("network.injection_efficiency", self.injection_efficiency, hi=1.0)
-
-    @property
-    def nodes(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
-
-    @property
-    def effective_link_bandwidth(self) -> float:
-        return self.link_bandwidth * self.link_efficiency
-
-    @property
-    def effective_injection_bandwidth(self) -> float:
-        return self.injection_bandwidth * self.injection_efficiency
-
-    def allocation_unit(self, nodes: int) -> int:
-        """Granularity of a job of ``nodes`` nodes (12, or 48 above 384 on Fugaku)."""
-        if nodes > self.large_allocation_threshold_nodes:
-            return self.large_allocation_unit_nodes
-        return self.allocation_unit_nodes
 
 
 @dataclass(frozen=True)
@@ -232,12 +70,46 @@ class SystemSpec:
     # the software stack in use (already applied to node and network, see with_stack)
     stack: StackSpec = StackSpec()
     stacks: tuple[StackSpec, ...] = ()           # the stacks the preset describes
+    # where the system was read ("FILE:TABLE"; "" when built in code) and its table's
+    # values keyed as in the file (``node.cores``), in the file's units
+    origin: str = field(default="", compare=False)
+    file_values: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
+        set_field(self, "name", check_str("system", self.name, max_len=200))
+        set_field(self, "description", check_str("description", self.description))
+        allowed = check_list("allowed_ranks_per_node", self.allowed_ranks_per_node, min_len=1,
+                             max_len=64)
+        set_field(self, "allowed_ranks_per_node", tuple(
+            check_int(f"allowed_ranks_per_node[{i}]", p, hi=MAX_RANKS_PER_NODE)
+            for i, p in enumerate(allowed)))
+        set_field(self, "ranks_per_node", check_int("ppn", self.ranks_per_node,
+                                                    hi=MAX_RANKS_PER_NODE))
         if self.ranks_per_node not in self.allowed_ranks_per_node:
-            raise SpecError("ppn", f"must be one of {', '.join(map(str, self.allowed_ranks_per_node))} "
-                                   f"for {self.name}; got {self.ranks_per_node}")
-        object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
+            allowed = ", ".join(map(str, self.allowed_ranks_per_node))
+            raise SpecError("ppn", f"must be one of {allowed} for {self.name}; got "
+                                   f"{self.ranks_per_node}")
+        nics = self.network.nics_per_node
+        if self.network.kind == "fattree" and any(p % nics for p in self.allowed_ranks_per_node):
+            raise SpecError("network.nics_per_node", f"must divide every allowed ranks per node "
+                                                     f"({list(self.allowed_ranks_per_node)}): the "
+                                                     f"ranks of a node share its NICs evenly; "
+                                                     f"got {nics}")
+        if self.checkpoint_bandwidth is not None:
+            check_float("checkpoint_bandwidth", self.checkpoint_bandwidth)
+        set_field(self, "sources", MappingProxyType(dict(self.sources)))
+        set_field(self, "file_values", dict(self.file_values))
+        if self.job_shape is not None:
+            self.job_allocation            # parsed now: a bad shape is refused before any work
+
+    def __getstate__(self):
+        """Pickled as plain data (the read-only views and derived values are rebuilt)."""
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        state["sources"] = dict(self.sources)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, sources=MappingProxyType(state["sources"]))
 
     @cached_property
     def rank(self) -> RankView:
@@ -264,11 +136,36 @@ class SystemSpec:
             intra_node_bandwidth=node.inter_domain_bandwidth,
         )
 
+    @cached_property
+    def job_allocation(self):
+        """The given job shape as a box of the torus (topologies.allocation.JobAllocation),
+        or None when the allocator model chooses the box."""
+        if self.job_shape is None:
+            return None
+        from topologies.allocation import parse_shape
+        net = self.network
+        if net.kind != "torus" or len(net.shape) != TORUS_AXES:
+            raise SpecError("shape", f"is a torus job shape; {self.name}'s network is a "
+                                     f"{len(net.shape)}-axis {net.kind}, which has none")
+        return parse_shape(self.job_shape, net.machine)
+
+    def check_nodes(self, nodes: int, given: str = "--nodes") -> int:
+        """``nodes`` when a job of that many nodes fits the machine and the given job
+        shape; otherwise a SpecError naming ``nodes`` or ``shape`` (``given``: what asked
+        for the nodes, for the message)."""
+        nodes = check_int("nodes", nodes, hi=self.network.nodes)
+        job = self.job_allocation
+        if job is not None and nodes > job.nodes:
+            raise SpecError("shape", f"{self.job_shape} is {job.describe()}, fewer than the "
+                                     f"{nodes:,} nodes the job needs ({given}); give a shape of "
+                                     f"at least {nodes:,} nodes or a smaller job")
+        return nodes
+
     def with_options(self, *, clock_ghz: float | None = None, eco: bool | None = None,
                      ppn: int | None = None, network_model: str | None = None,
                      mapping: str | None = None, shape: str | None = None) -> "SystemSpec":
         """The same system at another clock, eco mode, ranks per node or network model."""
-        net = self.network
+        net, sources = self.network, dict(self.sources)
         if network_model is not None or mapping is not None:
             net = dataclasses.replace(net, model=network_model or net.model,
                                       mapping=mapping or net.mapping)
@@ -277,11 +174,22 @@ class SystemSpec:
             hz = check_float("clock", clock_ghz) * GB
             if all(abs(hz - c) > 1e6 for c in node.allowed_clocks_hz):
                 allowed = ", ".join(f"{c / GB:g}" for c in node.allowed_clocks_hz)
-                raise SpecError("clock", f"must be one of {allowed} GHz for {node.name}; got {clock_ghz:g}")
+                raise SpecError("clock", f"must be one of {allowed} GHz for {node.name}; got "
+                                         f"{clock_ghz:g}")
             node = dataclasses.replace(node, clock_hz=hz)
         if eco is not None:
             node = dataclasses.replace(node, eco_mode=eco)
-        return dataclasses.replace(self, node=node, network=net,
+        for part, key, before, after, option in (
+                ("node", "clock_ghz", self.node.clock_hz / GB, node.clock_hz / GB, "clock"),
+                ("node", "eco_mode", self.node.eco_mode, node.eco_mode, "eco"),
+                ("network", "model", self.network.model, net.model, "network model"),
+                ("network", "mapping", self.network.mapping, net.mapping, "mapping")):
+            if before != after:            # the value in use is the option's: say so
+                old = f"{before:g}" if isinstance(before, float) else str(before)
+                was = sources.get(f"{part}.{key}")
+                sources[f"{part}.{key}"] = (f"the {option} option (instead of {old}"
+                                            + (f": {was})" if was else ")"))
+        return dataclasses.replace(self, node=node, network=net, sources=sources,
                                    ranks_per_node=self.ranks_per_node if ppn is None else ppn,
                                    job_shape=self.job_shape if shape is None else shape)
 
@@ -318,10 +226,16 @@ class SystemSpec:
                 sources[f"node.{key}"] = f"{tag}: {sources.get(f'stacks.{stack.name}.{key}', '')}"
         if stack.collective_efficiency != 1.0:
             c = stack.collective_efficiency
-            net = dataclasses.replace(net, link_efficiency=net.link_efficiency * c,
-                                      injection_efficiency=net.injection_efficiency * c)
+            try:
+                net = dataclasses.replace(net, link_efficiency=net.link_efficiency * c,
+                                          injection_efficiency=net.injection_efficiency * c)
+            except SpecError as e:
+                raise SpecError(f"stacks.{stack.name}.collective_efficiency",
+                                f"{c:g} x the network's efficiencies ({e.field}: {e.message})"
+                                ) from None
             for key in ("link_efficiency", "injection_efficiency"):
-                sources[f"network.{key}"] = (f"{sources.get(f'network.{key}', '')}; x {c:g} "
+                sources[f"network.{key}"] = (f"{sources.get(f'network.{key}', '')}; "
+                                             f"{getattr(self.network, key):g} x {c:g} "
                                              f"collective efficiency of {tag}")
         return dataclasses.replace(self, node=node, network=net, stack=stack, sources=sources)
 
@@ -334,83 +248,168 @@ class SystemSpec:
             out["calibration"] = self.calibration
         return out
 
+    def toml_values(self) -> dict:
+        """The values of this system keyed as in its TOML file (``node.cores``), in the
+        file's units: the file's own, except where the system in use differs (an option
+        or the stack changed it)."""
+        out = copy.deepcopy(self.file_values)
+        for part, keys in (("node", _NODE_KEYS), ("network", _NETWORK_KEYS)):
+            spec = getattr(self, part)
+            for key, (name, scale, kind) in keys.items():
+                here = f"{part}.{key}"
+                if here in out and not _same(_convert(here, out[here], scale, kind),
+                                             getattr(spec, name)):
+                    out[here] = _in_file_units(getattr(spec, name), scale)
+        return out
+
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["sources"] = dict(self.sources)
+        d = _plain(self)
         d["node"]["flops_per_cycle_per_core"] = dict(self.node.flops_per_cycle_per_core)
-        d.pop("rank", None)
         return d
 
 
+def _plain(value):
+    """``value`` with its dataclasses and mappings (read-only views too) as dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 # --------------------------------------------------------------------- loading
+# toml key: (field, scale to SI, kind of value)
 _NODE_KEYS = {
-    # toml key: (field, scale to SI)
-    "cores": ("cores", None), "numa_domains": ("numa_domains", None),
-    "clock_ghz": ("clock_hz", GB), "allowed_clocks_ghz": ("allowed_clocks_hz", GB),
-    "flops_per_cycle_per_core": ("flops_per_cycle_per_core", None),
-    "eco_mode": ("eco_mode", None), "memory_gib": ("memory_bytes", GIB),
-    "usable_memory_gb": ("usable_memory_bytes", GB),
-    "memory_bandwidth_gbs": ("memory_bandwidth", GB),
-    "stream_bandwidth_gbs": ("stream_bandwidth", GB),
-    "stream_bandwidth_per_domain_gbs": ("stream_bandwidth_per_domain", GB),
-    "inter_domain_bandwidth_gbs": ("inter_domain_bandwidth", GB),
-    "gemm_efficiency": ("gemm_efficiency", None), "power_w": ("power_w", None),
-    "gemm_half_size": ("gemm_half_size", None),
-    "reduce_bandwidth_gbs": ("reduce_bandwidth", GB),
-    "mtbf_hours": ("mtbf_hours", None),
+    "name": ("name", None, "str"),
+    "cores": ("cores", None, "int"), "numa_domains": ("numa_domains", None, "int"),
+    "clock_ghz": ("clock_hz", GB, "float"),
+    "allowed_clocks_ghz": ("allowed_clocks_hz", GB, "floats"),
+    "flops_per_cycle_per_core": ("flops_per_cycle_per_core", None, "rates"),
+    "eco_mode": ("eco_mode", None, "bool"), "memory_gib": ("memory_bytes", GIB, "float"),
+    "usable_memory_gb": ("usable_memory_bytes", GB, "float"),
+    "memory_bandwidth_gbs": ("memory_bandwidth", GB, "float"),
+    "stream_bandwidth_gbs": ("stream_bandwidth", GB, "float"),
+    "stream_bandwidth_per_domain_gbs": ("stream_bandwidth_per_domain", GB, "float"),
+    "inter_domain_bandwidth_gbs": ("inter_domain_bandwidth", GB, "float"),
+    "gemm_efficiency": ("gemm_efficiency", None, "float"), "power_w": ("power_w", None, "float"),
+    "gemm_half_size": ("gemm_half_size", None, "float"),
+    "reduce_bandwidth_gbs": ("reduce_bandwidth", GB, "float"),
+    "mtbf_hours": ("mtbf_hours", None, "float"),
 }
 _NETWORK_KEYS = {
-    "axes": ("axes", None), "shape": ("shape", None), "wrap": ("wrap", None),
-    "link_bandwidth_gbs": ("link_bandwidth", GB), "link_efficiency": ("link_efficiency", None),
-    "latency_us": ("latency_s", 1e-6),
-    "injection_bandwidth_gbs": ("injection_bandwidth", GB),
-    "injection_efficiency": ("injection_efficiency", None),
-    "put_latency_us": ("put_latency_s", 1e-6),
-    "intra_node_latency_us": ("intra_node_latency_s", 1e-6),
-    "hop_latency_us": ("hop_latency_s", 1e-6),
-    "model": ("model", None), "mapping": ("mapping", None), "job_torus": ("job_torus", None),
-    "allocation_unit_nodes": ("allocation_unit_nodes", None),
-    "large_allocation_unit_nodes": ("large_allocation_unit_nodes", None),
-    "large_allocation_threshold_nodes": ("large_allocation_threshold_nodes", None),
-    "nics_per_node": ("nics_per_node", None), "nodes_per_leaf": ("nodes_per_leaf", None),
-    "oversubscription": ("oversubscription", None),
+    "kind": ("kind", None, "str"),
+    "axes": ("axes", None, "strs"), "shape": ("shape", None, "ints"),
+    "wrap": ("wrap", None, "bools"),
+    "link_bandwidth_gbs": ("link_bandwidth", GB, "float"),
+    "link_efficiency": ("link_efficiency", None, "float"),
+    "latency_us": ("latency_s", 1e-6, "float"),
+    "injection_bandwidth_gbs": ("injection_bandwidth", GB, "float"),
+    "injection_efficiency": ("injection_efficiency", None, "float"),
+    "put_latency_us": ("put_latency_s", 1e-6, "float"),
+    "intra_node_latency_us": ("intra_node_latency_s", 1e-6, "float"),
+    "hop_latency_us": ("hop_latency_s", 1e-6, "float"),
+    "model": ("model", None, "str"), "mapping": ("mapping", None, "str"),
+    "job_torus": ("job_torus", None, "bool"),
+    "allocation_unit_nodes": ("allocation_unit_nodes", None, "int"),
+    "large_allocation_unit_nodes": ("large_allocation_unit_nodes", None, "int"),
+    "large_allocation_threshold_nodes": ("large_allocation_threshold_nodes", None, "int"),
+    "nics_per_node": ("nics_per_node", None, "int"),
+    "nodes_per_leaf": ("nodes_per_leaf", None, "int"),
+    "oversubscription": ("oversubscription", None, "float"),
 }
+_DEFAULTED = {"node": ("name", "allowed_clocks_ghz"), "network": ("kind",)}  # by the loader
+_IDENTIFIERS = ("name", "kind")
+TOP_KEYS = ("description", "default_ranks_per_node", "allowed_ranks_per_node", "default_stack",
+            "stacks", "node", "network")
 
 
-def _unpack(where: str, table: dict, keys: dict, sources: dict, prefix: str) -> dict:
-    check_keys(where, table, set(keys) | {"name", "kind"})
+def _required(cls, keys: dict, defaulted) -> list[str]:
+    """The TOML keys of the fields of ``cls`` that have no default."""
+    bare = {f.name for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    return [k for k, (name, _, _) in keys.items() if name in bare and k not in defaulted]
+
+
+def _convert(where: str, value, scale, kind: str):
+    """A TOML value of ``kind`` checked for its type and given in SI units (ranges are
+    checked by the spec it goes into)."""
+    scale = scale or 1.0
+    if kind == "int":
+        return check_int(where, value, lo=None)
+    if kind == "float":
+        return check_float(where, value, lo=None) * scale
+    if kind == "bool":
+        return check_bool(where, value)
+    if kind == "str":
+        return check_str(where, value, max_len=200)
+    if kind == "rates":
+        table = check_table(where, value)
+        return {check_str(where, p, max_len=10): check_float(f"{where}.{p}", v, lo=None)
+                for p, v in table.items()}
+    items = check_list(where, value, min_len=1, max_len=64)
+    one = {"floats": "float", "ints": "int", "bools": "bool", "strs": "str"}[kind]
+    return tuple(_convert(f"{where}[{i}]", v, scale, one) for i, v in enumerate(items))
+
+
+def _same(a, b) -> bool:
+    """Whether two values of a spec are equal (floats to rounding after a unit change)."""
+    if isinstance(a, dict):
+        a = tuple(sorted(a.items()))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return (isinstance(a, (int, float)) and isinstance(b, (int, float))
+                and math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-300))
+    return a == b
+
+
+def _in_file_units(value, scale):
+    if isinstance(value, tuple):
+        if value and isinstance(value[0], tuple):          # (precision, rate) pairs
+            return dict(value)
+        return [_in_file_units(v, scale) for v in value]
+    if isinstance(value, float):
+        return float(f"{value / (scale or 1.0):.12g}")      # without the unit change's noise
+    return value
+
+
+def _unwrap(where: str, raw, kind: str, sources: dict, key: str):
+    """The value of a plain (``cores = 48``) or sourced (``{ value = 48, source = "..." }``)
+    entry, its source recorded under ``key``."""
+    if isinstance(raw, dict) and not (kind == "rates" and "value" not in raw):
+        check_keys(where, raw, ("value", "source"))
+        require(where, raw, ("value",))
+        sources[key] = check_str(f"{where}.source", raw.get("source", ""))
+        return raw["value"]
+    sources[key] = ""
+    return raw
+
+
+def _part(where: str, table, keys: dict, cls, sources: dict, prefix: str) -> dict:
+    """The fields of ``cls`` from a [node] or [network] table."""
+    check_table(where, table)
+    check_keys(where, table, keys)
+    require(where, table, _required(cls, keys, _DEFAULTED[prefix]))
     out = {}
     for key, raw in table.items():
-        if key in ("name", "kind"):
-            out[key] = raw
-            continue
-        if isinstance(raw, dict) and "value" in raw:
-            check_keys(f"{where}.{key}", raw, ("value", "source"))
-            value = raw["value"]
-            sources[f"{prefix}.{key}"] = raw.get("source", "")
-        else:
+        name, scale, kind = keys[key]
+        if key in _IDENTIFIERS:                 # names, not measured values: no source
             value = raw
-            sources[f"{prefix}.{key}"] = ""
-        fname, scale = keys[key]
-        if scale is not None:
-            if isinstance(value, list):
-                value = tuple(float(v) * scale for v in value)
-            elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                value = float(value) * scale
-            else:
-                raise SpecError(f"{where}.{key}", f"must be a number, got {value!r}")
-        elif isinstance(value, list):
-            value = tuple(value)
-        elif isinstance(value, dict):
-            value = MappingProxyType(dict(value))
-        out[fname] = value
+        else:
+            value = _unwrap(f"{where}.{key}", raw, kind, sources, f"{prefix}.{key}")
+        out[name] = _convert(f"{where}.{key}", value, scale, kind)
     return out
 
 
-def _value(where: str, table: dict, key: str, sources: dict, default=None):
-    raw = table.get(key, default)
-    if isinstance(raw, dict) and "value" in raw:
-        sources[key] = raw.get("source", "")
+def _top(where: str, table: dict, key: str, sources: dict):
+    """A top-level value (plain or sourced; None when absent)."""
+    raw = table.get(key)
+    if isinstance(raw, dict):
+        check_keys(f"{where}.{key}", raw, ("value", "source"))
+        require(f"{where}.{key}", raw, ("value",))
+        sources[key] = check_str(f"{where}.{key}.source", raw.get("source", ""))
         return raw["value"]
     return raw
 
@@ -422,26 +421,34 @@ def _stacks(where: str, table: dict, sources: dict) -> tuple[StackSpec, ...]:
     out = []
     for name, body in raw.items():
         here = f"{where}.stacks.{name}"
-        if not isinstance(body, dict):
-            raise SpecError(here, "must be a table")
+        check_table(here, body)
         check_keys(here, body, ("description",) + STACK_KEYS)
         fields = {}
         for key in STACK_KEYS:
             if key in body:
-                raw_key = body[key]
-                if isinstance(raw_key, dict):
-                    check_keys(f"{here}.{key}", raw_key, ("value", "source"))
-                    raw_key, source = raw_key.get("value"), raw_key.get("source", "")
-                else:
-                    source = ""
-                fields[key] = raw_key
-                sources[f"stacks.{name}.{key}"] = source
+                fields[key] = _unwrap(f"{here}.{key}", body[key], "float", sources,
+                                      f"stacks.{name}.{key}")
         try:
-            out.append(StackSpec(name=name, description=str(body.get("description", "")),
-                                 **fields))
+            out.append(StackSpec(name=name, description=check_str(
+                f"{here}.description", body.get("description", "")), **fields))
         except SpecError as e:
-            raise SpecError(f"{where}.{e.field}", e.message) from None
+            raise e.within(where) from None
     return tuple(out)
+
+
+def _file_values(table: dict) -> dict:
+    """The (checked) table's values keyed as in the TOML file (``node.cores``), in its units."""
+    def value(raw):
+        return copy.deepcopy(raw["value"] if isinstance(raw, dict) and "value" in raw else raw)
+    out = {f"{part}.{key}": value(raw)
+           for part in ("node", "network") for key, raw in table[part].items()}
+    for key in ("default_ranks_per_node", "allowed_ranks_per_node", "default_stack"):
+        out[key] = value(table.get(key))
+    for name, body in table.get("stacks", {}).items():
+        for key, raw in body.items():
+            if key != "description":
+                out[f"stacks.{name}.{key}"] = value(raw)
+    return out
 
 
 def pick_stack(system: SystemSpec, name, default: str | None) -> SystemSpec:
@@ -456,44 +463,52 @@ def pick_stack(system: SystemSpec, name, default: str | None) -> SystemSpec:
         if stack.name == wanted:
             return system.with_stack(stack)
     known = ", ".join(s.name for s in system.stacks) or "none (the preset describes no stacks)"
-    raise SpecError("stack", f"{system.name} has no stack {wanted!r}; its stacks: {known}")
+    raise SpecError("stack", f"{system.name} has no stack {str(wanted)[:100]!r}; its stacks: "
+                             f"{known}")
 
 
 def system_from_table(name: str, table: dict, where: str, stack=None) -> SystemSpec:
-    check_keys(where, table, ("description", "default_ranks_per_node",
-                              "allowed_ranks_per_node", "default_stack", "stacks", "node",
-                              "network"))
-    for part in ("node", "network"):
-        if not isinstance(table.get(part), dict):
-            raise SpecError(f"{where}.{part}", "missing table")
+    """The system a TOML table describes; ``where`` ("FILE:TABLE") prefixes every error's
+    field and is kept as the system's ``origin``."""
+    check_keys(where, table, TOP_KEYS)
+    require(where, table, ("node", "network"))
     sources: dict[str, str] = {}
     try:
-        node_fields = _unpack(f"{where}.node", table["node"], _NODE_KEYS, sources, "node")
+        node_fields = _part("node", table["node"], _NODE_KEYS, NodeSpec, sources, "node")
         node_fields.setdefault("name", name)
-        node_fields.setdefault("allowed_clocks_hz", (node_fields.get("clock_hz", 0.0),))
+        node_fields.setdefault("allowed_clocks_hz", (node_fields["clock_hz"],))
         node = NodeSpec(**node_fields)
-        net_fields = _unpack(f"{where}.network", table["network"], _NETWORK_KEYS, sources, "network")
+        net_fields = _part("network", table["network"], _NETWORK_KEYS, NetworkSpec, sources,
+                           "network")
         net_fields.setdefault("kind", "torus")
         network = NetworkSpec(**net_fields)
-    except TypeError as e:   # a required key is missing
-        missing = str(e).split("argument", 1)[-1].strip(": '")
-        raise SpecError(where, f"missing required key: {missing}") from None
+        description = _top(where, table, "description", {})
+        description = check_str("description", "" if description is None else description)
+        ppn = _top(where, table, "default_ranks_per_node", sources)
+        ppn = check_int("default_ranks_per_node", 1 if ppn is None else ppn,
+                        hi=MAX_RANKS_PER_NODE)
+        allowed = _top(where, table, "allowed_ranks_per_node", sources)
+        allowed = check_list("allowed_ranks_per_node", [ppn] if allowed is None else allowed,
+                             min_len=1, max_len=64)
+        allowed = tuple(check_int(f"allowed_ranks_per_node[{i}]", p, hi=MAX_RANKS_PER_NODE)
+                        for i, p in enumerate(allowed))
+        if ppn not in allowed:
+            raise SpecError("default_ranks_per_node", f"must be one of allowed_ranks_per_node "
+                                                      f"({list(allowed)}); got {ppn}")
+        stacks = _stacks(where, table, sources)
+        default = _top(where, table, "default_stack", sources)
+        if default is not None:
+            check_str("default_stack", default, max_len=200)
+            if default not in {s.name for s in stacks}:
+                raise SpecError("default_stack", f"names no [stacks.{default}] table")
+        system = SystemSpec(name=name, description=description, node=node, network=network,
+                            ranks_per_node=ppn, allowed_ranks_per_node=allowed,
+                            sources=sources, stacks=stacks, origin=where,
+                            file_values=_file_values(table))
+        for described in stacks:              # each stack the file describes applies
+            system.with_stack(described)
     except SpecError as e:
-        field = e.field if e.field.startswith(where) else f"{where}.{e.field}"
-        raise SpecError(field, e.message) from None
-    ppn = _value(where, table, "default_ranks_per_node", sources, 1)
-    allowed = _value(where, table, "allowed_ranks_per_node", sources, [ppn])
-    ppn = check_int(f"{where}.default_ranks_per_node", ppn, hi=10_000)
-    if not isinstance(allowed, list) or not allowed or ppn not in allowed:
-        raise SpecError(f"{where}.default_ranks_per_node",
-                        f"must be one of allowed_ranks_per_node ({allowed}); got {ppn}")
-    stacks = _stacks(where, table, sources)
-    default = _value(where, table, "default_stack", sources, None)
-    if default is not None and default not in {s.name for s in stacks}:
-        raise SpecError(f"{where}.default_stack", f"names no [stacks.{default}] table")
-    system = SystemSpec(name=name, description=table.get("description", ""), node=node,
-                        network=network, ranks_per_node=ppn,
-                        allowed_ranks_per_node=tuple(allowed), sources=sources, stacks=stacks)
+        raise e.within(where) from None
     return pick_stack(system, stack, default)
 
 

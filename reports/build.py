@@ -20,23 +20,57 @@ def _progress(message: str) -> None:
     print(f"[report] {message}", file=sys.stderr, flush=True)
 
 
+def provenance(system) -> list[dict]:
+    """Every system input with its value and source (cheap: the CLI builds it before any
+    work, so a system whose values cannot be listed is refused at once)."""
+    from perfmodel.presets import system_values
+    values = system_values(system)
+    return [{"parameter": k, "value": values.get(k), "source": v}
+            for k, v in system.sources.items()]
+
+
+def memory_rule() -> str:
+    """The memory rule (perfmodel.memory.memory_verdict) in words, as the pages state it."""
+    from perfmodel.memory import TIGHT_FRACTION
+    return (f"fits: at most {TIGHT_FRACTION:.0%} of the usable memory; tight: over "
+            f"{TIGHT_FRACTION:.0%} (little room is left for what the count leaves out: "
+            f"framework buffers, allocator fragmentation); does not fit: over 100%")
+
+
+def _memory(e, system) -> tuple[float, str]:
+    """(fraction of usable memory, verdict) of an estimate's peak stage, as plan does."""
+    from perfmodel.memory import memory_verdict
+    fraction = e.peak_memory.total / system.rank.usable_memory_bytes
+    return fraction, memory_verdict(fraction)
+
+
 def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, global_batch=None,
-                 days: float = 30.0, checkpoint_bandwidth: float | None = None, top: int = 8,
-                 checks: list[str] | None = None,
+                 days: float = 30.0, checkpoint_bandwidth: float | None = None,
+                 fs_bandwidth: float | None = None, relaunch_s: float | None = None,
+                 top: int = 8, checks: list[str] | Callable[[], list[str]] | None = None,
                  progress: Callable[[str], None] = _progress) -> dict:
     """The report's data; ``checks``: lines on how the model does against published
-    measurements (the CLI gets them from calibration.against.published_checks)."""
+    measurements, or a function giving them, called once the plan has accepted its inputs
+    (the CLI passes calibration.against.published_checks).
+    ``checkpoint_bandwidth`` (per node) and ``fs_bandwidth`` (the file system's aggregate)
+    are bytes/s, ``relaunch_s`` seconds; each left out takes its documented default
+    (perfmodel.capacity.checkpoint_inputs)."""
     from perfmodel import capacity
     from perfmodel.des import Trace, simulate
     from perfmodel.estimator import network_for
     from perfmodel.plan import assumptions, plan, plan_to_dict
-    from perfmodel.presets import system_values
     from topologies import JobShape
     from topologies.report import node_load_map, topology_report
 
+    sources = provenance(system)           # inputs first: nothing below fails on them
+    ckpt = capacity.checkpoint_inputs(system, node_bandwidth=checkpoint_bandwidth,
+                                      fs_bandwidth=fs_bandwidth, relaunch_s=relaunch_s)
     progress("planning: searching layouts at every job size")
     result = plan(model, system, global_batch=global_batch, tokens=tokens, nodes=nodes,
                   max_nodes=max_nodes, top=top)
+    if callable(checks):
+        progress("checking the model against published measurements")
+        checks = checks()
     data = plan_to_dict(result)
     best = result.best[0]
     sim_best = (result.simulated or {}).get(best.layout)
@@ -48,6 +82,7 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
         "model": data["model"], "system": data["system"], "tokens": tok,
         "global_batch": result.global_batch,
     }
+    frac, verdict = _memory(best, system)
     report["summary"] = {
         "nodes": best.nodes, "layout_label": best.layout.label(),
         "iteration_s": best.iteration_s,
@@ -55,7 +90,8 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
         "tokens_per_s": best.tokens_per_s, "mfu": best.mfu,
         "time_to_train_s": best.time_to_train_s(tok), "node_hours": best.node_hours(tok),
         "energy_mwh": best.energy_mwh(tok),
-        "memory_fraction_of_usable": best.peak_memory.total / system.rank.usable_memory_bytes,
+        "memory_fraction_of_usable": frac, "memory_verdict": verdict,
+        "memory_rule": memory_rule(), "headroom_alternative": None,
         "confidence": [_calibration_line(system)] + list(checks or []) + assumptions(system),
     }
     rungs = [g for g in result.rungs if g.best]
@@ -68,14 +104,19 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
                        "iteration_s": e.iteration_s, "tokens_per_s": e.tokens_per_s,
                        "ideal_tokens_per_s": per_node_rate * e.nodes, "mfu": e.mfu,
                        "time_to_train_s": e.time_to_train_s(tok), "node_hours": e.node_hours(tok)})
-    report["scaling"] = {"points": points,
-                         "knee_nodes": capacity.knee([(p["nodes"], p["tokens_per_s"]) for p in points]),
+    curve = [(p["nodes"], p["tokens_per_s"]) for p in points]
+    for p, eff in zip(points, capacity.scaling_steps(curve)):
+        p["marginal_efficiency"] = eff
+    report["scaling"] = {"points": points, "knee_nodes": capacity.knee(curve),
+                         "knee_threshold": capacity.KNEE_EFFICIENCY,
                          "knee_rule": capacity.KNEE_RULE}
     ppn = system.ranks_per_node
     report["memory"] = [{"nodes": g.best.nodes, "layout_label": g.best.layout.label(),
                          **{k: getattr(g.best.peak_memory, k) * ppn for k in
                             ("weights", "gradients", "optimizer", "activations", "buffers")},
-                         "usable": system.node.usable_memory_bytes} for g in rungs]
+                         "usable": system.node.usable_memory_bytes,
+                         **dict(zip(("memory_fraction_of_usable", "memory_verdict"),
+                                    _memory(g.best, system)))} for g in rungs]
 
     rows = list(result.best)
     reference = None
@@ -88,14 +129,23 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
     layouts = []
     for e in sorted(rows + ([reference] if reference else []), key=lambda e: e.iteration_s):
         sim = sims.get(e.layout) or simulate(model, system, e.layout, validate=False)
+        fraction, verdict = _memory(e, system)
         layouts.append({"rank": len(layouts) + 1, "label": e.layout.label(), "nodes": e.nodes,
                         "iteration_s": e.iteration_s, "des_iteration_s": sim.iteration_s,
                         "tokens_per_s": e.tokens_per_s, "mfu": e.mfu,
                         "memory_bytes_per_node": e.memory_bytes_per_node, "fits": e.memory_fits,
+                        "memory_fraction_of_usable": fraction, "memory_verdict": verdict,
                         "time_to_train_s": e.time_to_train_s(tok),
                         "reference": e is reference,
                         "note": "Fugaku-LLM's layout (global batch 2016)" if e is reference else ""})
     report["layouts"] = layouts
+    if report["summary"]["memory_verdict"] == "tight":   # as plan: the fastest with headroom
+        roomy = next((row for row in layouts if not row["reference"]
+                      and row["memory_verdict"] == "fits"), None)
+        if roomy is not None:
+            report["summary"]["headroom_alternative"] = {
+                k: roomy[k] for k in ("rank", "label", "nodes", "iteration_s", "tokens_per_s",
+                                      "time_to_train_s", "memory_fraction_of_usable")}
 
     progress("simulating the recommended layout event by event")
     trace = Trace()
@@ -120,24 +170,17 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
     progress("sensitivity: re-planning with one change at a time")
     report["sensitivity"] = capacity.sensitivity(model, system, result)
 
-    states_per_node = (best.peak_memory.weights + best.peak_memory.optimizer) * ppn
     rel = None
     if system.node.mtbf_hours:
-        if checkpoint_bandwidth:
-            ckpt_source = "given with --checkpoint-gbs"
-        elif system.checkpoint_bandwidth:
-            checkpoint_bandwidth = system.checkpoint_bandwidth
-            ckpt_source = (f"measured by `fugakuperf calibrate` (calibration "
-                           f"{system.calibration}): a checkpoint written and synced on the node")
-        else:
-            ckpt_source = (f"not given: {system.name}'s checkpoint write bandwidth per node is "
-                           f"not published; pass --checkpoint-gbs, or a --calibration file "
-                           f"made on the node (it measures a checkpoint write)")
-        rel = capacity.reliability(best.nodes, best.time_to_train_s(tok), states_per_node,
-                                   node_mtbf_h=system.node.mtbf_hours,
-                                   checkpoint_bandwidth=checkpoint_bandwidth)
+        rel = capacity.reliability(
+            best.nodes, best.time_to_train_s(tok),
+            checkpoint_bytes_per_node=(best.peak_memory.weights + best.peak_memory.optimizer) * ppn,
+            checkpoint_bytes_total=capacity.checkpoint_bytes_total(model, best.layout),
+            node_mtbf_h=system.node.mtbf_hours,
+            checkpoint_bandwidth_per_node=ckpt["checkpoint_bandwidth_per_node"],
+            fs_bandwidth=ckpt["fs_bandwidth"], relaunch_s=ckpt["relaunch_s"])
+        rel.update({k: v for k, v in ckpt.items() if k.endswith("_source")})
         rel["mtbf_source"] = system.sources.get("node.mtbf_hours", "")
-        rel["checkpoint_source"] = ckpt_source
     report["reliability"] = rel
 
     budget = max(result.node_counts)
@@ -152,9 +195,7 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
                              "model": inv_model.to_dict(), "layout_label": inv.best[0].layout.label(),
                              "time_to_train_s": inv.best[0].time_to_train_s(inv.tokens)}
     report["assumptions"] = data["assumptions"]
-    values = system_values(system)
-    report["provenance"] = [{"parameter": k, "value": values.get(k), "source": v}
-                            for k, v in system.sources.items()]
+    report["provenance"] = sources
     return report
 
 

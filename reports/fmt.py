@@ -58,6 +58,18 @@ def pct(fraction: float | None) -> str:
     return NA if fraction is None else num(100 * fraction) + "%"
 
 
+def near_one_pct(fraction: float | None) -> str:
+    """A fraction close to 1 as a percentage whose distance from 100% keeps 2 significant
+    digits, so 99.957% is not rounded to '100%': 0.99957 -> '99.957%', 0.9 -> '90.0%'."""
+    if fraction is None:
+        return NA
+    short = 1 - fraction
+    if short <= 0 or short >= 0.01:
+        return pct(fraction)
+    decimals = 1 - math.floor(math.log10(100 * short))
+    return f"{100 * fraction:.{decimals}f}%"
+
+
 def signed_pct(fraction: float | None) -> str:
     """A change as a signed percentage: 0.052 -> '+5.20%', -0.1 -> '-10.0%'."""
     if fraction is None:
@@ -209,6 +221,40 @@ def _figure(name: str, image_names: set[str]) -> Figure | Para:
     return Para(f"The figure {name} ({FIGURES[name].lower()}) is not available.")
 
 
+def _verdict(verdict: str | None, fraction: float | None) -> str:
+    """A memory verdict with its share of usable memory: 'tight (97.6%)'."""
+    if verdict is None:
+        return NA if fraction is None else pct(fraction)
+    return verdict if fraction is None else f"{verdict} ({pct(fraction)})"
+
+
+def _with_share(text: str, fraction: float | None) -> str:
+    """'24.4 (97.6%)': a figure with its share of usable memory, when known."""
+    return text if fraction is None else f"{text} ({pct(fraction)})"
+
+
+def _memory_sentence(s: dict) -> str:
+    """What the memory rule says of the recommended layout, and (tight) the fastest layout
+    with headroom, as ``plan`` says it."""
+    frac, verdict = s.get("memory_fraction_of_usable"), s.get("memory_verdict")
+    text = f"the peak pipeline stage uses {pct(frac)} of the node's usable memory"
+    if verdict is None:
+        return text + "."
+    text += f": {verdict}."
+    rule = s.get("memory_rule")
+    if verdict == "tight":
+        alt = s.get("headroom_alternative")
+        if alt:
+            text += (f" With headroom, the fastest layout listed is #{count(alt.get('rank'))}, "
+                     f"{value(alt.get('label'))} on {count(alt.get('nodes'))} nodes: "
+                     f"{num(alt.get('tokens_per_s'))} tokens/s, "
+                     f"{days(alt.get('time_to_train_s'))} days, "
+                     f"{pct(alt.get('memory_fraction_of_usable'))} of usable memory.")
+        else:
+            text += " None of the layouts listed leaves that headroom."
+    return text + (f" Memory rule: {rule.rstrip('.')}." if rule else "")
+
+
 def _summary(r: dict, images: set[str]) -> tuple:
     s = r["summary"]
     m, sysd = r.get("model") or {}, r.get("system") or {}
@@ -225,15 +271,20 @@ def _summary(r: dict, images: set[str]) -> tuple:
             ("Time to train (days)", days(s.get("time_to_train_s"))),
             ("Node-hours", num(s.get("node_hours"))),
             ("Energy (MWh)", num(s.get("energy_mwh"))),
-            ("Memory headroom", NA if frac is None else pct(1 - frac)),
+            ("Memory (of usable)", _verdict(s.get("memory_verdict"), frac)),
         )),
         Para(f"One iteration takes {num(s.get('iteration_s'))} s by the analytic model and "
-             f"{num(s.get('des_iteration_s'))} s by the event simulation; the peak pipeline "
-             f"stage uses {pct(frac)} of the node's usable memory."),
+             f"{num(s.get('des_iteration_s'))} s by the event simulation; "
+             + _memory_sentence(s)),
     ]
     if s.get("confidence"):
         blocks += [Para("How far to trust these figures:"), Bullets(tuple(s["confidence"]))]
     return tuple(blocks)
+
+
+def _threshold(fraction: float | None) -> str:
+    """A rule's threshold as written in the rule: 0.5 -> '50%'."""
+    return NA if fraction is None else f"{100 * fraction:g}%"
 
 
 def _scaling(r: dict, images: set[str]) -> tuple:
@@ -247,16 +298,28 @@ def _scaling(r: dict, images: set[str]) -> tuple:
             marked.append(i)
         rows.append([count(p.get("max_nodes")), count(p.get("nodes")), value(p.get("layout_label")),
                      num(p.get("iteration_s")), num(tps), num(ideal), pct(eff),
+                     pct(p.get("marginal_efficiency")) if i else "-",
                      pct(p.get("mfu")), days(p.get("time_to_train_s")), num(p.get("node_hours"))])
     rule = (sc.get("knee_rule") or NA).rstrip(".") + "."
-    knee_text = (f"The knee of the curve is at {count(knee)} nodes (highlighted). Rule: {rule}"
-                 if knee is not None else f"No rung passes the knee rule: {rule}")
+    rule = rule[0].upper() + rule[1:]
+    sizes = [p.get("nodes") for p in sc["points"] if p.get("nodes") is not None]
+    if knee is not None:
+        knee_text = f"The knee of the curve is at {count(knee)} nodes (highlighted). {rule}"
+    elif len(sizes) < 2:
+        knee_text = f"One job size only: no knee can be found. {rule}"
+    else:
+        knee_text = (f"No knee between {count(min(sizes))} and {count(max(sizes))} nodes: every "
+                     f"step up keeps a marginal efficiency of at least "
+                     f"{_threshold(sc.get('knee_threshold'))}, so adding nodes still pays at the "
+                     f"largest size shown. {rule}")
     return (_figure("scaling.png", images), _figure("time_cost.png", images), Para(knee_text),
             _table([("up to nodes", NUM), ("nodes", NUM), ("layout", LABEL),
                     ("iteration (s)", NUM), ("tokens/s", NUM), ("ideal tokens/s", NUM),
-                    ("scaling efficiency", NUM), ("MFU", NUM), ("days", NUM),
-                    ("node-hours", NUM)], rows, marked,
-                   "Best layout per job size; efficiency is tokens/s over ideal linear scaling"))
+                    ("scaling efficiency", NUM), ("marginal efficiency", NUM), ("MFU", NUM),
+                    ("days", NUM), ("node-hours", NUM)], rows, marked,
+                   "Best layout per job size; scaling efficiency is tokens/s over ideal linear "
+                   "scaling from the smallest size, marginal efficiency the step from the row "
+                   "above"))
 
 
 MEMORY_KINDS = ("weights", "gradients", "optimizer", "activations", "buffers")
@@ -269,11 +332,12 @@ def _memory(r: dict, images: set[str]) -> tuple:
         usable = m.get("usable")
         rows.append([count(m.get("nodes")), value(m.get("layout_label")),
                      *[gb(m.get(k)) for k in MEMORY_KINDS], gb(total), gb(usable),
-                     pct(total / usable) if usable else NA])
+                     pct(total / usable) if usable else NA, value(m.get("memory_verdict"))])
     return (_figure("memory.png", images),
             _table([("nodes", NUM), ("layout", LABEL), *[(k, NUM) for k in MEMORY_KINDS],
-                    ("total", NUM), ("usable", NUM), ("of usable", NUM)], rows,
-                   caption="GB per node, peak pipeline stage"))
+                    ("total", NUM), ("usable", NUM), ("of usable", NUM), ("verdict", LABEL)],
+                   rows, caption="GB per node, peak pipeline stage; verdict by the memory rule "
+                                 "(see the summary)"))
 
 
 def _layouts(r: dict, images: set[str]) -> tuple:
@@ -287,14 +351,16 @@ def _layouts(r: dict, images: set[str]) -> tuple:
         rows.append([count(lay.get("rank")), value(lay.get("label")), count(lay.get("nodes")),
                      num(lay.get("iteration_s")), num(lay.get("des_iteration_s")),
                      num(lay.get("tokens_per_s")), pct(lay.get("mfu")),
-                     gb(lay.get("memory_bytes_per_node")), value(lay.get("fits")),
+                     _with_share(gb(lay.get("memory_bytes_per_node")),
+                                 lay.get("memory_fraction_of_usable")),
+                     value(lay.get("memory_verdict")),
                      days(lay.get("time_to_train_s")), note])
     intro = (f"The highlighted row is {REFERENCE_LABEL}."
              if marked else f"{REFERENCE_LABEL} is not among these layouts.")
     return (Para(intro),
             _table([("#", NUM), ("layout", LABEL), ("nodes", NUM), ("iteration (s)", NUM),
                     ("DES iteration (s)", NUM), ("tokens/s", NUM), ("MFU", NUM),
-                    ("memory (GB/node)", NUM), ("fits", LABEL), ("days", NUM),
+                    ("memory GB/node (% usable)", NUM), ("memory", LABEL), ("days", NUM),
                     ("note", TEXT)], rows, marked, "Fastest layouts, best first"))
 
 
@@ -315,7 +381,7 @@ def _timeline(r: dict, images: set[str]) -> tuple:
                    f"one iteration takes "
                    f"{num(t.get('iteration_s'))} s. F and B are forward and backward passes of "
                    "micro-batches, send the activations between stages, dp the data-parallel "
-                   "gradient reduction.")]
+                   "stream: gradient reductions and, with ZeRO, weight gathers.")]
     if busy:
         rows = [[count(st), *[num(busy[st][k]) for k in SPAN_KINDS], num(end[st])]
                 for st in sorted(busy)]
@@ -365,51 +431,68 @@ def _sensitivity(r: dict, images: set[str]) -> tuple:
                    caption="Time to train when one input changes (+ is slower)"))
 
 
+def _gbs(bandwidth: float | None) -> str:
+    """Bytes/s as GB/s or, from 1 TB/s, TB/s, with the unit: '6.80 GB/s', '1.40 TB/s'."""
+    if bandwidth is None:
+        return NA
+    return f"{num(bandwidth / 1e12)} TB/s" if bandwidth >= 1e12 else f"{num(bandwidth / 1e9)} GB/s"
+
+
 def _reliability(r: dict, images: set[str]) -> tuple:
     x = r["reliability"]
-    mtbf_source = x.get("mtbf_source") or "no source given"
-    ckpt_source = x.get("checkpoint_source") or "no source given"
-    words = (f"Each node fails on average once every {num(x.get('node_mtbf_h'))} hours "
-             f"({mtbf_source}), so a job on {count(x.get('nodes'))} nodes is interrupted on "
-             f"average every {duration(x.get('job_mtbf_s'))}. ")
-    if x.get("checkpoint_bandwidth") is None:
-        words += (f"The checkpoint write bandwidth is not known ({ckpt_source}), so the time to "
-                  f"write a {gb(x.get('checkpoint_bytes'))} GB checkpoint, the checkpoint "
-                  f"interval and the goodput are not computed; over the "
-                  f"{days(x.get('time_to_train_s'))} days of failure-free training expect "
-                  f"{num(x.get('expected_interruptions'))} interruptions.")
-    else:
-        words += (f"Writing a {gb(x.get('checkpoint_bytes'))} GB checkpoint at "
-                  f"{gb(x.get('checkpoint_bandwidth'))} GB/s ({ckpt_source}) takes "
-                  f"{duration(x.get('checkpoint_s'))}, and a restart "
-                  f"{duration(x.get('restart_s'))}. The Young/Daly optimal interval between "
-                  f"checkpoints is {duration(x.get('interval_s'))}. Over the run expect "
-                  f"{num(x.get('expected_interruptions'))} interruptions; goodput is "
-                  f"{pct(x.get('goodput'))}, so the {days(x.get('time_to_train_s'))} days of "
-                  f"failure-free training become {days(x.get('time_with_failures_s'))} days "
-                  f"({duration(_lost(x))} more).")
+    none = "no source given"
+    mtbf_source = x.get("mtbf_source") or none
+    limit = x.get("checkpoint_limit") or NA
+    words = (f"Each node fails on average once every {num(x.get('node_mtbf_h'))} hours, so a "
+             f"job on {count(x.get('nodes'))} nodes is interrupted on average every "
+             f"{duration(x.get('job_mtbf_s'))}. A checkpoint holds every weight and optimizer "
+             f"state once: {gb(x.get('checkpoint_bytes_total'))} GB in total, at most "
+             f"{gb(x.get('checkpoint_bytes_per_node'))} GB on one node. Every node writes its "
+             f"share at once, so a checkpoint takes {duration(x.get('checkpoint_s'))}, the "
+             f"slower of a node's own write ({gb(x.get('checkpoint_bytes_per_node'))} GB at "
+             f"{_gbs(x.get('checkpoint_bandwidth_per_node'))}: "
+             f"{duration(x.get('checkpoint_node_s'))}) and the file system's aggregate "
+             f"({gb(x.get('checkpoint_bytes_total'))} GB at {_gbs(x.get('fs_bandwidth'))}: "
+             f"{duration(x.get('checkpoint_fs_s'))}); here the {limit} sets it. A restart is "
+             f"a relaunch of {duration(x.get('relaunch_s'))} and reading the checkpoint back "
+             f"(assumed as fast as writing it): {duration(x.get('restart_s'))}. The Young/Daly "
+             f"optimal interval between checkpoints is {duration(x.get('interval_s'))}. Over "
+             f"the run expect {num(x.get('expected_interruptions'))} interruptions; goodput is "
+             f"{near_one_pct(x.get('goodput'))}, so the {days(x.get('time_to_train_s'))} days of "
+             f"failure-free training become {days(x.get('time_with_failures_s'))} days "
+             f"({duration(_lost(x))} more). Where each input comes from is in the table; "
+             f"the assumed ones say so.")
     rows = [
         ["Node MTBF (hours)", num(x.get("node_mtbf_h")), mtbf_source],
-        ["Nodes", count(x.get("nodes")), ""],
-        ["Job MTBF (hours)", num(_div(x.get("job_mtbf_s"), HOUR)), "node MTBF / nodes"],
-        ["Checkpoint size (GB)", gb(x.get("checkpoint_bytes")), ""],
-        ["Checkpoint bandwidth (GB/s)", gb(x.get("checkpoint_bandwidth")),
-         ckpt_source],
-        ["Checkpoint time (s)", num(x.get("checkpoint_s")), "size / bandwidth"],
-        ["Restart time (s)", num(x.get("restart_s")), ""],
-        ["Optimal interval (minutes)", num(_div(x.get("interval_s"), 60)), "Young/Daly"],
-        ["Expected interruptions", num(x.get("expected_interruptions")), ""],
-        ["Goodput", pct(x.get("goodput")), ""],
-        ["Time to train without failures (days)", days(x.get("time_to_train_s")), ""],
-        ["Time to train with failures (days)", days(x.get("time_with_failures_s")), ""],
-        ["Time lost to failures (hours)", num(_div(_lost(x), HOUR)),
-         "checkpoints, lost work, restarts"],
+        ["Nodes", count(x.get("nodes")), "the recommended layout"],
+        ["Job MTBF", duration(x.get("job_mtbf_s")), "node MTBF / nodes"],
+        ["Checkpoint size, total (GB)", gb(x.get("checkpoint_bytes_total")),
+         "every weight and optimizer state once (no gradients)"],
+        ["Checkpoint size, per node (GB)", gb(x.get("checkpoint_bytes_per_node")),
+         "the largest share one node writes: its peak stage's weights and optimizer states"],
+        ["Write bandwidth per node", _gbs(x.get("checkpoint_bandwidth_per_node")),
+         x.get("checkpoint_source") or none],
+        ["File-system bandwidth, aggregate", _gbs(x.get("fs_bandwidth")),
+         x.get("fs_bandwidth_source") or none],
+        ["Checkpoint write time", duration(x.get("checkpoint_s")),
+         f"max(per-node size / per-node bandwidth, total size / file-system bandwidth); "
+         f"set by the {limit}"],
+        ["Relaunch time", duration(x.get("relaunch_s")), x.get("relaunch_source") or none],
+        ["Restart time", duration(x.get("restart_s")),
+         "relaunch + reading the checkpoint back (as fast as the write)"],
+        ["Optimal checkpoint interval", duration(x.get("interval_s")),
+         "Young/Daly: sqrt(2 x write time x job MTBF) - write time"],
+        ["Expected interruptions", num(x.get("expected_interruptions")),
+         "time with failures / job MTBF"],
+        ["Goodput", near_one_pct(x.get("goodput")),
+         "1 - write time / (interval + write time) - (interval / 2 + restart) / job MTBF"],
+        ["Time to train without failures (days)", days(x.get("time_to_train_s")),
+         "the recommended layout"],
+        ["Time to train with failures (days)", days(x.get("time_with_failures_s")),
+         "without failures / goodput"],
+        ["Time lost to failures", duration(_lost(x)), "checkpoints, lost work, restarts"],
     ]
     return (Para(words), _table([("quantity", LABEL), ("value", NUM), ("source", TEXT)], rows))
-
-
-def _div(a: float | None, b: float) -> float | None:
-    return None if a is None else a / b
 
 
 def _lost(x: dict) -> float | None:

@@ -45,8 +45,9 @@ th, td { padding: .3rem .5rem; border-bottom: 1px solid var(--line); text-align:
          vertical-align: top; }
 thead th { border-bottom: 2px solid var(--fg); white-space: normal; vertical-align: bottom; }
 .n { text-align: right; white-space: nowrap; }
+thead th.n { white-space: normal; }
 td.w { min-width: 8rem; }
-td.l { min-width: 13rem; }
+td.l { min-width: 16rem; }
 tr.mark td { background: var(--mark); font-weight: 600; }
 tr.mark td:first-child { border-left: 4px solid var(--mark-edge); }
 figure { margin: 1.25rem 0; }

@@ -36,7 +36,7 @@ KIND_LABELS = {
     "F": "F (forward)",
     "B": "B (backward)",
     "send": "send (pipeline p2p)",
-    "dp": "dp (gradient all-reduce)",
+    "dp": "dp (gradient reduction,\nZeRO weight gathers)",
     "optimizer": "optimizer",
 }
 MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations", "buffers")
@@ -44,6 +44,7 @@ MEMORY_COLORS = ("#4C72B0", "#55A868", "#8172B3", "#DD8452", "#937860")
 FASTER_COLOR = "#2A9D8F"
 SLOWER_COLOR = "#E76F51"
 KNEE_COLOR = "#555555"
+SENSITIVITY_LABEL_WIDTH = 44   # characters per line of a sensitivity row's description
 
 Report = dict[str, Any]
 
@@ -399,6 +400,15 @@ def network_png(report: Report) -> bytes:
     return _png(fig)
 
 
+def _two_lines(text: str) -> list[str]:
+    """``text`` in at most two lines of SENSITIVITY_LABEL_WIDTH (the rest elided)."""
+    lines = textwrap.wrap(text, SENSITIVITY_LABEL_WIDTH)
+    if len(lines) > 2:
+        lines = [lines[0], textwrap.shorten(" ".join(lines[1:]), SENSITIVITY_LABEL_WIDTH,
+                                            placeholder="...")]
+    return lines
+
+
 def sensitivity_png(report: Report) -> bytes:
     """Tornado chart: change in time to train (%) per perturbed parameter, sorted by |delta|."""
     from matplotlib.patches import Patch
@@ -422,18 +432,21 @@ def sensitivity_png(report: Report) -> bytes:
                 ha="left" if d >= 0 else "right", va="center", fontsize=SMALL_SIZE, zorder=5)
     lo = min(min(deltas), 0.0)
     hi = max(max(deltas), 0.0)
-    ax.set_xlim(lo - 0.3 * span if lo < 0 else -0.05 * span,
-                hi + 0.3 * span if hi > 0 else 0.05 * span)
+    ax.set_xlim(lo - 0.45 * span if lo < 0 else -0.05 * span,    # room for the value labels
+                hi + 0.45 * span if hi > 0 else 0.05 * span)
     ax.set_ylim(n - 0.5, -0.5)
-    labels = [f"{r.get('name', '?')}\n{r.get('change', '')}".rstrip() for r in rows]
+    # the change wrapped to a few short lines, so the bars keep most of the width
+    labels = ["\n".join([str(r.get("name", "?")), *_two_lines(str(r.get("change", "")))])
+              for r in rows]
     ylab_size = TICK_SIZE if n <= 8 else SMALL_SIZE if n <= 14 else 6.5
     ax.set_yticks(ys, labels, fontsize=ylab_size)
     ax.xaxis.set_major_formatter(PercentFormatter(decimals=0 if span >= 5 else 1))
     ax.grid(True, axis="x", alpha=0.3, zorder=0)
     base = _num((report.get("summary") or {}).get("time_to_train_s"))
     base_txt = f" (base {base / DAY:,.1f} days)" if base else ""
-    _style(ax, f"Sensitivity of time to train{base_txt}",
-           "change in time to train vs base (%)", None)
+    # the title over the whole figure: over the axes alone, long labels push it off the edge
+    fig.suptitle(f"Sensitivity of time to train{base_txt}", fontsize=TITLE_SIZE)
+    _style(ax, None, "change in time to train vs base (%)", None)
     ax.tick_params(axis="y", labelsize=ylab_size)
     ax.legend(handles=[Patch(color=FASTER_COLOR, label="faster"),
                        Patch(color=SLOWER_COLOR, label="slower")],

@@ -32,6 +32,7 @@ def _layout_cells(lay: dict) -> list[str]:
 
 HEADER = ["#", "nodes", "TP", "PP", "DP", "mb", "sched", "ZeRO", "recomp", "SP", "iter s",
           "DES s", "tokens/s", "TF/node", "MFU", "mem GB", "fits", "days", "node-h", "MWh"]
+COST = "cost"   # the column --price-per-node-hour adds: node-hours x price
 
 
 def _row(rank: str, c: dict) -> list[str]:
@@ -40,7 +41,13 @@ def _row(rank: str, c: dict) -> list[str]:
             _seconds(des["iteration_s"]) if des else "-",
             _si(c["tokens_per_s"]), f"{c['model_tflops_per_node']:.2f}", f"{c['mfu']:.1%}",
             f"{c['memory_bytes_per_node'] / 1e9:.1f}", _fits(c),
-            _days(c["time_to_train_s"]), _si(c["node_hours"]), f"{c['energy_mwh']:,.0f}"]
+            _days(c["time_to_train_s"]), _si(c["node_hours"]), f"{c['energy_mwh']:,.0f}"] + (
+        [_si(c["cost"])] if "cost" in c else [])
+
+
+def _header(first: str, d: dict) -> list[str]:
+    priced = any("cost" in c for c in d["best"])
+    return [first] + HEADER[1:] + ([COST] if priced else [])
 
 
 def _summary(c: dict) -> str:
@@ -49,6 +56,7 @@ def _summary(c: dict) -> str:
     return (f"TP{lay['tp']} PP{lay['pp']} DP{lay['dp']} on {c['nodes']:,} nodes: "
             f"{c['tokens_per_s']:,.0f} tokens/s, {_days(c['time_to_train_s'])} days, "
             f"{c['node_hours']:,.0f} node-hours, {c['energy_mwh']:,.0f} MWh"
+            + (f", cost {c['cost']:,.0f}" if "cost" in c else "")
             + (f" (the event simulation gives {des['iteration_s']:.3g} s per iteration, "
                f"{_days(des['time_to_train_s'])} days)" if des else ""))
 
@@ -56,6 +64,32 @@ def _summary(c: dict) -> str:
 def _fits(c: dict) -> str:
     """yes, tight (perfmodel.memory.memory_verdict: little room for framework overheads), NO."""
     return {"fits": "yes", "tight": "tight", "does not fit": "NO"}[c["memory_verdict"]]
+
+
+def _comparison(c: dict, s: dict) -> list[str]:
+    """The pinned layout against the fastest without the pins: how it ranks, every field
+    in which the two differ, and where the time goes (perfmodel.explain)."""
+    p, b = c["pinned"], c["best_unpinned"]
+    where = (f"Pinned layout ranks {c['rank']} of {c['of']} fitting "
+             f"{p['layout']['precision']} layouts on {p['nodes']:,} nodes")
+    mine = f"{c['labels']['pinned']}, {p['iteration_s']:.3g} s per iteration"
+    if c["relation"] == "as fast as":
+        head = [f"{where}: {mine}, as fast as the fastest the search finds."]
+    else:
+        if c["relation"] == "slower":
+            how = f"{p['iteration_s'] / b['iteration_s'] - 1:.1%} slower than"
+        else:
+            how = f"{b['iteration_s'] / p['iteration_s'] - 1:.1%} faster than"
+        head = [f"{where}: {mine}, {how} the fastest without the pins, "
+                f"{c['labels']['best_unpinned']} ({b['iteration_s']:.3g} s)."]
+        if c["differences"]:
+            head.append("  They differ in: " + "; ".join(c["differences"]) + ".")
+        head.append("  Where the time goes (pinned minus fastest, seconds per iteration on the "
+                    "critical stage):")
+    mem = p["memory_peak_stage"]
+    return head + [f"    {r}" for r in c["reasons"] if c["relation"] != "as fast as"] + [
+        f"  its peak stage ({int(mem['stage'])}) uses {mem['total'] / 1e9:.1f} GB of "
+        f"{s['usable_memory_bytes_per_node'] / s['ranks_per_node'] / 1e9:g} GB per rank"]
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -71,7 +105,7 @@ def render_plan(d: dict) -> str:
     lines = [
         f"model   {m['name']}: {m['params']:,} parameters ({m['params'] / 1e9:.2f} B), "
         f"{m['layers']} layers x {m['hidden']} hidden, {m['heads']} heads, ffn {m['ffn']}, "
-        f"vocab {m['vocab']}, seq {m['seq']}",
+        f"vocab {m['vocab']}, seq {m['seq']}" + (f"; {m['source']}" if m.get("source") else ""),
         f"system  {s['name']}: {s['clock_ghz']:g} GHz, eco {'on' if s['eco_mode'] else 'off'}, "
         f"{s['ranks_per_node']} rank(s)/node, peak "
         + ", ".join(f"{v:.2f} TF {k}" for k, v in s["peak_tflops_per_node"].items())
@@ -86,14 +120,14 @@ def render_plan(d: dict) -> str:
         lines.append("Best layout per job size (each row: at most that many nodes)")
         rows = [_row(f"<={g['max_nodes']:,}", g["best"]) for g in d["ladder"] if g["best"]]
         missing = [g["max_nodes"] for g in d["ladder"] if not g["best"]]
-        lines.append(table(rows, ["up to"] + HEADER[1:]))
+        lines.append(table(rows, _header("up to", d)))
         if missing:
             lines.append("no fitting layout up to: " + ", ".join(f"{n:,}" for n in missing))
         lines.append("")
         lines.append(f"Fastest layouts within {d['nodes'][-1]:,} nodes")
     else:
         lines.append("Fastest layouts on " + ", ".join(f"{n:,}" for n in d["nodes"]) + " nodes")
-    lines.append(table([_row(str(i + 1), c) for i, c in enumerate(d["best"])], HEADER))
+    lines.append(table([_row(str(i + 1), c) for i, c in enumerate(d["best"])], _header("#", d)))
     if d["best"]:
         b = d["best"][0]
         lines += ["", "Recommended: " + _summary(b)]
@@ -109,17 +143,7 @@ def render_plan(d: dict) -> str:
                   + ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in bd.items())]
     c = d.get("comparison")
     if c:
-        p = c["pinned"]
-        lines += ["", f"Pinned layout ranks {c['rank']} of {c['of']} fitting layouts on "
-                      f"{p['nodes']:,} nodes; it is {c['slowdown']:.1%} slower than "
-                      f"TP{c['best_unpinned']['layout']['tp']} PP{c['best_unpinned']['layout']['pp']} "
-                      f"DP{c['best_unpinned']['layout']['dp']} "
-                      f"({c['best_unpinned']['iteration_s']:.3g} s vs {p['iteration_s']:.3g} s per "
-                      f"iteration). Where the time goes:"]
-        lines += [f"  {r}" for r in c["reasons"]]
-        mem = p["memory_peak_stage"]
-        lines.append(f"  its peak stage ({int(mem['stage'])}) uses {mem['total'] / 1e9:.1f} GB of "
-                     f"{s['usable_memory_bytes_per_node'] / s['ranks_per_node'] / 1e9:g} GB per rank")
+        lines += [""] + _comparison(c, s)
     lines += ["", "Assumptions:"] + [f"  - {a}" for a in d["assumptions"]]
     confirmed = d["search"]["confirmed_with_network_model"]
     lines += ["", f"{d['candidates_evaluated']:,} layouts screened with the contention-free model "
@@ -183,32 +207,70 @@ def render_topology(d: dict) -> str:
     return "\n".join(lines)
 
 
+def _noise_words(v: dict) -> str:
+    parts = []
+    if v.get("jitter"):
+        parts.append(f"compute jitter sigma {v['jitter']:g}")
+    if v.get("straggler_fraction"):
+        parts.append(f"{v['straggler_fraction']:g} of nodes {v['straggler_slowdown']:g}x slower")
+    return ", ".join(parts) or "noise"
+
+
+def _simulation_headline(d: dict) -> list[str]:
+    """With noise: the mean and p99 over the runs (or the one sample, said as such) beside
+    the noise-free iteration; without: the iteration."""
+    v = d.get("variability")
+    if v is None:
+        return [f"iteration {d['iteration_s']:.4g} s"]
+    base = v["noise_free_s"]
+    if v["one_sample"]:
+        return [f"with {_noise_words(v)}: one sample (seed {v['seeds'][0]}), not a mean: "
+                f"{v['mean_s']:.4g} s ({v['mean_over_noise_free']:+.1%} vs the noise-free "
+                f"{base:.4g} s); --runs N gives the mean and p99 over N seeds"]
+    p99_note = "" if v["runs"] >= 100 else "; below 100 runs the p99 is the slowest run"
+    return [f"with {_noise_words(v)}, over {v['runs']:,} runs (seeds {v['seeds'][0]}-"
+            f"{v['seeds'][1]}): mean {v['mean_s']:.4g} s, p99 {v['p99_s']:.4g} s "
+            f"({v['mean_over_noise_free']:+.1%} and {v['p99_over_noise_free']:+.1%} vs the "
+            f"noise-free {base:.4g} s); min {v['min_s']:.4g} s, max {v['max_s']:.4g} s"
+            f"{p99_note}"]
+
+
 def render_simulation(d: dict) -> str:
     lay = d["layout"]
     an = d["analytic"]
+    noisy = "variability" in d
+    verdict = d.get("memory_verdict", "fits" if d["memory_fits"] else "does not fit")
+    from perfmodel.memory import TIGHT_FRACTION
+    memory_note = {"fits": "", "tight": f" (tight: over {TIGHT_FRACTION:.0%} of usable memory)",
+                   "does not fit": " (DOES NOT FIT)"}[verdict]
     lines = [f"{d['model']['name']}: TP{lay['tp']} PP{lay['pp']} DP{lay['dp']} on {d['nodes']:,} "
              f"nodes, micro-batch {lay['micro_batch']}, {lay['schedule']}"
              + (f"/{lay['virtual_stages']}" if lay["virtual_stages"] > 1 else "")
              + f", ZeRO-{lay['zero']}, recompute {lay['recompute']}"
              + (f" on the first {lay['recompute_stages']} stages" if lay["recompute_stages"] else ""),
-             f"iteration {d['iteration_s']:.4g} s (analytic estimate {an['iteration_s']:.4g} s), "
+             *_simulation_headline(d),
+             f"{'noise-free iteration' if noisy else 'iteration'} {d['iteration_s']:.4g} s "
+             f"(analytic estimate {an['iteration_s']:.4g} s), "
              f"{d['tokens_per_s']:,.0f} tokens/s, bubble {d['bubble_fraction']:.1%} of stage time, "
-             f"peak memory {d['peak_memory_bytes'] / 1e9:.2f} GB per rank"
-             + ("" if d["memory_fits"] else " (DOES NOT FIT)"),
-             f"critical stage {d['critical_stage']}: " + ", ".join(
+             f"peak memory {d['peak_memory_bytes'] / 1e9:.2f} GB per rank" + memory_note,
+             f"critical stage {d['critical_stage']}"
+             + (" (noise-free)" if noisy else "") + ": " + ", ".join(
                  f"{k.replace('_', ' ')} {v:.3g}" for k, v in d["breakdown"].items()) + " s",
              ""]
     rows = [[str(s["stage"]), f"{s['end_s']:.4g}", *[f"{s['busy_s'][k]:.3g}" for k in
              ("compute", "recompute", "tp_comm", "pp_comm", "dp_comm", "optimizer")],
              f"{s['idle_s']:.3g}", f"{s['peak_memory_bytes'] / 1e9:.2f}"] for s in d["stages"]]
+    if noisy:
+        lines.append("Stages of the noise-free iteration (seconds):")
     lines.append(table(rows, ["stage", "end s", "compute", "recompute", "TP", "PP", "DP",
                               "optimizer", "idle", "peak GB"]))
-    lines.append(f"{d['events']:,} events simulated in {d['wall_s'] * 1e3:.0f} ms "
+    runs = d["variability"]["runs"] if noisy else 1
+    lines.append(f"{d['events']:,} events per iteration; {1 + runs if noisy else 1} "
+                 f"simulation{'s' if noisy else ''} in {d['wall_s'] * 1e3:.0f} ms "
                  f"(network model: {d['network_model']})")
-    if "variability" in d:
-        v = d["variability"]
-        lines.append(f"over {v['runs']} runs: mean {v['mean_s']:.4g} s, p99 {v['p99_s']:.4g} s "
-                     f"(min {v['min_s']:.4g}, max {v['max_s']:.4g})")
+    if d.get("note"):
+        lines.append(d["note"])
     if "trace" in d:
-        lines.append(f"trace written to {d['trace']} (open it in Perfetto or chrome://tracing)")
+        lines.append(f"trace of {d.get('trace_of', 'the iteration')} written to {d['trace']} "
+                     f"(open it in Perfetto or chrome://tracing)")
     return "\n".join(lines)

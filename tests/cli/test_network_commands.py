@@ -122,6 +122,42 @@ def test_simulate_is_deterministic_unless_asked_for_noise():
     assert v["runs"] == 5 and v["min_s"] <= v["mean_s"] <= v["p99_s"] <= v["max_s"]
 
 
+STRAGGLERS = ["--stragglers", "1e-4", "--straggler-slowdown", "2"]
+
+
+def test_simulate_with_noise_headlines_the_mean_and_p99_beside_the_noise_free_time():
+    quiet = ok_json("simulate", *FUGAKU_LLM)
+    d = ok_json("simulate", *FUGAKU_LLM, *STRAGGLERS, "--runs", "20")
+    v = d["variability"]
+    # the deterministic figures stay the noise-free ones; the runs sit beside them
+    assert d["iteration_s"] == v["noise_free_s"] == quiet["iteration_s"]
+    assert d["breakdown"] == quiet["breakdown"]
+    assert v["runs"] == 20 and v["seeds"] == [0, 19] and not v["one_sample"]
+    assert v["noise_free_s"] <= v["min_s"] <= v["mean_s"] <= v["p99_s"] <= v["max_s"]
+    assert v["mean_over_noise_free"] == pytest.approx(v["mean_s"] / v["noise_free_s"] - 1)
+    text = run("simulate", *FUGAKU_LLM, *STRAGGLERS, "--runs", "20").output
+    headline = text.splitlines()[1]
+    assert headline.startswith("with 0.0001 of nodes 2x slower, over 20 runs (seeds 0-19): "
+                               f"mean {v['mean_s']:.4g} s, p99 {v['p99_s']:.4g} s")
+    assert f"vs the noise-free {v['noise_free_s']:.4g} s" in headline
+    assert "below 100 runs the p99 is the slowest run" in headline
+    assert text.splitlines()[2].startswith(f"noise-free iteration {quiet['iteration_s']:.4g} s")
+
+
+def test_simulate_with_one_noisy_run_says_it_is_one_sample():
+    d = ok_json("simulate", *FUGAKU_LLM, "--jitter", "0.05")
+    v = d["variability"]
+    assert v["runs"] == 1 and v["one_sample"] and v["mean_s"] == v["p99_s"]
+    text = run("simulate", *FUGAKU_LLM, "--jitter", "0.05").output
+    assert "one sample (seed 0), not a mean" in text
+    assert "--runs N gives the mean and p99" in text
+
+
+def test_simulate_says_runs_do_nothing_without_noise():
+    text = run("simulate", *FUGAKU_LLM, "--runs", "3").output
+    assert "--runs has no effect without --jitter or --stragglers" in text
+
+
 def test_simulate_picks_the_best_layout_when_not_pinned():
     d = ok_json("simulate", "--model", "fugaku-llm-13b", "--nodes", "1536")
     assert d["layout"]["tp"] * d["layout"]["pp"] * d["layout"]["dp"] == 1536
@@ -141,3 +177,85 @@ def test_simulate_bad_input(args, field):
     result = run(*args)
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith(f"error: {field}"), result.stderr
+
+
+# ------------------------------------------- a job larger than the given --shape
+SMALL = ["--shape", "2x3x4"]            # 1x1x2x2x3x2: 24 nodes
+
+
+@pytest.mark.parametrize("args", [
+    ["plan", "--params", "13e9", *SMALL],                              # the default ladder
+    ["plan", "--params", "1e9", "--nodes", "48", *SMALL],
+    ["plan", "--params", "1e9", "--max-nodes", "48", *SMALL],
+    ["simulate", "--params", "13e9", "--nodes", "384", *SMALL],
+    ["simulate", "--params", "1e9", "--nodes", "48", "--tp", "1", "--pp", "1", *SMALL],
+    ["collective", "allreduce", "--nodes", "384", "--bytes", "4MiB", *SMALL],
+    ["topo", "--nodes", "384", *SMALL],
+])
+def test_a_shape_smaller_than_the_job_is_refused_naming_both(args):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert err.startswith("error: shape: 2x3x4 is 1x1x2x2x3x2") and "24 nodes" in err, err
+    assert len(err.splitlines()) == 1
+
+
+def test_report_refuses_a_shape_smaller_than_the_job_before_writing(tmp_path):
+    out = tmp_path / "report"
+    result = run("report", "--params", "13e9", *SMALL, "--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines()[-1].startswith("error: shape: ")
+    assert not out.exists()
+
+
+def test_a_shape_that_holds_the_job_is_used():
+    d = ok_json("topo", "--nodes", "24", *SMALL)
+    assert d["shape"] == [1, 1, 2, 2, 3, 2]
+
+
+# ------------------------------------------------------------- odd inputs
+@pytest.mark.parametrize("args, field", [
+    (["topo", "--nodes", "12", "--shape", "0x0x0"], "shape"),
+    (["topo", "--nodes", "12", "--shape", "99999999999x2x2"], "shape"),
+    (["topo", "--nodes", "12", "--shape", "2x3x\u00b2"], "shape"),
+    (["topo", "--nodes", "12", "--shape", "2x3x" + "9" * 5000], "shape"),
+    (["topo", "--nodes", "200000"], "nodes"),
+    (["topo", "--nodes", "12", "--system", "selene", "--shape", "2x3x2"], "shape"),
+    (["collective", "allreduce", "--nodes", "2", "--bytes", "8", "--system", "selene",
+      "--shape", "2x3x2"], "shape"),
+    (["collective", "allreduce", "--nodes", "2", "--bytes", "1e30"], "bytes"),
+    (["simulate", "--params", "1e9", "--nodes", "999999999"], "nodes"),
+    (["simulate", "--params", "1e9", "--nodes", "999999999", "--tp", "1", "--pp", "1"], "nodes"),
+    (["plan", "--params", "1e9", "--nodes", "999999999"], "nodes"),
+])
+def test_odd_input_is_one_line_naming_the_field(args, field):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert err.startswith(f"error: {field}: ") and len(err.splitlines()) == 1, err
+
+
+def test_a_system_file_with_nan_is_refused(tmp_path):
+    from importlib import resources
+    text = (resources.files("perfmodel.data") / "systems" / "fugaku.toml").read_text()
+    path = tmp_path / "nan.toml"
+    path.write_text(text.replace("large_allocation_threshold_nodes = { value = 384,",
+                                 "large_allocation_threshold_nodes = { value = nan,"))
+    result = run("topo", "--nodes", "12", "--system", str(path))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        f"error: {path}:fugaku.network.large_allocation_threshold_nodes: ")
+
+
+def test_a_torus_without_the_six_tofu_axes_has_no_placement_to_describe(tmp_path):
+    from importlib import resources
+    text = ((resources.files("perfmodel.data") / "systems" / "fugaku.toml").read_text()
+            .replace('["X", "Y", "Z", "a", "b", "c"]', '["X"]')
+            .replace("[24, 23, 24, 2, 3, 2]", "[24]")
+            .replace("[true, true, true, false, true, false]", "[true]")
+            .replace('model = { value = "flow"', 'model = { value = "analytic"'))
+    path = tmp_path / "ring.toml"
+    path.write_text(text)
+    result = run("topo", "--nodes", "12", "--system", str(path))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: system: fugaku's torus has 1 axes"), result.stderr

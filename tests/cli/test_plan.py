@@ -226,3 +226,57 @@ def test_unparseable_values_are_click_usage_errors(args, flag):
     err = stderr(result)
     assert err.startswith(f"error: {flag}: ") and len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in result.output
+
+
+# ------------------------------------------------- what the text says is true
+def test_price_adds_a_cost_column_to_the_text_table_and_the_recommendation():
+    result = run("--params", "13e9", "--top", "2", "--price-per-node-hour", "2.5")
+    assert result.exit_code == 0, result.output
+    d = ok_json("--params", "13e9", "--top", "2", "--price-per-node-hour", "2.5")
+    lines = result.stdout.splitlines()
+    headers = [line for line in lines if line.startswith("#  ") or line.startswith("up to")]
+    assert headers and all(h.split()[-1] == "cost" for h in headers), headers
+    recommended = next(line for line in lines if line.startswith("Recommended:"))
+    assert f"cost {d['best'][0]['cost']:,.0f}" in recommended
+    assert "cost" not in run("--params", "13e9", "--top", "1").stdout.split("Assumptions")[0]
+
+
+@pytest.mark.parametrize("extra", [[], ["--precision", "fp16"], ["--zero", "1"],
+                                   ["--recompute-stages", "8"]],
+                         ids=lambda x: " ".join(x) or "fp32")
+def test_pinned_comparison_never_says_negative_slower_nor_compares_equal_values(extra):
+    import re
+    result = run(*FUGAKU_LLM_RUN, *extra)
+    assert result.exit_code == 0, result.output
+    text = result.stdout.split("Assumptions")[0]
+    assert not re.search(r"-\d[\d.]*% slower", text), text
+    assert not re.search(r"\b(\S+ \S+) vs \1\b", text), text
+    assert not re.search(r"\b(\S+) vs \1\b", text), text
+    assert "7 over 8" not in text
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--model", "llama2-70b", "--tp", "16"], "tp"),
+    (["--model", "fugaku-llm-13b", "--zero", "3", "--pp", "2"], "zero"),
+    (["--model", "fugaku-llm-13b", "--schedule", "interleaved", "--pp", "2"], "schedule"),
+    (["--model", "fugaku-llm-13b", "--zero", "1", "--dp", "1"], "zero"),
+    (["--params", "13e9", "--top", "5", "--confirm", "1"], "confirm"),
+], ids=lambda x: x if isinstance(x, str) else " ".join(x))
+def test_layouts_no_framework_runs_are_one_line_errors(args, field):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    err = stderr(result)
+    assert err.startswith(f"error: {field}: "), err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_fp16_states_its_assumptions():
+    text = run("--params", "13e9", "--precision", "fp16", "--top", "1").stdout
+    assumptions = text.split("Assumptions:")[1]
+    assert "FP16" in assumptions and "loss scaling" in assumptions and "18 bytes" in assumptions
+
+
+def test_the_model_name_is_its_real_size():
+    d = ok_json("--params", "20.861e9", "--top", "1", "--max-nodes", "384")
+    assert d["model"]["name"] == f"gpt-{d['model']['params'] / 1e9:.3g}B"
+    assert "20,861,000,000" in d["model"]["source"]

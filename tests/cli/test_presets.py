@@ -99,3 +99,31 @@ def test_python_m_fugakuperf_version():
     proc = python(["-m", "fugakuperf", "--version"])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"fugakuperf, version {fugakuperf.__version__}"
+
+
+def _custom_system(tmp_path, table: str) -> Path:
+    """The Fugaku preset with 24 cores per node, under the table name ``table``."""
+    from importlib import resources
+    text = (resources.files("perfmodel.data") / "systems" / "fugaku.toml").read_text()
+    path = tmp_path / f"{table}.toml"
+    path.write_text(text.replace("[fugaku", f"[{table}")
+                    .replace("cores = { value = 48,", "cores = { value = 24,"))
+    return path
+
+
+def test_a_custom_system_named_like_a_preset_shows_its_own_values(tmp_path):
+    path = _custom_system(tmp_path, "fugaku")
+    data = json.loads(invoke("presets", "--system", str(path), "--json"))
+    assert data["name"] == "fugaku" and data["origin"] == f"{path}:fugaku"
+    assert data["values"]["node.cores"] == 24                  # the file's, not the preset's 48
+    out = invoke("presets", "--system", str(path))
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert " 24 " in lines["node.cores"] and str(path) in out
+    assert json.loads(invoke("presets", "--system", "fugaku", "--json"))["values"]["node.cores"] == 48
+
+
+def test_a_custom_system_with_any_table_name_is_shown(tmp_path):
+    path = _custom_system(tmp_path, "mymachine")
+    data = json.loads(invoke("presets", "--system", str(path), "--json"))
+    assert data["name"] == "mymachine" and data["values"]["node.cores"] == 24
+    assert set(data["values"]) >= set(data["sources"])

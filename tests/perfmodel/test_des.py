@@ -435,6 +435,26 @@ def test_simulate_runs_summarises_seeds():
     assert runs["min_s"] <= first <= runs["max_s"]
 
 
+def test_simulate_runs_gives_every_seeds_time_and_traces_the_first():
+    noise = Noise(jitter=0.1, seed=3)
+    times = sorted(simulate(REAL, ANALYTIC, DET_LAYOUT,
+                            noise=Noise(jitter=0.1, seed=3 + r)).iteration_s for r in range(5))
+    trace = Trace()
+    runs = simulate_runs(REAL, ANALYTIC, DET_LAYOUT, noise, runs=5, trace=trace)
+    assert runs["seeds"] == [3, 7]
+    assert runs["mean_s"] == pytest.approx(sum(times) / 5)
+    assert runs["p99_s"] == times[-1]         # nearest rank: below 100 runs, the slowest
+    assert (runs["min_s"], runs["max_s"]) == (times[0], times[-1])
+    first = Trace()
+    simulate(REAL, ANALYTIC, DET_LAYOUT, noise=noise, trace=first)
+    assert trace.events == first.events       # the trace is the first run's (seed 3)
+    one = simulate_runs(REAL, ANALYTIC, DET_LAYOUT, noise, runs=1)
+    assert one["mean_s"] == one["p99_s"] == simulate(
+        REAL, ANALYTIC, DET_LAYOUT, noise=noise).iteration_s
+    with pytest.raises(SpecError):
+        simulate_runs(REAL, ANALYTIC, DET_LAYOUT, noise, runs=0)
+
+
 def test_stragglers_everywhere_double_the_compute():
     """Every stage slow by 2x, compute-only synthetic costs: every span and the whole
     iteration exactly double (1F1B p=2 m=4: (4 + 1) * 3 = 15 -> 30)."""

@@ -244,3 +244,53 @@ def test_sequence_parallel_needs_tp_dividing_the_sequence():
 def test_fugaku_llm_layout_validates_on_13824_ranks():
     layout = Layout(tp=6, pp=8, dp=288, global_batch=2016, recompute="full", recompute_stages=4)
     validate_layout(layout, FUGAKU_LLM, 13824)
+
+
+# ------------------------------------------- rules of the training frameworks
+LLAMA2_70B = load_model("llama2-70b")   # 64 heads, 8 key/value heads (GQA), ffn 28672
+
+
+@pytest.mark.parametrize("tp", [16, 32, 64])
+def test_tp_must_divide_the_kv_heads(tp):
+    """Megatron-core divides the query groups (kv heads) by tp: 16 > 8 kv heads cannot run."""
+    lay = Layout(tp=tp, pp=1, dp=1, global_batch=1)
+    with pytest.raises(SpecError) as info:
+        validate_layout(lay, LLAMA2_70B)
+    assert info.value.field == "tp" and "kv_heads" in info.value.message
+
+
+@pytest.mark.parametrize("tp", [1, 2, 4, 8])
+def test_tp_dividing_the_kv_heads_validates(tp):
+    validate_layout(Layout(tp=tp, pp=1, dp=1, global_batch=1), LLAMA2_70B)
+
+
+@pytest.mark.parametrize("zero", [2, 3])
+def test_zero_2_and_3_cannot_run_with_pipeline_parallelism(zero):
+    """DeepSpeed's PipelineEngine refuses ZeRO-2/3; Megatron-LM has no ZeRO-2/3."""
+    from perfmodel.layout import check_runnable
+    lay = Layout(tp=1, pp=2, dp=4, global_batch=8, zero=zero)
+    validate_layout(lay, SMALL)                 # the model can be split this way ...
+    with pytest.raises(SpecError) as info:
+        check_runnable(lay, SMALL)              # ... but no framework runs it
+    assert info.value.field == "zero" and "pipeline" in info.value.message
+    check_runnable(lay.replace(pp=1, dp=8), SMALL)
+    check_runnable(lay.replace(zero=1), SMALL)
+
+
+def test_interleaved_schedule_needs_more_than_two_stages():
+    """Megatron-LM (megatron/arguments.py, as its Megatron-DeepSpeed forks run it)."""
+    from perfmodel.layout import check_runnable
+    two = Layout(tp=1, pp=2, dp=1, global_batch=4, schedule="interleaved", virtual_stages=2)
+    validate_layout(two, SMALL)
+    with pytest.raises(SpecError) as info:
+        check_runnable(two, SMALL)
+    assert info.value.field == "schedule"
+    check_runnable(Layout(tp=1, pp=4, dp=1, global_batch=8, schedule="interleaved",
+                          virtual_stages=2), SMALL)
+
+
+def test_check_runnable_applies_the_model_rules_too():
+    from perfmodel.layout import check_runnable
+    with pytest.raises(SpecError) as info:
+        check_runnable(Layout(tp=16, pp=1, dp=1, global_batch=1), LLAMA2_70B)
+    assert info.value.field == "tp"

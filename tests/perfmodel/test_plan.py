@@ -3,8 +3,8 @@
 import pytest
 
 from fpcore.errors import SpecError
-from perfmodel.plan import (DEFAULT_LADDER, default_global_batch, explain, ladder, plan,
-                            plan_to_dict)
+from perfmodel.plan import (DEFAULT_LADDER, default_global_batch, differences, explain, ladder,
+                            plan, plan_to_dict)
 from perfmodel.presets import load_model
 from perfmodel.search import search
 from perfmodel.sizing import model_for_params
@@ -100,3 +100,122 @@ def test_the_node_counts_a_refusal_suggests_are_ones_that_run():
     assert suggested
     for n in suggested:
         assert plan(model, system, nodes=[n], top=1).rungs, n
+
+
+# ------------------------------------------------------------ honest comparisons
+from perfmodel.estimator import estimate            # noqa: E402
+from perfmodel.layout import Layout                 # noqa: E402
+
+ANALYTIC = load_system(network_model="analytic")
+REAL_RUN = Layout(tp=6, pp=8, dp=288, global_batch=2016, recompute="full", recompute_stages=4)
+
+
+def identical_vs(text: str) -> list[str]:
+    """Every "A vs B" in ``text`` whose A and B are the same words."""
+    import re
+    out = []
+    for m in re.finditer(r" vs ", text):
+        left, right = text[:m.start()].split(), text[m.end():].split()
+        for n in range(1, 4):
+            if len(left) >= n and len(right) >= n and left[-n:] == right[:n]:
+                out.append(" ".join(left[-n:]) + " vs " + " ".join(right[:n]))
+    return out
+
+
+def test_explain_a_recompute_difference_names_what_really_differs():
+    """Same 7 micro-batches over 8 stages: the bubble grows because each micro-batch takes
+    longer with recomputation, and that is what the reason says."""
+    a = estimate(FUGAKU_LLM, ANALYTIC, REAL_RUN)
+    b = estimate(FUGAKU_LLM, ANALYTIC, REAL_RUN.replace(recompute="none", recompute_stages=None))
+    reasons = explain(a, b)
+    assert reasons and all(not identical_vs(r) for r in reasons), reasons
+    bubble = [r for r in reasons if "bubble" in r]
+    assert bubble and "per micro-batch" in bubble[0] and "over 8 stages vs" not in bubble[0]
+    compute = [r for r in reasons if r.split(" s ", 1)[1].startswith("compute")]
+    assert not compute          # the same compute: no reason names it
+
+
+def test_differences_name_every_field_that_differs():
+    a = REAL_RUN.replace(precision="fp16", zero=1)
+    b = REAL_RUN.replace(recompute="none", recompute_stages=None, micro_batch=7)
+    text = "; ".join(differences(a, b))
+    for word in ("precision", "recompute", "ZeRO", "micro-batch"):
+        assert word in text, text
+    assert "TP" not in text and "schedule" not in text     # equal fields are not named
+    assert differences(a, a) == []
+    assert not identical_vs(text)
+
+
+def test_a_pinned_precision_is_compared_within_that_precision():
+    result = plan(FUGAKU_LLM, FUGAKU, nodes=[13824], global_batch=2016,
+                  pins={"tp": 6, "pp": 8, "recompute": "full", "recompute_stages": 4,
+                        "precision": "fp16"})
+    c = result.comparison
+    assert c.best.layout.precision == c.pinned.layout.precision == "fp16"
+    assert c.best.iteration_s <= c.pinned.iteration_s
+    assert all(not identical_vs(r) for r in c.reasons + c.differences)
+
+
+def test_pinning_only_the_precision_makes_no_comparison():
+    result = plan(FUGAKU_LLM, ANALYTIC, nodes=[13824], global_batch=2016,
+                  pins={"precision": "fp16"}, top=1)
+    assert result.comparison is None
+    assert result.best[0].layout.precision == "fp16"
+
+
+# ------------------------------------------------------------ hostile inputs
+def test_duplicate_node_counts_are_planned_once():
+    result = plan(FUGAKU_LLM, ANALYTIC, nodes=[13824, 13824], top=3)
+    assert result.node_counts == [13824]
+    labels = [e.layout for e in result.best]
+    assert len(labels) == len(set(labels))
+
+
+def test_confirm_below_top_is_refused():
+    with pytest.raises(SpecError) as err:
+        plan(FUGAKU_LLM, FUGAKU, nodes=[13824], top=5, confirm_shapes=1)
+    assert err.value.field == "confirm" and "top" in err.value.message
+
+
+@pytest.mark.parametrize("kw", [dict(global_batch=1), dict(global_batch=2**8 * 5**8),
+                                dict(max_nodes=1)])
+def test_no_job_shape_in_the_budget_is_not_blamed_on_memory(kw):
+    """13 B: 40 heads and 40 layers (2^3 5) cannot supply the factor 3 of Fugaku's 12- and
+    48-node allocation units; a global batch without one leaves no job at all."""
+    with pytest.raises(SpecError) as err:
+        plan(model_for_params(13e9), ANALYTIC, **kw)
+    assert "memory" not in err.value.message and "units" in err.value.message, err.value
+
+
+def test_fp16_assumptions_say_what_the_precision_changes():
+    from perfmodel.plan import assumptions
+    text = " ".join(assumptions(FUGAKU, ("fp16",)))
+    for word in ("FP16", "loss scaling", "18 bytes", "master"):
+        assert word in text, word
+    assert "loss scaling" not in " ".join(assumptions(FUGAKU, ("fp32",)))
+
+
+def test_exact_node_counts_above_the_budget_are_refused():
+    with pytest.raises(SpecError) as err:
+        plan(FUGAKU_LLM, ANALYTIC, nodes=[384], max_nodes=100)
+    assert err.value.field == "nodes" and "--max-nodes" in err.value.message
+
+
+def test_a_pinned_layout_faster_than_the_unpinned_best_is_called_faster():
+    """A pin can reach layouts the search does not try (e.g. more virtual stages than it
+    explores); the comparison then says faster, never a negative slower."""
+    import dataclasses
+    import re
+    from perfmodel.plan import Comparison
+    from reports.text import render_plan
+    result = plan(FUGAKU_LLM, ANALYTIC, nodes=[13824], global_batch=2016, top=1,
+                  pins={"tp": 6, "pp": 8, "recompute": "full", "recompute_stages": 4})
+    c = result.comparison
+    swapped = Comparison(pinned=c.best, best=c.pinned, rank=1, of=c.of,
+                         reasons=explain(c.best, c.pinned),
+                         differences=differences(c.best.layout, c.pinned.layout))
+    d = plan_to_dict(dataclasses.replace(result, comparison=swapped))
+    assert d["comparison"]["relation"] == "faster"
+    text = render_plan(d)
+    assert "faster than the fastest without the pins" in text
+    assert not re.search(r"-\d[\d.]*% slower", text)

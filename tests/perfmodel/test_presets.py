@@ -81,3 +81,51 @@ def test_a_narrowed_preset_keeps_its_attention_kind():
     # grouped-query keeps its own kv_heads (here it must then divide the new heads)
     gqa = resolve_model(model="llama2-70b", heads=16, hidden=2048, ffn=8192)
     assert gqa.kv_heads == 8
+
+
+def model_error(tmp_path, text: str, name: str = "bad.toml") -> SpecError:
+    path = tmp_path / name
+    path.write_text(text) if isinstance(text, str) else path.write_bytes(text)
+    with pytest.raises(SpecError) as info:
+        load_model(str(path))
+    return info.value
+
+
+@pytest.mark.parametrize("key", ["layers", "hidden", "heads", "vocab", "seq"])
+def test_a_missing_model_key_is_named(tmp_path, key):
+    text = "\n".join(line for line in ONE_TABLE.splitlines() if not line.startswith(f"{key} "))
+    err = model_error(tmp_path, text)
+    assert (err.field, err.message) == (f"{tmp_path / 'bad.toml'}:tiny.{key}",
+                                        "missing required key")
+
+
+@pytest.mark.parametrize("line, key", [
+    ("layers = 2.5", "layers"), ('hidden = "64"', "hidden"), ("heads = true", "heads"),
+    ("vocab = nan", "vocab"), ("seq = inf", "seq"), ("source = 5", "source"),
+    ('expect_params = "many"', "expect_params"), ("expect_params = 1.5", "expect_params"),
+    ("expect_params = 7", "expect_params"), ("bias = 1", "bias"), ('norm = "batchnorm"', "norm"),
+    ("kv_heads = 3", "kv_heads"), ("ffn = -1", "ffn"),
+])
+def test_a_wrongly_typed_model_value_is_named(tmp_path, line, key):
+    kept = [old for old in ONE_TABLE.splitlines() if not old.startswith(f"{key} ")]
+    err = model_error(tmp_path, "\n".join(kept + [line, ""]))
+    assert err.field == f"{tmp_path / 'bad.toml'}:tiny.{key}", err
+
+
+@pytest.mark.parametrize("content, words", [
+    (b'["caf\xe9"]\nlayers = 2\n', "not UTF-8"),
+    ("a = " + "[" * 5000 + "]" * 5000 + "\n", "more than 32 deep"),
+    ("x = " + "{ y = " * 40 + "1" + " }" * 40 + "\n", "more than 32 deep"),
+])
+def test_unreadable_model_files_are_named(tmp_path, content, words):
+    err = model_error(tmp_path, content)
+    assert err.field == str(tmp_path / "bad.toml") and words in err.message
+
+
+def test_unreadable_system_files_are_named(tmp_path):
+    from perfmodel.system import load_system
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'["caf\xe9"]\n')
+    with pytest.raises(SpecError) as info:
+        load_system(str(path))
+    assert info.value.field == str(path) and "not UTF-8" in info.value.message

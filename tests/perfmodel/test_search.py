@@ -6,8 +6,8 @@ from fpcore.errors import SpecError
 from perfmodel.estimator import estimate
 from perfmodel.memory import peak_memory
 from perfmodel.presets import load_model
-from perfmodel.search import (allocatable, divisors, job_shapes, search,
-                              tensor_parallel_options)
+from perfmodel.layout import tensor_parallel_sizes
+from perfmodel.search import allocatable, divisors, job_shapes, search
 from perfmodel.sizing import model_for_params
 from perfmodel.system import load_system
 
@@ -19,12 +19,12 @@ FUGAKU_LLM = load_model("fugaku-llm-13b")
 def test_divisors():
     assert divisors(40) == [1, 2, 4, 5, 8, 10, 20, 40]
     assert divisors(1) == [1]
-    assert tensor_parallel_options(FUGAKU_LLM) == [1, 2, 3, 4, 6, 9, 12, 18, 36]
+    assert tensor_parallel_sizes(FUGAKU_LLM) == [1, 2, 3, 4, 6, 9, 12, 18, 36]
 
 
 def test_llama_70b_tensor_parallel_respects_grouped_kv_heads():
-    opts = tensor_parallel_options(load_model("llama2-70b"))
-    assert 8 in opts and 16 in opts and all(64 % t == 0 for t in opts)
+    opts = tensor_parallel_sizes(load_model("llama2-70b"))
+    assert opts == [1, 2, 4, 8]          # tp divides the 8 key/value heads (Megatron-core)
 
 
 def test_job_shapes_multiply_out_to_the_node_count():
@@ -139,3 +139,44 @@ def test_parallel_and_serial_confirmation_agree(monkeypatch):
     serial = confirm(FUGAKU_LLM, FUGAKU, screened)
     assert [(e.layout, e.iteration_s) for e in parallel] == [(e.layout, e.iteration_s) for e in serial]
     assert all(e.system is FUGAKU and e.model is FUGAKU_LLM for e in parallel)
+
+
+def runnable(lay, model) -> bool:
+    """The framework rules, written out: tp | heads, kv_heads, ffn; ZeRO-2/3 only without a
+    pipeline; interleaving on more than two stages."""
+    return (model.heads % lay.tp == 0 and model.kv_heads % lay.tp == 0
+            and model.ffn % lay.tp == 0 and (lay.zero < 2 or lay.pp == 1)
+            and (lay.schedule != "interleaved" or lay.pp > 2))
+
+
+@pytest.mark.parametrize("model,nodes", [
+    (load_model("llama2-70b"), [16128]),
+    (model_for_params(13e9), [10080]),
+    (FUGAKU_LLM, [13824]),
+])
+def test_the_search_never_proposes_layouts_frameworks_cannot_run(model, nodes):
+    gb = round(2016 * 2048 / model.seq)
+    found, _ = search(model, ANALYTIC, gb, nodes=nodes, top=10**9)
+    assert found
+    bad = [e.layout.label() for e in found if not runnable(e.layout, model)]
+    assert not bad, bad[:5]
+
+
+@pytest.mark.parametrize("model,pins,field", [
+    (load_model("llama2-70b"), {"tp": 16}, "tp"),
+    (FUGAKU_LLM, {"zero": 3, "pp": 2}, "zero"),
+    (FUGAKU_LLM, {"zero": 2, "pp": 8}, "zero"),
+    (FUGAKU_LLM, {"schedule": "interleaved", "pp": 2}, "schedule"),
+    (FUGAKU_LLM, {"zero": 1, "dp": 1}, "zero"),
+    (FUGAKU_LLM, {"virtual_stages": 7}, "virtual_stages"),
+    (FUGAKU_LLM, {"recompute_stages": 3, "pp": 2}, "recompute_stages"),
+])
+def test_pins_no_framework_runs_are_refused_naming_the_field(model, pins, field):
+    with pytest.raises(SpecError) as err:
+        search(model, ANALYTIC, 1008, max_nodes=13824, pins=pins)
+    assert err.value.field == field, str(err.value)
+
+
+def test_zero_3_without_a_pipeline_pin_searches_pp_1_only():
+    found, _ = search(FUGAKU_LLM, ANALYTIC, 2016, max_nodes=13824, pins={"zero": 3}, top=20)
+    assert found and all(e.layout.pp == 1 and e.layout.zero == 3 for e in found)

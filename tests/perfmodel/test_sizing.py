@@ -62,3 +62,30 @@ def test_out_of_range_params_is_an_error_naming_params(n):
     with pytest.raises(SpecError) as info:
         model_for_params(n)
     assert info.value.field == "params"
+
+
+def named_size(name: str) -> float:
+    """The parameter count a name like gpt-20.3B states."""
+    number, unit = name.removeprefix("gpt-")[:-1], name[-1]
+    return float(number) * {"M": 1e6, "B": 1e9, "T": 1e12}[unit]
+
+
+def digits_shown(name: str) -> int:
+    return sum(c.isdigit() for c in name.removeprefix("gpt-").lstrip("0."))
+
+
+@pytest.mark.parametrize("n", [20.861e9, 13e9, 1.234e8, 7.77e10, 3.3e12])
+def test_the_name_states_the_exact_size_and_the_source_the_requested_one(n):
+    m = model_for_params(n)
+    shown = named_size(m.name)
+    half_unit = 0.5 * 10 ** (math.floor(math.log10(m.params)) - digits_shown(m.name) + 1)
+    assert abs(shown - m.params) <= half_unit * (1 + 1e-9), (m.name, m.params)
+    assert f"{n:,.0f} parameters requested" in m.source
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.floats(min_value=8.0, max_value=13.0).map(lambda x: 10.0 ** x))
+def test_the_name_matches_the_exact_count_to_the_digits_shown(n):
+    m = model_for_params(n)
+    half_unit = 0.5 * 10 ** (math.floor(math.log10(m.params)) - digits_shown(m.name) + 1)
+    assert abs(named_size(m.name) - m.params) <= half_unit * (1 + 1e-9), (m.name, m.params)

@@ -178,3 +178,195 @@ def test_missing_file_names_the_file(tmp_path):
     path = tmp_path / "absent.toml"
     err = load_error(path)
     assert err.field == str(path)
+
+
+# ------------------------------------------- every value is checked on loading
+def edited(tmp_path, old: str, new: str, name: str = "mysystem"):
+    """The Fugaku preset with one edit, written to a file; (path, field prefix)."""
+    text = preset_text()
+    assert old in text, old
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text.replace(old, new, 1))
+    return path, f"{path}:fugaku"
+
+
+@pytest.mark.parametrize("old, new, field", [
+    ("allowed_clocks_ghz = { value = [2.0, 2.2]", "allowed_clocks_ghz = { value = []",
+     "node.allowed_clocks_ghz"),
+    ("allowed_clocks_ghz = { value = [2.0, 2.2]", "allowed_clocks_ghz = { value = [2.0, nan]",
+     "node.allowed_clocks_ghz[1]"),
+    ("allowed_clocks_ghz = { value = [2.0, 2.2]", "allowed_clocks_ghz = { value = [2.0]",
+     "node.clock_ghz"),                          # the default clock is not an allowed one
+    ("allocation_unit_nodes = { value = 12,", "allocation_unit_nodes = { value = 0,",
+     "network.allocation_unit_nodes"),
+    ("allocation_unit_nodes = { value = 12,", "allocation_unit_nodes = { value = 10,",
+     "network.allocation_unit_nodes"),           # must be a x b x c
+    ("large_allocation_unit_nodes = { value = 48,", "large_allocation_unit_nodes = { value = 50,",
+     "network.large_allocation_unit_nodes"),
+    ("large_allocation_threshold_nodes = { value = 384,",
+     "large_allocation_threshold_nodes = { value = \"abc\",", "network.large_allocation_threshold_nodes"),
+    ("large_allocation_threshold_nodes = { value = 384,",
+     "large_allocation_threshold_nodes = { value = nan,", "network.large_allocation_threshold_nodes"),
+    ("large_allocation_threshold_nodes = { value = 384,",
+     "large_allocation_threshold_nodes = { value = 100,", "network.large_allocation_threshold_nodes"),
+    ("cores = { value = 48,", "cores = { value = \"48\",", "node.cores"),
+    ("fp64 = 32,", "fp64 = \"32\",", "node.flops_per_cycle_per_core.fp64"),
+    ("fp64 = 32,", "fp64 = inf,", "node.flops_per_cycle_per_core.fp64"),
+    ("fp64 = 32,", "fp80 = 32,", "node.flops_per_cycle_per_core"),
+    ("wrap = { value = [true,", "wrap = { value = [1,", "network.wrap[0]"),
+    ("axes = { value = [\"X\",", "axes = { value = [5,", "network.axes[0]"),
+    ("axes = { value = [\"X\", \"Y\",", "axes = { value = [\"X\", \"X\",", "network.axes"),
+    ("shape = { value = [24,", "shape = { value = [0,", "network.shape[X]"),
+    ("allowed_ranks_per_node = { value = [1, 4]", "allowed_ranks_per_node = { value = [\"1\", 4]",
+     "allowed_ranks_per_node[0]"),
+    ("allowed_ranks_per_node = { value = [1, 4]", "allowed_ranks_per_node = { value = []",
+     "allowed_ranks_per_node"),
+    ("name = \"A64FX\"", "name = 5", "node.name"),
+    ("kind = \"torus\"", "kind = \"mesh\"", "network.kind"),
+    ("[fugaku.node]\n", "[fugaku.node]\nkind = \"x\"\n", "node.kind"),     # a network key
+    ("cores = { value = 48, source =", "cores = { value = 48, sauce =", "node.cores.sauce"),
+    ("cores = { value = 48, source = ", "cores = { source = ", "node.cores.value"),
+    ("cores = { value = 48, source = \"A64FX Microarchitecture Manual Table 1-1 (48 compute + "
+     "2 assistant cores)\" }", "cores = { value = 48, source = 5 }", "node.cores.source"),
+    ("link_bandwidth_gbs = { value = 6.8,", "link_bandwidth_gbs = { value = nan,",
+     "network.link_bandwidth_gbs"),
+    ("link_bandwidth_gbs = { value = 6.8,", "link_bandwidth_gbs = { value = 1e-300,",
+     "network.link_bandwidth_gbs"),              # would price a transfer at infinity
+    ("link_efficiency = { value = 0.9338,", "link_efficiency = { value = 1e-300,",
+     "network.link_efficiency"),
+    ("latency_us = { value = 1.05,", "latency_us = { value = -inf,", "network.latency_us"),
+    ("memory_gib = { value = 32,", "memory_gib = { value = inf,", "node.memory_gib"),
+    ("memory_gib = { value = 32,", "memory_gib = { value = 1e300,", "node.memory_gib"),
+    ("mtbf_hours = { value = 9538560.0,", "mtbf_hours = { value = true,", "node.mtbf_hours"),
+    ("eco_mode = { value = false,", "eco_mode = { value = 0,", "node.eco_mode"),
+    ("job_torus = { value = true,", "job_torus = { value = \"yes\",", "network.job_torus"),
+    ("kernel_bytes_per_cycle = { value = 6.345,", "kernel_bytes_per_cycle = { value = nan,",
+     "stacks.deepspeedfugaku-2023.kernel_bytes_per_cycle"),
+    ("overlap_dp = { value = false,", "overlap_dp = { value = 0,",
+     "stacks.deepspeedfugaku-2023.overlap_dp"),
+    ('description = "Fugaku (RIKEN): 158,976 A64FX nodes, 6D Tofu interconnect D"',
+     "description = 5", "description"),
+])
+def test_every_value_is_checked_and_named_as_in_the_file(tmp_path, old, new, field):
+    path, prefix = edited(tmp_path, old, new)
+    err = load_error(path)
+    assert err.field == f"{prefix}.{field}", err
+
+
+@pytest.mark.parametrize("key", ["cores", "numa_domains", "clock_ghz", "flops_per_cycle_per_core",
+                                 "eco_mode", "memory_gib", "usable_memory_gb",
+                                 "memory_bandwidth_gbs", "stream_bandwidth_gbs",
+                                 "stream_bandwidth_per_domain_gbs", "inter_domain_bandwidth_gbs",
+                                 "gemm_efficiency", "power_w", "axes", "shape", "wrap",
+                                 "link_bandwidth_gbs", "link_efficiency", "latency_us",
+                                 "injection_bandwidth_gbs", "injection_efficiency"])
+def test_every_missing_required_key_is_named(tmp_path, key):
+    text, removed = re.subn(rf"^{key} = .*\n", "", preset_text(), flags=re.M)
+    assert removed == 1
+    path = write(tmp_path, text)
+    err = load_error(path)
+    part = "node" if f"\n{key} = " in preset_text().split("[fugaku.network]")[0] else "network"
+    assert (err.field, err.message) == (f"{path}:fugaku.{part}.{key}", "missing required key")
+
+
+def test_a_machine_too_large_to_model_is_refused_at_once(tmp_path):
+    """10^6 per axis: the allocator's search would never end."""
+    path, prefix = edited(tmp_path, "shape = { value = [24, 23, 24,",
+                          "shape = { value = [1000000, 1000000, 1000000,")
+    err = load_error(path)
+    assert err.field == f"{prefix}.network.shape" and "1,000,000" in err.message
+
+
+def test_a_torus_the_flow_model_cannot_place_is_refused(tmp_path):
+    path, prefix = edited(tmp_path, 'axes = { value = ["X", "Y", "Z", "a", "b", "c"]',
+                          'axes = { value = ["X", "Y", "Z", "a", "b"]')
+    assert load_error(path).field == f"{prefix}.network.shape"        # lengths differ
+    text = (preset_text().replace('["X", "Y", "Z", "a", "b", "c"]', '["X"]')
+            .replace("[24, 23, 24, 2, 3, 2]", "[24]")
+            .replace("[true, true, true, false, true, false]", "[true]"))
+    err = load_error(write(tmp_path, text))
+    assert err.field.endswith("fugaku.network.axes") and "analytic" in err.message
+    flat = load_system(str(write(tmp_path, text.replace('value = "flow"', 'value = "analytic"'))))
+    assert flat.network.nodes == 24
+    with pytest.raises(SpecError) as info:
+        load_system(str(write(tmp_path, text.replace('value = "flow"', 'value = "analytic"'))),
+                    shape="2x3x2")
+    assert info.value.field == "shape"
+
+
+def test_a_fat_tree_needs_nics_that_divide_its_ranks(tmp_path):
+    text = (resources.files("perfmodel.data") / "systems" / "selene.toml").read_text()
+    path = tmp_path / "gpus.toml"
+    path.write_text(text.replace("nics_per_node = { value = 8,", "nics_per_node = { value = 3,"))
+    assert load_error(path).field == f"{path}:selene.network.nics_per_node"
+
+
+def test_every_shipped_preset_still_loads():
+    from perfmodel.presets import system_names
+    for name in system_names():
+        system = load_system(name)
+        assert system.origin.endswith(f".toml:{name}")
+
+
+# ------------------------------------------------- where a system came from
+def test_a_custom_file_named_like_a_preset_describes_itself(tmp_path):
+    from perfmodel.presets import system_values
+    path, _ = edited(tmp_path, "cores = { value = 48,", "cores = { value = 24,", name="fugaku")
+    custom = load_system(str(path))
+    assert custom.name == "fugaku" and custom.node.cores == 24
+    assert custom.origin == f"{path}:fugaku"
+    assert system_values(custom)["node.cores"] == 24           # not the shipped 48
+    assert system_values(FUGAKU)["node.cores"] == 48
+
+
+def test_a_custom_file_with_any_table_name_has_values(tmp_path):
+    from perfmodel.presets import system_values
+    path = write(tmp_path, preset_text().replace("[fugaku", "[mymachine"))
+    system = load_system(str(path))
+    values = system_values(system)
+    assert values == system_values(FUGAKU)
+    assert set(values) >= set(system.sources)
+
+
+def test_values_describe_the_system_in_use():
+    """An option or a stack that changes a value shows in the values and the sources."""
+    from perfmodel.presets import system_values
+    from perfmodel.system import StackSpec
+    slow = load_system("fugaku", clock_ghz=2.0)
+    assert system_values(slow)["node.clock_ghz"] == 2.0
+    assert "clock option" in slow.sources["node.clock_ghz"]
+    assert system_values(FUGAKU)["node.clock_ghz"] == 2.2
+    stacked = load_system("fugaku", stack=StackSpec(name="half", collective_efficiency=0.5))
+    assert system_values(stacked)["network.link_efficiency"] == pytest.approx(0.9338 / 2)
+    assert "0.9338 x 0.5" in stacked.sources["network.link_efficiency"]
+
+
+def test_a_system_pickles_with_its_origin():
+    import pickle
+    system = load_system("fugaku", ppn=4, shape="48x6x48:torus")
+    back = pickle.loads(pickle.dumps(system))
+    assert back == system and dict(back.sources) == dict(system.sources)
+    assert (back.origin, back.file_values) == (system.origin, system.file_values)
+    assert back.rank == system.rank and back.job_allocation.nodes == 13_824
+
+
+# ------------------------------------------------------ jobs and given shapes
+def test_a_given_shape_is_checked_when_the_system_is_made():
+    with pytest.raises(SpecError) as info:
+        load_system("fugaku", shape="48x7x48")
+    assert info.value.field == "shape"
+    with pytest.raises(SpecError) as info:
+        load_system("selene", shape="2x3x2")
+    assert info.value.field == "shape" and "fattree" in info.value.message
+
+
+def test_a_job_larger_than_the_given_shape_is_refused_naming_both():
+    system = load_system("fugaku", shape="2x3x4")
+    assert system.check_nodes(24) == 24
+    with pytest.raises(SpecError) as info:
+        system.check_nodes(384)
+    assert info.value.field == "shape"
+    assert "24 nodes" in info.value.message and "384" in info.value.message
+    with pytest.raises(SpecError) as info:
+        FUGAKU.check_nodes(200_000)
+    assert info.value.field == "nodes" and "158976" in info.value.message

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import os
 import re
 from html.parser import HTMLParser
 
@@ -33,7 +34,7 @@ class Page(HTMLParser):
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     result = CliRunner().invoke(main, ["report", "--model", "gpt3-350m", "--max-nodes", "96",
-                                       "--days", "2", "--checkpoint-gbs", "2", "--top", "4",
+                                       "--days", "2", "--relaunch-minutes", "5", "--top", "4",
                                        "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
@@ -72,7 +73,7 @@ def test_the_json_holds_the_numbers_the_page_shows(built):
     for shown in (fmt.count(s["nodes"]), fmt.num(s["tokens_per_s"]), fmt.pct(s["mfu"]),
                   fmt.days(s["time_to_train_s"])):
         assert shown in html, shown
-    assert report["reliability"]["goodput"] is not None          # --checkpoint-gbs given
+    assert report["reliability"]["goodput"] is not None
     assert report["inverse"]["params"] and report["inverse"]["nodes"] == 96
     assert len(report["layouts"]) >= 1 and report["scaling"]["points"]
 
@@ -85,6 +86,103 @@ def test_confidence_says_how_the_model_did_on_published_measurements(built):
     assert "checked against 4 published run(s) of fugaku" in (built / "index.html").read_text()
 
 
+def test_reliability_has_numbers_by_default_each_with_its_source(built):
+    rel = json.loads((built / "report.json").read_text())["reliability"]
+    for key in ("checkpoint_s", "interval_s", "restart_s", "goodput", "time_with_failures_s",
+                "checkpoint_bytes_total", "checkpoint_bytes_per_node", "fs_bandwidth"):
+        assert rel[key] is not None and rel[key] > 0, key
+    assert rel["checkpoint_source"].startswith("[assumed]")        # no --checkpoint-gbs
+    assert rel["fs_bandwidth_source"].startswith("[assumed]")
+    assert rel["relaunch_s"] == 300 and rel["relaunch_source"] == "given with --relaunch-minutes"
+    assert rel["checkpoint_bytes_total"] >= rel["checkpoint_bytes_per_node"]
+    section = (built / "report.md").read_text().split("## 8 Reliability")[1].split("## 9")[0]
+    assert "n/a" not in section
+    assert "Checkpoint size, total (GB)" in section and "Checkpoint size, per node (GB)" in section
+
+
+def test_the_report_uses_plans_memory_rule(built):
+    report = json.loads((built / "report.json").read_text())
+    result = CliRunner().invoke(main, ["plan", "--model", "gpt3-350m", "--max-nodes", "96",
+                                       "--top", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    best = json.loads(result.stdout)["best"][0]
+    s = report["summary"]
+    assert s["layout_label"].startswith(f"TP{best['layout']['tp']} PP{best['layout']['pp']} ")
+    assert s["memory_fraction_of_usable"] == pytest.approx(best["memory_fraction_of_usable"])
+    assert s["memory_verdict"] == best["memory_verdict"]
+    from perfmodel.memory import memory_verdict
+    for row in report["layouts"] + report["memory"]:
+        assert row["memory_verdict"] == memory_verdict(row["memory_fraction_of_usable"])
+    md = (built / "report.md").read_text()
+    assert f"usable memory: {s['memory_verdict']}." in md
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if the report's work starts."""
+    import calibration.against
+    import reports.build
+
+    def work(*a, **k):
+        raise AssertionError("the report's work started")
+
+    monkeypatch.setattr(reports.build, "build_report", work)
+    monkeypatch.setattr(calibration.against, "published_checks", work)
+
+
+def _foreign(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    return str(folder)
+
+
+@pytest.mark.parametrize("out, problem", [
+    (lambda t: (t / "f").write_text("x") and str(t / "f"), "is a file"),
+    (lambda t: (t / "f").write_text("x") and str(t / "f" / "sub"), "is not a directory"),
+    (lambda t: "/dev/null", "not a directory (a device, pipe or socket)"),
+    (lambda t: "/proc/fugakuperf-report", "cannot create /proc/fugakuperf-report"),
+    (lambda t: str(t / ("x" * 300)), "File name too long"),
+    (_foreign, "holds files a report does not write (notes.txt)"),
+])
+def test_a_bad_out_fails_at_once_with_no_work_done(tmp_path, no_work, out, problem):
+    path = out(tmp_path)
+    result = CliRunner().invoke(main, ["report", "--model", "gpt3-350m", "--out", path])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: --out: ") and problem in result.stderr, result.stderr
+    assert "[report]" not in result.stderr and "Traceback" not in result.stderr
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []
+
+
+@pytest.mark.parametrize("args, field", [(["--nodes", "99999999"], "nodes"),
+                                         (["--tokens", "0"], "tokens"),
+                                         (["--max-nodes", "99999999"], "max_nodes")])
+def test_plan_inputs_are_refused_before_the_published_checks_run(tmp_path, monkeypatch,
+                                                                  args, field):
+    import calibration.against
+
+    def work(*a, **k):
+        raise AssertionError("the published checks ran")
+
+    monkeypatch.setattr(calibration.against, "published_checks", work)
+    result = CliRunner().invoke(main, ["report", "--model", "gpt3-350m", *args,
+                                       "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[-1].startswith(f"error: {field}: ")
+    assert not (tmp_path / "r").exists() and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("option", ["--fs-bandwidth-gbs", "--relaunch-minutes",
+                                    "--checkpoint-gbs"])
+@pytest.mark.parametrize("bad", ["0", "-1", "nan", "inf", "fast"])
+def test_reliability_options_must_be_finite_and_positive(tmp_path, no_work, option, bad):
+    result = CliRunner().invoke(main, ["report", "--model", "gpt3-350m", option, bad,
+                                       "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {option}: "), result.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_bad_output_directory_is_refused(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -93,3 +191,10 @@ def test_bad_output_directory_is_refused(tmp_path):
     assert result.exit_code == 2                   # refused before any work is done
     assert result.stderr.startswith("error: --out: ") and "is a file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_help_states_the_defaults_the_model_uses():
+    from perfmodel.capacity import FS_BANDWIDTH, RELAUNCH_S
+    text = " ".join(CliRunner().invoke(main, ["report", "--help"]).output.split())
+    assert f"Default: an assumed {FS_BANDWIDTH / 1e9:,.0f} (the K computer's" in text
+    assert f"Default: an assumed {RELAUNCH_S / 60:g}." in text
