@@ -3,7 +3,7 @@
 A run log is a CSV with one row per measured run (the schema users log their own
 runs in; ``perfmodel/data/validation/runs_*.csv`` ship the published ones):
 
-    system             a system preset (fugaku, selene, jeanzay-a100) or TOML file
+    system             a system preset's name (fugaku, selene, jeanzay-a100)
     model              a label
     layers, hidden, heads, vocab, seq          the model's shape
     ranks              GPUs, or nodes x ranks per node
@@ -46,55 +46,87 @@ CONVENTIONS = ("hardware", "model")
 
 
 def read_runs(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError("against", f"{path}: no such file")
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise SpecError("against", f"{path}: missing column(s) {', '.join(missing)}; "
-                                           f"the schema is {', '.join(COLUMNS)}")
-            rows = list(reader)
-    except UnicodeDecodeError as e:
-        raise SpecError("against", f"{path}: not UTF-8 text ({e})") from e
+    """The rows of a run log (fpcore.readers.read_csv: UTF-8, bounded, strict CSV), with
+    every column of the schema present; each row's values are checked by ``row_inputs``."""
+    from fpcore.readers import read_csv
+    header, rows = read_csv(path, "against")
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise SpecError("against", f"{path}: missing column(s) {', '.join(missing)}; "
+                                   f"the schema is {', '.join(COLUMNS)} (`fugakuperf validate "
+                                   f"--schema`)")
     if not rows:
         raise SpecError("against", f"{path}: no runs")
     return rows
 
 
-def _int(row: dict, key: str, where: str, default: int | None = None) -> int | None:
-    raw = (row.get(key) or "").strip()
+MAX_COUNT = 10**9          # layers, widths, ranks, batches: far past any run
+
+
+def _text(row: dict, key: str) -> str:
+    return (row.get(key) or "").strip()
+
+
+def _int(row: dict, key: str, where: str, default: int | None = None, lo: int = 1) -> int:
+    """Column ``key`` as a whole number >= ``lo`` (``default`` when empty)."""
+    from fpcore.errors import check_int
+    raw = _text(row, key)
     if not raw:
         if default is not None:
             return default
         raise SpecError(key, f"{where}: is empty")
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise SpecError(key, f"{where}: must be a whole number; got {raw!r}") from None
+        raise SpecError(key, f"{where}: must be a whole number; got {raw[:40]!r}") from None
+    try:
+        return check_int(key, value, lo=lo, hi=MAX_COUNT)
+    except SpecError as e:
+        raise SpecError(key, f"{where}: {e.message}") from None
+
+
+def number_column(row: dict, key: str, where: str, unit: str = "") -> float | None:
+    """Column ``key`` as a finite positive number (None when empty)."""
+    from fpcore.errors import check_float
+    raw = _text(row, key)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SpecError(key, f"{where}: must be a number; got {raw[:40]!r}") from None
+    try:
+        return check_float(key, value, lo=0.0, unit=unit)
+    except SpecError as e:
+        raise SpecError(key, f"{where}: {e.message}") from None
+
+
+def _choice(row: dict, key: str, where: str, choices, default: str) -> str:
+    value = _text(row, key) or default
+    if value not in choices:
+        raise SpecError(key, f"{where}: must be one of {', '.join(choices)}; got {value[:40]!r}")
+    return value
 
 
 def row_inputs(row: dict, where: str, stack: str | None = None):
-    """(model, system, layout pins, micro_batch or None, unit, convention) of one row;
-    ``stack`` for a row that names none."""
+    """(model, system, layout pins, micro_batch or None, unit, convention, measured) of
+    one row, every value checked: counts are whole numbers, the figure and the clock
+    finite and positive, names among those allowed, and the system a preset named in
+    the log (a log names presets, never files: a row is not where a user gives a
+    path). ``stack`` for a row that names none."""
     from perfmodel.inputs import resolve_system
+    from perfmodel.layout import PRECISIONS, RECOMPUTE, Layout, check_runnable
     from perfmodel.model import ModelSpec
 
     model = ModelSpec(layers=_int(row, "layers", where), hidden=_int(row, "hidden", where),
                       heads=_int(row, "heads", where), vocab=_int(row, "vocab", where),
-                      seq=_int(row, "seq", where), name=row.get("model") or "run")
-    clock = (row.get("clock_ghz") or "").strip()
+                      seq=_int(row, "seq", where), name=_text(row, "model")[:80] or "run")
+    clock_ghz = number_column(row, "clock_ghz", where, unit="GHz")
     try:
-        clock_ghz = float(clock) if clock else None
-    except ValueError:
-        raise SpecError("clock_ghz", f"{where}: must be a number; got {clock!r}") from None
-    try:
-        system = resolve_system(row["system"].strip(), clock_ghz=clock_ghz,
-                                stack=(row.get("stack") or "").strip() or stack)
+        system = resolve_system(_text(row, "system"), clock_ghz=clock_ghz,
+                                stack=_text(row, "stack") or stack, allow_files=False)
     except SpecError as e:
-        raise SpecError(e.field, f"{where}: {str(e).split(': ', 1)[1]}") from None
+        raise SpecError(e.field, f"{where}: {e.message}") from None
     tp, pp, dp = (_int(row, k, where) for k in ("tp", "pp", "dp"))
     ranks = _int(row, "ranks", where)
     if tp * pp * dp != ranks:
@@ -103,30 +135,27 @@ def row_inputs(row: dict, where: str, stack: str | None = None):
         raise SpecError("ranks", f"{where}: {ranks} ranks do not fill {system.name}'s nodes of "
                                  f"{system.ranks_per_node}")
     v = _int(row, "interleave", where, default=1)
-    sp = (row.get("sequence_parallel") or "no").strip().lower()
-    if sp not in ("yes", "no"):
-        raise SpecError("sequence_parallel", f"{where}: must be yes or no; got {sp!r}")
+    sp = _choice(row, "sequence_parallel", where, ("yes", "no"), "no")
     pins = dict(tp=tp, pp=pp, dp=dp, global_batch=_int(row, "global_batch", where),
                 schedule="interleaved" if v > 1 else "1f1b", virtual_stages=v,
-                recompute=(row.get("recompute") or "none").strip(),
-                sequence_parallel=sp == "yes", zero=_int(row, "zero", where, default=0),
-                precision=(row.get("precision") or "fp32").strip(),
+                recompute=_choice(row, "recompute", where, RECOMPUTE, "none"),
+                sequence_parallel=sp == "yes", zero=_int(row, "zero", where, default=0, lo=0),
+                precision=_choice(row, "precision", where, PRECISIONS, "fp32"),
                 overlap_dp=system.stack.overlap_dp)
-    mb = (row.get("micro_batch") or "").strip()
-    unit = (row.get("unit") or "").strip()
-    if unit not in UNITS:
-        raise SpecError("unit", f"{where}: must be one of {', '.join(UNITS)}; got {unit!r}")
-    convention = (row.get("flops_convention") or "").strip()
+    mb = _int(row, "micro_batch", where) if _text(row, "micro_batch") else None
+    try:                       # the layout itself, with the given or the smallest micro-batch
+        check_runnable(Layout(micro_batch=mb or 1, **pins), model, ranks)
+    except SpecError as e:
+        raise SpecError(e.field, f"{where}: {e.message}") from None
+    unit = _choice(row, "unit", where, UNITS, "")
+    convention = _text(row, "flops_convention")
     if unit == "tflops_per_rank" and convention not in CONVENTIONS:
         raise SpecError("flops_convention", f"{where}: must be hardware or model for "
-                                            f"tflops_per_rank; got {convention!r}")
-    try:
-        measured = float(row["measured"])
-    except (TypeError, ValueError):
-        raise SpecError("measured", f"{where}: must be a number; got {row.get('measured')!r}") \
-            from None
-    return model, system, pins, (_int(row, "micro_batch", where) if mb else None), unit, \
-        convention, measured
+                                            f"tflops_per_rank; got {convention[:40]!r}")
+    measured = number_column(row, "measured", where, unit=unit)
+    if measured is None:
+        raise SpecError("measured", f"{where}: is empty")
+    return model, system, pins, mb, unit, convention, measured
 
 
 def _candidates(pins: dict, micro_batch: int | None) -> list[int]:
@@ -185,8 +214,11 @@ def predict_row(row: dict, where: str = "row", stack: str | None = None) -> dict
 
 
 def validate_against(path: str | Path, progress=None, stack: str | None = None) -> dict:
-    """Every run of the log at ``path`` predicted; ``stack`` for rows that name none."""
+    """Every run of the log at ``path`` predicted; ``stack`` for rows that name none.
+    Every row is checked before the first is simulated."""
     runs = read_runs(path)
+    for i, row in enumerate(runs):
+        row_inputs(row, f"{Path(path).name} row {i + 2}", stack)
     rows = []
     for i, row in enumerate(runs):
         where = f"{Path(path).name} row {i + 2}"          # the header is row 1
@@ -206,10 +238,11 @@ def _validation_folder():
 def log_path(name: str) -> str:
     """A shipped log's short name (``selene``, ``fugaku_fit``) -> its file; any other
     name or path as given."""
-    shipped = _validation_folder() / f"runs_{name}.csv"
-    if "/" not in name and not name.endswith(".csv") and shipped.is_file():
-        return str(shipped)
-    return name
+    import os
+    if "/" in name or name.endswith(".csv"):
+        return name
+    shipped = str(_validation_folder() / f"runs_{name}.csv")
+    return shipped if os.path.isfile(shipped) else name
 
 
 def shipped_logs() -> list[Path]:
@@ -224,7 +257,11 @@ def published_checks(system) -> list[str]:
     """How the model does on the published measurements of ``system``'s preset, one
     line per log and stack (every run predicted now, nothing stored); lines say when
     the checked stack is not the one in use."""
+    from perfmodel.presets import is_shipped
     lines = []
+    # a user's file may name its table after a preset: the runs check the preset
+    other = "" if is_shipped(system) else \
+        f"; they check the shipped {system.name} preset, not {system.origin}"
     for path in shipped_logs():
         groups: dict[str, list[float]] = {}
         for i, row in enumerate(read_runs(path)):
@@ -239,13 +276,13 @@ def published_checks(system) -> list[str]:
                          f"({path.name}{note}): mean |error| "
                          f"{statistics.fmean(abs(e) for e in errors):.1%}, max "
                          f"{max(abs(e) for e in errors):.1%} (`fugakuperf validate --against "
-                         f"{path.stem.removeprefix('runs_')}`)")
+                         f"{path.stem.removeprefix('runs_')}`{other})")
     if system.name == "fugaku" and not system.collective_fits:
         from perfmodel.system import load_system
         from perfmodel.validation import fugaku_mpi_validation
         errors = [abs(r["error"]) for r in fugaku_mpi_validation(load_system("fugaku"))]
         lines.append(f"the network model against RIKEN's {len(errors)} measured MPI figures "
-                     f"(fugaku_mpi.csv): max |error| {max(errors):.1%}")
+                     f"(fugaku_mpi.csv): max |error| {max(errors):.1%}{other}")
     if not lines:
         lines.append(f"no published run of {system.name} ships with fugakuperf: its "
                      f"predictions are unchecked (log runs and use `validate --against`)")

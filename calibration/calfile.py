@@ -47,10 +47,15 @@ def save(path: str | Path, data: dict) -> None:
 
 def load(path: str | Path) -> dict:
     """Read and check a calibration file."""
+    import os
     path = Path(path)
-    if not path.is_file():
-        raise SpecError("calibration", f"{path}: " + ("no such file" if not path.exists()
-                                                     else "not a regular file"))
+    if not os.path.isfile(path):             # os.path: False, never an error, for any name
+        try:
+            read_json(path)                  # why not: missing, a directory, too long a name
+        except SpecError as e:
+            raise SpecError("calibration", e.message if e.message.startswith(str(path))
+                            else f"{path}: {e.message}") from None
+        raise SpecError("calibration", f"{path}: not a regular file")
     try:
         data = read_json(path)
     except SpecError as e:

@@ -48,7 +48,7 @@ class Run(NamedTuple):
 
 
 def _runs(path: str | Path, stack: str) -> list[Run]:
-    from .against import iteration_flops, read_runs, row_inputs
+    from .against import number_column, iteration_flops, read_runs, row_inputs
     out = []
     for i, row in enumerate(read_runs(path)):
         where = f"{Path(path).name} row {i + 2}"
@@ -64,8 +64,7 @@ def _runs(path: str | Path, stack: str) -> list[Run]:
         if unit == "tflops_per_rank":              # back to seconds per iteration
             flops = iteration_flops(model, pins["global_batch"], pins["recompute"], convention)
             measured = flops / (measured * 1e12 * pins["tp"] * pins["pp"] * pins["dp"])
-        clock = (row.get("clock_ghz") or "").strip()
-        out.append(Run(where, row["system"].strip(), float(clock) if clock else None, model,
+        out.append(Run(where, row["system"].strip(), number_column(row, "clock_ghz", where), model,
                        pins, measured, system.stack))
     return out
 
@@ -74,7 +73,7 @@ def _predict(run: Run, stack) -> float:
     from perfmodel.estimator import estimate
     from perfmodel.inputs import resolve_system
     from perfmodel.layout import Layout
-    system = resolve_system(run.system, clock_ghz=run.clock_ghz, stack=stack)
+    system = resolve_system(run.system, clock_ghz=run.clock_ghz, stack=stack, allow_files=False)
     layout = Layout(**dict(run.pins, overlap_dp=stack.overlap_dp))
     return estimate(run.model, system, layout).iteration_s
 

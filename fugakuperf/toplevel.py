@@ -21,8 +21,20 @@ import click
 BAD_INPUT, ENVIRONMENT, INTERRUPTED, BUG = 2, 1, 130, 70
 
 
+LONG_WORD = 240          # characters of one word (a path, a value) shown in an error
+
+
+def _short(word: str) -> str:
+    """A word past LONG_WORD characters with its middle elided (a 4,000-character path
+    keeps its start and its end, where the file name is)."""
+    if len(word) <= LONG_WORD:
+        return word
+    return f"{word[:LONG_WORD // 2]}...({len(word) - LONG_WORD + 40:,} characters)..." \
+           f"{word[-(LONG_WORD // 2 - 40):]}"
+
+
 def _line(text: str) -> str:
-    return " ".join(str(text).split())
+    return " ".join(_short(w) for w in str(text).split())
 
 
 def _fail(message: str, code: int):
@@ -51,7 +63,8 @@ class Commands(click.Group):
         except click.UsageError as e:
             hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
             param = getattr(e, "param", None)
-            if isinstance(e, click.BadParameter) and param is not None:
+            if isinstance(e, click.BadParameter) and param is not None and \
+                    not isinstance(e, click.MissingParameter):     # its message is empty
                 name = param.opts[0] if getattr(param, "opts", None) else param.name
                 _fail(f"error: {name}: {e.message}{hint}", BAD_INPUT)
             _fail(f"error: {e.format_message()}{hint}", BAD_INPUT)

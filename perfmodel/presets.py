@@ -58,6 +58,13 @@ def system_names() -> list[str]:
     return sorted(_systems())
 
 
+def is_shipped(system) -> bool:
+    """Whether ``system`` was read from the shipped preset of its name (not from a
+    user's file whose table is named like it)."""
+    found = _systems().get(system.name)
+    return found is not None and system.origin == f"{found[1]}:{system.name}"
+
+
 def model_from_table(name: str, table: dict, where: str) -> ModelSpec:
     check_keys(where, table, MODEL_KEYS)
     require(where, table, MODEL_REQUIRED)

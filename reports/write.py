@@ -70,7 +70,7 @@ def is_report_file(name: str) -> bool:
 
 def check_out(out_dir: str | os.PathLike, field: str = "out") -> str:
     """The absolute path a report to ``out_dir`` replaces, checked before any work: absent
-    (its nearest existing parent a writable directory), empty, or a report's folder
+    (in a writable folder that exists), empty, or a report's folder
     (report.json and only files a report writes): none of the user's files is removed."""
     raw = os.fspath(out_dir)
     try:
@@ -106,13 +106,11 @@ def check_out(out_dir: str | os.PathLike, field: str = "out") -> str:
                                    f"); give a new or empty folder, or a report's own folder "
                                    f"(it is replaced whole)")
     parent = os.path.dirname(out)
-    existing = parent
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise SpecError(field, f"cannot create {out}: {existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SpecError(field, f"cannot create {out}: {existing} is not writable")
+    if not os.path.isdir(parent):          # as every output: its folder must exist
+        why = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise SpecError(field, f"cannot create {out}: the folder {parent} {why}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SpecError(field, f"cannot create {out}: {parent} is not writable")
     return out
 
 
@@ -174,7 +172,6 @@ def stage(out_dir: str | os.PathLike, field: str = "out") -> Staging:
     out = check_out(out_dir, field)
     parent, name = os.path.split(out)
     try:
-        os.makedirs(parent, exist_ok=True)
         remove_stale(parent, name)
         path = tempfile.mkdtemp(prefix=_prefix(name), suffix=".report", dir=parent)
         os.chmod(path, 0o755)              # mkdtemp makes it private

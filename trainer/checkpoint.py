@@ -108,7 +108,7 @@ def prepare_directory(directory: str | Path, last_step: int,
             from None
     if st is None:
         parent = directory.absolute().parent
-        if not parent.is_dir():
+        if not os.path.isdir(parent):
             raise SpecError(field, f"cannot create {directory}: the folder {parent} does not "
                                    f"exist")
         try:
@@ -131,7 +131,7 @@ def prepare_directory(directory: str | Path, last_step: int,
 def list_checkpoints(directory: str | Path) -> list[Path]:
     """Checkpoint files in ``directory``, oldest step first."""
     directory = Path(directory)
-    if not directory.is_dir():
+    if not os.path.isdir(directory):          # False, never an error, for any name
         return []
     found = [p for p in directory.iterdir() if NAME.match(p.name) and p.is_file()]
     return sorted(found, key=lambda p: int(NAME.match(p.name).group(1)))

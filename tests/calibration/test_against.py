@@ -90,6 +90,17 @@ def test_both_flop_conventions():
     ({"flops_convention": ""}, "flops_convention"), ({"measured": "fast"}, "measured"),
     ({"sequence_parallel": "maybe"}, "sequence_parallel"), ({"system": "nowhere"}, "system"),
     ({"stack": "pytorch-0.1"}, "stack"), ({"clock_ghz": "fast"}, "clock_ghz"),
+    # values that parse but no run can have
+    ({"measured": "nan"}, "measured"), ({"measured": "NaN"}, "measured"),
+    ({"measured": "inf"}, "measured"), ({"measured": "-5"}, "measured"),
+    ({"measured": "0"}, "measured"), ({"measured": ""}, "measured"),
+    ({"clock_ghz": "nan"}, "clock_ghz"), ({"clock_ghz": "-1"}, "clock_ghz"),
+    ({"tp": "0"}, "tp"), ({"dp": "-8"}, "dp"), ({"zero": "-1"}, "zero"),
+    ({"interleave": "0"}, "interleave"), ({"micro_batch": "0"}, "micro_batch"),
+    ({"recompute": "some"}, "recompute"), ({"precision": "fp8"}, "precision"),
+    ({"layers": "99999999999999"}, "layers"),
+    # a row names a preset, never a file (/etc/passwd was once parsed as a system)
+    ({"system": "/etc/passwd"}, "system"), ({"system": "../my_system.toml"}, "system"),
 ])
 def test_bad_rows_are_refused_naming_the_field(changes, field):
     with pytest.raises(SpecError) as err:
@@ -103,3 +114,52 @@ def test_a_log_without_the_schema_is_refused(tmp_path):
     with pytest.raises(SpecError, match="missing column"):
         read_runs(path)
     assert len(COLUMNS) == 23
+
+
+def _log(tmp_path, rows):
+    path = tmp_path / "runs.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in rows)
+    return path
+
+
+def test_every_row_is_checked_before_the_first_is_simulated(tmp_path, monkeypatch):
+    """A NaN figure in the last row is refused before any work: once it made a log whose
+    first row missed by 14% pass ``--max-error 0.1``."""
+    import calibration.against as against
+    simulated = []
+    monkeypatch.setattr(against, "predict_row", lambda *a, **k: simulated.append(a))
+    path = _log(tmp_path, [_row(micro_batch="1")] * 3 + [_row(measured="nan")])
+    with pytest.raises(SpecError, match="row 5: must be a finite number") as err:
+        validate_against(path)
+    assert err.value.field == "measured" and simulated == []
+
+
+def test_a_field_past_the_csv_limit_is_refused_by_name(tmp_path):
+    path = tmp_path / "huge.csv"
+    path.write_text(",".join(COLUMNS) + "\n" + "selene," + "x" * 2_000_000 + "\n")
+    with pytest.raises(SpecError, match="malformed CSV") as err:
+        read_runs(path)
+    assert str(path) in err.value.field
+
+
+def test_published_checks_of_a_users_file_named_like_a_preset_say_what_they_checked(tmp_path):
+    """A user's system file whose table is called ``fugaku`` is not the preset: the
+    published runs check the preset, and every line says so."""
+    from importlib import resources
+
+    from calibration.against import published_checks
+    from perfmodel.system import load_system
+    shipped = resources.files("perfmodel.data") / "systems" / "fugaku.toml"
+    mine = tmp_path / "fugaku.toml"
+    mine.write_text(shipped.read_text().replace("link_bandwidth_gbs = { value = 6.8",
+                                                "link_bandwidth_gbs = { value = 3.4"))
+    system = load_system(str(mine))
+    assert system.name == "fugaku" and system.network.link_bandwidth == 3.4e9
+    lines = published_checks(system)
+    assert lines and all(line.endswith(f"not {mine}:fugaku)") or
+                         line.endswith(f"not {mine}:fugaku") for line in lines), lines
+    assert not any("not " in line and "preset" in line for line in
+                   published_checks(load_system("fugaku")))

@@ -47,6 +47,29 @@ def test_failures_are_one_line(broken_command, kind, code, start):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("args, says", [
+    (["collective", "allreduce", "--nodes", "12"], "Missing option '--bytes'"),
+    (["report", "--params", "1e9"], "Missing option '--out'"),
+    (["collective", "--nodes", "12", "--bytes", "1"], "Missing argument '{allreduce"),
+])
+def test_a_missing_option_is_named(args, says):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {says}"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_huge_value_is_shortened_in_the_middle(tmp_path):
+    """A 5,000-character path is one readable line: its start and its end (the file's
+    name), with the number of characters left out."""
+    path = str(tmp_path / ("x" * 5000)) + ".toml"
+    result = CliRunner().invoke(main, ["plan", "--model", path])
+    line = result.stderr.strip()
+    assert result.exit_code == 2 and len(line.splitlines()) == 1
+    assert len(line) < 400 and line.startswith(f"error: {tmp_path}")
+    assert "characters)...xxx" in line and "x.toml: cannot be read" in line
+
+
 def test_debug_shows_the_traceback(broken_command, monkeypatch):
     monkeypatch.setenv("FUGAKUPERF_DEBUG", "1")
     result = CliRunner().invoke(main, [broken_command])

@@ -457,7 +457,7 @@ def test_html_and_markdown_say_the_same_thing(report):
 # --------------------------------------------------------------------------------- writing
 
 def test_write_report_writes_every_file_atomically(report, tmp_path):
-    out = tmp_path / "new" / "report"
+    out = tmp_path / "report"
     images = fake_images(IMAGE_NAMES[:4])
     paths = write_report(out, report, images)
     assert set(paths) == {"index.html", "report.md", "report.json", *images}
@@ -625,12 +625,20 @@ def test_out_that_cannot_be_made_is_refused(path, problem):
         assert os.path.exists("/dev/null") and not os.path.isdir("/dev/null")
 
 
-def test_stage_makes_parents_and_an_empty_folder_beside_the_target(tmp_path):
-    staging = stage(tmp_path / "a" / "b" / "report")
-    assert os.path.dirname(staging.path) == str(tmp_path / "a" / "b")
-    assert os.listdir(staging.path) == [] and not (tmp_path / "a" / "b" / "report").exists()
+def test_stage_makes_an_empty_folder_beside_the_target(tmp_path):
+    (tmp_path / "a").mkdir()
+    staging = stage(tmp_path / "a" / "report")
+    assert os.path.dirname(staging.path) == str(tmp_path / "a")
+    assert os.listdir(staging.path) == [] and not (tmp_path / "a" / "report").exists()
     staging.discard()
-    assert os.listdir(tmp_path / "a" / "b") == []
+    assert os.listdir(tmp_path / "a") == []
+
+
+def test_a_report_folder_is_made_only_in_a_folder_that_exists(tmp_path):
+    """As every output (and --checkpoint-dir): a typo in a parent is refused, not made."""
+    with pytest.raises(SpecError, match="the folder .*/a/b does not exist"):
+        stage(tmp_path / "a" / "b" / "report")
+    assert os.listdir(tmp_path) == []
 
 
 def test_files_put_into_the_target_during_the_work_are_not_removed(report, tmp_path):
