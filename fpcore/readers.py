@@ -10,13 +10,13 @@ csv module's limit. And every JSON this project writes is standard JSON
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-import tomllib
 
 from .errors import SpecError
+
+# csv and tomllib load inside the readers that use them: the CLI's start-up (--help,
+# every error path) imports this module for ``dumps`` alone.
 
 MAX_DEPTH = 32                 # tables, arrays or objects inside each other
 MAX_BYTES = 256 * 2**20        # the largest text input read (run logs, calibrations)
@@ -104,6 +104,7 @@ def read_json(path: str | os.PathLike, field: str | None = None,
 
 
 def parse_toml(text: str, where: str) -> dict:
+    import tomllib
     try:
         value = tomllib.loads(text)
     except RecursionError:
@@ -121,6 +122,8 @@ def read_toml(path: str | os.PathLike, field: str | None = None) -> dict:
 
 def read_csv(path: str | os.PathLike, field: str | None = None) -> tuple[list[str], list[dict]]:
     """(header, rows) of a CSV file with a header row; every problem names the file."""
+    import csv
+    import io
     where = _where(path, field)
     text = read_text(path, field)
     limit = csv.field_size_limit()

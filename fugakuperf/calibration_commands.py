@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -62,13 +61,10 @@ def _training_records(paths, threads: int) -> list[dict]:
     unreadable or measured with other threads per rank than the fit's."""
     from calibration.measure import records_from_training
     from fpcore.errors import SpecError
+    from fpcore.readers import read_json
     out = []
     for path in paths:
-        try:
-            with open(path, encoding="utf-8") as f:
-                rec = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SpecError("add-record", f"{path}: unreadable ({e})") from e
+        rec = read_json(path, "add-record")
         host = rec.get("host") if isinstance(rec, dict) else None
         got = host.get("threads") if isinstance(host, dict) else None
         if got is not None and got != threads:

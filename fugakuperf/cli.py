@@ -10,7 +10,6 @@ import click
 
 from fpcore.readers import dumps
 
-from . import __version__
 from .options import (BYTES, INT_LIST, NUMBER, Real, layout_options, model_options, pins_from,
                       resolve_inputs, system_from, system_options)
 from .toplevel import Commands
@@ -19,7 +18,7 @@ COLLECTIVES = ["allreduce", "allgather", "reduce-scatter", "alltoall", "barrier"
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="fugakuperf")
+@click.version_option(package_name="fugakuperf", prog_name="fugakuperf")
 def main():
     """Plan and predict LLM training on Fugaku-class supercomputers.
 

@@ -6,7 +6,6 @@ every rank runs this command; rank 0 alone prints and writes.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 
@@ -188,6 +187,8 @@ def train(**kw):
 def _contention(window, threads: int, ranks: int, record: dict) -> dict:
     """How busy the machine was while it trained (calibration.contention), said on
     stderr when it may have slowed the timings."""
+    import statistics
+
     from calibration.contention import assess, summary
     times = [s["seconds"] for s in record["steps"][1:]]      # the first step compiles
     spread = statistics.median(times) / min(times) if times and min(times) > 0 else None
