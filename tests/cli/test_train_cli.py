@@ -85,6 +85,23 @@ def test_train_json_prints_the_measurement_record(trained):
     assert (ckpt / "step_00000003.npz").is_file()
     assert record["checkpoint"] == str(ckpt / "step_00000003.npz")
     assert "1 rank(s)" in result.stderr
+    busy = record["contention"]                     # how busy the machine was, recorded
+    assert busy["verdict"] in ("quiet", "noisy", "contended", "unknown")
+    assert busy["threads"] == record["host"]["threads"] and busy["wall_s"] > 0
+
+
+def test_training_on_a_busy_machine_warns_and_records_it(monkeypatch):
+    from trainer import host
+    ticks = iter(range(1, 10**6))            # /proc/stat: half of all CPU time stolen
+
+    def cpu_times():
+        t = next(ticks)
+        return host.CpuTimes(busy=t / 2, idle=0.0, steal=t / 2)
+    monkeypatch.setattr(host, "read_cpu_times", cpu_times)
+    result = train_ok(*TINY, "--data", CORPUS, "--steps", 2, *FAST, "--json")
+    assert "warning: the machine was contended" in result.stderr
+    assert "stole 50%" in result.stderr
+    assert json.loads(result.stdout)["contention"]["verdict"] == "contended"
 
 
 def test_profile_prints_the_kernel_table(tmp_path):
