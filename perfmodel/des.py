@@ -315,7 +315,7 @@ def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
             yield wait(comm.gather_after)
             busy[i]["dp_comm"] += env.now - t0
         end = env.now
-        reports.append(StageReport(i, end, dict(busy[i]), end - sum(busy[i].values()), peaks[i]))
+        reports.append(StageReport(i, end, dict(busy[i]), _idle(end, busy[i]), peaks[i]))
 
     def _mem(i, delta):
         memory[i] += delta
@@ -346,11 +346,18 @@ def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
         iteration_s=iteration,
         tokens_per_s=layout.global_batch * model.seq / iteration,
         # idle up to the iteration's end: a stage that finishes early waits too
-        bubble_fraction=sum(iteration - sum(r.busy_s.values()) for r in reports)
-        / (p * iteration),
+        bubble_fraction=sum(iteration - r.end_s + r.idle_s for r in reports) / (p * iteration),
         breakdown=breakdown, stages=reports,
         peak_memory_bytes=max(r.peak_memory_bytes for r in reports),
         events=counter[0], critical_stage=crit.stage)
+
+
+def _idle(end: float, busy: dict) -> float:
+    """A stage's time not busy in any category up to ``end``. The busy times are sums of
+    the same clock's differences, so a stage that never waited comes out at a rounding
+    error from zero (-4e-14 s), said as 0, never as a negative idle time or bubble."""
+    idle = end - sum(busy.values())
+    return 0.0 if abs(idle) <= 1e-9 * end else idle
 
 
 def _consumer(step: Step, stage: int, p: int, v: int) -> int | None:

@@ -218,10 +218,10 @@ def _noise_words(v: dict) -> str:
 
 def _simulation_headline(d: dict) -> list[str]:
     """With noise: the mean and p99 over the runs (or the one sample, said as such) beside
-    the noise-free iteration; without: the iteration."""
+    the noise-free iteration; without: nothing (the iteration line says it)."""
     v = d.get("variability")
     if v is None:
-        return [f"iteration {d['iteration_s']:.4g} s"]
+        return []                    # the iteration line that follows is the headline
     base = v["noise_free_s"]
     if v["one_sample"]:
         return [f"with {_noise_words(v)}: one sample (seed {v['seeds'][0]}), not a mean: "

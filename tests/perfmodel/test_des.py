@@ -321,6 +321,17 @@ def test_des_equals_estimate_without_a_pipeline(layout):
     assert des == pytest.approx(estimate(REAL, ANALYTIC, layout).iteration_s, rel=1e-9)
 
 
+@pytest.mark.parametrize("layout", NO_PIPELINE + NEAR_UNIFORM, ids=lambda l: l.label())
+def test_no_stage_is_ever_idle_for_negative_time(layout):
+    """A stage that never waits is idle 0 s, not a rounding error below zero (once shown
+    as 'bubble -0.0%' and 'idle -4.26e-14')."""
+    sim = simulate(REAL, ANALYTIC, layout)
+    assert all(s.idle_s >= 0 for s in sim.stages) and sim.bubble_fraction >= 0
+    assert sim.breakdown["bubble"] >= 0
+    if layout.pp == 1:
+        assert sim.stages[0].idle_s == 0.0 and sim.bubble_fraction == 0.0
+
+
 @pytest.mark.parametrize("layout", NEAR_UNIFORM, ids=lambda l: l.label())
 def test_des_within_two_percent_of_estimate_for_near_uniform_stages(layout):
     des = simulate(REAL, ANALYTIC, layout).iteration_s
