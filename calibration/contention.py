@@ -98,9 +98,11 @@ def assess(window, threads: int, ranks: int = 1, spread: float | None = None) ->
 
 
 def summary(assessment: dict) -> str:
-    """One line: the verdict and why."""
+    """One line: the verdict and why (the reasons, which give the bound; else the bound)."""
+    verdict, reasons = assessment["verdict"], assessment.get("reasons") or ()
+    if reasons:
+        return f"{verdict}: {'; '.join(reasons)}"
     bound = assessment.get("slowdown_bound")
-    head = (f"{assessment['verdict']} (timings at most {bound - 1:.0%} too long from "
-            f"contention)" if bound is not None else f"{assessment['verdict']} (no CPU "
-                                                     f"accounting on this machine)")
-    return head + "".join(f"; {r}" for r in assessment.get("reasons") or ())
+    if bound is None:
+        return f"{verdict} (no CPU accounting on this machine)"
+    return f"{verdict} (timings at most {bound - 1:.0%} too long from contention)"

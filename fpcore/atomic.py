@@ -25,7 +25,8 @@ from .errors import SpecError
 _TEMP = re.compile(r"^\..+\.([^.]+)\.(\d+)\.[A-Za-z0-9_]+\.tmp$")
 
 
-def _host() -> str:
+def host_tag() -> str:
+    """This host's name as it appears in temporary names (letters, digits and dashes)."""
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
 
 
@@ -69,7 +70,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable, mode: int = 0o
     path = target(path, field)
     directory, name = os.path.split(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name[:100]}.{_host()}.{os.getpid()}.",
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name[:100]}.{host_tag()}.{os.getpid()}.",
                                    suffix=".tmp")
     except OSError as e:
         raise SpecError(field, f"cannot write {path}: {_os_problem(e)}") from None
@@ -93,7 +94,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable, mode: int = 0o
         raise
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -106,7 +108,7 @@ def _alive(pid: int) -> bool:
 def remove_stale_temps(directory: str | os.PathLike) -> list[str]:
     """Remove the temporary files of writes in ``directory`` whose process is gone;
     return their paths."""
-    removed, host = [], _host()
+    removed, host = [], host_tag()
     try:
         names = os.listdir(directory)
     except OSError:
@@ -114,7 +116,7 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[str]:
     for name in names:
         m = _TEMP.match(name)
         if m and m.group(1) == host and int(m.group(2)) != os.getpid() \
-                and not _alive(int(m.group(2))):
+                and not alive(int(m.group(2))):
             path = os.path.join(directory, name)
             try:
                 os.unlink(path)

@@ -30,10 +30,11 @@ def _setup(threads, default=None):
 
 
 def _say_contention(assessment: dict | None, when: str) -> None:
-    """A warning line when measurements were (or would be) taken on a busy machine."""
+    """A warning line when measurements were (or would be) taken on a busy machine;
+    ``when`` starts it ("before measuring, the machine is")."""
     from calibration.contention import summary
     if assessment and assessment["verdict"] in ("noisy", "contended"):
-        click.echo(f"warning: {when}: the machine is {summary(assessment)}", err=True)
+        click.echo(f"warning: {when} {summary(assessment)}", err=True)
 
 
 def _check_quiet(comm, threads: int, allow: bool) -> None:
@@ -53,7 +54,7 @@ def _check_quiet(comm, threads: int, allow: bool) -> None:
             f"node, with fewer --threads, or keep the measurements anyway with "
             f"--allow-contention (the file then records the contention)")
     if comm.rank == 0:
-        _say_contention(now, "before measuring")
+        _say_contention(now, "before measuring, the machine is")
 
 
 def _training_records(paths, threads: int) -> list[dict]:
@@ -151,7 +152,7 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
         if data is None:              # not rank 0
             return
     calfile.save(out_path, data)
-    _say_contention(data.get("contention"), f"{out_path} was measured while")
+    _say_contention(data.get("contention"), f"while {out_path} was measured, the machine was")
     summary = {"out": out_path, "compute": data["fit"]["compute"],
                "collectives": data["fit"]["collectives"],
                "storage": data["fit"].get("storage") or {}, "host": data["host"],

@@ -194,8 +194,8 @@ def _contention(window, threads: int, ranks: int, record: dict) -> dict:
     spread = statistics.median(times) / min(times) if times and min(times) > 0 else None
     conditions = assess(window, threads, ranks, spread)
     if conditions["verdict"] in ("noisy", "contended"):
-        click.echo(f"warning: the machine was {summary(conditions)}: the step and kernel "
-                   f"times describe it, busy", err=True)
+        click.echo(f"warning: while training, the machine was {summary(conditions)}; the "
+                   f"step and kernel times describe it busy", err=True)
     return conditions
 
 

@@ -28,11 +28,11 @@ import errno
 import os
 import re
 import shutil
-import socket
 import stat
 import tempfile
 from dataclasses import dataclass
 
+from fpcore.atomic import alive, host_tag
 from fpcore.errors import SpecError
 from fpcore.readers import dumps
 from reports.html import render_html
@@ -46,10 +46,6 @@ _PAGE_TEMP = re.compile(r"^\.(index\.html|report\.md|report\.json|[A-Za-z0-9_.-]
 _STAGED = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+"
                      r"\.(report|old)$")
 _RENAME_EXCHANGE = 2                   # linux/fs.h
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
 
 
 def _problem(e: OSError) -> str:
@@ -131,7 +127,7 @@ def remove_stale(parent: str, name: str) -> list[str]:
     """Clear what dead writers of reports to ``parent/name`` left beside it: a staged
     folder is removed; a previous report renamed aside (``.old``) is put back when the
     target is missing (the writer died between its two renames), else removed."""
-    removed, host = [], _host()
+    removed, host = [], host_tag()
     try:
         entries = sorted(os.listdir(parent))
     except OSError:
@@ -141,7 +137,7 @@ def remove_stale(parent: str, name: str) -> list[str]:
         if not (m and m.group("name") == name[:100] and m.group("host") == host):
             continue
         pid = int(m.group("pid"))
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or alive(pid):
             continue
         path = os.path.join(parent, entry)
         if entry.endswith(".old") and not os.path.lexists(os.path.join(parent, name)):
@@ -152,18 +148,8 @@ def remove_stale(parent: str, name: str) -> list[str]:
     return removed
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _prefix(name: str) -> str:
-    return f".{name[:100]}.{_host()}.{os.getpid()}."
+    return f".{name[:100]}.{host_tag()}.{os.getpid()}."
 
 
 def stage(out_dir: str | os.PathLike, field: str = "out") -> Staging:

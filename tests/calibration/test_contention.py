@@ -45,7 +45,8 @@ def test_a_contended_verdict_says_why_in_numbers():
     assert result["verdict"] == "contended"
     line = summary(result)
     assert "stole 25%" in line and "other work used 1.0 of 8 cores" in line
-    assert line.startswith("contended (timings at most")
+    assert line.startswith("contended: ") and "may be up to 50% too long" in line
+    assert summary(assess(window(), 8)) == "quiet (timings at most 0% too long from contention)"
 
 
 def test_a_wide_spread_of_repeats_is_noisy_on_a_quiet_machine():

@@ -193,8 +193,8 @@ def test_calibrate_allow_contention_keeps_and_records_it(monkeypatch, tmp_path):
     a_busy_machine(monkeypatch)
     out = tmp_path / "busy.json"
     result = ok("calibrate", "--quick", "--threads", "1", "--allow-contention", "--out", out)
-    assert "warning: before measuring: the machine is contended" in result.stderr
-    assert f"warning: {out} was measured while: the machine is contended" in result.stderr
+    assert "warning: before measuring, the machine is contended: " in result.stderr
+    assert f"warning: while {out} was measured, the machine was contended: " in result.stderr
     recorded = calfile.load(out)["contention"]
     assert recorded["verdict"] == "contended" and recorded["steal_fraction"] == 0.5
     assert recorded["slowdown_bound"] > 1.2 and recorded["reasons"]

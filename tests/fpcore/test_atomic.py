@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from fpcore.atomic import _host, atomic_write, remove_stale_temps, target
+from fpcore.atomic import atomic_write, host_tag, remove_stale_temps, target
 from fpcore.errors import SpecError
 
 
@@ -56,7 +56,7 @@ def test_temporaries_of_dead_writers_are_removed(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "ckpt.npz")])
     left = os.listdir(tmp_path)
     assert len(left) == 1 and left[0].startswith(".ckpt.npz.") and left[0].endswith(".tmp")
-    mine = tmp_path / f".x.npz.{_host()}.{os.getpid()}.abc.tmp"
+    mine = tmp_path / f".x.npz.{host_tag()}.{os.getpid()}.abc.tmp"
     mine.write_bytes(b"")                       # a live writer's file stays
     assert remove_stale_temps(tmp_path) == [str(tmp_path / left[0])]
     assert os.listdir(tmp_path) == [mine.name]

@@ -16,6 +16,7 @@ import pytest
 from reports import fmt
 from reports.html import render_html
 from reports.markdown import render_markdown
+from fpcore.atomic import host_tag
 from fpcore.errors import SpecError
 from reports.write import stage, write_report
 
@@ -658,7 +659,7 @@ def test_a_previous_report_renamed_aside_by_a_dead_writer_is_put_back(report, tm
     write_report(out, report, fake_images())
     before = _files(out)
     dead = 2 ** 22 + 12345                             # above Linux's default pid_max
-    aside = tmp_path / f".r.{writer._host()}.{dead}.abcdefgh.old"
+    aside = tmp_path / f".r.{host_tag()}.{dead}.abcdefgh.old"
     os.rename(out, aside)                              # killed between the two renames
     stage(out).discard()
     assert _files(out) == before and _debris(tmp_path) == []
