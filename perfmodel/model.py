@@ -1,7 +1,7 @@
 """ModelSpec: the architecture of a decoder-only transformer, and its exact size.
 
-The parameter count is defined here once (STYLE 8); the trainer's own count is
-tested equal to it.
+The parameter count is defined here and nowhere else (one formula, one place); the
+trainer's own count is tested equal to it.
 """
 
 from __future__ import annotations

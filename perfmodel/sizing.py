@@ -15,7 +15,7 @@ The rule (docs/planning.md points here rather than repeating it):
 3. Among shapes with such a depth within [0.75, 1.33] x depth(N), those whose
    exact count is within 1% of N are kept and the one whose depth is nearest
    depth(N) wins; if none is within 1%, the count nearest N (relative) wins.
-4. Everything else is the Fugaku-LLM architecture (FACTS.md): GPT-2 style, pre-LN
+4. Everything else is the Fugaku-LLM architecture (docs/facts.md): GPT-2 style, pre-LN
    LayerNorm with bias, learned positions, GELU, biases, tied embeddings, vocabulary
    49,152 and sequence 2,048, unless the caller overrides vocab or seq.
 
@@ -43,8 +43,8 @@ PUBLISHED_DEPTHS = (
 DEPTH_COEFF = 0.1500     # fitted to PUBLISHED_DEPTHS (tests refit and compare)
 DEPTH_EXPONENT = 0.2425
 MIN_PARAMS, MAX_PARAMS = 1e8, 1e13
-DEFAULT_VOCAB = 49_152   # Fugaku-LLM (FACTS.md)
-DEFAULT_SEQ = 2048       # Fugaku-LLM (FACTS.md)
+DEFAULT_VOCAB = 49_152   # Fugaku-LLM (docs/facts.md)
+DEFAULT_SEQ = 2048       # Fugaku-LLM (docs/facts.md)
 
 
 def fitted_depth(n_params: float) -> float:

@@ -1,6 +1,6 @@
 """Which part of the 6D Tofu torus a job gets: node counts and shapes -> (X, Y, Z, a, b, c).
 
-Facts (docs FACTS.md, "Tofu interconnect D"): a x b x c = 2 x 3 x 2 is the 12-node Tofu
+Facts (docs/facts.md, "Tofu interconnect D"): a x b x c = 2 x 3 x 2 is the 12-node Tofu
 unit (Ajima et al. 2012); Fugaku is 24 x 23 x 24 x 2 x 3 x 2 = 158,976 nodes; torus jobs
 are allocated in 12-node units and jobs over 384 nodes in 48-node units of 2 x 3 x 8
 virtual nodes (RIKEN user guide); the user names a virtual shape (X*a) x (Y*b) x (Z*c),
@@ -23,9 +23,9 @@ from fpcore.errors import SpecError
 
 AXES = ("X", "Y", "Z", "a", "b", "c")
 # Wrap of Fugaku's axes: X, Y, Z rings; classic Tofu a, c 2-long meshes, b a 3-ring
-# (FACTS: unconfirmed for Fugaku, hence a parameter).
+# (docs/facts.md: unconfirmed for Fugaku, hence a parameter).
 TOFU_WRAP = (True, True, True, False, True, False)
-# The most nodes a machine may have: 6 x Fugaku's 158,976 (FACTS.md, Tofu D rows), above
+# The most nodes a machine may have: 6 x Fugaku's 158,976 (docs/facts.md, Tofu D rows), above
 # any machine built. It bounds the work of every search over a machine's boxes and of
 # pricing a collective over the whole machine.
 MAX_MACHINE_NODES = 1_000_000
@@ -70,7 +70,7 @@ class JobAllocation:
 
 @dataclass(frozen=True)
 class MachineShape:
-    """The whole torus and its allocation units. Defaults are Fugaku (FACTS.md, Tofu D rows):
+    """The whole torus and its allocation units. Defaults are Fugaku (docs/facts.md, Tofu D rows):
     shape 24x23x24x2x3x2 (node count + coordinate tool), unit a x b x c = 2x3x2 = 12 nodes
     (Ajima et al.), 48-node units (2x3x8 virtual = 4 Tofu units along Z) above 384 nodes
     (RIKEN user guide)."""

@@ -1,7 +1,9 @@
 """The reference trainer: the real GPT model, measured, on one node or many.
 
-It shares only the model description (perfmodel.model.ModelSpec) with the
-simulator. Parameters live in one flat buffer with named views (params.py); the
+It never imports the simulator. What it shares with it is the model description
+(perfmodel.model.ModelSpec) and the FLOP formula of perfmodel.ops, so a trainer
+step's FLOPs and the simulator's model FLOPs are one count.
+Parameters live in one flat buffer with named views (params.py); the
 layers' forward and backward kernels are in kernels.py and are assembled into the
 model in gpt.py; data comes from UTF-8 text through a byte-level tokenizer or from
 token shards (data.py); train.py runs steps with AdamW (optim.py), checkpoints

@@ -1,7 +1,7 @@
 """The GPT forward and backward passes, assembled from trainer.kernels (llm.c's
 ``gpt2_forward`` / ``gpt2_backward``).
 
-Architecture (Radford et al. 2019; Fugaku-LLM's, see FACTS.md): learned token and
+Architecture (Radford et al. 2019; Fugaku-LLM's, see docs/facts.md): learned token and
 position embeddings, L pre-LN blocks ``x += attproj(attn(ln1(x)))``,
 ``x += fcproj(gelu(fc(ln2(x))))``, a final LayerNorm and the output layer, tied
 to the token embedding unless the ModelSpec says otherwise.

@@ -18,7 +18,7 @@ from scipy.linalg.blas import get_blas_funcs   # scipy's own BLAS library: loade
                                                # import, so thread limits reach it too
 
 GELU_SCALE = math.sqrt(2.0 / math.pi)     # Hendrycks & Gimpel 2016, tanh approximation
-LN_EPS = 1e-5                              # Fugaku-LLM's LayerNorm epsilon (FACTS.md)
+LN_EPS = 1e-5                              # Fugaku-LLM's LayerNorm epsilon (docs/facts.md)
 
 
 # ------------------------------------------------------------------ encoder

@@ -1,7 +1,7 @@
 """AdamW on the flat parameter buffer, gradient clipping and the learning-rate schedule.
 
 AdamW: Loshchilov & Hutter 2019 (decoupled weight decay) over Kingma & Ba 2015,
-with bias correction. Defaults are Fugaku-LLM's (FACTS.md, launch scripts): betas
+with bias correction. Defaults are Fugaku-LLM's (docs/facts.md, launch scripts): betas
 (0.9, 0.95), weight decay 0.1, gradient clipping at global norm 1.0. Eps 1e-8 is
 Adam's (Kingma & Ba 2015). As in Megatron-LM and GPT-2 training practice, weight
 decay applies to the weight matrices and embeddings, not to biases or LayerNorm.

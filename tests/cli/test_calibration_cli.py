@@ -10,6 +10,7 @@ internal consistency (error == predicted / measured - 1) and the refusals are as
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numba
@@ -18,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from calibration import calfile
+from calibration.collectives import default_sizes
 from calibration.contention import VERDICTS
 from calibration.measure import FIT_CONFIGS
 from fugakuperf import __version__
@@ -494,18 +496,45 @@ def test_system_host_refuses_preset_options(option, field, cal):
 
 
 # ---------------------------------------------------------------------- help
+# A command's own page is read (``fugakuperf CMD --help``), and an option counts only
+# where the page lists it under "Options:": the examples above that list name several
+# options too, and the main page's examples name the commands, so a word found
+# anywhere on a page proves nothing.
+def help_page(*command: str) -> tuple[str, set[str]]:
+    """The page's text before "Options:" (whitespace joined) and the options it lists."""
+    out = ok(*command, "--help").stdout
+    text, options = out.split("\nOptions:\n", 1)
+    listed = {m.group(1) for m in re.finditer(r"^  (?:-\w, )?(--[\w-]+)", options, re.M)}
+    return " ".join(text.split()), listed
+
+
+def listed_commands() -> dict[str, str]:
+    """The main page's "Commands:" section: name -> its one-line summary."""
+    section = ok("--help").stdout.split("\nCommands:\n", 1)[1]
+    return {m.group(1): m.group(2)
+            for m in re.finditer(r"^  ([\w-]+) {2,}(\S.*)$", section, re.M)}
 
 
 def test_calibrate_help():
-    out = ok("calibrate", "--help").stdout
-    assert "mpiexec" in out and "--quick" in out and "--refit" in out and "--out" in out
+    text, options = help_page("calibrate")
+    assert re.match(r"Usage: \S+ calibrate \[OPTIONS\] ", text)
+    assert {"--quick", "--refit", "--out", "--model", "--add-record", "--checkpoint-dir",
+            "--threads", "--allow-contention", "--json"} <= options
+    # what it measures under mpiexec, with the sizes the code really measures
+    sizes = default_sizes()
+    assert (f"under mpiexec, also MPI collectives between the ranks "
+            f"({sizes[0]} B to {sizes[-1] // 2**20} MiB)") in text
 
 
 def test_validate_help():
-    out = ok("validate", "--help").stdout
-    assert "--max-error" in out and "--calibration" in out
+    text, options = help_page("validate")
+    assert re.match(r"Usage: \S+ validate \[OPTIONS\] ", text)
+    assert {"--calibration", "--against", "--stack", "--schema", "--max-error"} <= options
+    assert "runs the trainer on held-out configurations" in text
+    assert "simulates every logged run of a CSV" in text
 
 
 def test_main_help_lists_the_commands():
-    out = ok("--help").stdout
-    assert "calibrate" in out and "validate" in out
+    commands = listed_commands()
+    assert commands["calibrate"] == "Measure this node and fit the simulator's parameters to it."
+    assert commands["validate"].startswith("Predicted against measured: trainer runs")

@@ -1,6 +1,7 @@
 """``fugakuperf presets``, ``--help``/``--version``, and the fast-import promise."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,8 +75,25 @@ def test_unknown_preset_is_an_error_naming_the_field():
 
 
 def test_help_lists_the_commands():
-    out = invoke("--help")
-    assert "plan" in out and "presets" in out
+    """The main page's "Commands:" section lists them with their own summaries (its
+    examples above name them too, so finding the names anywhere proves nothing)."""
+    section = invoke("--help").split("\nCommands:\n", 1)[1]
+    commands = {m.group(1): m.group(2)
+                for m in re.finditer(r"^  ([\w-]+) {2,}(\S.*)$", section, re.M)}
+    assert commands["plan"].startswith("Best parallel layouts, throughput, memory")
+    assert commands["presets"].startswith("List model and system presets")
+
+
+def test_presets_help_says_what_it_shows():
+    """``presets --help`` itself: its options, listed as options, and what each shows."""
+    out = invoke("presets", "--help")
+    assert re.match(r"Usage: \S+ presets \[OPTIONS\]\n", out)
+    options = out.split("\nOptions:\n", 1)[1]
+    listed = {m.group(1): " ".join(m.group(2).split())
+              for m in re.finditer(r"^  (--[\w-]+)(?: [A-Z]+)? +(\S.*)$", options, re.M)}
+    assert listed["--model"] == "Show one model preset in full."
+    assert listed["--system"] == "Show one system preset with the source of every value."
+    assert listed["--json"] == "Print JSON."
 
 
 def test_cli_import_does_not_load_heavy_modules():

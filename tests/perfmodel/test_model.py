@@ -24,7 +24,7 @@ EQ2_PRESETS = [n for n in model_names() if is_eq2_gpt(load_model(n))]
 
 
 def test_fugaku_llm_13b_parameter_count():
-    # FORMULAS.md / FACTS.md: Fugaku-LLM-13B has 13,167,577,728 parameters.
+    # docs/formulas.md / docs/facts.md: Fugaku-LLM-13B has 13,167,577,728 parameters.
     assert load_model("fugaku-llm-13b").params == 13_167_577_728
 
 

@@ -1,4 +1,4 @@
-"""Op-level FLOP accounting against the published closed forms (FORMULAS.md)."""
+"""Op-level FLOP accounting against the published closed forms (docs/formulas.md)."""
 
 import pytest
 
@@ -110,5 +110,5 @@ def test_micro_batch_scales_gemm_flops_linearly(name):
 
 
 def test_fugaku_llm_flops_per_token():
-    # FACTS.md: training FLOPs per token ~84.0 GFLOP (Megatron formula, no recompute).
+    # docs/facts.md: training FLOPs per token ~84.0 GFLOP (Megatron formula, no recompute).
     assert close(model_flops_per_token(load_model("fugaku-llm-13b")), 84.0e9, rtol=1e-3)

@@ -1,6 +1,6 @@
 """SystemSpec: the Fugaku preset against published figures, rank views, and user TOML files.
 
-Reference figures (project fact sheet): A64FX peak FP32 6.144 TFLOP/s per node at
+Reference figures (docs/facts.md): A64FX peak FP32 6.144 TFLOP/s per node at
 2.0 GHz and 6.758 at 2.2 GHz, FP16 twice that; STREAM 804 GB/s per node with one
 process, 207.69 GB/s per CMG; ~25 GB usable per node; 158,976 nodes; torus jobs in
 12-node units, 48-node units above 384 nodes.
@@ -13,6 +13,7 @@ from importlib import resources
 import pytest
 
 from fpcore.errors import SpecError
+from perfmodel.presets import system_names
 from perfmodel.system import load_system
 
 FUGAKU = load_system("fugaku")
@@ -96,17 +97,38 @@ def test_allocation_unit(nodes, unit):
 
 
 # --------------------------------------------------------------------- sources
-def test_every_preset_value_has_a_source():
-    table = tomllib.loads(preset_text())["fugaku"]
-    checked = 0
-    for part in ("node", "network"):
-        for key, raw in table[part].items():
-            if key in ("name", "kind"):          # identifiers, not measured values
-                assert isinstance(raw, str)
-                continue
-            assert FUGAKU.sources.get(f"{part}.{key}", "").strip(), f"{part}.{key} has no source"
-            checked += 1
-    assert checked >= 25   # 14 node values, 11 network values
+def shipped_tables() -> dict[str, dict]:
+    """Every table of every shipped system file, by preset name."""
+    tables = {}
+    for entry in (resources.files("perfmodel.data") / "systems").iterdir():
+        if entry.name.endswith(".toml"):
+            tables.update(tomllib.loads(entry.read_text(encoding="utf-8")))
+    return tables
+
+
+def test_every_shipped_system_file_is_a_preset():
+    assert sorted(shipped_tables()) == system_names()
+    assert {"fugaku", "selene", "jeanzay-a100"} <= set(system_names())
+
+
+@pytest.mark.parametrize("name", system_names())
+def test_every_preset_value_has_a_source(name):
+    """Each value of the file (node, network, the preset's own settings and each
+    software stack's values) is loaded with a non-empty source; names and
+    descriptions are identifiers, not values."""
+    table = shipped_tables()[name]
+    system = load_system(name)
+    keys = [key for key in table if key not in ("description", "stacks", "node", "network")]
+    keys += [f"{part}.{key}" for part in ("node", "network") for key in table[part]
+             if key not in ("name", "kind")]
+    keys += [f"stacks.{stack}.{key}" for stack, body in table.get("stacks", {}).items()
+             for key in body if key != "description"]
+    for key in ("node.name", "network.kind"):
+        part, field = key.split(".")
+        assert isinstance(table[part][field], str), key
+    missing = [key for key in keys if not system.sources.get(key, "").strip()]
+    assert missing == [], f"{name}: no source for {', '.join(missing)}"
+    assert len(keys) >= 30          # node and network values, ranks per node
 
 
 # ------------------------------------------------------------ user TOML files

@@ -1,15 +1,21 @@
-"""reports.plots: every image renders to deterministic, non-trivial PNG bytes from a
-hand-built report dict (reports/schema.md); missing sections are skipped."""
+"""reports.plots: every image renders to deterministic PNG bytes from a hand-built
+report dict (reports/schema.md), decoded here to check what was drawn: the fixed size,
+a picture rather than a blank page, a different picture for different data, and the
+colours that carry meaning where they do; missing sections are skipped."""
 
 import copy
+import io
 
+import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
+from matplotlib.image import imread
 
-pytest.importorskip("matplotlib")
-
-from reports import plots  # noqa: E402
+from reports import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Every image has the module's fixed size (no tight bounding box): width x height pixels.
+HEIGHT, WIDTH = round(plots.FIGSIZE[1] * plots.DPI), round(plots.FIGSIZE[0] * plots.DPI)
 NAMES = {"scaling.png", "time_cost.png", "memory.png", "timeline.png", "network.png",
          "sensitivity.png"}
 GB = 1e9
@@ -100,20 +106,104 @@ FUNCTIONS = [plots.scaling_png, plots.time_cost_png, plots.memory_png, plots.tim
              plots.network_png, plots.sensitivity_png]
 
 
+def pixels(png: bytes) -> np.ndarray:
+    """The decoded PNG as (HEIGHT, WIDTH, 3) RGB values in [0, 1], checked to be a PNG of
+    the fixed size."""
+    assert png.startswith(PNG_SIGNATURE)
+    image = imread(io.BytesIO(png), format="png")
+    assert image.shape[:2] == (HEIGHT, WIDTH)
+    return image[..., :3]
+
+
+def drawn(png: bytes) -> float:
+    """The share of the image that is not the white page."""
+    return float((pixels(png) < 0.98).any(axis=-1).mean())
+
+
+def coloured(png: bytes, colour: str) -> int:
+    """Pixels of exactly ``colour`` (to PNG's 8-bit rounding): a bar's or patch's fill."""
+    return int((np.abs(pixels(png) - to_rgb(colour)).max(axis=-1) < 1.5 / 255).sum())
+
+
+def assert_a_picture(png: bytes) -> None:
+    """Axes, labels and data: over 5% of the page (a blank page covers 0%, an empty
+    titled and labelled axes about 2.5%; these images 7% and more)."""
+    assert drawn(png) > 0.05
+
+
 @pytest.mark.parametrize("fn", FUNCTIONS, ids=lambda f: f.__name__)
 def test_image_is_png_nontrivial_deterministic_and_pure(fn, report):
     before = copy.deepcopy(report)
     first = fn(report)
-    assert first.startswith(PNG_SIGNATURE)
-    assert len(first) > 5000
+    assert_a_picture(first)
     assert report == before  # the report is not modified
     assert fn(copy.deepcopy(report)) == first
+
+
+def _slower_third_rung(r):
+    r["scaling"]["points"][2]["tokens_per_s"] /= 2
+
+
+def _costlier_last_rung(r):
+    r["scaling"]["points"][-1]["time_to_train_s"] *= 3
+    r["scaling"]["points"][-1]["node_hours"] *= 3
+
+
+def _more_activations(r):
+    r["memory"][0]["activations"] *= 2
+
+
+def _shorter_pipeline(r):
+    r["timeline"] = _timeline(stages=2, microbatches=3)
+
+
+def _one_hot_link(r):
+    r["network"]["heatmap"][1][2] = 60
+
+
+def _every_change_slower(r):
+    for row in r["sensitivity"]:
+        row["delta"] = abs(row["delta"])
+
+
+CHANGES = [(plots.scaling_png, _slower_third_rung), (plots.time_cost_png, _costlier_last_rung),
+           (plots.memory_png, _more_activations), (plots.timeline_png, _shorter_pipeline),
+           (plots.network_png, _one_hot_link), (plots.sensitivity_png, _every_change_slower)]
+
+
+@pytest.mark.parametrize("fn, change", CHANGES, ids=lambda x: x.__name__)
+def test_image_follows_its_data(fn, change, report):
+    """One value of the image's own section changed: a different picture, not just
+    different bytes (at least a thousand pixels differ), still a full picture."""
+    changed = copy.deepcopy(report)
+    change(changed)
+    png = fn(changed)
+    assert_a_picture(png)
+    assert int((pixels(fn(report)) != pixels(png)).any(axis=-1).sum()) > 1000
+
+
+def test_sensitivity_bars_are_coloured_by_direction(report):
+    """A change that shortens the time to train is drawn in the faster colour, one that
+    lengthens it in the slower colour (the legend shows a little of both either way):
+    the fixture has one faster row and two slower ones."""
+    all_slower, all_faster = copy.deepcopy(report), copy.deepcopy(report)
+    for row in all_slower["sensitivity"]:
+        row["delta"] = abs(row["delta"])
+    for row in all_faster["sensitivity"]:
+        row["delta"] = -abs(row["delta"])
+    images = [plots.sensitivity_png(r) for r in (all_slower, report, all_faster)]
+    faster = [coloured(png, plots.FASTER_COLOR) for png in images]
+    slower = [coloured(png, plots.SLOWER_COLOR) for png in images]
+    assert faster[0] < faster[1] < faster[2]
+    assert slower[0] > slower[1] > slower[2]
+    assert faster[0] < slower[0] / 20 and slower[2] < faster[2] / 20
 
 
 def test_all_images_returns_the_six_names(report):
     images = plots.all_images(report)
     assert set(images) == NAMES
-    assert all(b.startswith(PNG_SIGNATURE) for b in images.values())
+    for png in images.values():
+        assert_a_picture(png)
     assert images["scaling.png"] == plots.scaling_png(report)
 
 
@@ -163,24 +253,25 @@ def test_null_knee_and_missing_optional_values(report):
     report["summary"] = {}
     report["network"]["heatmap"][0][0] = None
     for fn in (plots.scaling_png, plots.time_cost_png, plots.network_png, plots.sensitivity_png):
-        assert fn(report).startswith(PNG_SIGNATURE)
+        assert_a_picture(fn(report))
 
 
 def test_single_rung_and_mixed_usable(report):
     report["scaling"]["points"] = report["scaling"]["points"][:1]
     report["scaling"]["knee_nodes"] = None
     report["memory"][1]["usable"] = 14 * GB
-    assert plots.scaling_png(report).startswith(PNG_SIGNATURE)
-    assert plots.time_cost_png(report).startswith(PNG_SIGNATURE)
-    assert plots.memory_png(report).startswith(PNG_SIGNATURE)
+    assert_a_picture(plots.scaling_png(report))
+    assert_a_picture(plots.time_cost_png(report))
+    assert_a_picture(plots.memory_png(report))
 
 
 def test_large_timeline_renders(report):
+    small = plots.timeline_png(report)
     report["timeline"] = _timeline(stages=32, microbatches=70, f=0.01, b=0.02)
     assert len(report["timeline"]["spans"]) > 5000
     png = plots.timeline_png(report)
-    assert png.startswith(PNG_SIGNATURE)
-    assert len(png) > 5000
+    assert_a_picture(png)
+    assert int((pixels(png) != pixels(small)).any(axis=-1).sum()) > 1000
 
 
 def test_module_import_does_not_import_matplotlib():

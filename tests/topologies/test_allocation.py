@@ -1,4 +1,4 @@
-"""Job allocation on the 6D Tofu torus, checked against brute force and FACTS.md rows."""
+"""Job allocation on the 6D Tofu torus, checked against brute force and docs/facts.md rows."""
 
 import math
 
