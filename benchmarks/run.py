@@ -80,6 +80,8 @@ def bench_in_process(repeat: int) -> dict:
 
 def bench_network(repeat: int) -> dict:
     import numpy as np
+
+    from fpcore.caches import reset as reset_caches
     from perfmodel.estimator import estimate, network_for
     from perfmodel.layout import Layout
     from perfmodel.presets import load_model
@@ -99,20 +101,14 @@ def bench_network(repeat: int) -> dict:
     layout = Layout(tp=6, pp=8, dp=288, global_batch=2016, recompute="full", recompute_stages=4)
 
     def fresh_flow_estimate():
-        network_for.cache_clear()
-        from topologies import flownet, tofu
-        flownet._algorithms.cache_clear()
-        flownet._PHASES.clear()
-        tofu._placement.cache_clear()
+        reset_caches("network")
         return estimate(model, system, layout)
 
     flow_s = _median_time(fresh_flow_estimate, max(1, repeat // 2))
     net = network_for(load_system(ppn=4))
 
     def allreduce():
-        from topologies import flownet
-        flownet._algorithms.cache_clear()
-        flownet._PHASES.clear()
+        reset_caches("network")
         return net.collective("allreduce", "dp", JobShape(1, 1, 1536, 4), 4 * 2**20)
 
     allreduce_s = _median_time(allreduce, repeat)

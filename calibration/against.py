@@ -32,7 +32,6 @@ reduction overlaps the backward is the stack's (``overlap_dp``).
 
 from __future__ import annotations
 
-import csv
 import statistics
 from pathlib import Path
 

@@ -15,7 +15,6 @@ what the trainer and, on a real node, a framework of the same structure, run.
 from __future__ import annotations
 
 import dataclasses
-import os
 import statistics
 import time
 

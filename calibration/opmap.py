@@ -19,10 +19,10 @@ from __future__ import annotations
 import dataclasses
 
 from perfmodel.compute import ComputeFit, ComputeModel
-from perfmodel.estimator import OPTIMIZER_BYTES
 from perfmodel.model import ModelSpec
 from perfmodel.ops import (ACT_BYTES, FLOPS_PER_ELEMENT, Op, embedding_ops, gemm, head_ops,
                            layer_ops, mem)
+from perfmodel.precisions import OPTIMIZER_BYTES
 
 E = ACT_BYTES["fp32"]
 

@@ -49,6 +49,8 @@ def check_int(field: str, value, *, lo: int | None = 1, hi: int | None = None,
     """Return ``value`` as an int in [lo, hi] or raise SpecError naming ``field``.
 
     A float is accepted only when it is a whole number (TOML and JSON write 2.0)."""
+    if type(value) is int and (lo is None or value >= lo) and (hi is None or value <= hi):
+        return value                   # the common case, without the ABC checks below
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise SpecError(field, f"must be an integer, got {value!r}")
     if not isinstance(value, numbers.Integral):
@@ -70,6 +72,10 @@ def check_float(field: str, value, *, lo: float | None = 0.0, hi: float | None =
                 lo_open: bool = True, hi_open: bool = False, unit: str = "") -> float:
     """Return ``value`` as a finite float in (lo, hi] (``lo_open``/``hi_open`` choose the
     ends; ``None`` leaves a side unbounded) or raise SpecError naming ``field``."""
+    if type(value) is float and value - value == 0.0 and (
+            lo is None or (value > lo if lo_open else value >= lo)) and (
+            hi is None or (value < hi if hi_open else value <= hi)):
+        return value                   # finite and in range: the common case, fast
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise SpecError(field, f"must be a number, got {value!r}")
     value = float(value)

@@ -6,10 +6,8 @@ import sys
 
 import click
 
-from fpcore.readers import dumps
-
 from .options import Real
-
+from .toplevel import emit
 
 
 def _progress(what: str, i: int, n: int) -> None:
@@ -157,27 +155,7 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
                "collectives": data["fit"]["collectives"],
                "storage": data["fit"].get("storage") or {}, "host": data["host"],
                "contention": data.get("contention")}
-    if as_json:
-        click.echo(dumps(summary, indent=2))
-        return
-    c = data["fit"]["compute"]
-    p = c["parameters"]
-    click.echo(f"wrote {out_path}: {c['records']} measurements fitted, status {c['status']} "
-               f"({c['message']}), residual norm {c['residual_norm']:.3g}; median error "
-               f"{c['median_abs_error']:.1%}, max {c['max_abs_error']:.1%}")
-    click.echo(f"  GEMM {p['gemm_rate'] / 1e9:.1f} GFLOP/s large; half-rate sizes m {p['gemm_m0']:.0f}"
-               f", n {p['gemm_n0']:.0f}, k {p['gemm_k0']:.0f}; overhead "
-               f"{p['gemm_overhead_s'] * 1e6:.1f} us per GEMM, {p['kernel_overhead_s'] * 1e6:.1f} us "
-               f"per kernel, {p['glue_s'] * 1e6:.1f} us glue per op")
-    click.echo("  bandwidth GB/s: " + ", ".join(f"{k} {v / 1e9:.2f}"
-                                                for k, v in p["bandwidth"].items()))
-    storage = data["fit"].get("storage") or {}
-    if storage:
-        click.echo(f"  checkpoint write {storage['checkpoint_write_bytes_per_s'] / 1e9:.2f} GB/s "
-                   f"({storage['bytes'] / 2**20:.0f} MiB into {storage['directory']})")
-    for op, f in data["fit"]["collectives"].items():
-        click.echo(f"  {op}: alpha {f['alpha_s'] * 1e6:.2f} us, "
-                   f"{f['bandwidth_bytes_per_s'] / 1e9:.2f} GB/s ({f['points']} sizes)")
+    emit(summary, as_json, "render_calibration")
 
 
 @click.command()
@@ -265,26 +243,7 @@ def validate(calibration_path, against_path, stack, schema, steps, quick, max_er
                  calibrated=data.get("contention"))
     if comm.rank != 0:
         return
-    if as_json:
-        click.echo(dumps(result, indent=2))
-    else:
-        click.echo(f"validation of {calibration_path} on {result['ranks']} rank(s): "
-                   f"DES on the host system vs the trainer (fastest of "
-                   f"{result['steps_per_case']} steps; the median beside it)")
-        click.echo(f"  {'config':26} {'measured ms':>12} {'(median)':>9} {'predicted ms':>13} "
-                   f"{'error':>8}")
-        for c in result["cases"]:
-            click.echo(f"  {c['label']:26} {c['measured_s'] * 1e3:12.2f} "
-                       f"{c['measured_median_s'] * 1e3:9.2f} {c['predicted_s'] * 1e3:13.2f} "
-                       f"{c['error']:+8.1%}")
-        click.echo(f"  median |error| {result['median_abs_error']:.1%}, "
-                   f"max {result['max_abs_error']:.1%}")
-        drift = result["drift_since_calibration"]
-        click.echo(f"  the machine now: {result['cpu_steal_fraction']:.0%} of CPU time stolen "
-                   f"by the hypervisor" + (f"; the calibration's own configurations run "
-                                           f"{drift - 1:+.0%} vs when calibrated" if drift else ""))
-        for why in result["likely_contention"]:
-            click.echo(f"  warning: errors may be the machine's, not the model's: {why}")
+    emit(result, as_json, "render_validation")
     if max_error is not None and result["max_abs_error"] > max_error:
         click.echo(f"error: max |error| {result['max_abs_error']:.1%} exceeds --max-error "
                    f"{max_error:.1%}", err=True)
@@ -295,21 +254,7 @@ def _validate_against(path: str, max_error, as_json: bool, stack: str | None) ->
     from calibration.against import log_path, validate_against
     path = log_path(path)
     result = validate_against(path, progress=None if as_json else _progress, stack=stack)
-    if as_json:
-        click.echo(dumps(result, indent=2))
-    else:
-        click.echo(f"validation against {path}: DES with the presets and stacks unchanged "
-                   f"(* micro-batch searched: the log does not give it)")
-        click.echo(f"  {'system':8} {'stack':20} {'model':11} {'layout':40} {'measured':>9} "
-                   f"{'predicted':>10} {'unit':26} {'error':>7}")
-        for r in result["rows"]:
-            layout = r["layout"] + ("*" if r["micro_batch_searched"] else "")
-            unit = r["unit"] + (f" ({r['flops_convention']})" if r["flops_convention"] else "")
-            click.echo(f"  {r['system']:8} {r['stack'][:20]:20} {r['model'][:11]:11} "
-                       f"{layout[:40]:40} {r['measured']:9.4g} {r['predicted']:10.4g} "
-                       f"{unit[:26]:26} {r['error']:+7.1%}")
-        click.echo(f"  mean |error| {result['mean_abs_error']:.1%}, "
-                   f"max {result['max_abs_error']:.1%}")
+    emit(result, as_json, "render_validation_against")
     if max_error is not None and result["max_abs_error"] > max_error:
         click.echo(f"error: max |error| {result['max_abs_error']:.1%} exceeds --max-error "
                    f"{max_error:.1%}", err=True)
@@ -348,20 +293,4 @@ def fit_stack(runs, stack, params, as_json):
         click.echo(f"fitting {', '.join(params or DEFAULT_PARAMS)} of stack {stack} on "
                    f"{path} ...", err=True)
     result = fit(path, stack, params or DEFAULT_PARAMS)
-    if as_json:
-        click.echo(dumps(result, indent=2))
-        return
-    click.echo(f"stack {result['stack']} of {result['system']} fitted on {result['runs']} "
-               f"({result['evaluations']} evaluations; {result['message']})")
-    click.echo(f"  {'run':28} {'model':11} {'measured s':>12} {'predicted s':>12} {'error':>7}")
-    for r in result["rows"]:
-        click.echo(f"  {r['row'][-28:]:28} {r['model'][:11]:11} {r['measured_s']:12.5g} "
-                   f"{r['predicted_s']:12.5g} {r['error']:+7.1%}")
-    click.echo(f"  mean |error| {result['mean_abs_error']:.1%}, "
-               f"max {result['max_abs_error']:.1%}")
-    for p, v in result["params"].items():
-        bound = (" (on its bound: the runs do not determine it; leave it out or log runs that "
-                 "do)" if p in result["at_bound"] else "")
-        click.echo(f"  {p} = {v:.4g}{bound}")
-    click.echo("preset lines:")
-    click.echo(result["toml"])
+    emit(result, as_json, "render_stack_fit")

@@ -5,19 +5,17 @@ Heavy modules are imported inside the commands so that ``--help`` is instant.
 
 from __future__ import annotations
 
+import time
 
 import click
 
-from fpcore.readers import dumps
-
-from .options import (BYTES, INT_LIST, NUMBER, Real, layout_options, model_options, pins_from,
-                      resolve_inputs, system_from, system_options)
-from .toplevel import Commands
-
-COLLECTIVES = ["allreduce", "allgather", "reduce-scatter", "alltoall", "barrier", "p2p"]
+from .options import (BYTES, INT_LIST, NUMBER, Real, Registered, layout_options, model_options,
+                      pins_from, resolve_inputs, system_from, system_options)
+from .toplevel import Commands, emit
 
 
-@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"],
+                                             "max_content_width": 100})
 @click.version_option(package_name="fugakuperf", prog_name="fugakuperf")
 def main():
     """Plan and predict LLM training on Fugaku-class supercomputers.
@@ -36,15 +34,6 @@ def main():
 
     Every default traces to a sourced fact (see `fugakuperf presets --system fugaku`).
     """
-
-
-def _emit(data: dict, as_json: bool, renderer: str) -> None:
-    """Print ``data`` as JSON, or as text by ``reports.text.<renderer>``."""
-    if as_json:
-        click.echo(dumps(data, indent=2))
-    else:
-        from reports import text
-        click.echo(getattr(text, renderer)(data))
 
 
 @main.command()
@@ -86,14 +75,15 @@ def plan(**kw):
       fugakuperf plan --model fugaku-llm-13b --nodes 13824 --tp 6 --pp 8 --global-batch 2016
       fugakuperf plan --params 13B --json | jq '.best[0]'
     """
-    from perfmodel.plan import plan as run_plan, plan_to_dict
+    from perfmodel.plan import plan as run_plan
+    from reports.views import plan_to_dict
     model, system = resolve_inputs(kw)
     pins = pins_from(kw)
     result = run_plan(model, system, global_batch=kw["global_batch"], tokens=kw["tokens"],
                       nodes=kw["nodes"], max_nodes=kw["max_nodes"], pins=pins, top=kw["top"],
                       price_per_node_hour=kw["price_per_node_hour"],
                       confirm_shapes=kw["confirm_shapes"])
-    _emit(plan_to_dict(result), kw["as_json"], "render_plan")
+    emit(plan_to_dict(result), kw["as_json"], "render_plan")
 
 
 @main.command()
@@ -138,11 +128,10 @@ def simulate(**kw):
           --global-batch 2016 --recompute full --recompute-stages 4 --trace it.json
       fugakuperf simulate --params 13e9 --nodes 6720 --stragglers 1e-4 --runs 50
     """
-    import time
-    from perfmodel.des import Noise, Trace, simulate as run_des, simulate_runs
-    from perfmodel.memory import memory_verdict
-    from perfmodel.plan import layout_for
     from fpcore.atomic import target
+    from perfmodel.des import Noise, Trace, simulate_with_noise
+    from perfmodel.plan import layout_for
+    from reports.views import simulation_to_dict
     model, system = resolve_inputs(kw)
     pins = pins_from(kw)
     if kw["trace_path"]:
@@ -152,36 +141,14 @@ def simulate(**kw):
     trace = Trace() if kw["trace_path"] else None
     noise = Noise(kw["jitter"], kw["stragglers"], kw["straggler_slowdown"], kw["seed"])
     t0 = time.perf_counter()
-    # the noise-free iteration always; with noise, the runs beside it (the trace: the first)
-    sim = run_des(model, system, est.layout, trace=None if noise.active else trace)
-    variability = None
-    if noise.active:
-        variability = simulate_runs(model, system, est.layout, noise, kw["runs"], trace=trace)
+    sim, variability = simulate_with_noise(model, system, est.layout, noise, kw["runs"],
+                                           trace=trace)
     wall = time.perf_counter() - t0
-    fraction = sim.peak_memory_bytes / system.rank.usable_memory_bytes
-    data = {"model": model.to_dict(), "system": system.settings(), "nodes": est.nodes,
-            "layout": est.layout.to_dict(), **sim.to_dict(),
-            "memory_fits": fraction <= 1.0, "memory_fraction_of_usable": fraction,
-            "memory_verdict": memory_verdict(fraction),
-            "analytic": {"iteration_s": est.iteration_s, "breakdown": est.breakdown.to_dict()},
-            "network_model": est.network, "wall_s": wall}
-    if variability is not None:
-        base = sim.iteration_s
-        data["variability"] = {
-            **variability, "noise_free_s": base, "one_sample": variability["runs"] == 1,
-            "jitter": noise.jitter, "straggler_fraction": noise.straggler_fraction,
-            "straggler_slowdown": noise.straggler_slowdown,
-            "mean_over_noise_free": variability["mean_s"] / base - 1,
-            "p99_over_noise_free": variability["p99_s"] / base - 1}
-    elif kw["runs"] > 1:
-        data["note"] = ("--runs has no effect without --jitter or --stragglers: the "
-                        "simulation is deterministic")
     if trace is not None:
         trace.write(kw["trace_path"], field="trace")
-        data["trace"] = kw["trace_path"]
-        data["trace_of"] = (f"the first run with noise (seed {noise.seed})" if noise.active
-                            else "the noise-free iteration")
-    _emit(data, kw["as_json"], "render_simulation")
+    data = simulation_to_dict(model, system, est, sim, noise, variability, kw["runs"], wall,
+                              kw["trace_path"])
+    emit(data, kw["as_json"], "render_simulation")
 
 
 @main.command()
@@ -254,37 +221,8 @@ def report(**kw):
                f"{len(images)} figures) in {shown(kw['out_dir'])}")
 
 
-def _flow_network(system):
-    """The system's flow-level network model (these commands need its placement)."""
-    from fpcore.errors import SpecError
-    from perfmodel.estimator import network_for
-    from perfmodel.parts import TORUS_AXES
-    net = system.network
-    if net.kind == "torus" and len(net.shape) != TORUS_AXES:
-        raise SpecError("system", f"{system.name}'s torus has {len(net.shape)} axes; the "
-                                  f"flow-level model places jobs on {TORUS_AXES} "
-                                  f"(X, Y, Z, a, b, c)")
-    flow = network_for(system.with_options(network_model="flow"))
-    if not hasattr(flow, "placement"):
-        raise SpecError("network", f"{system.name} has no torus to describe")
-    return flow
-
-
-def _job(nodes: int, system, tp: int = 1, pp: int = 1):
-    """The job of ``nodes`` nodes, checked against the machine and the given --shape
-    before any work."""
-    from fpcore.errors import SpecError
-    from topologies import JobShape
-    system.check_nodes(nodes)
-    ranks = nodes * system.ranks_per_node
-    if ranks % (tp * pp):
-        raise SpecError("tp", f"tp x pp ({tp} x {pp}) must divide the ranks "
-                              f"({nodes:,} nodes x {system.ranks_per_node} per node = {ranks:,})")
-    return JobShape(tp, pp, ranks // (tp * pp), system.ranks_per_node)
-
-
 @main.command()
-@click.argument("op", type=click.Choice(COLLECTIVES), metavar="{" + ",".join(COLLECTIVES) + "}")
+@click.argument("op", type=Registered("topologies.interface:COLLECTIVES"))
 @click.option("--nodes", type=click.IntRange(min=1), required=True, help="Nodes in the job.")
 @click.option("--bytes", "nbytes", type=BYTES, required=True,
               help="Buffer per rank: 8, 8B, 4KB (4,000), 4MiB (4,194,304), 1e9 (allgather: the output; reduce-scatter: "
@@ -306,30 +244,22 @@ def collective(op, nodes, nbytes, as_json, **kw):
       fugakuperf collective barrier --nodes 384 --ppn 4 --bytes 0 --json
     """
     from fpcore.errors import SpecError, check_float
-    from topologies.report import collective_report
+    from perfmodel.inputs import flow_network, job_for
+    from topologies.report import collective_report, fitted_collective_report
     system = system_from(kw)
     memory = system.node.memory_bytes           # a buffer no rank could hold is refused
     check_float("bytes", nbytes, lo=0.0, lo_open=False, hi=memory / system.ranks_per_node,
                 unit=f"bytes (a rank's share of the node's {memory / 2**30:g} GiB)")
-    if system.collective_fits:                 # measured: the fitted alpha-beta costs
-        from perfmodel.estimator import network_for
-        net = network_for(system)
-        job = _job(nodes, system)
-        if job.ranks < 2:
-            raise SpecError("nodes", "a collective needs at least 2 ranks")
-        cost = net.collective(op, "dp", job, nbytes)
-        _emit({"collective": op, "bytes": nbytes, "ranks": job.ranks, "groups": 1,
-               "nodes": job.nodes, "ranks_per_node": job.ranks_per_node,
-               "time_s": cost.seconds, "algorithm": cost.algorithm,
-               "bandwidth_bytes_per_s": nbytes / cost.seconds if cost.seconds > 0 else None,
-               "algorithms_s": {cost.algorithm: cost.seconds}, "network_model": net.name,
-               "calibration": system.calibration}, as_json, "render_collective")
-        return
-    net = _flow_network(system)
-    job = _job(nodes, system)
+    job = job_for(system, nodes)
     if job.ranks < 2:
         raise SpecError("nodes", "a collective needs at least 2 ranks")
-    _emit(collective_report(net, op, job, nbytes), as_json, "render_collective")
+    if system.collective_fits:                 # measured: the fitted alpha-beta costs
+        from perfmodel.estimator import network_for
+        report = fitted_collective_report(network_for(system), op, job, nbytes,
+                                          system.calibration)
+    else:
+        report = collective_report(flow_network(system), op, job, nbytes)
+    emit(report, as_json, "render_collective")
 
 
 @main.command()
@@ -348,12 +278,13 @@ def topo(nodes, tp, pp, as_json, **kw):
       fugakuperf topo --nodes 13824 --tp 6 --pp 8 --mapping linear --json
     """
     from fpcore.errors import SpecError
+    from perfmodel.inputs import flow_network, job_for
     from topologies.report import topology_report
     system = system_from(kw)
     if system.network.kind != "torus":
         raise SpecError("system", f"topo describes torus jobs; {system.name} is a "
                                   f"{system.network.kind} (see `fugakuperf collective`)")
-    _emit(topology_report(_flow_network(system), _job(nodes, system, tp, pp)), as_json,
+    emit(topology_report(flow_network(system), job_for(system, nodes, tp, pp)), as_json,
           "render_topology")
 
 
@@ -363,40 +294,29 @@ def topo(nodes, tp, pp, as_json, **kw):
               "the source of every value.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def presets(model_name, system_name, as_json):
-    """List model and system presets (and where every number comes from)."""
+    """List model and system presets (and where every number comes from), and the
+    pipeline schedules and training precisions the planner knows."""
     from perfmodel.presets import load_model, model_names, system_names, system_values
     from perfmodel.system import load_system
     if model_name:
-        data = load_model(model_name).to_dict()
+        emit(load_model(model_name).to_dict(), as_json, "render_model_preset")
     elif system_name:
         sysspec = load_system(system_name)
-        data = {"name": sysspec.name, "description": sysspec.description,
-                "origin": sysspec.origin, "values": system_values(sysspec),
-                "sources": dict(sysspec.sources)}
+        emit({"name": sysspec.name, "description": sysspec.description,
+               "origin": sysspec.origin, "values": system_values(sysspec),
+               "sources": dict(sysspec.sources)}, as_json, "render_system_preset")
     else:
-        data = {"models": {n: load_model(n).to_dict() for n in model_names()},
-                "systems": {n: load_system(n).description for n in system_names()}}
-    if as_json:
-        click.echo(dumps(data, indent=2))
-        return
-    if model_name:
-        for k, v in data.items():
-            click.echo(f"{k:16} {v:,}" if isinstance(v, int) and not isinstance(v, bool)
-                       else f"{k:16} {v}")
-    elif system_name:
-        click.echo(f"{data['name']}: {data['description']}")
-        click.echo(f"  (read from {data['origin']})")
-        width = max(map(len, data["sources"]), default=0)
-        for key, source in data["sources"].items():
-            click.echo(f"  {key:{width}} {data['values'].get(key, '')!s:>18}  {source}")
-    else:
-        click.echo("Models (--model NAME):")
-        for n, m in data["models"].items():
-            click.echo(f"  {n:18} {m['params'] / 1e9:8.2f} B  {m['layers']:4} x {m['hidden']:<6} "
-                       f"heads {m['heads']:<4} vocab {m['vocab']:<6} seq {m['seq']:<5} {m['source']}")
-        click.echo("Systems (--system NAME):")
-        for n, desc in data["systems"].items():
-            click.echo(f"  {n:18} {desc}")
+        from perfmodel.precisions import PRECISION_SPECS
+        from perfmodel.schedules import SCHEDULES
+        emit({"models": {n: load_model(n).to_dict() for n in model_names()},
+               "systems": {n: load_system(n).description for n in system_names()},
+               "schedules": {n: {"description": s.description, "virtual_stages": s.virtual,
+                                 "min_pp": s.framework_min_pp, "searched": s.searched}
+                             for n, s in SCHEDULES.items()},
+               "precisions": {n: {"activation_bytes": p.activation_bytes,
+                                  "state_bytes_per_parameter": sum(p.state_bytes),
+                                  "mixed": p.mixed} for n, p in PRECISION_SPECS.items()}},
+              as_json, "render_presets")
 
 
 def _register_commands():

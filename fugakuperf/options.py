@@ -21,6 +21,27 @@ class _Checked(click.ParamType):
             self.fail(e.message, param, ctx)
 
 
+class Registered(click.Choice):
+    """The names of a registry of perfmodel (schedules, precisions, recompute modes),
+    read when first needed (a command's --help or its parsing), so that importing the
+    options stays as light as click. ``registry``: "module:attribute", an iterable of
+    names."""
+
+    def __init__(self, registry: str):
+        self.registry = registry
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple:
+        import importlib
+        module, name = self.registry.split(":")
+        return tuple(getattr(importlib.import_module(module), name))
+
+    @choices.setter
+    def choices(self, value) -> None:       # click.Choice's own __init__ is not used
+        raise AttributeError("the choices are the registry's")
+
+
 class Number(_Checked):
     """A count written as 13e9, 13B, 380 B or 1.5T."""
 
@@ -139,10 +160,11 @@ def system_options(f):
         click.option("--eco/--no-eco", default=None,
                      help="Eco mode: one FP pipe, half the FP peak (default off)."),
         click.option("--ppn", type=click.IntRange(min=1), help="Ranks per node (Fugaku: 1, or 4 = one per CMG)."),
-        click.option("--network", "network_model", type=click.Choice(["flow", "analytic"]),
+        click.option("--network", "network_model",
+                     type=Registered("topologies.interface:NETWORK_MODELS"),
                      help="Network model: routed flows sharing links on the job's torus "
                           "shape (default), or contention-free alpha-beta."),
-        click.option("--mapping", type=click.Choice(["tofu", "linear"]),
+        click.option("--mapping", type=Registered("topologies.interface:MAPPINGS"),
                      help="Rank placement: tofu (TP in the Tofu unit, PP along Z; default) "
                           "or linear rank order."),
         click.option("--shape", metavar="SHAPE",
@@ -161,21 +183,23 @@ def layout_options(f):
         click.option("--pp", type=click.IntRange(min=1), help="Pin pipeline parallelism."),
         click.option("--dp", type=click.IntRange(min=1), help="Pin data parallelism."),
         click.option("--micro-batch", type=click.IntRange(min=1), help="Pin the micro-batch size."),
-        click.option("--schedule", type=click.Choice(["gpipe", "1f1b", "interleaved"]),
-                     help="Pin the pipeline schedule (interleaved: pp >= 3, as Megatron-LM)."),
+        click.option("--schedule", type=Registered("perfmodel.schedules:SCHEDULES"),
+                     help="Pin the pipeline schedule (`fugakuperf presets` says what each "
+                          "is and the least pp frameworks run it on)."),
         click.option("--virtual-stages", type=click.IntRange(min=1),
-                     help="Pin virtual stages per rank (interleaved schedule)."),
+                     help="Pin virtual stages per rank (for a schedule that runs them; "
+                          "`fugakuperf presets` says which)."),
         click.option("--zero", type=click.IntRange(0, 3),
                      help="Pin the ZeRO stage (2 and 3 only without pipeline parallelism, as "
                           "DeepSpeed)."),
-        click.option("--recompute", type=click.Choice(["none", "selective", "full"]),
+        click.option("--recompute", type=Registered("perfmodel.layout:RECOMPUTE"),
                      help="Pin activation recomputation."),
         click.option("--recompute-stages", type=click.IntRange(min=1),
                      help="With --recompute full: only the first K pipeline stages recompute "
                           "(Fugaku-LLM: 4 of 8)."),
         click.option("--sequence-parallel/--no-sequence-parallel", default=None,
                      help="Pin sequence parallelism."),
-        click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
+        click.option("--precision", type=Registered("perfmodel.precisions:PRECISIONS"),
                      help="Training precision (default fp32; fp16 = mixed precision)."),
     ]
     for o in reversed(opts):
@@ -183,13 +207,10 @@ def layout_options(f):
     return f
 
 
-PIN_NAMES = ("tp", "pp", "dp", "micro_batch", "schedule", "virtual_stages", "zero", "recompute",
-             "recompute_stages", "sequence_parallel", "precision")
-
-
 def pins_from(kw: dict) -> dict:
     """The layout fields the user pinned; pops every layout option from ``kw``."""
-    values = {n: kw.pop(n, None) for n in PIN_NAMES}
+    from perfmodel.layout import PINNABLE
+    values = {n: kw.pop(n, None) for n in PINNABLE}
     return {n: v for n, v in values.items() if v is not None}
 
 

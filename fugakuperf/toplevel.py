@@ -42,6 +42,17 @@ def _fail(message: str, code: int):
     sys.exit(code)
 
 
+def emit(data: dict, as_json: bool, renderer: str) -> None:
+    """A command's result on stdout: ``data`` as JSON, or as text by
+    ``reports.text.<renderer>`` (rendering lives in reports/, never here)."""
+    if as_json:
+        from fpcore.readers import dumps
+        click.echo(dumps(data, indent=2))
+    else:
+        from reports import text
+        click.echo(getattr(text, renderer)(data))
+
+
 def _command_line(args) -> str:
     words = ["fugakuperf"] + list(sys.argv[1:] if args is None else args)
     text = shlex.join(words)

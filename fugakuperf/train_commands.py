@@ -41,7 +41,7 @@ class _Progress:
         if not self.enabled:
             return
         if kind == "step":
-            from reports.fmt import duration
+            from reports.numbers import duration
             if self.first is None:
                 self.first, self.t0 = data.step - 1, time.perf_counter() - data.seconds
             done = data.step - self.first

@@ -116,7 +116,7 @@ LINK_BANDWIDTH_NOTE = ("[assumed] a node writes its checkpoint through at most o
 def checkpoint_bytes_total(model: ModelSpec, layout) -> float:
     """One copy of what a restart needs: every weight and optimizer state once (no
     gradients), at the layout's precision (perfmodel.memory.STATE_BYTES)."""
-    from .memory import STATE_BYTES
+    from .precisions import STATE_BYTES
     weights, _, optimizer = STATE_BYTES[layout.precision]
     return model.params * (weights + optimizer)
 

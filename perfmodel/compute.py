@@ -26,8 +26,8 @@ the node), FP32 ops use the measured rates instead:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
+from fpcore.caches import cached
 from fpcore.errors import SpecError
 
 from .ops import Op
@@ -140,7 +140,7 @@ class ComputeModel:
         return sum(self.op_time(op) for op in ops)
 
 
-@lru_cache(maxsize=256)
+@cached("model", maxsize=256)
 def _for_system(system: SystemSpec, precision: str) -> ComputeModel:
     rank = system.rank
     if precision not in rank.peak_flops:

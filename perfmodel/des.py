@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import simpy
 
 from fpcore.atomic import atomic_write
+from fpcore.errors import SpecError
 from fpcore.readers import dumps
 from topologies import JobShape, NetworkModel
 
@@ -45,7 +46,7 @@ from .estimator import StageCost, _stage_costs, network_for, stage_comm, stage_r
 from .layout import Layout, validate_layout
 from .memory import activation_bytes_per_layer, micro_batch_activation_bytes, stage_memory
 from .model import ModelSpec
-from .schedules import Step, producer, schedule
+from .schedules import STEP_KINDS, Step, consumer, producer, schedule
 from .system import SystemSpec
 
 CATEGORIES = ("compute", "recompute", "tp_comm", "pp_comm", "dp_comm", "optimizer")
@@ -182,6 +183,71 @@ def cost_table(model: ModelSpec, system: SystemSpec, layout: Layout,
     return table
 
 
+# What a step of each kind runs (perfmodel.schedules.STEP_KINDS): (compute, TP
+# collectives) of one chunk, and whether it is a forward (activations kept, sent on)
+# or a backward (activations freed, gradients reduced, full recompute rebuilt).
+STEP_WORK = {
+    "F": lambda work: (work.fwd_compute, work.fwd_tp),
+    "B": lambda work: (work.bwd_compute, work.bwd_tp),
+}
+
+
+@dataclass
+class Iteration:
+    """What the processes of one simulated iteration share: the environment, the
+    inputs, the events that link the stages, and what they account (busy time by
+    category, memory, the stages' reports). Passed explicitly to every process."""
+
+    env: simpy.Environment
+    model: ModelSpec
+    layout: Layout
+    costs: object                      # stage -> (StageWork, StageComm)
+    steps: list                        # per stage, its schedule's steps
+    trace: Trace | None = None
+    noise: Noise | None = None
+    slow: set = field(default_factory=set)
+    rng: object = None
+    events: int = 0
+    sent: dict = field(default_factory=dict)       # (stage, Step) -> output delivered
+    busy: list = field(default_factory=list)       # per stage, seconds by category
+    memory: list = field(default_factory=list)     # per stage, bytes held now ...
+    peaks: list = field(default_factory=list)      # ... and at most
+    reports: list = field(default_factory=list)
+    arrived: dict = field(default_factory=dict)    # both pipeline ends done (tied sync)
+
+    def wait(self, d: float, stage: int = -1, jitter: bool = False) -> simpy.Timeout:
+        """A timeout of ``d`` seconds (compute: with the noise's jitter and stragglers)."""
+        self.events += 1
+        if jitter and self.rng is not None:
+            d *= math.exp(self.rng.gauss(0.0, self.noise.jitter)) \
+                if self.noise.jitter > 0 else 1.0
+        if jitter and stage in self.slow:
+            d *= self.noise.straggler_slowdown
+        return self.env.timeout(max(d, 0.0))
+
+    def delivered(self, stage: int, step: Step) -> simpy.Event:
+        """The event of ``step``'s output on ``stage`` reaching its consumer."""
+        key = (stage, step)
+        if key not in self.sent:
+            self.sent[key] = self.env.event()
+        return self.sent[key]
+
+    def hold(self, stage: int, nbytes: float) -> None:
+        """``nbytes`` more (or fewer) held by ``stage`` from now on."""
+        self.memory[stage] += nbytes
+        self.peaks[stage] = max(self.peaks[stage], self.memory[stage])
+
+    def account(self, stage: int, category: str, t0: float) -> None:
+        """The time since ``t0`` as busy in ``category`` on ``stage``."""
+        self.busy[stage][category] += self.env.now - t0
+
+    def span(self, stage: int, track: str, name: str, kind: str, t0: float, **args) -> None:
+        """A trace span, with its stage and kind (a step kind, send, dp, optimizer) as
+        structured arguments."""
+        if self.trace is not None:
+            self.trace.span(track, name, t0, self.env.now, stage=stage, kind=kind, **args)
+
+
 def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
              network: NetworkModel | None = None, *, trace: Trace | None = None,
              noise: Noise | None = None, validate: bool = True, costs=None) -> SimResult:
@@ -190,151 +256,24 @@ def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
     ``cost_table``'s ``__getitem__`` or synthetic costs in tests."""
     if validate:
         validate_layout(layout, model)
+    spec = layout.schedule_spec
+    unrun = [k for k in spec.kinds if k not in STEP_WORK]
+    if unrun:
+        raise SpecError("schedule", f"{spec.name} has steps of kind {unrun[0]!r}, which the "
+                                    f"simulator does not run; it runs {', '.join(STEP_WORK)}")
     p, v, m = layout.pp, layout.virtual_stages, layout.micro_batches
     if costs is None:
         costs = cost_table(model, system, layout, network).__getitem__
-
-    env = simpy.Environment()
-    counter = [0]
-    slow = _slow_stages(layout, system, noise, p)
-    rng = _rng(noise)
-
-    def wait(d: float, stage: int = -1, jitter: bool = False):
-        counter[0] += 1
-        if jitter and rng is not None:
-            d *= math.exp(rng.gauss(0.0, noise.jitter)) if noise.jitter > 0 else 1.0
-        if jitter and stage in slow:
-            d *= noise.straggler_slowdown
-        return env.timeout(max(d, 0.0))
-
-    steps = schedule(layout.schedule, p, m, v)
-    sent = {}                                  # (stage, Step) -> event: output delivered
-
-    def delivered(stage: int, step: Step) -> simpy.Event:
-        key = (stage, step)
-        if key not in sent:
-            sent[key] = env.event()
-        return sent[key]
-
-    reports: list[StageReport] = []
-    busy = [{c: 0.0 for c in CATEGORIES} for _ in range(p)]
-    memory = [0.0] * p
-    peaks = [0.0] * p
-
-    def track(i):
-        return f"stage {i}"
-
-    def stage_proc(i: int):
-        work, comm = costs(i)
-        stream = simpy.Store(env)
-        env.process(dp_stream(i, stream))
-        pending: list[simpy.Event] = []
-        static = _static_memory(model, layout, i)
-        mode = layout.stage_recomputes(i)
-        act = micro_batch_activation_bytes(model, layout, i) / v
-        full_layer = activation_bytes_per_layer(model, layout.tp, layout.micro_batch,
-                                                layout.sequence_parallel, "none", layout.precision)
-        memory[i] = peaks[i] = static
-        last_b = {c: max(j for j, s in enumerate(steps[i]) if s.kind == "B" and s.chunk == c)
-                  for c in range(v)}
-        for k, step in enumerate(steps[i]):
-            dep = producer(step, i, p, v)
-            if dep is not None:                # (on this stage itself: already delivered)
-                yield delivered(*dep)
-            forward = step.kind == "F"
-            comp = work.fwd_compute if forward else work.bwd_compute
-            tp = work.fwd_tp if forward else work.bwd_tp
-            rc_share = 0.0 if forward or not (comp + tp) else work.recompute / (comp + tp)
-            if not forward and mode == "full":
-                _mem(i, full_layer)
-            gathers = []
-            if comm.ag_per_pass:           # ZeRO-3: every layer's weights, prefetched in order
-                for _ in range(work.layers):
-                    gathers.append(env.event())
-                    stream.put((comm.ag_per_pass / comm.buckets, "gather", gathers[-1]))
-            for layer in range(work.layers):
-                if gathers:                    # ... each layer waits only for its own
-                    t0 = env.now
-                    yield gathers[layer]
-                    busy[i]["dp_comm"] += env.now - t0
-                for part, length in (("compute", comp / work.layers), ("tp_comm", tp / work.layers)):
-                    if length <= 0:
-                        continue
-                    t0 = env.now
-                    yield wait(length, i, jitter=part == "compute")
-                    busy[i]["recompute"] += (env.now - t0) * rc_share
-                    busy[i][part] += (env.now - t0) * (1 - rc_share)
-                    if trace is not None:
-                        trace.span(track(i), f"{step}", t0, env.now, part=part, layer=layer)
-                bucket_time = 0.0
-                if not forward and comm.rs_per_micro_batch:
-                    bucket_time = comm.rs_per_micro_batch / comm.buckets
-                elif not forward and comm.reduce and k == last_b[step.chunk] \
-                        and layout.overlap_dp:
-                    bucket_time = comm.reduce / comm.buckets / v
-                if bucket_time:
-                    done = env.event()
-                    stream.put((bucket_time, "reduce", done))
-                    pending.append(done)
-                    if not layout.overlap_dp:      # no overlap: wait for it here
-                        t0 = env.now
-                        yield done
-                        busy[i]["dp_comm"] += env.now - t0
-            if not forward and mode == "full":
-                _mem(i, -full_layer)
-            _mem(i, act if forward else -act)
-            consumer = _consumer(step, i, p, v)
-            if consumer is not None and consumer != i:
-                t0 = env.now
-                yield wait(work.p2p, i)
-                busy[i]["pp_comm"] += env.now - t0
-                if trace is not None:
-                    trace.span(f"stage {i} p2p", f"send {step}", t0, env.now)
-            delivered(i, step).succeed()
-        if comm.reduce and not layout.overlap_dp:
-            done = env.event()
-            stream.put((comm.reduce, "reduce", done))
-            pending.append(done)
-        t0 = env.now
-        if pending:
-            yield simpy.AllOf(env, pending)
-        busy[i]["dp_comm"] += env.now - t0
-        if comm.tied_sync:                      # both ends of the pipeline, together
-            arrived[i].succeed()
-            yield simpy.AllOf(env, [arrived[0], arrived[p - 1]])   # waiting here is idle
-            t0 = env.now
-            yield wait(comm.tied_sync)
-            busy[i]["dp_comm"] += env.now - t0
-        t0 = env.now
-        yield wait(comm.optimizer)
-        busy[i]["optimizer"] += env.now - t0
-        if trace is not None:
-            trace.span(track(i), "optimizer", t0, env.now)
-        if comm.gather_after:
-            t0 = env.now
-            yield wait(comm.gather_after)
-            busy[i]["dp_comm"] += env.now - t0
-        end = env.now
-        reports.append(StageReport(i, end, dict(busy[i]), _idle(end, busy[i]), peaks[i]))
-
-    def _mem(i, delta):
-        memory[i] += delta
-        peaks[i] = max(peaks[i], memory[i])
-
-    def dp_stream(i: int, stream: simpy.Store):
-        while True:
-            length, name, done = yield stream.get()
-            t0 = env.now
-            yield wait(length)
-            if trace is not None:
-                trace.span(f"stage {i} dp stream", name, t0, env.now)
-            done.succeed()
-
-    arrived = {i: env.event() for i in (0, p - 1)}
+    it = Iteration(env=simpy.Environment(), model=model, layout=layout, costs=costs,
+                   steps=schedule(layout.schedule, p, m, v), trace=trace, noise=noise,
+                   slow=_slow_stages(layout, system, noise, p), rng=_rng(noise),
+                   busy=[{c: 0.0 for c in CATEGORIES} for _ in range(p)],
+                   memory=[0.0] * p, peaks=[0.0] * p)
+    it.arrived = {i: it.env.event() for i in (0, p - 1)}
     for i in range(p):
-        env.process(stage_proc(i))
-    env.run()
-    reports.sort(key=lambda r: r.stage)
+        it.env.process(stage_process(it, i))
+    it.env.run()
+    reports = sorted(it.reports, key=lambda r: r.stage)
     if len(reports) != p:
         raise RuntimeError("simulation deadlocked: a schedule step waited for a step that "
                            "never ran")
@@ -349,7 +288,145 @@ def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
         bubble_fraction=sum(iteration - r.end_s + r.idle_s for r in reports) / (p * iteration),
         breakdown=breakdown, stages=reports,
         peak_memory_bytes=max(r.peak_memory_bytes for r in reports),
-        events=counter[0], critical_stage=crit.stage)
+        events=it.events, critical_stage=crit.stage)
+
+
+@dataclass
+class StageState:
+    """One stage's own part of the iteration: its costs, its data-parallel stream, the
+    reductions it has queued, and what it holds in memory per step."""
+
+    work: StageWork
+    comm: object                       # StageComm
+    stream: simpy.Store
+    recompute: str                     # the stage's recompute mode
+    activations: float                 # bytes one chunk's forward leaves until its backward
+    full_layer: float                  # bytes of one layer rebuilt by a full recompute
+    last_backward: dict                # chunk -> index of its last backward step
+    pending: list = field(default_factory=list)
+
+
+def stage_process(it: Iteration, i: int):
+    """Pipeline stage ``i``: its schedule's steps in order, then the end of the
+    iteration (gradients reduced, tied embedding summed, optimizer step, ZeRO gather)."""
+    layout, v = it.layout, it.layout.virtual_stages
+    work, comm = it.costs(i)
+    state = StageState(
+        work=work, comm=comm, stream=simpy.Store(it.env), recompute=layout.stage_recomputes(i),
+        activations=micro_batch_activation_bytes(it.model, layout, i) / v,
+        full_layer=activation_bytes_per_layer(it.model, layout.tp, layout.micro_batch,
+                                              layout.sequence_parallel, "none",
+                                              layout.precision),
+        last_backward={c: max(j for j, s in enumerate(it.steps[i])
+                              if s.kind == "B" and s.chunk == c) for c in range(v)})
+    it.env.process(dp_stream(it, i, state.stream))
+    it.memory[i] = it.peaks[i] = _static_memory(it.model, layout, i)
+    for k, step in enumerate(it.steps[i]):
+        yield from step_process(it, i, state, k, step)
+    yield from finish_process(it, i, state)
+
+
+def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
+    """Step ``k`` of stage ``i``: wait for its input, run its layers (compute, then the
+    layer's TP collectives; with ZeRO-3 each layer waits for its own weight gather;
+    a backward queues each layer's gradient bucket), then send its output on."""
+    layout, work, comm = it.layout, state.work, state.comm
+    p, v = layout.pp, layout.virtual_stages
+    dep = producer(step, i, p, v)
+    if dep is not None:                    # (on this stage itself: already delivered)
+        yield it.delivered(*dep)
+    forward = STEP_KINDS[step.kind].forward
+    comp, tp = STEP_WORK[step.kind](work)
+    rc_share = 0.0 if forward or not (comp + tp) else work.recompute / (comp + tp)
+    rebuilds = not forward and state.recompute == "full"
+    if rebuilds:
+        it.hold(i, state.full_layer)
+    gathers = []
+    if comm.ag_per_pass:                   # ZeRO-3: every layer's weights, prefetched in order
+        for _ in range(work.layers):
+            gathers.append(it.env.event())
+            state.stream.put((comm.ag_per_pass / comm.buckets, "gather", gathers[-1]))
+    for layer in range(work.layers):
+        if gathers:                        # ... each layer waits only for its own
+            t0 = it.env.now
+            yield gathers[layer]
+            it.account(i, "dp_comm", t0)
+        for part, length in (("compute", comp / work.layers), ("tp_comm", tp / work.layers)):
+            if length <= 0:
+                continue
+            t0 = it.env.now
+            yield it.wait(length, i, jitter=part == "compute")
+            it.busy[i]["recompute"] += (it.env.now - t0) * rc_share
+            it.busy[i][part] += (it.env.now - t0) * (1 - rc_share)
+            it.span(i, f"stage {i}", f"{step}", step.kind, t0, part=part, layer=layer)
+        bucket_time = 0.0
+        if not forward and comm.rs_per_micro_batch:
+            bucket_time = comm.rs_per_micro_batch / comm.buckets
+        elif not forward and comm.reduce and k == state.last_backward[step.chunk] \
+                and layout.overlap_dp:
+            bucket_time = comm.reduce / comm.buckets / v
+        if bucket_time:
+            done = it.env.event()
+            state.stream.put((bucket_time, "reduce", done))
+            state.pending.append(done)
+            if not layout.overlap_dp:          # no overlap: wait for it here
+                t0 = it.env.now
+                yield done
+                it.account(i, "dp_comm", t0)
+    if rebuilds:
+        it.hold(i, -state.full_layer)
+    it.hold(i, state.activations if forward else -state.activations)
+    to = consumer(step, i, p, v)
+    if to is not None and to != i:
+        t0 = it.env.now
+        yield it.wait(work.p2p, i)
+        it.account(i, "pp_comm", t0)
+        it.span(i, f"stage {i} p2p", f"send {step}", "send", t0)
+    it.delivered(i, step).succeed()
+
+
+def finish_process(it: Iteration, i: int, state: StageState):
+    """Stage ``i`` after its last step: the gradient reductions drain (queued now
+    without overlap), both ends of the pipeline sum the tied embedding together, the
+    optimizer steps and (ZeRO-1/2) the updated weights are gathered; its report."""
+    layout, comm = it.layout, state.comm
+    p = layout.pp
+    if comm.reduce and not layout.overlap_dp:
+        done = it.env.event()
+        state.stream.put((comm.reduce, "reduce", done))
+        state.pending.append(done)
+    t0 = it.env.now
+    if state.pending:
+        yield simpy.AllOf(it.env, state.pending)
+    it.account(i, "dp_comm", t0)
+    if comm.tied_sync:                         # both ends of the pipeline, together
+        it.arrived[i].succeed()
+        yield simpy.AllOf(it.env, [it.arrived[0], it.arrived[p - 1]])   # waiting is idle
+        t0 = it.env.now
+        yield it.wait(comm.tied_sync)
+        it.account(i, "dp_comm", t0)
+    t0 = it.env.now
+    yield it.wait(comm.optimizer)
+    it.account(i, "optimizer", t0)
+    it.span(i, f"stage {i}", "optimizer", "optimizer", t0)
+    if comm.gather_after:
+        t0 = it.env.now
+        yield it.wait(comm.gather_after)
+        it.account(i, "dp_comm", t0)
+    end = it.env.now
+    it.reports.append(StageReport(i, end, dict(it.busy[i]), _idle(end, it.busy[i]),
+                                  it.peaks[i]))
+
+
+def dp_stream(it: Iteration, i: int, stream: simpy.Store):
+    """Stage ``i``'s data-parallel stream: the reductions and gathers queued on it, one
+    after the other, each signalling its event when done."""
+    while True:
+        length, name, done = yield stream.get()
+        t0 = it.env.now
+        yield it.wait(length)
+        it.span(i, f"stage {i} dp stream", name, "dp", t0)
+        done.succeed()
 
 
 def _idle(end: float, busy: dict) -> float:
@@ -358,14 +435,6 @@ def _idle(end: float, busy: dict) -> float:
     error from zero (-4e-14 s), said as 0, never as a negative idle time or bubble."""
     idle = end - sum(busy.values())
     return 0.0 if abs(idle) <= 1e-9 * end else idle
-
-
-def _consumer(step: Step, stage: int, p: int, v: int) -> int | None:
-    """The stage that needs this step's output, or None."""
-    virtual = step.chunk * p + stage
-    if step.kind == "F":
-        return None if virtual == p * v - 1 else (virtual + 1) % p
-    return None if virtual == 0 else (virtual - 1) % p
 
 
 def _static_memory(model: ModelSpec, layout: Layout, stage: int) -> float:
@@ -388,6 +457,16 @@ def _rng(noise: Noise | None):
         return None
     import random
     return random.Random(noise.seed)
+
+
+def simulate_with_noise(model, system, layout, noise: Noise, runs: int, *,
+                        trace: Trace | None = None) -> tuple[SimResult, dict | None]:
+    """The noise-free iteration and, when ``noise`` is active, ``runs`` seeds of it beside
+    (``simulate_runs``); ``trace`` records the first noisy run, else the noise-free one."""
+    sim = simulate(model, system, layout, trace=None if noise.active else trace)
+    if not noise.active:
+        return sim, None
+    return sim, simulate_runs(model, system, layout, noise, runs, trace=trace)
 
 
 def simulate_runs(model, system, layout, noise: Noise, runs: int, network=None, *,

@@ -7,8 +7,9 @@ of m micro-batches then takes
 
     T_pipe = m * max_i w_i + (sum_i w_i - max_i w_i) / v
 
-(v = virtual stages; with equal stages this is (m + (p - 1) / v) w, the
-Narayanan et al. 2021 bubble). Stage i finishes its last backward
+(v = the schedule's fill-and-drain divisor, perfmodel.schedules: the virtual stages
+of an interleaved schedule, else 1; with equal stages this is (m + (p - 1) / v) w,
+the Narayanan et al. 2021 bubble). Stage i finishes its last backward
 ``sum_{j<i} b_j / v`` before stage 0 does; then it reduces its gradients over dp
 in one bucket per layer (overlapping its last backward when allowed; ZeRO-2/3
 reduce and gather every micro-batch instead) and steps the optimizer. The
@@ -22,7 +23,8 @@ The breakdown is taken on that critical stage and adds up to the iteration time.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+
+from fpcore.caches import cached
 
 from topologies import JobShape, NetworkModel
 
@@ -30,14 +32,9 @@ from .compute import ComputeModel
 from .layout import Layout, validate_layout
 from .memory import MemoryBreakdown, pipeline_memory, stage_params
 from .model import ModelSpec
-from .ops import ACT_BYTES, embedding_ops, head_ops, layer_ops, model_flops_per_iteration, vocab_shard
+from .ops import embedding_ops, head_ops, layer_ops, model_flops_per_iteration, vocab_shard
+from .precisions import ACT_BYTES, GRAD_BYTES, OPTIMIZER_BYTES
 from .system import SystemSpec
-
-# Bytes the optimizer step moves per local parameter: Adam reads weight, gradient,
-# m and v and writes weight, m and v (7 x 4 B); gradient clipping reads the
-# gradients once more (4 B); mixed precision also writes the fp16 weight copy (2 B).
-OPTIMIZER_BYTES = {"fp32": 32, "fp16": 34, "bf16": 34}
-GRAD_BYTES = 4     # gradients are reduced in fp32 (fp32 training; fp32 accumulation in mixed)
 
 
 @dataclass(frozen=True)
@@ -128,7 +125,7 @@ class Estimate:
         return self.node_hours(tokens) * self.system.node.power_w / 1e6
 
 
-@lru_cache(maxsize=256)
+@cached("network", maxsize=256)
 def network_for(system: SystemSpec) -> NetworkModel:
     """The network backend a system asks for: the flow-level torus model (routed,
     shared links on the job's allocated shape) or the contention-free alpha-beta one;
@@ -170,7 +167,7 @@ def network_for(system: SystemSpec) -> NetworkModel:
         shape=system.job_allocation)
 
 
-@lru_cache(maxsize=256)
+@cached("network", maxsize=256)
 def screening_network(system: SystemSpec) -> NetworkModel:
     """The fast, contention-free model the search ranks candidates with."""
     if system.network.model == "analytic" or system.collective_fits:
@@ -184,17 +181,17 @@ def machine_shape(system: SystemSpec):
     return system.network.machine
 
 
-@lru_cache(maxsize=65536)
+@cached("network", maxsize=65536)
 def _collective(network: NetworkModel, op: str, dim: str, job: JobShape, nbytes: float) -> float:
     return network.collective(op, dim, job, nbytes).seconds
 
 
-@lru_cache(maxsize=65536)
+@cached("network", maxsize=65536)
 def _p2p(network: NetworkModel, dim: str, job: JobShape, nbytes: float) -> float:
     return network.p2p(dim, job, nbytes).seconds
 
 
-@lru_cache(maxsize=16384)
+@cached("model", maxsize=16384)
 def _layer_times(model: ModelSpec, compute: ComputeModel, tp: int, mb: int, sp: bool,
                  precision: str) -> tuple[float, float, float, float]:
     """(forward, backward, selective recompute, full recompute) compute of one layer."""
@@ -228,7 +225,8 @@ def layout_lower_bound(model: ModelSpec, system: SystemSpec, layout: Layout,
     act = layout.micro_batch * model.seq * model.hidden * ACT_BYTES[layout.precision]
     per_layer = f + b + 4 * _tp_collective(network, job, act, layout.sequence_parallel)
     work = model.layers // layout.pp * per_layer
-    return (layout.micro_batches + (layout.pp - 1) / layout.virtual_stages) * work
+    divisor = layout.schedule_spec.bubble_divisor(layout.virtual_stages)
+    return (layout.micro_batches + (layout.pp - 1) / divisor) * work
 
 
 def stage_ranges(layout: Layout) -> tuple[tuple[int, int], ...]:
@@ -397,7 +395,7 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
         work=[cost[i].forward + cost[i].backward + extra_f[i] + extra_b[i] + 2 * cost[i].p2p
               for i in firsts],
         drain=[cost[i].backward + extra_b[i] + cost[i].p2p for i in firsts],
-        counts=[n for _, n in runs], m=m, v=v)
+        counts=[n for _, n in runs], m=m, v=layout.schedule_spec.bubble_divisor(v))
     ends = {i: d + dp_tail[i] + optim[i] for i, d in zip(firsts, done)}
     last = firsts[-1]
     if p > 1 and model.tied_embeddings:

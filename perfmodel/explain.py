@@ -13,9 +13,7 @@ from .layout import Layout
 
 
 def _schedule_text(lay: Layout) -> str:
-    if lay.schedule == "interleaved":
-        return f"interleaved with {lay.virtual_stages} virtual stages"
-    return lay.schedule
+    return lay.schedule_spec.describe(lay.virtual_stages)
 
 
 def _recompute_text(lay: Layout) -> str:

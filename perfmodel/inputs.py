@@ -57,3 +57,31 @@ def resolve_system(name: str = "fugaku", *, clock_ghz: float | None = None,
     return load_system(name, clock_ghz=clock_ghz, eco=eco, ppn=ppn,
                        network_model=network_model, mapping=mapping, shape=shape, stack=stack,
                        allow_files=allow_files)
+
+
+def flow_network(system: SystemSpec):
+    """The system's flow-level network model (what ``topo`` and ``collective`` describe:
+    they need its placement)."""
+    from .estimator import network_for
+    from .parts import TORUS_AXES
+    net = system.network
+    if net.kind == "torus" and len(net.shape) != TORUS_AXES:
+        raise SpecError("system", f"{system.name}'s torus has {len(net.shape)} axes; the "
+                                  f"flow-level model places jobs on {TORUS_AXES} "
+                                  f"(X, Y, Z, a, b, c)")
+    flow = network_for(system.with_options(network_model="flow"))
+    if not hasattr(flow, "placement"):
+        raise SpecError("network", f"{system.name} has no torus to describe")
+    return flow
+
+
+def job_for(system: SystemSpec, nodes: int, tp: int = 1, pp: int = 1):
+    """The job of ``nodes`` nodes (tp x pp x the rest), checked against the machine and a
+    given --shape before any work."""
+    from topologies import JobShape
+    system.check_nodes(nodes)
+    ranks = nodes * system.ranks_per_node
+    if ranks % (tp * pp):
+        raise SpecError("tp", f"tp x pp ({tp} x {pp}) must divide the ranks "
+                              f"({nodes:,} nodes x {system.ranks_per_node} per node = {ranks:,})")
+    return JobShape(tp, pp, ranks // (tp * pp), system.ranks_per_node)

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 from fpcore.errors import SpecError, check_bool, check_choice, check_int
 
+from . import schedules
 from .model import ModelSpec
+from .precisions import PRECISIONS
 
-SCHEDULES = ("gpipe", "1f1b", "interleaved")
 RECOMPUTE = ("none", "selective", "full")
-PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -50,20 +50,21 @@ class Layout:
                          ("micro_batch", 1_000_000), ("global_batch", 1_000_000_000),
                          ("virtual_stages", 1_000)):
             check_int(name, getattr(self, name), hi=hi)
-        check_choice("schedule", self.schedule, SCHEDULES)
+        spec = schedules.get(self.schedule)
         check_int("zero", self.zero, lo=0, hi=3)
         check_choice("recompute", self.recompute, RECOMPUTE)
         check_bool("sequence_parallel", self.sequence_parallel)
         check_bool("overlap_dp", self.overlap_dp)
         check_choice("precision", self.precision, PRECISIONS)
-        if self.schedule == "interleaved":
+        if spec.virtual:
             if self.virtual_stages < 2:
-                raise SpecError("virtual_stages", "must be >= 2 with the interleaved schedule")
-            if self.pp < 2:
-                raise SpecError("schedule", "interleaved needs pp >= 2")
+                raise SpecError("virtual_stages", f"must be >= 2 with the {spec.name} schedule")
         elif self.virtual_stages != 1:
             raise SpecError("virtual_stages", f"must be 1 with the {self.schedule} schedule "
-                                              "(virtual stages need --schedule interleaved)")
+                                              f"(virtual stages need --schedule "
+                                              f"{' or '.join(virtual_schedules())})")
+        if self.pp < spec.min_pp:
+            raise SpecError("schedule", f"{spec.name} needs pp >= {spec.min_pp}")
         if self.recompute_stages is not None:
             check_int("recompute_stages", self.recompute_stages, lo=1, hi=self.pp)
             if self.recompute != "full":
@@ -73,6 +74,11 @@ class Layout:
         if self.global_batch % (self.dp * self.micro_batch):
             raise SpecError("global_batch", f"must be divisible by dp x micro_batch = "
                                             f"{self.dp} x {self.micro_batch}; got {self.global_batch}")
+
+    @property
+    def schedule_spec(self) -> schedules.ScheduleSpec:
+        """The registry's description of this layout's schedule (perfmodel.schedules)."""
+        return schedules.SCHEDULES[self.schedule]
 
     @property
     def ranks(self) -> int:
@@ -93,15 +99,8 @@ class Layout:
         return dataclasses.replace(self, **changes)
 
     def with_recompute(self, recompute: str, stages: int | None = None) -> "Layout":
-        """This layout with another recompute setting, which is valid for any layout
-        (stages 1..pp with full): the search derives thousands, so they skip the
-        field-by-field checks a user's layout gets."""
-        if recompute not in RECOMPUTE or (stages is not None and not (
-                recompute == "full" and 1 <= stages <= self.pp)):
-            return self.replace(recompute=recompute, recompute_stages=stages)
-        new = object.__new__(Layout)
-        new.__dict__.update(self.__dict__, recompute=recompute, recompute_stages=stages)
-        return new
+        """This layout with another recompute setting (checked as any layout is)."""
+        return self.replace(recompute=recompute, recompute_stages=stages)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -120,6 +119,12 @@ class Layout:
         if self.precision != "fp32":
             parts.append(self.precision)
         return " ".join(parts)
+
+
+# The fields of a layout a user may pin (``--tp 6 ...``); the others are the run's
+# settings (the global batch; whether the stack overlaps the DP reduction).
+PINNABLE = tuple(f.name for f in dataclasses.fields(Layout)
+                 if f.name not in ("global_batch", "overlap_dp"))
 
 
 def divisors(n: int) -> list[int]:
@@ -180,8 +185,8 @@ def validate_layout(layout: Layout, model: ModelSpec, ranks: int | None = None) 
                               f"must divide the number of layers ({model.layers})")
     if layout.sequence_parallel and model.seq % layout.tp:
         raise SpecError("sequence_parallel", f"tp ({layout.tp}) must divide seq ({model.seq})")
-    if layout.schedule == "interleaved" and layout.micro_batches % layout.pp:
-        raise SpecError("global_batch", f"interleaved needs micro-batches per pipeline "
+    if layout.schedule_spec.groups_of_pp and layout.micro_batches % layout.pp:
+        raise SpecError("global_batch", f"{layout.schedule} needs micro-batches per pipeline "
                                         f"({layout.micro_batches}) divisible by pp ({layout.pp})")
     if ranks is not None and layout.ranks != ranks:
         raise SpecError("dp", f"tp x pp x dp = {layout.tp} x {layout.pp} x {layout.dp} = "
@@ -191,7 +196,6 @@ def validate_layout(layout: Layout, model: ModelSpec, ranks: int | None = None) 
 # The frameworks the presets' software stacks run: Megatron-LM as of 2021-2023 (Selene's
 # published runs) and its forks Megatron-DeepSpeed (BLOOM on Jean Zay) and
 # DeepSpeedFugaku (Fugaku-LLM), with DeepSpeed for ZeRO.
-INTERLEAVED_MIN_PP = 3   # Megatron-LM megatron/arguments.py: pipeline size > 2 to interleave
 PIPELINE_MAX_ZERO = 1    # DeepSpeed PipelineEngine: ZeRO-2 and -3 are incompatible with PP
 
 
@@ -204,16 +208,17 @@ def framework_error(layout: Layout) -> SpecError | None:
       parallelism"), and Megatron-LM's own pipeline has no ZeRO-2/3 (its
       distributed optimizer shards optimizer states, as ZeRO-1). ZeRO-1 runs with
       either pipeline.
-    * The interleaved schedule needs pp > 2: Megatron-LM's megatron/arguments.py
-      (parse_args, with --num-layers-per-virtual-pipeline-stage), as Megatron-DeepSpeed
-      and DeepSpeedFugaku carry it; megatron-core later accepts pp = 2
-      (parallel_state.initialize_model_parallel). DeepSpeed's own pipeline has no
-      interleaved schedule.
+    * A schedule's least pipeline depth in the frameworks (``framework_min_pp`` of
+      perfmodel.schedules): the interleaved schedule needs pp > 2 in Megatron-LM's
+      megatron/arguments.py (parse_args, with --num-layers-per-virtual-pipeline-stage),
+      as Megatron-DeepSpeed and DeepSpeedFugaku carry it; megatron-core later accepts
+      pp = 2 (parallel_state.initialize_model_parallel). DeepSpeed's own pipeline has
+      no interleaved schedule.
     """
     if layout.zero > PIPELINE_MAX_ZERO and layout.pp > 1:
         return zero_with_pipeline_error(layout.zero, f"pp {layout.pp}")
-    if layout.schedule == "interleaved" and layout.pp < INTERLEAVED_MIN_PP:
-        return interleaved_depth_error(layout.pp)
+    if layout.pp < layout.schedule_spec.framework_min_pp:
+        return schedule_depth_error(layout.schedule_spec, layout.pp)
     return None
 
 
@@ -224,9 +229,15 @@ def zero_with_pipeline_error(zero: int, pipeline: str) -> SpecError:
                              f"ZeRO-{PIPELINE_MAX_ZERO}")
 
 
-def interleaved_depth_error(pp: int) -> SpecError:
-    return SpecError("schedule", f"interleaved needs pp >= {INTERLEAVED_MIN_PP} (Megatron-LM "
-                                 f"interleaves pipelines of more than two stages); got pp {pp}")
+def schedule_depth_error(spec: schedules.ScheduleSpec, pp: int) -> SpecError:
+    """``spec`` refused on a pipeline of ``pp`` stages, shallower than frameworks run it."""
+    return SpecError("schedule", f"{spec.name} needs pp >= {spec.framework_min_pp} "
+                                 f"({spec.framework_rule}); got pp {pp}")
+
+
+def virtual_schedules() -> list[str]:
+    """The schedules that run virtual stages (chunks of layers) on each rank."""
+    return [s.name for s in schedules.SCHEDULES.values() if s.virtual]
 
 
 def check_runnable(layout: Layout, model: ModelSpec, ranks: int | None = None) -> None:

@@ -4,7 +4,7 @@ Activations follow Korthikanti et al. 2022 (Table 2 and its breakdown) with the
 element size as a variable: e bytes per activation element (2 in fp16, 4 in fp32
 training as on Fugaku) and a 1-byte dropout mask per element where dropout exists.
 With e = 2 and dropout the formulas reduce to the published table exactly (a test
-checks this). Model states follow FORMULAS.md: fp32 with Adam 4 + 4 + 8 bytes per
+checks this). Model states follow docs/formulas.md: fp32 with Adam 4 + 4 + 8 bytes per
 parameter; fp16 mixed precision 2 (weights) + 4 (fp32 gradient accumulation, as
 Megatron-LM) + 12 (fp32 master weights, Adam m and v) = 18; ZeRO-1 shards the
 optimizer over dp, ZeRO-2 also gradients, ZeRO-3 also weights.
@@ -13,11 +13,13 @@ optimizer over dp, ZeRO-2 also gradients, ZeRO-3 also weights.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+
+from fpcore.caches import cached
 
 from .layout import Layout
 from .model import ModelSpec
-from .ops import ACT_BYTES, vocab_shard
+from .ops import vocab_shard
+from .precisions import ACT_BYTES, STATE_BYTES
 
 # Above this share of a rank's usable memory a layout is "tight": little room is left
 # for what the count leaves out (framework buffers, allocator fragmentation). One rule
@@ -32,11 +34,6 @@ def memory_verdict(fraction_of_usable: float) -> str:
     return "tight" if fraction_of_usable > TIGHT_FRACTION else "fits"
 
 
-STATE_BYTES = {  # per parameter: (weights, gradients, optimizer states)
-    "fp32": (4, 4, 8),
-    "fp16": (2, 4, 12),
-    "bf16": (2, 4, 12),
-}
 
 
 @dataclass(frozen=True)
@@ -75,7 +72,7 @@ def stage_params(model: ModelSpec, layout: Layout, stage: int) -> float:
     return _stage_params(model, layout.tp, layout.pp, stage)
 
 
-@lru_cache(maxsize=65536)
+@cached("model", maxsize=65536)
 def _stage_params(model: ModelSpec, t: int, p: int, stage: int) -> float:
     params = model.layers / p * layer_params_per_rank(model, t)
     emb = vocab_shard(model, t) * model.hidden
@@ -113,21 +110,13 @@ def activation_bytes_per_layer(model: ModelSpec, tp: int, micro_batch: int,
 
 
 def in_flight_layers(model: ModelSpec, layout: Layout, stage: int) -> float:
-    """Layer-micro-batches whose activations stage ``stage`` holds at its peak.
-
-    GPipe holds every micro-batch; 1F1B holds min(p - i, m) (Narayanan et al. 2021);
-    interleaved 1F1B holds its warm-up chunks plus one, min(2 (p - i - 1) +
-    (v - 1) p + 1, m v) chunks of l / (p v) layers (Megatron-LM's schedule), which
-    for the first stage is l (1 + (p - 1) / (p v)) (Korthikanti et al. 2022).
-    """
+    """Layer-micro-batches whose activations stage ``stage`` holds at its peak, as the
+    layout's schedule says (perfmodel.schedules: GPipe holds every micro-batch; 1F1B
+    min(p - i, m) (Narayanan et al. 2021); interleaved 1F1B its warm-up chunks plus
+    one, of l / (p v) layers each, which for the first stage is l (1 + (p - 1) / (p v))
+    (Korthikanti et al. 2022))."""
     p, m, v = layout.pp, layout.micro_batches, layout.virtual_stages
-    layers_per_stage = model.layers / p
-    if layout.schedule == "gpipe":
-        return layers_per_stage * m
-    if layout.schedule == "1f1b":
-        return layers_per_stage * min(p - stage, m)
-    chunks = min(2 * (p - stage - 1) + (v - 1) * p + 1, m * v)
-    return layers_per_stage / v * chunks
+    return layout.schedule_spec.in_flight(model.layers / p, p, m, v, stage)
 
 
 def micro_batch_activation_bytes(model: ModelSpec, layout: Layout, stage: int) -> float:

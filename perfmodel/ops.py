@@ -25,11 +25,11 @@ t = tensor-parallel degree; e = bytes per activation element):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+
+from fpcore.caches import cached
 
 from .model import ModelSpec
-
-ACT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+from .precisions import ACT_BYTES  # noqa: F401  (bytes of an activation element, per precision)
 
 FLOPS_PER_ELEMENT = {"layernorm": 8, "rmsnorm": 5, "gelu": 16, "swiglu": 6, "softmax": 7,
                      "residual": 1, "dropout": 2, "cross_entropy": 6}
@@ -84,7 +84,7 @@ class LayerOps:
         return ()
 
 
-@lru_cache(maxsize=4096)
+@cached("model", maxsize=4096)
 def layer_ops(model: ModelSpec, tp: int, micro_batch: int, sequence_parallel: bool,
               precision: str) -> LayerOps:
     """The forward ops of one transformer layer on one of ``tp`` ranks."""
@@ -135,7 +135,7 @@ def vocab_shard(model: ModelSpec, tp: int) -> int:
     return -(-model.vocab // tp)
 
 
-@lru_cache(maxsize=4096)
+@cached("model", maxsize=4096)
 def embedding_ops(model: ModelSpec, tp: int, micro_batch: int, precision: str) -> tuple[Op, ...]:
     """First stage, forward: token lookup (+ learned positions)."""
     T, h, e = micro_batch * model.seq, model.hidden, ACT_BYTES[precision]
@@ -143,7 +143,7 @@ def embedding_ops(model: ModelSpec, tp: int, micro_batch: int, precision: str) -
     return (mem("embedding", T * h, reads, 1, e, 1),)                         # (T,) -> (T, h)
 
 
-@lru_cache(maxsize=4096)
+@cached("model", maxsize=4096)
 def head_ops(model: ModelSpec, tp: int, micro_batch: int, precision: str) -> tuple[Op, ...]:
     """Last stage, forward: final norm, logits and the cross-entropy loss."""
     T, h, e = micro_batch * model.seq, model.hidden, ACT_BYTES[precision]

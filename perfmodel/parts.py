@@ -4,7 +4,7 @@ software stack, each a frozen dataclass checked on construction.
 Every value is checked with the field named as in the TOML file (``network.latency_us``;
 the loader prefixes the file and table): of the right type, finite and in a range.
 The ranges are bounds, not defaults: far outside any real machine (Fugaku's values
-are in FACTS.md), so a value past one is a typo, and within them every derived time,
+are in docs/facts.md), so a value past one is a typo, and within them every derived time,
 rate and energy stays finite. Fields are kept in SI units (bytes, byte/s, Hz, s).
 """
 
@@ -19,6 +19,13 @@ from typing import Mapping
 from fpcore.errors import (SpecError, check_bool, check_choice, check_float, check_int,
                            check_list, check_str)
 from topologies.allocation import MAX_MACHINE_NODES
+from topologies.interface import MAPPINGS, NETWORK_MODELS
+
+from .precisions import PRECISIONS
+
+# A node's peaks: the training precisions (perfmodel.precisions) and fp64, which the
+# presets give for the record (HPL) although no layout trains in it.
+NODE_PRECISIONS = ("fp64",) + PRECISIONS
 
 GB = 1e9
 GIB = 2**30
@@ -99,7 +106,7 @@ class NodeSpec:
         check_list(where, fpc, min_len=1, max_len=4)
         rates = {}
         for p, v in fpc:
-            check_choice(where, p, ("fp64", "fp32", "fp16", "bf16"))
+            check_choice(where, p, NODE_PRECISIONS)
             rates[p] = _quantity(f"{where}.{p}", v, **FLOPS_PER_CYCLE)
         set_field(self, "flops_per_cycle_per_core", tuple(sorted(rates.items())))
         for name, key, scale in (("memory_bytes", "memory_gib", GIB),
@@ -212,8 +219,8 @@ class NetworkSpec:
         set_field(self, "oversubscription", _quantity("network.oversubscription",
                                                       self.oversubscription, lo=1e-3,
                                                       lo_open=False, hi=1e3))
-        check_choice("network.model", self.model, ("flow", "analytic"))
-        check_choice("network.mapping", self.mapping, ("tofu", "linear"))
+        check_choice("network.model", self.model, NETWORK_MODELS)
+        check_choice("network.mapping", self.mapping, MAPPINGS)
         check_bool("network.job_torus", self.job_torus)
         self._check_axes()
         for name in ("link_bandwidth", "injection_bandwidth"):

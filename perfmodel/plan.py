@@ -1,6 +1,6 @@
 """``plan``: the best layouts for a model on a system, and what a run would cost.
 
-Node counts searched by default (documented in docs/plan.md):
+Node counts searched by default (docs/planning.md points here):
 
 * A ladder of job sizes that are whole Fugaku racks and 48-node units:
   384 (1 rack), 768, 1,536, 3,072, 6,912 and 13,824 (Fugaku-LLM's jobs), extended
@@ -153,6 +153,8 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
         stats.add(s)
         if nodes and not found:
             _no_layout(model, system, gb, pins, lo, s, machine)
+        # workers send estimates whole; the caller's model and system stand in for
+        # their unpickled copies (equal, and one copy of each is kept)
         priced += [dataclasses.replace(e, model=model, system=system) for e in found]
         tables.update(found_tables)
     priced.sort(key=lambda e: (e.iteration_s, e.nodes))
@@ -183,15 +185,15 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
 
 
 def _range_task(context, bounds):
-    """Screen one range of node counts and re-price its shortlist (in a worker: the
-    model and system are dropped from the results and restored by the caller)."""
+    """Screen one range of node counts and re-price its shortlist (in a worker; the
+    estimates come back whole, their model and system pickled once per result)."""
     model, system, gb, pins, top, shapes = context
     lo, hi = bounds
     found, stats = screen(model, system, gb, min_nodes=lo, max_nodes=hi, pins=pins, top=top,
                           shapes=shapes)
     tables: dict = {}
     priced = confirm(model, system, found, stats, tables)
-    return [dataclasses.replace(e, model=None, system=None) for e in priced], tables, stats
+    return priced, tables, stats
 
 
 def _no_layout(model, system, gb, pins, n, s, machine) -> None:
@@ -276,199 +278,6 @@ def compare_with_unpinned(model: ModelSpec, system: SystemSpec, global_batch: in
                       of=len(everything) + (0 if listed else 1),
                       reasons=explain(pinned, best),
                       differences=differences(pinned.layout, best.layout))
-
-
-# ------------------------------------------------------------------ JSON view
-def estimate_to_dict(est: Estimate, tokens: float, price_per_node_hour: float | None = None,
-                     sim=None) -> dict:
-    """Every number ``plan`` shows for one layout (SI units: s, bytes, FLOP/s, J)."""
-    from .memory import memory_verdict
-    lay = est.layout
-    peak = est.peak_memory
-    fraction = peak.total / est.system.rank.usable_memory_bytes
-    out = {
-        "nodes": est.nodes,
-        "layout": {k: getattr(lay, k) for k in (
-            "tp", "pp", "dp", "micro_batch", "global_batch", "schedule", "virtual_stages",
-            "zero", "recompute", "recompute_stages", "sequence_parallel", "precision")},
-        "micro_batches": lay.micro_batches,
-        "iteration_s": est.iteration_s,
-        "tokens_per_s": est.tokens_per_s,
-        "model_tflops_per_node": est.model_flops_per_s_per_node / 1e12,
-        "mfu": est.mfu,
-        "memory_bytes_per_node": est.memory_bytes_per_node,
-        "memory_fits": est.memory_fits,
-        "memory_fraction_of_usable": fraction,
-        "memory_verdict": memory_verdict(fraction),
-        "memory_peak_stage": {k: v for k, v in peak.to_dict().items()},
-        "time_to_train_s": est.time_to_train_s(tokens),
-        "node_hours": est.node_hours(tokens),
-        "energy_mwh": est.energy_mwh(tokens),
-        "breakdown_s": est.breakdown.to_dict(),
-        "network_model": est.network,
-        "placement": list(est.placement),
-    }
-    if price_per_node_hour is not None:
-        out["cost"] = est.node_hours(tokens) * price_per_node_hour
-    if sim is not None:
-        out["des"] = {"iteration_s": sim.iteration_s, "tokens_per_s": sim.tokens_per_s,
-                      "bubble_fraction": sim.bubble_fraction,
-                      "time_to_train_s": tokens / sim.tokens_per_s, "events": sim.events}
-    return out
-
-
-def _network_assumption(system: SystemSpec) -> str:
-    net = system.network
-    links = (f"{net.effective_link_bandwidth / 1e9:.2f} GB/s per link direction, "
-             f"{net.effective_injection_bandwidth / 1e9:.1f} GB/s injection per node")
-    if net.model == "analytic":
-        return (f"network: alpha-beta, {links}, {net.latency_s * 1e6:.2f} us per message, rings "
-                f"on nearest neighbours, no contention between concurrent groups")
-    if net.kind == "fattree":
-        return (f"network: a fat tree of {system.ranks_per_node}-rank nodes ({net.nics_per_node} "
-                f"NICs each, {net.nodes_per_leaf} nodes per leaf, oversubscription "
-                f"{net.oversubscription:g}), ranks in order, links shared max-min fairly; "
-                f"{links}; {system.rank.intra_node_bandwidth / 1e9:.0f} GB/s per rank inside "
-                f"a node; {net.put_latency_s * 1e6:.2f} us per collective step between nodes; "
-                f"the cheapest collective algorithm is assumed")
-    shape = f"the given shape {system.job_shape}" if system.job_shape else \
-        "the shape the allocator model gives (not the scheduler's published policy)"
-    return (f"network: flows routed dimension-order on {shape}, {net.mapping} placement, links "
-            f"shared max-min fairly; {links}; {net.put_latency_s * 1e6:.2f} us per collective "
-            f"step, {net.latency_s * 1e6:.2f} us per MPI message, per-hop latency "
-            f"{net.hop_latency_s * 1e6:g} us; the cheapest collective algorithm is assumed; "
-            f"layouts are screened with the contention-free model and the best are re-priced")
-
-
-def _stack_assumption(system: SystemSpec) -> str:
-    stack = system.stack
-    parts = [f"software stack {stack.name}: {stack.description}"]
-    if stack.kernel_bytes_per_cycle is not None:
-        parts.append(f"memory-bound kernels at {stack.kernel_bytes_per_cycle:g} bytes per cycle "
-                     f"per node ({system.rank.memory_bandwidth * system.ranks_per_node / 1e9:.1f}"
-                     f" GB/s at {system.node.clock_hz / 1e9:g} GHz)")
-    if stack.collective_efficiency != 1.0:
-        parts.append(f"collectives at {stack.collective_efficiency:.0%} of the network "
-                     f"model's bandwidth")
-    parts.append("the data-parallel reduction overlaps the backward" if stack.overlap_dp else
-                 "the data-parallel reduction waits for the backward")
-    others = [s.name for s in system.stacks if s.name != stack.name]
-    if others:
-        parts.append(f"others: --stack {', '.join(others)}")
-    return "; ".join(parts)
-
-
-def _precision_assumption(system: SystemSpec, precision: str) -> str:
-    """What training in ``precision`` (mixed precision: fp16 or bf16) assumes."""
-    from .estimator import GRAD_BYTES, OPTIMIZER_BYTES
-    from .memory import STATE_BYTES
-    from .ops import ACT_BYTES
-    node, P = system.node, precision.upper()
-    w, g, o = STATE_BYTES[precision]
-    eff = (f"GEMMs at {node.gemm_efficiency:.2f} of the {P} peak "
-           f"({node.peak_flops(precision) / 1e12:.2f} TF per node), the preset's one GEMM "
-           f"efficiency, used for every precision "
-           f"({system.sources.get('node.gemm_efficiency', 'preset')})"
-           + ("; the calibration measures FP32 only" if system.compute_fit else ""))
-    return (f"{P} mixed precision: {eff}; activations and weight copies in "
-            f"{ACT_BYTES[precision]} bytes; model states {w + g + o} bytes per parameter "
-            f"({w} {precision} weights + {g} fp32 gradients + {o} fp32 master weights and Adam "
-            f"moments), the optimizer step moving {OPTIMIZER_BYTES[precision]} bytes per "
-            f"parameter; gradients reduced in fp32 ({GRAD_BYTES} bytes); loss scaling is not "
-            f"modelled (its overflow checks and skipped steps cost nothing here)")
-
-
-def assumptions(system: SystemSpec, precisions=("fp32",)) -> list[str]:
-    """What the prediction rests on that is not a measurement of this run (for layouts
-    training in ``precisions``)."""
-    node = system.node
-    src = system.sources
-    fit = system.compute_fit
-    if fit is not None:
-        compute = (f"FP32 compute from calibration {system.calibration}: GEMMs up to "
-                   f"{fit.gemm_rate / 1e9:.1f} GFLOP/s per rank over shape, memory-bound kernels "
-                   f"at their measured bandwidths ({fit.threads} thread(s) per rank when "
-                   f"measured); FP16 keeps the preset's GEMM efficiency "
-                   f"{node.gemm_efficiency:.2f}")
-    else:
-        shape = ("for every shape" if not node.gemm_half_size else
-                 f"for large GEMMs, less for small ones: / (1 + {node.gemm_half_size:g}/m + "
-                 f"{node.gemm_half_size:g}/n + {node.gemm_half_size:g}/k)")
-        compute = (f"GEMM efficiency {node.gemm_efficiency:.2f} of peak {shape} "
-                   f"({src.get('node.gemm_efficiency', 'preset')}); `fugakuperf calibrate` on a "
-                   f"node measures it (--calibration FILE)")
-    network = (f"collectives from calibration {system.calibration}: a fitted latency and "
-               f"bandwidth per collective" if system.collective_fits
-               else _network_assumption(system))
-    return [
-        _stack_assumption(system),
-        compute,
-        network,
-        f"memory: {system.rank.usable_memory_bytes / 1e9:.3g} GB usable per rank "
-        f"({src.get('node.usable_memory_gb', 'preset')}); framework overheads beyond the "
-        f"counted buffers are not modelled",
-        f"energy: {node.power_w:.0f} W per node ({src.get('node.power_w', 'preset')})",
-    ] + [_precision_assumption(system, p) for p in sorted(set(precisions)) if p != "fp32"]
-
-
-def plan_to_dict(result: PlanResult) -> dict:
-    r = result
-    model = r.model.to_dict()
-    sims = r.simulated or {}
-
-    def entry(e: Estimate) -> dict:
-        return estimate_to_dict(e, r.tokens, r.price_per_node_hour, sims.get(e.layout))
-
-    shown = r.best + [g.best for g in r.rungs if g.best]
-    if r.comparison is not None:
-        shown += [r.comparison.pinned, r.comparison.best]
-    c = r.comparison
-    relation = None if c is None else (
-        "as fast as" if abs(c.pinned.iteration_s - c.best.iteration_s)
-        <= 1e-9 * c.best.iteration_s else
-        "slower" if c.pinned.iteration_s > c.best.iteration_s else "faster")
-
-    return {
-        "model": model,
-        "system": {**r.system.settings(), "description": r.system.description,
-                   "peak_tflops_per_node": {p: r.system.node.peak_flops(p) / 1e12
-                                            for p in ("fp32", "fp16", "bf16")
-                                            if r.system.node.supports(p)},
-                   "usable_memory_bytes_per_node": r.system.node.usable_memory_bytes,
-                   "power_w_per_node": r.system.node.power_w},
-        "nodes": r.node_counts,
-        "exact_nodes": r.exact_nodes,
-        "global_batch": r.global_batch,
-        "tokens": r.tokens,
-        "pins": r.pins,
-        "candidates_evaluated": r.stats.candidates_evaluated,
-        "search": {"confirmed_with_network_model": r.stats.confirmed,
-                   "memory_checked": r.stats.memory_checked,
-                   "rejected_memory": r.stats.rejected_memory,
-                   "pruned_by_bound": r.stats.pruned,
-                   "node_counts_visited": len(r.stats.node_counts)},
-        "assumptions": assumptions(r.system, [e.layout.precision for e in shown]),
-        "conventions": {
-            "mfu": "model FLOPs (forward + backward, no recompute; Korthikanti et al. 2022 Eq. 7) "
-                   "per second per node / peak FLOP/s per node at the training precision",
-            "memory_bytes_per_node": "peak pipeline stage: weights + gradients + optimizer + "
-                                     "activations + buffers, times ranks per node",
-            "energy_mwh": "node-hours x power per node (no cooling or network overhead)",
-        },
-        "best": [entry(e) for e in r.best],
-        "ladder": [{"max_nodes": g.max_nodes, "min_nodes": g.min_nodes,
-                    "best": None if g.best is None else entry(g.best)} for g in r.rungs],
-        "comparison": None if r.comparison is None else {
-            "pinned": entry(r.comparison.pinned),
-            "best_unpinned": entry(r.comparison.best),
-            "rank": r.comparison.rank, "of": r.comparison.of,
-            "labels": {"pinned": r.comparison.pinned.layout.label(),
-                       "best_unpinned": r.comparison.best.layout.label()},
-            "slowdown": r.comparison.pinned.iteration_s / r.comparison.best.iteration_s - 1,
-            "relation": relation,
-            "differences": r.comparison.differences,
-            "reasons": r.comparison.reasons},
-    }
 
 
 def layout_for(model: ModelSpec, system: SystemSpec, *, nodes: int | None,

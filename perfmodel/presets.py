@@ -8,10 +8,10 @@ and ``fugakuperf presets`` can say where every number came from.
 from __future__ import annotations
 
 import dataclasses
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from fpcore.caches import cached
 from fpcore.errors import SpecError, check_int, check_keys, check_str, require
 from fpcore.readers import parse_toml, read_toml
 
@@ -40,12 +40,12 @@ def _package_tables(kind: str) -> dict[str, tuple[dict, str]]:
     return tables
 
 
-@lru_cache(maxsize=None)
+@cached("presets", maxsize=None)
 def _models() -> dict[str, tuple[dict, str]]:
     return _package_tables("models")
 
 
-@lru_cache(maxsize=None)
+@cached("presets", maxsize=None)
 def _systems() -> dict[str, tuple[dict, str]]:
     return _package_tables("systems")
 

@@ -43,8 +43,9 @@ from fpcore.errors import SpecError
 
 from .compute import ComputeModel
 from .estimator import Estimate, estimate, layout_lower_bound, network_for, screening_network
-from .layout import (INTERLEAVED_MIN_PP, PIPELINE_MAX_ZERO, Layout, check_runnable, divisors,
-                     interleaved_depth_error, tensor_parallel_sizes, tp_error,
+from . import schedules
+from .layout import (PINNABLE, PIPELINE_MAX_ZERO, Layout, check_runnable, divisors,
+                     schedule_depth_error, tensor_parallel_sizes, tp_error, virtual_schedules,
                      zero_with_pipeline_error)
 from .memory import peak_memory
 from .model import ModelSpec
@@ -54,8 +55,6 @@ from .system import SystemSpec
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
 MIN_SHAPES = 5           # shapes re-priced on the torus, even when one answer is wanted
 MAX_VIRTUAL_STAGES = 8
-PIN_FIELDS = ("tp", "pp", "dp", "micro_batch", "schedule", "virtual_stages", "zero",
-              "recompute", "recompute_stages", "sequence_parallel", "precision")
 
 
 @dataclass
@@ -87,25 +86,49 @@ def _tp_options(model: ModelSpec, pins: dict) -> list[int]:
     return out
 
 
+def _schedule_options(pins: dict) -> list[schedules.ScheduleSpec]:
+    """The schedules the pins allow: the pinned one; with virtual stages pinned, those
+    that run them (or, pinned to 1, those that do not); else every searched one."""
+    if pins.get("schedule") is not None:
+        return [schedules.get(pins["schedule"])]
+    searched = [s for s in schedules.SCHEDULES.values() if s.searched]
+    v = pins.get("virtual_stages")
+    if v is None:
+        return searched
+    return [s for s in searched if s.virtual == (v > 1)]
+
+
+def _needs_virtual(pins: dict) -> bool:
+    """Whether the pins ask for virtual stages (a virtual schedule or v > 1)."""
+    sched = pins.get("schedule")
+    return (sched is not None and schedules.get(sched).virtual) or \
+        (pins.get("virtual_stages") or 1) > 1
+
+
+def _min_pp(pins: dict) -> int:
+    """The least pipeline depth any schedule the pins allow runs on."""
+    return min((s.framework_min_pp for s in _schedule_options(pins)), default=1)
+
+
 def _pp_options(model: ModelSpec, pins: dict) -> list[int]:
     """Pipeline depths the model and the pins allow: pp divides the layers (times the
-    pinned virtual stages), is deep enough for the pinned recompute stages and to
-    interleave, and is 1 under a pinned ZeRO-2/3 (perfmodel.layout.framework_error)."""
+    pinned virtual stages), is deep enough for the pinned recompute stages and for the
+    pinned schedule, and is 1 under a pinned ZeRO-2/3 (perfmodel.layout.framework_error)."""
     out = _pinned(pins, "pp", divisors(model.layers))
     v = pins.get("virtual_stages") or 1
-    interleaved = pins.get("schedule") == "interleaved" or v > 1
+    least = _min_pp(pins)
     return [p for p in out
             if model.layers % (p * v) == 0
             and p >= (pins.get("recompute_stages") or 1)
-            and (not interleaved or p >= INTERLEAVED_MIN_PP)
+            and p >= least
             and (pins.get("zero") is None or pins["zero"] <= PIPELINE_MAX_ZERO or p == 1)]
 
 
 def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: dict) -> None:
     """Reject pins no runnable layout can satisfy, naming the flag and the rule."""
-    unknown = set(pins) - set(PIN_FIELDS)
+    unknown = set(pins) - set(PINNABLE)
     if unknown:
-        raise SpecError(sorted(unknown)[0], f"cannot be pinned; pinnable: {', '.join(PIN_FIELDS)}")
+        raise SpecError(sorted(unknown)[0], f"cannot be pinned; pinnable: {', '.join(PINNABLE)}")
     tp, pp, dp, mb = (pins.get(k) for k in ("tp", "pp", "dp", "micro_batch"))
     zero, v, sched = pins.get("zero"), pins.get("virtual_stages"), pins.get("schedule")
     if tp is not None and tp_error(model, tp) is not None:
@@ -125,9 +148,10 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
     if zero is not None and zero > 0 and dp == 1:
         raise SpecError("zero", f"ZeRO-{zero} shards over data parallelism, and dp 1 leaves "
                                 f"nothing to shard: pin --zero 0 or leave --dp free")
-    if v is not None and v > 1 and sched not in (None, "interleaved"):
-        raise SpecError("virtual_stages", f"needs the interleaved schedule, not {sched}")
-    interleaved = sched == "interleaved" or (v or 1) > 1
+    if v is not None and v > 1 and sched is not None and not schedules.get(sched).virtual:
+        raise SpecError("virtual_stages", f"needs the {' or '.join(virtual_schedules())} "
+                                          f"schedule, not {sched}")
+    virtual = _needs_virtual(pins)
     if pins.get("recompute_stages") is not None:
         if pins.get("recompute", "full") != "full":
             raise SpecError("recompute_stages", "needs --recompute full")
@@ -140,21 +164,23 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
         if not _tp_options(model, pins):
             raise SpecError("sequence_parallel", f"needs a tp > 1 that divides seq ({model.seq})"
                                                  + (f"; tp {tp} does not" if tp else ""))
+    allowed = _schedule_options(pins)
     if zero is not None and zero > PIPELINE_MAX_ZERO and (
-            (pp or 1) > 1 or interleaved or (pins.get("recompute_stages") or 1) > 1):
+            (pp or 1) > 1 or virtual or (pins.get("recompute_stages") or 1) > 1):
         raise zero_with_pipeline_error(zero, f"pp {pp}" if (pp or 1) > 1 else
-                                       "the interleaved schedule" if interleaved else
+                                       f"the {allowed[0].name} schedule" if virtual else
                                        f"recompute on the first {pins['recompute_stages']} "
                                        f"of several stages")
-    if interleaved and pp is not None and pp < INTERLEAVED_MIN_PP:
-        raise interleaved_depth_error(pp)
+    if pp is not None and allowed and pp < _min_pp(pins):
+        raise schedule_depth_error(min(allowed, key=lambda s: s.framework_min_pp), pp)
     if not _pp_options(model, pins):
         field = "virtual_stages" if (v or 1) > 1 else "pp"
+        deepest = max(allowed, key=lambda s: s.framework_min_pp) if allowed else None
         raise SpecError(field, f"no pipeline depth fits the pins: pp must divide the layers "
                                f"({model.layers})" + (f", pp x virtual_stages ({v}) too"
                                                       if (v or 1) > 1 else "")
-                        + (f", and interleaving needs pp >= {INTERLEAVED_MIN_PP}"
-                           if interleaved else ""))
+                        + (f", and {deepest.name} needs pp >= {deepest.framework_min_pp}"
+                           if deepest is not None and _min_pp(pins) > 1 else ""))
     if pins.get("precision") is not None and not system.node.supports(pins["precision"]):
         raise SpecError("precision", f"{pins['precision']} is not supported by {system.node.name}")
 
@@ -191,23 +217,25 @@ def allocatable(system: SystemSpec, nodes: int) -> bool:
     return nodes <= net.nodes and nodes % net.allocation_unit(nodes) == 0
 
 
+def _virtual_stages(model: ModelSpec, pp: int, pins: dict) -> list[int]:
+    return _pinned(pins, "virtual_stages",
+                   [v for v in divisors(model.layers // pp) if 2 <= v <= MAX_VIRTUAL_STAGES])
+
+
 def _schedules(model: ModelSpec, pp: int, micro_batches: int, pins: dict):
-    """(schedule, virtual stages) to try; interleaving where Megatron-LM runs it
-    (pp >= INTERLEAVED_MIN_PP, micro-batches a multiple of pp)."""
+    """(schedule, virtual stages) to try: each schedule the pins allow
+    (perfmodel.schedules), a virtual one with every virtual-stage count, where a
+    framework runs it (its least pp; micro-batches a multiple of pp where it needs)."""
     if pins.get("schedule") is not None:
-        sched = pins["schedule"]
-        if sched == "interleaved":
-            vs = _pinned(pins, "virtual_stages",
-                         [v for v in divisors(model.layers // pp) if 2 <= v <= MAX_VIRTUAL_STAGES])
-            return [("interleaved", v) for v in vs]
-        return [(sched, 1)]
-    if pins.get("virtual_stages") is not None:
-        v = pins["virtual_stages"]
-        return [("interleaved", v)] if v > 1 else [("1f1b", 1)]
-    out = [("1f1b", 1)]
-    if pp >= INTERLEAVED_MIN_PP and micro_batches % pp == 0:
-        out += [("interleaved", v) for v in divisors(model.layers // pp)
-                if 2 <= v <= MAX_VIRTUAL_STAGES]
+        spec = schedules.get(pins["schedule"])
+        return [(spec.name, v) for v in _virtual_stages(model, pp, pins)] if spec.virtual \
+            else [(spec.name, 1)]
+    out = []
+    for spec in _schedule_options(pins):
+        if not spec.virtual:
+            out.append((spec.name, 1))
+        elif pp >= spec.framework_min_pp and (not spec.groups_of_pp or micro_batches % pp == 0):
+            out += [(spec.name, v) for v in _virtual_stages(model, pp, pins)]
     return out
 
 
@@ -223,8 +251,9 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
             continue
         m = global_batch // (dp * mb)
         for sched, v in _schedules(model, pp, m, pins):
-            if model.layers % (pp * v) or (sched == "interleaved" and (
-                    pp < INTERLEAVED_MIN_PP or m % pp)):
+            spec = schedules.SCHEDULES[sched]
+            if model.layers % (pp * v) or pp < spec.framework_min_pp or (
+                    spec.groups_of_pp and m % pp):
                 continue
             for sp in sps:
                 if sp and tp == 1:
@@ -307,7 +336,7 @@ def lower_bound_s(model: ModelSpec, system: SystemSpec, tp: int, pp: int, dp: in
 def _max_virtual(model: ModelSpec, pp: int, pins: dict) -> int:
     if pins.get("virtual_stages") is not None:
         return pins["virtual_stages"]
-    if pp < INTERLEAVED_MIN_PP or pins.get("schedule") not in (None, "interleaved"):
+    if not any(s.virtual and pp >= s.framework_min_pp for s in _schedule_options(pins)):
         return 1
     return max(v for v in divisors(model.layers // pp) if v <= MAX_VIRTUAL_STAGES)
 
@@ -426,6 +455,8 @@ def confirm(model: ModelSpec, system: SystemSpec, screened: list[Estimate],
     out = []
     for group in priced:
         for est, sim in group:
+            # workers send estimates whole; the caller's model and system stand in for
+            # their unpickled copies (equal, and one copy of each is kept)
             out.append(dataclasses.replace(est, model=model, system=system))
             if simulated is not None:
                 simulated[est.layout] = sim
@@ -436,9 +467,7 @@ def confirm(model: ModelSpec, system: SystemSpec, screened: list[Estimate],
 
 def _price_group(context, layouts: list[Layout]) -> list[tuple[Estimate, object]]:
     """One (tp, pp, dp) group's layouts priced by the system's network model (with
-    their simulation cost tables, if asked). The model and system are dropped from
-    the results (workers send results back pickled; the system's source table is
-    not picklable) and restored by confirm."""
+    their simulation cost tables, if asked)."""
     from .des import cost_table
     model, system, with_des = context
     network = network_for(system)
@@ -446,7 +475,7 @@ def _price_group(context, layouts: list[Layout]) -> list[tuple[Estimate, object]
     for lay in layouts:
         est = estimate(model, system, lay, network, validate=False)
         table = cost_table(model, system, lay, network) if with_des else None
-        out.append((dataclasses.replace(est, model=None, system=None), table))
+        out.append((est, table))
     return out
 
 

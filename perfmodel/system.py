@@ -33,12 +33,11 @@ from fpcore.errors import (SpecError, check_bool, check_float, check_int, check_
 
 from .parts import (GB, GIB, MAX_RANKS_PER_NODE, STACK_KEYS, TORUS_AXES, NetworkSpec, NodeSpec,
                     StackSpec, set_field)
+from .precisions import PRECISIONS
 from .presets import system_table
 
 __all__ = ["GB", "GIB", "PRECISIONS", "NetworkSpec", "NodeSpec", "RankView", "StackSpec",
            "SystemSpec", "load_system", "pick_stack", "system_from_table"]
-
-PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)

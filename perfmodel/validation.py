@@ -77,8 +77,8 @@ def predict_memory_row(row: dict) -> list[dict]:
     the figure leaves out, is left out here too (it is in ``stage_memory``).
     """
     from .layout import Layout
-    from .memory import (STATE_BYTES, activation_bytes_per_layer, in_flight_layers,
-                         layer_params_per_rank)
+    from .memory import activation_bytes_per_layer, in_flight_layers, layer_params_per_rank
+    from .precisions import STATE_BYTES
     from .model import ModelSpec
 
     model = ModelSpec(layers=int(row["layers"]), hidden=int(row["hidden"]),

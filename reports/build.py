@@ -58,7 +58,8 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
     from perfmodel import capacity
     from perfmodel.des import Trace, simulate
     from perfmodel.estimator import network_for
-    from perfmodel.plan import assumptions, plan, plan_to_dict
+    from perfmodel.plan import plan
+    from reports.views import assumptions, plan_to_dict
     from topologies import JobShape
     from topologies.report import node_load_map, topology_report
 
@@ -200,23 +201,13 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
 
 
 def _spans(trace) -> list[dict]:
-    """Chrome-trace spans of the simulation as the timeline's (stage, kind) spans."""
+    """Chrome-trace spans of the simulation as the timeline's (stage, kind) spans: the
+    simulator gives each span its stage and kind (a step kind, send, dp, optimizer)."""
     out = []
     for ev in trace.events:
-        track = next((n for n, tid in trace.tracks.items() if tid == ev["tid"]), "")
-        stage = int(track.split()[1])
-        name = ev["name"]
-        if track.endswith("p2p"):
-            kind = "send"
-        elif track.endswith("dp stream"):
-            kind = "dp"
-        elif name == "optimizer":
-            kind = "optimizer"
-        else:
-            kind = name[0]
         start = ev["ts"] / 1e6
-        out.append({"stage": stage, "kind": kind, "start": start, "end": start + ev["dur"] / 1e6,
-                    "label": name})
+        out.append({"stage": ev["args"]["stage"], "kind": ev["args"]["kind"], "start": start,
+                    "end": start + ev["dur"] / 1e6, "label": ev["name"]})
     return out
 
 

@@ -25,20 +25,19 @@ LABEL_SIZE = 9.5
 TICK_SIZE = 8.5
 SMALL_SIZE = 7.5
 
-KIND_COLORS = {
-    "F": "#4C72B0",
-    "B": "#DD8452",
-    "send": "#55A868",
-    "dp": "#C44E52",
-    "optimizer": "#8172B3",
+# The timeline's span kinds: each schedule step kind as the schedules registry draws it
+# (perfmodel.schedules.STEP_KINDS), then the simulator's communication and optimizer.
+_OTHER_KINDS = {
+    "send": ("#55A868", "send (pipeline p2p)"),
+    "dp": ("#C44E52", "dp (gradient reduction,\nZeRO weight gathers)"),
+    "optimizer": ("#8172B3", "optimizer"),
 }
-KIND_LABELS = {
-    "F": "F (forward)",
-    "B": "B (backward)",
-    "send": "send (pipeline p2p)",
-    "dp": "dp (gradient reduction,\nZeRO weight gathers)",
-    "optimizer": "optimizer",
-}
+
+
+def _kinds() -> dict[str, tuple[str, str]]:
+    """kind -> (colour, legend label), step kinds first."""
+    from perfmodel.schedules import STEP_KINDS
+    return {**{k.name: (k.colour, k.label) for k in STEP_KINDS.values()}, **_OTHER_KINDS}
 MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations", "buffers")
 MEMORY_COLORS = ("#4C72B0", "#55A868", "#8172B3", "#DD8452", "#937860")
 FASTER_COLOR = "#2A9D8F"
@@ -332,15 +331,20 @@ def timeline_png(report: Report) -> bytes:
     iteration = _num(tl.get("iteration_s"))
     # compute fills the row; communication is a thinner band over it (it often overlaps)
     band = {"send": (0.05, 0.30), "dp": (-0.35, 0.30)}
+    kinds = _kinds()
     kinds_seen = {k for _, k in groups}
-    order = [k for k in KIND_COLORS if k in kinds_seen] + sorted(kinds_seen - set(KIND_COLORS))
+    unknown = sorted(kinds_seen - set(kinds))
+    if unknown:
+        raise ValueError(f"timeline: span kind {unknown[0]!r} has no colour; known: "
+                         f"{', '.join(kinds)}")
+    order = [k for k in kinds if k in kinds_seen]
     fig = _figure()
     ax = fig.add_subplot()
     draw_order = sorted(groups, key=lambda sk: (order.index(sk[1]), sk[0]))
     for stage, kind in draw_order:
         ranges = groups[(stage, kind)]
         off, height = band.get(kind, (-0.4, 0.8))
-        ax.broken_barh(ranges, (stage + off, height), facecolors=KIND_COLORS.get(kind, "#999999"),
+        ax.broken_barh(ranges, (stage + off, height), facecolors=kinds[kind][0],
                        linewidth=0, zorder=3 if kind in band else 2)
     ax.set_ylim(stages - 0.5, -0.5)  # stage 0 on top
     if stages <= 16:
@@ -352,8 +356,7 @@ def timeline_png(report: Report) -> bytes:
     it_txt = f"{iteration:.3g} s" if iteration is not None else f"{t_end:.3g} s (spans)"
     _style(ax, f"Pipeline timeline of one iteration ({it_txt})", "time (s)",
            "pipeline stage" if stages <= 16 else "pipeline stage (0 on top)")
-    handles = [Patch(facecolor=KIND_COLORS.get(k, "#999999"), label=KIND_LABELS.get(k, k))
-               for k in order]
+    handles = [Patch(facecolor=kinds[k][0], label=kinds[k][1]) for k in order]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
               fontsize=SMALL_SIZE, frameon=False)
     return _png(fig)

@@ -2,23 +2,7 @@
 
 from __future__ import annotations
 
-DAY = 86400.0
-
-
-def _si(x: float) -> str:
-    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= div:
-            return f"{x / div:.3g}{suffix}"
-    return f"{x:.3g}"
-
-
-def _seconds(x: float) -> str:
-    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
-
-
-def _days(seconds: float) -> str:
-    d = seconds / DAY
-    return f"{d:,.1f}" if d < 1000 else f"{d:,.0f}"
+from .numbers import compact as _si, compact_days as _days, compact_seconds as _seconds
 
 
 def _layout_cells(lay: dict) -> list[str]:
@@ -273,4 +257,119 @@ def render_simulation(d: dict) -> str:
     if "trace" in d:
         lines.append(f"trace of {d.get('trace_of', 'the iteration')} written to {d['trace']} "
                      f"(open it in Perfetto or chrome://tracing)")
+    return "\n".join(lines)
+
+
+def render_model_preset(d: dict) -> str:
+    """One model preset, a line per field."""
+    return "\n".join(f"{k:16} {v:,}" if isinstance(v, int) and not isinstance(v, bool)
+                     else f"{k:16} {v}" for k, v in d.items())
+
+
+def render_system_preset(d: dict) -> str:
+    """One system preset: every value beside its source, and the table it was read from."""
+    width = max(map(len, d["sources"]), default=0)
+    return "\n".join([f"{d['name']}: {d['description']}", f"  (read from {d['origin']})"] + [
+        f"  {key:{width}} {d['values'].get(key, '')!s:>18}  {source}"
+        for key, source in d["sources"].items()])
+
+
+def render_presets(d: dict) -> str:
+    """Every model and system preset, and the schedules and precisions the planner knows."""
+    lines = ["Models (--model NAME):"]
+    lines += [f"  {n:18} {m['params'] / 1e9:8.2f} B  {m['layers']:4} x {m['hidden']:<6} "
+              f"heads {m['heads']:<4} vocab {m['vocab']:<6} seq {m['seq']:<5} {m['source']}"
+              for n, m in d["models"].items()]
+    lines.append("Systems (--system NAME):")
+    lines += [f"  {n:18} {desc}" for n, desc in d["systems"].items()]
+    lines.append("Pipeline schedules (--schedule NAME):")
+    for n, s in d["schedules"].items():
+        notes = [f"pp >= {s['min_pp']}" if s["min_pp"] > 1 else "",
+                 "--virtual-stages V >= 2" if s["virtual_stages"] else "",
+                 "" if s["searched"] else "only when pinned"]
+        note = "; ".join(x for x in notes if x)
+        lines.append(f"  {n:18} {s['description']}" + (f" ({note})" if note else ""))
+    lines.append("Precisions (--precision NAME):")
+    lines += [f"  {n:18} {'mixed precision: ' if p['mixed'] else ''}activations in "
+              f"{p['activation_bytes']} bytes, model states {p['state_bytes_per_parameter']} "
+              f"bytes per parameter" for n, p in d["precisions"].items()]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ calibration
+def render_calibration(d: dict) -> str:
+    """What ``calibrate`` wrote: the compute fit, bandwidths, checkpoint write and
+    collectives (``d``: the command's JSON summary)."""
+    c = d["compute"]
+    p = c["parameters"]
+    lines = [f"wrote {d['out']}: {c['records']} measurements fitted, status {c['status']} "
+             f"({c['message']}), residual norm {c['residual_norm']:.3g}; median error "
+             f"{c['median_abs_error']:.1%}, max {c['max_abs_error']:.1%}",
+             f"  GEMM {p['gemm_rate'] / 1e9:.1f} GFLOP/s large; half-rate sizes m "
+             f"{p['gemm_m0']:.0f}, n {p['gemm_n0']:.0f}, k {p['gemm_k0']:.0f}; overhead "
+             f"{p['gemm_overhead_s'] * 1e6:.1f} us per GEMM, {p['kernel_overhead_s'] * 1e6:.1f} "
+             f"us per kernel, {p['glue_s'] * 1e6:.1f} us glue per op",
+             "  bandwidth GB/s: " + ", ".join(f"{k} {v / 1e9:.2f}"
+                                              for k, v in p["bandwidth"].items())]
+    storage = d["storage"]
+    if storage:
+        lines.append(f"  checkpoint write {storage['checkpoint_write_bytes_per_s'] / 1e9:.2f} "
+                     f"GB/s ({storage['bytes'] / 2**20:.0f} MiB into {storage['directory']})")
+    lines += [f"  {op}: alpha {f['alpha_s'] * 1e6:.2f} us, "
+              f"{f['bandwidth_bytes_per_s'] / 1e9:.2f} GB/s ({f['points']} sizes)"
+              for op, f in d["collectives"].items()]
+    return "\n".join(lines)
+
+
+def render_validation(d: dict) -> str:
+    """Held-out trainer runs against the DES on the calibrated host (``validate
+    --calibration``), with the machine's state beside the errors."""
+    lines = [f"validation of {d['calibration']} on {d['ranks']} rank(s): DES on the host "
+             f"system vs the trainer (fastest of {d['steps_per_case']} steps; the median "
+             f"beside it)",
+             f"  {'config':26} {'measured ms':>12} {'(median)':>9} {'predicted ms':>13} "
+             f"{'error':>8}"]
+    lines += [f"  {c['label']:26} {c['measured_s'] * 1e3:12.2f} "
+              f"{c['measured_median_s'] * 1e3:9.2f} {c['predicted_s'] * 1e3:13.2f} "
+              f"{c['error']:+8.1%}" for c in d["cases"]]
+    lines.append(f"  median |error| {d['median_abs_error']:.1%}, max {d['max_abs_error']:.1%}")
+    drift = d["drift_since_calibration"]
+    lines.append(f"  the machine now: {d['cpu_steal_fraction']:.0%} of CPU time stolen by the "
+                 f"hypervisor" + (f"; the calibration's own configurations run "
+                                  f"{drift - 1:+.0%} vs when calibrated" if drift else ""))
+    lines += [f"  warning: errors may be the machine's, not the model's: {why}"
+              for why in d["likely_contention"]]
+    return "\n".join(lines)
+
+
+def render_validation_against(d: dict) -> str:
+    """Logged runs against the DES (``validate --against``), a row per run."""
+    lines = [f"validation against {d['against']}: DES with the presets and stacks unchanged "
+             f"(* micro-batch searched: the log does not give it)",
+             f"  {'system':8} {'stack':20} {'model':11} {'layout':40} {'measured':>9} "
+             f"{'predicted':>10} {'unit':26} {'error':>7}"]
+    for r in d["rows"]:
+        layout = r["layout"] + ("*" if r["micro_batch_searched"] else "")
+        unit = r["unit"] + (f" ({r['flops_convention']})" if r["flops_convention"] else "")
+        lines.append(f"  {r['system']:8} {r['stack'][:20]:20} {r['model'][:11]:11} "
+                     f"{layout[:40]:40} {r['measured']:9.4g} {r['predicted']:10.4g} "
+                     f"{unit[:26]:26} {r['error']:+7.1%}")
+    lines.append(f"  mean |error| {d['mean_abs_error']:.1%}, max {d['max_abs_error']:.1%}")
+    return "\n".join(lines)
+
+
+def render_stack_fit(d: dict) -> str:
+    """A stack fitted to logged runs (``fit-stack``): each run's error, the values and the
+    preset lines to paste."""
+    lines = [f"stack {d['stack']} of {d['system']} fitted on {d['runs']} "
+             f"({d['evaluations']} evaluations; {d['message']})",
+             f"  {'run':28} {'model':11} {'measured s':>12} {'predicted s':>12} {'error':>7}"]
+    lines += [f"  {r['row'][-28:]:28} {r['model'][:11]:11} {r['measured_s']:12.5g} "
+              f"{r['predicted_s']:12.5g} {r['error']:+7.1%}" for r in d["rows"]]
+    lines.append(f"  mean |error| {d['mean_abs_error']:.1%}, max {d['max_abs_error']:.1%}")
+    for p, v in d["params"].items():
+        bound = (" (on its bound: the runs do not determine it; leave it out or log runs that "
+                 "do)" if p in d["at_bound"] else "")
+        lines.append(f"  {p} = {v:.4g}{bound}")
+    lines += ["preset lines:", d["toml"]]
     return "\n".join(lines)

@@ -70,8 +70,8 @@ def collective_seconds(op: str, ranks: int, nbytes, alpha_s: float, bandwidth: f
         return (n - 1) * alpha_s + frac * nbytes / bandwidth
     if op == "p2p":
         return alpha_s + nbytes / bandwidth
-    raise SpecError("op", f"must be one of allreduce, allgather, reduce-scatter, alltoall, "
-                          f"p2p; got {op!r}")
+    raise SpecError("op", f"must be one of {', '.join(c for c in COLLECTIVES if c != 'barrier')}"
+                          f"; got {op!r}")
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,10 @@ from __future__ import annotations
 import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
+
+from fpcore.caches import cached, register
 
 from .collectives import algorithms
 from .interface import COLLECTIVES, CollectiveCost, JobShape
@@ -147,7 +148,7 @@ def _step_latency(net: "FlowNetwork", phase, intra: bool, hops: int) -> float:
     return net.put_latency_s + net.hop_latency_s * hops
 
 
-@lru_cache(maxsize=4096)
+@cached("network", maxsize=4096)
 def _algorithms(net: "FlowNetwork", op: str, dim: str, job: JobShape) -> dict[str, _Algorithm]:
     placement = net.placement(job)
     fabric = net.fabric(job)
@@ -170,8 +171,8 @@ def _algorithms(net: "FlowNetwork", op: str, dim: str, job: JobShape) -> dict[st
 # Per network, {(job, dim, pattern): routed PhaseCost} and {...: (intra, rate bound)}.
 # Keyed on the network itself, held weakly: its costs go when it does, and never reach
 # another network (an object's ``id`` is given to a new one once the old is freed).
-_PHASES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_BOUNDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PHASES = register("network", weakref.WeakKeyDictionary())
+_BOUNDS = register("network", weakref.WeakKeyDictionary())
 MAX_PATTERNS = 100_000     # flow patterns remembered per network before its store is emptied
 
 

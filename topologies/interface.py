@@ -6,6 +6,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 COLLECTIVES = ("allreduce", "allgather", "reduce-scatter", "alltoall", "barrier", "p2p")
+# How ranks are placed on a torus (topologies.mapping): TP inside the Tofu unit and PP
+# along Z, or plain rank order.
+MAPPINGS = ("tofu", "linear")
+# The network models a system may ask for, each a NetworkModel backend.
+NETWORK_MODELS = {
+    "flow": "routed flows sharing links max-min fairly on the job's shape",
+    "analytic": "contention-free alpha-beta",
+}
 # Rank order inside a job: the first dimension varies fastest (Megatron-LM's
 # tensor, then data, then pipeline order).
 DIM_ORDER = ("tp", "dp", "pp")

@@ -26,10 +26,9 @@ from math import gcd
 
 import numpy as np
 
-from .interface import DIM_ORDER, JobShape
+from .interface import DIM_ORDER, MAPPINGS, JobShape
 from .torus import Torus
 
-STRATEGIES = ("tofu", "linear")
 LOCAL = "slot"                     # the axis of ranks sharing one node
 PREFERENCE = {                     # physical axes each dimension draws from, in order
     "tp": (LOCAL, "c", "b", "a", "Z", "Y", "X"),
@@ -72,8 +71,8 @@ class Placement:
 
 
 def place(job: JobShape, torus: Torus, strategy: str = "tofu", note: str = "") -> Placement:
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy: must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+    if strategy not in MAPPINGS:
+        raise ValueError(f"strategy: must be one of {', '.join(MAPPINGS)}; got {strategy!r}")
     if job.nodes > torus.nodes:
         raise ValueError(f"job: {job.nodes:,} nodes do not fit the {torus.nodes:,}-node shape")
     if job.ranks != job.nodes * job.ranks_per_node:

@@ -32,6 +32,19 @@ def collective_report(net: TofuNetwork, op: str, job: JobShape, nbytes: float,
     }
 
 
+def fitted_collective_report(net, op: str, job: JobShape, nbytes: float,
+                             calibration: str | None) -> dict:
+    """One collective over every rank of ``job`` by a calibration's fitted alpha-beta
+    costs (topologies.fitted): what was measured has one algorithm, the library's."""
+    cost = net.collective(op, "dp", job, nbytes)
+    return {"collective": op, "bytes": nbytes, "ranks": job.ranks, "groups": 1,
+            "nodes": job.nodes, "ranks_per_node": job.ranks_per_node,
+            "time_s": cost.seconds, "algorithm": cost.algorithm,
+            "bandwidth_bytes_per_s": nbytes / cost.seconds if cost.seconds > 0 else None,
+            "algorithms_s": {cost.algorithm: cost.seconds}, "network_model": net.name,
+            "calibration": calibration}
+
+
 def topology_report(net: TofuNetwork, job: JobShape, hottest: int = 5) -> dict:
     """Shape, placement, and for each parallel dimension the hops and link loads of
     one ring step of all its groups at once (flows per directed link)."""

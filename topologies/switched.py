@@ -9,9 +9,10 @@ a phase of flows costs its slowest flow's share of its busiest link.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
+
+from fpcore.caches import cached
 
 from .fabric import PhaseCost
 from .fattree import FatTree
@@ -94,7 +95,7 @@ class SwitchedNetwork(FlowNetwork):
         return _fabric(self, job)
 
 
-@lru_cache(maxsize=256)
+@cached("network", maxsize=256)
 def _fabric(net: SwitchedNetwork, job: JobShape) -> SwitchedFabric:
     from dataclasses import replace
     tree = replace(net.tree_template, nodes=job.nodes)

@@ -15,7 +15,8 @@ MPI send/receive latency (the measured ping-pong latency).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+
+from fpcore.caches import cached
 
 from .allocation import (AXES, TOFU_WRAP, AllocationError, JobAllocation, MachineShape, allocate,
                          wrap_for)
@@ -59,7 +60,7 @@ class TofuNetwork(FlowNetwork):
         return TofuFabric(self.placement(job), self.link_bandwidth, self.injection_bandwidth,
                           self.intra_node_bandwidth)
 
-@lru_cache(maxsize=1024)
+@cached("network", maxsize=1024)
 def _allocation(m: MachineShape, nodes: int) -> JobAllocation:
     """The smallest box the allocator gives that holds ``nodes`` nodes: a whole
     number of allocation units, grown unit by unit while no box of that size fits
@@ -76,7 +77,7 @@ def _allocation(m: MachineShape, nodes: int) -> JobAllocation:
     raise first_error or AllocationError("nodes", f"{nodes:,} nodes do not fit the machine")
 
 
-@lru_cache(maxsize=512)
+@cached("network", maxsize=512)
 def _placement(net: TofuNetwork, job: JobShape) -> Placement:
     alloc = net.allocation(job.nodes)
     wrap = wrap_for(alloc, net.machine_wrap, net.job_torus, net.machine)

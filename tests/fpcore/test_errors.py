@@ -56,3 +56,31 @@ def test_keys_and_lists():
         check_keys("t", [1], ["a"])
     with pytest.raises(SpecError, match="between 1 and"):
         check_list("clocks", [], min_len=1)
+
+
+@pytest.mark.parametrize("value, kw, ok", [
+    (0.0, dict(lo=0.0), False), (0.0, dict(lo=0.0, lo_open=False), True),
+    (1e-300, dict(lo=0.0), True), (2.0, dict(hi=2.0), True), (2.0, dict(hi=2.0, hi_open=True), False),
+    (float("nan"), dict(lo=None), False), (float("inf"), dict(lo=None), False),
+    (-float("inf"), dict(lo=None), False), (-1.5, dict(lo=None, hi=0.0), True),
+    (True, dict(lo=None), False), (3, dict(lo=0.0), True),
+])
+def test_check_float_at_its_bounds(value, kw, ok):
+    """Finite in-range floats take a fast path; every bound and non-finite value still holds."""
+    if ok:
+        assert check_float("x", value, **kw) == value
+    else:
+        with pytest.raises(SpecError):
+            check_float("x", value, **kw)
+
+
+@pytest.mark.parametrize("value, kw, ok", [
+    (1, dict(), True), (0, dict(), False), (0, dict(lo=0), True), (5, dict(hi=4), False),
+    (True, dict(), False), (2.0, dict(), True), (2.5, dict(), False), (-3, dict(lo=None), True),
+])
+def test_check_int_at_its_bounds(value, kw, ok):
+    if ok:
+        assert check_int("n", value, **kw) == value and type(check_int("n", value, **kw)) is int
+    else:
+        with pytest.raises(SpecError):
+            check_int("n", value, **kw)

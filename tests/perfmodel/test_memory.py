@@ -1,4 +1,4 @@
-"""Memory per rank against Korthikanti et al. 2022 (Table 2, Fig. 1) and FORMULAS.md."""
+"""Memory per rank against Korthikanti et al. 2022 (Table 2, Fig. 1) and docs/formulas.md."""
 
 import csv
 from pathlib import Path
@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 
 from perfmodel.layout import Layout
-from perfmodel.memory import (STATE_BYTES, activation_bytes_per_layer, in_flight_layers,
+from perfmodel.memory import (activation_bytes_per_layer, in_flight_layers,
                               layer_params_per_rank, stage_memory, stage_params)
 from perfmodel.model import ModelSpec
+from perfmodel.precisions import STATE_BYTES
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 RTOL = 1e-12
@@ -32,7 +33,7 @@ def close(actual, ref, rtol=RTOL, atol=0.0):
 def two_and_one_byte_parts(sp, mode, s, b, h, a, t):
     """Korthikanti Table 2 with dropout, split into (2-byte terms, 1-byte mask terms), bytes.
 
-    From the breakdown (FORMULAS.md): per layer, 2-byte tensors are the two layernorm
+    From the breakdown (docs/formulas.md): per layer, 2-byte tensors are the two layernorm
     inputs, QKV and FC1 inputs (8 sbh outside the TP region), Q, K, V, the projection
     input and the GELU input and output (24 sbh / t inside it), the softmax output and
     its dropout output (4 a s^2 b / t); 1-byte are the two residual dropout masks (2 sbh)
@@ -67,7 +68,7 @@ def assert_matches(model, t, b, expected):
 def test_table2_fp16_with_dropout(t, b):
     s, h, a = WITH_DROPOUT.seq, WITH_DROPOUT.hidden, WITH_DROPOUT.heads
     sbh = s * b * h
-    table2 = {  # Korthikanti et al. 2022 Table 2 (FORMULAS.md)
+    table2 = {  # Korthikanti et al. 2022 Table 2 (docs/formulas.md)
         "tp": sbh * (10 + 24 / t + 5 * a * s / (h * t)),
         "tp+sp": sbh * (34 / t + 5 * a * s / (h * t)),
         "tp+selective": sbh * (10 + 24 / t),
@@ -135,7 +136,7 @@ def test_no_dropout_drops_masks_and_dropout_output(t, b):
 
 # ---------------------------------------------------------------- model states
 def test_state_bytes_per_parameter():
-    # FORMULAS.md: fp32 + Adam 4 + 4 + 8 = 16; mixed precision with fp32 gradient
+    # docs/formulas.md: fp32 + Adam 4 + 4 + 8 = 16; mixed precision with fp32 gradient
     # accumulation (Megatron-LM) 2 + 4 + 12 = 18.
     assert sum(STATE_BYTES["fp32"]) == 16
     assert sum(STATE_BYTES["fp16"]) == 18
@@ -180,7 +181,7 @@ def test_gpipe_stage_holds_every_microbatch(p, m):
 
 @pytest.mark.parametrize("p,v", [(2, 2), (4, 2), (4, 3), (8, 2), (4, 4)])
 def test_interleaved_first_stage_korthikanti_factor(p, v):
-    # Korthikanti et al. 2022 (FORMULAS.md, its interleaving count written v):
+    # Korthikanti et al. 2022 (docs/formulas.md, its interleaving count written v):
     # the first stage holds l (1 + (p - 1) / (p v)) layers when m v is large
     l = WITH_DROPOUT.layers
     got = in_flight_layers(WITH_DROPOUT, pipeline(p, 64 * p, "interleaved", v), 0)

@@ -10,6 +10,7 @@ independent of SimPy, to show it never deadlocks.
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from fpcore.errors import SpecError
 from perfmodel.schedules import Step, gpipe, interleaved, one_f_one_b, producer, schedule
 
 
@@ -136,7 +137,8 @@ def test_interleaved_needs_micro_batches_divisible_by_pp(p, m):
 
 
 def test_unknown_schedule_is_an_error():
-    with pytest.raises(ValueError, match="gpipe, 1f1b or interleaved"):
+    with pytest.raises(SpecError, match="must be one of gpipe, 1f1b, interleaved; got "
+                                        "'zero-bubble'"):
         schedule("zero-bubble", 4, 8)
 
 

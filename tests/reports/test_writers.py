@@ -177,28 +177,6 @@ def page_text(page: str) -> str:
     return " ".join("".join(parse(page).text).split())
 
 
-# --------------------------------------------------------------------------------- numbers
-
-@pytest.mark.parametrize("fn, x, want", [
-    (fmt.num, 1_234_567, "1,230,000"), (fmt.num, 386_412.5, "386,000"), (fmt.num, 41.23, "41.2"),
-    (fmt.num, 0.04567, "0.0457"), (fmt.num, 9.996, "10.0"), (fmt.num, 999.7, "1,000"),
-    (fmt.num, -2.5, "-2.50"), (fmt.num, 0, "0"), (fmt.num, None, "n/a"),
-    (fmt.num, float("nan"), "n/a"), (fmt.count, 13824, "13,824"), (fmt.count, None, "n/a"),
-    (fmt.pct, 0.8731, "87.3%"), (fmt.pct, 1.0, "100%"), (fmt.signed_pct, 0.052, "+5.20%"),
-    (fmt.signed_pct, -0.0848, "-8.48%"), (fmt.days, 983_407.0, "11.4"), (fmt.gb, 21.8e9, "21.8"),
-    (fmt.duration, 1.31e-4, "131 us"), (fmt.duration, 0.0452, "45.2 ms"),
-    (fmt.duration, 3.16, "3.16 s"), (fmt.duration, 1279.7, "21.3 min"),
-    (fmt.duration, 22_831.0, "6.34 h"), (fmt.duration, 983_407.0, "11.4 days"),
-    (fmt.big, 13_167_577_728, "13.2 B"), (fmt.big, 3.8e11, "380 B"), (fmt.big, 1.2e12, "1.20 T"),
-    (fmt.value, True, "yes"), (fmt.value, None, "n/a"),
-    (fmt.value, 6.8e9, "6,800,000,000"), (fmt.value, 1024.0, "1,024"), (fmt.value, 0.934, "0.934"),
-    (fmt.value, 158976, "158,976"), (fmt.value, "x", "x"), (fmt.value, {"fp32": 64}, "fp32 64"),
-    (fmt.value, [2, "mesh"], "2, mesh"),
-])
-def test_number_formats(fn, x, want):
-    assert fn(x) == want
-
-
 # --------------------------------------------------------------------------------- HTML
 
 def test_html_is_well_formed_with_ten_sections_in_order_and_contents(report):
@@ -654,7 +632,6 @@ def test_files_put_into_the_target_during_the_work_are_not_removed(report, tmp_p
 
 
 def test_a_previous_report_renamed_aside_by_a_dead_writer_is_put_back(report, tmp_path):
-    import reports.write as writer
     out = tmp_path / "r"
     write_report(out, report, fake_images())
     before = _files(out)

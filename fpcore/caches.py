@@ -1,0 +1,53 @@
+"""Module caches, each registered under a group, and one public way to empty them.
+
+Pricing a layout reuses work across calls: networks built for a system, routed flow
+patterns, op lists and their costs, presets read from disk. Each such cache is made
+with ``cached`` (an ``functools.lru_cache``) or registered with ``register`` (any
+store with ``clear()``), under a group:
+
+* ``network``: network models and what they priced (placements, routed phases);
+* ``model``: op lists, their costs and memory;
+* ``presets``: preset files as read.
+
+``reset()`` empties every cache, ``reset("network")`` one group: a benchmark that
+prices a fresh job, or a test that must not see an earlier answer, calls it instead
+of reaching into a module's private names.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Callable
+
+GROUPS = ("network", "model", "presets")
+_CLEARS: dict[str, list[Callable[[], None]]] = {g: [] for g in GROUPS}
+
+
+def _group(group: str) -> list:
+    if group not in _CLEARS:
+        raise ValueError(f"cache group must be one of {', '.join(GROUPS)}; got {group!r}")
+    return _CLEARS[group]
+
+
+def cached(group: str, maxsize: int | None = 128):
+    """``functools.lru_cache(maxsize)``, registered under ``group``."""
+    clears = _group(group)
+
+    def wrap(fn):
+        wrapped = lru_cache(maxsize=maxsize)(fn)
+        clears.append(wrapped.cache_clear)
+        return wrapped
+    return wrap
+
+
+def register(group: str, store):
+    """Register ``store`` (anything with ``clear()``) under ``group``; returns it."""
+    _group(group).append(store.clear)
+    return store
+
+
+def reset(*groups: str) -> None:
+    """Empty the caches of ``groups`` (every group when none is named)."""
+    for group in groups or GROUPS:
+        for clear in _group(group):
+            clear()

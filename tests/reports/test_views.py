@@ -1,0 +1,50 @@
+"""The views of results (reports.views): what plan and simulate say, as JSON and as the
+prose of their assumptions."""
+
+import dataclasses
+import re
+
+import pytest
+
+from perfmodel.plan import Comparison, differences, explain, plan
+from perfmodel.presets import load_model
+from perfmodel.system import load_system
+from reports.text import render_plan
+from reports.views import assumptions, plan_to_dict
+
+FUGAKU = load_system()
+ANALYTIC = load_system(network_model="analytic")
+FUGAKU_LLM = load_model("fugaku-llm-13b")
+
+
+def test_the_plan_view_gives_each_layout_its_time_to_train():
+    result = plan(FUGAKU_LLM, ANALYTIC, nodes=[13824], global_batch=2016, top=2)
+    d = plan_to_dict(result)
+    assert d["tokens"] == result.tokens and len(d["best"]) == 2
+    for row, est in zip(d["best"], result.best):
+        assert row["time_to_train_s"] == pytest.approx(d["tokens"] / row["tokens_per_s"])
+        assert row["layout"] == {k: v for k, v in est.layout.to_dict().items()
+                                 if k != "overlap_dp"}
+
+
+def test_fp16_assumptions_say_what_the_precision_changes():
+    text = " ".join(assumptions(FUGAKU, ("fp16",)))
+    for word in ("FP16", "loss scaling", "18 bytes", "master"):
+        assert word in text, word
+    assert "loss scaling" not in " ".join(assumptions(FUGAKU, ("fp32",)))
+
+
+def test_a_pinned_layout_faster_than_the_unpinned_best_is_called_faster():
+    """A pin can reach layouts the search does not try (e.g. more virtual stages than it
+    explores); the comparison then says faster, never a negative slower."""
+    result = plan(FUGAKU_LLM, ANALYTIC, nodes=[13824], global_batch=2016, top=1,
+                  pins={"tp": 6, "pp": 8, "recompute": "full", "recompute_stages": 4})
+    c = result.comparison
+    swapped = Comparison(pinned=c.best, best=c.pinned, rank=1, of=c.of,
+                         reasons=explain(c.best, c.pinned),
+                         differences=differences(c.best.layout, c.pinned.layout))
+    d = plan_to_dict(dataclasses.replace(result, comparison=swapped))
+    assert d["comparison"]["relation"] == "faster"
+    text = render_plan(d)
+    assert "faster than the fastest without the pins" in text
+    assert not re.search(r"-\d[\d.]*% slower", text)
