@@ -47,6 +47,7 @@ def bench_config(name: str, spec: dict, steps: int) -> dict:
     import numpy as np
 
     from perfmodel.model import ModelSpec
+    from perfmodel.ops import model_flops_per_iteration
     from perfmodel.presets import load_model
     from trainer.timers import Timers
     from trainer.train import Trainer, TrainSettings
@@ -63,7 +64,7 @@ def bench_config(name: str, spec: dict, steps: int) -> dict:
     timers.reset()
     times = [run.step().seconds for _ in range(steps)]
     step_s = sorted(times)[len(times) // 2]
-    flops = run.flops_per_step()
+    flops = model_flops_per_iteration(model, run.sampler.global_batch)
     kernels = timers.records()
     return {"name": name, "layers": model.layers, "hidden": model.hidden, "heads": model.heads,
             "vocab": model.vocab, "seq": model.seq, "micro_batch": micro_batch,

@@ -164,8 +164,10 @@ def train(**kw):
     window = meter.stop()
     if not lead:
         return
+    from perfmodel.ops import model_flops_per_iteration
     from trainer.record import measurement_record, profile_table
-    record = measurement_record(trainer, result, threads, comm, data_path)
+    flops = model_flops_per_iteration(trainer.model, trainer.sampler.global_batch)
+    record = measurement_record(trainer, result, threads, comm, data_path, flops)
     record["contention"] = _contention(window, threads, node_ranks(comm.size), record)
     if kw["measurements_path"]:
         from fpcore.atomic import atomic_write

@@ -1,8 +1,9 @@
 """The reference trainer: the real GPT model, measured, on one node or many.
 
-It never imports the simulator. What it shares with it is the model description
-(perfmodel.model.ModelSpec) and the FLOP formula of perfmodel.ops, so a trainer
-step's FLOPs and the simulator's model FLOPs are one count.
+It shares only the model description with the simulator (perfmodel.model.ModelSpec;
+tests/test_layers.py holds it to that). The model FLOPs a run reports are counted by
+its caller with perfmodel.ops (``measurement_record(..., flops_per_step)``), the
+simulator's one formula, so a trainer step's FLOPs and the simulator's are one count.
 Parameters live in one flat buffer with named views (params.py); the
 layers' forward and backward kernels are in kernels.py and are assembled into the
 model in gpt.py; data comes from UTF-8 text through a byte-level tokenizer or from

@@ -19,11 +19,16 @@ KIND = "fugakuperf-training-measurement"
 VERSION = 1
 
 
-def measurement_record(trainer, result, threads: int, comm, data_path: str) -> dict:
+def measurement_record(trainer, result, threads: int, comm, data_path: str,
+                       flops_per_step: float | None = None) -> dict:
+    """The record of a run. ``flops_per_step``: the model FLOPs of one step, counted by
+    the caller from the model description (the trainer counts no FLOPs of its own:
+    the one formula is perfmodel.ops.model_flops_per_iteration, which the CLI passes);
+    without it the record's FLOP figures are null."""
     steps = [dataclasses.asdict(s) for s in result.steps]
     timed = steps[1:] if len(steps) > 1 else steps          # the first step compiles
     step_s = statistics.median(s["seconds"] for s in timed) if timed else None
-    flops = trainer.flops_per_step()
+    flops = flops_per_step
     tokens = trainer.sampler.global_batch * trainer.model.seq
     return {
         "kind": KIND,
@@ -42,7 +47,7 @@ def measurement_record(trainer, result, threads: int, comm, data_path: str) -> d
         "model_flops_per_step": flops,
         "step_seconds_median": step_s,
         "tokens_per_s": tokens / step_s if step_s else None,
-        "achieved_flops_per_s": flops / step_s if step_s else None,
+        "achieved_flops_per_s": flops / step_s if step_s and flops else None,
         "measured_steps": max(0, len(timed)),
         "kernels": result.timers.records() if result.timers is not None else [],
         "determinism": {"environment": determinism.environment(comm.size),

@@ -21,7 +21,6 @@ import numpy as np
 
 from fpcore.errors import SpecError
 from perfmodel.model import ModelSpec
-from perfmodel.ops import model_flops_per_iteration
 
 from . import checkpoint as ckpt
 from . import determinism
@@ -256,9 +255,6 @@ class Trainer:
         total = sum(gpt_forward(model, self.params, self.acts, *sampler.batch(0, micro))
                     for micro in range(sampler.micro_batches))
         return total / sampler.micro_batches
-
-    def flops_per_step(self) -> float:
-        return model_flops_per_iteration(self.model, self.sampler.global_batch)
 
 
 def _cast(params, model, dtype):
