@@ -5,13 +5,15 @@ patterns, op lists and their costs, presets read from disk. Each such cache is m
 with ``cached`` (an ``functools.lru_cache``) or registered with ``register`` (any
 store with ``clear()``), under a group:
 
-* ``network``: network models and what they priced (placements, routed phases);
+* ``network``: network models, job allocations and placements, and the collectives
+  they priced;
+* ``flows``: routed flow patterns and their max-min costs (topologies.flownet);
 * ``model``: op lists, their costs and memory;
 * ``presets``: preset files as read.
 
-``reset()`` empties every cache, ``reset("network")`` one group: a benchmark that
-prices a fresh job, or a test that must not see an earlier answer, calls it instead
-of reaching into a module's private names.
+``reset()`` empties every cache, ``reset("flows")`` one group: a benchmark that prices
+a fresh job, or a test that must not see an earlier answer, calls it instead of
+reaching into a module's private names.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Callable
 
-GROUPS = ("network", "model", "presets")
+GROUPS = ("network", "flows", "model", "presets")
 _CLEARS: dict[str, list[Callable[[], None]]] = {g: [] for g in GROUPS}
 
 

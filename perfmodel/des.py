@@ -208,7 +208,7 @@ class Iteration:
     slow: set = field(default_factory=set)
     rng: object = None
     events: int = 0
-    sent: dict = field(default_factory=dict)       # (stage, Step) -> output delivered
+    sent: dict = field(default_factory=dict)       # (stage, step) -> output delivered
     busy: list = field(default_factory=list)       # per stage, seconds by category
     memory: list = field(default_factory=list)     # per stage, bytes held now ...
     peaks: list = field(default_factory=list)      # ... and at most
@@ -227,10 +227,11 @@ class Iteration:
 
     def delivered(self, stage: int, step: Step) -> simpy.Event:
         """The event of ``step``'s output on ``stage`` reaching its consumer."""
-        key = (stage, step)
-        if key not in self.sent:
-            self.sent[key] = self.env.event()
-        return self.sent[key]
+        key = (stage, step.kind, step.micro_batch, step.chunk)   # (plain: hashed fast)
+        event = self.sent.get(key)
+        if event is None:
+            event = self.sent[key] = self.env.event()
+        return event
 
     def hold(self, stage: int, nbytes: float) -> None:
         """``nbytes`` more (or fewer) held by ``stage`` from now on."""
@@ -241,11 +242,15 @@ class Iteration:
         """The time since ``t0`` as busy in ``category`` on ``stage``."""
         self.busy[stage][category] += self.env.now - t0
 
-    def span(self, stage: int, track: str, name: str, kind: str, t0: float, **args) -> None:
-        """A trace span, with its stage and kind (a step kind, send, dp, optimizer) as
-        structured arguments."""
+    def span(self, stage: int, track: str, name, kind: str, t0: float, prefix: str = "",
+             **args) -> None:
+        """A trace span from ``t0`` to now on stage ``stage``'s track (``track``: "" for the
+        stage's own, else a suffix such as " p2p"), named ``prefix`` + ``name`` (made a
+        string only when there is a trace), with its stage and kind (a step kind, send,
+        dp, optimizer) as structured arguments."""
         if self.trace is not None:
-            self.trace.span(track, name, t0, self.env.now, stage=stage, kind=kind, **args)
+            self.trace.span(f"stage {stage}{track}", f"{prefix}{name}", t0, self.env.now,
+                            stage=stage, kind=kind, **args)
 
 
 def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
@@ -317,13 +322,17 @@ def stage_process(it: Iteration, i: int):
         full_layer=activation_bytes_per_layer(it.model, layout.tp, layout.micro_batch,
                                               layout.sequence_parallel, "none",
                                               layout.precision),
-        last_backward={c: max(j for j, s in enumerate(it.steps[i])
-                              if s.kind == "B" and s.chunk == c) for c in range(v)})
+        last_backward=_last_backwards(it.steps[i]))
     it.env.process(dp_stream(it, i, state.stream))
     it.memory[i] = it.peaks[i] = _static_memory(it.model, layout, i)
     for k, step in enumerate(it.steps[i]):
         yield from step_process(it, i, state, k, step)
     yield from finish_process(it, i, state)
+
+
+def _last_backwards(steps: list[Step]) -> dict[int, int]:
+    """chunk -> the index of its last backward step in ``steps``."""
+    return {step.chunk: k for k, step in enumerate(steps) if step.kind == "B"}
 
 
 def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
@@ -346,19 +355,22 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
         for _ in range(work.layers):
             gathers.append(it.env.event())
             state.stream.put((comm.ag_per_pass / comm.buckets, "gather", gathers[-1]))
+    env, busy, tracing = it.env, it.busy[i], it.trace is not None
+    parts = [(part, length) for part, length in (("compute", comp / work.layers),
+                                                 ("tp_comm", tp / work.layers)) if length > 0]
     for layer in range(work.layers):
         if gathers:                        # ... each layer waits only for its own
-            t0 = it.env.now
+            t0 = env.now
             yield gathers[layer]
             it.account(i, "dp_comm", t0)
-        for part, length in (("compute", comp / work.layers), ("tp_comm", tp / work.layers)):
-            if length <= 0:
-                continue
-            t0 = it.env.now
+        for part, length in parts:        # a layer: its compute, then its TP collectives
+            t0 = env.now
             yield it.wait(length, i, jitter=part == "compute")
-            it.busy[i]["recompute"] += (it.env.now - t0) * rc_share
-            it.busy[i][part] += (it.env.now - t0) * (1 - rc_share)
-            it.span(i, f"stage {i}", f"{step}", step.kind, t0, part=part, layer=layer)
+            spent = env.now - t0
+            busy["recompute"] += spent * rc_share
+            busy[part] += spent * (1 - rc_share)
+            if tracing:                    # (the hot loop: no call without a trace)
+                it.span(i, "", step, step.kind, t0, part=part, layer=layer)
         bucket_time = 0.0
         if not forward and comm.rs_per_micro_batch:
             bucket_time = comm.rs_per_micro_batch / comm.buckets
@@ -381,7 +393,7 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
         t0 = it.env.now
         yield it.wait(work.p2p, i)
         it.account(i, "pp_comm", t0)
-        it.span(i, f"stage {i} p2p", f"send {step}", "send", t0)
+        it.span(i, " p2p", step, "send", t0, prefix="send ")
     it.delivered(i, step).succeed()
 
 
@@ -408,7 +420,7 @@ def finish_process(it: Iteration, i: int, state: StageState):
     t0 = it.env.now
     yield it.wait(comm.optimizer)
     it.account(i, "optimizer", t0)
-    it.span(i, f"stage {i}", "optimizer", "optimizer", t0)
+    it.span(i, "", "optimizer", "optimizer", t0)
     if comm.gather_after:
         t0 = it.env.now
         yield it.wait(comm.gather_after)
@@ -425,7 +437,7 @@ def dp_stream(it: Iteration, i: int, stream: simpy.Store):
         length, name, done = yield stream.get()
         t0 = it.env.now
         yield it.wait(length)
-        it.span(i, f"stage {i} dp stream", name, "dp", t0)
+        it.span(i, " dp stream", name, "dp", t0)
         done.succeed()
 
 

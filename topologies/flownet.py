@@ -148,7 +148,7 @@ def _step_latency(net: "FlowNetwork", phase, intra: bool, hops: int) -> float:
     return net.put_latency_s + net.hop_latency_s * hops
 
 
-@cached("network", maxsize=4096)
+@cached("flows", maxsize=4096)
 def _algorithms(net: "FlowNetwork", op: str, dim: str, job: JobShape) -> dict[str, _Algorithm]:
     placement = net.placement(job)
     fabric = net.fabric(job)
@@ -171,8 +171,8 @@ def _algorithms(net: "FlowNetwork", op: str, dim: str, job: JobShape) -> dict[st
 # Per network, {(job, dim, pattern): routed PhaseCost} and {...: (intra, rate bound)}.
 # Keyed on the network itself, held weakly: its costs go when it does, and never reach
 # another network (an object's ``id`` is given to a new one once the old is freed).
-_PHASES = register("network", weakref.WeakKeyDictionary())
-_BOUNDS = register("network", weakref.WeakKeyDictionary())
+_PHASES = register("flows", weakref.WeakKeyDictionary())
+_BOUNDS = register("flows", weakref.WeakKeyDictionary())
 MAX_PATTERNS = 100_000     # flow patterns remembered per network before its store is emptied
 
 
