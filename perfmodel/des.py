@@ -2,7 +2,11 @@
 
 Other replicas are identical by symmetry; their contention on shared links is in
 the collective costs the network model gives. Each pipeline stage is a SimPy
-process executing its schedule (perfmodel.schedules) step by step:
+process (``stage_process``) executing its schedule (perfmodel.schedules) step by step
+(``step_process``), then ending the iteration (``finish_process``), beside its
+data-parallel stream (``dp_stream``); every process takes the ``Iteration`` they
+share (the environment, the inputs, the events linking the stages, the accounts)
+and, for a stage's own, its ``StageState``:
 
 * a step waits for its producer's transfer (the activation from the previous
   virtual stage, or the gradient from the next);
@@ -25,8 +29,9 @@ Costs come from the same functions as the analytic estimate (``_stage_costs``,
 ``stage_comm``), so the two differ only in how the schedule is resolved. Memory:
 each stage's model states and buffers, plus the activations of every forward
 until its backward (and one layer rebuilt in full during a full-recompute
-backward), tracked over simulated time. One time unit: float seconds. The
-environment and the trace are passed explicitly.
+backward), tracked over simulated time. One time unit: float seconds. Nothing is
+global: the environment and the trace travel in the Iteration; every trace span says
+its stage and kind (a step kind, send, dp, optimizer) as arguments.
 """
 
 from __future__ import annotations
