@@ -213,20 +213,47 @@ def predict_row(row: dict, where: str = "row", stack: str | None = None) -> dict
 
 
 def validate_against(path: str | Path, progress=None, stack: str | None = None) -> dict:
-    """Every run of the log at ``path`` predicted; ``stack`` for rows that name none.
-    Every row is checked before the first is simulated."""
+    """Every run of the log at ``path`` that can be predicted, predicted; ``stack`` for
+    rows that name none. Every row is checked before the first is simulated; a row
+    that cannot be predicted (a value out of range, a layout no framework runs, no
+    micro-batch that fits) is kept in ``rows`` with ``"error": null`` and ``why``,
+    and listed in ``failed``: one bad row never abandons the others."""
     runs = read_runs(path)
-    for i, row in enumerate(runs):
-        row_inputs(row, f"{Path(path).name} row {i + 2}", stack)
-    rows = []
+    checked = []
     for i, row in enumerate(runs):
         where = f"{Path(path).name} row {i + 2}"          # the header is row 1
-        if progress:
-            progress(f"{row.get('system')} {row.get('model')}", i, len(runs))
-        rows.append(predict_row(row, where, stack))
-    errors = [abs(r["error"]) for r in rows]
-    return {"against": str(path), "rows": rows, "mean_abs_error": statistics.fmean(errors),
-            "max_abs_error": max(errors)}
+        try:
+            row_inputs(row, where, stack)
+            checked.append((where, row, None))
+        except SpecError as e:
+            checked.append((where, row, e))
+    rows = []
+    for i, (where, row, problem) in enumerate(checked):
+        if problem is None:
+            if progress:
+                progress(f"{row.get('system')} {row.get('model')}", i, len(runs))
+            try:
+                rows.append(predict_row(row, where, stack))
+                continue
+            except SpecError as e:
+                problem = e
+        rows.append(_unpredicted(row, where, problem))
+    errors = [abs(r["error"]) for r in rows if r["error"] is not None]
+    return {"against": str(path), "rows": rows,
+            "predicted": len(errors), "failed": [r["row"] for r in rows if r["error"] is None],
+            "mean_abs_error": statistics.fmean(errors) if errors else None,
+            "max_abs_error": max(errors) if errors else None}
+
+
+def _unpredicted(row: dict, where: str, problem: SpecError) -> dict:
+    """A row that cannot be predicted, as the log gives it, with why."""
+    message = problem.message.removeprefix(f"{where}: ")
+    return {"row": where, "system": _text(row, "system")[:80], "stack": _text(row, "stack")[:80],
+            "model": _text(row, "model")[:80], "layout": None, "micro_batch": None,
+            "micro_batch_searched": None, "unit": _text(row, "unit")[:40] or None,
+            "flops_convention": _text(row, "flops_convention")[:40] or None,
+            "measured": None, "predicted": None, "error": None,
+            "why": f"{problem.field}: {message}", "source": _text(row, "source")[:500]}
 
 
 def _validation_folder():

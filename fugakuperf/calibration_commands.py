@@ -255,6 +255,12 @@ def _validate_against(path: str, max_error, as_json: bool, stack: str | None) ->
     path = log_path(path)
     result = validate_against(path, progress=None if as_json else _progress, stack=stack)
     emit(result, as_json, "render_validation_against")
+    failed = result["failed"]
+    if failed:                           # after every other row is printed: exit 2
+        from fpcore.errors import SpecError
+        raise SpecError("against", f"{len(failed)} of {len(result['rows'])} row(s) of {path} "
+                                   f"could not be predicted ({', '.join(failed[:5])}"
+                                   f"{', ...' if len(failed) > 5 else ''}); each says why above")
     if max_error is not None and result["max_abs_error"] > max_error:
         click.echo(f"error: max |error| {result['max_abs_error']:.1%} exceeds --max-error "
                    f"{max_error:.1%}", err=True)

@@ -349,12 +349,20 @@ def render_validation_against(d: dict) -> str:
              f"  {'system':8} {'stack':20} {'model':11} {'layout':40} {'measured':>9} "
              f"{'predicted':>10} {'unit':26} {'error':>7}"]
     for r in d["rows"]:
+        if r["error"] is None:
+            lines.append(f"  {r['row']}: not predicted: {r['why']}")
+            continue
         layout = r["layout"] + ("*" if r["micro_batch_searched"] else "")
         unit = r["unit"] + (f" ({r['flops_convention']})" if r["flops_convention"] else "")
         lines.append(f"  {r['system']:8} {r['stack'][:20]:20} {r['model'][:11]:11} "
                      f"{layout[:40]:40} {r['measured']:9.4g} {r['predicted']:10.4g} "
                      f"{unit[:26]:26} {r['error']:+7.1%}")
-    lines.append(f"  mean |error| {d['mean_abs_error']:.1%}, max {d['max_abs_error']:.1%}")
+    if d["predicted"]:
+        lines.append(f"  mean |error| {d['mean_abs_error']:.1%}, max {d['max_abs_error']:.1%}"
+                     f" over {d['predicted']} predicted row(s)"
+                     + (f"; {len(d['failed'])} not predicted" if d["failed"] else ""))
+    else:
+        lines.append("  no row could be predicted")
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 a later change that breaks accuracy fails here."""
 
 import csv
+import json
 from importlib import resources
 
 import pytest
@@ -125,16 +126,27 @@ def _log(tmp_path, rows):
     return path
 
 
-def test_every_row_is_checked_before_the_first_is_simulated(tmp_path, monkeypatch):
-    """A NaN figure in the last row is refused before any work: once it made a log whose
-    first row missed by 14% pass ``--max-error 0.1``."""
+def test_a_bad_row_is_listed_with_why_and_never_abandons_the_others(tmp_path, monkeypatch):
+    """A NaN figure (once it made a log whose first row missed by 14% pass --max-error
+    0.1) and a layout that cannot exist are listed, each with why; every other row is
+    predicted. Every row is checked before the first is simulated."""
     import calibration.against as against
     simulated = []
-    monkeypatch.setattr(against, "predict_row", lambda *a, **k: simulated.append(a))
-    path = _log(tmp_path, [_row(micro_batch="1")] * 3 + [_row(measured="nan")])
-    with pytest.raises(SpecError, match="row 5: must be a finite number") as err:
-        validate_against(path)
-    assert err.value.field == "measured" and simulated == []
+    real = against.predict_row
+    monkeypatch.setattr(against, "predict_row",
+                        lambda row, where, stack=None: simulated.append(where) or
+                        real(row, where, stack))
+    path = _log(tmp_path, [_row(micro_batch="1"), _row(measured="nan"),
+                           _row(micro_batch="1", tp="3"), _row(micro_batch="1")])
+    result = validate_against(path)
+    assert simulated == ["runs.csv row 2", "runs.csv row 5"]
+    assert result["failed"] == ["runs.csv row 3", "runs.csv row 4"] and result["predicted"] == 2
+    bad = {r["row"]: r for r in result["rows"] if r["error"] is None}
+    assert bad["runs.csv row 3"]["why"] == "measured: must be a finite number, got nan"
+    assert bad["runs.csv row 4"]["why"].startswith("ranks: tp x pp x dp")
+    assert result["max_abs_error"] == max(abs(r["error"]) for r in result["rows"]
+                                          if r["error"] is not None)
+    json.dumps(result, allow_nan=False)
 
 
 def test_a_field_past_the_csv_limit_is_refused_by_name(tmp_path):

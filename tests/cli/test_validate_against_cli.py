@@ -55,3 +55,26 @@ def test_needs_exactly_one_of_calibration_and_against(tmp_path):
 def test_topo_says_a_fat_tree_is_not_a_torus():
     result = CliRunner().invoke(main, ["topo", "--system", "selene", "--nodes", "4"])
     assert result.exit_code == 2 and "error: system:" in result.stderr
+
+
+def test_a_row_that_cannot_be_predicted_is_said_and_the_rest_printed(tmp_path):
+    with RUNS.open() as f:
+        reader = csv.DictReader(f)
+        rows, fields = list(reader), reader.fieldnames
+    path = tmp_path / "log.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows([rows[0], dict(rows[5], measured="-1"), rows[5]])
+    result = CliRunner().invoke(main, ["validate", "--against", str(path)])
+    assert result.exit_code == 2
+    out = result.stdout.splitlines()
+    assert "  log.csv row 3: not predicted: measured: must be > 0 sec_per_iter, got -1" in out
+    assert sum(line.startswith("  selene ") for line in out) == 2       # both other rows
+    assert out[-1].startswith("  mean |error|") and "over 2 predicted row(s); 1 not" in out[-1]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: against: 1 of 3 row(s) of {path} could not be predicted (log.csv row 3); "
+        f"each says why above")
+    data = json.loads(CliRunner().invoke(main, ["validate", "--against", str(path),
+                                                "--json"]).stdout)
+    assert [r["error"] is None for r in data["rows"]] == [False, True, False]
