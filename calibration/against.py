@@ -116,6 +116,7 @@ def row_inputs(row: dict, where: str, stack: str | None = None):
     from perfmodel.inputs import resolve_system
     from perfmodel.layout import PRECISIONS, RECOMPUTE, Layout, check_runnable
     from perfmodel.model import ModelSpec
+    from perfmodel.search import stack_zero_error
 
     model = ModelSpec(layers=_int(row, "layers", where), hidden=_int(row, "hidden", where),
                       heads=_int(row, "heads", where), vocab=_int(row, "vocab", where),
@@ -144,6 +145,9 @@ def row_inputs(row: dict, where: str, stack: str | None = None):
     mb = _int(row, "micro_batch", where) if _text(row, "micro_batch") else None
     try:                       # the layout itself, with the given or the smallest micro-batch
         check_runnable(Layout(micro_batch=mb or 1, **pins), model, ranks)
+        err = stack_zero_error(system, pins["zero"])
+        if err is not None:
+            raise err
     except SpecError as e:
         raise SpecError(e.field, f"{where}: {e.message}") from None
     unit = _choice(row, "unit", where, UNITS, "")

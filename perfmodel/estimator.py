@@ -129,8 +129,10 @@ class Estimate:
 def network_for(system: SystemSpec) -> NetworkModel:
     """The network backend a system asks for: the flow-level torus model (routed,
     shared links on the job's allocated shape) or the contention-free alpha-beta one;
-    with calibrated collectives, the fitted alpha-beta costs per collective."""
+    with calibrated collectives, the fitted alpha-beta costs per collective. Its
+    collectives run the algorithms of the system's stack (``collective_algorithms``)."""
     net = system.network
+    algorithms = system.stack.algorithms
     if system.collective_fits:
         from topologies.fitted import FittedCollectives
         return FittedCollectives(fits=system.collective_fits)
@@ -141,7 +143,8 @@ def network_for(system: SystemSpec) -> NetworkModel:
                               injection_bandwidth=net.effective_injection_bandwidth,
                               intra_node_bandwidth=system.rank.intra_node_bandwidth,
                               ring_links=2 if net.kind == "torus" else 1,
-                              reduce_bandwidth=system.node.reduce_bandwidth or None)
+                              reduce_bandwidth=system.node.reduce_bandwidth or None,
+                              algorithms=algorithms)
     if net.kind == "fattree":
         from topologies.fattree import FatTree
         from topologies.switched import SwitchedNetwork
@@ -153,7 +156,8 @@ def network_for(system: SystemSpec) -> NetworkModel:
                                mpi_latency_s=net.latency_s,
                                intra_node_latency_s=net.intra_node_latency_s,
                                hop_latency_s=net.hop_latency_s,
-                               reduce_bandwidth=system.node.reduce_bandwidth or None)
+                               reduce_bandwidth=system.node.reduce_bandwidth or None,
+                               algorithms=algorithms)
     from topologies.tofu import TofuNetwork
     machine = machine_shape(system)
     return TofuNetwork(
@@ -164,7 +168,7 @@ def network_for(system: SystemSpec) -> NetworkModel:
         intra_node_latency_s=net.intra_node_latency_s, hop_latency_s=net.hop_latency_s,
         reduce_bandwidth=system.node.reduce_bandwidth or None, machine=machine,
         machine_wrap=net.wrap, job_torus=net.job_torus, strategy=net.mapping,
-        shape=system.job_allocation)
+        shape=system.job_allocation, algorithms=algorithms)
 
 
 @cached("network", maxsize=256)

@@ -162,6 +162,12 @@ class StackSpec:
     kernel_bytes_per_cycle: float | None = None
     collective_efficiency: float = 1.0        # of the network model's bandwidth
     overlap_dp: bool = True                   # DP reduction overlaps the backward
+    # the ZeRO stages the framework runs as this stack uses it (the planner proposes no
+    # other), and the collective algorithms its library runs ("any": the cheapest the
+    # network model knows, an ideal library; e.g. ["ring", "bidirectional ring"]: flat
+    # rings over the whole group, as NCCL runs all-gather and reduce-scatter)
+    zero_stages: tuple[int, ...] = (0, 1, 2, 3)
+    collective_algorithms: tuple[str, ...] = ("any",)
 
     def __post_init__(self):
         set_field(self, "name", check_str("stacks", self.name, max_len=200))
@@ -174,13 +180,29 @@ class StackSpec:
         set_field(self, "collective_efficiency", _quantity(
             f"{where}.collective_efficiency", self.collective_efficiency, **EFFICIENCY))
         check_bool(f"{where}.overlap_dp", self.overlap_dp)
+        stages = check_list(f"{where}.zero_stages", self.zero_stages, min_len=1, max_len=4)
+        set_field(self, "zero_stages", tuple(sorted({
+            check_int(f"{where}.zero_stages[{i}]", z, lo=0, hi=3) for i, z in enumerate(stages)})))
+        names = check_list(f"{where}.collective_algorithms", self.collective_algorithms,
+                           min_len=1, max_len=32)
+        set_field(self, "collective_algorithms", tuple(
+            check_str(f"{where}.collective_algorithms[{i}]", n, max_len=100)
+            for i, n in enumerate(names)))
+        if "any" in self.collective_algorithms and len(self.collective_algorithms) > 1:
+            raise SpecError(f"{where}.collective_algorithms", "is either [\"any\"] or a list "
+                                                              "of algorithm names")
+
+    @property
+    def algorithms(self) -> tuple[str, ...] | None:
+        """The collective algorithms the library runs, or None for any (the cheapest)."""
+        return None if self.collective_algorithms == ("any",) else self.collective_algorithms
 
     def replace(self, **changes) -> "StackSpec":
         return dataclasses.replace(self, **changes)
 
 
 STACK_KEYS = ("gemm_efficiency", "gemm_half_size", "kernel_bytes_per_cycle",
-              "collective_efficiency", "overlap_dp")
+              "collective_efficiency", "overlap_dp", "zero_stages", "collective_algorithms")
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,10 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
     if dp is not None and mb is not None and global_batch % (dp * mb):
         raise SpecError("micro_batch", f"dp x micro_batch ({dp} x {mb}) must divide the global "
                                        f"batch ({global_batch})")
+    if zero is not None:
+        err = stack_zero_error(system, zero)
+        if err is not None:
+            raise err
     if zero is not None and zero > 0 and dp == 1:
         raise SpecError("zero", f"ZeRO-{zero} shards over data parallelism, and dp 1 leaves "
                                 f"nothing to shard: pin --zero 0 or leave --dp free")
@@ -183,6 +187,16 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
                            if deepest is not None and _min_pp(pins) > 1 else ""))
     if pins.get("precision") is not None and not system.node.supports(pins["precision"]):
         raise SpecError("precision", f"{pins['precision']} is not supported by {system.node.name}")
+
+
+def stack_zero_error(system: SystemSpec, zero: int) -> SpecError | None:
+    """Why ``system``'s software stack does not run ZeRO stage ``zero``, or None."""
+    stack = system.stack
+    if zero in stack.zero_stages:
+        return None
+    source = system.sources.get(f"stacks.{stack.name}.zero_stages") or "the preset"
+    return SpecError("zero", f"stack {stack.name} of {system.name} runs ZeRO stage(s) "
+                             f"{', '.join(map(str, stack.zero_stages))} ({source}); got {zero}")
 
 
 def _pinned(pins: dict, name: str, options: Iterable):
@@ -308,7 +322,7 @@ def fitting_variants(model: ModelSpec, system: SystemSpec, layout: Layout, pins:
                      stats: SearchStats) -> list[Layout]:
     """The ZeRO / recompute variants of a base layout worth estimating (ZeRO-2/3 only
     without a pipeline: perfmodel.layout.framework_error)."""
-    zeros = [pins["zero"]] if pins.get("zero") is not None else [0, 1, 2, 3]
+    zeros = [pins["zero"]] if pins.get("zero") is not None else list(system.stack.zero_stages)
     out = []
     for z in zeros:
         if (layout.dp == 1 and z > 0) or (layout.pp > 1 and z > PIPELINE_MAX_ZERO):

@@ -25,7 +25,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .interface import COLLECTIVES, CollectiveCost, GroupGeometry, JobShape, group_geometry
+from .interface import (COLLECTIVES, CollectiveCost, GroupGeometry, JobShape, group_geometry,
+                        library)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class AlphaBetaTorus:
     intra_node_bandwidth: float      # bytes/s between ranks of one node
     ring_links: int = 2              # links a node drives in a bidirectional ring
     reduce_bandwidth: float | None = None   # bytes/s one rank reduces at (STREAM convention)
+    algorithms: tuple[str, ...] | None = None   # the library's algorithms (None: any)
     name: str = "alpha-beta torus"
 
     def _bandwidth(self, g: GroupGeometry, links: int) -> float:
@@ -56,7 +58,7 @@ class AlphaBetaTorus:
     def group_collective(self, op: str, g: GroupGeometry, nbytes: float) -> CollectiveCost:
         if g.size == 1:
             return CollectiveCost(0.0, "none (group of 1)", nbytes)
-        options = self.options(op, g, nbytes)
+        options = library(self.options(op, g, nbytes), self.algorithms)
         best = min(options, key=options.get)
         return CollectiveCost(options[best], best, nbytes)
 

@@ -30,7 +30,7 @@ import numpy as np
 from fpcore.caches import cached, register
 
 from .collectives import algorithms
-from .interface import COLLECTIVES, CollectiveCost, JobShape
+from .interface import COLLECTIVES, CollectiveCost, JobShape, library
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class FlowNetwork(ABC):
     intra_node_latency_s: float
     hop_latency_s: float = 0.0
     reduce_bandwidth: float | None = None
+    algorithms: tuple[str, ...] | None = None
     name: str = "flow-level"
 
     def reduce_per_byte(self, phases) -> float:
@@ -82,7 +83,7 @@ class FlowNetwork(ABC):
             raise ValueError(f"unknown collective {op!r}; known: {', '.join(COLLECTIVES)}")
         if op == "p2p":
             return self.p2p(dim, job, nbytes)
-        algs = _algorithms(self, op, dim, job)
+        algs = library(_algorithms(self, op, dim, job), self.algorithms)
         order = sorted(algs, key=lambda a: algs[a].quick.time(nbytes))
         best_name, best = order[0], float("inf")
         for name in order:

@@ -14,6 +14,18 @@ NETWORK_MODELS = {
     "flow": "routed flows sharing links max-min fairly on the job's shape",
     "analytic": "contention-free alpha-beta",
 }
+
+
+def library(options: dict, algorithms: tuple[str, ...] | None) -> dict:
+    """The algorithms of ``options`` (name -> anything) a collective library runs:
+    those named in ``algorithms``, or every one when it is None (an ideal library that
+    picks the cheapest). An operation none of whose algorithms is named keeps them all
+    (the library runs it its own way, which the list does not say)."""
+    if algorithms is None:
+        return options
+    return {n: o for n, o in options.items() if n in algorithms} or options
+
+
 # Rank order inside a job: the first dimension varies fastest (Megatron-LM's
 # tensor, then data, then pipeline order).
 DIM_ORDER = ("tp", "dp", "pp")

@@ -83,6 +83,7 @@ class SwitchedNetwork(FlowNetwork):
     intra_node_latency_s: float        # one collective step inside a node
     hop_latency_s: float = 0.0
     reduce_bandwidth: float | None = None   # bytes/s one rank reduces at (STREAM convention)
+    algorithms: tuple[str, ...] | None = None   # the library's algorithms (None: any)
     name: str = "fat-tree flow-level"
 
     def placement(self, job: JobShape) -> SwitchedPlacement:

@@ -42,6 +42,7 @@ class TofuNetwork(FlowNetwork):
     job_torus: bool = True
     strategy: str = "tofu"
     shape: JobAllocation | None = None      # a given job shape instead of the allocator's
+    algorithms: tuple[str, ...] | None = None   # the library's algorithms (None: any)
     name: str = "tofu flow-level"
 
     # ---------------------------------------------------------------- placement

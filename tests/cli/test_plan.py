@@ -241,7 +241,7 @@ def test_price_adds_a_cost_column_to_the_text_table_and_the_recommendation():
     assert "cost" not in run("--params", "13e9", "--top", "1").stdout.split("Assumptions")[0]
 
 
-@pytest.mark.parametrize("extra", [[], ["--precision", "fp16"], ["--zero", "1"],
+@pytest.mark.parametrize("extra", [[], ["--precision", "fp16"], ["--zero", "0"],
                                    ["--recompute-stages", "8"]],
                          ids=lambda x: " ".join(x) or "fp32")
 def test_pinned_comparison_never_says_negative_slower_nor_compares_equal_values(extra):
@@ -268,6 +268,14 @@ def test_layouts_no_framework_runs_are_one_line_errors(args, field):
     err = stderr(result)
     assert err.startswith(f"error: {field}: "), err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_zero_stage_the_stack_does_not_run_is_refused_with_its_source():
+    result = run("--params", "13e9", "--zero", "3")
+    assert result.exit_code == 2
+    err = stderr(result).strip()
+    assert err.startswith("error: zero: stack fugaku-llm of fugaku runs ZeRO stage(s) 0 ("), err
+    assert "no --deepspeed configuration" in err and err.endswith("got 3")
 
 
 def test_fp16_states_its_assumptions():

@@ -9,6 +9,7 @@ from perfmodel.presets import load_model
 from perfmodel.layout import tensor_parallel_sizes
 from perfmodel.search import allocatable, divisors, job_shapes, search
 from perfmodel.sizing import model_for_params
+from perfmodel.parts import StackSpec
 from perfmodel.system import load_system
 
 FUGAKU = load_system()
@@ -178,5 +179,6 @@ def test_pins_no_framework_runs_are_refused_naming_the_field(model, pins, field)
 
 
 def test_zero_3_without_a_pipeline_pin_searches_pp_1_only():
-    found, _ = search(FUGAKU_LLM, ANALYTIC, 2016, max_nodes=13824, pins={"zero": 3}, top=20)
+    any_zero = load_system(network_model="analytic", stack=StackSpec(name="any-zero"))
+    found, _ = search(FUGAKU_LLM, any_zero, 2016, max_nodes=13824, pins={"zero": 3}, top=20)
     assert found and all(e.layout.pp == 1 and e.layout.zero == 3 for e in found)

@@ -31,7 +31,18 @@ def test_the_default_stack_is_fugaku_llm_and_leaves_the_preset_as_given():
     assert {s.name for s in system.stacks} == {"fugaku-llm", OLD}
     assert system.rank.memory_bandwidth == pytest.approx(804e9)
     assert system.network.link_efficiency == pytest.approx(6.35 / 6.8, rel=1e-3)
-    assert system.stack.overlap_dp and system.settings()["stack"] == "fugaku-llm"
+    assert system.settings()["stack"] == "fugaku-llm"
+
+
+def test_the_fugaku_stacks_say_what_their_launch_scripts_say():
+    """Fugaku-LLM's 13B script: --DDP-impl local (the all-reduce after the backward), no
+    DeepSpeed configuration (no ZeRO); the 2023 benchmark scripts the same."""
+    for name in ("fugaku-llm", OLD):
+        stack = load_system("fugaku", stack=name).stack
+        assert stack.overlap_dp is False and stack.zero_stages == (0,)
+    sources = load_system("fugaku").sources
+    assert "--DDP-impl local" in sources["stacks.fugaku-llm.overlap_dp"]
+    assert "no --deepspeed" in sources["stacks.fugaku-llm.zero_stages"]
 
 
 @pytest.mark.parametrize("clock", [2.0, 2.2])
