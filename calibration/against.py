@@ -141,7 +141,7 @@ def row_inputs(row: dict, where: str, stack: str | None = None):
                 recompute=_choice(row, "recompute", where, RECOMPUTE, "none"),
                 sequence_parallel=sp == "yes", zero=_int(row, "zero", where, default=0, lo=0),
                 precision=_choice(row, "precision", where, PRECISIONS, "fp32"),
-                overlap_dp=system.stack.overlap_dp)
+                **system.stack.layout_settings())
     mb = _int(row, "micro_batch", where) if _text(row, "micro_batch") else None
     try:                       # the layout itself, with the given or the smallest micro-batch
         check_runnable(Layout(micro_batch=mb or 1, **pins), model, ranks)

@@ -32,6 +32,8 @@ FITTABLE = {
     "collective_efficiency": (1e-3, 1.0, 0.5),
     "gemm_efficiency": (1e-3, 1.0, 0.5),
     "gemm_half_size": (1e-3, 1e5, 64.0),
+    "op_overhead_us": (1e-3, 1e4, 10.0),
+    "attention_efficiency": (1e-3, 1.0, 0.5),
 }
 DEFAULT_PARAMS = ("kernel_bytes_per_cycle",)
 
@@ -74,7 +76,7 @@ def _predict(run: Run, stack) -> float:
     from perfmodel.inputs import resolve_system
     from perfmodel.layout import Layout
     system = resolve_system(run.system, clock_ghz=run.clock_ghz, stack=stack, allow_files=False)
-    layout = Layout(**dict(run.pins, overlap_dp=stack.overlap_dp))
+    layout = Layout(**dict(run.pins, **stack.layout_settings()))
     return estimate(run.model, system, layout).iteration_s
 
 

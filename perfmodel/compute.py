@@ -98,6 +98,9 @@ class ComputeModel:
     op_overhead_s: float = 0.0
     fit: ComputeFit | None = None   # measured rates replace the roofline when given
     gemm_half_size: float = 0.0     # a preset's shape curve (see gemm_efficiency_for)
+    # a fused attention kernel's fraction of peak (its own, not a GEMM shape's: its tiles
+    # are the kernel's, whatever the head size); None: priced as the GEMMs it runs
+    attention_efficiency: float | None = None
 
     @classmethod
     def for_system(cls, system: SystemSpec, precision: str) -> "ComputeModel":
@@ -130,7 +133,9 @@ class ComputeModel:
                 return self.fit.gemm_time(op.flops, op.m, op.n, op.k, op.name.endswith(".bwd"))
             return self.fit.kernel_time(kernel_class(op.name), op.bytes)
         memory_s = op.bytes / self.memory_bandwidth
-        if op.kind == "gemm":
+        if op.kind == "gemm" and self.attention_efficiency and op.name.startswith("attn_flash"):
+            compute_s = op.flops / (self.peak_flops * self.attention_efficiency)
+        elif op.kind == "gemm":
             compute_s = op.flops / (self.peak_flops * self.gemm_efficiency_for(op.m, op.n, op.k))
         else:
             compute_s = op.flops / self.peak_flops
@@ -149,4 +154,6 @@ def _for_system(system: SystemSpec, precision: str) -> ComputeModel:
     return ComputeModel(peak_flops=rank.peak_flops[precision],
                         memory_bandwidth=rank.memory_bandwidth,
                         gemm_efficiency=system.node.gemm_efficiency, fit=fit,
-                        gemm_half_size=system.node.gemm_half_size)
+                        gemm_half_size=system.node.gemm_half_size,
+                        op_overhead_s=system.stack.op_overhead_us * 1e-6 if fit is None else 0.0,
+                        attention_efficiency=system.stack.attention_efficiency)

@@ -326,7 +326,7 @@ def stage_process(it: Iteration, i: int):
         activations=micro_batch_activation_bytes(it.model, layout, i) / v,
         full_layer=activation_bytes_per_layer(it.model, layout.tp, layout.micro_batch,
                                               layout.sequence_parallel, "none",
-                                              layout.precision),
+                                              layout.precision, layout.attention),
         last_backward=_last_backwards(it.steps[i]))
     it.env.process(dp_stream(it, i, state.stream))
     it.memory[i] = it.peaks[i] = _static_memory(it.model, layout, i)

@@ -197,9 +197,10 @@ def _p2p(network: NetworkModel, dim: str, job: JobShape, nbytes: float) -> float
 
 @cached("model", maxsize=16384)
 def _layer_times(model: ModelSpec, compute: ComputeModel, tp: int, mb: int, sp: bool,
-                 precision: str) -> tuple[float, float, float, float]:
+                 precision: str, attention: str = "materialized"
+                 ) -> tuple[float, float, float, float]:
     """(forward, backward, selective recompute, full recompute) compute of one layer."""
-    ops = layer_ops(model, tp, mb, sp, precision)
+    ops = layer_ops(model, tp, mb, sp, precision, attention)
     return (compute.ops_time(ops.forward), compute.ops_time(ops.backward),
             compute.ops_time(ops.recompute("selective")), compute.ops_time(ops.recompute("full")))
 
@@ -225,7 +226,7 @@ def layout_lower_bound(model: ModelSpec, system: SystemSpec, layout: Layout,
     compute = ComputeModel.for_system(system, layout.precision)
     job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
     f, b, _, _ = _layer_times(model, compute, layout.tp, layout.micro_batch,
-                              layout.sequence_parallel, layout.precision)
+                              layout.sequence_parallel, layout.precision, layout.attention)
     act = layout.micro_batch * model.seq * model.hidden * ACT_BYTES[layout.precision]
     per_layer = f + b + 4 * _tp_collective(network, job, act, layout.sequence_parallel)
     work = model.layers // layout.pp * per_layer
@@ -251,7 +252,8 @@ def stage_ranges(layout: Layout) -> tuple[tuple[int, int], ...]:
 def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
                  compute: ComputeModel, job: JobShape, firsts) -> dict[int, StageCost]:
     t, mb, sp, prec = layout.tp, layout.micro_batch, layout.sequence_parallel, layout.precision
-    f_layer, b_layer, rc_sel, rc_full = _layer_times(model, compute, t, mb, sp, prec)
+    f_layer, b_layer, rc_sel, rc_full = _layer_times(model, compute, t, mb, sp, prec,
+                                                     layout.attention)
     e = ACT_BYTES[prec]
     act = mb * model.seq * model.hidden * e
     # TP: 2 all-reduces forward and 2 backward per layer; with sequence parallelism each

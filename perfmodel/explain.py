@@ -34,6 +34,7 @@ FIELD_TEXT = {
     "sequence_parallel": ("sequence parallelism",
                           lambda lay: "on" if lay.sequence_parallel else "off"),
     "precision": ("precision", lambda lay: lay.precision),
+    "attention": ("attention", lambda lay: lay.attention),
     "overlap_dp": ("DP reduction", lambda lay: "overlapping the backward" if lay.overlap_dp
                    else "after the backward"),
 }

@@ -14,6 +14,7 @@ from fpcore.errors import SpecError, check_bool, check_choice, check_int
 
 from . import schedules
 from .model import ModelSpec
+from .ops import ATTENTIONS
 from .precisions import PRECISIONS
 
 RECOMPUTE = ("none", "selective", "full")
@@ -28,7 +29,9 @@ class Layout:
     ``precision`` fp16 is mixed precision (fp16 compute, fp32 master weights).
     ``overlap_dp`` lets the data-parallel gradient reduction overlap the last
     backward pass (bucketed, as DeepSpeed's overlap_comm and Megatron-LM's
-    --overlap-grad-reduce do); it is a setting, not searched.
+    --overlap-grad-reduce do) and ``attention`` is how the attention core is computed
+    (perfmodel.ops.ATTENTIONS: materialized or flash); both are the software stack's
+    settings, not searched.
     """
 
     tp: int = 1
@@ -44,6 +47,7 @@ class Layout:
     sequence_parallel: bool = False
     precision: str = "fp32"
     overlap_dp: bool = True
+    attention: str = "materialized"
 
     def __post_init__(self):
         for name, hi in (("tp", 1_000_000), ("pp", 100_000), ("dp", 10_000_000),
@@ -56,6 +60,7 @@ class Layout:
         check_bool("sequence_parallel", self.sequence_parallel)
         check_bool("overlap_dp", self.overlap_dp)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("attention", self.attention, ATTENTIONS)
         if spec.virtual:
             if self.virtual_stages < 2:
                 raise SpecError("virtual_stages", f"must be >= 2 with the {spec.name} schedule")
@@ -118,13 +123,15 @@ class Layout:
             parts.append("SP")
         if self.precision != "fp32":
             parts.append(self.precision)
+        if self.attention != "materialized":
+            parts.append(self.attention)
         return " ".join(parts)
 
 
 # The fields of a layout a user may pin (``--tp 6 ...``); the others are the run's
 # settings (the global batch; whether the stack overlaps the DP reduction).
 PINNABLE = tuple(f.name for f in dataclasses.fields(Layout)
-                 if f.name not in ("global_batch", "overlap_dp"))
+                 if f.name not in ("global_batch", "overlap_dp", "attention"))
 
 
 def divisors(n: int) -> list[int]:

@@ -88,8 +88,11 @@ def _stage_params(model: ModelSpec, t: int, p: int, stage: int) -> float:
 
 
 def activation_bytes_per_layer(model: ModelSpec, tp: int, micro_batch: int,
-                               sequence_parallel: bool, recompute: str, precision: str) -> float:
-    """Activations one layer keeps for its backward, one micro-batch, one TP rank."""
+                               sequence_parallel: bool, recompute: str, precision: str,
+                               attention: str = "materialized") -> float:
+    """Activations one layer keeps for its backward, one micro-batch, one TP rank.
+    FlashAttention keeps no s x s matrix: the attention output and a 4-byte row
+    statistic per head and query (Dao et al. 2022)."""
     e, mask = ACT_BYTES[precision], (1 if model.dropout else 0)
     s, b, h, f, t = model.seq, micro_batch, model.hidden, model.ffn, tp
     sbh = s * b * h
@@ -103,7 +106,9 @@ def activation_bytes_per_layer(model: ModelSpec, tp: int, micro_batch: int,
     mlp = s * b * f * (3 if model.activation == "swiglu" else 2)
     inside = e * (qkv + sbh + mlp) / t                      # + the projection input
     scores = 0.0
-    if recompute == "none":                                 # selective re-runs these
+    if attention == "flash":                                # log-sum-exp per head and query
+        scores = 4.0 * model.heads * s * b / t
+    elif recompute == "none":                               # selective re-runs these
         per_elem = e + (e + mask if model.dropout else 0)   # softmax out (+ mask, dropout out)
         scores = per_elem * model.heads * s * s * b / t
     return outside + inside + scores
@@ -125,7 +130,8 @@ def micro_batch_activation_bytes(model: ModelSpec, layout: Layout, stage: int) -
     dropout mask)."""
     mode = layout.stage_recomputes(stage)
     acts = model.layers / layout.pp * activation_bytes_per_layer(
-        model, layout.tp, layout.micro_batch, layout.sequence_parallel, mode, layout.precision)
+        model, layout.tp, layout.micro_batch, layout.sequence_parallel, mode, layout.precision,
+        layout.attention)
     if stage == 0 and model.dropout:
         acts += model.seq * layout.micro_batch * model.hidden
     return acts
@@ -145,7 +151,8 @@ def stage_memory(model: ModelSpec, layout: Layout, stage: int) -> MemoryBreakdow
     acts = in_flight * micro_batch_activation_bytes(model, layout, stage)
     sbh = model.seq * mb * model.hidden
     if mode == "full":   # one layer is rebuilt in full during its backward
-        acts += activation_bytes_per_layer(model, t, mb, sp, "none", layout.precision)
+        acts += activation_bytes_per_layer(model, t, mb, sp, "none", layout.precision,
+                                           layout.attention)
     buffers = 0.0
     if stage == layout.pp - 1:
         # logits (training precision) and the fp32 softmax kept for the loss backward

@@ -16,8 +16,14 @@ t = tensor-parallel degree; e = bytes per activation element):
 * Non-GEMM FLOPs per element (small, counted so nothing is silently left out):
   layernorm 8, rmsnorm 5, GELU (tanh form) 16, SwiGLU 6, softmax with scale and
   mask 7, residual add 1, dropout 2, cross-entropy 6 (softmax + log + pick).
-* Attention scores and the causal mask are computed on the full s x s matrix (as
-  Megatron-LM's unfused kernels do); the closed forms count the same.
+* Attention (``ATTENTIONS``): ``materialized`` computes the scores and the causal mask
+  on the full s x s matrix and keeps it (as Megatron-LM's unfused kernels do; the
+  closed forms count the same); ``flash`` is FlashAttention (Dao et al. 2022; Dao
+  2023): one fused kernel per head that never writes the s x s matrix to memory
+  (it reads Q, K, V and writes the output and a row's log-sum-exp), skips the key
+  blocks the causal mask hides (about half of the products for long sequences:
+  ``causal_fraction``) and in the backward recomputes the scores, so its backward
+  runs 5 of the forward's 2 matrix products per block: 2.5x the forward, not 2x.
 * The vocabulary is split over tensor-parallel ranks (Megatron's vocab-parallel
   embedding and logits): ceil(V / t) rows per rank.
 """
@@ -27,12 +33,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fpcore.caches import cached
+from fpcore.errors import SpecError
 
 from .model import ModelSpec
 from .precisions import ACT_BYTES  # noqa: F401  (bytes of an activation element, per precision)
 
 FLOPS_PER_ELEMENT = {"layernorm": 8, "rmsnorm": 5, "gelu": 16, "swiglu": 6, "softmax": 7,
                      "residual": 1, "dropout": 2, "cross_entropy": 6}
+ATTENTIONS = ("materialized", "flash")
+FLASH_BLOCK = 128        # FlashAttention's key/query block (Dao 2023: 128 x 128 tiles on A100)
+FLASH_BACKWARD = 2.5     # its backward: recompute S = QK^T, then dV, dP, dQ, dK (5 products vs 2)
+
+
+def causal_fraction(s: int, block: int = FLASH_BLOCK) -> float:
+    """The share of (query block, key block) pairs a causal kernel computes: the lower
+    triangle of an s/block x s/block grid, diagonal included."""
+    n = max(1, -(-s // block))
+    return (n + 1) / (2 * n)
 
 
 @dataclass(frozen=True)
@@ -47,10 +64,11 @@ class Op:
     n: int = 0
     k: int = 0
     batch: int = 1           # number of independent GEMMs (e.g. heads x sequences)
+    backward: float = 2.0    # the backward's work over the forward's (see the conventions)
 
     def scaled(self, factor: float, suffix: str) -> "Op":
         return Op(self.name + suffix, self.kind, self.flops * factor, self.bytes * factor,
-                  self.m, self.n, self.k, self.batch)
+                  self.m, self.n, self.k, self.batch, self.backward)
 
 
 def gemm(name: str, m: int, n: int, k: int, e: int, batch: int = 1) -> Op:
@@ -73,7 +91,7 @@ class LayerOps:
 
     @property
     def backward(self) -> tuple[Op, ...]:
-        return tuple(op.scaled(2.0, ".bwd") for op in self.forward)
+        return tuple(op.scaled(op.backward, ".bwd") for op in self.forward)
 
     def recompute(self, mode: str) -> tuple[Op, ...]:
         if mode == "full":
@@ -86,8 +104,9 @@ class LayerOps:
 
 @cached("model", maxsize=4096)
 def layer_ops(model: ModelSpec, tp: int, micro_batch: int, sequence_parallel: bool,
-              precision: str) -> LayerOps:
-    """The forward ops of one transformer layer on one of ``tp`` ranks."""
+              precision: str, attention: str = "materialized") -> LayerOps:
+    """The forward ops of one transformer layer on one of ``tp`` ranks, its attention
+    core computed as ``attention`` says (``ATTENTIONS``; see the conventions)."""
     b, s, h, t = micro_batch, model.seq, model.hidden, tp
     e = ACT_BYTES[precision]
     T = b * s
@@ -101,14 +120,22 @@ def layer_ops(model: ModelSpec, tp: int, micro_batch: int, sequence_parallel: bo
     ops = [
         mem("norm1", rows * h, 1, 1, e, norm_flops),                          # (T, h) -> (T, h)
         gemm("qkv", T, h // t + kv_cols, h, e),                               # (T, h) x (h, 3h/t)
-        gemm("attn_scores", s, s, hd, e, batch=b * heads),                    # (b a/t, s, hd) x (hd, s)
-        mem("softmax", b * heads * s * s, 1, 1, e, FLOPS_PER_ELEMENT["softmax"]),  # (b a/t, s, s)
     ]
-    if model.dropout:
-        ops.append(mem("attn_dropout", b * heads * s * s, 1, 1, e, FLOPS_PER_ELEMENT["dropout"],
-                       extra_bytes=b * heads * s * s * mask))
+    if attention == "flash":
+        ops.append(flash_attention_op(b * heads, s, hd, e))
+        core = ("attn_flash",)
+    elif attention == "materialized":
+        ops.append(gemm("attn_scores", s, s, hd, e, batch=b * heads))       # (b a/t, s, hd) x (hd, s)
+        ops.append(mem("softmax", b * heads * s * s, 1, 1, e,                 # (b a/t, s, s)
+                       FLOPS_PER_ELEMENT["softmax"]))
+        if model.dropout:
+            ops.append(mem("attn_dropout", b * heads * s * s, 1, 1, e,
+                           FLOPS_PER_ELEMENT["dropout"], extra_bytes=b * heads * s * s * mask))
+        ops.append(gemm("attn_v", s, hd, s, e, batch=b * heads))             # (b a/t, s, s) x (s, hd)
+        core = ("attn_scores", "softmax", "attn_dropout", "attn_v")
+    else:
+        raise SpecError("attention", f"must be one of {', '.join(ATTENTIONS)}; got {attention!r}")
     ops += [
-        gemm("attn_v", s, hd, s, e, batch=b * heads),                         # (b a/t, s, s) x (s, hd)
         gemm("proj", T, h, h // t, e),                                        # (T, h/t) x (h/t, h)
         mem("residual1", rows * h, 2, 1, e,
             FLOPS_PER_ELEMENT["residual"] + mask * FLOPS_PER_ELEMENT["dropout"],
@@ -127,8 +154,16 @@ def layer_ops(model: ModelSpec, tp: int, micro_batch: int, sequence_parallel: bo
             FLOPS_PER_ELEMENT["residual"] + mask * FLOPS_PER_ELEMENT["dropout"],
             extra_bytes=rows * h * mask),
     ]
-    core = ("attn_scores", "softmax", "attn_dropout", "attn_v")
     return LayerOps(tuple(ops), core)
+
+
+def flash_attention_op(heads: int, s: int, hd: int, e: int) -> Op:
+    """FlashAttention's fused forward over ``heads`` (batch x local heads) heads of ``s``
+    queries: QK^T and PV on the causal blocks only, reading Q, K, V and writing the
+    output (and 4-byte row statistics); its backward is FLASH_BACKWARD x this."""
+    flops = 2 * (2.0 * s * s * hd) * heads * causal_fraction(s)
+    nbytes = heads * (4 * s * hd * e + 4 * s)
+    return Op("attn_flash", "gemm", flops, nbytes, s, s, hd, heads, backward=FLASH_BACKWARD)
 
 
 def vocab_shard(model: ModelSpec, tp: int) -> int:

@@ -21,6 +21,7 @@ from fpcore.errors import (SpecError, check_bool, check_choice, check_float, che
 from topologies.allocation import MAX_MACHINE_NODES
 from topologies.interface import MAPPINGS, NETWORK_MODELS
 
+from .ops import ATTENTIONS
 from .precisions import PRECISIONS
 
 # A node's peaks: the training precisions (perfmodel.precisions) and fp64, which the
@@ -168,6 +169,9 @@ class StackSpec:
     # rings over the whole group, as NCCL runs all-gather and reduce-scatter)
     zero_stages: tuple[int, ...] = (0, 1, 2, 3)
     collective_algorithms: tuple[str, ...] = ("any",)
+    attention: str = "materialized"           # perfmodel.ops.ATTENTIONS: its attention kernel
+    op_overhead_us: float = 0.0               # per kernel the framework launches (eager mode)
+    attention_efficiency: float | None = None  # its fused attention kernel's share of peak
 
     def __post_init__(self):
         set_field(self, "name", check_str("stacks", self.name, max_len=200))
@@ -188,6 +192,12 @@ class StackSpec:
         set_field(self, "collective_algorithms", tuple(
             check_str(f"{where}.collective_algorithms[{i}]", n, max_len=100)
             for i, n in enumerate(names)))
+        check_choice(f"{where}.attention", self.attention, ATTENTIONS)
+        set_field(self, "op_overhead_us", _quantity(f"{where}.op_overhead_us",
+                                                    self.op_overhead_us, **LATENCY_US))
+        if self.attention_efficiency is not None:
+            set_field(self, "attention_efficiency", _quantity(
+                f"{where}.attention_efficiency", self.attention_efficiency, **EFFICIENCY))
         if "any" in self.collective_algorithms and len(self.collective_algorithms) > 1:
             raise SpecError(f"{where}.collective_algorithms", "is either [\"any\"] or a list "
                                                               "of algorithm names")
@@ -197,12 +207,17 @@ class StackSpec:
         """The collective algorithms the library runs, or None for any (the cheapest)."""
         return None if self.collective_algorithms == ("any",) else self.collective_algorithms
 
+    def layout_settings(self) -> dict:
+        """The Layout fields this stack sets for every layout it runs (not searched)."""
+        return {"overlap_dp": self.overlap_dp, "attention": self.attention}
+
     def replace(self, **changes) -> "StackSpec":
         return dataclasses.replace(self, **changes)
 
 
 STACK_KEYS = ("gemm_efficiency", "gemm_half_size", "kernel_bytes_per_cycle",
-              "collective_efficiency", "overlap_dp", "zero_stages", "collective_algorithms")
+              "collective_efficiency", "overlap_dp", "zero_stages", "collective_algorithms",
+              "attention", "op_overhead_us", "attention_efficiency")
 
 
 @dataclass(frozen=True)

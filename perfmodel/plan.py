@@ -301,7 +301,8 @@ def layout_for(model: ModelSpec, system: SystemSpec, *, nodes: int | None,
         fields = {k: v for k, v in pins.items() if k not in ("tp", "pp", "dp")}
         if fields.get("schedule") == "interleaved" and "virtual_stages" not in fields:
             fields["virtual_stages"] = 2
-        fields.setdefault("overlap_dp", system.stack.overlap_dp)
+        for key, value in system.stack.layout_settings().items():
+            fields.setdefault(key, value)
         layout = Layout(tp=pins["tp"], pp=pins["pp"], dp=dp, global_batch=gb, **fields)
         if ranks is not None and layout.ranks != ranks:
             raise SpecError("dp", f"tp x pp x dp = {layout.ranks:,} ranks, but --nodes gives "

@@ -254,9 +254,9 @@ def _schedules(model: ModelSpec, pp: int, micro_batches: int, pins: dict):
 
 
 def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int, pins: dict,
-                 overlap_dp: bool = True) -> Iterator[Layout]:
+                 settings: dict | None = None) -> Iterator[Layout]:
     """Layouts of one (tp, pp, dp) shape before ZeRO and recomputation are chosen
-    (``overlap_dp``: whether the software stack overlaps the DP reduction)."""
+    (``settings``: the software stack's Layout settings, StackSpec.layout_settings)."""
     precisions = _pinned(pins, "precision", ["fp32"])
     sps = _pinned(pins, "sequence_parallel",
                   [False, True] if tp > 1 and model.seq % tp == 0 else [False])
@@ -275,7 +275,7 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
                 for prec in precisions:
                     yield Layout(tp=tp, pp=pp, dp=dp, micro_batch=mb, global_batch=global_batch,
                                  schedule=sched, virtual_stages=v, sequence_parallel=sp,
-                                 precision=prec, overlap_dp=overlap_dp)
+                                 precision=prec, **(settings or {}))
 
 
 def least_recompute_that_fits(model: ModelSpec, system: SystemSpec, layout: Layout, pins: dict,
@@ -426,7 +426,7 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
             continue
         stats.node_counts.add(n)
         for base in base_layouts(model, tp, pp, dp, global_batch, pins,
-                                 system.stack.overlap_dp):
+                                 system.stack.layout_settings()):
             try:
                 check_runnable(base, model)
             except SpecError:

@@ -23,7 +23,8 @@ def estimate_to_dict(est: Estimate, tokens: float, price_per_node_hour: float | 
     fraction = peak.total / est.system.rank.usable_memory_bytes
     out = {
         "nodes": est.nodes,
-        "layout": {k: v for k, v in lay.to_dict().items() if k != "overlap_dp"},
+        "layout": {k: v for k, v in lay.to_dict().items()
+                   if k not in ("overlap_dp", "attention")},    # the stack's settings
         "micro_batches": lay.micro_batches,
         "iteration_s": est.iteration_s,
         "tokens_per_s": est.tokens_per_s,
@@ -85,6 +86,12 @@ def _stack_assumption(system: SystemSpec) -> str:
                      f"model's bandwidth")
     parts.append("the data-parallel reduction overlaps the backward" if stack.overlap_dp else
                  "the data-parallel reduction waits for the backward")
+    parts.append(f"ZeRO stage(s) {', '.join(map(str, stack.zero_stages))}")
+    parts.append("collectives by the cheapest algorithm the network model knows"
+                 if stack.algorithms is None else
+                 f"collectives as {' or '.join(stack.algorithms)} only")
+    parts.append("FlashAttention (no s x s matrix in memory)" if stack.attention == "flash"
+                 else "attention with the s x s score matrix in memory")
     others = [s.name for s in system.stacks if s.name != stack.name]
     if others:
         parts.append(f"others: --stack {', '.join(others)}")
