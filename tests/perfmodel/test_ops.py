@@ -2,6 +2,7 @@
 
 import pytest
 
+from perfmodel.model import ModelSpec
 from perfmodel.ops import (gemm_flops, head_ops, layer_ops, model_flops_per_iteration,
                            model_flops_per_token)
 from perfmodel.presets import load_model
@@ -112,3 +113,36 @@ def test_micro_batch_scales_gemm_flops_linearly(name):
 def test_fugaku_llm_flops_per_token():
     # docs/facts.md: training FLOPs per token ~84.0 GFLOP (Megatron formula, no recompute).
     assert close(model_flops_per_token(load_model("fugaku-llm-13b")), 84.0e9, rtol=1e-3)
+
+
+# ---------------------------------------------------------------- FlashAttention
+def test_flash_attention_replaces_the_score_matrix_with_one_fused_kernel():
+    from perfmodel.memory import activation_bytes_per_layer
+    from perfmodel.ops import FLASH_BACKWARD, causal_fraction
+    model = ModelSpec(layers=2, hidden=2048, heads=16, vocab=50368, seq=4096, name="fa")
+    flash = layer_ops(model, 1, 2, False, "bf16", "flash")
+    plain = layer_ops(model, 1, 2, False, "bf16")
+    names = [op.name for op in flash.forward]
+    assert "attn_flash" in names and not {"softmax", "attn_scores", "attn_v"} & set(names)
+    fa, = (op for op in flash.forward if op.name == "attn_flash")
+    scores = sum(op.flops for op in plain.forward if op.name in ("attn_scores", "attn_v"))
+    assert fa.flops == pytest.approx(scores * causal_fraction(4096))   # causal blocks only
+    assert causal_fraction(4096) == pytest.approx(33 / 64)            # 32 x 32 blocks of 128
+    bwd, = (op for op in flash.backward if op.name == "attn_flash.bwd")
+    assert bwd.flops == pytest.approx(FLASH_BACKWARD * fa.flops) and FLASH_BACKWARD == 2.5
+    # the other ops are the same, and no s x s matrix is kept for the backward
+    rest = lambda ops: [op for op in ops if not op.name.startswith("attn")]  # noqa: E731
+    assert rest(flash.forward) == [op for op in rest(plain.forward) if op.name != "softmax"
+                                   and op.name != "attn_dropout"]
+    kept = activation_bytes_per_layer(model, 1, 2, False, "none", "bf16", "flash")
+    full = activation_bytes_per_layer(model, 1, 2, False, "none", "bf16")
+    assert full - kept > 16 * 4096 * 4096 * 2 * 2 * 0.9               # heads x s^2 x b x 2 B
+    assert kept == pytest.approx(activation_bytes_per_layer(model, 1, 2, False, "selective",
+                                                            "bf16") + 4.0 * 16 * 4096 * 2)
+
+
+def test_an_unknown_attention_kernel_is_refused():
+    from fpcore.errors import SpecError
+    with pytest.raises(SpecError, match="must be one of materialized, flash"):
+        layer_ops(ModelSpec(layers=1, hidden=64, heads=4, vocab=256, seq=64), 1, 1, False,
+                  "fp32", "paged")
