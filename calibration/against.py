@@ -24,6 +24,11 @@ runs in; ``perfmodel/data/validation/runs_*.csv`` ship the published ones):
     stack              optional: the software stack the run used, one of the system
                        preset's stacks (``fugakuperf presets --system NAME``); empty or
                        absent: ``--stack``, else the preset's default
+    partition          optional: how the pipeline placed the layers on its stages
+                       (perfmodel.partitions: even, type:transformer,
+                       type:transformer|embedding), one the stack runs; empty or
+                       absent: even where pp divides the layers, else the stack's first
+                       uneven placement
 
 Each row is simulated by the DES (perfmodel.des) with the system preset and the
 row's stack unchanged: no parameter is set per row. Whether the data-parallel
@@ -116,7 +121,8 @@ def row_inputs(row: dict, where: str, stack: str | None = None):
     from perfmodel.inputs import resolve_system
     from perfmodel.layout import PRECISIONS, RECOMPUTE, Layout, check_runnable
     from perfmodel.model import ModelSpec
-    from perfmodel.search import stack_zero_error
+    from perfmodel.partitions import PARTITIONS, default_for
+    from perfmodel.search import stack_partition_error, stack_zero_error
 
     model = ModelSpec(layers=_int(row, "layers", where), hidden=_int(row, "hidden", where),
                       heads=_int(row, "heads", where), vocab=_int(row, "vocab", where),
@@ -136,18 +142,21 @@ def row_inputs(row: dict, where: str, stack: str | None = None):
                                  f"{system.ranks_per_node}")
     v = _int(row, "interleave", where, default=1)
     sp = _choice(row, "sequence_parallel", where, ("yes", "no"), "no")
+    partition = _choice(row, "partition", where, tuple(PARTITIONS), default_for(
+        system.stack.pipeline_partitions, model.layers, pp, v))
     pins = dict(tp=tp, pp=pp, dp=dp, global_batch=_int(row, "global_batch", where),
                 schedule="interleaved" if v > 1 else "1f1b", virtual_stages=v,
                 recompute=_choice(row, "recompute", where, RECOMPUTE, "none"),
                 sequence_parallel=sp == "yes", zero=_int(row, "zero", where, default=0, lo=0),
                 precision=_choice(row, "precision", where, PRECISIONS, "fp32"),
-                **system.stack.layout_settings())
+                partition=partition, **system.stack.layout_settings())
     mb = _int(row, "micro_batch", where) if _text(row, "micro_batch") else None
     try:                       # the layout itself, with the given or the smallest micro-batch
+        for err in (stack_partition_error(system, partition),
+                    stack_zero_error(system, pins["zero"])):
+            if err is not None:
+                raise err
         check_runnable(Layout(micro_batch=mb or 1, **pins), model, ranks)
-        err = stack_zero_error(system, pins["zero"])
-        if err is not None:
-            raise err
     except SpecError as e:
         raise SpecError(e.field, f"{where}: {e.message}") from None
     unit = _choice(row, "unit", where, UNITS, "")

@@ -306,6 +306,7 @@ def presets(model_name, system_name, as_json):
                "origin": sysspec.origin, "values": system_values(sysspec),
                "sources": dict(sysspec.sources)}, as_json, "render_system_preset")
     else:
+        from perfmodel.partitions import PARTITIONS
         from perfmodel.precisions import PRECISION_SPECS
         from perfmodel.schedules import SCHEDULES
         emit({"models": {n: load_model(n).to_dict() for n in model_names()},
@@ -313,6 +314,8 @@ def presets(model_name, system_name, as_json):
                "schedules": {n: {"description": s.description, "virtual_stages": s.virtual,
                                  "min_pp": s.framework_min_pp, "searched": s.searched}
                              for n, s in SCHEDULES.items()},
+               "partitions": {n: {"description": p.description, "source": p.source}
+                              for n, p in PARTITIONS.items()},
                "precisions": {n: {"activation_bytes": p.activation_bytes,
                                   "state_bytes_per_parameter": sum(p.state_bytes),
                                   "mixed": p.mixed} for n, p in PRECISION_SPECS.items()}},

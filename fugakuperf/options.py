@@ -186,6 +186,10 @@ def layout_options(f):
         click.option("--schedule", type=Registered("perfmodel.schedules:SCHEDULES"),
                      help="Pin the pipeline schedule (`fugakuperf presets` says what each "
                           "is and the least pp frameworks run it on)."),
+        click.option("--partition", type=Registered("perfmodel.partitions:PARTITIONS"),
+                     help="Pin how the pipeline places the layers on its stages: even (pp "
+                          "divides the layers), or DeepSpeed's uneven fills where the stack "
+                          "runs them (`fugakuperf presets` says what each does)."),
         click.option("--virtual-stages", type=click.IntRange(min=1),
                      help="Pin virtual stages per rank (for a schedule that runs them; "
                           "`fugakuperf presets` says which)."),

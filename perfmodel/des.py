@@ -47,7 +47,7 @@ from fpcore.readers import dumps
 from topologies import JobShape, NetworkModel
 
 from .compute import ComputeModel
-from .estimator import StageCost, _stage_costs, network_for, stage_comm, stage_ranges
+from .estimator import StageCost, _stage_costs, network_for, stage_comm
 from .layout import Layout, validate_layout
 from .memory import activation_bytes_per_layer, micro_batch_activation_bytes, stage_memory
 from .model import ModelSpec
@@ -178,7 +178,7 @@ def cost_table(model: ModelSpec, system: SystemSpec, layout: Layout,
     network = network or network_for(system)
     compute = ComputeModel.for_system(system, layout.precision)
     job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
-    runs = stage_ranges(layout)
+    runs = layout.stage_runs(model)
     kinds = _stage_costs(model, layout, network, compute, job, [f for f, _ in runs])
     table = {}
     for first, n in runs:

@@ -121,8 +121,11 @@ class Estimate:
     def node_hours(self, tokens: float) -> float:
         return self.nodes * self.time_to_train_s(tokens) / 3600.0
 
-    def energy_mwh(self, tokens: float) -> float:
-        return self.node_hours(tokens) * self.system.node.power_w / 1e6
+    def energy_mwh(self, tokens: float) -> float | None:
+        """Node-hours x power per node; None when the system gives no power figure
+        (power_w 0: a preset with no sourced figure says so)."""
+        power = self.system.node.power_w
+        return self.node_hours(tokens) * power / 1e6 if power > 0 else None
 
 
 @cached("network", maxsize=256)
@@ -220,7 +223,8 @@ def layout_lower_bound(model: ModelSpec, system: SystemSpec, layout: Layout,
     """A time ``estimate`` can never go below for this layout (any ZeRO / recompute).
 
     Every stage runs at least its layers' forward and backward compute and their TP
-    collectives per micro-batch, and the pipeline pays (m + (p - 1) / v) of them.
+    collectives per micro-batch: the pipeline pays m of the heaviest stage's and, for
+    its fill and drain, the others' divided by v.
     """
     network = network or network_for(system)
     compute = ComputeModel.for_system(system, layout.precision)
@@ -229,24 +233,10 @@ def layout_lower_bound(model: ModelSpec, system: SystemSpec, layout: Layout,
                               layout.sequence_parallel, layout.precision, layout.attention)
     act = layout.micro_batch * model.seq * model.hidden * ACT_BYTES[layout.precision]
     per_layer = f + b + 4 * _tp_collective(network, job, act, layout.sequence_parallel)
-    work = model.layers // layout.pp * per_layer
+    layers = layout.stage_layers(model)
+    heaviest = max(layers)
     divisor = layout.schedule_spec.bubble_divisor(layout.virtual_stages)
-    return (layout.micro_batches + (layout.pp - 1) / divisor) * work
-
-
-def stage_ranges(layout: Layout) -> tuple[tuple[int, int], ...]:
-    """Runs of pipeline stages with identical costs, as (first stage, count).
-
-    The first stage (embedding), the middle stages that recompute, those that do
-    not, and the last stage (head): at most four kinds, whatever the depth.
-    """
-    p = layout.pp
-    if p == 1:
-        return ((0, 1),)
-    k = layout.recompute_stages if layout.recompute_stages is not None else 1
-    k = min(max(k, 1), p - 1)
-    runs = [(0, 1), (1, k - 1), (k, p - 1 - k), (p - 1, 1)]
-    return tuple(r for r in runs if r[1] > 0)
+    return (layout.micro_batches * heaviest + (sum(layers) - heaviest) / divisor) * per_layer
 
 
 def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
@@ -269,9 +259,10 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
         p2p = _p2p(network, "pp", job, act / t)
         if t > 1 and not sp:
             p2p += _collective(network, "allgather", "tp", job, act)
-    n_layers = model.layers // layout.pp
+    layers = layout.stage_layers(model)
     stages = {}
     for i in firsts:
+        n_layers = layers[i]
         mode = layout.stage_recomputes(i)
         fwd_c, bwd_c = n_layers * f_layer, n_layers * b_layer
         tp_f = tp_b = 2 * n_layers * tp_one
@@ -318,7 +309,7 @@ def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: Ne
     the weights for every forward and backward; ZeRO-1/2 gather the updated
     weights after the step."""
     p, dp = layout.pp, layout.dp
-    buckets = max(1, model.layers // p)
+    buckets = max(1, layout.stage_layers(model)[stage])
 
     def bucketed(op: str, nbytes: float) -> float:
         return buckets * _collective(network, op, "dp", job, nbytes / buckets)
@@ -379,7 +370,7 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
     network = network or network_for(system)
     compute = ComputeModel.for_system(system, layout.precision)
     job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
-    runs = stage_ranges(layout)
+    runs = layout.stage_runs(model)
     firsts = [first for first, _ in runs]
     cost = _stage_costs(model, layout, network, compute, job, firsts)
     m, p, v = layout.micro_batches, layout.pp, layout.virtual_stages

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import lru_cache
 
 from fpcore.errors import SpecError, check_bool, check_choice, check_int
 
-from . import schedules
+from . import partitions, schedules
 from .model import ModelSpec
 from .ops import ATTENTIONS
 from .precisions import PRECISIONS
@@ -31,7 +32,8 @@ class Layout:
     backward pass (bucketed, as DeepSpeed's overlap_comm and Megatron-LM's
     --overlap-grad-reduce do) and ``attention`` is how the attention core is computed
     (perfmodel.ops.ATTENTIONS: materialized or flash); both are the software stack's
-    settings, not searched.
+    settings, not searched. ``partition`` is how the pipeline places the layers on its
+    stages (perfmodel.partitions: even, or DeepSpeed's uneven fills).
     """
 
     tp: int = 1
@@ -48,6 +50,7 @@ class Layout:
     precision: str = "fp32"
     overlap_dp: bool = True
     attention: str = "materialized"
+    partition: str = "even"
 
     def __post_init__(self):
         for name, hi in (("tp", 1_000_000), ("pp", 100_000), ("dp", 10_000_000),
@@ -61,6 +64,7 @@ class Layout:
         check_bool("overlap_dp", self.overlap_dp)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("attention", self.attention, ATTENTIONS)
+        partitions.get(self.partition)
         if spec.virtual:
             if self.virtual_stages < 2:
                 raise SpecError("virtual_stages", f"must be >= 2 with the {spec.name} schedule")
@@ -94,11 +98,24 @@ class Layout:
         """Micro-batches per pipeline per iteration (gradient accumulation steps)."""
         return self.global_batch // (self.dp * self.micro_batch)
 
+    def stage_layers(self, model: ModelSpec) -> tuple[int, ...]:
+        """The transformer layers of each pipeline stage (perfmodel.partitions)."""
+        return partitions.stage_layers(model.layers, self.pp, self.partition)
+
+    def stage_runs(self, model: ModelSpec) -> tuple[tuple[int, int], ...]:
+        """Runs of pipeline stages with identical costs, as (first stage, count).
+
+        Stages differ by their layers (the partition), the embedding (the first), the
+        head (the last) and whether they recompute: with an even partition at most
+        four kinds, whatever the depth. Within a run the earliest stage holds the most
+        activations in flight and finishes its backward last, so the runs' first
+        stages bound both the memory and the iteration time of the whole pipeline.
+        """
+        return _stage_runs(self.stage_layers(model), self.recompute, self.recompute_stages)
+
     def stage_recomputes(self, stage: int) -> str:
         """The recompute mode pipeline stage ``stage`` (0-based) runs."""
-        if self.recompute == "full" and self.recompute_stages is not None:
-            return "full" if stage < self.recompute_stages else "none"
-        return self.recompute
+        return _stage_mode(self.recompute, self.recompute_stages, stage)
 
     def replace(self, **changes) -> "Layout":
         return dataclasses.replace(self, **changes)
@@ -125,7 +142,31 @@ class Layout:
             parts.append(self.precision)
         if self.attention != "materialized":
             parts.append(self.attention)
+        if self.partition != "even":
+            parts.append("split=" + self.partition)
         return " ".join(parts)
+
+
+def _stage_mode(recompute: str, recompute_stages: int | None, stage: int) -> str:
+    """Full recomputation limited to the first ``recompute_stages`` stages, or one mode
+    on every stage."""
+    if recompute == "full" and recompute_stages is not None:
+        return "full" if stage < recompute_stages else "none"
+    return recompute
+
+
+@lru_cache(maxsize=4096)
+def _stage_runs(layers: tuple[int, ...], recompute: str, recompute_stages: int | None
+                ) -> tuple[tuple[int, int], ...]:
+    p = len(layers)
+    runs: list[list] = []
+    for i in range(p):
+        kind = (layers[i], i == 0, i == p - 1, _stage_mode(recompute, recompute_stages, i))
+        if runs and runs[-1][2] == kind:
+            runs[-1][1] += 1
+        else:
+            runs.append([i, 1, kind])
+    return tuple((first, n) for first, n, _ in runs)
 
 
 # The fields of a layout a user may pin (``--tp 6 ...``); the others are the run's
@@ -172,10 +213,12 @@ def validate_layout(layout: Layout, model: ModelSpec, ranks: int | None = None) 
     """Check that ``layout`` can split ``model`` (on ``ranks`` ranks, if given).
 
     These are the rules of the split itself, which the estimator and the simulator
-    need: tp divides heads, kv_heads and ffn (tp_error); pp x virtual stages divides
-    the layers (Megatron-LM's ParallelTransformer in megatron/model/transformer.py
-    asserts num_layers % pp == 0, and megatron/arguments.py the layers per stage by
-    the layers per virtual stage; uneven first and last stages are not modelled);
+    need: tp divides heads, kv_heads and ffn (tp_error); the partition method places
+    the layers on the stages (perfmodel.partitions.partition_error: with the even
+    partition pp x virtual stages divides the layers, as Megatron-LM's
+    ParallelTransformer in megatron/model/transformer.py asserts num_layers % pp == 0
+    and megatron/arguments.py the layers per stage by the layers per virtual stage;
+    DeepSpeed's uneven fills leave no stage without a layer);
     sequence parallelism splits the sequence over tp
     (megatron/core/tensor_parallel/mappings.py, _split_along_first_dim asserts
     seq % tp == 0); the interleaved schedule runs the micro-batches in groups of pp
@@ -186,10 +229,10 @@ def validate_layout(layout: Layout, model: ModelSpec, ranks: int | None = None) 
     err = tp_error(model, layout.tp)
     if err is not None:
         raise err
-    chunks = layout.pp * layout.virtual_stages
-    if model.layers % chunks:
-        raise SpecError("pp", f"pp x virtual_stages ({layout.pp} x {layout.virtual_stages}) "
-                              f"must divide the number of layers ({model.layers})")
+    err = partitions.partition_error(model.layers, layout.pp, layout.virtual_stages,
+                                     layout.partition)
+    if err is not None:
+        raise err
     if layout.sequence_parallel and model.seq % layout.tp:
         raise SpecError("sequence_parallel", f"tp ({layout.tp}) must divide seq ({model.seq})")
     if layout.schedule_spec.groups_of_pp and layout.micro_batches % layout.pp:

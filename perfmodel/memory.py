@@ -69,12 +69,12 @@ def layer_params_per_rank(model: ModelSpec, tp: int) -> float:
 
 def stage_params(model: ModelSpec, layout: Layout, stage: int) -> float:
     """Parameters held by one TP rank of pipeline stage ``stage``."""
-    return _stage_params(model, layout.tp, layout.pp, stage)
+    return _stage_params(model, layout.tp, layout.pp, stage, layout.stage_layers(model)[stage])
 
 
 @cached("model", maxsize=65536)
-def _stage_params(model: ModelSpec, t: int, p: int, stage: int) -> float:
-    params = model.layers / p * layer_params_per_rank(model, t)
+def _stage_params(model: ModelSpec, t: int, p: int, stage: int, layers: int) -> float:
+    params = layers * layer_params_per_rank(model, t)
     emb = vocab_shard(model, t) * model.hidden
     if stage == 0:
         params += emb + (model.seq * model.hidden if model.position == "learned" else 0)
@@ -119,9 +119,9 @@ def in_flight_layers(model: ModelSpec, layout: Layout, stage: int) -> float:
     layout's schedule says (perfmodel.schedules: GPipe holds every micro-batch; 1F1B
     min(p - i, m) (Narayanan et al. 2021); interleaved 1F1B its warm-up chunks plus
     one, of l / (p v) layers each, which for the first stage is l (1 + (p - 1) / (p v))
-    (Korthikanti et al. 2022))."""
+    (Korthikanti et al. 2022)), of the stage's own layers (perfmodel.partitions)."""
     p, m, v = layout.pp, layout.micro_batches, layout.virtual_stages
-    return layout.schedule_spec.in_flight(model.layers / p, p, m, v, stage)
+    return layout.schedule_spec.in_flight(layout.stage_layers(model)[stage], p, m, v, stage)
 
 
 def micro_batch_activation_bytes(model: ModelSpec, layout: Layout, stage: int) -> float:
@@ -129,7 +129,7 @@ def micro_batch_activation_bytes(model: ModelSpec, layout: Layout, stage: int) -
     backward (all of the stage's layers; the first stage adds its embedding's
     dropout mask)."""
     mode = layout.stage_recomputes(stage)
-    acts = model.layers / layout.pp * activation_bytes_per_layer(
+    acts = layout.stage_layers(model)[stage] * activation_bytes_per_layer(
         model, layout.tp, layout.micro_batch, layout.sequence_parallel, mode, layout.precision,
         layout.attention)
     if stage == 0 and model.dropout:
@@ -147,7 +147,7 @@ def stage_memory(model: ModelSpec, layout: Layout, stage: int) -> MemoryBreakdow
 
     mode = layout.stage_recomputes(stage)
     e, mb, sp = ACT_BYTES[layout.precision], layout.micro_batch, layout.sequence_parallel
-    in_flight = in_flight_layers(model, layout, stage) / (model.layers / layout.pp)
+    in_flight = in_flight_layers(model, layout, stage) / layout.stage_layers(model)[stage]
     acts = in_flight * micro_batch_activation_bytes(model, layout, stage)
     sbh = model.seq * mb * model.hidden
     if mode == "full":   # one layer is rebuilt in full during its backward
@@ -166,24 +166,19 @@ def stage_memory(model: ModelSpec, layout: Layout, stage: int) -> MemoryBreakdow
     return MemoryBreakdown(stage, weights, grads, optim, acts, buffers)
 
 
-def representative_stages(layout: Layout) -> tuple[int, ...]:
-    """One stage of each kind: the first, the first of the middle stages that recompute,
-    the first middle stage that does not, and the last.
-
-    Within a kind, stages hold the same weights and the earliest holds the most
-    activations in flight and finishes its backward last, so these stages bound
-    both the memory and the iteration time of the whole pipeline.
+def representative_stages(model: ModelSpec, layout: Layout) -> tuple[int, ...]:
+    """One stage of each kind: the first of each run of identical stages
+    (Layout.stage_runs: the first, the middle stages that recompute, those that do
+    not, the last, and where an uneven partition changes the layers). Within a run
+    the earliest stage holds the most activations in flight, so these stages bound
+    the memory of the whole pipeline.
     """
-    p, k = layout.pp, layout.recompute_stages
-    picks = {0, 1, p - 1}
-    if k is not None:
-        picks.add(k)
-    return tuple(sorted(i for i in picks if 0 <= i < p))
+    return tuple(first for first, _ in layout.stage_runs(model))
 
 
 def pipeline_memory(model: ModelSpec, layout: Layout, *, every_stage: bool = False
                     ) -> list[MemoryBreakdown]:
-    stages = range(layout.pp) if every_stage else representative_stages(layout)
+    stages = range(layout.pp) if every_stage else representative_stages(model, layout)
     return [stage_memory(model, layout, i) for i in stages]
 
 

@@ -22,6 +22,7 @@ from topologies.allocation import MAX_MACHINE_NODES
 from topologies.interface import MAPPINGS, NETWORK_MODELS
 
 from .ops import ATTENTIONS
+from .partitions import PARTITIONS
 from .precisions import PRECISIONS
 
 # A node's peaks: the training precisions (perfmodel.precisions) and fp64, which the
@@ -172,6 +173,9 @@ class StackSpec:
     attention: str = "materialized"           # perfmodel.ops.ATTENTIONS: its attention kernel
     op_overhead_us: float = 0.0               # per kernel the framework launches (eager mode)
     attention_efficiency: float | None = None  # its fused attention kernel's share of peak
+    # how its pipeline may place layers on stages (perfmodel.partitions): the even split
+    # always, and the uneven fills its framework runs (DeepSpeed's type:...)
+    pipeline_partitions: tuple[str, ...] = ("even",)
 
     def __post_init__(self):
         set_field(self, "name", check_str("stacks", self.name, max_len=200))
@@ -198,6 +202,11 @@ class StackSpec:
         if self.attention_efficiency is not None:
             set_field(self, "attention_efficiency", _quantity(
                 f"{where}.attention_efficiency", self.attention_efficiency, **EFFICIENCY))
+        methods = check_list(f"{where}.pipeline_partitions", self.pipeline_partitions,
+                             min_len=1, max_len=len(PARTITIONS))
+        set_field(self, "pipeline_partitions", tuple(dict.fromkeys(
+            ["even"] + [check_choice(f"{where}.pipeline_partitions[{i}]", m, tuple(PARTITIONS))
+                        for i, m in enumerate(methods)])))
         if "any" in self.collective_algorithms and len(self.collective_algorithms) > 1:
             raise SpecError(f"{where}.collective_algorithms", "is either [\"any\"] or a list "
                                                               "of algorithm names")
@@ -217,7 +226,7 @@ class StackSpec:
 
 STACK_KEYS = ("gemm_efficiency", "gemm_half_size", "kernel_bytes_per_cycle",
               "collective_efficiency", "overlap_dp", "zero_stages", "collective_algorithms",
-              "attention", "op_overhead_us", "attention_efficiency")
+              "attention", "op_overhead_us", "attention_efficiency", "pipeline_partitions")
 
 
 @dataclass(frozen=True)

@@ -235,8 +235,9 @@ def _no_layout_within(model, system, gb, pins, budget, stats) -> SpecError:
               if allocatable(system, c)]
     if not [c for c in shapes if c <= budget]:
         units = sorted({system.network.allocation_unit(n) for n in (1, budget)})
+        places = "placing" if len(system.stack.pipeline_partitions) > 1 else "dividing"
         rule = (f"no tp x pp x dp (tp dividing heads ({model.heads}), kv_heads and ffn, pp "
-                f"dividing the layers ({model.layers}), dp dividing the global batch) is a whole "
+                f"{places} the layers ({model.layers}), dp dividing the global batch) is a whole "
                 f"number of {system.name}'s allocation units "
                 f"({' / '.join(map(str, units))} nodes)")
         if shapes:
@@ -284,9 +285,12 @@ def layout_for(model: ModelSpec, system: SystemSpec, *, nodes: int | None,
                global_batch: int | None, pins: dict) -> Estimate:
     """The layout ``simulate`` runs: the pinned one when tp, pp and dp (or the node
     count) fix it, with defaults for the rest (micro-batch 1, 1F1B, ZeRO-0, no
-    recomputation); otherwise the best the search finds with the pins."""
+    recomputation, the even partition or else the stack's first uneven one that
+    places the layers); otherwise the best the search finds with the pins."""
     from .estimator import estimate
     from .layout import Layout, check_runnable
+    from .partitions import default_for
+    from .search import stack_partition_error, stack_zero_error
     gb = default_global_batch(model) if global_batch is None else global_batch
     pins = dict(pins)
     if nodes is not None:
@@ -303,6 +307,13 @@ def layout_for(model: ModelSpec, system: SystemSpec, *, nodes: int | None,
             fields["virtual_stages"] = 2
         for key, value in system.stack.layout_settings().items():
             fields.setdefault(key, value)
+        if "partition" not in fields:
+            fields["partition"] = default_for(system.stack.pipeline_partitions, model.layers,
+                                              pins["pp"], fields.get("virtual_stages", 1))
+        for err in (stack_partition_error(system, fields["partition"]),
+                    stack_zero_error(system, fields.get("zero", 0))):
+            if err is not None:
+                raise err
         layout = Layout(tp=pins["tp"], pp=pins["pp"], dp=dp, global_batch=gb, **fields)
         if ranks is not None and layout.ranks != ranks:
             raise SpecError("dp", f"tp x pp x dp = {layout.ranks:,} ranks, but --nodes gives "

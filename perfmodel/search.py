@@ -2,7 +2,9 @@
 
 For a job of N nodes (R = N x ranks-per-node ranks) the search varies, unless the
 user pins them: tp over the divisors of heads that also divide kv_heads and ffn,
-pp over the divisors of layers, dp = R / (tp pp), micro-batch over powers of two
+pp over the divisors of layers (and, where the software stack places layers
+unevenly, every depth that leaves each stage a layer, with each distinct split of
+its partition methods: perfmodel.partitions), dp = R / (tp pp), micro-batch over powers of two
 that divide the global batch share, schedule (1F1B, and interleaved 1F1B with 2-8
 virtual stages where Megatron-LM allows it), sequence parallelism (when tp > 1),
 ZeRO stage and activation recomputation. Only layouts a framework runs are
@@ -43,7 +45,7 @@ from fpcore.errors import SpecError
 
 from .compute import ComputeModel
 from .estimator import Estimate, estimate, layout_lower_bound, network_for, screening_network
-from . import schedules
+from . import partitions, schedules
 from .layout import (PINNABLE, PIPELINE_MAX_ZERO, Layout, check_runnable, divisors,
                      schedule_depth_error, tensor_parallel_sizes, tp_error, virtual_schedules,
                      zero_with_pipeline_error)
@@ -110,15 +112,33 @@ def _min_pp(pins: dict) -> int:
     return min((s.framework_min_pp for s in _schedule_options(pins)), default=1)
 
 
-def _pp_options(model: ModelSpec, pins: dict) -> list[int]:
-    """Pipeline depths the model and the pins allow: pp divides the layers (times the
-    pinned virtual stages), is deep enough for the pinned recompute stages and for the
-    pinned schedule, and is 1 under a pinned ZeRO-2/3 (perfmodel.layout.framework_error)."""
-    out = _pinned(pins, "pp", divisors(model.layers))
+def allowed_partitions(system: SystemSpec, pins: dict) -> tuple[str, ...]:
+    """The partition methods (perfmodel.partitions) a search tries: the pinned one, or
+    every one the system's software stack runs (even always)."""
+    if pins.get("partition") is not None:
+        return (pins["partition"],)
+    return system.stack.pipeline_partitions
+
+
+def _places(model: ModelSpec, pp: int, v: int, methods: Iterable[str]) -> bool:
+    """Whether one of ``methods`` places the model's layers on ``pp`` stages of ``v``
+    virtual stages each."""
+    return any(partitions.partition_error(model.layers, pp, v, m) is None for m in methods)
+
+
+def _pp_options(model: ModelSpec, pins: dict, methods: tuple[str, ...] = ("even",)) -> list[int]:
+    """Pipeline depths the model and the pins allow: one of the partition ``methods``
+    places the layers on pp stages (the even one: pp divides the layers, times the
+    pinned virtual stages; an uneven one: every stage keeps a layer), pp is deep
+    enough for the pinned recompute stages and for the pinned schedule, and is 1
+    under a pinned ZeRO-2/3 (perfmodel.layout.framework_error)."""
+    uneven = any(partitions.PARTITIONS[m].balanced for m in methods)
+    depths = range(1, model.layers + 1) if uneven else divisors(model.layers)
+    out = _pinned(pins, "pp", depths)
     v = pins.get("virtual_stages") or 1
     least = _min_pp(pins)
     return [p for p in out
-            if model.layers % (p * v) == 0
+            if _places(model, p, v, methods)
             and p >= (pins.get("recompute_stages") or 1)
             and p >= least
             and (pins.get("zero") is None or pins["zero"] <= PIPELINE_MAX_ZERO or p == 1)]
@@ -135,9 +155,20 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
         raise SpecError("tp", f"{tp_error(model, tp).message} ({model.name}: heads "
                               f"{model.heads}, kv_heads {model.kv_heads}, ffn {model.ffn}); "
                               f"allowed: " + ", ".join(map(str, tensor_parallel_sizes(model))))
-    if pp is not None and model.layers % pp:
-        raise SpecError("pp", f"must divide the number of layers ({model.layers}); allowed: "
-                              + ", ".join(map(str, divisors(model.layers))) + f"; got {pp}")
+    methods = allowed_partitions(system, pins)
+    if pins.get("partition") is not None:
+        err = stack_partition_error(system, pins["partition"])
+        if err is None and _needs_virtual(pins):
+            err = partitions.partition_error(model.layers, pp or 1, max(v or 2, 2),
+                                             pins["partition"])
+        if err is not None:
+            raise err
+    if pp is not None and not _places(model, pp, 1, methods):
+        if methods == ("even",):
+            raise SpecError("pp", f"must divide the number of layers ({model.layers}); allowed: "
+                                  + ", ".join(map(str, divisors(model.layers))) + f"; got {pp}"
+                                  + _uneven_hint(system))
+        raise partitions.partition_error(model.layers, pp, 1, methods[-1])
     if dp is not None and global_batch % dp:
         raise SpecError("dp", f"must divide the global batch ({global_batch}); got {dp}")
     if mb is not None and global_batch % mb:
@@ -177,7 +208,7 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
                                        f"of several stages")
     if pp is not None and allowed and pp < _min_pp(pins):
         raise schedule_depth_error(min(allowed, key=lambda s: s.framework_min_pp), pp)
-    if not _pp_options(model, pins):
+    if not _pp_options(model, pins, methods):
         field = "virtual_stages" if (v or 1) > 1 else "pp"
         deepest = max(allowed, key=lambda s: s.framework_min_pp) if allowed else None
         raise SpecError(field, f"no pipeline depth fits the pins: pp must divide the layers "
@@ -187,6 +218,27 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
                            if deepest is not None and _min_pp(pins) > 1 else ""))
     if pins.get("precision") is not None and not system.node.supports(pins["precision"]):
         raise SpecError("precision", f"{pins['precision']} is not supported by {system.node.name}")
+
+
+def _uneven_hint(system: SystemSpec) -> str:
+    """Where uneven partitions are to be had, for an error about an even one."""
+    names = [s.name for s in system.stacks if len(s.pipeline_partitions) > 1]
+    if not names:
+        return ""
+    return (f" (or an uneven partition, with a stack that runs one: --stack "
+            f"{' or '.join(names)})")
+
+
+def stack_partition_error(system: SystemSpec, partition: str) -> SpecError | None:
+    """Why ``system``'s software stack does not place layers by ``partition``, or None."""
+    stack = system.stack
+    if partition in stack.pipeline_partitions:
+        return None
+    source = system.sources.get(f"stacks.{stack.name}.pipeline_partitions") or \
+        "its framework places l / p layers on every stage"
+    return SpecError("partition", f"stack {stack.name} of {system.name} places layers by "
+                                  f"{', '.join(stack.pipeline_partitions)} ({source}); got "
+                                  f"{partition}" + _uneven_hint(system))
 
 
 def stack_zero_error(system: SystemSpec, zero: int) -> SpecError | None:
@@ -214,8 +266,9 @@ def job_shapes(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
     zero, mb = pins.get("zero"), pins.get("micro_batch") or 1
     dps = [d for d in _pinned(pins, "dp", divisors(global_batch))
            if global_batch % (d * mb) == 0 and (not zero or d > 1)]   # ZeRO shards over dp
+    methods = allowed_partitions(system, pins)
     for tp in _tp_options(model, pins):
-        for pp in _pp_options(model, pins):
+        for pp in _pp_options(model, pins, methods):
             for dp in dps:
                 ranks = tp * pp * dp
                 if ranks % ppn:
@@ -232,8 +285,8 @@ def allocatable(system: SystemSpec, nodes: int) -> bool:
 
 
 def _virtual_stages(model: ModelSpec, pp: int, pins: dict) -> list[int]:
-    return _pinned(pins, "virtual_stages",
-                   [v for v in divisors(model.layers // pp) if 2 <= v <= MAX_VIRTUAL_STAGES])
+    even = [] if model.layers % pp else divisors(model.layers // pp)
+    return _pinned(pins, "virtual_stages", [v for v in even if 2 <= v <= MAX_VIRTUAL_STAGES])
 
 
 def _schedules(model: ModelSpec, pp: int, micro_batches: int, pins: dict):
@@ -254,9 +307,12 @@ def _schedules(model: ModelSpec, pp: int, micro_batches: int, pins: dict):
 
 
 def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int, pins: dict,
-                 settings: dict | None = None) -> Iterator[Layout]:
+                 settings: dict | None = None, methods: tuple[str, ...] = ("even",)
+                 ) -> Iterator[Layout]:
     """Layouts of one (tp, pp, dp) shape before ZeRO and recomputation are chosen
-    (``settings``: the software stack's Layout settings, StackSpec.layout_settings)."""
+    (``settings``: the software stack's Layout settings, StackSpec.layout_settings;
+    ``methods``: the partition methods to try, each distinct split once)."""
+    splits = partitions.distinct_splits(model.layers, pp, methods)
     precisions = _pinned(pins, "precision", ["fp32"])
     sps = _pinned(pins, "sequence_parallel",
                   [False, True] if tp > 1 and model.seq % tp == 0 else [False])
@@ -266,16 +322,19 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
         m = global_batch // (dp * mb)
         for sched, v in _schedules(model, pp, m, pins):
             spec = schedules.SCHEDULES[sched]
-            if model.layers % (pp * v) or pp < spec.framework_min_pp or (
-                    spec.groups_of_pp and m % pp):
+            if pp < spec.framework_min_pp or (spec.groups_of_pp and m % pp):
                 continue
-            for sp in sps:
-                if sp and tp == 1:
+            for split in splits:
+                if partitions.partition_error(model.layers, pp, v, split) is not None:
                     continue
-                for prec in precisions:
-                    yield Layout(tp=tp, pp=pp, dp=dp, micro_batch=mb, global_batch=global_batch,
-                                 schedule=sched, virtual_stages=v, sequence_parallel=sp,
-                                 precision=prec, **(settings or {}))
+                for sp in sps:
+                    if sp and tp == 1:
+                        continue
+                    for prec in precisions:
+                        yield Layout(tp=tp, pp=pp, dp=dp, micro_batch=mb,
+                                     global_batch=global_batch, schedule=sched,
+                                     virtual_stages=v, sequence_parallel=sp, precision=prec,
+                                     partition=split, **(settings or {}))
 
 
 def least_recompute_that_fits(model: ModelSpec, system: SystemSpec, layout: Layout, pins: dict,
@@ -350,7 +409,8 @@ def lower_bound_s(model: ModelSpec, system: SystemSpec, tp: int, pp: int, dp: in
 def _max_virtual(model: ModelSpec, pp: int, pins: dict) -> int:
     if pins.get("virtual_stages") is not None:
         return pins["virtual_stages"]
-    if not any(s.virtual and pp >= s.framework_min_pp for s in _schedule_options(pins)):
+    if model.layers % pp or not any(s.virtual and pp >= s.framework_min_pp
+                                    for s in _schedule_options(pins)):
         return 1
     return max(v for v in divisors(model.layers // pp) if v <= MAX_VIRTUAL_STAGES)
 
@@ -410,6 +470,7 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
         (lower_bound_s(model, system, tp, pp, dp, global_batch, precision,
                        _max_virtual(model, pp, pins)), n, tp, pp, dp)
         for n, tp, pp, dp in job_shapes(model, system, global_batch, pins, accept))
+    methods = allowed_partitions(system, pins)
     screening = screening_network(system)
     final = network_for(system) is screening
     heap: list[tuple[float, int, Estimate]] = []     # max-heap on time via negation
@@ -426,7 +487,7 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
             continue
         stats.node_counts.add(n)
         for base in base_layouts(model, tp, pp, dp, global_batch, pins,
-                                 system.stack.layout_settings()):
+                                 system.stack.layout_settings(), methods):
             try:
                 check_runnable(base, model)
             except SpecError:

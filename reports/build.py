@@ -155,9 +155,16 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
                           "spans": _spans(trace)}
 
     network = network_for(system)
-    if hasattr(network, "placement"):
+    job = JobShape(best.layout.tp, best.layout.pp, best.layout.dp, ppn)
+    if hasattr(network, "placement") and system.network.kind != "torus":
+        net = system.network
+        report["network"] = {
+            "fabric": (f"a fat tree of {net.nodes:,} nodes, {net.nics_per_node} x "
+                       f"{net.link_bandwidth / 1e9:g} GB/s per node, {net.nodes_per_leaf} "
+                       f"node(s) per leaf switch, oversubscription {net.oversubscription:g}"),
+            "placement": network.placement(job).describe()}
+    elif hasattr(network, "placement"):
         progress("routing the recommended layout's groups on the torus")
-        job = JobShape(best.layout.tp, best.layout.pp, best.layout.dp, ppn)
         topo = topology_report(network, job)
         busiest = max(topo["dimensions"], key=lambda d: topo["dimensions"][d]["max_flows_per_link"],
                       default=None)

@@ -273,6 +273,10 @@ def _timeline(r: dict, images: set[str]) -> tuple:
 
 def _network(r: dict, images: set[str]) -> tuple:
     n = r["network"]
+    if n.get("fabric"):
+        return (Para(f"The network is {n['fabric']}: no torus, so no map of link loads; the "
+                     f"flow model shares its links max-min between concurrent groups."),
+                Para("Placement:"), Bullets(tuple(n.get("placement") or ())))
     shape = " x ".join(str(x) for x in n.get("shape") or ()) or NA
     axes = " and ".join(n.get("axes") or ()) or NA
     heat = [x for row in n.get("heatmap") or () for x in row or () if x is not None]
@@ -424,7 +428,7 @@ def _has_data(report: dict, section_id: str) -> bool:
     if section_id == "timeline":
         return bool((data or {}).get("spans"))
     if section_id == "network":
-        return any((data or {}).get(k) for k in ("heatmap", "hottest", "placement"))
+        return any((data or {}).get(k) for k in ("heatmap", "hottest", "placement", "fabric"))
     return bool(data)
 
 

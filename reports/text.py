@@ -10,8 +10,23 @@ def _layout_cells(lay: dict) -> list[str]:
     rc = lay["recompute"]
     if lay["recompute_stages"]:
         rc = f"full:{lay['recompute_stages']}"
-    return [str(lay["tp"]), str(lay["pp"]), str(lay["dp"]), str(lay["micro_batch"]), sched,
-            str(lay["zero"]), rc, "y" if lay["sequence_parallel"] else "n"]
+    return [str(lay["tp"]), str(lay["pp"]) + _uneven(lay), str(lay["dp"]),
+            str(lay["micro_batch"]), sched, str(lay["zero"]), rc,
+            "y" if lay["sequence_parallel"] else "n"]
+
+
+def _uneven(lay: dict) -> str:
+    """`` [5,6x10,5]``: the layers per stage of an uneven partition, in runs; empty for
+    an even one."""
+    if lay.get("partition", "even") == "even":
+        return ""
+    runs: list[list[int]] = []
+    for n in lay["stage_layers"]:
+        if runs and runs[-1][0] == n:
+            runs[-1][1] += 1
+        else:
+            runs.append([n, 1])
+    return " [" + ",".join(f"{n}x{k}" if k > 1 else str(n) for n, k in runs) + "]"
 
 
 HEADER = ["#", "nodes", "TP", "PP", "DP", "mb", "sched", "ZeRO", "recomp", "SP", "iter s",
@@ -25,8 +40,13 @@ def _row(rank: str, c: dict) -> list[str]:
             _seconds(des["iteration_s"]) if des else "-",
             _si(c["tokens_per_s"]), f"{c['model_tflops_per_node']:.2f}", f"{c['mfu']:.1%}",
             f"{c['memory_bytes_per_node'] / 1e9:.1f}", _fits(c),
-            _days(c["time_to_train_s"]), _si(c["node_hours"]), f"{c['energy_mwh']:,.0f}"] + (
+            _days(c["time_to_train_s"]), _si(c["node_hours"]), _mwh(c["energy_mwh"])] + (
         [_si(c["cost"])] if "cost" in c else [])
+
+
+def _mwh(energy: float | None) -> str:
+    """Megawatt-hours, or "-" where the system gives no power figure."""
+    return "-" if energy is None else f"{energy:,.0f}"
 
 
 def _header(first: str, d: dict) -> list[str]:
@@ -39,7 +59,8 @@ def _summary(c: dict) -> str:
     des = c.get("des")
     return (f"TP{lay['tp']} PP{lay['pp']} DP{lay['dp']} on {c['nodes']:,} nodes: "
             f"{c['tokens_per_s']:,.0f} tokens/s, {_days(c['time_to_train_s'])} days, "
-            f"{c['node_hours']:,.0f} node-hours, {c['energy_mwh']:,.0f} MWh"
+            f"{c['node_hours']:,.0f} node-hours"
+            + (f", {c['energy_mwh']:,.0f} MWh" if c["energy_mwh"] is not None else "")
             + (f", cost {c['cost']:,.0f}" if "cost" in c else "")
             + (f" (the event simulation gives {des['iteration_s']:.3g} s per iteration, "
                f"{_days(des['time_to_train_s'])} days)" if des else ""))
@@ -227,11 +248,14 @@ def render_simulation(d: dict) -> str:
     from perfmodel.memory import TIGHT_FRACTION
     memory_note = {"fits": "", "tight": f" (tight: over {TIGHT_FRACTION:.0%} of usable memory)",
                    "does not fit": " (DOES NOT FIT)"}[verdict]
-    lines = [f"{d['model']['name']}: TP{lay['tp']} PP{lay['pp']} DP{lay['dp']} on {d['nodes']:,} "
+    lines = [f"{d['model']['name']}: TP{lay['tp']} PP{lay['pp']}{_uneven(lay)} DP{lay['dp']} on "
+             f"{d['nodes']:,} "
              f"nodes, micro-batch {lay['micro_batch']}, {lay['schedule']}"
              + (f"/{lay['virtual_stages']}" if lay["virtual_stages"] > 1 else "")
              + f", ZeRO-{lay['zero']}, recompute {lay['recompute']}"
-             + (f" on the first {lay['recompute_stages']} stages" if lay["recompute_stages"] else ""),
+             + (f" on the first {lay['recompute_stages']} stages" if lay["recompute_stages"] else "")
+             + (f", layers placed by {lay['partition']}" if lay.get("partition", "even") != "even"
+                else ""),
              *_simulation_headline(d),
              f"{'noise-free iteration' if noisy else 'iteration'} {d['iteration_s']:.4g} s "
              f"(analytic estimate {an['iteration_s']:.4g} s), "
@@ -241,12 +265,14 @@ def render_simulation(d: dict) -> str:
              + (" (noise-free)" if noisy else "") + ": " + ", ".join(
                  f"{k.replace('_', ' ')} {v:.3g}" for k, v in d["breakdown"].items()) + " s",
              ""]
-    rows = [[str(s["stage"]), f"{s['end_s']:.4g}", *[f"{s['busy_s'][k]:.3g}" for k in
+    layers = lay.get("stage_layers") or [None] * len(d["stages"])
+    rows = [[str(s["stage"]), str(layers[s["stage"]]), f"{s['end_s']:.4g}",
+             *[f"{s['busy_s'][k]:.3g}" for k in
              ("compute", "recompute", "tp_comm", "pp_comm", "dp_comm", "optimizer")],
              f"{s['idle_s']:.3g}", f"{s['peak_memory_bytes'] / 1e9:.2f}"] for s in d["stages"]]
     if noisy:
         lines.append("Stages of the noise-free iteration (seconds):")
-    lines.append(table(rows, ["stage", "end s", "compute", "recompute", "TP", "PP", "DP",
+    lines.append(table(rows, ["stage", "layers", "end s", "compute", "recompute", "TP", "PP", "DP",
                               "optimizer", "idle", "peak GB"]))
     runs = d["variability"]["runs"] if noisy else 1
     lines.append(f"{d['events']:,} events per iteration; {1 + runs if noisy else 1} "
@@ -289,6 +315,9 @@ def render_presets(d: dict) -> str:
                  "" if s["searched"] else "only when pinned"]
         note = "; ".join(x for x in notes if x)
         lines.append(f"  {n:18} {s['description']}" + (f" ({note})" if note else ""))
+    lines.append("Pipeline partitions (--partition NAME; uneven ones where the stack runs them):")
+    lines += [f"  {n:27} {p['description']} ({p['source']})"
+              for n, p in d.get("partitions", {}).items()]
     lines.append("Precisions (--precision NAME):")
     lines += [f"  {n:18} {'mixed precision: ' if p['mixed'] else ''}activations in "
               f"{p['activation_bytes']} bytes, model states {p['state_bytes_per_parameter']} "
@@ -344,18 +373,27 @@ def render_validation(d: dict) -> str:
 
 def render_validation_against(d: dict) -> str:
     """Logged runs against the DES (``validate --against``), a row per run."""
+    done = [r for r in d["rows"] if r["error"] is not None]
+
+    def layout(r: dict) -> str:
+        return r["layout"] + ("*" if r["micro_batch_searched"] else "")
+
+    def width(key: str, header: str, most: int, value=None) -> int:
+        return min(most, max([len(header)] + [len(value(r) if value else r[key]) for r in done]))
+
+    ws, wk, wm, wl = (width("system", "system", 20), width("stack", "stack", 20),
+                      width("model", "model", 16), width("", "layout", 80, layout))
     lines = [f"validation against {d['against']}: DES with the presets and stacks unchanged "
              f"(* micro-batch searched: the log does not give it)",
-             f"  {'system':8} {'stack':20} {'model':11} {'layout':40} {'measured':>9} "
+             f"  {'system':{ws}} {'stack':{wk}} {'model':{wm}} {'layout':{wl}} {'measured':>9} "
              f"{'predicted':>10} {'unit':26} {'error':>7}"]
     for r in d["rows"]:
         if r["error"] is None:
             lines.append(f"  {r['row']}: not predicted: {r['why']}")
             continue
-        layout = r["layout"] + ("*" if r["micro_batch_searched"] else "")
         unit = r["unit"] + (f" ({r['flops_convention']})" if r["flops_convention"] else "")
-        lines.append(f"  {r['system']:8} {r['stack'][:20]:20} {r['model'][:11]:11} "
-                     f"{layout[:40]:40} {r['measured']:9.4g} {r['predicted']:10.4g} "
+        lines.append(f"  {r['system'][:ws]:{ws}} {r['stack'][:wk]:{wk}} {r['model'][:wm]:{wm}} "
+                     f"{layout(r)[:wl]:{wl}} {r['measured']:9.4g} {r['predicted']:10.4g} "
                      f"{unit[:26]:26} {r['error']:+7.1%}")
     if d["predicted"]:
         lines.append(f"  mean |error| {d['mean_abs_error']:.1%}, max {d['max_abs_error']:.1%}"

@@ -23,8 +23,9 @@ def estimate_to_dict(est: Estimate, tokens: float, price_per_node_hour: float | 
     fraction = peak.total / est.system.rank.usable_memory_bytes
     out = {
         "nodes": est.nodes,
-        "layout": {k: v for k, v in lay.to_dict().items()
-                   if k not in ("overlap_dp", "attention")},    # the stack's settings
+        "layout": {**{k: v for k, v in lay.to_dict().items()
+                      if k not in ("overlap_dp", "attention")},    # the stack's settings
+                   "stage_layers": list(lay.stage_layers(est.model))},
         "micro_batches": lay.micro_batches,
         "iteration_s": est.iteration_s,
         "tokens_per_s": est.tokens_per_s,
@@ -92,6 +93,9 @@ def _stack_assumption(system: SystemSpec) -> str:
                  f"collectives as {' or '.join(stack.algorithms)} only")
     parts.append("FlashAttention (no s x s matrix in memory)" if stack.attention == "flash"
                  else "attention with the s x s score matrix in memory")
+    uneven = [m for m in stack.pipeline_partitions if m != "even"]
+    parts.append(f"layers placed evenly on the pipeline stages, or by {' or '.join(uneven)}"
+                 if uneven else "layers placed evenly on the pipeline stages (pp divides them)")
     others = [s.name for s in system.stacks if s.name != stack.name]
     if others:
         parts.append(f"others: --stack {', '.join(others)}")
@@ -144,7 +148,9 @@ def assumptions(system: SystemSpec, precisions=("fp32",)) -> list[str]:
         f"memory: {system.rank.usable_memory_bytes / 1e9:.3g} GB usable per rank "
         f"({src.get('node.usable_memory_gb', 'preset')}); framework overheads beyond the "
         f"counted buffers are not modelled",
-        f"energy: {node.power_w:.0f} W per node ({src.get('node.power_w', 'preset')})",
+        (f"energy: {node.power_w:.0f} W per node ({src.get('node.power_w', 'preset')})"
+         if node.power_w > 0 else
+         f"energy: not estimated, no power figure ({src.get('node.power_w', 'preset')})"),
     ] + [_precision_assumption(system, p) for p in sorted(set(precisions)) if p != "fp32"]
 
 
@@ -215,7 +221,8 @@ def simulation_to_dict(model, system: SystemSpec, est: Estimate, sim, noise, var
     against the noise-free time."""
     fraction = sim.peak_memory_bytes / system.rank.usable_memory_bytes
     data = {"model": model.to_dict(), "system": system.settings(), "nodes": est.nodes,
-            "layout": est.layout.to_dict(), **sim.to_dict(),
+            "layout": {**est.layout.to_dict(),
+                       "stage_layers": list(est.layout.stage_layers(model))}, **sim.to_dict(),
             "memory_fits": fraction <= 1.0, "memory_fraction_of_usable": fraction,
             "memory_verdict": memory_verdict(fraction),
             "analytic": {"iteration_s": est.iteration_s, "breakdown": est.breakdown.to_dict()},

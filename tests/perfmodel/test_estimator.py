@@ -160,6 +160,14 @@ def test_throughput_and_mfu_follow_from_the_iteration_time():
     assert est.energy_mwh(380e9) == pytest.approx(est.node_hours(380e9) * 188 / 1e6)
 
 
+def test_no_energy_is_claimed_without_a_power_figure():
+    """The GPU presets source no power per node (power_w 0): energy is unknown, not 0."""
+    selene = load_system("selene")
+    lay = Layout(tp=8, pp=1, dp=4, global_batch=64, precision="bf16")
+    model = load_model("megatron-1.7b")
+    assert estimate(model, selene, lay).energy_mwh(1e9) is None
+
+
 def test_recomputation_only_adds_time():
     base = Layout(tp=6, pp=8, dp=288, global_batch=2016)
     times = [estimate(FUGAKU_LLM, FUGAKU, base.replace(**kw)).iteration_s for kw in

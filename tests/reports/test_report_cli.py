@@ -198,3 +198,20 @@ def test_the_help_states_the_defaults_the_model_uses():
     text = " ".join(CliRunner().invoke(main, ["report", "--help"]).output.split())
     assert f"Default: an assumed {FS_BANDWIDTH / 1e9:,.0f} (the K computer's" in text
     assert f"Default: an assumed {RELAUNCH_S / 60:g}." in text
+
+
+def test_a_fat_tree_report_describes_its_fabric_and_the_stacks_placement(tmp_path):
+    """On a switched network there is no torus to map: the network section says what
+    the fabric is and where the groups sit, and the assumptions say how the stack
+    places layers on pipeline stages."""
+    out = tmp_path / "r"
+    result = CliRunner().invoke(main, ["report", "--system", "jeanzay-a100", "--layers", "22",
+                                       "--hidden", "1024", "--heads", "16", "--max-nodes", "8",
+                                       "--days", "2", "--top", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "report.json").read_text())
+    assert data["network"]["fabric"].startswith("a fat tree of 48 nodes, 4 x 12.5 GB/s")
+    assert data["network"]["placement"][0].startswith("TP ")
+    md = (out / "report.md").read_text()
+    assert "no torus, so no map of link loads" in md
+    assert "layers placed evenly on the pipeline stages, or by type:transformer" in md
