@@ -40,11 +40,13 @@ ROW = {"system": "fugaku", "model": "gpt-125m", "layers": "12", "hidden": "768",
        "vocab": "50257", "seq": "2048", "ranks": "32", "tp": "1", "pp": "1", "dp": "32",
        "global_batch": "64", "micro_batch": "1", "interleave": "1", "recompute": "none",
        "sequence_parallel": "false", "zero": "0", "precision": "fp32", "clock_ghz": "",
-       "measured": "10.0", "unit": "sec_per_iter", "flops_convention": "", "source": "test"}
+       "measured": "10.0", "unit": "sec_per_iter", "flops_convention": "", "source": "test",
+       "stack": "", "partition": ""}
 
 CELLS = st.one_of(st.sampled_from(["nan", "NaN", "inf", "-inf", "-1", "0", "1e400", "", " ",
                                    "/etc/passwd", "../x.toml", "1.5", "99999999999999", "true",
-                                   "full", "fp16", "x" * 200]),
+                                   "full", "fp16", "x" * 200, "type:transformer", "even",
+                                   "megatron-deepspeed", "jeanzay-a100", "7"]),
                   HOSTILE_SCALARS.map(str))
 
 
