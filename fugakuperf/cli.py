@@ -307,6 +307,7 @@ def presets(model_name, system_name, as_json):
                "sources": dict(sysspec.sources)}, as_json, "render_system_preset")
     else:
         from perfmodel.partitions import PARTITIONS
+        from perfmodel.sharding import FAMILIES
         from perfmodel.precisions import PRECISION_SPECS
         from perfmodel.schedules import SCHEDULES
         emit({"models": {n: load_model(n).to_dict() for n in model_names()},
@@ -316,6 +317,8 @@ def presets(model_name, system_name, as_json):
                              for n, s in SCHEDULES.items()},
                "partitions": {n: {"description": p.description, "source": p.source}
                               for n, p in PARTITIONS.items()},
+               "sharding": {f: {str(z): m.name for z, m in modes.items()}
+                            for f, modes in FAMILIES.items()},
                "precisions": {n: {"activation_bytes": p.activation_bytes,
                                   "state_bytes_per_parameter": sum(p.state_bytes),
                                   "mixed": p.mixed} for n, p in PRECISION_SPECS.items()}},

@@ -194,8 +194,10 @@ def layout_options(f):
                      help="Pin virtual stages per rank (for a schedule that runs them; "
                           "`fugakuperf presets` says which)."),
         click.option("--zero", type=click.IntRange(0, 3),
-                     help="Pin the ZeRO stage (2 and 3 only without pipeline parallelism, as "
-                          "DeepSpeed)."),
+                     help="Pin the ZeRO stage: the states sharded over dp, run as the stack's "
+                          "framework names it (fsdp 3: FULL_SHARD; megatron 1: distributed "
+                          "optimizer; `fugakuperf presets` lists them); 2 and 3 only without "
+                          "pipeline parallelism, as DeepSpeed."),
         click.option("--recompute", type=Registered("perfmodel.layout:RECOMPUTE"),
                      help="Pin activation recomputation."),
         click.option("--recompute-stages", type=click.IntRange(min=1),

@@ -342,7 +342,8 @@ def _last_backwards(steps: list[Step]) -> dict[int, int]:
 
 def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
     """Step ``k`` of stage ``i``: wait for its input, run its layers (compute, then the
-    layer's TP collectives; with ZeRO-3 each layer waits for its own weight gather;
+    layer's TP collectives; where the sharding mode gathers weights for the pass
+    (ZeRO-3, FSDP) each layer waits for its own;
     a backward queues each layer's gradient bucket), then send its output on."""
     layout, work, comm = it.layout, state.work, state.comm
     p, v = layout.pp, layout.virtual_stages
@@ -356,10 +357,11 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
     if rebuilds:
         it.hold(i, state.full_layer)
     gathers = []
-    if comm.ag_per_pass:                   # ZeRO-3: every layer's weights, prefetched in order
+    gather = comm.ag_forward if forward else comm.ag_backward
+    if gather:                             # ZeRO-3, FSDP: every layer's weights, in order
         for _ in range(work.layers):
             gathers.append(it.env.event())
-            state.stream.put((comm.ag_per_pass / comm.buckets, "gather", gathers[-1]))
+            state.stream.put((gather / comm.buckets, "gather", gathers[-1]))
     env, busy, tracing = it.env, it.busy[i], it.trace is not None
     parts = [(part, length) for part, length in (("compute", comp / work.layers),
                                                  ("tp_comm", tp / work.layers)) if length > 0]
@@ -377,8 +379,8 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
             if tracing:                    # (the hot loop: no call without a trace)
                 it.span(i, "", step, step.kind, t0, part=part, layer=layer)
         bucket_time = 0.0
-        if not forward and comm.rs_per_micro_batch:
-            bucket_time = comm.rs_per_micro_batch / comm.buckets
+        if not forward and comm.reduce_per_micro_batch:
+            bucket_time = comm.reduce_per_micro_batch / comm.buckets
         elif not forward and comm.reduce and k == state.last_backward[step.chunk] \
                 and layout.overlap_dp:
             bucket_time = comm.reduce / comm.buckets / v

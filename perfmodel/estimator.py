@@ -291,10 +291,11 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
 class StageComm:
     """Data-parallel work of one stage per iteration (seconds), before any overlap."""
 
-    reduce: float          # gradient all-reduce (ZeRO 0) or reduce-scatter (ZeRO 1), bucketed
-    gather_after: float    # ZeRO-1/2: weights gathered after the optimizer step
-    rs_per_micro_batch: float   # ZeRO-2/3: gradient reduce-scatter after every backward
-    ag_per_pass: float     # ZeRO-3: weights gathered for every forward and backward
+    reduce: float          # gradient all-reduce or reduce-scatter once, in the last backward
+    gather_after: float    # ZeRO-1/2, distributed optimizer: weights gathered after the step
+    reduce_per_micro_batch: float   # after every backward (ZeRO-2/3, FSDP)
+    ag_forward: float      # ZeRO-3, FSDP: weights gathered before every forward ...
+    ag_backward: float     # ... and (ZeRO-3, FULL_SHARD) again before every backward
     buckets: int           # one per layer
     tied_sync: float       # first/last stage: sum the two copies of a tied embedding
     optimizer: float       # Adam step on the local shard, plus the grad-norm all-reduce
@@ -303,13 +304,14 @@ class StageComm:
 def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: NetworkModel,
                compute: ComputeModel, job: JobShape, stage: int) -> StageComm:
     """The data-parallel and optimizer work of ``stage``, in one bucket per layer (as
-    DeepSpeed and Megatron-LM bucket gradients): each bucket pays the collective's
-    latency. ZeRO-0/1 reduce once per iteration; ZeRO-2/3 keep only a shard of the
-    gradients, so they reduce-scatter after every micro-batch; ZeRO-3 also gathers
-    the weights for every forward and backward; ZeRO-1/2 gather the updated
-    weights after the step."""
+    DeepSpeed and Megatron-LM bucket gradients, and FSDP wraps each layer): each bucket
+    pays the collective's latency. What moves when is the layout's sharding mode's
+    (perfmodel.sharding: e.g. ZeRO-3 gathers the weights before every forward and
+    backward and reduce-scatters after every backward; ZeRO-1 reduce-scatters once
+    and gathers the updated weights after the step)."""
     p, dp = layout.pp, layout.dp
     buckets = max(1, layout.stage_layers(model)[stage])
+    how = layout.sharding_mode
 
     def bucketed(op: str, nbytes: float) -> float:
         return buckets * _collective(network, op, "dp", job, nbytes / buckets)
@@ -319,22 +321,26 @@ def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: Ne
     weight_bytes = params * ACT_BYTES[layout.precision]
     local = params / (dp if layout.zero >= 1 else 1)
     opt = compute.optimizer_time(local * OPTIMIZER_BYTES[layout.precision])
-    reduce = gather = rs = ag = 0.0
+    reduce = gather = per_mb = ag_f = ag_b = 0.0
     if dp > 1:
         opt += _collective(network, "allreduce", "dp", job, 8.0)   # global grad norm
-        if layout.zero <= 1:
-            reduce = bucketed("allreduce" if layout.zero == 0 else "reduce-scatter", grad_bytes)
+        grads = bucketed(how.reduce, grad_bytes)
+        if how.per_micro_batch:
+            per_mb = grads
         else:
-            rs = bucketed("reduce-scatter", grad_bytes)
-        if layout.zero in (1, 2):
+            reduce = grads
+        if how.gather_after_step:
             gather = bucketed("allgather", weight_bytes)
-        if layout.zero == 3:
+        if how.gathers:
             ag = bucketed("allgather", weight_bytes)
+            ag_f = ag if "forward" in how.gathers else 0.0
+            ag_b = ag if "backward" in how.gathers else 0.0
     tied = 0.0
     if model.tied_embeddings and p > 1 and stage in (0, p - 1):
         tied = _p2p(network, "pp", job, vocab_shard(model, layout.tp) * model.hidden * GRAD_BYTES)
-    return StageComm(reduce=reduce, gather_after=gather, rs_per_micro_batch=rs,
-                     ag_per_pass=ag, buckets=buckets, tied_sync=tied, optimizer=opt)
+    return StageComm(reduce=reduce, gather_after=gather, reduce_per_micro_batch=per_mb,
+                     ag_forward=ag_f, ag_backward=ag_b, buckets=buckets, tied_sync=tied,
+                     optimizer=opt)
 
 
 def pipeline_ends(work: list[float], drain: list[float], counts: list[int], m: int,
@@ -381,9 +387,9 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
     for i in firsts:
         st, c = cost[i], stage_comm(model, system, layout, network, compute, job, i)
         window = st.backward if layout.overlap_dp else 0.0
-        f_add = _exposed(c.ag_per_pass, st.forward, c.buckets) if c.ag_per_pass else 0.0
-        b_add = (_exposed(c.rs_per_micro_batch + c.ag_per_pass, window, c.buckets)
-                 if c.rs_per_micro_batch else 0.0)
+        f_add = _exposed(c.ag_forward, st.forward, c.buckets) if c.ag_forward else 0.0
+        b_comm = c.reduce_per_micro_batch + c.ag_backward
+        b_add = _exposed(b_comm, window, c.buckets) if b_comm else 0.0
         tail = (_exposed(c.reduce, window, c.buckets) if c.reduce else 0.0) + c.gather_after
         extra_f[i], extra_b[i] = f_add, b_add
         dp_tail[i], optim[i], tied[i] = tail + c.tied_sync, c.optimizer, c.tied_sync

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from fpcore.errors import SpecError, check_bool, check_choice, check_int
 
-from . import partitions, schedules
+from . import partitions, schedules, sharding
 from .model import ModelSpec
 from .ops import ATTENTIONS
 from .precisions import PRECISIONS
@@ -32,8 +32,10 @@ class Layout:
     backward pass (bucketed, as DeepSpeed's overlap_comm and Megatron-LM's
     --overlap-grad-reduce do) and ``attention`` is how the attention core is computed
     (perfmodel.ops.ATTENTIONS: materialized or flash); both are the software stack's
-    settings, not searched. ``partition`` is how the pipeline places the layers on its
-    stages (perfmodel.partitions: even, or DeepSpeed's uneven fills).
+    settings, not searched, as is ``sharding``, the family of data-parallel modes its
+    framework runs (perfmodel.sharding: with ``zero``, e.g. fsdp 3 is FULL_SHARD).
+    ``partition`` is how the pipeline places the layers on its stages
+    (perfmodel.partitions: even, or DeepSpeed's uneven fills).
     """
 
     tp: int = 1
@@ -51,6 +53,7 @@ class Layout:
     overlap_dp: bool = True
     attention: str = "materialized"
     partition: str = "even"
+    sharding: str = "deepspeed"
 
     def __post_init__(self):
         for name, hi in (("tp", 1_000_000), ("pp", 100_000), ("dp", 10_000_000),
@@ -65,6 +68,9 @@ class Layout:
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("attention", self.attention, ATTENTIONS)
         partitions.get(self.partition)
+        err = sharding.family_error(self.sharding, self.zero)
+        if err is not None:
+            raise err
         if spec.virtual:
             if self.virtual_stages < 2:
                 raise SpecError("virtual_stages", f"must be >= 2 with the {spec.name} schedule")
@@ -97,6 +103,11 @@ class Layout:
     def micro_batches(self) -> int:
         """Micro-batches per pipeline per iteration (gradient accumulation steps)."""
         return self.global_batch // (self.dp * self.micro_batch)
+
+    @property
+    def sharding_mode(self) -> sharding.ShardingMode:
+        """How this layout's data parallelism shards and communicates (perfmodel.sharding)."""
+        return sharding.FAMILIES[self.sharding][self.zero]
 
     def stage_layers(self, model: ModelSpec) -> tuple[int, ...]:
         """The transformer layers of each pipeline stage (perfmodel.partitions)."""
@@ -131,8 +142,8 @@ class Layout:
         """Compact one-line description, e.g. ``TP6 PP8 DP288 mb1 1f1b``."""
         parts = [f"TP{self.tp}", f"PP{self.pp}", f"DP{self.dp}", f"mb{self.micro_batch}",
                  self.schedule + (f"/v{self.virtual_stages}" if self.virtual_stages > 1 else "")]
-        if self.zero:
-            parts.append(f"ZeRO-{self.zero}")
+        if self.sharding_mode.label:
+            parts.append(self.sharding_mode.label)
         if self.recompute != "none":
             parts.append("rc:" + self.recompute +
                          (f"[:{self.recompute_stages}]" if self.recompute_stages else ""))
@@ -172,7 +183,7 @@ def _stage_runs(layers: tuple[int, ...], recompute: str, recompute_stages: int |
 # The fields of a layout a user may pin (``--tp 6 ...``); the others are the run's
 # settings (the global batch; whether the stack overlaps the DP reduction).
 PINNABLE = tuple(f.name for f in dataclasses.fields(Layout)
-                 if f.name not in ("global_batch", "overlap_dp", "attention"))
+                 if f.name not in ("global_batch", "overlap_dp", "attention", "sharding"))
 
 
 def divisors(n: int) -> list[int]:

@@ -7,7 +7,9 @@ With e = 2 and dropout the formulas reduce to the published table exactly (a tes
 checks this). Model states follow docs/formulas.md: fp32 with Adam 4 + 4 + 8 bytes per
 parameter; fp16 mixed precision 2 (weights) + 4 (fp32 gradient accumulation, as
 Megatron-LM) + 12 (fp32 master weights, Adam m and v) = 18; ZeRO-1 shards the
-optimizer over dp, ZeRO-2 also gradients, ZeRO-3 also weights.
+optimizer over dp, ZeRO-2 also gradients, ZeRO-3 also weights (a sharding mode that
+holds them whole from the forward to the backward, FSDP's SHARD_GRAD_OP, counts them
+whole: perfmodel.sharding).
 """
 
 from __future__ import annotations
@@ -141,7 +143,8 @@ def stage_memory(model: ModelSpec, layout: Layout, stage: int) -> MemoryBreakdow
     t, dp, zero = layout.tp, layout.dp, layout.zero
     w_b, g_b, o_b = STATE_BYTES[layout.precision]
     params = stage_params(model, layout, stage)
-    weights = params * w_b / (dp if zero >= 3 else 1)
+    whole = layout.sharding_mode.whole_weights      # (FSDP SHARD_GRAD_OP: whole at the peak)
+    weights = params * w_b / (1 if whole else dp)
     grads = params * g_b / (dp if zero >= 2 else 1)
     optim = params * o_b / (dp if zero >= 1 else 1)
 
@@ -161,7 +164,7 @@ def stage_memory(model: ModelSpec, layout: Layout, stage: int) -> MemoryBreakdow
         buffers += 2 * e * sbh          # pipeline send and receive buffers
     if t > 1:
         buffers += e * sbh              # tensor-parallel collective buffer
-    if zero >= 3:                       # all-gathered weights of the current and next layer
+    if not whole:                       # all-gathered weights of the current and next layer
         buffers += 2 * layer_params_per_rank(model, t) * w_b
     return MemoryBreakdown(stage, weights, grads, optim, acts, buffers)
 

@@ -23,6 +23,7 @@ from topologies.interface import MAPPINGS, NETWORK_MODELS
 
 from .ops import ATTENTIONS
 from .partitions import PARTITIONS
+from .sharding import FAMILIES, family_error
 from .precisions import PRECISIONS
 
 # A node's peaks: the training precisions (perfmodel.precisions) and fp64, which the
@@ -176,6 +177,9 @@ class StackSpec:
     # how its pipeline may place layers on stages (perfmodel.partitions): the even split
     # always, and the uneven fills its framework runs (DeepSpeed's type:...)
     pipeline_partitions: tuple[str, ...] = ("even",)
+    # the framework's family of data-parallel modes (perfmodel.sharding: deepspeed,
+    # megatron or fsdp): what each ZeRO stage it runs moves, and when
+    sharding: str = "deepspeed"
 
     def __post_init__(self):
         set_field(self, "name", check_str("stacks", self.name, max_len=200))
@@ -207,6 +211,11 @@ class StackSpec:
         set_field(self, "pipeline_partitions", tuple(dict.fromkeys(
             ["even"] + [check_choice(f"{where}.pipeline_partitions[{i}]", m, tuple(PARTITIONS))
                         for i, m in enumerate(methods)])))
+        check_choice(f"{where}.sharding", self.sharding, tuple(FAMILIES))
+        for z in self.zero_stages:
+            err = family_error(self.sharding, z)
+            if err is not None:
+                raise SpecError(f"{where}.zero_stages", err.message)
         if "any" in self.collective_algorithms and len(self.collective_algorithms) > 1:
             raise SpecError(f"{where}.collective_algorithms", "is either [\"any\"] or a list "
                                                               "of algorithm names")
@@ -218,7 +227,8 @@ class StackSpec:
 
     def layout_settings(self) -> dict:
         """The Layout fields this stack sets for every layout it runs (not searched)."""
-        return {"overlap_dp": self.overlap_dp, "attention": self.attention}
+        return {"overlap_dp": self.overlap_dp, "attention": self.attention,
+                "sharding": self.sharding}
 
     def replace(self, **changes) -> "StackSpec":
         return dataclasses.replace(self, **changes)
@@ -226,7 +236,8 @@ class StackSpec:
 
 STACK_KEYS = ("gemm_efficiency", "gemm_half_size", "kernel_bytes_per_cycle",
               "collective_efficiency", "overlap_dp", "zero_stages", "collective_algorithms",
-              "attention", "op_overhead_us", "attention_efficiency", "pipeline_partitions")
+              "attention", "op_overhead_us", "attention_efficiency", "pipeline_partitions",
+              "sharding")
 
 
 @dataclass(frozen=True)

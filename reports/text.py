@@ -318,6 +318,9 @@ def render_presets(d: dict) -> str:
     lines.append("Pipeline partitions (--partition NAME; uneven ones where the stack runs them):")
     lines += [f"  {n:27} {p['description']} ({p['source']})"
               for n, p in d.get("partitions", {}).items()]
+    lines.append("Data-parallel sharding (a stack's framework; --zero N runs its mode N):")
+    lines += [f"  {f:18} " + ", ".join(f"{z}: {name}" for z, name in modes.items())
+              for f, modes in d.get("sharding", {}).items()]
     lines.append("Precisions (--precision NAME):")
     lines += [f"  {n:18} {'mixed precision: ' if p['mixed'] else ''}activations in "
               f"{p['activation_bytes']} bytes, model states {p['state_bytes_per_parameter']} "

@@ -87,7 +87,9 @@ def _stack_assumption(system: SystemSpec) -> str:
                      f"model's bandwidth")
     parts.append("the data-parallel reduction overlaps the backward" if stack.overlap_dp else
                  "the data-parallel reduction waits for the backward")
-    parts.append(f"ZeRO stage(s) {', '.join(map(str, stack.zero_stages))}")
+    from perfmodel.sharding import FAMILIES
+    modes = [FAMILIES[stack.sharding][z].name for z in stack.zero_stages]
+    parts.append(f"data parallelism as {stack.sharding} runs it: {', '.join(modes)}")
     parts.append("collectives by the cheapest algorithm the network model knows"
                  if stack.algorithms is None else
                  f"collectives as {' or '.join(stack.algorithms)} only")

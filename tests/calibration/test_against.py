@@ -72,7 +72,7 @@ def test_sharded_runs_held_out_of_the_stack_fit_are_predicted(name):
     mean, worst = SHARDED[name]
     assert result["failed"] == [] and result["predicted"] >= 40
     assert {r["stack"] for r in result["rows"]} == {"llm-foundry-fsdp"}
-    assert all("ZeRO-3" in r["layout"] and "flash" in r["layout"] for r in result["rows"])
+    assert all("FULL_SHARD" in r["layout"] and "flash" in r["layout"] for r in result["rows"])
     assert result["mean_abs_error"] <= mean, result["mean_abs_error"]
     assert result["max_abs_error"] <= worst, max(result["rows"], key=lambda r: abs(r["error"]))
 

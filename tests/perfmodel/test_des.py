@@ -39,8 +39,8 @@ def work(f, b, *, p2p=0.0, layers=1, fwd_tp=0.0, bwd_tp=0.0, recompute=0.0):
 
 def comm(**kw):
     """Free communication and a free optimizer unless told otherwise."""
-    base = dict(reduce=0.0, gather_after=0.0, rs_per_micro_batch=0.0, ag_per_pass=0.0,
-                buckets=1, tied_sync=0.0, optimizer=0.0)
+    base = dict(reduce=0.0, gather_after=0.0, reduce_per_micro_batch=0.0, ag_forward=0.0,
+                ag_backward=0.0, buckets=1, tied_sync=0.0, optimizer=0.0)
     return StageComm(**{**base, **kw})
 
 
@@ -533,7 +533,8 @@ def test_zero3_every_layer_waits_for_its_gather():
       B1: gathers [14,16] [16,18]; layers [16,17] [18,19]
     The stream is the bottleneck: 19 s instead of 6, 13 s of it waiting for weights."""
     trace = Trace()
-    res = run(1, 2, uniform(1.0, 2.0, layers=2, buckets=2, ag_per_pass=4.0), trace=trace)
+    res = run(1, 2, uniform(1.0, 2.0, layers=2, buckets=2, ag_forward=4.0,
+                                     ag_backward=4.0), trace=trace)
     base = run(1, 2, uniform(1.0, 2.0, layers=2, buckets=2))
     assert base.iteration_s == 6.0
     assert res.iteration_s == 19.0

@@ -56,3 +56,94 @@ def test_the_planner_proposes_only_the_zero_stages_a_stack_runs():
     assert {e.layout.attention for e in found} == {"flash"}
     with pytest.raises(SpecError, match="runs ZeRO stage"):
         search(MPT_1B, RINGS, 512, nodes=[8], pins={"zero": 1})
+
+
+# ----------------------------------------------------------------- named modes
+def stack(family: str, stages, **kw):
+    """RINGS with another framework family's modes (no overlap unless told)."""
+    return load_system("mosaic-a100-40gb", stack=RINGS.stack.replace(
+        name=f"{family}-test", sharding=family, zero_stages=tuple(stages),
+        **{"overlap_dp": False, **kw}))
+
+
+FSDP, DEEPSPEED, MEGATRON = stack("fsdp", (0, 2, 3)), stack("deepspeed", (0, 1, 2, 3)), \
+    stack("megatron", (0, 1))
+
+
+def sharded(system, zero: int, mb: int = 2) -> Layout:
+    return Layout(dp=16, micro_batch=mb, global_batch=256, zero=zero, precision="bf16",
+                  **system.stack.layout_settings())
+
+
+def comm_of(system, layout):
+    from perfmodel.estimator import ComputeModel, JobShape, network_for, stage_comm
+    job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
+    return stage_comm(MPT_1B, system, layout, network_for(system),
+                      ComputeModel.for_system(system, layout.precision), job, 0)
+
+
+def test_full_shard_is_zero_3_and_the_distributed_optimizer_is_zero_1():
+    """Same states sharded, same collectives at the same moments: the same prediction."""
+    for system, zero in ((FSDP, 3), (MEGATRON, 1)):
+        named = estimate(MPT_1B, system, sharded(system, zero))
+        deepspeed = estimate(MPT_1B, DEEPSPEED, sharded(DEEPSPEED, zero))
+        assert named.iteration_s == deepspeed.iteration_s
+        assert named.peak_memory == deepspeed.peak_memory
+    assert sharded(FSDP, 3).label().endswith("FULL_SHARD bf16 flash")
+    assert "dist-opt" in sharded(MEGATRON, 1).label().split()
+
+
+def test_shard_grad_op_gathers_once_per_micro_batch_and_keeps_the_weights_whole():
+    """FSDP SHARD_GRAD_OP: unshards before the forward and reshards only after the
+    backward: FULL_SHARD's forward gather without its backward one, and the stage's
+    weights whole at the peak (ZeRO-2's memory), no gather after the step."""
+    sgo, full, zero2 = (comm_of(s, sharded(s, z)) for s, z in ((FSDP, 2), (FSDP, 3),
+                                                             (DEEPSPEED, 2)))
+    assert sgo.ag_forward == full.ag_forward == full.ag_backward > 0 == sgo.ag_backward
+    assert sgo.reduce_per_micro_batch == full.reduce_per_micro_batch > 0
+    assert sgo.gather_after == 0 < zero2.gather_after
+    m_sgo, m_full, m_zero2 = (estimate(MPT_1B, s, sharded(s, z)).peak_memory
+                              for s, z in ((FSDP, 2), (FSDP, 3), (DEEPSPEED, 2)))
+    assert m_sgo.weights == m_zero2.weights == m_full.weights * 16
+    assert m_sgo.gradients == m_full.gradients and m_sgo.optimizer == m_full.optimizer
+    t_sgo, t_full = (estimate(MPT_1B, FSDP, sharded(FSDP, z)).breakdown.dp_comm for z in (2, 3))
+    assert t_sgo < t_full
+
+
+def test_no_shard_all_reduces_after_every_backward():
+    """FSDP NO_SHARD outside no_sync(): an all-reduce per micro-batch, where DDP (in
+    DeepSpeed and Megatron) all-reduces once: with nothing overlapped, 4 micro-batches
+    expose about 4 times the reduction."""
+    four = dict(mb=1)
+    no_shard = comm_of(FSDP, sharded(FSDP, 0, **four))
+    ddp = comm_of(DEEPSPEED, sharded(DEEPSPEED, 0, **four))
+    assert no_shard.reduce == 0 and no_shard.reduce_per_micro_batch == ddp.reduce > 0
+    a = estimate(MPT_1B, FSDP, sharded(FSDP, 0, mb=4)).breakdown.dp_comm
+    b = estimate(MPT_1B, DEEPSPEED, sharded(DEEPSPEED, 0, mb=4)).breakdown.dp_comm
+    assert a == pytest.approx(4 * b, rel=0.05)
+
+
+@pytest.mark.parametrize("zero", [0, 2, 3])
+def test_the_simulator_runs_each_fsdp_mode_as_the_estimate_prices_it(zero):
+    from perfmodel.des import simulate
+    lay = sharded(FSDP, zero)
+    assert simulate(MPT_1B, FSDP, lay).iteration_s == pytest.approx(
+        estimate(MPT_1B, FSDP, lay).iteration_s, rel=0.02)
+
+
+def test_a_family_without_the_mode_is_refused_where_it_is_named():
+    with pytest.raises(SpecError) as e:
+        stack("fsdp", (1, 3))
+    assert e.value.field.endswith("zero_stages") and "SHARD_GRAD_OP (ZeRO stage 2)" in str(e.value)
+    with pytest.raises(SpecError) as e:
+        Layout(dp=4, global_batch=4, zero=2, sharding="megatron")
+    assert e.value.field == "zero" and "distributed optimizer (ZeRO stage 1)" in e.value.message
+    with pytest.raises(SpecError) as e:
+        Layout(sharding="horovod")
+    assert e.value.field == "sharding"
+
+
+def test_the_fugaku_stacks_run_megatrons_own_data_parallelism():
+    fugaku = load_system("fugaku")
+    assert {s.sharding for s in fugaku.stacks} == {"megatron"}
+    assert "no --deepspeed" in fugaku.sources["stacks.fugaku-llm.sharding"]

@@ -1,0 +1,92 @@
+"""How frameworks shard data parallelism: the named modes, by family.
+
+A layout's ``zero`` says which model states a rank keeps only a 1/dp shard of (the
+ZeRO stages' count: 1 optimizer states, 2 also gradients, 3 also weights); its
+software stack's family (``StackSpec.sharding``) says how the framework moves them,
+which differs between frameworks at the same stage. Each mode says, per micro-batch
+and per iteration, which collectives it runs:
+
+* DeepSpeed ZeRO (Rajbhandari et al. 2020): stage 0 is plain data parallelism (one
+  bucketed all-reduce in the last backward); ZeRO-1 reduce-scatters the gradients
+  once and all-gathers the updated weights after the step; ZeRO-2 keeps only a
+  gradient shard, so it reduce-scatters after every backward, and gathers after the
+  step; ZeRO-3 also gathers every layer's weights before its forward and again
+  before its backward, every micro-batch, and frees them after.
+* Megatron-LM: its DDP all-reduces once; ``--use-distributed-optimizer`` shards the
+  optimizer states, reduce-scatters the gradients and all-gathers the updated weights
+  (megatron/optimizer/distrib_optimizer.py), as ZeRO-1. It has no stage 2 or 3.
+* PyTorch FSDP (torch/distributed/fsdp/api.py, ShardingStrategy): FULL_SHARD
+  all-gathers before the forward, reshards, all-gathers again before the backward and
+  reduce-scatters the gradients after it, every micro-batch (ZeRO-3's traffic);
+  SHARD_GRAD_OP all-gathers before the forward and keeps the weights whole until the
+  backward has run, so one gather per micro-batch but the whole stage's weights at the
+  peak (gradients and optimizer states sharded: ZeRO-2's memory); NO_SHARD all-reduces
+  the gradients after the backward, as DistributedDataParallel. Gradient accumulation
+  outside ``no_sync()`` reduces after every backward.
+
+HYBRID_SHARD (FULL_SHARD inside a node, replicas across nodes) needs collectives over
+a part of the data-parallel group and is not modelled. Adding a mode is one entry in
+``FAMILIES``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fpcore.errors import SpecError, check_choice
+
+
+@dataclass(frozen=True)
+class ShardingMode:
+    family: str
+    zero: int                   # the states kept as shards at rest, as ZeRO counts them
+    name: str                   # the framework's name for it
+    label: str                  # in a layout's one-line label ("" for plain DDP)
+    gathers: tuple[str, ...]    # the passes of every micro-batch that all-gather the weights
+    reduce: str                 # the gradient collective: allreduce or reduce-scatter ...
+    per_micro_batch: bool       # ... after every backward, or once, in the last one
+    gather_after_step: bool     # the updated weights are all-gathered after the step
+    whole_weights: bool         # the stage's weights are whole at the memory peak
+
+
+def _modes(family: str, *modes: tuple) -> dict[int, ShardingMode]:
+    return {m[0]: ShardingMode(family, *m) for m in modes}
+
+
+FAMILIES = {
+    "deepspeed": _modes(
+        "deepspeed",
+        (0, "DDP", "", (), "allreduce", False, False, True),
+        (1, "ZeRO-1", "ZeRO-1", (), "reduce-scatter", False, True, True),
+        (2, "ZeRO-2", "ZeRO-2", (), "reduce-scatter", True, True, True),
+        (3, "ZeRO-3", "ZeRO-3", ("forward", "backward"), "reduce-scatter", True, False, False)),
+    "megatron": _modes(
+        "megatron",
+        (0, "DDP", "", (), "allreduce", False, False, True),
+        (1, "distributed optimizer", "dist-opt", (), "reduce-scatter", False, True, True)),
+    "fsdp": _modes(
+        "fsdp",
+        (0, "NO_SHARD", "NO_SHARD", (), "allreduce", True, False, True),
+        (2, "SHARD_GRAD_OP", "SHARD_GRAD_OP", ("forward",), "reduce-scatter", True, False, True),
+        (3, "FULL_SHARD", "FULL_SHARD", ("forward", "backward"), "reduce-scatter", True, False,
+         False)),
+}
+
+
+def family_error(family: str, zero: int) -> SpecError | None:
+    """Why the ``family``'s framework has no mode sharding ``zero`` stages' states, or
+    None."""
+    check_choice("sharding", family, tuple(FAMILIES))
+    modes = FAMILIES[family]
+    if zero in modes:
+        return None
+    named = ", ".join(f"{m.name} (ZeRO stage {z})" for z, m in modes.items())
+    return SpecError("zero", f"{family} runs {named}; no mode of it shards as ZeRO stage {zero}")
+
+
+def mode(family: str, zero: int) -> ShardingMode:
+    """The ``family``'s mode that shards as ZeRO stage ``zero`` (checked)."""
+    err = family_error(family, zero)
+    if err is not None:
+        raise err
+    return FAMILIES[family][zero]
