@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .options import Real
+from .options import Real, Registered
 from .toplevel import emit
 
 
@@ -272,10 +272,9 @@ def _validate_against(path: str, max_error, as_json: bool, stack: str | None) ->
 @click.option("--stack", required=True, metavar="NAME",
               help="The software stack to fit: one of the system preset's stacks "
                    "(`fugakuperf presets --system fugaku`).")
-@click.option("--param", "params", multiple=True, metavar="NAME",
-              help="A stack parameter to fit (repeat): kernel_bytes_per_cycle, "
-                   "collective_efficiency, gemm_efficiency, gemm_half_size. Default: "
-                   "kernel_bytes_per_cycle.")
+@click.option("--param", "params", multiple=True,
+              type=Registered("calibration.stackfit:FITTABLE"),
+              help="A stack parameter to fit (repeat). Default: kernel_bytes_per_cycle.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def fit_stack(runs, stack, params, as_json):
     """Fit a software stack's efficiencies to logged runs (RUNS.csv, the schema of
