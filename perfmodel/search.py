@@ -4,8 +4,8 @@ For a job of N nodes (R = N x ranks-per-node ranks) the search varies, unless th
 user pins them: tp over the divisors of heads that also divide kv_heads and ffn,
 pp over the divisors of layers (and, where the software stack places layers
 unevenly, every depth that leaves each stage a layer, with each distinct split of
-its partition methods: perfmodel.partitions), dp = R / (tp pp), micro-batch over powers of two
-that divide the global batch share, schedule (1F1B, and interleaved 1F1B with 2-8
+its partition methods: perfmodel.partitions), dp = R / (tp pp), micro-batch over
+powers of two that divide the global batch share, schedule (1F1B, and interleaved 1F1B with 2-8
 virtual stages where Megatron-LM allows it), sequence parallelism (when tp > 1),
 ZeRO stage and activation recomputation. Only layouts a framework runs are
 proposed, and pins no framework runs are refused (perfmodel.layout.check_runnable:
@@ -158,9 +158,9 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
     methods = allowed_partitions(system, pins)
     if pins.get("partition") is not None:
         err = stack_partition_error(system, pins["partition"])
-        if err is None and _needs_virtual(pins):
+        if err is None and _needs_virtual(pins) and partitions.get(pins["partition"]).balanced:
             err = partitions.partition_error(model.layers, pp or 1, max(v or 2, 2),
-                                             pins["partition"])
+                                             pins["partition"])     # no virtual stages
         if err is not None:
             raise err
     if pp is not None and not _places(model, pp, 1, methods):

@@ -275,3 +275,16 @@ def test_validate_against_predicts_uneven_rows_and_names_what_it_cannot(tmp_path
     why = {r["row"].split()[-1]: r["why"] for r in data["rows"] if r["error"] is None}
     assert "must divide the number of layers (70)" in why["4"]
     assert why["5"].startswith("partition:") and "zigzag" in why["5"]
+
+
+def test_a_pinned_even_partition_leaves_the_interleaved_depths_to_the_search():
+    """45 layers: pp 3 with 3 virtual stages divides them, though 2 virtual stages on
+    one stage would not; pinning the even partition must not refuse the search."""
+    model = ModelSpec(layers=45, hidden=1024, heads=16, vocab=50000, seq=1024)
+    found, _ = search(model, JEANZAY, 96, nodes=[3], top=1,
+                      pins={"partition": "even", "schedule": "interleaved", "precision": "bf16"})
+    assert found and found[0].layout.schedule == "interleaved"
+    with pytest.raises(SpecError) as e:
+        search(model, JEANZAY, 96, nodes=[3], pins={"partition": "type:transformer",
+                                                   "schedule": "interleaved"})
+    assert e.value.field == "partition" and "no virtual stages" in e.value.message
