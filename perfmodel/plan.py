@@ -211,17 +211,30 @@ def _no_layout(model, system, gb, pins, n, s, machine) -> None:
                                  f"{system.name}; nearest node counts that can run: {near}")
     if n not in counts:
         near = ", ".join(f"{c:,}" for c in _nearest(counts, n)) or "none"
-        raise SpecError("nodes", f"{why}: tp x pp x dp cannot equal it (tp divides heads, "
-                                 f"kv_heads and ffn, pp divides layers, dp divides the global "
-                                 f"batch); nearest node counts that can: {near}")
+        raise SpecError("nodes", f"{why}: tp x pp x dp cannot equal it "
+                                 f"({_shape_rule(model, system)}); nearest node counts that "
+                                 f"can: {near}")
     if s.memory_checked == 0:
-        raise SpecError("nodes", f"{why}: every (tp, pp, dp) that multiplies out to it breaks a "
-                                 f"schedule rule (interleaving needs pp x virtual stages to divide "
-                                 f"the layers and the micro-batches per pipeline to be a multiple "
-                                 f"of pp)")
-    raise SpecError("nodes", f"{why} within the memory of a rank "
-                             f"({system.rank.usable_memory_bytes / 1e9:.1f} GB), even with full "
-                             f"recompute and the highest ZeRO stage allowed; try more nodes")
+        raise SpecError("nodes", f"{why}: every (tp, pp, dp) that multiplies out to it breaks "
+                                 f"{SCHEDULE_RULE}")
+    raise SpecError("nodes", f"{why} {_memory_reason(system)}")
+
+
+# What the errors below say of the rules a job shape must follow.
+SCHEDULE_RULE = ("a schedule rule (interleaving needs pp x virtual stages to divide the layers "
+                 "and the micro-batches per pipeline to be a multiple of pp)")
+
+
+def _shape_rule(model, system) -> str:
+    """The divisibility rules of tp, pp and dp, as the stack places layers."""
+    places = "placing" if len(system.stack.pipeline_partitions) > 1 else "dividing"
+    return (f"tp dividing heads ({model.heads}), kv_heads and ffn, pp {places} the layers "
+            f"({model.layers}), dp dividing the global batch")
+
+
+def _memory_reason(system) -> str:
+    return (f"within the memory of a rank ({system.rank.usable_memory_bytes / 1e9:.1f} GB), "
+            f"even with full recompute and the highest ZeRO stage allowed; try more nodes")
 
 
 def _no_layout_within(model, system, gb, pins, budget, stats) -> SpecError:
@@ -235,11 +248,8 @@ def _no_layout_within(model, system, gb, pins, budget, stats) -> SpecError:
               if allocatable(system, c)]
     if not [c for c in shapes if c <= budget]:
         units = sorted({system.network.allocation_unit(n) for n in (1, budget)})
-        places = "placing" if len(system.stack.pipeline_partitions) > 1 else "dividing"
-        rule = (f"no tp x pp x dp (tp dividing heads ({model.heads}), kv_heads and ffn, pp "
-                f"{places} the layers ({model.layers}), dp dividing the global batch) is a whole "
-                f"number of {system.name}'s allocation units "
-                f"({' / '.join(map(str, units))} nodes)")
+        rule = (f"no tp x pp x dp ({_shape_rule(model, system)}) is a whole number of "
+                f"{system.name}'s allocation units ({' / '.join(map(str, units))} nodes)")
         if shapes:
             return SpecError("max_nodes", f"{why}: {rule} within the budget; the smallest job "
                                           f"that can run has {min(shapes):,} nodes")
@@ -247,14 +257,8 @@ def _no_layout_within(model, system, gb, pins, budget, stats) -> SpecError:
                                          f"with more small factors (as 2016 = 2^5 3^2 7) gives dp "
                                          f"the factors the allocation units need")
     if stats.memory_checked == 0:
-        return SpecError("max_nodes", f"{why}: every (tp, pp, dp) breaks a schedule rule "
-                                      f"(interleaving needs pp x virtual stages to divide the "
-                                      f"layers and the micro-batches per pipeline to be a "
-                                      f"multiple of pp)")
-    return SpecError("max_nodes", f"{why} within the memory of a rank "
-                                  f"({system.rank.usable_memory_bytes / 1e9:.1f} GB), even with "
-                                  f"full recompute and the highest ZeRO stage allowed; try more "
-                                  f"nodes")
+        return SpecError("max_nodes", f"{why}: every (tp, pp, dp) breaks {SCHEDULE_RULE}")
+    return SpecError("max_nodes", f"{why} {_memory_reason(system)}")
 
 
 def _pins_text(pins: dict) -> str:
