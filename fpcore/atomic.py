@@ -6,7 +6,7 @@ files are replaced: a device, a pipe or a directory at the target is refused
 (as root, replacing ``/dev/full`` would replace the device). A link is followed, so
 the file it names is the one replaced.
 
-Temporary files are named ``.NAME.HOST.PID.XXXXXXXX.tmp``; one written on this host by
+Temporary files are named ``.NAME.HOST.PID.RANDOM.tmp`` (RANDOM: mkstemp's suffix); one written on this host by
 a process that is no longer running (killed with -9) is removed by
 ``remove_stale_temps`` (a file of another host, on a shared file system, is left alone).
 """
@@ -30,25 +30,33 @@ def host_tag() -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
 
 
-def _os_problem(e: OSError) -> str:
+def os_problem(e: OSError) -> str:
+    """What went wrong, as the system says it."""
     return e.strerror or str(e)
+
+
+def real_path(path: str | os.PathLike, field: str, root: str) -> str:
+    """``path`` absolute, its links resolved; one that cannot be resolved, or the root
+    itself (``root``: what to say of it), is a SpecError naming ``field``."""
+    try:
+        real = os.path.realpath(os.fspath(path))
+    except (OSError, ValueError) as e:
+        raise SpecError(field, f"{path!s:.200}: {e}") from None
+    if not os.path.basename(real):
+        raise SpecError(field, f"{real}: {root}")
+    return real
 
 
 def target(path: str | os.PathLike, field: str = "output") -> str:
     """The path a write to ``path`` replaces, checked before any work: it is a regular
     file or absent, in a directory that exists and can be written."""
-    try:
-        path = os.path.realpath(os.fspath(path))
-    except (OSError, ValueError) as e:
-        raise SpecError(field, f"{path!s:.200}: {e}") from None
-    if not os.path.basename(path):
-        raise SpecError(field, f"{path}: names a directory, not a file")
+    path = real_path(path, field, "names a directory, not a file")
     try:
         st = os.stat(path)
     except FileNotFoundError:
         st = None
     except OSError as e:
-        raise SpecError(field, f"{path:.200}: {_os_problem(e)}") from None
+        raise SpecError(field, f"{path:.200}: {os_problem(e)}") from None
     if st is not None and not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else \
             "not a regular file (a device, pipe or socket)"
@@ -73,7 +81,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable, mode: int = 0o
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name[:100]}.{host_tag()}.{os.getpid()}.",
                                    suffix=".tmp")
     except OSError as e:
-        raise SpecError(field, f"cannot write {path}: {_os_problem(e)}") from None
+        raise SpecError(field, f"cannot write {path}: {os_problem(e)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(data):
@@ -90,7 +98,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable, mode: int = 0o
         except FileNotFoundError:
             pass
         if isinstance(e, OSError):
-            raise SpecError(field, f"cannot write {path}: {_os_problem(e)}") from None
+            raise SpecError(field, f"cannot write {path}: {os_problem(e)}") from None
         raise
 
 

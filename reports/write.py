@@ -5,7 +5,7 @@ rename, so the target always holds either the whole previous report or the whole
 a write that fails, or a process killed at any moment, leaves no mixture of the two.
 
 * ``stage(out)`` checks the target before any work and creates the fresh folder
-  (``.NAME.HOST.PID.XXXXXXXX.report`` beside it, parents made as needed). A target that is
+  (``.NAME.HOST.PID.RANDOM.report`` beside it, parents made as needed). A target that is
   not a directory, that holds files a report does not write, or whose folder cannot be
   written is a SpecError naming the output option.
 * ``write_report`` renders every page first, writes the files into the staged folder
@@ -32,7 +32,7 @@ import stat
 import tempfile
 from dataclasses import dataclass
 
-from fpcore.atomic import alive, host_tag
+from fpcore.atomic import alive, host_tag, os_problem, real_path
 from fpcore.errors import SpecError
 from fpcore.readers import dumps
 from reports.html import render_html
@@ -46,10 +46,6 @@ _PAGE_TEMP = re.compile(r"^\.(index\.html|report\.md|report\.json|[A-Za-z0-9_.-]
 _STAGED = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+"
                      r"\.(report|old)$")
 _RENAME_EXCHANGE = 2                   # linux/fs.h
-
-
-def _problem(e: OSError) -> str:
-    return e.strerror or str(e)
 
 
 def _check_image_names(images: dict[str, bytes]) -> None:
@@ -68,19 +64,13 @@ def check_out(out_dir: str | os.PathLike, field: str = "out") -> str:
     """The absolute path a report to ``out_dir`` replaces, checked before any work: absent
     (in a writable folder that exists), empty, or a report's folder
     (report.json and only files a report writes): none of the user's files is removed."""
-    raw = os.fspath(out_dir)
-    try:
-        out = os.path.realpath(raw)
-    except (OSError, ValueError) as e:
-        raise SpecError(field, f"{raw!s:.200}: {e}") from None
-    if not os.path.basename(out):
-        raise SpecError(field, f"{out}: the report needs a folder of its own, not the root")
+    out = real_path(out_dir, field, "the report needs a folder of its own, not the root")
     try:
         st = os.stat(out)
     except (FileNotFoundError, NotADirectoryError):
         st = None                          # absent; what is above it is checked below
     except (OSError, ValueError) as e:     # ValueError: a name the file system cannot encode
-        raise SpecError(field, f"{out:.200}: {_problem(e) if isinstance(e, OSError) else e}") \
+        raise SpecError(field, f"{out:.200}: {os_problem(e) if isinstance(e, OSError) else e}") \
             from None
     if st is not None:
         if not stat.S_ISDIR(st.st_mode):
@@ -90,7 +80,7 @@ def check_out(out_dir: str | os.PathLike, field: str = "out") -> str:
         try:
             names = os.listdir(out)
         except OSError as e:
-            raise SpecError(field, f"cannot read {out}: {_problem(e)}") from None
+            raise SpecError(field, f"cannot read {out}: {os_problem(e)}") from None
         foreign = sorted(n for n in names if not is_report_file(n)
                          or not os.path.isfile(os.path.join(out, n)))
         if names and not foreign and "report.json" not in names:
@@ -162,7 +152,7 @@ def stage(out_dir: str | os.PathLike, field: str = "out") -> Staging:
         path = tempfile.mkdtemp(prefix=_prefix(name), suffix=".report", dir=parent)
         os.chmod(path, 0o755)              # mkdtemp makes it private
     except (OSError, ValueError) as e:
-        problem = _problem(e) if isinstance(e, OSError) else str(e)
+        problem = os_problem(e) if isinstance(e, OSError) else str(e)
         raise SpecError(field, f"cannot create {out:.200}: {problem}") from None
     return Staging(out, path, field)
 
@@ -242,6 +232,6 @@ def write_report(out_dir: str | os.PathLike, report: dict, images: dict[str, byt
     except BaseException as e:
         staging.discard()
         if isinstance(e, OSError):
-            raise SpecError(staging.field, f"cannot write {staging.out}: {_problem(e)}") from None
+            raise SpecError(staging.field, f"cannot write {staging.out}: {os_problem(e)}") from None
         raise
     return {name: os.path.join(staging.out, name) for name in files}
