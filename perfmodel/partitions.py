@@ -89,7 +89,7 @@ def _fill(layers: int, pp: int, method: str) -> tuple[int, ...]:
     # the leading item is the embedding, the trailing one the head, on the last stage
     # holding anything
     counts[0] -= ends
-    last = max(i for i, c in enumerate(counts) if c > 0) if items else 0
+    last = max(i for i, c in enumerate(counts) if c > 0)
     counts[last] -= ends
     return tuple(counts)
 

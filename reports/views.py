@@ -12,6 +12,7 @@ from perfmodel.estimator import Estimate
 from perfmodel.memory import memory_verdict
 from perfmodel.plan import PlanResult
 from perfmodel.precisions import ACT_BYTES, GRAD_BYTES, OPTIMIZER_BYTES, PRECISIONS, STATE_BYTES
+from perfmodel.sharding import FAMILIES
 from perfmodel.system import SystemSpec
 
 
@@ -87,7 +88,6 @@ def _stack_assumption(system: SystemSpec) -> str:
                      f"model's bandwidth")
     parts.append("the data-parallel reduction overlaps the backward" if stack.overlap_dp else
                  "the data-parallel reduction waits for the backward")
-    from perfmodel.sharding import FAMILIES
     modes = [FAMILIES[stack.sharding][z].name for z in stack.zero_stages]
     parts.append(f"data parallelism as {stack.sharding} runs it: {', '.join(modes)}")
     parts.append("collectives by the cheapest algorithm the network model knows"

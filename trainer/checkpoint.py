@@ -212,7 +212,8 @@ class _Reader:
             raise
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
                 NotImplementedError, RuntimeError, SyntaxError) as e:
-            # RuntimeError: an encrypted member; SyntaxError: a header numpy cannot parse
+            # RuntimeError: an encrypted member; SyntaxError: a header numpy cannot parse;
+            # NotImplementedError: a member compressed by a method zipfile does not read
             raise self.fail(f"damaged checkpoint ({name[:-4]}: {type(e).__name__}: {e})") \
                 from None
 

@@ -27,16 +27,21 @@ def test_an_unreadable_proc_stat_is_unknown_not_an_error(monkeypatch, tmp_path, 
     assert host.read_cpu_times() is None
 
 
-def test_core_use_counts_other_work_but_not_this_process(monkeypatch):
-    """4 cores over 1 s: 3 cores' worth busy, of which this process used 1: 2 are others'."""
-    times = iter([CpuTimes(0, 0, 0), CpuTimes(busy=3.0, idle=1.0, steal=0.0)])
-    own = iter([10.0, 11.0])
-    clock = iter([0.0, 1.0])
+def fake_machine(monkeypatch, cores, times, own, clock):
+    """A machine of ``cores`` whose counters read, in turn, the given machine-wide CPU
+    times, this process's CPU seconds and clock readings."""
+    times, own, clock = iter(times), iter(own), iter(clock)
     monkeypatch.setattr(host, "read_cpu_times", lambda: next(times))
     monkeypatch.setattr(host, "process_cpu_seconds", lambda: next(own))
     monkeypatch.setattr(host.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(host.os, "cpu_count", lambda: cores)
+
+
+def test_core_use_counts_other_work_but_not_this_process(monkeypatch):
+    """4 cores over 1 s: 3 cores' worth busy, of which this process used 1: 2 are others'."""
+    fake_machine(monkeypatch, 4, times=[CpuTimes(0, 0, 0), CpuTimes(busy=3.0, idle=1.0, steal=0.0)],
+                 own=[10.0, 11.0], clock=[0.0, 1.0])
     monkeypatch.setattr(host.time, "sleep", lambda s: None)
-    monkeypatch.setattr(host.os, "cpu_count", lambda: 4)
     use = core_use(1.0)
     assert use == CoreUse(cores=4, busy=pytest.approx(2.0), sample_s=1.0)
     assert use.idle == 2
@@ -72,13 +77,8 @@ def test_default_threads_stay_within_the_cores_this_process_may_use(monkeypatch)
 def test_a_meter_sees_steal_and_other_work_over_its_window(monkeypatch):
     """2 cores over 2 s (4 core-seconds): 1 stolen (a quarter), 2.5 busy (1.25 cores'
     worth), of which this process used 1.5 s (0.75 of a core): others used 0.5 cores."""
-    times = iter([CpuTimes(0, 0, 0), CpuTimes(busy=2.5, idle=0.5, steal=1.0)])
-    own = iter([0.0, 1.5])
-    clock = iter([0.0, 2.0])
-    monkeypatch.setattr(host, "read_cpu_times", lambda: next(times))
-    monkeypatch.setattr(host, "process_cpu_seconds", lambda: next(own))
-    monkeypatch.setattr(host.time, "perf_counter", lambda: next(clock))
-    monkeypatch.setattr(host.os, "cpu_count", lambda: 2)
+    fake_machine(monkeypatch, 2, times=[CpuTimes(0, 0, 0), CpuTimes(busy=2.5, idle=0.5, steal=1.0)],
+                 own=[0.0, 1.5], clock=[0.0, 2.0])
     window = ContentionMeter().stop()
     assert window.wall_s == 2.0 and window.cores == 2
     assert window.steal_fraction == pytest.approx(0.25)
