@@ -12,13 +12,16 @@ and, for a stage's own, its ``StageState``:
   virtual stage, or the gradient from the next);
 * it runs layer by layer: compute (forward; or backward with its recomputation),
   then the layer's tensor-parallel collectives (blocking, as in Megatron-LM);
-  with ZeRO-3 the step queues every layer's weight gather on the stage's
-  data-parallel stream at its start (prefetch) and each layer waits for its own;
+  with ZeRO-3 the step queues each layer's weight gather on the stage's
+  data-parallel stream the stack's ``prefetch`` layers ahead (or one flat buffer's
+  at its start) and each layer waits for its own;
 * then the stage sends its output to the consumer stage (blocking send: the
   sender is busy for the transfer, which is when the receiver may start);
-* gradient buckets (one per layer) go to the stage's data-parallel stream, a
-  separate process, as the last micro-batch's backward produces them (ZeRO-0/1)
-  or after every backward (ZeRO-2/3), so the reduction overlaps the backward;
+* gradient buckets (the stack's: one per layer, one flat buffer, or a size) go to
+  the stage's data-parallel stream, a separate process, as the last micro-batch's
+  backward fills them (ZeRO-0/1) or in every backward (ZeRO-2/3), so the reduction
+  overlaps the backward, except for its arithmetic where the MPI library reduces on
+  the compute cores (a CPU node's ``reduce_bandwidth``), which the stage spends;
 * after its last step the stage waits for its stream to drain, sums a tied
   embedding with the other end of the pipeline (once both ends have finished
   their backward), steps the optimizer, and (ZeRO-1/2) gathers the updated
@@ -343,8 +346,9 @@ def _last_backwards(steps: list[Step]) -> dict[int, int]:
 def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
     """Step ``k`` of stage ``i``: wait for its input, run its layers (compute, then the
     layer's TP collectives; where the sharding mode gathers weights for the pass
-    (ZeRO-3, FSDP) each layer waits for its own;
-    a backward queues each layer's gradient bucket), then send its output on."""
+    (ZeRO-3, FSDP) each layer waits for its own, queued ``prefetch`` layers ahead; a
+    backward queues each gradient bucket as it fills, and on a CPU node spends the
+    bucket's reduction arithmetic on its cores), then send its output on."""
     layout, work, comm = it.layout, state.work, state.comm
     p, v = layout.pp, layout.virtual_stages
     dep = producer(step, i, p, v)
@@ -356,17 +360,22 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
     rebuilds = not forward and state.recompute == "full"
     if rebuilds:
         it.hold(i, state.full_layer)
-    gathers = []
-    gather = comm.ag_forward if forward else comm.ag_backward
-    if gather:                             # ZeRO-3, FSDP: every layer's weights, in order
-        for _ in range(work.layers):
-            gathers.append(it.env.event())
-            state.stream.put((gather / comm.buckets, "gather", gathers[-1]))
+    gather = (comm.ag_forward if forward else comm.ag_backward) / v
+    # ZeRO-3, FSDP: the step's weights in units (a layer each, or one flat buffer), each
+    # queued on the stream ``prefetch`` layers ahead of the layer that needs it
+    units = (1 if layout.gather == "stage" else work.layers) if gather else 0
+    gathers = [it.env.event() for _ in range(units)]
+    queued = 0
     env, busy, tracing = it.env, it.busy[i], it.trace is not None
     parts = [(part, length) for part, length in (("compute", comp / work.layers),
                                                  ("tp_comm", tp / work.layers)) if length > 0]
+    reduce, cpu = _step_reduction(comm, layout, forward, k == state.last_backward[step.chunk])
+    pieces = min(work.layers, max(1, round(comm.buckets / v)))
     for layer in range(work.layers):
-        if gathers:                        # ... each layer waits only for its own
+        if units and layer < units:       # ... each layer waits only for its own
+            while queued < min(units, layer + 1 + layout.prefetch):
+                state.stream.put((gather / units, "gather", gathers[queued]))
+                queued += 1
             t0 = env.now
             yield gathers[layer]
             it.account(i, "dp_comm", t0)
@@ -378,19 +387,18 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
             busy[part] += spent * (1 - rc_share)
             if tracing:                    # (the hot loop: no call without a trace)
                 it.span(i, "", step, step.kind, t0, part=part, layer=layer)
-        bucket_time = 0.0
-        if not forward and comm.reduce_per_micro_batch:
-            bucket_time = comm.reduce_per_micro_batch / comm.buckets
-        elif not forward and comm.reduce and k == state.last_backward[step.chunk] \
-                and layout.overlap_dp:
-            bucket_time = comm.reduce / comm.buckets / v
-        if bucket_time:
+        covered = (layer + 1) * pieces // work.layers - layer * pieces // work.layers
+        if reduce and covered:             # a gradient bucket is full: onto the stream
+            share = covered / pieces
             done = it.env.event()
-            state.stream.put((bucket_time, "reduce", done))
+            state.stream.put((reduce * share, "reduce", done))
             state.pending.append(done)
+            t0 = it.env.now
             if not layout.overlap_dp:          # no overlap: wait for it here
-                t0 = it.env.now
                 yield done
+            elif cpu:                          # its arithmetic takes the compute cores
+                yield it.wait(cpu * share)
+            if not layout.overlap_dp or cpu:
                 it.account(i, "dp_comm", t0)
     if rebuilds:
         it.hold(i, -state.full_layer)
@@ -402,6 +410,23 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
         it.account(i, "pp_comm", t0)
         it.span(i, " p2p", step, "send", t0, prefix="send ")
     it.delivered(i, step).succeed()
+
+
+def _step_reduction(comm, layout: Layout, forward: bool, last: bool) -> tuple[float, float]:
+    """(seconds on the stream, seconds of arithmetic on the compute cores) of the
+    gradient reduction one step's backward queues: every backward's (ZeRO-2/3, FSDP),
+    or the last backward's of each chunk when it overlaps (ZeRO-0/1; without overlap
+    the whole reduction is queued at the end). The arithmetic counts only when it
+    overlaps: otherwise it is inside the reduction the stage waits for."""
+    v = layout.virtual_stages
+    if forward:
+        return 0.0, 0.0
+    if comm.reduce_per_micro_batch:
+        return (comm.reduce_per_micro_batch / v,
+                comm.reduce_cpu_per_micro_batch / v if layout.overlap_dp else 0.0)
+    if comm.reduce and last and layout.overlap_dp:
+        return comm.reduce / v, comm.reduce_cpu / v
+    return 0.0, 0.0
 
 
 def finish_process(it: Iteration, i: int, state: StageState):

@@ -34,6 +34,7 @@ from .memory import MemoryBreakdown, pipeline_memory, stage_params
 from .model import ModelSpec
 from .ops import embedding_ops, head_ops, layer_ops, model_flops_per_iteration, vocab_shard
 from .precisions import ACT_BYTES, GRAD_BYTES, OPTIMIZER_BYTES
+from .sharding import gathers_per_layer
 from .system import SystemSpec
 
 
@@ -296,51 +297,85 @@ class StageComm:
     reduce_per_micro_batch: float   # after every backward (ZeRO-2/3, FSDP)
     ag_forward: float      # ZeRO-3, FSDP: weights gathered before every forward ...
     ag_backward: float     # ... and (ZeRO-3, FULL_SHARD) again before every backward
-    buckets: int           # one per layer
+    buckets: int           # gradient buckets (the stack's: one per layer, flat, or a size)
+    gathers: int           # weight gathers per pass (the stack's gather unit)
+    prefetch: int          # layers gathered ahead of the one computing
+    # the reductions' arithmetic on the compute cores (a CPU node's MPI reduces on the
+    # calling core): what overlapping them still costs the compute, per reduction
+    reduce_cpu: float
+    reduce_cpu_per_micro_batch: float
     tied_sync: float       # first/last stage: sum the two copies of a tied embedding
     optimizer: float       # Adam step on the local shard, plus the grad-norm all-reduce
 
 
 def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: NetworkModel,
                compute: ComputeModel, job: JobShape, stage: int) -> StageComm:
-    """The data-parallel and optimizer work of ``stage``, in one bucket per layer (as
-    DeepSpeed and Megatron-LM bucket gradients, and FSDP wraps each layer): each bucket
-    pays the collective's latency. What moves when is the layout's sharding mode's
+    """The data-parallel and optimizer work of ``stage``, cut as the software stack
+    cuts it: gradients in its buckets (one per layer, as DeepSpeed and Megatron-LM
+    bucket them and FSDP wraps each layer; one flat buffer, as Megatron-LM's local
+    DDP; or a size), weights gathered in its unit; each bucket or gather pays the
+    collective's latency. What moves when is the layout's sharding mode's
     (perfmodel.sharding: e.g. ZeRO-3 gathers the weights before every forward and
     backward and reduce-scatters after every backward; ZeRO-1 reduce-scatters once
-    and gathers the updated weights after the step)."""
+    and gathers the updated weights after the step).
+
+    Overlap is not free on a node whose MPI library reduces on the compute cores
+    (``node.reduce_bandwidth``): every algorithm has each rank reduce at least
+    (dp - 1) / dp of the gradient bytes, which costs the compute that long however
+    well the transfers hide (``reduce_cpu``). Transfers are the network's (RDMA);
+    the memory bandwidth they take from compute is not modelled."""
     p, dp = layout.pp, layout.dp
-    buckets = max(1, layout.stage_layers(model)[stage])
+    layers = max(1, layout.stage_layers(model)[stage])
     how = layout.sharding_mode
-
-    def bucketed(op: str, nbytes: float) -> float:
-        return buckets * _collective(network, op, "dp", job, nbytes / buckets)
-
     params = stage_params(model, layout, stage)
     grad_bytes = params * GRAD_BYTES
     weight_bytes = params * ACT_BYTES[layout.precision]
+    buckets = system.stack.reduce_buckets(layers, grad_bytes)
+    gathers = 1 if layout.gather == "stage" else layers * gathers_per_layer(
+        layout.gather, model.activation)
+
+    def cut(op: str, nbytes: float, pieces: int) -> float:
+        return pieces * _collective(network, op, "dp", job, nbytes / pieces)
+
     local = params / (dp if layout.zero >= 1 else 1)
-    opt = compute.optimizer_time(local * OPTIMIZER_BYTES[layout.precision])
-    reduce = gather = per_mb = ag_f = ag_b = 0.0
+    if layout.optimizer == "host":
+        opt = host_optimizer_time(system, local * OPTIMIZER_BYTES[layout.precision],
+                                  params * (GRAD_BYTES + ACT_BYTES[layout.precision]))
+    else:
+        opt = compute.optimizer_time(local * OPTIMIZER_BYTES[layout.precision])
+    reduce = gather = per_mb = ag_f = ag_b = cpu = cpu_mb = 0.0
     if dp > 1:
         opt += _collective(network, "allreduce", "dp", job, 8.0)   # global grad norm
-        grads = bucketed(how.reduce, grad_bytes)
+        grads = cut(how.reduce, grad_bytes, buckets)
+        arithmetic = (3.0 * (dp - 1) / dp * grad_bytes / system.node.reduce_bandwidth
+                      if system.node.reduce_bandwidth else 0.0)
         if how.per_micro_batch:
-            per_mb = grads
+            per_mb, cpu_mb = grads, arithmetic
         else:
-            reduce = grads
+            reduce, cpu = grads, arithmetic
         if how.gather_after_step:
-            gather = bucketed("allgather", weight_bytes)
+            gather = cut("allgather", weight_bytes, buckets)
         if how.gathers:
-            ag = bucketed("allgather", weight_bytes)
+            ag = cut("allgather", weight_bytes, gathers)
             ag_f = ag if "forward" in how.gathers else 0.0
             ag_b = ag if "backward" in how.gathers else 0.0
     tied = 0.0
     if model.tied_embeddings and p > 1 and stage in (0, p - 1):
         tied = _p2p(network, "pp", job, vocab_shard(model, layout.tp) * model.hidden * GRAD_BYTES)
     return StageComm(reduce=reduce, gather_after=gather, reduce_per_micro_batch=per_mb,
-                     ag_forward=ag_f, ag_backward=ag_b, buckets=buckets, tied_sync=tied,
+                     ag_forward=ag_f, ag_backward=ag_b, buckets=buckets, gathers=gathers,
+                     prefetch=layout.prefetch,
+                     reduce_cpu=cpu, reduce_cpu_per_micro_batch=cpu_mb, tied_sync=tied,
                      optimizer=opt)
+
+
+def host_optimizer_time(system: SystemSpec, state_bytes: float, copied_bytes: float) -> float:
+    """An optimizer step offloaded to the host (DeepSpeed ZeRO-Offload): the rank's
+    share of the host's memory bandwidth moves its states, and its link to the host
+    carries the gradients down and the updated weights back (not overlapped)."""
+    node, ranks = system.node, system.ranks_per_node
+    return (state_bytes / (node.host_memory_bandwidth / ranks)
+            + copied_bytes / node.host_link_bandwidth)
 
 
 def pipeline_ends(work: list[float], drain: list[float], counts: list[int], m: int,
@@ -362,10 +397,49 @@ def pipeline_ends(work: list[float], drain: list[float], counts: list[int], m: i
     return ends
 
 
-def _exposed(comm: float, window: float, pieces: int) -> float:
+def _exposed(comm: float, window: float, pieces: int, cpu: float = 0.0) -> float:
     """Communication left exposed when it runs in ``pieces`` buckets behind ``window``
-    seconds of compute: at least the last bucket, at most all of it."""
-    return max(comm / pieces, comm - window) if window > 0 else comm
+    seconds of compute: at least the last bucket, at most all of it. ``cpu`` of it is
+    arithmetic the compute cores do as each bucket is queued (a CPU node's MPI
+    reduction), which no overlap hides: the last bucket's share runs beside that
+    bucket's transfer."""
+    if window <= 0:
+        return max(comm, cpu)
+    return max(cpu + max(0.0, comm - cpu) / pieces, comm - window)
+
+
+def _pass_extras(c: StageComm, st: StageCost, overlap: bool) -> tuple[float, float]:
+    """What the data-parallel traffic of every micro-batch adds to its forward and its
+    backward. Gathered ahead (prefetch), the weight gathers hide behind the pass's
+    compute but for the first piece; as one flat buffer, or without prefetch, each is
+    waited for in full, and without prefetch a backward's gather also waits behind the
+    reduction queued before it on the one stream, so nothing of either hides. With
+    overlap, a backward's reductions share its window with its gathers and their
+    arithmetic on the compute cores is not hidden; without, they are waited for."""
+    ahead = c.prefetch >= 1 and c.gathers > 1
+    forward = _exposed(c.ag_forward, st.forward, c.gathers) if ahead else c.ag_forward
+    hidden = c.ag_backward if ahead else 0.0
+    waited = c.ag_backward - hidden
+    cpu, pieces = 0.0, c.gathers
+    if c.ag_backward and not ahead and c.gathers > 1:
+        waited += c.reduce_per_micro_batch          # serialised with the gathers
+    elif c.reduce_per_micro_batch and overlap:
+        hidden += c.reduce_per_micro_batch
+        cpu, pieces = c.reduce_cpu_per_micro_batch, c.buckets
+    else:
+        waited += c.reduce_per_micro_batch
+    backward = waited + (_exposed(hidden, st.backward, pieces, cpu) if hidden else 0.0)
+    return forward, backward
+
+
+def _exposed_reduce(comm: float, cpu: float, backward: float, buckets: int,
+                    overlap: bool) -> float:
+    """The last backward's gradient reduction's cost to its stage: all of it without
+    overlap; with overlap, what the buckets leave exposed behind the backward and
+    the arithmetic the compute cores do for them (``cpu``)."""
+    if not comm:
+        return 0.0
+    return _exposed(comm, backward, buckets, cpu) if overlap else comm
 
 
 def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
@@ -386,11 +460,9 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
     extra_f, extra_b, dp_tail, optim, tied = {}, {}, {}, {}, {}
     for i in firsts:
         st, c = cost[i], stage_comm(model, system, layout, network, compute, job, i)
-        window = st.backward if layout.overlap_dp else 0.0
-        f_add = _exposed(c.ag_forward, st.forward, c.buckets) if c.ag_forward else 0.0
-        b_comm = c.reduce_per_micro_batch + c.ag_backward
-        b_add = _exposed(b_comm, window, c.buckets) if b_comm else 0.0
-        tail = (_exposed(c.reduce, window, c.buckets) if c.reduce else 0.0) + c.gather_after
+        f_add, b_add = _pass_extras(c, st, layout.overlap_dp)
+        tail = _exposed_reduce(c.reduce, c.reduce_cpu, st.backward, c.buckets,
+                               layout.overlap_dp) + c.gather_after
         extra_f[i], extra_b[i] = f_add, b_add
         dp_tail[i], optim[i], tied[i] = tail + c.tied_sync, c.optimizer, c.tied_sync
 

@@ -33,7 +33,9 @@ class Layout:
     --overlap-grad-reduce do) and ``attention`` is how the attention core is computed
     (perfmodel.ops.ATTENTIONS: materialized or flash); both are the software stack's
     settings, not searched, as is ``sharding``, the family of data-parallel modes its
-    framework runs (perfmodel.sharding: with ``zero``, e.g. fsdp 3 is FULL_SHARD).
+    framework runs (perfmodel.sharding: with ``zero``, e.g. fsdp 3 is FULL_SHARD),
+    the unit its weight gathers fetch (``gather``) and how many layers ahead
+    (``prefetch``), and where its optimizer steps (``optimizer``: device or host).
     ``partition`` is how the pipeline places the layers on its stages
     (perfmodel.partitions: even, or DeepSpeed's uneven fills).
     """
@@ -54,6 +56,9 @@ class Layout:
     attention: str = "materialized"
     partition: str = "even"
     sharding: str = "deepspeed"
+    gather: str = "layer"
+    prefetch: int = 1
+    optimizer: str = "device"
 
     def __post_init__(self):
         for name, hi in (("tp", 1_000_000), ("pp", 100_000), ("dp", 10_000_000),
@@ -68,6 +73,9 @@ class Layout:
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("attention", self.attention, ATTENTIONS)
         partitions.get(self.partition)
+        check_choice("gather", self.gather, tuple(sharding.GATHER_UNITS))
+        check_int("prefetch", self.prefetch, lo=0, hi=1000)
+        check_choice("optimizer", self.optimizer, tuple(sharding.OPTIMIZER_PLACES))
         err = sharding.family_error(self.sharding, self.zero)
         if err is not None:
             raise err
@@ -181,9 +189,10 @@ def _stage_runs(layers: tuple[int, ...], recompute: str, recompute_stages: int |
 
 
 # The fields of a layout a user may pin (``--tp 6 ...``); the others are the run's
-# settings (the global batch; whether the stack overlaps the DP reduction).
+# settings (the global batch) and the software stack's (StackSpec.layout_settings).
+STACK_SETTINGS = ("overlap_dp", "attention", "sharding", "gather", "prefetch", "optimizer")
 PINNABLE = tuple(f.name for f in dataclasses.fields(Layout)
-                 if f.name not in ("global_batch", "overlap_dp", "attention", "sharding"))
+                 if f.name not in ("global_batch",) + STACK_SETTINGS)
 
 
 def divisors(n: int) -> list[int]:

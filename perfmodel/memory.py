@@ -9,7 +9,9 @@ parameter; fp16 mixed precision 2 (weights) + 4 (fp32 gradient accumulation, as
 Megatron-LM) + 12 (fp32 master weights, Adam m and v) = 18; ZeRO-1 shards the
 optimizer over dp, ZeRO-2 also gradients, ZeRO-3 also weights (a sharding mode that
 holds them whole from the forward to the backward, FSDP's SHARD_GRAD_OP, counts them
-whole: perfmodel.sharding).
+whole: perfmodel.sharding), and a gathering mode adds the weights it has gathered (the
+unit in use and those prefetched); an optimizer offloaded to the host keeps its
+states off the rank.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 from fpcore.caches import cached
 
+from . import sharding
 from .layout import Layout
 from .model import ModelSpec
 from .ops import vocab_shard
@@ -146,7 +149,8 @@ def stage_memory(model: ModelSpec, layout: Layout, stage: int) -> MemoryBreakdow
     whole = layout.sharding_mode.whole_weights      # (FSDP SHARD_GRAD_OP: whole at the peak)
     weights = params * w_b / (1 if whole else dp)
     grads = params * g_b / (dp if zero >= 2 else 1)
-    optim = params * o_b / (dp if zero >= 1 else 1)
+    # an optimizer offloaded to the host keeps its states (and master weights) there
+    optim = 0.0 if layout.optimizer == "host" else params * o_b / (dp if zero >= 1 else 1)
 
     mode = layout.stage_recomputes(stage)
     e, mb, sp = ACT_BYTES[layout.precision], layout.micro_batch, layout.sequence_parallel
@@ -164,9 +168,21 @@ def stage_memory(model: ModelSpec, layout: Layout, stage: int) -> MemoryBreakdow
         buffers += 2 * e * sbh          # pipeline send and receive buffers
     if t > 1:
         buffers += e * sbh              # tensor-parallel collective buffer
-    if not whole:                       # all-gathered weights of the current and next layer
-        buffers += 2 * layer_params_per_rank(model, t) * w_b
+    if not whole:                       # the gathered weights in use and prefetched
+        buffers += gathered_params(model, layout, params) * w_b
     return MemoryBreakdown(stage, weights, grads, optim, acts, buffers)
+
+
+def gathered_params(model: ModelSpec, layout: Layout, stage_params: float) -> float:
+    """Parameters a gathering mode (ZeRO-3, FSDP) holds whole at once on a stage of
+    ``stage_params``: the unit in use and the ``prefetch`` layers' worth gathered
+    ahead of it (a whole flat buffer with stage granularity)."""
+    if layout.gather == "stage":
+        return stage_params
+    per_unit = layer_params_per_rank(model, layout.tp) / sharding.gathers_per_layer(
+        layout.gather, model.activation)
+    units = 1 + layout.prefetch * sharding.gathers_per_layer(layout.gather, model.activation)
+    return min(stage_params, units * per_unit)
 
 
 def representative_stages(model: ModelSpec, layout: Layout) -> tuple[int, ...]:

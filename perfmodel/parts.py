@@ -23,7 +23,7 @@ from topologies.interface import MAPPINGS, NETWORK_MODELS
 
 from .ops import ATTENTIONS
 from .partitions import PARTITIONS
-from .sharding import FAMILIES, family_error
+from .sharding import FAMILIES, GATHER_UNITS, OPTIMIZER_PLACES, family_error
 from .precisions import PRECISIONS
 
 # A node's peaks: the training precisions (perfmodel.precisions) and fp64, which the
@@ -82,6 +82,11 @@ class NodeSpec:
     # bytes/s (STREAM convention) at which one rank's MPI reduction runs; 0: free
     # (GPU collective libraries reduce in kernels pipelined with the transfers)
     reduce_bandwidth: float = 0.0
+    # an accelerator node's host: its CPU memory bandwidth and the link from each
+    # rank's device to it (PCIe), both bytes/s of the whole node and per rank; 0: no
+    # host figure (a stack cannot offload its optimizer there)
+    host_memory_bandwidth: float = 0.0
+    host_link_bandwidth: float = 0.0
 
     def __post_init__(self):
         set_field(self, "name", check_str("node.name", self.name, max_len=200))
@@ -125,6 +130,12 @@ class NodeSpec:
         if reduce:
             _quantity("node.reduce_bandwidth_gbs", reduce, GB, **BANDWIDTH_GBS)
         set_field(self, "reduce_bandwidth", reduce)
+        for name in ("host_memory_bandwidth", "host_link_bandwidth"):
+            value = _quantity(f"node.{name}_gbs", getattr(self, name), GB, lo=0.0,
+                              lo_open=False)                   # 0: no host figure
+            if value:
+                _quantity(f"node.{name}_gbs", value, GB, **BANDWIDTH_GBS)
+            set_field(self, name, value)
         set_field(self, "power_w", _quantity("node.power_w", self.power_w, lo=0.0,
                                              lo_open=False, hi=1e7))     # 0: not known
         set_field(self, "gemm_efficiency", _quantity("node.gemm_efficiency",
@@ -180,6 +191,15 @@ class StackSpec:
     # the framework's family of data-parallel modes (perfmodel.sharding: deepspeed,
     # megatron or fsdp): what each ZeRO stage it runs moves, and when
     sharding: str = "deepspeed"
+    # how it cuts that traffic: gradient buckets ("layer": one per transformer layer;
+    # "flat": one buffer of the stage's gradients; or a size in MB), the unit its weight
+    # gathers fetch (perfmodel.sharding.GATHER_UNITS) and how many layers ahead of the
+    # one computing it gathers (0: each layer waits for its own gather), and where its
+    # optimizer steps (perfmodel.sharding.OPTIMIZER_PLACES)
+    reduce_bucket_mb: str | float = "layer"
+    gather_granularity: str = "layer"
+    prefetch_layers: int = 1
+    optimizer: str = "device"
 
     def __post_init__(self):
         set_field(self, "name", check_str("stacks", self.name, max_len=200))
@@ -216,6 +236,17 @@ class StackSpec:
             err = family_error(self.sharding, z)
             if err is not None:
                 raise SpecError(f"{where}.zero_stages", err.message)
+        bucket = self.reduce_bucket_mb
+        if isinstance(bucket, str):
+            check_choice(f"{where}.reduce_bucket_mb", bucket, ("layer", "flat"))
+        else:
+            set_field(self, "reduce_bucket_mb", _quantity(
+                f"{where}.reduce_bucket_mb", bucket, lo=1e-6, lo_open=False, hi=1e9))
+        check_choice(f"{where}.gather_granularity", self.gather_granularity,
+                     tuple(GATHER_UNITS))
+        set_field(self, "prefetch_layers", check_int(f"{where}.prefetch_layers",
+                                                     self.prefetch_layers, lo=0, hi=1000))
+        check_choice(f"{where}.optimizer", self.optimizer, tuple(OPTIMIZER_PLACES))
         if "any" in self.collective_algorithms and len(self.collective_algorithms) > 1:
             raise SpecError(f"{where}.collective_algorithms", "is either [\"any\"] or a list "
                                                               "of algorithm names")
@@ -228,7 +259,17 @@ class StackSpec:
     def layout_settings(self) -> dict:
         """The Layout fields this stack sets for every layout it runs (not searched)."""
         return {"overlap_dp": self.overlap_dp, "attention": self.attention,
-                "sharding": self.sharding}
+                "sharding": self.sharding, "gather": self.gather_granularity,
+                "prefetch": self.prefetch_layers, "optimizer": self.optimizer}
+
+    def reduce_buckets(self, layers: int, grad_bytes: float) -> int:
+        """Gradient buckets a stage of ``layers`` layers and ``grad_bytes`` of gradients
+        reduces in (each pays the collective's latency)."""
+        if self.reduce_bucket_mb == "layer":
+            return max(1, layers)
+        if self.reduce_bucket_mb == "flat":
+            return 1
+        return max(1, math.ceil(grad_bytes / (self.reduce_bucket_mb * 1e6)))
 
     def replace(self, **changes) -> "StackSpec":
         return dataclasses.replace(self, **changes)
@@ -237,7 +278,8 @@ class StackSpec:
 STACK_KEYS = ("gemm_efficiency", "gemm_half_size", "kernel_bytes_per_cycle",
               "collective_efficiency", "overlap_dp", "zero_stages", "collective_algorithms",
               "attention", "op_overhead_us", "attention_efficiency", "pipeline_partitions",
-              "sharding")
+              "sharding", "reduce_bucket_mb", "gather_granularity", "prefetch_layers",
+              "optimizer")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,11 @@ and per iteration, which collectives it runs:
 HYBRID_SHARD (FULL_SHARD inside a node, replicas across nodes) needs collectives over
 a part of the data-parallel group and is not modelled. Adding a mode is one entry in
 ``FAMILIES``.
+
+How a framework cuts that traffic is its stack's (perfmodel.parts.StackSpec): the
+unit a gathering mode fetches weights in (``GATHER_UNITS``) and how many units ahead
+it prefetches, the gradient buckets it reduces in (one per layer, one flat buffer, or
+a size), and where its optimizer steps (``OPTIMIZER_PLACES``).
 """
 
 from __future__ import annotations
@@ -71,6 +76,30 @@ FAMILIES = {
         (3, "FULL_SHARD", "FULL_SHARD", ("forward", "backward"), "reduce-scatter", True, False,
          False)),
 }
+
+
+# The unit a gathering mode (ZeRO-3, FSDP) all-gathers weights in.
+GATHER_UNITS = {
+    "layer": "one all-gather per transformer layer (FSDP wrapping each block)",
+    "module": "one per weight matrix of a layer (DeepSpeed ZeRO-3 fetching each "
+              "submodule's parameters; FSDP wrapping each linear layer)",
+    "stage": "one flat buffer of the stage's weights, gathered whole before each pass "
+             "(FSDP wrapping only the root module): nothing to overlap it with",
+}
+
+# Where the optimizer states live and the step runs.
+OPTIMIZER_PLACES = {
+    "device": "on the rank's own processor and memory (on a CPU node, the only place)",
+    "host": "offloaded to the host CPU (DeepSpeed ZeRO-Offload, offload_optimizer): "
+            "the states in host memory, gradients copied down and weights up over the "
+            "host link every step",
+}
+
+
+def gathers_per_layer(unit: str, activation: str) -> int:
+    """All-gathers one transformer layer's weights take at ``unit`` granularity (a
+    layer's weight matrices: QKV, projection, FC1, FC2, and SwiGLU's gate)."""
+    return 5 if unit == "module" and activation == "swiglu" else 4 if unit == "module" else 1
 
 
 def family_error(family: str, zero: int) -> SpecError | None:

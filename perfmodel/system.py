@@ -218,6 +218,12 @@ class SystemSpec:
         Apply to a system with the default stack only (preset loading does)."""
         node, net, sources = self.node, self.network, dict(self.sources)
         tag = f"stack {stack.name}"
+        if stack.optimizer == "host" and not (node.host_memory_bandwidth
+                                              and node.host_link_bandwidth):
+            raise SpecError(f"stacks.{stack.name}.optimizer",
+                            "host needs node.host_memory_bandwidth_gbs and "
+                            "node.host_link_bandwidth_gbs (where the offloaded optimizer "
+                            "steps, and the link the gradients and weights cross)")
         for key in ("gemm_efficiency", "gemm_half_size"):
             value = getattr(stack, key)
             if value is not None:
@@ -295,6 +301,8 @@ _NODE_KEYS = {
     "gemm_efficiency": ("gemm_efficiency", None, "float"), "power_w": ("power_w", None, "float"),
     "gemm_half_size": ("gemm_half_size", None, "float"),
     "reduce_bandwidth_gbs": ("reduce_bandwidth", GB, "float"),
+    "host_memory_bandwidth_gbs": ("host_memory_bandwidth", GB, "float"),
+    "host_link_bandwidth_gbs": ("host_link_bandwidth", GB, "float"),
     "mtbf_hours": ("mtbf_hours", None, "float"),
 }
 _NETWORK_KEYS = {

@@ -9,6 +9,7 @@ The model (perfmodel) computes; this module says it. Every number keeps SI units
 from __future__ import annotations
 
 from perfmodel.estimator import Estimate
+from perfmodel.layout import STACK_SETTINGS
 from perfmodel.memory import memory_verdict
 from perfmodel.plan import PlanResult
 from perfmodel.precisions import ACT_BYTES, GRAD_BYTES, OPTIMIZER_BYTES, PRECISIONS, STATE_BYTES
@@ -25,7 +26,7 @@ def estimate_to_dict(est: Estimate, tokens: float, price_per_node_hour: float | 
     out = {
         "nodes": est.nodes,
         "layout": {**{k: v for k, v in lay.to_dict().items()
-                      if k not in ("overlap_dp", "attention")},    # the stack's settings
+                      if k == "sharding" or k not in STACK_SETTINGS},   # the stack's own
                    "stage_layers": list(lay.stage_layers(est.model))},
         "micro_batches": lay.micro_batches,
         "iteration_s": est.iteration_s,
@@ -88,8 +89,24 @@ def _stack_assumption(system: SystemSpec) -> str:
                      f"model's bandwidth")
     parts.append("the data-parallel reduction overlaps the backward" if stack.overlap_dp else
                  "the data-parallel reduction waits for the backward")
-    modes = [FAMILIES[stack.sharding][z].name for z in stack.zero_stages]
-    parts.append(f"data parallelism as {stack.sharding} runs it: {', '.join(modes)}")
+    if stack.overlap_dp and system.node.reduce_bandwidth:
+        parts.append("its arithmetic runs on the compute cores, which overlap does not hide")
+    bucket = stack.reduce_bucket_mb
+    parts.append("gradients reduced " + ({"layer": "in one bucket per layer",
+                                          "flat": "in one flat buffer"}.get(bucket)
+                                         or f"in buckets of {bucket:g} MB"))
+    modes = [FAMILIES[stack.sharding][z] for z in stack.zero_stages]
+    parts.append(f"data parallelism as {stack.sharding} runs it: "
+                 f"{', '.join(m.name for m in modes)}")
+    if any(m.gathers for m in modes):
+        unit = {"layer": "per layer", "module": "per weight matrix",
+                "stage": "as one flat buffer per pass"}[stack.gather_granularity]
+        ahead = (f", {stack.prefetch_layers} layer(s) ahead" if stack.prefetch_layers
+                 else ", each when its layer is reached")
+        parts.append(f"weights gathered {unit}"
+                     + (ahead if stack.gather_granularity != "stage" else ""))
+    if stack.optimizer == "host":
+        parts.append("the optimizer offloaded to the host")
     parts.append("collectives by the cheapest algorithm the network model knows"
                  if stack.algorithms is None else
                  f"collectives as {' or '.join(stack.algorithms)} only")

@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 
 from perfmodel.des import Noise, StageWork, Trace, simulate, simulate_runs
 from fpcore.errors import SpecError
-from perfmodel.estimator import StageComm, estimate
+from perfmodel.estimator import StageComm, _exposed_reduce, estimate
 from perfmodel.layout import Layout
 from perfmodel.memory import stage_memory
 from perfmodel.presets import load_model
@@ -40,7 +40,8 @@ def work(f, b, *, p2p=0.0, layers=1, fwd_tp=0.0, bwd_tp=0.0, recompute=0.0):
 def comm(**kw):
     """Free communication and a free optimizer unless told otherwise."""
     base = dict(reduce=0.0, gather_after=0.0, reduce_per_micro_batch=0.0, ag_forward=0.0,
-                ag_backward=0.0, buckets=1, tied_sync=0.0, optimizer=0.0)
+                ag_backward=0.0, buckets=1, gathers=1, prefetch=1, reduce_cpu=0.0,
+                reduce_cpu_per_micro_batch=0.0, tied_sync=0.0, optimizer=0.0)
     return StageComm(**{**base, **kw})
 
 
@@ -566,12 +567,77 @@ def test_dp_reduction_overlaps_the_last_backward():
     assert (on.breakdown["dp_comm"], off.breakdown["dp_comm"]) == (1.0, 2.0)
 
 
-def test_dp_overlap_helps_real_layouts():
+# Fugaku with gradients bucketed per layer (its stacks reduce one flat buffer, which
+# leaves nothing to overlap)
+BUCKETED = dataclasses.replace(ANALYTIC, stack=ANALYTIC.stack.replace(reduce_bucket_mb="layer"))
+
+
+def test_dp_overlap_helps_real_layouts_where_reductions_are_free():
+    free = dataclasses.replace(BUCKETED, node=dataclasses.replace(ANALYTIC.node,
+                                                                reduce_bandwidth=0.0))
     for layout in (Layout(tp=2, dp=8, global_batch=64),
                    Layout(tp=2, pp=2, dp=8, global_batch=64, zero=1)):
-        on = simulate(REAL, ANALYTIC, layout).iteration_s
-        off = simulate(REAL, ANALYTIC, layout.replace(overlap_dp=False)).iteration_s
+        on = simulate(REAL, free, layout).iteration_s
+        off = simulate(REAL, free, layout.replace(overlap_dp=False)).iteration_s
         assert on < off
+
+
+def test_overlap_on_a_cpu_node_still_pays_the_reduction_arithmetic():
+    """As test_dp_reduction_overlaps_the_last_backward, with 1 s of the 2 s all-reduce
+    arithmetic on the compute cores (0.5 s per bucket). B1's layer 0 ends at 5: its
+    bucket reduces on the stream [5,6] while the stage adds [5,5.5]; layer 1 [5.5,6.5];
+    the last bucket [6.5,7.5] beside the stage's [6.5,7]: done at 7.5, not 7. The
+    analytic estimate resolves it the same way."""
+    costs = uniform(1.0, 2.0, layers=2, buckets=2, reduce=2.0, reduce_cpu=1.0)
+    on, off = run(1, 2, costs, overlap_dp=True), run(1, 2, costs, overlap_dp=False)
+    assert (on.iteration_s, off.iteration_s) == (7.5, 8.0)
+    assert on.breakdown["dp_comm"] == 1.5
+    assert _exposed_reduce(2.0, 1.0, 2.0, 2, True) == 1.5      # after 6 s of compute
+
+
+def test_reduction_arithmetic_in_a_pipeline_can_make_overlap_a_loss():
+    """On Fugaku's cores the last stage's overlapped reduction lengthens its backward,
+    so the gradient it sends upstream leaves later: with pp = 2 overlapping costs more
+    than it hides, which an accelerator's free reductions never do."""
+    layout = Layout(tp=2, pp=2, dp=8, global_batch=64, zero=1)
+    on = simulate(REAL, BUCKETED, layout)
+    off = simulate(REAL, BUCKETED, layout.replace(overlap_dp=False))
+    assert on.iteration_s > off.iteration_s
+
+
+def test_one_flat_gradient_buffer_leaves_nothing_to_overlap():
+    """Fugaku's stacks all-reduce one flat buffer after the backward (Megatron-LM's
+    local DDP): overlap cannot hide any of it, in the DES or the estimate."""
+    layout = Layout(tp=2, dp=8, global_batch=64)
+    for run_ in (simulate, estimate):
+        on = run_(REAL, ANALYTIC, layout).iteration_s
+        assert on == pytest.approx(run_(REAL, ANALYTIC, layout.replace(
+            overlap_dp=False)).iteration_s, rel=1e-12)
+        assert on > run_(REAL, BUCKETED, layout).iteration_s
+
+
+def test_prefetch_zero_waits_for_every_gather():
+    """test_zero3_every_layer_waits_for_its_gather without prefetch: each layer queues
+    its own gather when it is reached. F0: gathers [0,2], layer [2,2.5], [2.5,4.5],
+    [4.5,5]; B0: [5,7] [7,8] [8,10] [10,11]; F1 from 11 the same 5 s, B1 6 s: 22 s,
+    against 19 with one layer prefetched (the stream then overlaps compute)."""
+    costs = uniform(1.0, 2.0, layers=2, buckets=2, ag_forward=4.0, ag_backward=4.0)
+    assert run(1, 2, costs, zero=3, prefetch=0).iteration_s == 22.0
+    assert run(1, 2, costs, zero=3, prefetch=1).iteration_s == 19.0
+
+
+def test_a_flat_gather_is_waited_for_whole_before_each_pass():
+    """One flat buffer per pass (gather = stage): 4 s before each pass, then its two
+    layers: F0 [0,4] + 1, B0 [5,9] + 2, F1 [11,15] + 1, B1 [16,20] + 2 = 22 s."""
+    costs = uniform(1.0, 2.0, layers=2, buckets=2, ag_forward=4.0, ag_backward=4.0)
+    assert run(1, 2, costs, zero=3, gather="stage").iteration_s == 22.0
+
+
+def test_a_flat_gradient_buffer_reduces_after_the_whole_backward():
+    """test_dp_reduction_overlaps_the_last_backward with one bucket (Megatron-LM's
+    local DDP): nothing is left to overlap, the 2 s all-reduce follows the backward."""
+    costs = uniform(1.0, 2.0, layers=2, buckets=1, reduce=2.0)
+    assert run(1, 2, costs, overlap_dp=True).iteration_s == 8.0
 
 
 @pytest.mark.parametrize("zero", [2, 3])

@@ -147,3 +147,98 @@ def test_the_fugaku_stacks_run_megatrons_own_data_parallelism():
     fugaku = load_system("fugaku")
     assert {s.sharding for s in fugaku.stacks} == {"megatron"}
     assert "no --deepspeed" in fugaku.sources["stacks.fugaku-llm.sharding"]
+
+
+# ------------------------------------------------ how a stack cuts its traffic
+def with_stack(**kw):
+    return load_system("mosaic-a100-40gb", stack=RINGS.stack.replace(name="cut-test", **kw))
+
+
+def test_gradient_buckets_are_the_stacks():
+    """One per layer (FSDP's units), one flat buffer (Megatron-LM's local DDP) or a size:
+    the same bytes in fewer collectives pay fewer latencies."""
+    layer, flat, sized = (comm_of(with_stack(reduce_bucket_mb=b), sharded(RINGS, 3))
+                          for b in ("layer", "flat", 1000.0))
+    grads = 4.0 * (MPT_1B.layers * MPT_1B.layer_params + MPT_1B.vocab * MPT_1B.hidden)
+    assert (layer.buckets, flat.buckets) == (MPT_1B.layers, 1)
+    assert sized.buckets == pytest.approx(grads / 1000e6, abs=1.0)
+    assert flat.reduce_per_micro_batch < sized.reduce_per_micro_batch \
+        < layer.reduce_per_micro_batch
+    assert load_system("fugaku").stack.reduce_bucket_mb == "flat"
+
+
+def test_gather_units_and_prefetch_decide_what_a_pass_waits_for():
+    """Module granularity: 4 gathers a layer (more latencies); one layer ahead hides all
+    but the first gather; a flat stage buffer is waited for in full; without prefetch
+    each layer's gather is too, and in the backward it queues behind the reduction
+    before it on the one stream, so neither hides. Memory holds the gathered units: the
+    one in use and those prefetched, or the whole stage's weights."""
+    base = sharded(RINGS, 3, mb=1)
+    times = {}
+    for unit, prefetch in (("layer", 1), ("module", 1), ("stage", 1), ("layer", 0),
+                           ("layer", 3)):
+        system = with_stack(gather_granularity=unit, prefetch_layers=prefetch)
+        lay = base.replace(gather=unit, prefetch=prefetch)
+        assert comm_of(system, lay).gathers == {"layer": 24, "module": 96, "stage": 1}[unit]
+        times[unit, prefetch] = estimate(MPT_1B, system, lay)
+    dp = {k: e.breakdown.dp_comm for k, e in times.items()}
+    assert dp["layer", 1] < dp["module", 1]
+    assert dp["layer", 1] < dp["stage", 1] < dp["layer", 0]
+    one = comm_of(RINGS, base)
+    m = base.micro_batches                       # every micro-batch waits for all of it
+    assert dp["layer", 0] == pytest.approx(m * (2 * one.ag_forward + one.reduce_per_micro_batch),
+                                           rel=0.02)
+    flat = comm_of(with_stack(gather_granularity="stage"), base.replace(gather="stage"))
+    assert dp["stage", 1] >= m * 2 * flat.ag_forward > 0          # waited for in full
+    gathered = {k: e.peak_memory.buffers for k, e in times.items()}
+    assert gathered["layer", 0] < gathered["layer", 1] < gathered["layer", 3] \
+        < gathered["stage", 1]
+
+
+@pytest.mark.parametrize("unit,prefetch", [("layer", 0), ("stage", 1), ("module", 2)])
+def test_the_simulator_gathers_as_the_estimate_prices_it(unit, prefetch):
+    from perfmodel.des import simulate
+    system = with_stack(gather_granularity=unit, prefetch_layers=prefetch)
+    lay = sharded(RINGS, 3).replace(gather=unit, prefetch=prefetch)
+    assert simulate(MPT_1B, system, lay).iteration_s == pytest.approx(
+        estimate(MPT_1B, system, lay).iteration_s, rel=0.02)
+
+
+def test_an_offloaded_optimizer_leaves_the_device_and_crosses_the_host_link():
+    """ZeRO-Offload: the optimizer states leave the GPU's memory; the step runs at the
+    host's memory bandwidth (shared by the node's 8 ranks) after the gradients cross the
+    host link down and before the weights cross it back."""
+    import dataclasses
+    from perfmodel.compute import ComputeModel
+    from perfmodel.memory import stage_params
+    from perfmodel.precisions import OPTIMIZER_BYTES
+    node = dataclasses.replace(RINGS.node, host_memory_bandwidth=200e9,
+                               host_link_bandwidth=25e9)
+    host = dataclasses.replace(RINGS, node=node).with_stack(
+        RINGS.stack.replace(name="offload", optimizer="host"))
+    device_lay = sharded(RINGS, 3)
+    host_lay = device_lay.replace(optimizer="host")
+    on_device, offloaded = (estimate(MPT_1B, s, lay) for s, lay in
+                            ((RINGS, device_lay), (host, host_lay)))
+    assert offloaded.peak_memory.optimizer == 0 < on_device.peak_memory.optimizer
+    n = stage_params(MPT_1B, device_lay, 0)
+    states = n / 16 * OPTIMIZER_BYTES["bf16"]
+    device_step = ComputeModel.for_system(RINGS, "bf16").optimizer_time(states)
+    host_step = states / (200e9 / 8) + n * (4 + 2) / 25e9     # fp32 grads down, bf16 up
+    grad_norm = comm_of(RINGS, device_lay).optimizer - device_step
+    assert comm_of(host, host_lay).optimizer == pytest.approx(host_step + grad_norm)
+    assert offloaded.breakdown.optimizer > on_device.breakdown.optimizer
+    with pytest.raises(SpecError) as e:
+        RINGS.with_stack(RINGS.stack.replace(name="offload", optimizer="host"))
+    assert e.value.field == "stacks.offload.optimizer" and "host_link" in e.value.message
+
+
+def test_stack_values_out_of_range_are_refused_by_name():
+    for kw, field in (({"reduce_bucket_mb": "per-tensor"}, "reduce_bucket_mb"),
+                      ({"reduce_bucket_mb": -5.0}, "reduce_bucket_mb"),
+                      ({"gather_granularity": "tensor"}, "gather_granularity"),
+                      ({"prefetch_layers": -1}, "prefetch_layers"),
+                      ({"optimizer": "nvme"}, "optimizer")):
+        with pytest.raises(SpecError) as e:
+            RINGS.stack.replace(name="bad", **kw)
+        assert e.value.field == f"stacks.bad.{field}"

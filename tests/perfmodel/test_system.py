@@ -262,7 +262,7 @@ def edited(tmp_path, old: str, new: str, name: str = "mysystem"):
     ("mtbf_hours = { value = 9538560.0,", "mtbf_hours = { value = true,", "node.mtbf_hours"),
     ("eco_mode = { value = false,", "eco_mode = { value = 0,", "node.eco_mode"),
     ("job_torus = { value = true,", "job_torus = { value = \"yes\",", "network.job_torus"),
-    ("kernel_bytes_per_cycle = { value = 6.345,", "kernel_bytes_per_cycle = { value = nan,",
+    ("kernel_bytes_per_cycle = { value = 6.344,", "kernel_bytes_per_cycle = { value = nan,",
      "stacks.deepspeedfugaku-2023.kernel_bytes_per_cycle"),
     ("overlap_dp = { value = false,", "overlap_dp = { value = 0,",
      "stacks.fugaku-llm.overlap_dp"),
