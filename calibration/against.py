@@ -29,6 +29,9 @@ runs in; ``perfmodel/data/validation/runs_*.csv`` ship the published ones):
                        type:transformer|embedding), one the stack runs; empty or
                        absent: even where pp divides the layers, else the stack's first
                        uneven placement
+    shard_ranks        optional: the data-parallel ranks a hybrid sharding mode splits
+                       its states over, a replica per group (FSDP HYBRID_SHARD: usually
+                       a node's ranks); empty, absent or 0: over all of dp
 
 Each row is simulated by the DES (perfmodel.des) with the system preset and the
 row's stack unchanged: no parameter is set per row. Whether the data-parallel
@@ -149,7 +152,9 @@ def row_inputs(row: dict, where: str, stack: str | None = None):
                 recompute=_choice(row, "recompute", where, RECOMPUTE, "none"),
                 sequence_parallel=sp == "yes", zero=_int(row, "zero", where, default=0, lo=0),
                 precision=_choice(row, "precision", where, PRECISIONS, "fp32"),
-                partition=partition, **system.stack.layout_settings())
+                partition=partition,
+                shard_ranks=_int(row, "shard_ranks", where, default=0, lo=0),
+                **system.stack.layout_settings())
     mb = _int(row, "micro_batch", where) if _text(row, "micro_batch") else None
     try:                       # the layout itself, with the given or the smallest micro-batch
         for err in (stack_partition_error(system, partition),

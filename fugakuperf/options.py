@@ -198,6 +198,10 @@ def layout_options(f):
                           "framework names it (fsdp 3: FULL_SHARD; megatron 1: distributed "
                           "optimizer; `fugakuperf presets` lists them); 2 and 3 only without "
                           "pipeline parallelism, as DeepSpeed."),
+        click.option("--shard-ranks", type=click.IntRange(min=0),
+                     help="Pin a sharding group: ZeRO's shards split over K data-parallel "
+                          "ranks, a replica per group (FSDP HYBRID_SHARD, where K is "
+                          "usually a node's ranks); 0: over all of dp."),
         click.option("--recompute", type=Registered("perfmodel.layout:RECOMPUTE"),
                      help="Pin activation recomputation."),
         click.option("--recompute-stages", type=click.IntRange(min=1),

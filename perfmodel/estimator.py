@@ -334,10 +334,20 @@ def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: Ne
     gathers = 1 if layout.gather == "stage" else layers * gathers_per_layer(
         layout.gather, model.activation)
 
-    def cut(op: str, nbytes: float, pieces: int) -> float:
-        return pieces * _collective(network, op, "dp", job, nbytes / pieces)
+    # a hybrid mode gathers and reduce-scatters inside groups of s ranks and all-reduces
+    # the shards across the dp / s groups (ranks s x tp apart: a job whose "tp" spans them)
+    s = layout.shard_size
+    group = job if s == dp else JobShape(job.tp, job.pp, s, job.ranks_per_node)
+    replicas = None if s == dp else JobShape(job.tp * s, job.pp, dp // s, job.ranks_per_node)
 
-    local = params / (dp if layout.zero >= 1 else 1)
+    def cut(op: str, nbytes: float, pieces: int, over: JobShape = group) -> float:
+        return pieces * _collective(network, op, "dp", over, nbytes / pieces)
+
+    def arithmetic(n: int, nbytes: float) -> float:
+        r = system.node.reduce_bandwidth
+        return 3.0 * (n - 1) / n * nbytes / r if r else 0.0
+
+    local = params / (s if layout.zero >= 1 else 1)
     if layout.optimizer == "host":
         opt = host_optimizer_time(system, local * OPTIMIZER_BYTES[layout.precision],
                                   params * (GRAD_BYTES + ACT_BYTES[layout.precision]))
@@ -347,12 +357,14 @@ def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: Ne
     if dp > 1:
         opt += _collective(network, "allreduce", "dp", job, 8.0)   # global grad norm
         grads = cut(how.reduce, grad_bytes, buckets)
-        arithmetic = (3.0 * (dp - 1) / dp * grad_bytes / system.node.reduce_bandwidth
-                      if system.node.reduce_bandwidth else 0.0)
+        work = arithmetic(s, grad_bytes)
+        if replicas is not None:
+            grads += cut("allreduce", grad_bytes / s, buckets, replicas)
+            work += arithmetic(dp // s, grad_bytes / s)
         if how.per_micro_batch:
-            per_mb, cpu_mb = grads, arithmetic
+            per_mb, cpu_mb = grads, work
         else:
-            reduce, cpu = grads, arithmetic
+            reduce, cpu = grads, work
         if how.gather_after_step:
             gather = cut("allgather", weight_bytes, buckets)
         if how.gathers:

@@ -36,6 +36,8 @@ class Layout:
     framework runs (perfmodel.sharding: with ``zero``, e.g. fsdp 3 is FULL_SHARD),
     the unit its weight gathers fetch (``gather``) and how many layers ahead
     (``prefetch``), and where its optimizer steps (``optimizer``: device or host).
+    ``shard_ranks`` shards inside groups of that many data-parallel ranks, a replica
+    per group (FSDP HYBRID_SHARD; 0: over all of dp).
     ``partition`` is how the pipeline places the layers on its stages
     (perfmodel.partitions: even, or DeepSpeed's uneven fills).
     """
@@ -59,6 +61,7 @@ class Layout:
     gather: str = "layer"
     prefetch: int = 1
     optimizer: str = "device"
+    shard_ranks: int = 0
 
     def __post_init__(self):
         for name, hi in (("tp", 1_000_000), ("pp", 100_000), ("dp", 10_000_000),
@@ -77,6 +80,10 @@ class Layout:
         check_int("prefetch", self.prefetch, lo=0, hi=1000)
         check_choice("optimizer", self.optimizer, tuple(sharding.OPTIMIZER_PLACES))
         err = sharding.family_error(self.sharding, self.zero)
+        if err is not None:
+            raise err
+        check_int("shard_ranks", self.shard_ranks, lo=0, hi=10_000_000)
+        err = sharding.hybrid_error(self.sharding, self.zero, self.shard_ranks, self.dp)
         if err is not None:
             raise err
         if spec.virtual:
@@ -111,6 +118,11 @@ class Layout:
     def micro_batches(self) -> int:
         """Micro-batches per pipeline per iteration (gradient accumulation steps)."""
         return self.global_batch // (self.dp * self.micro_batch)
+
+    @property
+    def shard_size(self) -> int:
+        """The data-parallel ranks a sharded state is split over."""
+        return self.shard_ranks or self.dp
 
     @property
     def sharding_mode(self) -> sharding.ShardingMode:
@@ -150,7 +162,9 @@ class Layout:
         """Compact one-line description, e.g. ``TP6 PP8 DP288 mb1 1f1b``."""
         parts = [f"TP{self.tp}", f"PP{self.pp}", f"DP{self.dp}", f"mb{self.micro_batch}",
                  self.schedule + (f"/v{self.virtual_stages}" if self.virtual_stages > 1 else "")]
-        if self.sharding_mode.label:
+        if self.shard_ranks:
+            parts.append(f"{self.sharding_mode.hybrid}/{self.shard_ranks}")
+        elif self.sharding_mode.label:
             parts.append(self.sharding_mode.label)
         if self.recompute != "none":
             parts.append("rc:" + self.recompute +

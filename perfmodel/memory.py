@@ -143,7 +143,7 @@ def micro_batch_activation_bytes(model: ModelSpec, layout: Layout, stage: int) -
 
 
 def stage_memory(model: ModelSpec, layout: Layout, stage: int) -> MemoryBreakdown:
-    t, dp, zero = layout.tp, layout.dp, layout.zero
+    t, dp, zero = layout.tp, layout.shard_size, layout.zero      # (sharded over dp or a group)
     w_b, g_b, o_b = STATE_BYTES[layout.precision]
     params = stage_params(model, layout, stage)
     whole = layout.sharding_mode.whole_weights      # (FSDP SHARD_GRAD_OP: whole at the peak)

@@ -200,6 +200,10 @@ class StackSpec:
     gather_granularity: str = "layer"
     prefetch_layers: int = 1
     optimizer: str = "device"
+    # the groups its sharded states may be split over: "dp" (all data-parallel ranks)
+    # and "node" (the ranks of one node, a replica per node: FSDP HYBRID_SHARD), which
+    # the planner then proposes too
+    shard_groups: tuple[str, ...] = ("dp",)
 
     def __post_init__(self):
         set_field(self, "name", check_str("stacks", self.name, max_len=200))
@@ -247,6 +251,15 @@ class StackSpec:
         set_field(self, "prefetch_layers", check_int(f"{where}.prefetch_layers",
                                                      self.prefetch_layers, lo=0, hi=1000))
         check_choice(f"{where}.optimizer", self.optimizer, tuple(OPTIMIZER_PLACES))
+        groups = check_list(f"{where}.shard_groups", self.shard_groups, min_len=1, max_len=2)
+        set_field(self, "shard_groups", tuple(dict.fromkeys(
+            ["dp"] + [check_choice(f"{where}.shard_groups[{i}]", g, ("dp", "node"))
+                      for i, g in enumerate(groups)])))
+        if "node" in self.shard_groups and not any(
+                FAMILIES[self.sharding][z].hybrid for z in self.zero_stages):
+            raise SpecError(f"{where}.shard_groups", f"\"node\" needs a mode that shards "
+                                                     f"inside groups (fsdp's FULL_SHARD or "
+                                                     f"SHARD_GRAD_OP) among zero_stages")
         if "any" in self.collective_algorithms and len(self.collective_algorithms) > 1:
             raise SpecError(f"{where}.collective_algorithms", "is either [\"any\"] or a list "
                                                               "of algorithm names")
@@ -279,7 +292,7 @@ STACK_KEYS = ("gemm_efficiency", "gemm_half_size", "kernel_bytes_per_cycle",
               "collective_efficiency", "overlap_dp", "zero_stages", "collective_algorithms",
               "attention", "op_overhead_us", "attention_efficiency", "pipeline_partitions",
               "sharding", "reduce_bucket_mb", "gather_granularity", "prefetch_layers",
-              "optimizer")
+              "optimizer", "shard_groups")
 
 
 @dataclass(frozen=True)

@@ -212,7 +212,7 @@ def _no_layout(model, system, gb, pins, n, s, machine) -> None:
     if n not in counts:
         near = ", ".join(f"{c:,}" for c in _nearest(counts, n)) or "none"
         raise SpecError("nodes", f"{why}: tp x pp x dp cannot equal it "
-                                 f"({_shape_rule(model, system)}); nearest node counts that "
+                                 f"({_shape_rule(model, system, pins)}); nearest node counts that "
                                  f"can: {near}")
     if s.memory_checked == 0:
         raise SpecError("nodes", f"{why}: every (tp, pp, dp) that multiplies out to it breaks "
@@ -225,11 +225,14 @@ SCHEDULE_RULE = ("a schedule rule (interleaving needs pp x virtual stages to div
                  "and the micro-batches per pipeline to be a multiple of pp)")
 
 
-def _shape_rule(model, system) -> str:
-    """The divisibility rules of tp, pp and dp, as the stack places layers."""
+def _shape_rule(model, system, pins: dict | None = None) -> str:
+    """The divisibility rules of tp, pp and dp, as the stack places layers (and as a
+    pinned sharding group needs)."""
     places = "placing" if len(system.stack.pipeline_partitions) > 1 else "dividing"
+    shard = (pins or {}).get("shard_ranks")
     return (f"tp dividing heads ({model.heads}), kv_heads and ffn, pp {places} the layers "
-            f"({model.layers}), dp dividing the global batch")
+            f"({model.layers}), dp dividing the global batch"
+            + (f" and a multiple of shard_ranks ({shard}) above it" if shard else ""))
 
 
 def _memory_reason(system) -> str:
@@ -248,7 +251,7 @@ def _no_layout_within(model, system, gb, pins, budget, stats) -> SpecError:
               if allocatable(system, c)]
     if not [c for c in shapes if c <= budget]:
         units = sorted({system.network.allocation_unit(n) for n in (1, budget)})
-        rule = (f"no tp x pp x dp ({_shape_rule(model, system)}) is a whole number of "
+        rule = (f"no tp x pp x dp ({_shape_rule(model, system, pins)}) is a whole number of "
                 f"{system.name}'s allocation units ({' / '.join(map(str, units))} nodes)")
         if shapes:
             return SpecError("max_nodes", f"{why}: {rule} within the budget; the smallest job "

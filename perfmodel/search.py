@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from fpcore.errors import SpecError
+from topologies import JobShape
+from topologies.interface import group_geometry
 
 from .compute import ComputeModel
 from .estimator import Estimate, estimate, layout_lower_bound, network_for, screening_network
@@ -52,6 +54,7 @@ from .layout import (PINNABLE, PIPELINE_MAX_ZERO, Layout, check_runnable, diviso
 from .memory import peak_memory
 from .model import ModelSpec
 from .ops import model_flops_per_iteration
+from .sharding import hybrid_error
 from .system import SystemSpec
 
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
@@ -183,6 +186,18 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
     if zero is not None and zero > 0 and dp == 1:
         raise SpecError("zero", f"ZeRO-{zero} shards over data parallelism, and dp 1 leaves "
                                 f"nothing to shard: pin --zero 0 or leave --dp free")
+    shard = pins.get("shard_ranks")
+    if shard:
+        stages = [zero] if zero is not None else list(system.stack.zero_stages)
+        errors = [hybrid_error(system.stack.sharding, z, shard, max(dp or 0, 2 * shard))
+                  for z in stages]
+        if all(e is not None for e in errors):
+            raise errors[-1]
+        if dp is not None:
+            err = hybrid_error(system.stack.sharding, next(
+                z for z, e in zip(stages, errors) if e is None), shard, dp)
+            if err is not None:
+                raise err
     if v is not None and v > 1 and sched is not None and not schedules.get(sched).virtual:
         raise SpecError("virtual_stages", f"needs the {' or '.join(virtual_schedules())} "
                                           f"schedule, not {sched}")
@@ -264,8 +279,10 @@ def job_shapes(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
     """
     ppn = system.ranks_per_node
     zero, mb = pins.get("zero"), pins.get("micro_batch") or 1
+    shard = pins.get("shard_ranks") or 0
     dps = [d for d in _pinned(pins, "dp", divisors(global_batch))
-           if global_batch % (d * mb) == 0 and (not zero or d > 1)]   # ZeRO shards over dp
+           if global_batch % (d * mb) == 0 and (not zero or d > 1)   # ZeRO shards over dp
+           and (not shard or (d % shard == 0 and d > shard))]         # ... or its groups
     methods = allowed_partitions(system, pins)
     for tp in _tp_options(model, pins):
         for pp in _pp_options(model, pins, methods):
@@ -386,13 +403,32 @@ def fitting_variants(model: ModelSpec, system: SystemSpec, layout: Layout, pins:
     for z in zeros:
         if (layout.dp == 1 and z > 0) or (layout.pp > 1 and z > PIPELINE_MAX_ZERO):
             break
-        chosen = least_recompute_that_fits(model, system, layout.replace(zero=z), pins, stats)
-        if chosen is not None:
-            out.append(chosen)
+        for shard in shard_options(system, layout, z, pins):
+            variant = least_recompute_that_fits(model, system,
+                                                layout.replace(zero=z, shard_ranks=shard),
+                                                pins, stats)
+            if variant is not None:
+                out.append(variant)
+        chosen = next((v for v in out if v.zero == z), None)
         if pins.get("zero") is None and z >= 1 and chosen is not None and chosen.recompute == "none":
             break                     # a higher ZeRO stage would only add communication
     if not out:
         stats.rejected_memory += 1
+    return out
+
+
+def shard_options(system: SystemSpec, layout: Layout, zero: int, pins: dict) -> list[int]:
+    """The sharding groups to try for ZeRO stage ``zero``: all of dp, and where the
+    stack shards per node (HYBRID_SHARD) the data-parallel ranks of one node."""
+    if pins.get("shard_ranks") is not None:
+        err = hybrid_error(layout.sharding, zero, pins["shard_ranks"], layout.dp)
+        return [] if err is not None else [pins["shard_ranks"]]
+    out = [0]
+    if "node" in system.stack.shard_groups and zero >= 1:
+        job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
+        node = group_geometry(job, "dp").per_node
+        if hybrid_error(layout.sharding, zero, node, layout.dp) is None:
+            out.append(node)
     return out
 
 

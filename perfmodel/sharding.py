@@ -22,11 +22,14 @@ and per iteration, which collectives it runs:
   backward has run, so one gather per micro-batch but the whole stage's weights at the
   peak (gradients and optimizer states sharded: ZeRO-2's memory); NO_SHARD all-reduces
   the gradients after the backward, as DistributedDataParallel. Gradient accumulation
-  outside ``no_sync()`` reduces after every backward.
+  outside ``no_sync()`` reduces after every backward. HYBRID_SHARD (and
+  _HYBRID_SHARD_ZERO2) run FULL_SHARD (SHARD_GRAD_OP) inside a group of the
+  data-parallel ranks, by default those of one node, and keep a replica per group:
+  the gathers and reduce-scatters stay inside the group, and after each reduce-scatter
+  the groups all-reduce their gradient shard (``Layout.shard_ranks``: the group's
+  size; 0 shards over all of dp).
 
-HYBRID_SHARD (FULL_SHARD inside a node, replicas across nodes) needs collectives over
-a part of the data-parallel group and is not modelled. Adding a mode is one entry in
-``FAMILIES``.
+Adding a mode is one entry in ``FAMILIES``.
 
 How a framework cuts that traffic is its stack's (perfmodel.parts.StackSpec): the
 unit a gathering mode fetches weights in (``GATHER_UNITS``) and how many units ahead
@@ -52,6 +55,7 @@ class ShardingMode:
     per_micro_batch: bool       # ... after every backward, or once, in the last one
     gather_after_step: bool     # the updated weights are all-gathered after the step
     whole_weights: bool         # the stage's weights are whole at the memory peak
+    hybrid: str = ""            # its name sharding inside groups, replicas across ("": none)
 
 
 def _modes(family: str, *modes: tuple) -> dict[int, ShardingMode]:
@@ -72,9 +76,10 @@ FAMILIES = {
     "fsdp": _modes(
         "fsdp",
         (0, "NO_SHARD", "NO_SHARD", (), "allreduce", True, False, True),
-        (2, "SHARD_GRAD_OP", "SHARD_GRAD_OP", ("forward",), "reduce-scatter", True, False, True),
+        (2, "SHARD_GRAD_OP", "SHARD_GRAD_OP", ("forward",), "reduce-scatter", True, False, True,
+         "_HYBRID_SHARD_ZERO2"),
         (3, "FULL_SHARD", "FULL_SHARD", ("forward", "backward"), "reduce-scatter", True, False,
-         False)),
+         False, "HYBRID_SHARD")),
 }
 
 
@@ -111,6 +116,24 @@ def family_error(family: str, zero: int) -> SpecError | None:
         return None
     named = ", ".join(f"{m.name} (ZeRO stage {z})" for z, m in modes.items())
     return SpecError("zero", f"{family} runs {named}; no mode of it shards as ZeRO stage {zero}")
+
+
+def hybrid_error(family: str, zero: int, shard_ranks: int, dp: int) -> SpecError | None:
+    """Why ZeRO stage ``zero`` of ``family`` cannot shard inside groups of
+    ``shard_ranks`` of the ``dp`` data-parallel ranks (0: over all of them), or None."""
+    if not shard_ranks:
+        return None
+    how = mode(family, zero)
+    if not how.hybrid:
+        hybrids = [f"{m.hybrid} (ZeRO stage {z})" for fam in FAMILIES.values()
+                   for z, m in fam.items() if m.hybrid]
+        return SpecError("shard_ranks", f"{family} {how.name} does not shard inside groups; "
+                                        f"only {', '.join(hybrids)} of fsdp do")
+    if not 1 < shard_ranks < dp or dp % shard_ranks:
+        return SpecError("shard_ranks", f"a group of data-parallel ranks: it must divide dp "
+                                        f"({dp}) and lie between 2 and dp / 2; got "
+                                        f"{shard_ranks} (0: shard over all of dp)")
+    return None
 
 
 def mode(family: str, zero: int) -> ShardingMode:

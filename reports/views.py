@@ -105,6 +105,10 @@ def _stack_assumption(system: SystemSpec) -> str:
                  else ", each when its layer is reached")
         parts.append(f"weights gathered {unit}"
                      + (ahead if stack.gather_granularity != "stage" else ""))
+    if "node" in stack.shard_groups:
+        hybrids = " or ".join(m.hybrid for m in modes if m.hybrid)
+        parts.append(f"states also sharded within a node, a replica per node ({hybrids}), "
+                     f"where that is faster")
     if stack.optimizer == "host":
         parts.append("the optimizer offloaded to the host")
     parts.append("collectives by the cheapest algorithm the network model knows"

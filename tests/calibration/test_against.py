@@ -216,3 +216,24 @@ def test_published_checks_of_a_users_file_named_like_a_preset_say_what_they_chec
                          line.endswith(f"not {mine}:fugaku") for line in lines), lines
     assert not any("not " in line and "preset" in line for line in
                    published_checks(load_system("fugaku")))
+
+
+def test_a_logged_hybrid_sharded_run_is_predicted_with_its_group(tmp_path):
+    """A row with shard_ranks runs HYBRID_SHARD over that many ranks; a group that
+    cannot be is that row's error, named, and the other rows are still predicted."""
+    from calibration.against import COLUMNS, validate_against
+    row = dict(system="mosaic-a100-40gb", model="mpt 1b", layers=24, hidden=2048, heads=16,
+               vocab=50368, seq=2048, ranks=16, tp=1, pp=1, dp=16, global_batch=256,
+               micro_batch=4, interleave=1, recompute="none", sequence_parallel="no", zero=3,
+               precision="bf16", clock_ghz="", measured=10.0, unit="sec_per_iter",
+               flops_convention="", source="a test row")
+    path = tmp_path / "runs.csv"
+    header = list(COLUMNS) + ["shard_ranks"]
+    lines = [",".join(header)] + [",".join(str({**row, "shard_ranks": s}.get(c, ""))
+                                           for c in header) for s in ("", 8, 5)]
+    path.write_text("\n".join(lines) + "\n")
+    result = validate_against(path)
+    full, hybrid, bad = result["rows"]
+    assert "FULL_SHARD" in full["layout"] and "HYBRID_SHARD/8" in hybrid["layout"]
+    assert hybrid["predicted"] < full["predicted"]
+    assert bad["error"] is None and "shard_ranks" in bad["why"]
