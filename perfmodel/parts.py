@@ -257,9 +257,9 @@ class StackSpec:
                       for i, g in enumerate(groups)])))
         if "node" in self.shard_groups and not any(
                 FAMILIES[self.sharding][z].hybrid for z in self.zero_stages):
-            raise SpecError(f"{where}.shard_groups", f"\"node\" needs a mode that shards "
-                                                     f"inside groups (fsdp's FULL_SHARD or "
-                                                     f"SHARD_GRAD_OP) among zero_stages")
+            raise SpecError(f"{where}.shard_groups", "\"node\" needs a mode that shards "
+                                                     "inside groups (fsdp's FULL_SHARD or "
+                                                     "SHARD_GRAD_OP) among zero_stages")
         if "any" in self.collective_algorithms and len(self.collective_algorithms) > 1:
             raise SpecError(f"{where}.collective_algorithms", "is either [\"any\"] or a list "
                                                               "of algorithm names")
