@@ -191,8 +191,9 @@ def iteration_flops(model, global_batch: int, recompute: str, convention: str) -
     return model_flops_per_iteration(model, global_batch)
 
 
-def predict_row(row: dict, where: str = "row", stack: str | None = None) -> dict:
-    """One run predicted by the DES (micro-batch searched when the row has none)."""
+def _predicted(row: dict, where: str, stack: str | None):
+    """(model, system, layout, analytic estimate, simulated iteration, unit, convention,
+    measured) of one run (micro-batch searched when the row has none)."""
     from perfmodel.des import simulate
     from perfmodel.estimator import estimate
     from perfmodel.layout import Layout
@@ -215,19 +216,93 @@ def predict_row(row: dict, where: str = "row", stack: str | None = None) -> dict
                                        f"{system.name}'s memory")
     layout, est = best
     iteration = simulate(model, system, layout).iteration_s
+    return model, system, layout, est, iteration, unit, convention, measured
+
+
+def measured_seconds(model, layout, unit: str, convention: str, measured: float) -> float:
+    """A logged figure as seconds per iteration (a throughput per rank turned into the
+    time its FLOPs take)."""
+    if unit == "sec_per_iter":
+        return measured
+    flops = iteration_flops(model, layout.global_batch, layout.recompute, convention)
+    return flops / (measured * 1e12 * layout.ranks)
+
+
+def predict_row(row: dict, where: str = "row", stack: str | None = None,
+                band_source: str | None = None) -> dict:
+    """One run predicted by the DES (micro-batch searched when the row has none), with
+    its 80% band from the evidence of every source but ``band_source`` (the row's own,
+    so that a run is never evidence for itself; perfmodel.evidence)."""
+    from perfmodel.evidence import band_for
+    model, system, layout, est, iteration, unit, convention, measured = _predicted(
+        row, where, stack)
     if unit == "sec_per_iter":
         predicted = iteration
     else:
         flops = iteration_flops(model, layout.global_batch, layout.recompute, convention)
         predicted = flops / iteration / layout.ranks / 1e12
+    band = band_for(model, system, layout, iteration, exclude_source=band_source)
+    seconds = measured_seconds(model, layout, unit, convention, measured)
     return {"row": where, "system": system.name, "stack": system.stack.name,
             "model": row.get("model", ""),
             "layout": layout.label(), "micro_batch": layout.micro_batch,
-            "micro_batch_searched": micro_batch is None, "unit": unit,
+            "micro_batch_searched": micro_batch_searched(row), "unit": unit,
             "flops_convention": convention or None, "measured": measured,
             "predicted": predicted, "error": predicted / measured - 1.0,
             "iteration_s": iteration, "analytic_iteration_s": est.iteration_s,
+            "measured_iteration_s": seconds, "band": band.to_dict(),
+            "in_band": band.contains(seconds),
             "memory_fits": est.memory_fits, "source": row.get("source", "")}
+
+
+def micro_batch_searched(row: dict) -> bool:
+    return not _text(row, "micro_batch")
+
+
+def evidence_runs(path: str | Path, progress=None) -> list:
+    """Every predictable run of a shipped log as evidence (perfmodel.evidence): its
+    regime and its predicted and measured seconds per iteration."""
+    from perfmodel.evidence import EvidenceRun, regime_of, source_of
+    out = []
+    runs = read_runs(path)
+    for i, row in enumerate(runs):
+        where = f"{Path(path).name} row {i + 2}"
+        if progress:
+            progress(f"{Path(path).stem} {row.get('model')}", i, len(runs))
+        try:
+            model, system, layout, _, iteration, unit, convention, measured = _predicted(
+                row, where, None)
+        except SpecError:
+            continue                 # validate --against reports it; it is no evidence
+        out.append(EvidenceRun(source=source_of(Path(path).stem), row=where, system=system.name,
+                               regime=regime_of(model, system, layout), predicted_s=iteration,
+                               measured_s=measured_seconds(model, layout, unit, convention,
+                                                           measured)))
+    return out
+
+
+def all_logs() -> list[Path]:
+    """Every shipped run log, the runs kept for fitting stacks included."""
+    return sorted(Path(str(p)) for p in _validation_folder().iterdir()
+                  if p.name.startswith("runs_") and p.name.endswith(".csv"))
+
+
+def write_evidence(path: str | Path | None = None, progress=None) -> Path:
+    """Rewrite the shipped evidence (perfmodel/data/validation/evidence.csv, or
+    ``path``) from every shipped log, atomically."""
+    import io
+    import csv as _csv
+    from fpcore.atomic import atomic_write
+    from perfmodel.evidence import EVIDENCE_COLUMNS, row_of
+    target = Path(str(_validation_folder() / "evidence.csv")) if path is None else Path(path)
+    runs = [r for log in all_logs() for r in evidence_runs(log, progress)]
+    buf = io.StringIO()
+    writer = _csv.DictWriter(buf, fieldnames=EVIDENCE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in runs:
+        writer.writerow(row_of(r))
+    atomic_write(target, buf.getvalue().encode("utf-8"), field="update-evidence")
+    return target
 
 
 def validate_against(path: str | Path, progress=None, stack: str | None = None) -> dict:
@@ -236,7 +311,9 @@ def validate_against(path: str | Path, progress=None, stack: str | None = None) 
     that cannot be predicted (a value out of range, a layout no framework runs, no
     micro-batch that fits) is kept in ``rows`` with ``"error": null`` and ``why``,
     and listed in ``failed``: one bad row never abandons the others."""
+    from perfmodel.evidence import source_of
     runs = read_runs(path)
+    source = source_of(Path(path).stem)            # the log's own runs are not its evidence
     checked = []
     for i, row in enumerate(runs):
         where = f"{Path(path).name} row {i + 2}"          # the header is row 1
@@ -251,16 +328,21 @@ def validate_against(path: str | Path, progress=None, stack: str | None = None) 
             if progress:
                 progress(f"{row.get('system')} {row.get('model')}", i, len(runs))
             try:
-                rows.append(predict_row(row, where, stack))
+                rows.append(predict_row(row, where, stack, band_source=source))
                 continue
             except SpecError as e:
                 problem = e
         rows.append(_unpredicted(row, where, problem))
     errors = [abs(r["error"]) for r in rows if r["error"] is not None]
+    banded = [r for r in rows if r["error"] is not None]
     return {"against": str(path), "rows": rows,
             "predicted": len(errors), "failed": [r["row"] for r in rows if r["error"] is None],
             "mean_abs_error": statistics.fmean(errors) if errors else None,
-            "max_abs_error": max(errors) if errors else None}
+            "max_abs_error": max(errors) if errors else None,
+            "band_coverage": (statistics.fmean(r["in_band"] for r in banded)
+                              if banded else None),
+            "band_median_width": (statistics.median(r["band"]["width"] for r in banded)
+                                  if banded else None)}
 
 
 def _unpredicted(row: dict, where: str, problem: SpecError) -> dict:
@@ -270,7 +352,7 @@ def _unpredicted(row: dict, where: str, problem: SpecError) -> dict:
             "model": _text(row, "model")[:80], "layout": None, "micro_batch": None,
             "micro_batch_searched": None, "unit": _text(row, "unit")[:40] or None,
             "flops_convention": _text(row, "flops_convention")[:40] or None,
-            "measured": None, "predicted": None, "error": None,
+            "measured": None, "predicted": None, "error": None, "band": None, "in_band": None,
             "why": f"{problem.field}: {message}", "source": _text(row, "source")[:500]}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -171,6 +172,10 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
                    "(default: each system preset's default stack).")
 @click.option("--schema", is_flag=True,
               help="Print the columns of a run log (for --against) and exit.")
+@click.option("--update-evidence", is_flag=True,
+              help="Re-predict every shipped run log and rewrite the evidence the bands of "
+                   "plan, simulate and report rest on (perfmodel/data/validation/"
+                   "evidence.csv), after a change to the model or a preset.")
 @click.option("--steps", type=click.IntRange(min=1), default=16, show_default=True,
               help="Timed trainer steps per case (the fastest is compared).")
 @click.option("--quick", is_flag=True, help="Twelve timed steps per case.")
@@ -179,8 +184,8 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
 @click.option("--threads", type=click.IntRange(min=1),
               help="Threads per rank (must match the calibration's).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def validate(calibration_path, against_path, stack, schema, steps, quick, max_error, threads,
-             as_json):
+def validate(calibration_path, against_path, stack, schema, update_evidence, steps, quick,
+             max_error, threads, as_json):
     """Predicted against measured: trainer runs the fit never saw, or logged runs.
 
     With --calibration: runs the trainer on held-out configurations (other widths,
@@ -202,8 +207,25 @@ def validate(calibration_path, against_path, stack, schema, steps, quick, max_er
       fugakuperf validate --against my_runs.csv --json
       fugakuperf validate --against old_runs.csv --stack deepspeedfugaku-2023
       fugakuperf validate --schema
+      fugakuperf validate --update-evidence
+
+    Each predicted run also gets its 80% band from the published runs of the other
+    logs (perfmodel/evidence.py), and the summary says how often the measured time
+    fell inside: a check of the bands plan prints.
     """
     from fpcore.errors import SpecError
+    if update_evidence:
+        given = [name for name, value in (("--calibration", calibration_path),
+                                          ("--against", against_path), ("--stack", stack))
+                 if value is not None]
+        if given or schema:
+            raise SpecError("update-evidence", f"re-predicts the shipped logs and exits; give "
+                                               f"it alone, not with "
+                                               f"{', '.join(given) or '--schema'}")
+        from calibration.against import write_evidence
+        path = write_evidence(progress=None if as_json else _progress)
+        click.echo(json.dumps({"evidence": str(path)}) if as_json else f"wrote {path}")
+        return
     if schema:
         given = [name for name, value in (("--calibration", calibration_path),
                                           ("--against", against_path), ("--stack", stack))

@@ -57,6 +57,12 @@ def main():
                    "slower and more thorough.")
 @click.option("--price-per-node-hour", type=Real(lo=0, lo_open=True),
               help="Adds a cost column: node-hours x this price (any currency).")
+@click.option("--objective", type=click.Choice(["p90", "median", "model"]), default="p90",
+              show_default=True,
+              help="What layouts are ranked by: p90, the slow end of each layout's 80% band "
+                   "(robust to the model's errors where it has no evidence); median, the "
+                   "prediction corrected by the model's bias in the layout's regime; model, "
+                   "the model's own number.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of tables.")
 def plan(**kw):
     """Best parallel layouts, throughput, memory, time and cost to train.
@@ -67,6 +73,11 @@ def plan(**kw):
     and ranks the rest by predicted iteration time. Pin any field (--tp 6 --pp 8
     ...) to search the rest: the answer then says how the pinned layout ranks
     against the best unpinned one at the same precision, and why.
+
+    Every layout shown has an 80% band (the published runs in its regime and how far
+    the model missed them, and the declared ranges of the preset's assumed values)
+    and an evidence count; by default layouts are ranked by the band's slow end, so
+    the answer does not chase the model's most optimistic regime.
 
     \b
     Examples:
@@ -82,7 +93,7 @@ def plan(**kw):
     result = run_plan(model, system, global_batch=kw["global_batch"], tokens=kw["tokens"],
                       nodes=kw["nodes"], max_nodes=kw["max_nodes"], pins=pins, top=kw["top"],
                       price_per_node_hour=kw["price_per_node_hour"],
-                      confirm_shapes=kw["confirm_shapes"])
+                      confirm_shapes=kw["confirm_shapes"], objective=kw["objective"])
     emit(plan_to_dict(result), kw["as_json"], "render_plan")
 
 

@@ -89,8 +89,12 @@ def sensitivity(model: ModelSpec, system: SystemSpec, base: PlanResult) -> list[
                         "layout_label": "no fitting layout"})
             continue
         t = r.best[0].time_to_train_s(base.tokens)
+        band = (r.bands or {}).get(r.best[0].layout)
         out.append({"name": name, "change": change, "time_to_train_s": t,
-                    "delta": t / base_time - 1, "layout_label": r.best[0].layout.label()})
+                    "delta": t / base_time - 1, "layout_label": r.best[0].layout.label(),
+                    # the change's 80% band, against the base's prediction
+                    "delta_low": band and band.low_s / band.predicted_s * t / base_time - 1,
+                    "delta_high": band and band.high_s / band.predicted_s * t / base_time - 1})
     return out
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from fpcore.errors import SpecError, check_float, check_int
 
 from .estimator import Estimate
+from .evidence import MIN_EVIDENCE, Ranker
 from .explain import differences, explain
 from .model import ModelSpec
 from .search import SearchStats, check_pins, confirm, job_shapes, screen, search
@@ -88,6 +89,11 @@ class PlanResult:
     comparison: Comparison | None = None
     price_per_node_hour: float | None = None
     simulated: dict | None = None      # Layout -> SimResult of the discrete-event simulation
+    objective: str = "model"           # what the layouts are ranked by (evidence.OBJECTIVES)
+    bands: dict | None = None          # Layout -> evidence.Band of every layout shown
+    # how many of the best layouts (from the first) the best's band cannot tell apart
+    indistinguishable: int = 1
+    preferred_for_evidence: bool = False   # the first was moved up for its evidence
 
 
 def feasible_node_counts(model: ModelSpec, system: SystemSpec, global_batch: int, pins: dict,
@@ -104,8 +110,8 @@ def _nearest(counts: list[int], n: int, k: int = 4) -> list[int]:
 def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = None,
          tokens: float | None = None, nodes: list[int] | None = None,
          max_nodes: int | None = None, pins: dict | None = None, top: int = 5,
-         price_per_node_hour: float | None = None, confirm_shapes: int | None = None
-         ) -> PlanResult:
+         price_per_node_hour: float | None = None, confirm_shapes: int | None = None,
+         objective: str = "p90") -> PlanResult:
     pins = {k: v for k, v in (pins or {}).items() if v is not None}
     gb = default_global_batch(model) if global_batch is None else check_int(
         "global_batch", global_batch, hi=100_000_000)
@@ -148,8 +154,11 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
     from .parallel import map_items
     tables: dict = {}         # layout -> per-stage costs for the simulator
     priced = []
-    done = map_items(_range_task, ranges, context=(model, system, gb, pins, top, confirm_shapes))
-    for (lo, hi), (found, found_tables, s) in zip(ranges, done):
+    done = map_items(_range_task, ranges, context=(model, system, gb, pins, top, confirm_shapes,
+                                                   objective))
+    ranker = Ranker(objective)
+    for (lo, hi), (found, found_tables, s, found_bands) in zip(ranges, done):
+        ranker.bands.update(found_bands)
         stats.add(s)
         if nodes and not found:
             _no_layout(model, system, gb, pins, lo, s, machine)
@@ -158,12 +167,15 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
         priced += [dataclasses.replace(e, model=model, system=system) for e in found]
         tables.update(found_tables)
     priced.sort(key=lambda e: (e.iteration_s, e.nodes))
+    # ranked by the objective on each layout's band (perfmodel.evidence), not the argmin
+    # of the model's own numbers, unless asked
     for lo, hi in ranges:
-        mine = [e for e in priced if lo <= e.nodes <= hi]
+        mine = ranker.best([e for e in priced if lo <= e.nodes <= hi], 1)
         rungs.append(Rung(hi, lo, mine[0] if mine else None))
-    best = priced[:top]
+    best = ranker.best(priced, top)
     if not best:
         raise _no_layout_within(model, system, gb, pins, budget, stats)
+    best, alike, moved = _prefer_evidence(best, ranker)
     comparison = None
     if set(pins) - {"precision"}:         # a layout was pinned, not only the numerics
         comparison = compare_with_unpinned(model, system, gb, best[0], stats, tables)
@@ -178,22 +190,47 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
             table = tables.get(e.layout)
             simulated[e.layout] = simulate(model, system, e.layout, validate=False,
                                            costs=None if table is None else table.__getitem__)
+    bands = {e.layout: ranker.band(e) for e in shown}
     return PlanResult(model=model, system=system, global_batch=gb, tokens=tok,
                       node_counts=counts, exact_nodes=bool(nodes), best=best, rungs=rungs,
                       stats=stats, pins=pins, comparison=comparison,
-                      price_per_node_hour=price_per_node_hour, simulated=simulated)
+                      price_per_node_hour=price_per_node_hour, simulated=simulated,
+                      objective=objective, bands=bands, indistinguishable=alike,
+                      preferred_for_evidence=moved)
+
+
+def _prefer_evidence(best: list[Estimate], ranker: Ranker) -> tuple[list[Estimate], int, bool]:
+    """The best layouts with, first, the one with evidence among those the first's band
+    cannot tell apart from it (their bands overlap); how many those are; whether the
+    first changed."""
+    bands = [ranker.band(e) for e in best]
+    alike = [i for i, b in enumerate(bands) if b.low_s <= bands[0].high_s
+             and bands[0].low_s <= b.high_s]
+    count = 1
+    while count < len(best) and count in alike:
+        count += 1
+    backed = [i for i in alike if bands[i].evidence >= MIN_EVIDENCE]
+    if bands[0].evidence >= MIN_EVIDENCE or not backed:
+        return best, count, False
+    first = backed[0]
+    return [best[first]] + best[:first] + best[first + 1:], count, True
 
 
 def _range_task(context, bounds):
-    """Screen one range of node counts and re-price its shortlist (in a worker; the
-    estimates come back whole, their model and system pickled once per result)."""
-    model, system, gb, pins, top, shapes = context
+    """Screen one range of node counts, re-price its shortlist and band its best (in a
+    worker; the estimates come back whole, their model and system pickled once per
+    result)."""
+    model, system, gb, pins, top, shapes, objective = context
     lo, hi = bounds
     found, stats = screen(model, system, gb, min_nodes=lo, max_nodes=hi, pins=pins, top=top,
                           shapes=shapes)
     tables: dict = {}
     priced = confirm(model, system, found, stats, tables)
-    return priced, tables, stats
+    # the bands the ranking may need, priced here on this range's core (the best of
+    # the range by the objective: the ranker computes a whole band only where needed)
+    ranker = Ranker(objective)
+    ranker.best(priced, top)
+    return priced, tables, stats, ranker.bands
 
 
 def _no_layout(model, system, gb, pins, n, s, machine) -> None:

@@ -69,6 +69,8 @@ class SystemSpec:
     # the software stack in use (already applied to node and network, see with_stack)
     stack: StackSpec = StackSpec()
     stacks: tuple[StackSpec, ...] = ()           # the stacks the preset describes
+    # the declared ranges of assumed values (perfmodel.uncertainty: [NAME.uncertainty])
+    uncertain: tuple = ()
     # where the system was read ("FILE:TABLE"; "" when built in code) and its table's
     # values keyed as in the file (``node.cores``), in the file's units
     origin: str = field(default="", compare=False)
@@ -329,7 +331,7 @@ _NETWORK_KEYS = {
 _DEFAULTED = {"node": ("name", "allowed_clocks_ghz"), "network": ("kind",)}  # by the loader
 _IDENTIFIERS = ("name", "kind")
 TOP_KEYS = ("description", "default_ranks_per_node", "allowed_ranks_per_node", "default_stack",
-            "stacks", "node", "network")
+            "stacks", "node", "network", "uncertainty")
 
 
 def _required(cls, keys: dict, defaulted) -> list[str]:
@@ -508,10 +510,16 @@ def system_from_table(name: str, table: dict, where: str, stack=None) -> SystemS
             check_str("default_stack", default, max_len=200)
             if default not in {s.name for s in stacks}:
                 raise SpecError("default_stack", f"names no [stacks.{default}] table")
+        from .uncertainty import read_uncertainty
+        uncertain = read_uncertainty("uncertainty", table.get("uncertainty"))
+        stack_names = {s.name for s in stacks}
+        for u in uncertain:
+            if u.stack is not None and u.stack not in stack_names:
+                raise SpecError(f"uncertainty.{u.key}", f"names no [stacks.{u.stack}] table")
         system = SystemSpec(name=name, description=description, node=node, network=network,
                             ranks_per_node=ppn, allowed_ranks_per_node=allowed,
                             sources=sources, stacks=stacks, origin=where,
-                            file_values=_file_values(table))
+                            file_values=_file_values(table), uncertain=uncertain)
         for described in stacks:              # each stack the file describes applies
             system.with_stack(described)
     except SpecError as e:

@@ -59,7 +59,7 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
     from perfmodel.des import Trace, simulate
     from perfmodel.estimator import network_for
     from perfmodel.plan import plan
-    from reports.views import assumptions, plan_to_dict
+    from reports.views import assumptions, plan_to_dict, sureness_lines
     from topologies import JobShape
     from topologies.report import node_load_map, topology_report
 
@@ -93,6 +93,8 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
         "energy_mwh": best.energy_mwh(tok),
         "memory_fraction_of_usable": frac, "memory_verdict": verdict,
         "memory_rule": memory_rule(), "headroom_alternative": None,
+        "band": data["best"][0].get("band"),
+        "sureness": sureness_lines(data),
         "confidence": [_calibration_line(system)] + list(checks or []) + assumptions(system),
     }
     rungs = [g for g in result.rungs if g.best]
@@ -101,8 +103,12 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
     for g in rungs:
         e = g.best
         per_node_rate = per_node_rate or e.tokens_per_s / e.nodes
+        band = (result.bands or {}).get(e.layout)
         points.append({"max_nodes": g.max_nodes, "nodes": e.nodes, "layout_label": e.layout.label(),
                        "iteration_s": e.iteration_s, "tokens_per_s": e.tokens_per_s,
+                       # the band's ends as throughput: the slow end is the low rate
+                       "tokens_per_s_low": band and e.tokens_per_iteration / band.high_s,
+                       "tokens_per_s_high": band and e.tokens_per_iteration / band.low_s,
                        "ideal_tokens_per_s": per_node_rate * e.nodes, "mfu": e.mfu,
                        "time_to_train_s": e.time_to_train_s(tok), "node_hours": e.node_hours(tok)})
     curve = [(p["nodes"], p["tokens_per_s"]) for p in points]

@@ -157,6 +157,8 @@ def _summary(r: dict, images: set[str]) -> tuple:
              f"{num(s.get('des_iteration_s'))} s by the event simulation; "
              + _memory_sentence(s)),
     ]
+    if s.get("sureness"):
+        blocks.insert(2, Bullets(tuple(s["sureness"])))
     if s.get("confidence"):
         blocks += [Para("How far to trust these figures:"), Bullets(tuple(s["confidence"]))]
     return tuple(blocks)

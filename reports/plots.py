@@ -193,12 +193,21 @@ def scaling_png(report: Report) -> bytes:
     xs, ys = _series(points, "tokens_per_s")
     ax.plot(xs, ys, "o-", color="#4C72B0", linewidth=2, markersize=4.5,
             label="predicted tokens/s", zorder=3)
+    banded = [p for p in points if _num(p.get("tokens_per_s_low")) is not None
+              and _num(p.get("tokens_per_s_high")) is not None]
+    if banded:
+        ax.fill_between([float(p["nodes"]) for p in banded],
+                        [float(p["tokens_per_s_low"]) for p in banded],
+                        [float(p["tokens_per_s_high"]) for p in banded],
+                        color="#4C72B0", alpha=0.15, linewidth=0, zorder=1,
+                        label="80% band")
     xi, yi = _series(points, "ideal_tokens_per_s")
     if xi:
         ax.plot(xi, yi, "--", color="#4C72B0", alpha=0.55, linewidth=1.4,
                 label="ideal (linear scaling)", zorder=2)
     _nodes_axis(ax, [float(p["nodes"]) for p in points])
-    log_y = _value_axis(ax, ys + yi, EngFormatter(sep=""), headroom=0.15)
+    band_ys = [float(p[k]) for p in banded for k in ("tokens_per_s_low", "tokens_per_s_high")]
+    log_y = _value_axis(ax, ys + yi + band_ys, EngFormatter(sep=""), headroom=0.15)
     ax.grid(True, which="major", alpha=0.3)
     _style(ax, "Throughput scaling", "nodes (log scale)",
            "tokens/s (log scale)" if log_y else "tokens/s")
@@ -428,6 +437,12 @@ def sensitivity_png(report: Report) -> bytes:
     fig = _figure()
     ax = fig.add_subplot()
     ax.barh(ys, deltas, height=0.6, color=colors, zorder=3)
+    lows = [_num(r.get("delta_low")) for r in rows]
+    highs = [_num(r.get("delta_high")) for r in rows]
+    for y, lo_, hi_ in zip(ys, lows, highs):     # each change's 80% band, shaded
+        if lo_ is not None and hi_ is not None:  # (clipped by the axis, set by the bars)
+            ax.fill_betweenx([y - 0.12, y + 0.12], lo_ * 100, hi_ * 100, color="#555555",
+                             alpha=0.25, linewidth=0, zorder=2)
     ax.axvline(0, color="black", linewidth=0.8, zorder=4)
     span = max(abs(d) for d in deltas) or 1.0
     for y, d in zip(ys, deltas):
@@ -452,7 +467,10 @@ def sensitivity_png(report: Report) -> bytes:
     _style(ax, None, "change in time to train vs base (%)", None)
     ax.tick_params(axis="y", labelsize=ylab_size)
     ax.legend(handles=[Patch(color=FASTER_COLOR, label="faster"),
-                       Patch(color=SLOWER_COLOR, label="slower")],
+                       Patch(color=SLOWER_COLOR, label="slower")]
+              + ([Patch(color="#555555", alpha=0.25,
+                        label="80% band of its time\n(mostly shared with the base's)")]
+                 if any(v is not None for v in lows) else []),
               loc="best", fontsize=SMALL_SIZE, framealpha=0.9)
     return _png(fig)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from perfmodel.evidence import MIN_EVIDENCE
+
 from .numbers import compact as _si, compact_days as _days, compact_seconds as _seconds
+from .views import sureness_lines
 
 
 def _layout_cells(lay: dict) -> list[str]:
@@ -30,18 +33,31 @@ def _uneven(lay: dict) -> str:
 
 
 HEADER = ["#", "nodes", "TP", "PP", "DP", "mb", "sched", "ZeRO", "recomp", "SP", "iter s",
-          "DES s", "tokens/s", "TF/node", "MFU", "mem GB", "fits", "days", "node-h", "MWh"]
+          "DES s", "80% band s", "evid.", "tokens/s", "TF/node", "MFU", "mem GB", "fits", "days",
+          "p90 days", "node-h", "MWh"]
 COST = "cost"   # the column --price-per-node-hour adds: node-hours x price
 
 
 def _row(rank: str, c: dict) -> list[str]:
-    des = c.get("des")
+    des, band = c.get("des"), c.get("band")
     return [rank, f"{c['nodes']:,}", *_layout_cells(c["layout"]), _seconds(c["iteration_s"]),
             _seconds(des["iteration_s"]) if des else "-",
+            f"{_seconds(band['iteration_s_low'])}-{_seconds(band['iteration_s_high'])}"
+            if band else "-", _evidence(band),
             _si(c["tokens_per_s"]), f"{c['model_tflops_per_node']:.2f}", f"{c['mfu']:.1%}",
             f"{c['memory_bytes_per_node'] / 1e9:.1f}", _fits(c),
-            _days(c["time_to_train_s"]), _si(c["node_hours"]), _mwh(c["energy_mwh"])] + (
+            _days(c["time_to_train_s"]),
+            _days(band["time_to_train_s_high"]) if band else "-",
+            _si(c["node_hours"]), _mwh(c["energy_mwh"])] + (
         [_si(c["cost"])] if "cost" in c else [])
+
+
+def _evidence(band: dict | None) -> str:
+    """How many published runs back the layout's regime, and their mean |error|."""
+    if not band:
+        return "-"
+    n, err = band["evidence_runs"], band["evidence_mean_abs_error"]
+    return "none" if n < MIN_EVIDENCE else f"{n} ({err:.0%})"
 
 
 def _mwh(energy: float | None) -> str:
@@ -143,6 +159,7 @@ def render_plan(d: dict) -> str:
                          + (f"with 5% headroom the fastest listed is #{roomy + 1}: "
                             + _summary(d["best"][roomy]) if roomy is not None else
                             "none of the listed layouts leaves 5% headroom (try --top 20)"))
+        lines += sureness_lines(d)
         bd = b["breakdown_s"]
         lines += ["", f"Iteration of the best layout ({b['iteration_s']:.3g} s): "
                   + ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in bd.items())]
@@ -157,7 +174,10 @@ def render_plan(d: dict) -> str:
                      f"{d['best'][0]['network_model'] if d['best'] else '-'} model (--confirm "
                      f"sets how many shapes per job size)" if confirmed else "") + ". "
                   "'iter s' is the analytic estimate, 'DES s' the discrete-event simulation of "
-                  "the same layout; MFU counts model FLOPs (no recompute) against peak at the "
+                  "the same layout; '80% band' the interval the time per iteration falls in "
+                  "with 80% odds, from the published runs in the layout's regime ('evid.': "
+                  "how many, and their mean |error|) and the ranges of the assumed values "
+                  "('p90 days' its slow end); MFU counts model FLOPs (no recompute) against peak at the "
                   "training precision; "
                   "TF/node is model TFLOP/s per node; mem is the peak pipeline stage per node "
                   "('tight': over 95% of usable memory)."]
@@ -261,6 +281,7 @@ def render_simulation(d: dict) -> str:
              f"(analytic estimate {an['iteration_s']:.4g} s), "
              f"{d['tokens_per_s']:,.0f} tokens/s, bubble {d['bubble_fraction']:.1%} of stage time, "
              f"peak memory {d['peak_memory_bytes'] / 1e9:.2f} GB per rank" + memory_note,
+             *([f"how sure: {d['band']['summary']}"] if d.get("band") else []),
              f"critical stage {d['critical_stage']}"
              + (" (noise-free)" if noisy else "") + ": " + ", ".join(
                  f"{k.replace('_', ' ')} {v:.3g}" for k, v in d["breakdown"].items()) + " s",
@@ -389,7 +410,7 @@ def render_validation_against(d: dict) -> str:
     lines = [f"validation against {d['against']}: DES with the presets and stacks unchanged "
              f"(* micro-batch searched: the log does not give it)",
              f"  {'system':{ws}} {'stack':{wk}} {'model':{wm}} {'layout':{wl}} {'measured':>9} "
-             f"{'predicted':>10} {'unit':26} {'error':>7}"]
+             f"{'predicted':>10} {'unit':26} {'error':>7} {'80% band of the time':>21}"]
     for r in d["rows"]:
         if r["error"] is None:
             lines.append(f"  {r['row']}: not predicted: {r['why']}")
@@ -397,14 +418,28 @@ def render_validation_against(d: dict) -> str:
         unit = r["unit"] + (f" ({r['flops_convention']})" if r["flops_convention"] else "")
         lines.append(f"  {r['system'][:ws]:{ws}} {r['stack'][:wk]:{wk}} {r['model'][:wm]:{wm}} "
                      f"{layout(r)[:wl]:{wl}} {r['measured']:9.4g} {r['predicted']:10.4g} "
-                     f"{unit[:26]:26} {r['error']:+7.1%}")
+                     f"{unit[:26]:26} {r['error']:+7.1%} {_band_cell(r):>21}")
     if d["predicted"]:
         lines.append(f"  mean |error| {d['mean_abs_error']:.1%}, max {d['max_abs_error']:.1%}"
                      f" over {d['predicted']} predicted row(s)"
                      + (f"; {len(d['failed'])} not predicted" if d["failed"] else ""))
+        lines.append(f"  the measured time fell inside its 80% band for "
+                     f"{d['band_coverage']:.0%} of the rows (median band width "
+                     f"{d['band_median_width']:.0%}); each row's band comes from the published "
+                     f"runs of the other logs only ('*' in the band: no evidence near it, the "
+                     f"wide band), so it checks the bands as plan uses them")
     else:
         lines.append("  no row could be predicted")
     return "\n".join(lines)
+
+
+def _band_cell(r: dict) -> str:
+    """``-12% .. +9% in`` (or ``out``): the row's band around its prediction, and whether
+    the measured time fell inside."""
+    b = r["band"]
+    lo, hi = b["iteration_s_low"] / b["iteration_s"] - 1, b["iteration_s_high"] / b["iteration_s"] - 1
+    mark = "*" if b["evidence_runs"] < MIN_EVIDENCE else " "
+    return f"{lo:+.0%}..{hi:+.0%}{mark} {'in' if r['in_band'] else 'OUT'}"
 
 
 def render_stack_fit(d: dict) -> str:

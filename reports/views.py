@@ -9,12 +9,15 @@ The model (perfmodel) computes; this module says it. Every number keeps SI units
 from __future__ import annotations
 
 from perfmodel.estimator import Estimate
+from perfmodel.evidence import MIN_EVIDENCE, OBJECTIVES, band_for
 from perfmodel.layout import STACK_SETTINGS
 from perfmodel.memory import memory_verdict
 from perfmodel.plan import PlanResult
 from perfmodel.precisions import ACT_BYTES, GRAD_BYTES, OPTIMIZER_BYTES, PRECISIONS, STATE_BYTES
 from perfmodel.sharding import FAMILIES
 from perfmodel.system import SystemSpec
+
+from .numbers import compact_days, compact_seconds
 
 
 def estimate_to_dict(est: Estimate, tokens: float, price_per_node_hour: float | None = None,
@@ -182,8 +185,14 @@ def plan_to_dict(result: PlanResult) -> dict:
     model = r.model.to_dict()
     sims = r.simulated or {}
 
+    bands = r.bands or {}
+
     def entry(e: Estimate) -> dict:
-        return estimate_to_dict(e, r.tokens, r.price_per_node_hour, sims.get(e.layout))
+        d = estimate_to_dict(e, r.tokens, r.price_per_node_hour, sims.get(e.layout))
+        band = bands.get(e.layout)
+        if band is not None:
+            d["band"] = band_to_dict(band, d)
+        return d
 
     shown = r.best + [g.best for g in r.rungs if g.best]
     if r.comparison is not None:
@@ -221,6 +230,10 @@ def plan_to_dict(result: PlanResult) -> dict:
                                      "activations + buffers, times ranks per node",
             "energy_mwh": "node-hours x power per node (no cooling or network overhead)",
         },
+        "objective": r.objective,
+        "objective_meaning": OBJECTIVES[r.objective],
+        "indistinguishable": r.indistinguishable,
+        "preferred_for_evidence": r.preferred_for_evidence,
         "best": [entry(e) for e in r.best],
         "ladder": [{"max_nodes": g.max_nodes, "min_nodes": g.min_nodes,
                     "best": None if g.best is None else entry(g.best)} for g in r.rungs],
@@ -237,6 +250,47 @@ def plan_to_dict(result: PlanResult) -> dict:
     }
 
 
+def sureness_lines(d: dict) -> list[str]:
+    """How sure the recommendation is, how it was chosen, and what would make it surer."""
+    b = d["best"][0]
+    band = b.get("band")
+    if not band:
+        return []
+    lines = [f"How sure: 80% band {compact_seconds(band['iteration_s_low'])}-"
+             f"{compact_seconds(band['iteration_s_high'])} s per iteration, "
+             f"{compact_days(band['time_to_train_s_low'])}-{compact_days(band['time_to_train_s_high'])} days; "
+             + (f"{band['evidence_runs']} published run(s) in its regime "
+                f"({', '.join(band['evidence_sources'])}) missed by {band['evidence_mean_abs_error']:.0%} on average"
+                if band["evidence_runs"] >= MIN_EVIDENCE else
+                "no published run is in its regime, so the band is the wide one for no evidence")]
+    widest = max(band["parameters"], key=lambda p: max(abs(p["log_ratio_at_low"]),
+                                                       abs(p["log_ratio_at_high"])), default=None)
+    if widest and max(abs(widest["log_ratio_at_low"]), abs(widest["log_ratio_at_high"])) > 0.05:
+        lines.append(f"  the assumed value that moves it most: {widest['key']}; measuring it "
+                     f"narrows the band: `fugakuperf calibrate` on a node of this system, "
+                     f"then plan with --calibration FILE")
+    lines.append(f"  ranked by {d['objective']}: {d['objective_meaning']} (--objective)"
+                 + (f"; the first {d['indistinguishable']} are indistinguishable within their "
+                    f"bands" if d["indistinguishable"] > 1 else "")
+                 + ("; the first is the one of those with published evidence"
+                    if d["preferred_for_evidence"] else ""))
+    return lines
+
+
+def band_to_dict(band, entry: dict) -> dict:
+    """A layout's band (perfmodel.evidence.Band) in seconds per iteration and in days to
+    train, with what it rests on."""
+    d = band.to_dict()
+    per_iteration = entry["time_to_train_s"] / entry["iteration_s"]
+    d.update(time_to_train_s_low=band.low_s * per_iteration,
+             time_to_train_s_median=band.median_s * per_iteration,
+             time_to_train_s_high=band.high_s * per_iteration, meaning=(
+                 "an 80% interval of the time per iteration: the residuals of the published "
+                 "runs in this layout's regime and the declared ranges of the assumed values "
+                 "(perfmodel/evidence.py)"))
+    return d
+
+
 def simulation_to_dict(model, system: SystemSpec, est: Estimate, sim, noise, variability,
                        runs: int, wall_s: float, trace_path: str | None = None) -> dict:
     """What ``simulate`` prints: the simulated iteration of ``est``'s layout, its memory
@@ -250,6 +304,9 @@ def simulation_to_dict(model, system: SystemSpec, est: Estimate, sim, noise, var
             "memory_verdict": memory_verdict(fraction),
             "analytic": {"iteration_s": est.iteration_s, "breakdown": est.breakdown.to_dict()},
             "network_model": est.network, "wall_s": wall_s}
+    band = band_for(model, system, est.layout, sim.iteration_s)
+    data["band"] = {**band.to_dict(), "meaning": "an 80% interval of the simulated time per "
+                    "iteration (perfmodel/evidence.py)", "summary": band.describe()}
     if variability is not None:
         base = sim.iteration_s
         data["variability"] = {

@@ -20,11 +20,13 @@ def selene():
 
 @pytest.mark.slow
 def test_selene_runs_mean_within_10_percent_and_no_row_past_20(selene):
-    # efficiency fitted on 3 of the 13 rows (selene.toml says which); one model, no per-row
-    # tuning; and no worse than before sharding and stacks were modelled (5.7%, 15.2%)
-    assert selene["mean_abs_error"] <= 0.058, selene["mean_abs_error"]
+    # the stack's GEMM curve fitted on 3 of the 13 rows (selene.toml says which) under
+    # the data parallelism its source gives (Megatron-LM's local DDP: one flat all-reduce
+    # after the backward); one model, no per-row tuning. Was 5.7%, 15.2% on the node's
+    # curve with the reduction assumed overlapped.
+    assert selene["mean_abs_error"] <= 0.031, selene["mean_abs_error"]
     worst = max(selene["rows"], key=lambda r: abs(r["error"]))
-    assert abs(worst["error"]) <= 0.153, worst
+    assert abs(worst["error"]) <= 0.068, worst
 
 
 @pytest.mark.slow
@@ -58,9 +60,11 @@ def _config(row: dict) -> tuple:
 # other row is a prediction. (mean, max) |error| the held-out rows must keep.
 SHARDED = {
     "mosaic-a100-40gb": (0.08, 0.20),
-    # two rows miss the 20% this log is held to: 13b at seq 1024 (+23.5%: its large
-    # checkpointed GEMMs ran at ~78% of peak, above the A100 efficiency the model
-    # uses) and 760m at seq 512 (-21%); both recorded, neither tuned away
+    # one row misses the 20% this log is held to, recorded, not tuned away: 13b at seq
+    # 1024 (+23.5%: the full-recompute rows ran at 72-79% of peak in hardware FLOPs where
+    # the same models without recompute ran at 59-64%, so recomputation cost them less
+    # than the forward pass the model prices it as); 760m at seq 512 comes close (-19.9%:
+    # slower than the same model at seq 2048 with the same tokens per micro-batch)
     "mosaic-a100": (0.08, 0.24),
 }
 
@@ -175,8 +179,8 @@ def test_a_bad_row_is_listed_with_why_and_never_abandons_the_others(tmp_path, mo
     simulated = []
     real = against.predict_row
     monkeypatch.setattr(against, "predict_row",
-                        lambda row, where, stack=None: simulated.append(where) or
-                        real(row, where, stack))
+                        lambda row, where, stack=None, **kw: simulated.append(where) or
+                        real(row, where, stack, **kw))
     path = _log(tmp_path, [_row(micro_batch="1"), _row(measured="nan"),
                            _row(micro_batch="1", tp="3"), _row(micro_batch="1")])
     result = validate_against(path)

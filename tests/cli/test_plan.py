@@ -98,9 +98,33 @@ def test_mfu_counts_korthikanti_model_flops_against_peak(plan13):
         assert e["mfu"] == pytest.approx(tflops / peak, rel=1e-9)
 
 
-def test_best_is_sorted_by_iteration_time(plan13):
+def test_best_is_sorted_by_the_slow_end_of_the_band(plan13):
+    """Ranked by the objective (p90 by default), not by the model's own time: the
+    band's slow end, unless a layout with evidence was preferred among equals."""
+    assert plan13["objective"] == "p90" and not plan13["preferred_for_evidence"]
+    highs = [e["band"]["iteration_s_high"] for e in plan13["best"]]
+    assert highs == sorted(highs)
     times = [e["iteration_s"] for e in plan13["best"]]
+    assert times != sorted(times)          # (here the two orders differ)
+
+
+def test_the_model_objective_sorts_by_iteration_time():
+    d = ok_json("--params", "13e9", "--objective", "model", "--top", "4")
+    times = [e["iteration_s"] for e in d["best"]]
     assert times == sorted(times)
+
+
+def test_every_layout_shown_has_a_band_that_contains_its_prediction(plan13):
+    for e in plan13["best"] + [g["best"] for g in plan13["ladder"] if g["best"]]:
+        b = e["band"]
+        assert b["iteration_s_low"] < e["iteration_s"] < b["iteration_s_high"]
+        assert b["iteration_s"] == e["iteration_s"]
+        assert b["time_to_train_s_high"] == pytest.approx(
+            e["time_to_train_s"] * b["iteration_s_high"] / e["iteration_s"])
+        # no published run of a 13B model on Fugaku: the wide band, and it says so
+        assert b["evidence_runs"] < 3 and b["width"] > 1.0
+    first = plan13["best"][0]["band"]
+    assert first["parameters"][0]["key"] == "node.gemm_efficiency"
 
 
 def test_text_report_prints_the_exact_parameter_count():

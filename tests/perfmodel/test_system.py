@@ -118,7 +118,8 @@ def test_every_preset_value_has_a_source(name):
     descriptions are identifiers, not values."""
     table = shipped_tables()[name]
     system = load_system(name)
-    keys = [key for key in table if key not in ("description", "stacks", "node", "network")]
+    keys = [key for key in table
+            if key not in ("description", "stacks", "node", "network", "uncertainty")]
     keys += [f"{part}.{key}" for part in ("node", "network") for key in table[part]
              if key not in ("name", "kind")]
     keys += [f"stacks.{stack}.{key}" for stack, body in table.get("stacks", {}).items()
@@ -127,6 +128,7 @@ def test_every_preset_value_has_a_source(name):
         part, field = key.split(".")
         assert isinstance(table[part][field], str), key
     missing = [key for key in keys if not system.sources.get(key, "").strip()]
+    missing += [u.key for u in system.uncertain if not u.source.strip()]    # each range's own
     assert missing == [], f"{name}: no source for {', '.join(missing)}"
     assert len(keys) >= 30          # node and network values, ranks per node
 

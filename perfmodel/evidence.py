@@ -1,0 +1,276 @@
+"""How sure a prediction is: the published runs in its regime, and its error band.
+
+**Regime.** A prediction is described by what the validation logs can speak to, one
+feature per mechanism the model prices separately (and so can be wrong about
+separately): the machine (a CPU torus or a GPU fat tree: different compute and
+network models), the software stack, how data parallelism shards (replicated,
+sharded states, or weights gathered every pass), the pipeline (none; filled, with at
+least two micro-batches per stage; or bubble-bound), whether the data-parallel and
+the tensor-parallel groups cross nodes, recomputation, precision, and the model's
+size.
+
+**Near.** ``distance`` adds a weight for each feature that differs (``WEIGHTS``: a
+different machine counts most, a size a decade away one) and a run is evidence for a
+prediction when the distance is at most ``NEAR``: at most about two mechanisms
+differ. The evidence is every logged run that near (perfmodel/data/validation/
+evidence.csv: each shipped run, its regime and the time the model predicted for it
+against the time measured, written by ``fugakuperf validate --update-evidence``).
+
+**Band.** Over the evidence, the 10th, 50th and 90th percentiles of log(measured /
+predicted time) give the model's bias and spread in that regime; the spread is
+widened by 1 + 1/sqrt(n) for n runs (a few runs' range understates the tails) and
+combined in quadrature with the declared uncertainty of the assumed values the
+prediction rests on (perfmodel.uncertainty). Fewer than ``MIN_EVIDENCE`` runs is no
+evidence: the band is then ``NO_EVIDENCE`` (the model may be 2x optimistic or 1.5x
+pessimistic, the size of the misses sharded runs showed before they were modelled),
+never narrow. The band reads as an 80% interval of the time the run would take.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from importlib import resources
+
+from topologies import JobShape
+from topologies.interface import group_geometry
+
+from .uncertainty import Spread, parameter_spread
+
+# Distance weights of the regime's features (see the module docstring).
+WEIGHTS = dict(machine=3.0, stack=1.0, sharding=1.5, pipeline=1.0, pipeline_fill=0.5,
+               dp_nodes=1.0, tp_nodes=1.0, recompute=1.0, precision=1.0, size=1.0)
+NEAR = 2.5                 # at most about two mechanisms differ
+MIN_EVIDENCE = 3
+NO_EVIDENCE = (math.log(1 / 1.5), math.log(2.0))     # log(time / predicted) 10th, 90th
+FLOOR = math.log(1.03)     # run-to-run variation no model resolves: a band is never narrower
+OBJECTIVES = {
+    "p90": "the 90th percentile of the time to train (the band's slow end): robust to "
+           "the model's errors",
+    "median": "the median time, the model's prediction corrected by its bias in the regime",
+    "model": "the model's own prediction (no band)",
+}
+EVIDENCE_COLUMNS = ("source", "row", "system", "stack", "machine", "sharding", "pipeline",
+                    "dp_nodes", "tp_nodes", "recompute", "precision", "log_params",
+                    "predicted_s", "measured_s")
+
+
+@dataclass(frozen=True)
+class Regime:
+    machine: str          # the network's kind: torus (CPU nodes) or fattree (GPU nodes)
+    stack: str
+    sharding: str         # replicated, sharded (ZeRO-1/2) or gathers (ZeRO-3, FSDP)
+    pipeline: str         # none, filled or bubble
+    dp_nodes: bool        # a data-parallel group spans nodes
+    tp_nodes: bool        # a tensor-parallel group spans nodes
+    recompute: str
+    precision: str        # fp32 or 16-bit
+    log_params: float     # log10 of the model's parameters
+
+
+def regime_of(model, system, layout) -> Regime:
+    job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
+    mode = layout.sharding_mode
+    sharding = "gathers" if mode.gathers else "sharded" if layout.zero else "replicated"
+    pipeline = ("none" if layout.pp == 1 else
+                "filled" if layout.micro_batches >= 2 * layout.pp else "bubble")
+    return Regime(machine=system.network.kind, stack=system.stack.name, sharding=sharding,
+                  pipeline=pipeline,
+                  dp_nodes=layout.dp > 1 and group_geometry(job, "dp").nodes > 1,
+                  tp_nodes=layout.tp > 1 and group_geometry(job, "tp").nodes > 1,
+                  recompute=layout.recompute,
+                  precision="fp32" if layout.precision == "fp32" else "16-bit",
+                  log_params=math.log10(model.params))
+
+
+def distance(a: Regime, b: Regime) -> float:
+    w = WEIGHTS
+    d = w["machine"] * (a.machine != b.machine) + w["stack"] * (a.stack != b.stack)
+    d += w["sharding"] * (a.sharding != b.sharding)
+    if (a.pipeline == "none") != (b.pipeline == "none"):
+        d += w["pipeline"]
+    elif a.pipeline != b.pipeline:
+        d += w["pipeline_fill"]
+    d += w["dp_nodes"] * (a.dp_nodes != b.dp_nodes) + w["tp_nodes"] * (a.tp_nodes != b.tp_nodes)
+    d += w["recompute"] * (a.recompute != b.recompute)
+    d += w["precision"] * (a.precision != b.precision)
+    return d + w["size"] * min(1.5, abs(a.log_params - b.log_params))
+
+
+@dataclass(frozen=True)
+class EvidenceRun:
+    source: str           # the shipped log (its file stem, fit and held-out rows alike)
+    row: str              # the log file and row: "runs_selene.csv row 2"
+    system: str
+    regime: Regime
+    predicted_s: float
+    measured_s: float
+
+    @property
+    def log_ratio(self) -> float:
+        """log(measured / predicted time): > 0 where the model was optimistic."""
+        return math.log(self.measured_s / self.predicted_s)
+
+    @property
+    def error(self) -> float:
+        """predicted / measured time - 1, as validate reports it."""
+        return self.predicted_s / self.measured_s - 1.0
+
+
+def source_of(log_stem: str) -> str:
+    """A log's source: its fit and held-out files are one source."""
+    stem = log_stem[5:] if log_stem.startswith("runs_") else log_stem
+    return stem[:-4] if stem.endswith("_fit") else stem
+
+
+def run_from_row(row: dict) -> EvidenceRun:
+    regime = Regime(machine=row["machine"], stack=row["stack"], sharding=row["sharding"],
+                    pipeline=row["pipeline"], dp_nodes=row["dp_nodes"] == "yes",
+                    tp_nodes=row["tp_nodes"] == "yes", recompute=row["recompute"],
+                    precision=row["precision"], log_params=float(row["log_params"]))
+    return EvidenceRun(source=row["source"], row=row["row"], system=row["system"],
+                       regime=regime, predicted_s=float(row["predicted_s"]),
+                       measured_s=float(row["measured_s"]))
+
+
+def row_of(run: EvidenceRun) -> dict:
+    reg = asdict(run.regime)
+    reg.update(dp_nodes="yes" if reg["dp_nodes"] else "no",
+               tp_nodes="yes" if reg["tp_nodes"] else "no",
+               log_params=f"{reg['log_params']:.4f}")
+    return {"source": run.source, "row": run.row, "system": run.system, **reg,
+            "predicted_s": repr(run.predicted_s), "measured_s": repr(run.measured_s)}
+
+
+@lru_cache(maxsize=1)
+def shipped_evidence() -> tuple[EvidenceRun, ...]:
+    """The shipped runs with their regimes and residuals (evidence.csv)."""
+    path = resources.files("perfmodel.data") / "validation" / "evidence.csv"
+    with path.open(newline="", encoding="utf-8") as f:
+        return tuple(run_from_row(r) for r in csv.DictReader(f))
+
+
+@dataclass(frozen=True)
+class Band:
+    """An 80% interval of one prediction's time, and what it rests on."""
+
+    predicted_s: float
+    low_s: float          # 10th percentile
+    median_s: float
+    high_s: float         # 90th percentile
+    evidence: int         # runs within NEAR
+    evidence_error: float | None    # their mean |error| (validate's sign convention)
+    sources: tuple[str, ...]
+    parameters: tuple[tuple[str, float, float], ...]    # (key, log-ratio at low, at high)
+
+    @property
+    def width(self) -> float:
+        """The band's width as a share of the prediction."""
+        return (self.high_s - self.low_s) / self.predicted_s
+
+    def value(self, objective: str) -> float:
+        """The time the ``objective`` ranks by (OBJECTIVES)."""
+        return {"p90": self.high_s, "median": self.median_s,
+                "model": self.predicted_s}[objective]
+
+    def contains(self, seconds: float) -> bool:
+        return self.low_s <= seconds <= self.high_s
+
+    def to_dict(self) -> dict:
+        return {"iteration_s": self.predicted_s, "iteration_s_low": self.low_s,
+                "iteration_s_median": self.median_s, "iteration_s_high": self.high_s,
+                "width": self.width, "evidence_runs": self.evidence,
+                "evidence_mean_abs_error": self.evidence_error,
+                "evidence_sources": list(self.sources),
+                "parameters": [{"key": k, "log_ratio_at_low": lo, "log_ratio_at_high": hi}
+                               for k, lo, hi in self.parameters]}
+
+    def describe(self) -> str:
+        runs = (f"{self.evidence} published run(s) in its regime ({', '.join(self.sources)}), "
+                f"mean |error| {self.evidence_error:.0%}" if self.evidence >= MIN_EVIDENCE else
+                f"no published run in its regime ({self.evidence} near)")
+        return (f"80% band {self.low_s / self.predicted_s - 1:+.0%} to "
+                f"{self.high_s / self.predicted_s - 1:+.0%} of the prediction: {runs}")
+
+
+def _quantile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1] \
+        if len(values) > 1 else values[0]
+
+
+def band_for(model, system, layout, predicted_s: float, *, exclude_source: str | None = None,
+             runs: tuple[EvidenceRun, ...] | None = None, parameters: bool = True) -> Band:
+    """The band of a prediction of ``predicted_s`` for ``layout`` (evidence from every
+    shipped run within NEAR but those of ``exclude_source``). Without ``parameters``
+    the assumed values' ranges are left out: a cheaper band no wider than the whole one
+    (the planner's lower bound)."""
+    regime = regime_of(model, system, layout)
+    pool = shipped_evidence() if runs is None else runs
+    near = [r for r in pool if r.source != exclude_source and distance(regime, r.regime) <= NEAR]
+    spread = parameter_spread(model, system, layout) if parameters else Spread(0.0, 0.0, ())
+    if len(near) >= MIN_EVIDENCE:
+        ratios = [r.log_ratio for r in near]
+        centre = statistics.median(ratios)
+        widen = 1.0 + 1.0 / math.sqrt(len(near))
+        below = (centre - _quantile(ratios, 0.10)) * widen
+        above = (_quantile(ratios, 0.90) - centre) * widen
+        error = statistics.fmean(abs(r.error) for r in near)
+    else:
+        centre = 0.0
+        below, above = -NO_EVIDENCE[0], NO_EVIDENCE[1]
+        error = statistics.fmean(abs(r.error) for r in near) if near else None
+    low = centre - max(FLOOR, math.hypot(below, spread.fast))
+    high = centre + max(FLOOR, math.hypot(above, spread.slow))
+    return Band(predicted_s=predicted_s, low_s=predicted_s * math.exp(low),
+                median_s=predicted_s * math.exp(centre), high_s=predicted_s * math.exp(high),
+                evidence=len(near), evidence_error=error,
+                sources=tuple(sorted({r.source for r in near})), parameters=spread.effects)
+
+
+def estimate_band(est, **kw) -> Band:
+    """``band_for`` an estimate (perfmodel.estimator.Estimate)."""
+    return band_for(est.model, est.system, est.layout, est.iteration_s, **kw)
+
+
+class Ranker:
+    """Ranks estimates by an objective (OBJECTIVES) on their bands, computing a whole
+    band only where it can change the answer: candidates are taken in the order of
+    their band without the assumed values' ranges (which only widens it), and stop
+    once that lower bound passes the k-th best whole value found."""
+
+    def __init__(self, objective: str):
+        if objective not in OBJECTIVES:
+            from fpcore.errors import SpecError
+            raise SpecError("objective", f"must be one of {', '.join(OBJECTIVES)}; got "
+                                         f"{str(objective)[:40]!r}")
+        self.objective = objective
+        self.bands: dict = {}            # layout -> Band (whole)
+        self._cheap: dict = {}
+
+    def band(self, est) -> Band:
+        if est.layout not in self.bands:
+            self.bands[est.layout] = estimate_band(est)
+        return self.bands[est.layout]
+
+    def _bound(self, est) -> float:
+        if est.layout not in self._cheap:
+            self._cheap[est.layout] = estimate_band(est, parameters=False).value(self.objective)
+        return self._cheap[est.layout]
+
+    def value(self, est) -> float:
+        return self.band(est).value(self.objective)
+
+    def best(self, estimates: list, k: int) -> list:
+        """The ``k`` best of ``estimates`` by the objective (ties: fewer nodes)."""
+        if self.objective == "model":
+            return sorted(estimates, key=lambda e: (e.iteration_s, e.nodes))[:k]
+        chosen: list = []
+        for est in sorted(estimates, key=lambda e: (self._bound(e), e.nodes)):
+            if len(chosen) >= k and self._bound(est) > chosen[k - 1][0]:
+                break
+            chosen.append((self.value(est), est.nodes, id(est), est))
+            chosen.sort(key=lambda c: c[:2])
+        return [c[3] for c in chosen[:k]]
