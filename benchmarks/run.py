@@ -4,7 +4,8 @@
 
 * ``plan --params 13e9`` end to end as a user runs it (a fresh process, so Python
   start-up and imports count), median of N runs, against the 2 s target;
-* the same plan in process (no start-up), and how many layouts it evaluates;
+* the same plan in process (no start-up), and how many layouts it evaluates, and
+  again with its 80% bands stubbed out, so their cost is a ratio of the same run;
 * the same search without lower-bound pruning, so the pruning's saving is a
   ratio measured in the same run;
 * the estimator alone: estimates per second on Fugaku-LLM's layout, with the
@@ -68,8 +69,11 @@ def bench_in_process(repeat: int) -> dict:
     layout = Layout(tp=6, pp=8, dp=288, global_batch=2016, recompute="full", recompute_stages=4)
     n = 2000
     est_s = _median_time(lambda: [estimate(fugaku_llm, system, layout) for _ in range(n)], 3) / n
+    bands_off_s = _median_time(lambda: _without_bands(lambda: plan(model, flow_system)), repeat)
     return {
         "plan_in_process_s": plan_s,
+        "plan_without_bands_s": bands_off_s,
+        "bands_cost": plan_s / bands_off_s - 1,
         "candidates_evaluated": result.stats.candidates_evaluated,
         "pruned_by_bound": result.stats.pruned,
         "unpruned_search_s": unpruned_s,
@@ -78,6 +82,28 @@ def bench_in_process(repeat: int) -> dict:
         "estimate_us": est_s * 1e6,
         "estimates_per_s": 1 / est_s,
     }
+
+
+def _without_bands(fn):
+    """Run ``fn`` with the plan's band work stubbed out (each layout a zero-width band
+    from its own prediction, ranked by the model), to price the bands in the same run."""
+    import perfmodel.plan as plan_module
+    from perfmodel.evidence import Band, Ranker
+
+    class NoBands(Ranker):
+        def __init__(self, objective):
+            super().__init__("model")
+
+        def band(self, est):
+            t = est.iteration_s
+            return self.bands.setdefault(est.layout, Band(t, t, t, t, 0, None, (), ()))
+
+    real = plan_module.Ranker
+    plan_module.Ranker = NoBands          # (forked workers inherit it)
+    try:
+        return fn()
+    finally:
+        plan_module.Ranker = real
 
 
 def bench_network(repeat: int) -> dict:
@@ -158,6 +184,9 @@ def main(argv=None) -> int:
     print(f"  in process: {figures['plan_in_process_s']:.3f} s, "
           f"{figures['candidates_evaluated']:,} layouts evaluated, "
           f"{figures['pruned_by_bound']:,} pruned by the lower bound")
+    print(f"  the 80% bands (evidence and assumed values' ranges) cost "
+          f"{figures['bands_cost']:+.0%}: {figures['plan_without_bands_s']:.3f} s with them "
+          f"stubbed out")
     print(f"  without pruning: {figures['unpruned_search_s']:.3f} s for "
           f"{figures['unpruned_candidates']:,} layouts: pruning is "
           f"{figures['pruning_speedup']:.1f}x faster with the same answer")

@@ -32,6 +32,7 @@ calibration (plan, simulate, report, collective) says it was forced and why.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from fpcore.errors import SpecError
@@ -96,8 +97,36 @@ def _apply(system: SystemSpec, data: dict, source: str) -> SystemSpec:
     fits = tuple((op, f["alpha_s"], f["bandwidth_bytes_per_s"]) for op, f in
                  sorted(collectives.items())) or None
     storage = data["fit"].get("storage") or {}
-    return system.with_calibration(compute, fits, storage.get("checkpoint_write_bytes_per_s"),
-                                   source)
+    calibrated = system.with_calibration(compute, fits,
+                                         storage.get("checkpoint_write_bytes_per_s"), source)
+    return dataclasses.replace(calibrated, evidence=calibration_evidence(calibrated, data, source))
+
+
+def calibration_evidence(system: SystemSpec, data: dict, source: str) -> tuple:
+    """The calibration's trainer steps (whole iterations, which the fit of op rates did
+    not use) predicted on the calibrated ``system``: evidence for the bands of its
+    predictions near them (perfmodel.evidence)."""
+    from perfmodel.evidence import EvidenceRun, regime_of
+    from perfmodel.layout import Layout
+    from .measure import trainer_model
+    from .validate import predict_config
+    ranks = int(data["host"].get("ranks") or 1)
+    out = []
+    for i, m in enumerate(data["measurements"]):
+        if m["kind"] != "step" or m.get("rank", 0) != 0:
+            continue
+        cfg = m["config"]
+        try:
+            model = trainer_model(cfg)
+            layout = Layout(tp=1, pp=1, dp=ranks, micro_batch=cfg["micro_batch"],
+                            global_batch=cfg["global_batch"] * ranks, overlap_dp=False)
+            predicted = predict_config(cfg, system, ranks)
+        except (SpecError, KeyError, TypeError):
+            continue                      # a step the model cannot describe is no evidence
+        out.append(EvidenceRun(source=f"calibration {source}"[:200], row=f"step {i}",
+                               system=system.name, regime=regime_of(model, system, layout),
+                               predicted_s=predicted, measured_s=float(m["seconds"])))
+    return tuple(out)
 
 
 def host_system(data: dict, source: str) -> SystemSpec:

@@ -315,7 +315,9 @@ def presets(model_name, system_name, as_json):
         sysspec = load_system(system_name)
         emit({"name": sysspec.name, "description": sysspec.description,
                "origin": sysspec.origin, "values": system_values(sysspec),
-               "sources": dict(sysspec.sources)}, as_json, "render_system_preset")
+               "sources": dict(sysspec.sources),
+               "uncertainty": [{"key": u.key, "low": u.low, "high": u.high, "source": u.source}
+                               for u in sysspec.uncertain]}, as_json, "render_system_preset")
     else:
         from perfmodel.partitions import PARTITIONS
         from perfmodel.sharding import FAMILIES

@@ -6,15 +6,20 @@ separately): the machine (a CPU torus or a GPU fat tree: different compute and
 network models), the software stack, how data parallelism shards (replicated,
 sharded states, or weights gathered every pass), the pipeline (none; filled, with at
 least two micro-batches per stage; or bubble-bound), whether the data-parallel and
-the tensor-parallel groups cross nodes, recomputation, precision, and the model's
-size.
+the tensor-parallel groups cross nodes, the data-parallel size (at a fixed batch, the
+sequences each rank has to hide its data-parallel traffic behind), recomputation,
+precision, and the model's size.
 
 **Near.** ``distance`` adds a weight for each feature that differs (``WEIGHTS``: a
 different machine counts most, a size a decade away one) and a run is evidence for a
-prediction when the distance is at most ``NEAR``: at most about two mechanisms
-differ. The evidence is every logged run that near (perfmodel/data/validation/
-evidence.csv: each shipped run, its regime and the time the model predicted for it
-against the time measured, written by ``fugakuperf validate --update-evidence``).
+prediction when the distance is at most ``NEAR``: at most about two mechanisms differ
+(sizes count per decade: a model ten times larger 1, capped at 1.5; a data-parallel
+group ten times larger 0.5, capped at 1). The evidence is every logged run that near
+(perfmodel/data/validation/evidence.csv: each shipped run, its regime and the time the
+model predicted for it against the time measured, written by ``fugakuperf validate
+--update-evidence``), and with ``--calibration FILE`` the calibration's own trainer
+iterations on the node, predicted with its measured rates
+(calibration.host.calibration_evidence).
 
 **Band.** Over the evidence, the 10th, 50th and 90th percentiles of log(measured /
 predicted time) give the model's bias and spread in that regime; the spread is
@@ -42,7 +47,8 @@ from .uncertainty import Spread, parameter_spread
 
 # Distance weights of the regime's features (see the module docstring).
 WEIGHTS = dict(machine=3.0, stack=1.0, sharding=1.5, pipeline=1.0, pipeline_fill=0.5,
-               dp_nodes=1.0, tp_nodes=1.0, recompute=1.0, precision=1.0, size=1.0)
+               dp_nodes=1.0, tp_nodes=1.0, recompute=1.0, precision=1.0, size=1.0,
+               dp_size=0.5)
 NEAR = 2.5                 # at most about two mechanisms differ
 MIN_EVIDENCE = 3
 NO_EVIDENCE = (math.log(1 / 1.5), math.log(2.0))     # log(time / predicted) 10th, 90th
@@ -54,7 +60,7 @@ OBJECTIVES = {
     "model": "the model's own prediction (no band)",
 }
 EVIDENCE_COLUMNS = ("source", "row", "system", "stack", "machine", "sharding", "pipeline",
-                    "dp_nodes", "tp_nodes", "recompute", "precision", "log_params",
+                    "dp_nodes", "tp_nodes", "recompute", "precision", "log_params", "log_dp",
                     "predicted_s", "measured_s")
 
 
@@ -69,6 +75,7 @@ class Regime:
     recompute: str
     precision: str        # fp32 or 16-bit
     log_params: float     # log10 of the model's parameters
+    log_dp: float = 0.0   # log10 of the data-parallel size
 
 
 def regime_of(model, system, layout) -> Regime:
@@ -83,7 +90,7 @@ def regime_of(model, system, layout) -> Regime:
                   tp_nodes=layout.tp > 1 and group_geometry(job, "tp").nodes > 1,
                   recompute=layout.recompute,
                   precision="fp32" if layout.precision == "fp32" else "16-bit",
-                  log_params=math.log10(model.params))
+                  log_params=math.log10(model.params), log_dp=math.log10(layout.dp))
 
 
 def distance(a: Regime, b: Regime) -> float:
@@ -97,6 +104,7 @@ def distance(a: Regime, b: Regime) -> float:
     d += w["dp_nodes"] * (a.dp_nodes != b.dp_nodes) + w["tp_nodes"] * (a.tp_nodes != b.tp_nodes)
     d += w["recompute"] * (a.recompute != b.recompute)
     d += w["precision"] * (a.precision != b.precision)
+    d += w["dp_size"] * min(2.0, abs(a.log_dp - b.log_dp))
     return d + w["size"] * min(1.5, abs(a.log_params - b.log_params))
 
 
@@ -130,7 +138,8 @@ def run_from_row(row: dict) -> EvidenceRun:
     regime = Regime(machine=row["machine"], stack=row["stack"], sharding=row["sharding"],
                     pipeline=row["pipeline"], dp_nodes=row["dp_nodes"] == "yes",
                     tp_nodes=row["tp_nodes"] == "yes", recompute=row["recompute"],
-                    precision=row["precision"], log_params=float(row["log_params"]))
+                    precision=row["precision"], log_params=float(row["log_params"]),
+                    log_dp=float(row["log_dp"]))
     return EvidenceRun(source=row["source"], row=row["row"], system=row["system"],
                        regime=regime, predicted_s=float(row["predicted_s"]),
                        measured_s=float(row["measured_s"]))
@@ -140,7 +149,7 @@ def row_of(run: EvidenceRun) -> dict:
     reg = asdict(run.regime)
     reg.update(dp_nodes="yes" if reg["dp_nodes"] else "no",
                tp_nodes="yes" if reg["tp_nodes"] else "no",
-               log_params=f"{reg['log_params']:.4f}")
+               log_params=f"{reg['log_params']:.4f}", log_dp=f"{reg['log_dp']:.4f}")
     return {"source": run.source, "row": run.row, "system": run.system, **reg,
             "predicted_s": repr(run.predicted_s), "measured_s": repr(run.measured_s)}
 
@@ -189,9 +198,9 @@ class Band:
                                for k, lo, hi in self.parameters]}
 
     def describe(self) -> str:
-        runs = (f"{self.evidence} published run(s) in its regime ({', '.join(self.sources)}), "
+        runs = (f"{self.evidence} measured run(s) in its regime ({', '.join(self.sources)}), "
                 f"mean |error| {self.evidence_error:.0%}" if self.evidence >= MIN_EVIDENCE else
-                f"no published run in its regime ({self.evidence} near)")
+                f"no measured run in its regime ({self.evidence} near)")
         return (f"80% band {self.low_s / self.predicted_s - 1:+.0%} to "
                 f"{self.high_s / self.predicted_s - 1:+.0%} of the prediction: {runs}")
 
@@ -208,7 +217,7 @@ def band_for(model, system, layout, predicted_s: float, *, exclude_source: str |
     the assumed values' ranges are left out: a cheaper band no wider than the whole one
     (the planner's lower bound)."""
     regime = regime_of(model, system, layout)
-    pool = shipped_evidence() if runs is None else runs
+    pool = shipped_evidence() + tuple(system.evidence) if runs is None else runs
     near = [r for r in pool if r.source != exclude_source and distance(regime, r.regime) <= NEAR]
     spread = parameter_spread(model, system, layout) if parameters else Spread(0.0, 0.0, ())
     if len(near) >= MIN_EVIDENCE:

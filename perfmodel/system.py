@@ -71,6 +71,9 @@ class SystemSpec:
     stacks: tuple[StackSpec, ...] = ()           # the stacks the preset describes
     # the declared ranges of assumed values (perfmodel.uncertainty: [NAME.uncertainty])
     uncertain: tuple = ()
+    # a calibration's own measured iterations, as evidence for the bands of this system's
+    # predictions (perfmodel.evidence.EvidenceRun; calibration.host.overlay)
+    evidence: tuple = field(default=(), compare=False, repr=False)
     # where the system was read ("FILE:TABLE"; "" when built in code) and its table's
     # values keyed as in the file (``node.cores``), in the file's units
     origin: str = field(default="", compare=False)

@@ -12,9 +12,11 @@ units. The range is read as the 10th to 90th percentile of what the value may be
 
 ``parameter_spread`` prices a layout at each end of each range with the contention-free
 network model (the same for every variant, so the ratios carry the parameter's effect,
-not the network model's) and combines the log-ratios in quadrature, separately for the
-slow and the fast side: one parameter's 80% range is taken as the whole 80% range of
-the time it causes, and independent parameters add as variances.
+not the network model's; so only values that model prices can be given a range: a
+collective step's latency, not the flow model's per-put or per-hop ones) and combines
+the log-ratios in quadrature, separately for the slow and the fast side: one parameter's
+80% range is taken as the whole 80% range of the time it causes, and independent
+parameters add as variances.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ UNCERTAIN_KEYS = {
     "node.gemm_efficiency": ("node", "gemm_efficiency", 1.0),
     "node.gemm_half_size": ("node", "gemm_half_size", 1.0),
     "node.reduce_bandwidth_gbs": ("node", "reduce_bandwidth", GB),
+    "node.stream_bandwidth_gbs": ("node", "stream_bandwidth", GB),
+    "node.stream_bandwidth_per_domain_gbs": ("node", "stream_bandwidth_per_domain", GB),
     "network.link_efficiency": ("network", "link_efficiency", 1.0),
     "network.injection_efficiency": ("network", "injection_efficiency", 1.0),
-    "network.hop_latency_us": ("network", "hop_latency_s", 1e-6),
-    "network.put_latency_us": ("network", "put_latency_s", 1e-6),
+    "network.latency_us": ("network", "latency_s", 1e-6),
     "stack.kernel_bytes_per_cycle": ("stack", "kernel_bytes_per_cycle", 1.0),
     "stack.collective_efficiency": ("stack", "collective_efficiency", 1.0),
     "stack.gemm_efficiency": ("stack", "gemm_efficiency", 1.0),
@@ -106,7 +109,10 @@ def varied(system, param: UncertainParam, value: float):
                                       injection_efficiency=system.network.injection_efficiency / c)
             base = dataclasses.replace(base, network=net)
         return base.with_stack(stack)
-    spec = dataclasses.replace(getattr(system, part), **{name: value * scale})
+    value *= scale
+    if name in ("link_efficiency", "injection_efficiency"):
+        value *= system.stack.collective_efficiency       # as the stack scales the file's
+    spec = dataclasses.replace(getattr(system, part), **{name: value})
     return dataclasses.replace(system, **{part: spec})
 
 

@@ -53,7 +53,8 @@ def _row(rank: str, c: dict) -> list[str]:
 
 
 def _evidence(band: dict | None) -> str:
-    """How many published runs back the layout's regime, and their mean |error|."""
+    """How many measured runs (published or calibrated) back the layout's regime, and
+    their mean |error|."""
     if not band:
         return "-"
     n, err = band["evidence_runs"], band["evidence_mean_abs_error"]
@@ -175,10 +176,10 @@ def render_plan(d: dict) -> str:
                      f"sets how many shapes per job size)" if confirmed else "") + ". "
                   "'iter s' is the analytic estimate, 'DES s' the discrete-event simulation of "
                   "the same layout; '80% band' the interval the time per iteration falls in "
-                  "with 80% odds, from the published runs in the layout's regime ('evid.': "
-                  "how many, and their mean |error|) and the ranges of the assumed values "
-                  "('p90 days' its slow end); MFU counts model FLOPs (no recompute) against peak at the "
-                  "training precision; "
+                  "with 80% odds, from the published (and calibrated) runs in the layout's "
+                  "regime ('evid.': how many, and their mean |error|) and the ranges of the "
+                  "assumed values ('p90 days' its slow end); MFU counts model FLOPs (no "
+                  "recompute) against peak at the training precision; "
                   "TF/node is model TFLOP/s per node; mem is the peak pipeline stage per node "
                   "('tight': over 95% of usable memory)."]
     return "\n".join(lines)
@@ -316,9 +317,15 @@ def render_model_preset(d: dict) -> str:
 def render_system_preset(d: dict) -> str:
     """One system preset: every value beside its source, and the table it was read from."""
     width = max(map(len, d["sources"]), default=0)
-    return "\n".join([f"{d['name']}: {d['description']}", f"  (read from {d['origin']})"] + [
+    lines = [f"{d['name']}: {d['description']}", f"  (read from {d['origin']})"] + [
         f"  {key:{width}} {d['values'].get(key, '')!s:>18}  {source}"
-        for key, source in d["sources"].items()])
+        for key, source in d["sources"].items()]
+    if d.get("uncertainty"):
+        lines.append("  ranges of assumed values (10th-90th percentile; the bands of plan, "
+                     "simulate and report carry them):")
+        lines += [f"  {u['key']:{width}} {u['low']:g}-{u['high']:g}".ljust(width + 22)
+                  + f"  {u['source']}" for u in d["uncertainty"]]
+    return "\n".join(lines)
 
 
 def render_presets(d: dict) -> str:

@@ -259,10 +259,11 @@ def sureness_lines(d: dict) -> list[str]:
     lines = [f"How sure: 80% band {compact_seconds(band['iteration_s_low'])}-"
              f"{compact_seconds(band['iteration_s_high'])} s per iteration, "
              f"{compact_days(band['time_to_train_s_low'])}-{compact_days(band['time_to_train_s_high'])} days; "
-             + (f"{band['evidence_runs']} published run(s) in its regime "
+             + (f"{band['evidence_runs']} measured run(s) in its regime "
                 f"({', '.join(band['evidence_sources'])}) missed by {band['evidence_mean_abs_error']:.0%} on average"
                 if band["evidence_runs"] >= MIN_EVIDENCE else
-                "no published run is in its regime, so the band is the wide one for no evidence")]
+                "no measured run (published or calibrated) is in its regime, so the band is "
+                "the wide one for no evidence")]
     widest = max(band["parameters"], key=lambda p: max(abs(p["log_ratio_at_low"]),
                                                        abs(p["log_ratio_at_high"])), default=None)
     if widest and max(abs(widest["log_ratio_at_low"]), abs(widest["log_ratio_at_high"])) > 0.05:

@@ -538,3 +538,18 @@ def test_main_help_lists_the_commands():
     commands = listed_commands()
     assert commands["calibrate"] == "Measure this node and fit the simulator's parameters to it."
     assert commands["validate"].startswith("Predicted against measured: trainer runs")
+
+
+def test_a_calibrations_own_iterations_are_evidence_for_predictions_near_them(cal, cal_data):
+    """The trainer steps a calibration timed (whole iterations; the fit used op rates)
+    are predicted with its measured rates and back the band of a prediction in their
+    regime: a small model on the calibrated node."""
+    d = ok_json("simulate", "--system", "host", "--calibration", cal, "--layers", "2",
+                "--hidden", "192", "--heads", "3", "--vocab", "256", "--seq", "128", "--tp", "1",
+                "--pp", "1", "--dp", "1", "--global-batch", "2", "--micro-batch", "2")
+    steps = [m for m in cal_data["measurements"] if m["kind"] == "step"
+             and m.get("rank", 0) == 0]
+    band = d["band"]
+    assert f"calibration {cal}" in band["evidence_sources"]
+    assert band["evidence_runs"] >= len(steps)
+    assert band["iteration_s_low"] < d["iteration_s"] < band["iteration_s_high"]

@@ -23,6 +23,7 @@ from perfmodel.uncertainty import parameter_spread, read_uncertainty, varied
 FUGAKU = load_system("fugaku")
 ANALYTIC = load_system("fugaku", network_model="analytic")
 MOSAIC = load_system("mosaic-a100-40gb")
+BARE = dataclasses.replace(MOSAIC, uncertain=())       # its assumed values' ranges left out
 MPT_1B = ModelSpec(layers=24, hidden=2048, heads=16, vocab=50368, seq=2048, name="mpt-1b")
 BASE = Regime(machine="fattree", stack="s", sharding="gathers", pipeline="none", dp_nodes=False,
               tp_nodes=False, recompute="none", precision="16-bit", log_params=9.0)
@@ -45,6 +46,8 @@ def test_distance_adds_a_weight_per_mechanism_that_differs():
     assert distance(BASE, two) == 2.0 <= NEAR < distance(BASE, dataclasses.replace(
         two, tp_nodes=True))
     assert distance(BASE, dataclasses.replace(BASE, log_params=12.0)) == 1.5    # capped
+    assert distance(BASE, dataclasses.replace(BASE, log_dp=1.0)) == 0.5           # dp 10x
+    assert distance(BASE, dataclasses.replace(BASE, log_dp=4.0)) == 1.0           # capped
 
 
 def test_a_regime_names_what_the_layout_does():
@@ -66,7 +69,7 @@ LAY = Layout(dp=8, micro_batch=2, global_batch=64, zero=3, precision="bf16",
 
 def test_no_evidence_gives_the_wide_band_never_a_narrow_one():
     far = tuple(run(1.01, machine="torus") for _ in range(50))      # precise, but elsewhere
-    band = band_for(MPT_1B, MOSAIC, LAY, 10.0, runs=far)
+    band = band_for(MPT_1B, BARE, LAY, 10.0, runs=far)
     assert band.evidence == 0 and band.evidence_error is None
     assert (math.log(band.low_s / 10), math.log(band.high_s / 10)) == pytest.approx(NO_EVIDENCE)
     assert band.width > 1.0
@@ -78,7 +81,7 @@ def test_the_band_is_the_evidences_spread_widened_for_few_runs():
     regime = regime_of(MPT_1B, MOSAIC, LAY)
     ratios = [1.0 + 0.02 * i for i in range(10)]
     runs = tuple(EvidenceRun("other", "log row 2", "x", regime, 1.0, r) for r in ratios)
-    band = band_for(MPT_1B, MOSAIC, LAY, 10.0, runs=runs)
+    band = band_for(MPT_1B, BARE, LAY, 10.0, runs=runs)
     logs = [math.log(r) for r in ratios]
     q = statistics.quantiles(logs, n=100, method="inclusive")
     centre, widen = statistics.median(logs), 1 + 1 / math.sqrt(10)
@@ -86,10 +89,10 @@ def test_the_band_is_the_evidences_spread_widened_for_few_runs():
     assert band.low_s == pytest.approx(10 * math.exp(centre - max(FLOOR, (centre - q[9]) * widen)))
     assert band.high_s == pytest.approx(10 * math.exp(centre + max(FLOOR, (q[89] - centre) * widen)))
     same = tuple(EvidenceRun("other", "log row 2", "x", regime, 1.0, 1.0) for _ in range(10))
-    tight = band_for(MPT_1B, MOSAIC, LAY, 10.0, runs=same)
+    tight = band_for(MPT_1B, BARE, LAY, 10.0, runs=same)
     assert tight.low_s == pytest.approx(10 / 1.03) and tight.high_s == pytest.approx(10 * 1.03)
     # a run is never evidence for a prediction of its own source
-    assert band_for(MPT_1B, MOSAIC, LAY, 10.0, runs=runs, exclude_source="other").evidence == 0
+    assert band_for(MPT_1B, BARE, LAY, 10.0, runs=runs, exclude_source="other").evidence == 0
 
 
 def test_assumed_values_widen_the_band_in_quadrature():
@@ -109,7 +112,13 @@ def test_assumed_values_widen_the_band_in_quadrature():
     other = FUGAKU.with_stack(next(s for s in FUGAKU.stacks if s.name == "deepspeedfugaku-2023"))
     assert "stacks.fugaku-llm.kernel_bytes_per_cycle" not in {
         k for k, _, _ in parameter_spread(model, other, lay.replace(recompute="none")).effects}
-    assert parameter_spread(MPT_1B, MOSAIC, LAY).effects == ()          # nothing declared
+    # on one node the network's assumed values do not move it; declared nothing, nothing
+    one_node = {k: (lo, hi) for k, lo, hi in parameter_spread(MPT_1B, MOSAIC, LAY).effects}
+    assert max(map(abs, one_node["network.latency_us"])) < 0.001
+    assert one_node["node.stream_bandwidth_per_domain_gbs"][0] > 0 == \
+        one_node["node.stream_bandwidth_per_domain_gbs"][1]           # HBM at 80%: slower
+    bare = dataclasses.replace(MOSAIC, uncertain=())
+    assert parameter_spread(MPT_1B, bare, LAY.replace(dp=32, global_batch=256)).effects == ()
 
 
 def test_varying_a_value_changes_only_it():
@@ -169,7 +178,8 @@ def test_the_shipped_evidence_is_what_the_model_predicts_now():
     assert len(now) == len(shipped)
     for r in now:
         old = shipped[r.row]
-        assert old.regime == dataclasses.replace(r.regime, log_params=round(r.regime.log_params, 4))
+        assert old.regime == dataclasses.replace(r.regime, log_params=round(r.regime.log_params, 4),
+                                                 log_dp=round(r.regime.log_dp, 4))
         assert old.predicted_s == pytest.approx(r.predicted_s, rel=1e-9)
         assert old.measured_s == pytest.approx(r.measured_s, rel=1e-12)
 
