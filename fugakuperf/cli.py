@@ -274,6 +274,39 @@ def collective(op, nodes, nbytes, as_json, **kw):
 
 
 @main.command()
+@click.argument("flows_path", metavar="FLOWS.json", type=click.Path(dir_okay=False))
+@click.option("--shape", required=True, metavar="AxBx...",
+              help="The torus: sizes per axis, every axis a ring (24x2x24x2x3x2), or "
+                   ":mesh for none (4x4:mesh), or with --wrap.")
+@click.option("--wrap", metavar="1,0,...", help="Which axes wrap: one 0 or 1 per axis.")
+@click.option("--link-gbs", type=Real(lo=0, lo_open=True), required=True,
+              help="Bandwidth of every directed link, GB/s (Tofu-D: 6.8).")
+@click.option("--injection-gbs", type=Real(lo=0, lo_open=True),
+              help="Each node's injection (and ejection) bandwidth, GB/s; default: no limit "
+                   "but the links.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def flows(flows_path, shape, wrap, link_gbs, injection_gbs, as_json):
+    """Each flow's finish time on a torus, its bandwidth shared max-min fairly.
+
+    FLOWS.json is a list of [src, dst, bytes] (or [src, dst, bytes, start_s]).
+    Nodes are numbered in C order (the last axis varies fastest); flows are routed
+    in dimension order, the shorter way round each ring, a half-way tie going "+".
+    When a flow finishes, the bandwidth it frees goes to the others.
+
+    \b
+    Examples:
+      fugakuperf flows my_flows.json --shape 24x2x24x2x3x2 --link-gbs 6.8
+      fugakuperf flows my_flows.json --shape 4x4x4:mesh --link-gbs 10 --json
+    """
+    from topologies.flowcmd import parse_shape, read_flows, simulate_flows
+    torus = parse_shape(shape, wrap)
+    src, dst, nbytes, start = read_flows(flows_path, torus.nodes)
+    emit(simulate_flows(torus, src, dst, nbytes, start, link_gbs * 1e9,
+                        None if injection_gbs is None else injection_gbs * 1e9),
+         as_json, "render_flows")
+
+
+@main.command()
 @click.option("--nodes", type=click.IntRange(min=1), required=True, help="Nodes in the job.")
 @click.option("--tp", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True)

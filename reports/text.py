@@ -464,3 +464,21 @@ def render_stack_fit(d: dict) -> str:
         lines.append(f"  {p} = {v:.4g}{bound}")
     lines += ["preset lines:", d["toml"]]
     return "\n".join(lines)
+
+
+def render_flows(d: dict) -> str:
+    """``fugakuperf flows``: each flow's finish time and the makespan."""
+    shape = "x".join(map(str, d["shape"]))
+    wrap = ",".join("1" if w else "0" for w in d["wrap"])
+    lines = [f"{d['flows']:,} flow(s) on a {shape} torus (wrap {wrap}), links "
+             f"{d['link_bandwidth_bytes_per_s'] / 1e9:g} GB/s"
+             + (f", injection {d['injection_bandwidth_bytes_per_s'] / 1e9:g} GB/s"
+                if d["injection_bandwidth_bytes_per_s"] else "")
+             + f": makespan {d['makespan_s']:.6g} s ({d['solves']} max-min solve(s))",
+             f"  {'flow':>6} {'hops':>5} {'finish s':>14}"]
+    lines += [f"  {i:6} {h:5} {t:14.9g}" for i, (h, t) in
+              enumerate(zip(d["hops"], d["finish_s"]))][:1000]
+    if d["flows"] > 1000:
+        lines.append(f"  ... {d['flows'] - 1000:,} more (--json gives every one)")
+    lines.append(f"  nodes: {d['numbering']}; routing: {d['routing']}")
+    return "\n".join(lines)

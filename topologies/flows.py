@@ -18,7 +18,13 @@ Data layout (CSR, as ``scipy.sparse``)::
 
 Each filling iteration is a handful of vectorised passes (``np.bincount`` over
 the entries of the flows it freezes, O(L) over links); no Python loop runs over
-flows.
+flows. Large sets (a whole machine's permutation has thousands of rate levels) run
+the same filling in a compiled loop over a heap of the links' fill levels instead.
+
+``phase_time`` keeps each flow at its first rate (exact for equal flows that start
+together, as in the steps of ring collectives); ``flow_completions`` re-solves the
+rates as flows finish and start, so the bandwidth a finished flow frees goes to the
+others.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numba import njit
 
 SATURATION_RTOL = 1e-12  # a link with remaining <= this * capacity is saturated
 
@@ -68,6 +75,97 @@ def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     return np.repeat(starts - out_start, lens) + np.arange(lens.sum(), dtype=np.int64)
 
 
+# Above this many route entries the filling runs as a compiled loop over a heap of the
+# links' fill levels (``_filling_heap``): O(entries log links) rather than one O(links)
+# pass per rate level, which a whole machine's random permutation has thousands of.
+HEAP_ENTRIES = 200_000
+
+
+@njit(cache=True)
+def _heap_push(keys, vals, size, key, val):
+    i = size
+    keys[i], vals[i] = key, val
+    while i > 0:
+        parent = (i - 1) // 2
+        if keys[parent] <= keys[i]:
+            break
+        keys[parent], keys[i] = keys[i], keys[parent]
+        vals[parent], vals[i] = vals[i], vals[parent]
+        i = parent
+    return size + 1
+
+
+@njit(cache=True)
+def _heap_pop(keys, vals, size):
+    key, val = keys[0], vals[0]
+    size -= 1
+    keys[0], vals[0] = keys[size], vals[size]
+    i = 0
+    while True:
+        left, smallest = 2 * i + 1, i
+        if left < size and keys[left] < keys[smallest]:
+            smallest = left
+        if left + 1 < size and keys[left + 1] < keys[smallest]:
+            smallest = left + 1
+        if smallest == i:
+            break
+        keys[smallest], keys[i] = keys[i], keys[smallest]
+        vals[smallest], vals[i] = vals[i], vals[smallest]
+        i = smallest
+    return key, val, size
+
+
+@njit(cache=True)
+def _filling_heap(ptr, links, cap, link_ptr, flows_by_link):
+    """Progressive filling one saturated link at a time: a link fills at the level
+    (capacity - rates of its frozen flows) / its growing flows; the lowest is popped
+    from a heap (stale entries skipped), its growing flows freeze at that level, and
+    the links they cross get new fill levels."""
+    n_flows, n_links = ptr.size - 1, cap.size
+    growing = np.zeros(n_links, np.int64)
+    for l in range(n_links):
+        if np.isfinite(cap[l]):
+            growing[l] = link_ptr[l + 1] - link_ptr[l]
+    frozen_sum = np.zeros(n_links)
+    fill_at = np.full(n_links, np.inf)
+    keys = np.empty(links.size + n_links + 1)
+    vals = np.empty(links.size + n_links + 1, np.int64)
+    size = 0
+    for l in range(n_links):
+        if growing[l] > 0:
+            fill_at[l] = cap[l] / growing[l]
+            size = _heap_push(keys, vals, size, fill_at[l], l)
+    rates = np.full(n_flows, np.inf)
+    frozen = np.zeros(n_flows, np.bool_)
+    levels = 0
+    last = -1.0
+    while size > 0:
+        level, l, size = _heap_pop(keys, vals, size)
+        if growing[l] == 0 or level != fill_at[l]:
+            continue                                   # stale: the link changed since
+        if level > last + 1e-12 * abs(level):          # (levels within rounding: one)
+            levels += 1
+            last = level
+        for e in range(link_ptr[l], link_ptr[l + 1]):
+            f = flows_by_link[e]
+            if frozen[f]:
+                continue
+            frozen[f] = True
+            rates[f] = level
+            for k in range(ptr[f], ptr[f + 1]):
+                m = links[k]
+                if not np.isfinite(cap[m]):
+                    continue
+                frozen_sum[m] += level
+                growing[m] -= 1
+                if growing[m] > 0:
+                    fill_at[m] = max(level, (cap[m] - frozen_sum[m]) / growing[m])
+                    size = _heap_push(keys, vals, size, fill_at[m], m)
+                else:
+                    fill_at[m] = np.inf
+    return rates, levels
+
+
 def progressive_filling(flow_ptr, flow_links, capacity) -> tuple[np.ndarray, int]:
     """Max-min fair rates (F,) and the number of filling iterations.
 
@@ -95,6 +193,8 @@ def progressive_filling(flow_ptr, flow_links, capacity) -> tuple[np.ndarray, int
     flows_by_link = _flow_of_entry(ptr)[np.argsort(links, kind="stable")]
     per_link = np.bincount(links, minlength=n_links)                  # (L,) flows per link
     link_ptr = np.concatenate(([0], np.cumsum(per_link)))             # (L+1,)
+    if links.size > HEAP_ENTRIES:
+        return _filling_heap(ptr, links, cap, link_ptr, flows_by_link)
     growing = np.where(finite, per_link, 0)                           # (L,) growing flows
     fill_at = np.full(n_links, np.inf)                                # (L,) level when full
     slack = np.zeros(n_links)                     # (L,) level gap that counts as full
@@ -161,3 +261,70 @@ def link_loads(flow_ptr, flow_links, flow_bytes, n_links: int) -> np.ndarray:
         raise ValueError(f"`flow_bytes` must have one entry per flow ({ptr.size - 1}); "
                          f"got shape {nbytes.shape}")
     return np.bincount(links, weights=np.repeat(nbytes, np.diff(ptr)), minlength=n_links)
+
+
+def flow_completions(flow_ptr, flow_links, capacity, flow_bytes, start=None,
+                     ) -> tuple[np.ndarray, int]:
+    """(F,) when each flow delivers its last byte, and how many max-min solves it took.
+
+    Progressive filling with completions: the active flows (started, not finished)
+    share the links max-min fairly; the rates hold until the next event, the first
+    finish (remaining bytes / rate) or start (``start``, seconds; default all at 0);
+    then the finished flows leave, the started ones join and the rates are solved
+    again for the new set, so the bandwidth a finished flow frees goes to the others.
+    Between events nothing changes, and an event that leaves no flow active needs no
+    solve: flows of equal size that start together finish together after one solve.
+    A flow of 0 bytes finishes when it starts; a flow with no finite link (or only
+    links of infinite capacity) finishes at its start too (it is never the
+    bottleneck); a flow that can never move (a zero-capacity link) finishes at inf.
+    """
+    cap = np.asarray(capacity, dtype=np.float64)
+    ptr, links = _check_csr(flow_ptr, flow_links, cap.size)
+    n = ptr.size - 1
+    remaining = np.asarray(flow_bytes, dtype=np.float64).copy()
+    if remaining.shape != (n,) or np.any(~np.isfinite(remaining)) or np.any(remaining < 0):
+        raise ValueError("`flow_bytes` must be F finite non-negative byte counts, one per flow")
+    begin = np.zeros(n) if start is None else np.asarray(start, dtype=np.float64)
+    if begin.shape != (n,) or np.any(~np.isfinite(begin)) or np.any(begin < 0):
+        raise ValueError("`start` must be F finite non-negative times, one per flow")
+    finish = np.full(n, np.inf)
+    lens = np.diff(ptr)
+    order = np.argsort(begin, kind="stable")
+    joined = 0                            # flows of ``order`` that have started
+    active = np.zeros(0, dtype=np.int64)
+    now, solves = 0.0, 0
+    while True:
+        if active.size == 0:
+            if joined == n:
+                return finish, solves
+            now = max(now, begin[order[joined]])
+        while joined < n and begin[order[joined]] <= now:
+            active = np.append(active, order[joined])
+            joined += 1
+        done = remaining[active] <= 0.0
+        finish[active[done]] = now
+        active = active[~done]
+        if active.size == 0:
+            continue
+        sub_ptr = np.concatenate(([0], np.cumsum(lens[active])))
+        sub_links = links[_ranges(ptr[active], lens[active])]
+        rates = max_min_rates(sub_ptr, sub_links, cap)
+        solves += 1
+        free = np.isinf(rates)                      # never the bottleneck: done at once
+        finish[active[free]] = now
+        moving = rates > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            until = np.where(moving & ~free, remaining[active] / rates, np.inf)
+        step = until.min(initial=np.inf)
+        if joined < n:
+            step = min(step, begin[order[joined]] - now)
+        if step == np.inf:                          # only flows that cannot move are left
+            return finish, solves
+        sent = np.where(free, 0.0, rates * step)
+        remaining[active] = np.where(until <= step * (1 + 1e-12), 0.0,
+                                     remaining[active] - np.nan_to_num(sent))
+        remaining[active[free]] = 0.0
+        now += step
+        finished = remaining[active] <= 0.0
+        finish[active[finished]] = now
+        active = active[~finished]

@@ -55,7 +55,10 @@ def world(tmp_path_factory):
                    "clock_ghz,measured,unit,flops_convention,source\n"
                    "fugaku,gpt-125m,12,768,12,50257,2048,32,1,1,32,64,1,1,none,false,0,fp32,,"
                    "10.0,sec_per_iter,,a test row\n")
-    return {"files": files, "checkpoint": str(ckpt), "log": str(log), "root": root}
+    flows = root / "flows.json"
+    flows.write_text("[[0, 1, 1e9], [0, 5, 3e9], [2, 3, 1e9, 0.5]]")
+    return {"files": files, "checkpoint": str(ckpt), "log": str(log), "root": root,
+            "flows": str(flows)}
 
 
 def baseline(command: str, w: dict) -> list[str]:
@@ -74,6 +77,7 @@ def baseline(command: str, w: dict) -> list[str]:
         "calibrate": ["--refit", w["files"]["nan-json"], "--out", str(w["root"] / "cal.json")],
         "validate": ["--against", w["log"]],
         "fit-stack": [w["log"], "--stack", "deepspeedfugaku-2023"],
+        "flows": [w["flows"], "--shape", "4x2", "--link-gbs", "1"],
     }[command]
 
 
@@ -136,7 +140,7 @@ def check(command: str, args: list[str], must_refuse: list[str], seconds: int = 
 
 BUDGET = {"plan": 60, "simulate": 60, "collective": 60, "topo": 60, "presets": 30,
           "report": 15, "train": 40, "generate": 40, "calibrate": 40, "validate": 40,
-          "fit-stack": 30}
+          "fit-stack": 30, "flows": 20}
 
 
 @pytest.mark.parametrize("command", sorted(BUDGET))
