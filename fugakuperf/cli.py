@@ -291,7 +291,9 @@ def flows(flows_path, shape, wrap, link_gbs, injection_gbs, as_json):
     FLOWS.json is a list of [src, dst, bytes] (or [src, dst, bytes, start_s]).
     Nodes are numbered in C order (the last axis varies fastest); flows are routed
     in dimension order, the shorter way round each ring, a half-way tie going "+".
-    When a flow finishes, the bandwidth it frees goes to the others.
+    When a flow finishes, the bandwidth it frees goes to the others; each finish
+    re-solves the sharing, so many flows of different sizes take a while (progress
+    on stderr).
 
     \b
     Examples:
@@ -301,8 +303,15 @@ def flows(flows_path, shape, wrap, link_gbs, injection_gbs, as_json):
     from topologies.flowcmd import parse_shape, read_flows, simulate_flows
     torus = parse_shape(shape, wrap)
     src, dst, nbytes, start = read_flows(flows_path, torus.nodes)
+    last = [time.monotonic()]
+
+    def progress(finished: int, total: int) -> None:
+        if time.monotonic() - last[0] >= 2.0:         # a line every 2 s of a long run
+            last[0] = time.monotonic()
+            click.echo(f"[flows] {finished:,} of {total:,} flows finished", err=True)
+
     emit(simulate_flows(torus, src, dst, nbytes, start, link_gbs * 1e9,
-                        None if injection_gbs is None else injection_gbs * 1e9),
+                        None if injection_gbs is None else injection_gbs * 1e9, progress),
          as_json, "render_flows")
 
 

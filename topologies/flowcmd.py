@@ -84,7 +84,7 @@ def read_flows(path: str, nodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def simulate_flows(torus: Torus, src, dst, nbytes, start, link_bandwidth: float,
-                   injection_bandwidth: float | None = None) -> dict:
+                   injection_bandwidth: float | None = None, progress=None) -> dict:
     """Every flow routed on ``torus`` and shared max-min with completions: its finish
     time, its hops, and the makespan."""
     ptr, links = route(torus, src, dst)
@@ -102,7 +102,7 @@ def simulate_flows(torus: Torus, src, dst, nbytes, start, link_bandwidth: float,
         ptr, links = new_ptr, new_links
         capacity = np.concatenate((capacity, np.full(2 * n, injection_bandwidth)))
     local = src == dst                                          # no link: no time
-    finish, solves = flow_completions(ptr, links, capacity, nbytes, start)
+    finish, solves = flow_completions(ptr, links, capacity, nbytes, start, progress)
     finish = np.where(local, start, finish)
     return {"shape": list(torus.shape), "wrap": list(torus.wrap), "flows": int(len(src)),
             "link_bandwidth_bytes_per_s": link_bandwidth,
