@@ -261,6 +261,17 @@ def _simulation_headline(d: dict) -> list[str]:
             f"{p99_note}"]
 
 
+def _sharding_name(lay: dict) -> str:
+    """The layout's data-parallel mode as its framework names it (FULL_SHARD,
+    HYBRID_SHARD/8, distributed optimizer, ZeRO-1, ...), with its ZeRO stage."""
+    from perfmodel.sharding import FAMILIES
+    mode = FAMILIES.get(lay.get("sharding", "deepspeed"), {}).get(lay["zero"])
+    if mode is None:
+        return f"ZeRO-{lay['zero']}"
+    name = f"{mode.hybrid}/{lay['shard_ranks']}" if lay.get("shard_ranks") else mode.name
+    return name if name.startswith("ZeRO") else f"{name} (ZeRO-{lay['zero']})"
+
+
 def render_simulation(d: dict) -> str:
     lay = d["layout"]
     an = d["analytic"]
@@ -273,7 +284,7 @@ def render_simulation(d: dict) -> str:
              f"{d['nodes']:,} "
              f"nodes, micro-batch {lay['micro_batch']}, {lay['schedule']}"
              + (f"/{lay['virtual_stages']}" if lay["virtual_stages"] > 1 else "")
-             + f", ZeRO-{lay['zero']}, recompute {lay['recompute']}"
+             + f", {_sharding_name(lay)}, recompute {lay['recompute']}"
              + (f" on the first {lay['recompute_stages']} stages" if lay["recompute_stages"] else "")
              + (f", layers placed by {lay['partition']}" if lay.get("partition", "even") != "even"
                 else ""),

@@ -50,3 +50,13 @@ def test_a_pinned_layout_faster_than_the_unpinned_best_is_called_faster():
     text = render_plan(d)
     assert "faster than the fastest without the pins" in text
     assert not re.search(r"-\d[\d.]*% slower", text)
+
+
+def test_the_simulation_text_names_the_data_parallel_mode_as_its_framework_does():
+    from reports.text import _sharding_name
+    base = {"zero": 3, "sharding": "fsdp", "shard_ranks": 0}
+    assert _sharding_name(base) == "FULL_SHARD (ZeRO-3)"
+    assert _sharding_name({**base, "shard_ranks": 8}) == "HYBRID_SHARD/8 (ZeRO-3)"
+    assert _sharding_name({**base, "zero": 1, "sharding": "megatron"}) == \
+        "distributed optimizer (ZeRO-1)"
+    assert _sharding_name({**base, "zero": 2, "sharding": "deepspeed"}) == "ZeRO-2"
