@@ -213,7 +213,7 @@ class _Reader:
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
                 NotImplementedError, RuntimeError, SyntaxError) as e:
             # RuntimeError: an encrypted member; SyntaxError: a header numpy cannot parse;
-            # NotImplementedError: a member compressed by a method zipfile does not read
+            # and zipfile's error for a member compressed by a method it does not read
             raise self.fail(f"damaged checkpoint ({name[:-4]}: {type(e).__name__}: {e})") \
                 from None
 
