@@ -214,10 +214,10 @@ def validate(calibration_path, against_path, stack, schema, update_evidence, ste
     fell inside: a check of the bands plan prints.
     """
     from fpcore.errors import SpecError
+    given = [name for name, value in (("--calibration", calibration_path),
+                                      ("--against", against_path), ("--stack", stack))
+             if value is not None]
     if update_evidence:
-        given = [name for name, value in (("--calibration", calibration_path),
-                                          ("--against", against_path), ("--stack", stack))
-                 if value is not None]
         if given or schema:
             raise SpecError("update-evidence", f"re-predicts the shipped logs and exits; give "
                                                f"it alone, not with "
@@ -227,9 +227,6 @@ def validate(calibration_path, against_path, stack, schema, update_evidence, ste
         click.echo(json.dumps({"evidence": str(path)}) if as_json else f"wrote {path}")
         return
     if schema:
-        given = [name for name, value in (("--calibration", calibration_path),
-                                          ("--against", against_path), ("--stack", stack))
-                 if value is not None]
         if given:
             raise SpecError("schema", f"prints the run-log columns and exits; give it alone, "
                                       f"not with {', '.join(given)}")

@@ -300,8 +300,8 @@ def flows(flows_path, shape, wrap, link_gbs, injection_gbs, as_json):
       fugakuperf flows my_flows.json --shape 24x2x24x2x3x2 --link-gbs 6.8
       fugakuperf flows my_flows.json --shape 4x4x4:mesh --link-gbs 10 --json
     """
-    from topologies.flowcmd import parse_shape, read_flows, simulate_flows
-    torus = parse_shape(shape, wrap)
+    from topologies.flowcmd import read_flows, simulate_flows, torus_from_text
+    torus = torus_from_text(shape, wrap)
     src, dst, nbytes, start = read_flows(flows_path, torus.nodes)
     last = [time.monotonic()]
 

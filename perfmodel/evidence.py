@@ -265,6 +265,8 @@ class Ranker:
         return self.bands[est.layout]
 
     def _bound(self, est) -> float:
+        if est.layout in self.bands:          # (a worker's whole band: the value itself)
+            return self.value(est)
         if est.layout not in self._cheap:
             self._cheap[est.layout] = estimate_band(est, parameters=False).value(self.objective)
         return self._cheap[est.layout]

@@ -187,17 +187,12 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
         raise SpecError("zero", f"ZeRO-{zero} shards over data parallelism, and dp 1 leaves "
                                 f"nothing to shard: pin --zero 0 or leave --dp free")
     shard = pins.get("shard_ranks")
-    if shard:
+    if shard:                       # some stage must shard in groups of it (of any dp free)
         stages = [zero] if zero is not None else list(system.stack.zero_stages)
-        errors = [hybrid_error(system.stack.sharding, z, shard, max(dp or 0, 2 * shard))
+        errors = [hybrid_error(system.stack.sharding, z, shard, dp or 2 * shard)
                   for z in stages]
         if all(e is not None for e in errors):
             raise errors[-1]
-        if dp is not None:
-            err = hybrid_error(system.stack.sharding, next(
-                z for z, e in zip(stages, errors) if e is None), shard, dp)
-            if err is not None:
-                raise err
     if v is not None and v > 1 and sched is not None and not schedules.get(sched).virtual:
         raise SpecError("virtual_stages", f"needs the {' or '.join(virtual_schedules())} "
                                           f"schedule, not {sched}")

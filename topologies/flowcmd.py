@@ -29,7 +29,7 @@ MAX_FLOWS = 2_000_000
 MAX_NODES = 10_000_000
 
 
-def parse_shape(text: str, wrap: str | None = None) -> Torus:
+def torus_from_text(text: str, wrap: str | None = None) -> Torus:
     """``24x2x24`` (every axis a ring), ``24x2x24:mesh`` (none), or ``--wrap 1,0,1``."""
     body, _, kind = str(text).partition(":")
     try:

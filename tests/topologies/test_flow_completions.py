@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from fugakuperf.cli import main
-from topologies.flowcmd import parse_shape
+from topologies.flowcmd import torus_from_text
 from topologies.flows import csr_from_lists, flow_completions, phase_time
 from topologies.routing import route
 
@@ -114,7 +114,7 @@ def reference(routes, capacity, nbytes, start):
 @pytest.mark.parametrize("seed", range(6))
 def test_the_same_finish_times_as_an_independent_event_loop(seed):
     rng = random.Random(seed)
-    torus = parse_shape(rng.choice(["4x3", "3x3x2", "5x2:mesh", "2x2x2"]))
+    torus = torus_from_text(rng.choice(["4x3", "3x3x2", "5x2:mesh", "2x2x2"]))
     n = rng.randint(3, 12)
     src = np.array([rng.randrange(torus.nodes) for _ in range(n)])
     dst = np.array([(s + rng.randrange(1, torus.nodes)) % torus.nodes for s in src])
@@ -179,7 +179,7 @@ def test_the_compiled_heap_filling_gives_the_vectorised_fillings_rates(seed, mon
     (capacity 0) and links that never limit (inf) included."""
     import topologies.flows as flows
     rng = np.random.default_rng(seed)
-    torus = parse_shape("6x5x4:torus" if seed % 2 else "5x4x3:mesh")
+    torus = torus_from_text("6x5x4:torus" if seed % 2 else "5x4x3:mesh")
     src = rng.choice(torus.nodes, 40, replace=True)
     dst = (src + rng.integers(1, torus.nodes, src.size)) % torus.nodes
     ptr, links = route(torus, src, dst)
