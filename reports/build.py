@@ -134,7 +134,13 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
                                pins=REFERENCE_LAYOUT)
     sims = dict(result.simulated or {})
     layouts = []
-    for e in sorted(rows + ([reference] if reference else []), key=lambda e: e.iteration_s):
+    # in the plan's order (its objective on each layout's band), Fugaku-LLM's among them
+    from perfmodel.evidence import estimate_band
+    bands = dict(result.bands or {})
+    if reference is not None and reference.layout not in bands:
+        bands[reference.layout] = estimate_band(reference)
+    for e in sorted(rows + ([reference] if reference else []),
+                    key=lambda e: (bands[e.layout].value(result.objective), e.nodes)):
         sim = sims.get(e.layout) or simulate(model, system, e.layout, validate=False)
         fraction, verdict = _memory(e, system)
         layouts.append({"rank": len(layouts) + 1, "label": e.layout.label(), "nodes": e.nodes,

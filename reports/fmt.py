@@ -243,7 +243,9 @@ def _layouts(r: dict, images: set[str]) -> tuple:
             _table([("#", NUM), ("layout", LABEL), ("nodes", NUM), ("iteration (s)", NUM),
                     ("DES iteration (s)", NUM), ("tokens/s", NUM), ("MFU", NUM),
                     ("memory GB/node (% usable)", NUM), ("memory", LABEL), ("days", NUM),
-                    ("note", TEXT)], rows, marked, "Fastest layouts, best first"))
+                    ("note", TEXT)], rows, marked,
+                   "The best layouts, in the order the plan ranks them (the slow end of each "
+                   "layout's 80% band, by default)"))
 
 
 SPAN_KINDS = ("F", "B", "send", "dp", "optimizer")

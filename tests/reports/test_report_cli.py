@@ -215,3 +215,12 @@ def test_a_fat_tree_report_describes_its_fabric_and_the_stacks_placement(tmp_pat
     md = (out / "report.md").read_text()
     assert "no torus, so no map of link loads" in md
     assert "layers placed evenly on the pipeline stages, or by type:transformer" in md
+
+
+def test_the_layouts_table_leads_with_the_recommendation(built):
+    """The table of layouts is in the plan's order (the slow end of each band), so its
+    first row is the layout the summary recommends, whatever the model's own times say."""
+    report = json.loads((built / "report.json").read_text())
+    first = next(row for row in report["layouts"] if not row["reference"])
+    assert first["label"] == report["summary"]["layout_label"]
+    assert [row["rank"] for row in report["layouts"]] == list(range(1, len(report["layouts"]) + 1))
