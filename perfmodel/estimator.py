@@ -460,6 +460,42 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
     if validate:
         validate_layout(layout, model)
     network = network or network_for(system)
+    job, cost, runs, crit, iteration, parts = _iteration(model, system, layout, network)
+    m = layout.micro_batches
+    st = cost[crit]
+    extra_f, extra_b, dp_tail, optim = parts
+    compute_part = m * st.compute
+    recompute_part = m * st.recompute
+    tp_part = m * st.tp_comm
+    pp_part = m * 2 * st.p2p
+    dp_part = dp_tail[crit] + m * (extra_f[crit] + extra_b[crit])
+    opt_part = optim[crit]
+    bubble = iteration - (compute_part + recompute_part + tp_part + pp_part + dp_part + opt_part)
+    if abs(bubble) < 1e-9 * iteration:   # float noise when there is no pipeline
+        bubble = 0.0
+    breakdown = Breakdown(compute=compute_part, recompute=recompute_part, tp_comm=tp_part,
+                          pp_comm=pp_part, bubble=bubble, dp_comm=dp_part, optimizer=opt_part)
+    stages = tuple(cost[i] for i, n in runs for _ in range(n))
+    return Estimate(model=model, system=system, layout=layout, nodes=job.nodes,
+                    iteration_s=iteration, breakdown=breakdown, stages=stages,
+                    memory=tuple(pipeline_memory(model, layout)),
+                    model_flops=model_flops_per_iteration(model, layout.global_batch),
+                    network=getattr(network, "name", type(network).__name__),
+                    placement=tuple(network.placement(job).describe())
+                    if hasattr(network, "placement") else ())
+
+
+def iteration_s(model: ModelSpec, system: SystemSpec, layout: Layout,
+                network: NetworkModel) -> float:
+    """``estimate(...).iteration_s`` alone (no breakdown, memory or placement): for
+    pricing one layout on many variants of a system (perfmodel.uncertainty)."""
+    return _iteration(model, system, layout, network)[4]
+
+
+def _iteration(model, system, layout, network):
+    """The iteration's time and what its breakdown needs: (job, per-stage costs, stage
+    runs, the critical stage, the time, (forward and backward extras, data-parallel
+    tail, optimizer) per stage)."""
     compute = ComputeModel.for_system(system, layout.precision)
     job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
     runs = layout.stage_runs(model)
@@ -490,25 +526,4 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
         first_done = done[0] + dp_tail[0] - tied[0]
         ends[last] = max(ends[last], first_done + tied[last] + optim[last])
     crit = max(firsts, key=lambda i: ends[i])
-    iteration = ends[crit]
-
-    st = cost[crit]
-    compute_part = m * st.compute
-    recompute_part = m * st.recompute
-    tp_part = m * st.tp_comm
-    pp_part = m * 2 * st.p2p
-    dp_part = dp_tail[crit] + m * (extra_f[crit] + extra_b[crit])
-    opt_part = optim[crit]
-    bubble = iteration - (compute_part + recompute_part + tp_part + pp_part + dp_part + opt_part)
-    if abs(bubble) < 1e-9 * iteration:   # float noise when there is no pipeline
-        bubble = 0.0
-    breakdown = Breakdown(compute=compute_part, recompute=recompute_part, tp_comm=tp_part,
-                          pp_comm=pp_part, bubble=bubble, dp_comm=dp_part, optimizer=opt_part)
-    stages = tuple(cost[i] for i, n in runs for _ in range(n))
-    return Estimate(model=model, system=system, layout=layout, nodes=job.nodes,
-                    iteration_s=iteration, breakdown=breakdown, stages=stages,
-                    memory=tuple(pipeline_memory(model, layout)),
-                    model_flops=model_flops_per_iteration(model, layout.global_batch),
-                    network=getattr(network, "name", type(network).__name__),
-                    placement=tuple(network.placement(job).describe())
-                    if hasattr(network, "placement") else ())
+    return job, cost, runs, crit, ends[crit], (extra_f, extra_b, dp_tail, optim)

@@ -40,10 +40,12 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
 
+import numpy as np
+
 from topologies import JobShape
 from topologies.interface import group_geometry
 
-from .uncertainty import Spread, parameter_spread
+from .uncertainty import Spread, combined, end_ratio, parameter_spread, range_ends
 
 # Distance weights of the regime's features (see the module docstring).
 WEIGHTS = dict(machine=3.0, stack=1.0, sharding=1.5, pipeline=1.0, pipeline_fill=0.5,
@@ -79,18 +81,35 @@ class Regime:
 
 
 def regime_of(model, system, layout) -> Regime:
-    job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
     mode = layout.sharding_mode
     sharding = "gathers" if mode.gathers else "sharded" if layout.zero else "replicated"
     pipeline = ("none" if layout.pp == 1 else
                 "filled" if layout.micro_batches >= 2 * layout.pp else "bubble")
-    return Regime(machine=system.network.kind, stack=system.stack.name, sharding=sharding,
-                  pipeline=pipeline,
-                  dp_nodes=layout.dp > 1 and group_geometry(job, "dp").nodes > 1,
-                  tp_nodes=layout.tp > 1 and group_geometry(job, "tp").nodes > 1,
-                  recompute=layout.recompute,
-                  precision="fp32" if layout.precision == "fp32" else "16-bit",
-                  log_params=math.log10(model.params), log_dp=math.log10(layout.dp))
+    return _shape_regime(model, system, layout.tp, layout.pp, layout.dp, layout.precision)(
+        sharding, pipeline, layout.recompute)
+
+
+def shape_regimes(model, system, tp: int, pp: int, dp: int, precision: str) -> list[Regime]:
+    """Every regime a layout of this (tp, pp, dp) shape can be in (its sharding,
+    pipeline fill and recomputation vary with the layout)."""
+    from .layout import RECOMPUTE
+    regime = _shape_regime(model, system, tp, pp, dp, precision)
+    return [regime(sharding, fill, recompute)
+            for sharding in ("replicated", "sharded", "gathers")
+            for fill in (("none",) if pp == 1 else ("filled", "bubble"))
+            for recompute in RECOMPUTE]
+
+
+def _shape_regime(model, system, tp: int, pp: int, dp: int, precision: str):
+    """The regime of a layout of this shape, given what varies with the layout."""
+    job = JobShape(tp, pp, dp, system.ranks_per_node)
+    fixed = dict(machine=system.network.kind, stack=system.stack.name,
+                 dp_nodes=dp > 1 and group_geometry(job, "dp").nodes > 1,
+                 tp_nodes=tp > 1 and group_geometry(job, "tp").nodes > 1,
+                 precision="fp32" if precision == "fp32" else "16-bit",
+                 log_params=math.log10(model.params), log_dp=math.log10(dp))
+    return lambda sharding, pipeline, recompute: Regime(
+        sharding=sharding, pipeline=pipeline, recompute=recompute, **fixed)
 
 
 def distance(a: Regime, b: Regime) -> float:
@@ -210,33 +229,122 @@ def _quantile(values: list[float], q: float) -> float:
         if len(values) > 1 else values[0]
 
 
+@dataclass(frozen=True)
+class RegimeEvidence:
+    """What the runs near one regime say: how many, the model's bias there (their
+    median log(measured / predicted)) and the widened spread around it."""
+
+    runs: int
+    centre: float
+    below: float          # >= 0: how far the 10th percentile lies below the centre
+    above: float          # >= 0: how far the 90th lies above it
+    error: float | None   # their mean |error|
+    sources: tuple[str, ...]
+
+
+class EvidencePool:
+    """Runs that may be evidence, with their regimes as arrays: ``distance`` to every
+    run at once (a plan asks it of thousands of regimes)."""
+
+    TEXT = ("machine", "stack", "sharding", "pipeline", "recompute", "precision")
+
+    def __init__(self, runs):
+        self.runs = tuple(runs)
+        regimes = [r.regime for r in self.runs]
+        # each text feature as codes: one code per value seen (-1: a value no run has)
+        self._codes = {f: {v: i for i, v in enumerate(sorted({getattr(g, f) for g in regimes}))}
+                       for f in self.TEXT}
+        self._text = {f: np.array([self._codes[f][getattr(g, f)] for g in regimes], dtype=int)
+                      for f in self.TEXT}
+        self._piped = np.array([g.pipeline != "none" for g in regimes], dtype=bool)
+        self._flags = {f: np.array([getattr(g, f) for g in regimes], dtype=bool)
+                       for f in ("dp_nodes", "tp_nodes")}
+        self._logs = {f: np.array([getattr(g, f) for g in regimes], dtype=float)
+                      for f in ("log_params", "log_dp")}
+        self._sources = np.array([r.source for r in self.runs], dtype=object)
+
+    def distances(self, a: Regime, shape_only: bool = False) -> np.ndarray:
+        """``distance(a, run.regime)`` for every run, in order; with ``shape_only``,
+        the least distance of any regime that differs from ``a`` only in what varies
+        with the layout of a shape (sharding, pipeline fill, recomputation)."""
+        w, t = WEIGHTS, self._text
+        code = {f: self._codes[f].get(getattr(a, f), -1) for f in self.TEXT}
+        d = w["machine"] * (t["machine"] != code["machine"])
+        d = d + w["stack"] * (t["stack"] != code["stack"])
+        same_kind = self._piped == (a.pipeline != "none")
+        if shape_only:
+            d = d + np.where(same_kind, 0.0, w["pipeline"])
+        else:
+            d = d + w["sharding"] * (t["sharding"] != code["sharding"])
+            d = d + np.where(same_kind, w["pipeline_fill"] * (t["pipeline"] != code["pipeline"]),
+                             w["pipeline"])
+            d = d + w["recompute"] * (t["recompute"] != code["recompute"])
+        d = d + w["dp_nodes"] * (self._flags["dp_nodes"] != a.dp_nodes)
+        d = d + w["tp_nodes"] * (self._flags["tp_nodes"] != a.tp_nodes)
+        d = d + w["precision"] * (t["precision"] != code["precision"])
+        d = d + w["dp_size"] * np.minimum(2.0, np.abs(self._logs["log_dp"] - a.log_dp))
+        return d + w["size"] * np.minimum(1.5, np.abs(self._logs["log_params"] - a.log_params))
+
+    def near(self, regime: Regime, exclude_source: str | None = None) -> list[EvidenceRun]:
+        """The runs within NEAR of ``regime`` (but those of ``exclude_source``)."""
+        if not self.runs:
+            return []
+        keep = self.distances(regime) <= NEAR
+        if exclude_source is not None:
+            keep &= self._sources != exclude_source
+        return [self.runs[i] for i in np.flatnonzero(keep)]
+
+
+def regime_evidence(regime: Regime, pool, exclude_source: str | None = None) -> RegimeEvidence:
+    """The runs of ``pool`` (an EvidencePool, or runs) within NEAR of ``regime`` (but
+    those of ``exclude_source``)."""
+    if not isinstance(pool, EvidencePool):
+        pool = EvidencePool(pool)
+    near = pool.near(regime, exclude_source)
+    sources = tuple(sorted({r.source for r in near}))
+    error = statistics.fmean(abs(r.error) for r in near) if near else None
+    if len(near) < MIN_EVIDENCE:
+        return RegimeEvidence(len(near), 0.0, -NO_EVIDENCE[0], NO_EVIDENCE[1], error, sources)
+    ratios = [r.log_ratio for r in near]
+    centre = statistics.median(ratios)
+    widen = 1.0 + 1.0 / math.sqrt(len(near))
+    return RegimeEvidence(len(near), centre, (centre - _quantile(ratios, 0.10)) * widen,
+                          (_quantile(ratios, 0.90) - centre) * widen, error, sources)
+
+
+def make_band(predicted_s: float, ev: RegimeEvidence, spread: Spread) -> Band:
+    """The band of a prediction of ``predicted_s`` from its regime's evidence and the
+    assumed values' spread."""
+    low = ev.centre - max(FLOOR, math.hypot(ev.below, spread.fast))
+    high = ev.centre + max(FLOOR, math.hypot(ev.above, spread.slow))
+    return Band(predicted_s=predicted_s, low_s=predicted_s * math.exp(low),
+                median_s=predicted_s * math.exp(ev.centre),
+                high_s=predicted_s * math.exp(high), evidence=ev.runs,
+                evidence_error=ev.error, sources=ev.sources, parameters=spread.effects)
+
+
+@lru_cache(maxsize=1)
+def _shipped_pool() -> EvidencePool:
+    return EvidencePool(shipped_evidence())
+
+
+def evidence_pool(system) -> EvidencePool:
+    """Every run that may be evidence on ``system``: the shipped ones and its calibration's."""
+    if not system.evidence:
+        return _shipped_pool()
+    return EvidencePool(shipped_evidence() + tuple(system.evidence))
+
+
 def band_for(model, system, layout, predicted_s: float, *, exclude_source: str | None = None,
              runs: tuple[EvidenceRun, ...] | None = None, parameters: bool = True) -> Band:
     """The band of a prediction of ``predicted_s`` for ``layout`` (evidence from every
     shipped run within NEAR but those of ``exclude_source``). Without ``parameters``
     the assumed values' ranges are left out: a cheaper band no wider than the whole one
     (the planner's lower bound)."""
-    regime = regime_of(model, system, layout)
-    pool = shipped_evidence() + tuple(system.evidence) if runs is None else runs
-    near = [r for r in pool if r.source != exclude_source and distance(regime, r.regime) <= NEAR]
+    pool = evidence_pool(system) if runs is None else runs
+    ev = regime_evidence(regime_of(model, system, layout), pool, exclude_source)
     spread = parameter_spread(model, system, layout) if parameters else Spread(0.0, 0.0, ())
-    if len(near) >= MIN_EVIDENCE:
-        ratios = [r.log_ratio for r in near]
-        centre = statistics.median(ratios)
-        widen = 1.0 + 1.0 / math.sqrt(len(near))
-        below = (centre - _quantile(ratios, 0.10)) * widen
-        above = (_quantile(ratios, 0.90) - centre) * widen
-        error = statistics.fmean(abs(r.error) for r in near)
-    else:
-        centre = 0.0
-        below, above = -NO_EVIDENCE[0], NO_EVIDENCE[1]
-        error = statistics.fmean(abs(r.error) for r in near) if near else None
-    low = centre - max(FLOOR, math.hypot(below, spread.fast))
-    high = centre + max(FLOOR, math.hypot(above, spread.slow))
-    return Band(predicted_s=predicted_s, low_s=predicted_s * math.exp(low),
-                median_s=predicted_s * math.exp(centre), high_s=predicted_s * math.exp(high),
-                evidence=len(near), evidence_error=error,
-                sources=tuple(sorted({r.source for r in near})), parameters=spread.effects)
+    return make_band(predicted_s, ev, spread)
 
 
 def estimate_band(est, **kw) -> Band:
@@ -248,7 +356,13 @@ class Ranker:
     """Ranks estimates by an objective (OBJECTIVES) on their bands, computing a whole
     band only where it can change the answer: candidates are taken in the order of
     their band without the assumed values' ranges (which only widens it), and stop
-    once that lower bound passes the k-th best whole value found."""
+    once that lower bound passes the k-th best whole value found.
+
+    The search screens layouts by the same objective (``screening_value``, on the
+    contention-free estimate), so that the layouts it re-prices are the best by the
+    objective, not by the model's own time. A ranker serves one model and system: its
+    caches (each regime's evidence, each layout's spread) are keyed by regime and
+    layout."""
 
     def __init__(self, objective: str):
         if objective not in OBJECTIVES:
@@ -258,21 +372,126 @@ class Ranker:
         self.objective = objective
         self.bands: dict = {}            # layout -> Band (whole)
         self._cheap: dict = {}
+        self._evidence: dict = {}        # regime -> RegimeEvidence
+        self._spreads: dict = {}         # layout -> Spread
+        self._ends = None                # the system at each end of each range
+        self._pool = None
+        self._least: dict = {}           # a shape's regimes, less what varies -> evidence
+
+    def _regime_evidence(self, est) -> RegimeEvidence:
+        if self._pool is None:
+            self._pool = evidence_pool(est.system)
+        regime = regime_of(est.model, est.system, est.layout)
+        if regime not in self._evidence:
+            self._evidence[regime] = regime_evidence(regime, self._pool)
+        return self._evidence[regime]
+
+    def _spread(self, est, screening_s: float | None = None) -> Spread:
+        if est.layout not in self._spreads:
+            self._spreads[est.layout] = parameter_spread(est.model, est.system, est.layout,
+                                                         self._end_systems(est.system),
+                                                         screening_s)
+        return self._spreads[est.layout]
 
     def band(self, est) -> Band:
         if est.layout not in self.bands:
-            self.bands[est.layout] = estimate_band(est)
+            self.bands[est.layout] = make_band(est.iteration_s, self._regime_evidence(est),
+                                               self._spread(est))
         return self.bands[est.layout]
 
     def _bound(self, est) -> float:
         if est.layout in self.bands:          # (a worker's whole band: the value itself)
             return self.value(est)
         if est.layout not in self._cheap:
-            self._cheap[est.layout] = estimate_band(est, parameters=False).value(self.objective)
+            self._cheap[est.layout] = self.screening_floor(est)
         return self._cheap[est.layout]
 
     def value(self, est) -> float:
         return self.band(est).value(self.objective)
+
+    def screening_value(self, est, limit: float = math.inf) -> float:
+        """The objective on the band of ``est``, a contention-free estimate (its
+        spread is kept for the layout's whole band later). Once the value is sure to
+        reach ``limit`` (a shortlist's threshold), a lower bound that reaches it is
+        returned instead: the ranges' ends are priced one at a time, those that slowed
+        layouts most so far first, and each end priced only raises the slow side."""
+        ev = self._regime_evidence(est)
+        if self.objective != "p90" or est.layout in self._spreads:
+            return make_band(est.iteration_s, ev, self._spread(est, est.iteration_s)
+                             if self.objective == "p90" else Spread(0.0, 0.0, ())
+                             ).value(self.objective)
+        self._end_systems(est.system)
+        ratios = [[0.0, 0.0] for _ in self._ends]
+        order = sorted(range(len(self._slowed)), key=lambda j: -self._slowed[j])
+        for done, j in enumerate(order, 1):
+            k, side = divmod(j, 2)
+            r = end_ratio(est.model, self._ends[k][1 + side], est.layout, est.iteration_s)
+            ratios[k][side] = r
+            self._slowed[j] += max(0.0, r)
+            if done < len(order):
+                slow = math.sqrt(sum(max(0.0, *pair) ** 2 for pair in ratios))
+                bound = make_band(est.iteration_s, ev, Spread(slow, 0.0, ())).value("p90")
+                if bound >= limit:
+                    return bound
+        spread = combined((key, lo, hi) for (key, _, _), (lo, hi) in zip(self._ends, ratios))
+        self._spreads[est.layout] = spread
+        return make_band(est.iteration_s, ev, spread).value("p90")
+
+    def screening_floor(self, est) -> float:
+        """``screening_value`` without the assumed values' ranges: never more."""
+        return make_band(est.iteration_s, self._regime_evidence(est),
+                         Spread(0.0, 0.0, ())).value(self.objective)
+
+    def shape_evidence(self, model, system, tp: int, pp: int, dp: int,
+                       precision: str) -> tuple[RegimeEvidence, ...]:
+        """The evidence of each regime a layout of this shape can be in (distinct)."""
+        if self._pool is None:
+            self._pool = evidence_pool(system)
+        job = JobShape(tp, pp, dp, system.ranks_per_node)
+        # what a shape's regimes share (the rest varies with the layout)
+        key = (pp > 1, dp, precision, dp > 1 and group_geometry(job, "dp").nodes > 1,
+               tp > 1 and group_geometry(job, "tp").nodes > 1)
+        if key not in self._least:
+            regimes = shape_regimes(model, system, tp, pp, dp, precision)
+            if (self._pool.distances(regimes[0], shape_only=True) <= NEAR).sum() < MIN_EVIDENCE:
+                regimes = regimes[:1]        # none has evidence: all alike
+            self._least[key] = tuple({regime_evidence(r, self._pool) for r in regimes})
+        return self._least[key]
+
+    def least_value(self, system, bound_at, evidence, limit: float = math.inf) -> float:
+        """A value below which no layout goes whose regime's evidence is one of
+        ``evidence`` and whose time on a system ``s`` is at least ``bound_at(s)``, on
+        ``system`` and at each end of each range (priced only while the value stays
+        below ``limit``: a time at an end only raises the slow side's bound).
+
+        The slow side of the band is at least one end's log(time there / time), and
+        t exp(max(FLOOR, hypot(above, log(t_end / t)))) grows with t and t_end: so the
+        bounds on both give a bound on the value."""
+        t = bound_at(system)
+        if self.objective == "model":
+            return t
+        if self.objective == "median":
+            return min(t * math.exp(ev.centre) for ev in evidence)
+
+        def value(slow: float) -> float:
+            return min(t * math.exp(ev.centre + max(FLOOR, math.hypot(ev.above, slow)))
+                       for ev in evidence)
+        least, slow = value(0.0), 0.0
+        if least >= limit or not self._end_systems(system):
+            return least
+        for j in sorted(range(len(self._slowed)), key=lambda j: -self._slowed[j]):
+            k, side = divmod(j, 2)
+            slow = max(slow, math.log(bound_at(self._ends[k][1 + side]) / t))
+            least = value(slow)
+            if least >= limit:
+                break
+        return least
+
+    def _end_systems(self, system) -> tuple:
+        if self._ends is None:
+            self._ends = range_ends(system)
+            self._slowed = [0.0] * (2 * len(self._ends))
+        return self._ends
 
     def best(self, estimates: list, k: int) -> list:
         """The ``k`` best of ``estimates`` by the objective (ties: fewer nodes)."""

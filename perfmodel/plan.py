@@ -222,13 +222,15 @@ def _range_task(context, bounds):
     result)."""
     model, system, gb, pins, top, shapes, objective = context
     lo, hi = bounds
+    # the shortlist is the best by the objective (on contention-free estimates), so
+    # the layouts re-priced are those the ranking below can choose
+    ranker = Ranker(objective)
     found, stats = screen(model, system, gb, min_nodes=lo, max_nodes=hi, pins=pins, top=top,
-                          shapes=shapes)
+                          shapes=shapes, ranker=ranker)
     tables: dict = {}
     priced = confirm(model, system, found, stats, tables)
     # the bands the ranking may need, priced here on this range's core (the best of
     # the range by the objective: the ranker computes a whole band only where needed)
-    ranker = Ranker(objective)
     ranker.best(priced, top)
     return priced, tables, stats, ranker.bands
 

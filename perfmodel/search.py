@@ -26,12 +26,18 @@ iteration time (compute at peak GEMM efficiency plus the unavoidable bubble) and
 the search stops once the bound exceeds the k-th best time found: the result is
 the same as evaluating everything.
 
+Ranked by an objective on each layout's error band (perfmodel.evidence: the p90
+time, or the median), the search screens by that objective, not by the model's own
+time, with bounds that hold for it: a shape's or layout's time bound times the
+least its regimes' evidence can make of it, and (for p90) the same bound priced at
+each end of the preset's declared ranges, which widens the band's slow side.
+
 Two tiers of network model. Routing every candidate's collectives on the torus
 would cost seconds, so layouts are ranked with the contention-free alpha-beta
-model, and a shortlist (the best ``shortlist`` layouts, at most two per
-(tp, pp, dp) shape so that one shape cannot crowd out the rest) is re-estimated
-with the system's own network model (the flow-level torus by default) and
-re-ranked. What comes back is always priced by the system's model.
+model, and a shortlist (the best ``shapes`` (tp, pp, dp) shapes, with up to
+``variants`` layouts of each, so that one shape cannot crowd out the rest) is
+re-estimated with the system's own network model (the flow-level torus by default)
+and re-ranked. What comes back is always priced by the system's model.
 """
 
 from __future__ import annotations
@@ -452,40 +458,43 @@ class Shortlist:
     ``variants`` of each (micro-batch, schedule, ZeRO, recompute...). The screening
     model misjudges whole shapes (how TP and DP groups load the torus) far more than
     variants of one shape, and the flow model prices a shape once for all its
-    variants, so the shortlist is diverse in shapes."""
+    variants, so the shortlist is diverse in shapes. Layouts are kept by a value:
+    their time, or the plan's objective on their band (perfmodel.evidence.Ranker)."""
 
     shapes: int
     variants: int
-    by_shape: dict = field(default_factory=dict)
+    by_shape: dict = field(default_factory=dict)     # shape -> [(value, Estimate)], best first
 
-    def add(self, est: Estimate) -> None:
+    def add(self, est: Estimate, value: float | None = None) -> None:
         key = (est.layout.tp, est.layout.pp, est.layout.dp)
         kept = self.by_shape.setdefault(key, [])
-        kept.append(est)
-        kept.sort(key=lambda e: e.iteration_s)
+        kept.append((est.iteration_s if value is None else value, est))
+        kept.sort(key=lambda c: c[0])
         del kept[self.variants:]
         if len(self.by_shape) > self.shapes:
-            worst = max(self.by_shape, key=lambda k: self.by_shape[k][0].iteration_s)
+            worst = max(self.by_shape, key=lambda k: self.by_shape[k][0][0])
             del self.by_shape[worst]
 
     def threshold(self) -> float:
-        """A layout slower than this cannot enter the shortlist."""
+        """A layout whose value is more than this cannot enter the shortlist."""
         if len(self.by_shape) < self.shapes:
             return float("inf")
-        return max(v[0].iteration_s for v in self.by_shape.values())
+        return max(v[0][0] for v in self.by_shape.values())
 
     def estimates(self) -> list[Estimate]:
-        return [e for kept in self.by_shape.values() for e in kept]
+        return [e for kept in self.by_shape.values() for _, e in kept]
 
 
 def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
            nodes: Iterable[int] | None = None, max_nodes: int | None = None,
            min_nodes: int = 1, pins: dict | None = None, top: int = 5,
-           shapes: int | None = None, variants: int = 3
+           shapes: int | None = None, variants: int = 3, ranker=None
            ) -> tuple[list[Estimate], SearchStats]:
     """Fitting layouts ranked by the contention-free model: the ``top`` fastest if the
     system's own network model is that one, else a shortlist of ``shapes`` shapes
-    (default: top, at least MIN_SHAPES) for ``confirm`` to re-price."""
+    (default: top, at least MIN_SHAPES) for ``confirm`` to re-price. With a ``ranker``
+    (perfmodel.evidence.Ranker) they are ranked by its objective on their bands, and
+    its lower bound (``screening_floor``) skips the layouts that cannot enter."""
     pins = {k: v for k, v in (pins or {}).items() if v is not None}
     check_pins(model, system, global_batch, pins)
     stats = SearchStats()
@@ -504,16 +513,30 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
     methods = allowed_partitions(system, pins)
     screening = screening_network(system)
     final = network_for(system) is screening
-    heap: list[tuple[float, int, Estimate]] = []     # max-heap on time via negation
+    heap: list[tuple[float, int, Estimate]] = []     # max-heap on value via negation
     short = Shortlist(shapes or max(top, MIN_SHAPES), variants)
+    if ranker is not None and ranker.objective == "model":
+        ranker = None
 
     def threshold() -> float:
         if final:
             return -heap[0][0] if len(heap) >= top else float("inf")
         return short.threshold()
 
-    for bound, n, tp, pp, dp in found:
-        if bound >= threshold():
+    def beaten(bound_at, evidence=()) -> bool:
+        """Whether no layout whose time on a system s is at least ``bound_at(s)`` (on
+        this one; with a ranker, also at each end of its ranges) can enter."""
+        limit = threshold()
+        if ranker is None:
+            return bound_at(system) >= limit
+        return ranker.least_value(system, bound_at, evidence, limit) >= limit
+
+    for _, n, tp, pp, dp in found:
+        max_v = _max_virtual(model, pp, pins)
+        evidence = () if ranker is None else ranker.shape_evidence(model, system, tp, pp, dp,
+                                                                   precision)
+        if beaten(lambda s: lower_bound_s(model, s, tp, pp, dp, global_batch, precision, max_v),
+                  evidence):
             stats.pruned += 1
             continue
         stats.node_counts.add(n)
@@ -523,18 +546,27 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
                 check_runnable(base, model)
             except SpecError:
                 continue
-            if layout_lower_bound(model, system, base, screening) >= threshold():
+            if beaten(lambda s: layout_lower_bound(model, s, base, screening_network(s)),
+                      evidence):
                 stats.pruned += 1
                 continue
             for layout in fitting_variants(model, system, base, pins, stats):
                 est = estimate(model, system, layout, screening, validate=False)
                 stats.candidates_evaluated += 1
+                value = est.iteration_s
+                if ranker is not None:
+                    limit = threshold()
+                    if ranker.screening_floor(est) >= limit:
+                        continue
+                    value = ranker.screening_value(est, limit)
+                    if value >= limit:
+                        continue
                 if not final:
-                    short.add(est)
+                    short.add(est, value)
                 elif len(heap) < top:
-                    heapq.heappush(heap, (-est.iteration_s, -stats.candidates_evaluated, est))
-                elif est.iteration_s < -heap[0][0]:
-                    heapq.heapreplace(heap, (-est.iteration_s, -stats.candidates_evaluated, est))
+                    heapq.heappush(heap, (-value, -stats.candidates_evaluated, est))
+                elif value < -heap[0][0]:
+                    heapq.heapreplace(heap, (-value, -stats.candidates_evaluated, est))
     out = [e for _, _, e in heap] if final else short.estimates()
     return sorted(out, key=lambda e: (e.iteration_s, e.nodes)), stats
 
@@ -588,12 +620,18 @@ def _price_group(context, layouts: list[Layout]) -> list[tuple[Estimate, object]
 def search(model: ModelSpec, system: SystemSpec, global_batch: int, *,
            nodes: Iterable[int] | None = None, max_nodes: int | None = None,
            min_nodes: int = 1, pins: dict | None = None, top: int = 5,
-           shapes: int | None = None) -> tuple[list[Estimate], SearchStats]:
-    """The ``top`` fastest fitting layouts, priced by the system's network model.
+           shapes: int | None = None, objective: str = "model"
+           ) -> tuple[list[Estimate], SearchStats]:
+    """The ``top`` best fitting layouts, priced by the system's network model: the
+    fastest, or the best by another ``objective`` on their bands
+    (perfmodel.evidence.OBJECTIVES).
 
     ``nodes`` lists exact node counts; otherwise every allocatable node count in
     [min_nodes, max_nodes] is searched (default: up to the whole machine).
     """
+    from .evidence import Ranker
+    ranker = Ranker(objective)
     screened, stats = screen(model, system, global_batch, nodes=nodes, max_nodes=max_nodes,
-                             min_nodes=min_nodes, pins=pins, top=top, shapes=shapes)
-    return confirm(model, system, screened, stats)[:top], stats
+                             min_nodes=min_nodes, pins=pins, top=top, shapes=shapes,
+                             ranker=ranker)
+    return ranker.best(confirm(model, system, screened, stats), top), stats

@@ -106,6 +106,14 @@ class SystemSpec:
         if self.job_shape is not None:
             self.job_allocation            # parsed now: a bad shape is refused before any work
 
+    def __hash__(self):
+        """The compared fields' hash, computed once: a system keys many caches, and its
+        nested parts would be hashed again at every lookup."""
+        if "_hash" not in self.__dict__:
+            self.__dict__["_hash"] = hash(tuple(getattr(self, f.name)
+                                                for f in dataclasses.fields(self) if f.compare))
+        return self.__dict__["_hash"]
+
     def __getstate__(self):
         """Pickled as plain data (the read-only views and derived values are rebuilt)."""
         state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -125,21 +125,36 @@ class Spread:
     effects: tuple[tuple[str, float, float], ...]   # (key, log-ratio at low, at high)
 
 
-def parameter_spread(model, system, layout) -> Spread:
-    """Each applicable range's effect on ``layout``'s iteration, combined in quadrature."""
-    from .estimator import estimate, screening_network
-    params = applicable(system)
-    if not params:
+def range_ends(system) -> tuple[tuple[str, object, object], ...]:
+    """``system`` at the low and the high end of each applicable range: (key, low, high).
+    Built once for many layouts (``parameter_spread(..., ends=...)``)."""
+    return tuple((u.key, varied(system, u, u.low), varied(system, u, u.high))
+                 for u in applicable(system))
+
+
+def end_ratio(model, end_system, layout, base_s: float) -> float:
+    """log(time at one end of a range / ``base_s``) for ``layout`` (contention-free)."""
+    from .estimator import iteration_s, screening_network
+    return math.log(iteration_s(model, end_system, layout, screening_network(end_system))
+                    / base_s)
+
+
+def combined(effects) -> Spread:
+    """The spread of (key, log-ratio at low, at high) effects, in quadrature per side."""
+    effects = tuple(effects)
+    slow = math.sqrt(sum(max(0.0, lo, hi) ** 2 for _, lo, hi in effects))
+    fast = -math.sqrt(sum(min(0.0, lo, hi) ** 2 for _, lo, hi in effects))
+    return Spread(slow, fast, effects)
+
+
+def parameter_spread(model, system, layout, ends=None, base_s: float | None = None) -> Spread:
+    """Each applicable range's effect on ``layout``'s iteration, combined in quadrature
+    (``ends``: ``range_ends(system)``, if already built; ``base_s``: the layout's
+    iteration with the contention-free model, if already priced)."""
+    from .estimator import iteration_s, screening_network
+    ends = range_ends(system) if ends is None else ends
+    if not ends:
         return Spread(0.0, 0.0, ())
-    base = estimate(model, system, layout, screening_network(system), validate=False).iteration_s
-    effects, slow, fast = [], 0.0, 0.0
-    for u in params:
-        ratios = []
-        for value in (u.low, u.high):
-            s = varied(system, u, value)
-            t = estimate(model, s, layout, screening_network(s), validate=False).iteration_s
-            ratios.append(math.log(t / base))
-        effects.append((u.key, ratios[0], ratios[1]))
-        slow += max(0.0, *ratios) ** 2
-        fast += min(0.0, *ratios) ** 2
-    return Spread(math.sqrt(slow), -math.sqrt(fast), tuple(effects))
+    base = base_s or iteration_s(model, system, layout, screening_network(system))
+    return combined((key, end_ratio(model, low, layout, base), end_ratio(model, high, layout, base))
+                    for key, low, high in ends)

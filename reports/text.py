@@ -71,6 +71,12 @@ def _header(first: str, d: dict) -> list[str]:
     return [first] + HEADER[1:] + ([COST] if priced else [])
 
 
+def _ranked_heading(d: dict) -> str:
+    """What the layouts table lists: the fastest, or the best by the plan's objective."""
+    return {"model": "Fastest layouts", "median": "Best layouts by median time"}.get(
+        d.get("objective", "model"), "Best layouts by p90 time (the band's slow end)")
+
+
 def _summary(c: dict) -> str:
     lay = c["layout"]
     des = c.get("des")
@@ -146,9 +152,10 @@ def render_plan(d: dict) -> str:
         if missing:
             lines.append("no fitting layout up to: " + ", ".join(f"{n:,}" for n in missing))
         lines.append("")
-        lines.append(f"Fastest layouts within {d['nodes'][-1]:,} nodes")
+        lines.append(f"{_ranked_heading(d)} within {d['nodes'][-1]:,} nodes")
     else:
-        lines.append("Fastest layouts on " + ", ".join(f"{n:,}" for n in d["nodes"]) + " nodes")
+        lines.append(f"{_ranked_heading(d)} on " + ", ".join(f"{n:,}" for n in d["nodes"])
+                     + " nodes")
     lines.append(table([_row(str(i + 1), c) for i, c in enumerate(d["best"])], _header("#", d)))
     if d["best"]:
         b = d["best"][0]
@@ -172,8 +179,9 @@ def render_plan(d: dict) -> str:
     lines += ["", f"{d['candidates_evaluated']:,} layouts screened with the contention-free model "
                   f"({d['search']['pruned_by_bound']:,} pruned by a lower bound)"
                   + (f", {confirmed:,} re-priced with the "
-                     f"{d['best'][0]['network_model'] if d['best'] else '-'} model (--confirm "
-                     f"sets how many shapes per job size)" if confirmed else "") + ". "
+                     f"{d['best'][0]['network_model'] if d['best'] else '-'} model (the best "
+                     f"by the ranking's objective; --confirm sets how many shapes per job size)"
+                     if confirmed else "") + ". "
                   "'iter s' is the analytic estimate, 'DES s' the discrete-event simulation of "
                   "the same layout; '80% band' the interval the time per iteration falls in "
                   "with 80% odds, from the published (and calibrated) runs in the layout's "

@@ -77,7 +77,8 @@ def _network_assumption(system: SystemSpec) -> str:
             f"shared max-min fairly; {links}; {net.put_latency_s * 1e6:.2f} us per collective "
             f"step, {net.latency_s * 1e6:.2f} us per MPI message, per-hop latency "
             f"{net.hop_latency_s * 1e6:g} us; the cheapest collective algorithm is assumed; "
-            f"layouts are screened with the contention-free model and the best are re-priced")
+            f"layouts are screened with the contention-free model (on their bands, when "
+            f"ranked by a band) and the best are re-priced")
 
 
 def _stack_assumption(system: SystemSpec) -> str:

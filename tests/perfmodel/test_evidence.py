@@ -204,3 +204,65 @@ def test_bands_cover_the_measured_runs_left_out_of_their_evidence(every_log):
     # a log whose regime no other source speaks to gets the wide band, not a narrow one
     fugaku = next(d for d in every_log if d["against"].endswith("runs_fugaku.csv"))
     assert all(r["band"]["evidence_runs"] == 0 and r["band"]["width"] > 1 for r in fugaku["rows"])
+
+
+def test_the_pool_measures_every_runs_distance_at_once():
+    """EvidencePool.distances is ``distance`` to each run; with ``shape_only`` it is
+    the least distance of any regime a layout of the same shape can be in."""
+    from perfmodel.evidence import EvidencePool, shape_regimes
+    runs = shipped_evidence()
+    pool = EvidencePool(runs)
+    for a in {r.regime for r in runs} | {BASE}:
+        assert list(pool.distances(a)) == pytest.approx([distance(a, r.regime) for r in runs])
+    model = model_for_params(13e9)
+    for tp, pp, dp in ((8, 1, 64), (4, 4, 16), (1, 2, 3)):
+        regimes = shape_regimes(model, MOSAIC, tp, pp, dp, "bf16")
+        least = [min(distance(g, r.regime) for g in regimes) for r in runs]
+        assert list(pool.distances(regimes[0], shape_only=True)) == pytest.approx(least)
+
+
+NODES = [1536, 3072, 4032, 5040, 6048, 10080, 13440]       # 540 layouts of a 13B model fit
+
+
+def _all_screened(model, system, nodes):
+    """Every fitting layout on ``nodes`` with its contention-free estimate (no pruning)."""
+    from perfmodel.search import screen
+    found, _ = screen(model, system, 2016, nodes=nodes, top=10**6, shapes=10**6,
+                      variants=10**6)
+    return found
+
+
+@pytest.mark.parametrize("objective", ["p90", "median"])
+def test_screening_by_the_objective_finds_what_ranking_everything_finds(objective):
+    """The search screens by the objective on each layout's band and prunes with its
+    lower bounds (evidence-only bands, times at the ranges' ends bounded below); on a
+    system whose network is the screening model that loses nothing: its best equal the
+    best of every fitting layout ranked by whole bands."""
+    from perfmodel.search import search
+    model = model_for_params(13e9)
+    every = _all_screened(model, ANALYTIC, NODES)
+    brute = Ranker(objective).best(every, 3)
+    found, stats = search(model, ANALYTIC, 2016, nodes=NODES, top=3, objective=objective)
+    assert [e.layout for e in found] == [e.layout for e in brute]
+    assert stats.candidates_evaluated < len(every) / 3          # and the bounds prune
+
+
+def test_the_searchs_lower_bounds_never_pass_a_layouts_value():
+    """least_value, fed the shape's or the layout's time bounds, is at most the value
+    of every layout it stands for (checked on 150 of the layouts that fit on NODES)."""
+    from perfmodel.estimator import layout_lower_bound, screening_network
+    from perfmodel.search import _max_virtual, lower_bound_s
+    model = model_for_params(13e9)
+    every = _all_screened(model, FUGAKU, NODES)
+    ranker = Ranker("p90")
+    for est in every[::max(1, len(every) // 150)]:
+        lay = est.layout
+        evidence = ranker.shape_evidence(model, FUGAKU, lay.tp, lay.pp, lay.dp, lay.precision)
+        value = ranker.screening_value(est)
+        whole = ranker.least_value(FUGAKU, lambda s: layout_lower_bound(
+            model, s, lay, screening_network(s)), evidence)
+        shape = ranker.least_value(FUGAKU, lambda s: lower_bound_s(
+            model, s, lay.tp, lay.pp, lay.dp, 2016, lay.precision, _max_virtual(model, lay.pp, {})),
+            evidence)
+        assert shape <= whole * (1 + 1e-9) and whole <= value * (1 + 1e-9)
+        assert ranker.screening_floor(est) <= value * (1 + 1e-9)

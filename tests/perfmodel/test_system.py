@@ -400,3 +400,17 @@ def test_a_job_larger_than_the_given_shape_is_refused_naming_both():
     with pytest.raises(SpecError) as info:
         FUGAKU.check_nodes(200_000)
     assert info.value.field == "nodes" and "158976" in info.value.message
+
+
+def test_a_system_hashes_by_its_compared_values_once():
+    """A system keys many caches, so its hash is kept; systems equal in every compared
+    value hash alike, and a changed value hashes apart (a copy read again, a pickled
+    copy, a replaced clock)."""
+    import dataclasses
+    import pickle
+    a, b = load_system("fugaku"), load_system("fugaku")
+    assert a == b and hash(a) == hash(b) == hash(pickle.loads(pickle.dumps(a)))
+    assert hash(a) == hash(tuple(getattr(a, f.name) for f in dataclasses.fields(a) if f.compare))
+    slower = load_system("fugaku", clock_ghz=2.0)
+    assert slower != a and hash(slower) != hash(a)
+    assert hash(dataclasses.replace(a, ranks_per_node=4)) != hash(a)
