@@ -284,8 +284,13 @@ def collective(op, nodes, nbytes, as_json, **kw):
 @click.option("--injection-gbs", type=Real(lo=0, lo_open=True),
               help="Each node's injection (and ejection) bandwidth, GB/s; default: no limit "
                    "but the links.")
+@click.option("--convention", type=click.Choice(["native", "simgrid"]), default="native",
+              show_default=True,
+              help="How FLOWS.json numbers nodes and how ties are broken: native (C order, "
+                   "ties '+'), or simgrid (first axis fastest, SimGrid's torus tie rule) to "
+                   "compare with SimGrid flow by flow.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def flows(flows_path, shape, wrap, link_gbs, injection_gbs, as_json):
+def flows(flows_path, shape, wrap, link_gbs, injection_gbs, convention, as_json):
     """Each flow's finish time on a torus, its bandwidth shared max-min fairly.
 
     FLOWS.json is a list of [src, dst, bytes] (or [src, dst, bytes, start_s]).
@@ -293,12 +298,14 @@ def flows(flows_path, shape, wrap, link_gbs, injection_gbs, as_json):
     in dimension order, the shorter way round each ring, a half-way tie going "+".
     When a flow finishes, the bandwidth it frees goes to the others; each finish
     re-solves the sharing, so many flows of different sizes take a while (progress
-    on stderr).
+    on stderr). --convention simgrid numbers nodes with the first axis fastest and
+    sends a tie "+" except from coordinate n/2, which goes "-", as SimGrid's torus.
 
     \b
     Examples:
       fugakuperf flows my_flows.json --shape 24x2x24x2x3x2 --link-gbs 6.8
       fugakuperf flows my_flows.json --shape 4x4x4:mesh --link-gbs 10 --json
+      fugakuperf flows my_flows.json --shape 8x8 --link-gbs 6.8 --convention simgrid
     """
     from topologies.flowcmd import read_flows, simulate_flows, torus_from_text
     torus = torus_from_text(shape, wrap)
@@ -311,7 +318,8 @@ def flows(flows_path, shape, wrap, link_gbs, injection_gbs, as_json):
             click.echo(f"[flows] {finished:,} of {total:,} flows finished", err=True)
 
     emit(simulate_flows(torus, src, dst, nbytes, start, link_gbs * 1e9,
-                        None if injection_gbs is None else injection_gbs * 1e9, progress),
+                        None if injection_gbs is None else injection_gbs * 1e9, progress,
+                        convention),
          as_json, "render_flows")
 
 

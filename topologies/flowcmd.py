@@ -10,6 +10,11 @@ incoming flows share. Flows share links max-min fairly, and when a flow finishes
 its bandwidth goes to the others (topologies.flows.flow_completions).
 
 FLOWS.json is a list of ``[src, dst, bytes]`` or ``[src, dst, bytes, start_s]``.
+
+``--convention simgrid`` reads the node ids and breaks the ties as SimGrid's torus
+(TorusZone) does, to compare with it flow by flow: ids numbered with the first axis
+fastest, and a tie "+" except from coordinate n/2, which goes "-" (toward 0). SimGrid
+also routes axis 0 first, so the same --shape describes the same torus.
 """
 
 from __future__ import annotations
@@ -26,6 +31,17 @@ from .routing import route
 from .torus import Torus
 
 MAX_FLOWS = 2_000_000
+# How node ids are numbered and ties broken: ours, or SimGrid's torus (TorusZone, 4.x),
+# so that the same flows can be compared flow by flow.
+CONVENTIONS = {
+    "native": {"numbering": "C order: the last axis varies fastest",
+               "routing": "dimension order (axis 0 first), the shorter way round each "
+                          "ring; ties half-way round an even ring go '+'"},
+    "simgrid": {"numbering": "SimGrid's: the first axis varies fastest",
+                "routing": "dimension order (axis 0 first), the shorter way round each "
+                           "ring; ties half-way round an even ring go '+', but from "
+                           "coordinate n/2, which goes '-' (toward 0), as SimGrid's torus"},
+}
 MAX_NODES = 10_000_000
 
 
@@ -84,10 +100,20 @@ def read_flows(path: str, nodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def simulate_flows(torus: Torus, src, dst, nbytes, start, link_bandwidth: float,
-                   injection_bandwidth: float | None = None, progress=None) -> dict:
+                   injection_bandwidth: float | None = None, progress=None,
+                   convention: str = "native") -> dict:
     """Every flow routed on ``torus`` and shared max-min with completions: its finish
-    time, its hops, and the makespan."""
-    ptr, links = route(torus, src, dst)
+    time, its hops, and the makespan. ``convention`` (CONVENTIONS) says how the
+    flows' node ids are numbered and how ties are broken."""
+    if convention not in CONVENTIONS:
+        raise SpecError("convention", f"must be one of {', '.join(CONVENTIONS)}; got "
+                                      f"{str(convention)[:30]!r}")
+    ties = "plus"
+    if convention == "simgrid":     # first axis fastest: the same node in C order
+        src, dst = (np.ravel_multi_index(np.unravel_index(ids, torus.shape, order="F"),
+                                         torus.shape) for ids in (src, dst))
+        ties = "simgrid"
+    ptr, links = route(torus, src, dst, torus.displacement(src, dst, ties=ties))
     capacity = np.where(torus.link_exists, link_bandwidth, 0.0)
     if injection_bandwidth is not None:       # each node: an injection and an ejection link
         n, base = torus.nodes, torus.n_link_slots
@@ -109,6 +135,4 @@ def simulate_flows(torus: Torus, src, dst, nbytes, start, link_bandwidth: float,
             "injection_bandwidth_bytes_per_s": injection_bandwidth,
             "makespan_s": float(finish.max()), "solves": solves,
             "finish_s": finish.tolist(), "hops": torus.hops(src, dst).tolist(),
-            "numbering": "C order: the last axis varies fastest",
-            "routing": "dimension order (axis 0 first), the shorter way round each ring; "
-                       "ties half-way round an even ring go '+'"}
+            "convention": convention, **CONVENTIONS[convention]}

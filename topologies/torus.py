@@ -19,6 +19,8 @@ from functools import cached_property
 import numpy as np
 
 PLUS, MINUS = 0, 1
+# how a route half-way round an even ring is sent (Torus.displacement)
+TIES = ("plus", "simgrid")
 
 
 @dataclass(frozen=True)
@@ -118,13 +120,17 @@ class Torus:
         return self.link_exists.reshape(self.nodes, -1).sum(axis=1)
 
     # ------------------------------------------------------------ distances
-    def displacement(self, src, dst, *, src_coords=None, dst_coords=None) -> np.ndarray:
+    def displacement(self, src, dst, *, src_coords=None, dst_coords=None,
+                     ties: str = "plus") -> np.ndarray:
         """(n, ndim) signed steps of the shortest dimension-order route.
 
         On a ring the shorter way round is taken; a tie (half-way round an even
-        ring) goes in the "+" direction. Callers that have the coordinates of the
-        nodes already may pass them.
+        ring) goes in the "+" direction, or with ``ties="simgrid"`` as SimGrid's
+        torus sends it: "+" but from coordinate n/2, which goes "-" (toward 0).
+        Callers that have the coordinates of the nodes already may pass them.
         """
+        if ties not in TIES:
+            raise ValueError(f"ties must be one of {', '.join(TIES)}; got {ties!r}")
         cs = self.coords(src) if src_coords is None else src_coords
         cd = self.coords(dst) if dst_coords is None else dst_coords
         d = cd.astype(np.int64) - cs
@@ -132,6 +138,9 @@ class Torus:
             if w and n > 1:
                 dk = d[:, k] % n
                 d[:, k] = np.where(dk > n // 2, dk - n, dk)
+                if ties == "simgrid" and n % 2 == 0:
+                    d[:, k] = np.where((dk == n // 2) & (cs[:, k] == n // 2), -(n // 2),
+                                       d[:, k])
         return d
 
     def hops(self, src, dst) -> np.ndarray:

@@ -156,6 +156,26 @@ def test_injection_bandwidth_is_shared_by_a_nodes_flows(tmp_path):
     assert json.loads(result.stdout)["finish_s"] == [4.0, 4.0]
 
 
+def test_the_simgrid_convention_numbers_and_breaks_ties_as_simgrid(tmp_path):
+    """On a 4-ring a flow 2 -> 0 is half-way round: ours goes "+" (2-3-0), SimGrid's
+    torus sends a tie from coordinate n/2 = 2 "-" (2-1-0), onto the link 1 -> 0 that a
+    second flow uses, so both take twice as long; from coordinate 1 both go "+". On
+    4x2, SimGrid numbers the first axis fastest: node 4 is (0, 1), one hop away, where
+    in C order it is (2, 0), two."""
+    def finish(flows, *extra):
+        return json.loads(run(tmp_path, flows, "--shape", "4", "--link-gbs", "1", "--json",
+                              *extra).stdout)["finish_s"]
+    tie_from_half = [[2, 0, 1e9], [1, 0, 1e9]]
+    assert finish(tie_from_half) == [1.0, 1.0]
+    assert finish(tie_from_half, "--convention", "simgrid") == [2.0, 2.0]
+    tie_from_one = [[1, 3, 1e9], [1, 2, 1e9]]          # "+" both: shares the link 1 -> 2
+    assert finish(tie_from_one) == finish(tie_from_one, "--convention", "simgrid") == [2.0, 2.0]
+    hops = [json.loads(run(tmp_path, [[0, 4, 1]], "--shape", "4x2", "--link-gbs", "1",
+                               "--json", *extra).stdout)["hops"]
+            for extra in ((), ("--convention", "simgrid"))]
+    assert hops == [[2], [1]]
+
+
 @pytest.mark.parametrize("flows,args,field", [
     ([[0, 9, 1]], ("--shape", "4x2"), "flows"),
     ([[0, 1, -1]], ("--shape", "4x2"), "flows"),
@@ -164,6 +184,7 @@ def test_injection_bandwidth_is_shared_by_a_nodes_flows(tmp_path):
     ([[0, 1, 1]], ("--shape", "4y2"), "shape"),
     ([[0, 1, 1]], ("--shape", "4x2", "--wrap", "1"), "wrap"),
     ([[0, 1, 1]], ("--shape", "4x2:ring"), "shape"),
+    ([[0, 1, 1]], ("--shape", "4x2", "--convention", "ns3"), "--convention"),
 ])
 def test_bad_input_is_one_line_naming_the_field(tmp_path, flows, args, field):
     result = run(tmp_path, flows, *args, "--link-gbs", "1")
