@@ -279,9 +279,9 @@ def collective(op, nodes, nbytes, as_json, **kw):
               help="The torus: sizes per axis, every axis a ring (24x2x24x2x3x2), or "
                    ":mesh for none (4x4:mesh), or with --wrap.")
 @click.option("--wrap", metavar="1,0,...", help="Which axes wrap: one 0 or 1 per axis.")
-@click.option("--link-gbs", type=Real(lo=0, lo_open=True), required=True,
-              help="Bandwidth of every directed link, GB/s (Tofu-D: 6.8).")
-@click.option("--injection-gbs", type=Real(lo=0, lo_open=True),
+@click.option("--link-gbs", type=Real(lo=1e-9, hi=1e9, unit="GB/s (1 byte/s to 1 EB/s)"),
+              required=True, help="Bandwidth of every directed link, GB/s (Tofu-D: 6.8).")
+@click.option("--injection-gbs", type=Real(lo=1e-9, hi=1e9, unit="GB/s (1 byte/s to 1 EB/s)"),
               help="Each node's injection (and ejection) bandwidth, GB/s; default: no limit "
                    "but the links.")
 @click.option("--convention", type=click.Choice(["native", "simgrid"]), default="native",

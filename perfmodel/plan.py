@@ -179,17 +179,14 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
     comparison = None
     if set(pins) - {"precision"}:         # a layout was pinned, not only the numerics
         comparison = compare_with_unpinned(model, system, gb, best[0], stats, tables)
-    # The layouts shown are confirmed with the discrete-event simulator.
-    from .des import simulate
+    # The layouts shown are confirmed with the discrete-event simulator (on the
+    # machine's cores, each from the cost table its pricing kept).
     shown = best + [r.best for r in rungs if r.best]
     if comparison is not None:
         shown += [comparison.pinned, comparison.best]
-    simulated = {}
-    for e in shown:
-        if e.layout not in simulated:
-            table = tables.get(e.layout)
-            simulated[e.layout] = simulate(model, system, e.layout, validate=False,
-                                           costs=None if table is None else table.__getitem__)
+    layouts = list(dict.fromkeys(e.layout for e in shown))
+    simulated = dict(zip(layouts, map_items(_simulate_task, layouts,
+                                            context=(model, system, tables))))
     bands = {e.layout: ranker.band(e) for e in shown}
     return PlanResult(model=model, system=system, global_batch=gb, tokens=tok,
                       node_counts=counts, exact_nodes=bool(nodes), best=best, rungs=rungs,
@@ -214,6 +211,15 @@ def _prefer_evidence(best: list[Estimate], ranker: Ranker) -> tuple[list[Estimat
         return best, count, False
     first = backed[0]
     return [best[first]] + best[:first] + best[first + 1:], count, True
+
+
+def _simulate_task(context, layout):
+    """One shown layout simulated event by event (in a worker)."""
+    from .des import simulate
+    model, system, tables = context
+    table = tables.get(layout)
+    return simulate(model, system, layout, validate=False,
+                    costs=None if table is None else table.__getitem__)
 
 
 def _range_task(context, bounds):

@@ -43,6 +43,9 @@ CONVENTIONS = {
                            "coordinate n/2, which goes '-' (toward 0), as SimGrid's torus"},
 }
 MAX_NODES = 10_000_000
+# the most bytes (1 EB) or seconds a flow may give: with links of at least 1 byte/s
+# shared by at most MAX_FLOWS flows, every finish time stays a finite float
+MAX_VALUE = 1e18
 
 
 def torus_from_text(text: str, wrap: str | None = None) -> Torus:
@@ -88,9 +91,9 @@ def read_flows(path: str, nodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
                                          f"got {str(value)[:30]}")
         for value, name in zip(f[2:], ("bytes", "start_s")):
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value) or value < 0:
-                raise SpecError("flows", f"{where}: {name} must be a finite number >= 0; "
-                                         f"got {str(value)[:30]}")
+                    or not math.isfinite(value) or not 0 <= value <= MAX_VALUE:
+                raise SpecError("flows", f"{where}: {name} must be a number from 0 to "
+                                         f"{MAX_VALUE:g}; got {str(value)[:30]}")
         src.append(f[0])
         dst.append(f[1])
         nbytes.append(float(f[2]))

@@ -235,7 +235,7 @@ def flow_completions(flow_ptr, flow_links, capacity, flow_bytes, start=None,
         free = np.isinf(rates)                      # never the bottleneck: done at once
         finish[active[free]] = now
         moving = rates > 0
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             until = np.where(moving & ~free, remaining[active] / rates, np.inf)
         step = until.min(initial=np.inf)
         if joined < n:
