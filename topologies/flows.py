@@ -23,8 +23,8 @@ the same filling in a compiled loop over a heap of the links' fill levels instea
 
 ``phase_time`` keeps each flow at its first rate (exact for equal flows that start
 together, as in the steps of ring collectives); ``flow_completions`` re-solves the
-rates as flows finish and start, so the bandwidth a finished flow frees goes to the
-others.
+rates as flows finish and start (only those of the flows a finish can speed up), so
+the bandwidth a finished flow frees goes to the others.
 """
 
 from __future__ import annotations
@@ -79,9 +79,14 @@ def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
 # O(entries log links) rather than one O(links) pass per rate level, which a whole
 # machine's random permutation has thousands of.
 HEAP_ENTRIES = 200_000
+# flow_completions solves again at every event: there Numba's load is paid once for
+# thousands of solves, and the heap wins from a few thousand entries on (measured on
+# mixed-size permutations of 2,000 flows on a 13,824-node torus: 1.5x)
+COMPLETIONS_HEAP_ENTRIES = 2_000
 
 
-def progressive_filling(flow_ptr, flow_links, capacity) -> tuple[np.ndarray, int]:
+def progressive_filling(flow_ptr, flow_links, capacity,
+                        heap_above: int = HEAP_ENTRIES) -> tuple[np.ndarray, int]:
     """Max-min fair rates (F,) and the number of filling iterations.
 
     All growing flows share one rate, the level. At growing count ``g_l`` and
@@ -105,10 +110,10 @@ def progressive_filling(flow_ptr, flow_links, capacity) -> tuple[np.ndarray, int
     n_flows, n_links = ptr.size - 1, cap.size
     finite = np.isfinite(cap)
     # Transpose (flows by link) to find the flows of the links that fill.
-    flows_by_link = _flow_of_entry(ptr)[np.argsort(links, kind="stable")]
+    flows_by_link = _flow_of_entry(ptr)[np.argsort(links)]
     per_link = np.bincount(links, minlength=n_links)                  # (L,) flows per link
     link_ptr = np.concatenate(([0], np.cumsum(per_link)))             # (L+1,)
-    if links.size > HEAP_ENTRIES:
+    if links.size > heap_above:
         from .flowheap import filling_heap
         return filling_heap(ptr, links, cap, link_ptr, flows_by_link)
     growing = np.where(finite, per_link, 0)                           # (L,) growing flows
@@ -180,7 +185,7 @@ def link_loads(flow_ptr, flow_links, flow_bytes, n_links: int) -> np.ndarray:
 
 
 def flow_completions(flow_ptr, flow_links, capacity, flow_bytes, start=None,
-                     progress=None) -> tuple[np.ndarray, int]:
+                     progress=None, reuse: bool = True) -> tuple[np.ndarray, int]:
     """(F,) when each flow delivers its last byte, and how many max-min solves it took.
 
     Progressive filling with completions: the active flows (started, not finished)
@@ -194,9 +199,18 @@ def flow_completions(flow_ptr, flow_links, capacity, flow_bytes, start=None,
     links of infinite capacity) finishes at its start too (it is never the
     bottleneck); a flow that can never move (a zero-capacity link) finishes at inf.
 
-    Cost: one max-min solve per event, so flows of many different sizes (each its own
-    finish) cost up to one solve per flow: thousands of mixed flows take seconds to
-    minutes. ``progress(finished, total)`` is called after each solve.
+    Reuse. When flows only finish (none starts), the flows whose rate is below the
+    least rate of those that finished keep it: the filling reaches their levels
+    before any link of a finished flow fills (a link a finished flow crosses cannot
+    have filled below that flow's rate: the flow would have frozen there), so
+    removing the finished flows changes nothing below that level. Only the other
+    flows are solved again, on the capacity the kept ones leave (``reuse=False``
+    solves them all: the same times, for checking). Each solve runs on the links its
+    flows use, numbered afresh.
+
+    Cost: one solve per event, so flows of many different sizes (each its own finish)
+    cost up to one (partial) solve per flow. ``progress(finished, total)`` is called
+    after each solve.
     """
     cap = np.asarray(capacity, dtype=np.float64)
     ptr, links = _check_csr(flow_ptr, flow_links, cap.size)
@@ -212,7 +226,10 @@ def flow_completions(flow_ptr, flow_links, capacity, flow_bytes, start=None,
     order = np.argsort(begin, kind="stable")
     joined = 0                            # flows of ``order`` that have started
     active = np.zeros(0, dtype=np.int64)
+    rate = np.zeros(n)                    # each active flow's rate since the last solve
     now, solves = 0.0, 0
+    keep_below = None                     # reuse the rates below this level (only finishes)
+    slot = np.full(cap.size, -1, dtype=np.int64)    # scratch: a link's number in a solve
     while True:
         if active.size == 0:
             if joined == n:
@@ -221,17 +238,20 @@ def flow_completions(flow_ptr, flow_links, capacity, flow_bytes, start=None,
         while joined < n and begin[order[joined]] <= now:
             active = np.append(active, order[joined])
             joined += 1
+            keep_below = None             # a flow started: solve them all
         done = remaining[active] <= 0.0
         finish[active[done]] = now
         active = active[~done]
         if active.size == 0:
             continue
-        sub_ptr = np.concatenate(([0], np.cumsum(lens[active])))
-        sub_links = links[_ranges(ptr[active], lens[active])]
-        rates = max_min_rates(sub_ptr, sub_links, cap)
+        again = np.ones(active.size, dtype=bool) if keep_below is None else \
+            rate[active] >= keep_below
+        resolve, kept = active[again], active[~again]
+        rate[resolve] = _rates_on_residual(ptr, links, lens, cap, resolve, kept, rate, slot)
         solves += 1
         if progress is not None:
             progress(int(np.isfinite(finish).sum()), n)
+        rates = rate[active]
         free = np.isinf(rates)                      # never the bottleneck: done at once
         finish[active[free]] = now
         moving = rates > 0
@@ -249,4 +269,28 @@ def flow_completions(flow_ptr, flow_links, capacity, flow_bytes, start=None,
         now += step
         finished = remaining[active] <= 0.0
         finish[active[finished]] = now
+        keep_below = rates[finished].min() if reuse and finished.any() else None
         active = active[~finished]
+
+
+def _rates_on_residual(ptr, links, lens, cap, flows, fixed, rate, slot) -> np.ndarray:
+    """Max-min rates of ``flows`` on the capacity that the ``fixed`` flows (at their
+    ``rate``) leave, solved on the links they use only (``slot``: all -1, a scratch
+    array of one entry per link, left all -1)."""
+    sub_ptr = np.concatenate(([0], np.cumsum(lens[flows])))
+    entries = links[_ranges(ptr[flows], lens[flows])]
+    if entries.size == 0:                   # no links: never the bottleneck
+        return np.full(flows.size, np.inf)
+    slot[entries] = 0                       # the links used, numbered in id order
+    used = np.flatnonzero(slot >= 0)
+    slot[used] = np.arange(used.size)
+    room = cap[used]
+    if fixed.size:
+        at = slot[links[_ranges(ptr[fixed], lens[fixed])]]
+        mine = at >= 0
+        load = np.bincount(at[mine], weights=np.repeat(rate[fixed], lens[fixed])[mine],
+                           minlength=used.size)
+        room = np.maximum(room - load, 0.0)
+    local = slot[entries]
+    slot[used] = -1
+    return progressive_filling(sub_ptr, local, room, COMPLETIONS_HEAP_ENTRIES)[0]

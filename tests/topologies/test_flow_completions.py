@@ -128,6 +128,28 @@ def test_the_same_finish_times_as_an_independent_event_loop(seed):
     assert finish == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_reusing_the_slower_flows_rates_changes_no_finish(seed):
+    """Many flows of distinct sizes that start together: each finish re-solves only
+    the flows at or above the finished flow's rate (the slower ones keep theirs), on
+    the capacity the kept ones leave; the finish times are the independent loop's."""
+    rng = random.Random(100 + seed)
+    torus = torus_from_text(rng.choice(["4x4x2", "3x4x3", "6x4:mesh"]))
+    n = 40
+    src = np.array([rng.randrange(torus.nodes) for _ in range(n)])
+    dst = np.array([(s + rng.randrange(1, torus.nodes)) % torus.nodes for s in src])
+    nbytes = [rng.uniform(1.0, 9.0) for _ in range(n)]
+    ptr, links = route(torus, src, dst)
+    capacity = np.where(torus.link_exists, 1.0, 0.0)
+    finish, solves = flow_completions(ptr, links, capacity, nbytes)
+    routes = [set(links[ptr[f]:ptr[f + 1]].tolist()) for f in range(n)]
+    assert finish == pytest.approx(reference(routes, capacity.tolist(), nbytes, [0.0] * n),
+                                   rel=1e-9)
+    assert solves == n                     # distinct sizes: one event per flow
+    again, _ = flow_completions(ptr, links, capacity, nbytes, reuse=False)
+    assert finish == pytest.approx(again, rel=1e-12)
+
+
 # --------------------------------------------------------------------- the CLI
 def run(tmp_path, flows, *args):
     path = tmp_path / "flows.json"
