@@ -1,11 +1,11 @@
-"""The network model against RIKEN's MPI measurements on Fugaku (target: within 25%)."""
+"""The network model against RIKEN's MPI measurements on Fugaku (target: within 16%)."""
 
 import pytest
 
 from perfmodel.system import load_system
 from perfmodel.validation import fugaku_mpi_rows, fugaku_mpi_validation
 
-TARGET = 0.25
+TARGET = 0.16
 RESULTS = {(r["test"], r["bytes"]): r for r in fugaku_mpi_validation(load_system())}
 
 
@@ -45,3 +45,21 @@ def _without_reduction_cost():
     import dataclasses
     system = load_system()
     return dataclasses.replace(system, node=dataclasses.replace(system.node, reduce_bandwidth=0.0))
+
+
+def test_latency_grows_one_put_per_doubling_to_27648_nodes():
+    """Per-hop latency and Tofu-D's barrier offload are not published, so the 8-byte
+    allreduce and the barrier grow by one 0.49 us put per doubling of the ranks (the
+    growth docs/planning.md states: 4.93 -> 8.07 us and 4.99 -> 7.93 us)."""
+    from perfmodel.validation import predict_mpi_row
+    system = load_system()
+
+    def us(test, nodes, nbytes):
+        return predict_mpi_row(system, dict(test=test, nodes=nodes, procs_per_node=4,
+                                            bytes=nbytes, unit="us", value=1, source=""))[
+            "predicted"]
+    assert [round(us("allreduce", n, 8), 2) for n in (384, 27648)] == [4.93, 8.07]
+    assert [round(us("barrier", n, 0), 2) for n in (384, 27648)] == [4.99, 7.93]
+    steps = [us("allreduce", 384 * 2**k, 8) for k in range(4)]
+    put = system.network.put_latency_s * 1e6
+    assert all(put <= b - a <= put + 0.06 for a, b in zip(steps, steps[1:]))
