@@ -44,7 +44,7 @@ def main():
                    "of job sizes (384 ... 13,824), each row the best on at most that many nodes.")
 @click.option("--max-nodes", type=click.IntRange(min=1),
               help="Node budget for the default ladder (default 13,824, Fugaku-LLM's job).")
-@click.option("--global-batch", type=click.IntRange(min=1),
+@click.option("--global-batch", "--global-batch-size", type=click.IntRange(min=1),
               help="Global batch in sequences (default: Fugaku-LLM's 4.13 M tokens, "
                    "2016 x 2048).")
 @click.option("--tokens", type=NUMBER, help="Tokens to train (default 20 per parameter).")
@@ -102,7 +102,7 @@ def plan(**kw):
 @system_options
 @click.option("--nodes", type=click.IntRange(min=1),
               help="Nodes in the job (or give --tp, --pp and --dp).")
-@click.option("--global-batch", type=click.IntRange(min=1),
+@click.option("--global-batch", "--global-batch-size", type=click.IntRange(min=1),
               help="Global batch in sequences (default: Fugaku-LLM's 4.13 M tokens).")
 @layout_options
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
@@ -169,7 +169,7 @@ def simulate(**kw):
 @click.option("--nodes", type=INT_LIST, help="Exact node counts instead of the default ladder.")
 @click.option("--max-nodes", type=click.IntRange(min=1),
               help="Node budget for the ladder (default 13,824).")
-@click.option("--global-batch", type=click.IntRange(min=1),
+@click.option("--global-batch", "--global-batch-size", type=click.IntRange(min=1),
               help="Global batch in sequences (default: Fugaku-LLM's 4.13 M tokens).")
 @click.option("--days", type=Real(lo=0, lo_open=True), default=30.0,
               show_default=True, help="Deadline for the inverse question: the largest model "

@@ -122,13 +122,13 @@ def model_options(f):
                      "shape follows the documented sizing rule; the exact count is reported."),
         click.option("--model", "model_name", metavar="PRESET|FILE",
                      help="A model preset (see `fugakuperf presets`) or a TOML file."),
-        click.option("--layers", type=click.IntRange(min=1), help="Transformer layers."),
-        click.option("--hidden", type=click.IntRange(min=1), help="Hidden size."),
-        click.option("--heads", type=click.IntRange(min=1), help="Attention heads."),
-        click.option("--kv-heads", type=click.IntRange(min=1), help="Key/value heads (GQA)."),
-        click.option("--ffn", type=click.IntRange(min=1), help="FFN size (default 4 x hidden)."),
+        click.option("--layers", "--num-layers", type=click.IntRange(min=1), help="Transformer layers."),
+        click.option("--hidden", "--hidden-size", type=click.IntRange(min=1), help="Hidden size."),
+        click.option("--heads", "--num-attention-heads", type=click.IntRange(min=1), help="Attention heads."),
+        click.option("--kv-heads", "--num-query-groups", type=click.IntRange(min=1), help="Key/value heads (GQA)."),
+        click.option("--ffn", "--ffn-hidden-size", type=click.IntRange(min=1), help="FFN size (default 4 x hidden)."),
         click.option("--vocab", type=click.IntRange(min=1), help="Vocabulary (default 49152)."),
-        click.option("--seq", type=click.IntRange(min=1), help="Sequence length (default 2048)."),
+        click.option("--seq", "--seq-length", type=click.IntRange(min=1), help="Sequence length (default 2048)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -178,11 +178,11 @@ def system_options(f):
 
 def layout_options(f):
     opts = [
-        click.option("--tp", type=click.IntRange(min=1),
+        click.option("--tp", "--tensor-model-parallel-size", type=click.IntRange(min=1),
                      help="Pin tensor parallelism (it must divide heads, kv_heads and ffn)."),
-        click.option("--pp", type=click.IntRange(min=1), help="Pin pipeline parallelism."),
+        click.option("--pp", "--pipeline-model-parallel-size", type=click.IntRange(min=1), help="Pin pipeline parallelism."),
         click.option("--dp", type=click.IntRange(min=1), help="Pin data parallelism."),
-        click.option("--micro-batch", type=click.IntRange(min=1), help="Pin the micro-batch size."),
+        click.option("--micro-batch", "--micro-batch-size", type=click.IntRange(min=1), help="Pin the micro-batch size."),
         click.option("--schedule", type=Registered("perfmodel.schedules:SCHEDULES"),
                      help="Pin the pipeline schedule (`fugakuperf presets` says what each "
                           "is and the least pp frameworks run it on)."),
@@ -190,7 +190,7 @@ def layout_options(f):
                      help="Pin how the pipeline places the layers on its stages: even (pp "
                           "divides the layers), or DeepSpeed's uneven fills where the stack "
                           "runs them (`fugakuperf presets` says what each does)."),
-        click.option("--virtual-stages", type=click.IntRange(min=1),
+        click.option("--virtual-stages", "--virtual-pipeline-model-parallel-size", type=click.IntRange(min=1),
                      help="Pin virtual stages per rank (for a schedule that runs them; "
                           "`fugakuperf presets` says which)."),
         click.option("--zero", type=click.IntRange(0, 3),
@@ -202,7 +202,7 @@ def layout_options(f):
                      help="Pin a sharding group: ZeRO's shards split over K data-parallel "
                           "ranks, a replica per group (FSDP HYBRID_SHARD, where K is "
                           "usually a node's ranks); 0: over all of dp."),
-        click.option("--recompute", type=Registered("perfmodel.layout:RECOMPUTE"),
+        click.option("--recompute", "--recompute-granularity", type=Registered("perfmodel.layout:RECOMPUTE"),
                      help="Pin activation recomputation."),
         click.option("--recompute-stages", type=click.IntRange(min=1),
                      help="With --recompute full: only the first K pipeline stages recompute "

@@ -67,9 +67,10 @@ class _Progress:
                    ".bin file without one is refused).")
 @click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
               help="Optimizer steps to reach (a resumed run continues up to this step).")
-@click.option("--micro-batch", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--micro-batch", "--micro-batch-size", type=click.IntRange(min=1), default=1,
+              show_default=True,
               help="Sequences per forward/backward pass.")
-@click.option("--global-batch", type=click.IntRange(min=1),
+@click.option("--global-batch", "--global-batch-size", type=click.IntRange(min=1),
               help="Sequences per optimizer step, over all ranks (default: micro-batch x ranks; "
                    "more means gradient accumulation).")
 @click.option("--lr", type=Real(lo=0, lo_open=True), default=6e-4,

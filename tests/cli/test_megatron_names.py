@@ -1,0 +1,65 @@
+"""Megatron-LM's long option names are aliases of ours where they mean the same: each
+one is read into the same parameter as our name (checked by parsing alone), and
+Fugaku-LLM's run given in Megatron's words plans as the README's pinned command."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from fugakuperf.cli import main
+
+ALIASES = [                        # (commands, Megatron's name, ours, value, parameter)
+    (("plan", "simulate", "report", "train"), "--num-layers", "--layers", "4", "layers"),
+    (("plan", "simulate", "report", "train"), "--hidden-size", "--hidden", "256", "hidden"),
+    (("plan", "simulate", "report", "train"), "--num-attention-heads", "--heads", "4", "heads"),
+    (("plan", "simulate", "report", "train"), "--num-query-groups", "--kv-heads", "2",
+     "kv_heads"),
+    (("plan", "simulate", "report", "train"), "--ffn-hidden-size", "--ffn", "1024", "ffn"),
+    (("plan", "simulate", "report", "train"), "--seq-length", "--seq", "512", "seq"),
+    (("plan", "simulate"), "--tensor-model-parallel-size", "--tp", "6", "tp"),
+    (("plan", "simulate"), "--pipeline-model-parallel-size", "--pp", "8", "pp"),
+    (("plan", "simulate", "train"), "--micro-batch-size", "--micro-batch", "2", "micro_batch"),
+    (("plan", "simulate", "report", "train"), "--global-batch-size", "--global-batch", "2016",
+     "global_batch"),
+    (("plan", "simulate"), "--virtual-pipeline-model-parallel-size", "--virtual-stages", "2",
+     "virtual_stages"),
+    (("plan", "simulate"), "--recompute-granularity", "--recompute", "selective", "recompute"),
+]
+
+
+def parsed(command: str, args: list[str]) -> dict:
+    """The parameters ``command`` reads from ``args``, without running it."""
+    cmd = main.commands[command]
+    with cmd.make_context(command, list(args), resilient_parsing=True) as ctx:
+        return ctx.params
+
+
+@pytest.mark.parametrize("commands,alias,ours,value,name", ALIASES,
+                         ids=[a[1] for a in ALIASES])
+def test_a_megatron_name_sets_the_same_parameter(commands, alias, ours, value, name):
+    for command in commands:
+        theirs = parsed(command, [alias, value])[name]
+        assert theirs == parsed(command, [ours, value])[name]
+        assert str(theirs) == value
+
+
+def test_fugaku_llms_run_in_megatrons_words_plans_as_the_pinned_command():
+    megatron = ["--model", "fugaku-llm-13b", "--nodes", "13824",
+                "--tensor-model-parallel-size", "6", "--pipeline-model-parallel-size", "8",
+                "--global-batch-size", "2016", "--micro-batch-size", "1",
+                "--recompute-granularity", "full", "--recompute-stages", "4", "--json"]
+    ours = ["--model", "fugaku-llm-13b", "--nodes", "13824", "--tp", "6", "--pp", "8",
+            "--global-batch", "2016", "--micro-batch", "1", "--recompute", "full",
+            "--recompute-stages", "4", "--json"]
+    a, b = (CliRunner().invoke(main, ["plan", *args]) for args in (megatron, ours))
+    assert a.exit_code == b.exit_code == 0, a.output
+    first, second = json.loads(a.stdout)["best"][0], json.loads(b.stdout)["best"][0]
+    assert first["layout"] == second["layout"] and first["layout"]["dp"] == 288
+    assert first["iteration_s"] == second["iteration_s"]
+
+
+def test_help_names_both():
+    result = CliRunner().invoke(main, ["plan", "--help"])
+    assert "--tp, --tensor-model-parallel-size" in result.output
+    assert "--global-batch, --global-batch-size" in result.output
