@@ -75,6 +75,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from topologies.flowcmd import simulate_flows, torus_from_text
     torus = torus_from_text(args.shape)
+    if not 1 <= args.flows <= torus.nodes:
+        ap.error(f"--flows must be from 1 to the torus's {torus.nodes:,} nodes (a permutation)")
     rng = np.random.default_rng(args.seed)
     src = rng.choice(torus.nodes, args.flows, replace=False)
     dst = rng.permutation(src)

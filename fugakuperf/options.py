@@ -121,7 +121,8 @@ def model_options(f):
         click.option("--params", type=NUMBER, help="Target parameter count (13e9, 13B). The "
                      "shape follows the documented sizing rule; the exact count is reported."),
         click.option("--model", "model_name", metavar="PRESET|FILE",
-                     help="A model preset (see `fugakuperf presets`) or a TOML file."),
+                     help="A model preset (see `fugakuperf presets`), a TOML file, or a "
+                          "Hugging Face config.json (GPT-2, GPT-NeoX, Llama, Mistral, Qwen2)."),
         click.option("--layers", "--num-layers", type=click.IntRange(min=1), help="Transformer layers."),
         click.option("--hidden", "--hidden-size", type=click.IntRange(min=1), help="Hidden size."),
         click.option("--heads", "--num-attention-heads", type=click.IntRange(min=1), help="Attention heads."),

@@ -28,7 +28,7 @@ def resolve_model(*, params: float | None = None, model: str | None = None, **sh
         return model_for_params(params, vocab=given.get("vocab", DEFAULT_VOCAB),
                                 seq=given.get("seq", DEFAULT_SEQ))
     if model is not None:
-        spec = load_model(model)
+        spec = load_model(model, seq=given.get("seq"))
         if given:
             if "hidden" in given and "ffn" not in given and spec.ffn == 4 * spec.hidden:
                 given["ffn"] = 4 * given["hidden"]

@@ -112,8 +112,18 @@ def _find_table(kind: str, name_or_path: str, allow_files: bool = True) -> tuple
                           + (" (or a path to a .toml file)" if allow_files else ""))
 
 
-def load_model(name_or_path: str) -> ModelSpec:
-    """A model preset by name, or the single model in a user's TOML file."""
+def load_model(name_or_path: str, seq: int | None = None) -> ModelSpec:
+    """A model preset by name, the single model in a user's TOML file, or a Hugging
+    Face ``config.json`` (a ``.json`` file: perfmodel.hfconfig; ``seq``, the sequence
+    trained, if not the longest the config takes)."""
+    if str(name_or_path).endswith(".json") and name_or_path not in _models():
+        from fpcore.readers import read_json
+        from .hfconfig import model_from_hf_config
+        path = Path(name_or_path)
+        data = read_json(path, "model")
+        name = data.get("_name_or_path") if isinstance(data, dict) else None
+        name = name if isinstance(name, str) and 0 < len(name) <= MAX_NAME else path.stem
+        return model_from_hf_config(data, str(path), name, seq)
     return model_from_table(*_find_table("model", name_or_path))
 
 

@@ -1,8 +1,10 @@
-"""Megatron-LM's long option names are aliases of ours where they mean the same: each
-one is read into the same parameter as our name (checked by parsing alone), and
-Fugaku-LLM's run given in Megatron's words plans as the README's pinned command."""
+"""Inputs users already have: Megatron-LM's long option names are aliases of ours
+where they mean the same (each read into the same parameter as our name, checked by
+parsing alone), and a Hugging Face config.json is a model; Fugaku-LLM's run given in
+Megatron's words, or from its config, plans as the README's pinned command."""
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -63,3 +65,16 @@ def test_help_names_both():
     result = CliRunner().invoke(main, ["plan", "--help"])
     assert "--tp, --tensor-model-parallel-size" in result.output
     assert "--global-batch, --global-batch-size" in result.output
+
+
+def test_fugaku_llms_config_json_plans_as_the_preset():
+    config = str(Path(__file__).resolve().parents[1] / "data" / "hf" / "fugaku-llm-13b.json")
+    pinned = ["--nodes", "13824", "--tp", "6", "--pp", "8", "--global-batch", "2016",
+              "--recompute", "full", "--recompute-stages", "4", "--json"]
+    a, b = (CliRunner().invoke(main, ["plan", "--model", m, *pinned])
+            for m in (config, "fugaku-llm-13b"))
+    assert a.exit_code == b.exit_code == 0, a.output
+    first, second = json.loads(a.stdout), json.loads(b.stdout)
+    assert first["model"]["params"] == second["model"]["params"] == 13_167_577_728
+    assert first["best"][0]["layout"] == second["best"][0]["layout"]
+    assert first["best"][0]["iteration_s"] == second["best"][0]["iteration_s"]
