@@ -8,7 +8,8 @@ dependency: PY is a Python that has it (``pip install simgrid`` builds it from s
 with cmake, a C++ compiler and Boost). Its torus (a cluster of topology TORUS, links
 split-duplex, 0 latency) is run with plain max-min sharing: the CM02 network model
 (no bandwidth or latency factors), no cross-traffic, timing precisions of 1e-12.
-The flows are a random permutation over the torus's nodes, each of a random size
+The flows are a random permutation over the torus's nodes (no node sending to itself),
+each of a random size
 between 1 and 4 MiB, all starting at 0: every finish is its own event, and each
 frees bandwidth for the others. ``fugakuperf flows`` reads them with
 ``--convention simgrid`` (SimGrid's node numbering and tie rule). The report is the
@@ -79,7 +80,14 @@ def main(argv=None) -> int:
         ap.error(f"--flows must be from 1 to the torus's {torus.nodes:,} nodes (a permutation)")
     rng = np.random.default_rng(args.seed)
     src = rng.choice(torus.nodes, args.flows, replace=False)
-    dst = rng.permutation(src)
+    order = rng.permutation(args.flows)
+    fixed = np.flatnonzero(order == np.arange(args.flows))   # no flow to itself (SimGrid
+    if fixed.size == 1:                                        # has no route for one)
+        other = (fixed[0] + 1) % args.flows
+        order[[fixed[0], other]] = order[[other, fixed[0]]]
+    elif fixed.size > 1:
+        order[fixed] = order[np.roll(fixed, 1)]
+    dst = src[order]
     sizes = np.round(rng.uniform(1, 4, args.flows) * 2**20)     # whole bytes, as SimGrid's
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -9,6 +9,8 @@ import time
 
 import click
 
+from fpcore.errors import SpecError
+
 from .options import (BYTES, INT_LIST, NUMBER, Real, Registered, layout_options, model_options,
                       pins_from, resolve_inputs, system_from, system_options)
 from .toplevel import Commands, emit
@@ -63,6 +65,15 @@ def main():
                    "(robust to the model's errors where it has no evidence); median, the "
                    "prediction corrected by the model's bias in the layout's regime; model, "
                    "the model's own number.")
+@click.option("--days", type=Real(lo=0, lo_open=True, hi=36500),
+              help="Ask the inverse question: the largest model (by the --params rule) that "
+                   "trains to --tokens (20 per parameter) within this many days on the node "
+                   "budget (--nodes N or --max-nodes), by the --objective's time.")
+@click.option("--budget-node-hours", type=Real(lo=0, lo_open=True),
+              help="With --days: the run may also use at most this many node-hours.")
+@click.option("--max-mw", type=Real(lo=0, lo_open=True),
+              help="With --days: the job may draw at most this many MW (nodes x the "
+                   "system's power per node).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of tables.")
 def plan(**kw):
     """Best parallel layouts, throughput, memory, time and cost to train.
@@ -85,9 +96,15 @@ def plan(**kw):
       fugakuperf plan --model llama2-70b --max-nodes 27648 --tokens 2T
       fugakuperf plan --model fugaku-llm-13b --nodes 13824 --tp 6 --pp 8 --global-batch 2016
       fugakuperf plan --params 13B --json | jq '.best[0]'
+      fugakuperf plan --days 30 --nodes 4096        the largest model in 30 days
     """
     from perfmodel.plan import plan as run_plan
     from reports.views import plan_to_dict
+    if kw["days"] is not None:
+        return _inverse_plan(kw)
+    for name in ("budget_node_hours", "max_mw"):
+        if kw[name] is not None:
+            raise SpecError(name.replace("_", "-"), "limits the inverse question: give --days too")
     model, system = resolve_inputs(kw)
     pins = pins_from(kw)
     result = run_plan(model, system, global_batch=kw["global_batch"], tokens=kw["tokens"],
@@ -95,6 +112,51 @@ def plan(**kw):
                       price_per_node_hour=kw["price_per_node_hour"],
                       confirm_shapes=kw["confirm_shapes"], objective=kw["objective"])
     emit(plan_to_dict(result), kw["as_json"], "render_plan")
+
+
+def _inverse_plan(kw: dict) -> None:
+    """``plan --days D``: the largest model that trains within the limits."""
+    from perfmodel.capacity import largest_model, objective_time
+    from perfmodel.plan import DEFAULT_MAX_NODES
+    from reports.views import inverse_to_dict
+    given = [k for k in ("params", "model_name", "layers", "hidden", "heads", "kv_heads", "ffn",
+                         "vocab", "seq") if kw.get(k) is not None]
+    if given:
+        raise SpecError(given[0].replace("_name", "").replace("_", "-"),
+                        "--days asks which model fits: the --params rule picks its shape "
+                        "(leave the model out)")
+    pins = pins_from(kw)
+    if pins:
+        raise SpecError(next(iter(pins)).replace("_", "-"),
+                        "--days searches every layout; pinning one is not supported there")
+    system = system_from(kw)
+    if kw["nodes"] is not None and len(kw["nodes"]) != 1:
+        raise SpecError("nodes", "with --days give one node budget (--nodes N)")
+    if kw["nodes"] is not None and kw["max_nodes"] is not None:
+        raise SpecError("nodes", "give --nodes or --max-nodes, not both")
+    budget = (kw["nodes"] or [kw["max_nodes"] or min(DEFAULT_MAX_NODES, system.network.nodes)])[0]
+    limit = "node budget"
+    if kw["max_mw"] is not None:
+        by_power = int(kw["max_mw"] * 1e6 // system.node.power_w)
+        if by_power < budget:
+            budget, limit = by_power, f"{kw['max_mw']:g} MW at {system.node.power_w:g} W a node"
+        if budget < 1:
+            raise SpecError("max-mw", f"is less than one node's {system.node.power_w:g} W")
+    system.check_nodes(budget, "the node budget")
+    click.echo(f"[plan] the largest model within {kw['days']:g} days on {budget:,} nodes: "
+               f"bisection over model sizes (about half a minute)", err=True)
+
+    tried = []
+
+    def progress(params: int, network: str, fits: bool) -> None:
+        tried.append({"params": params, "network_model": network, "fits": fits})
+        click.echo(f"[plan] {params / 1e9:,.3g} B parameters ({network}): "
+                   f"{'fits' if fits else 'too slow'}", err=True)
+    found = largest_model(system, budget, kw["days"], tokens=kw["tokens"],
+                          global_batch=kw["global_batch"], objective=kw["objective"],
+                          node_hours=kw["budget_node_hours"], progress=progress)
+    emit(inverse_to_dict(system, budget, limit, kw, found, objective_time, tried),
+         kw["as_json"], "render_inverse")
 
 
 @main.command()

@@ -200,34 +200,85 @@ def reliability(nodes: int, time_to_train_s: float, *, checkpoint_bytes_per_node
             "expected_interruptions": with_failures / m}
 
 
+CONFIRM_RANGE = 4.0   # how far below the screened answer the confirmation searches first
+CONFIRM_STEPS = 6     # its halvings: a factor 4 ** (1 / 64), 2%
+PROBE_ABOVE = (1.05, 1.1, 1.2)   # sizes above the answer tried on the system's own network
+
+
 def largest_model(system: SystemSpec, nodes: int, days: float, *, tokens: float | None = None,
-                  global_batch: int | None = None, steps: int = 10):
+                  global_batch: int | None = None, steps: int = 10, objective: str = "p90",
+                  node_hours: float | None = None, progress=None):
     """The largest model (by the --params rule) that trains on at most ``nodes`` nodes
-    within ``days``: bisection over the parameter count in log space, screened with the
-    contention-free model and confirmed on the system's own. Tokens: 20 per parameter
-    unless given. Returns (model, PlanResult) or None when even the smallest is too slow."""
+    within ``days`` (and, if given, ``node_hours``): bisection over the parameter count
+    in log space, screened with the contention-free model and confirmed on the
+    system's own. A model trains in time when the ``objective`` (evidence.OBJECTIVES:
+    by default the slow end of its best layout's 80% band; ``model``, the model's own
+    number) of its best layout by that objective does. Tokens: 20 per parameter
+    unless given. ``progress(params, network, fits)`` hears of each model tried.
+    Returns (model, PlanResult) or None when even the smallest is too slow."""
     check_int("nodes", nodes, hi=system.network.nodes)
     days = check_float("days", days)
+    if node_hours is not None:
+        node_hours = check_float("node_hours", node_hours)
     fast = system.with_options(network_model="analytic")
 
-    def fits(n_params: float):
+    tried: dict = {}
+
+    def fits(n_params: float, on: SystemSpec):
         model = model_for_params(n_params)
+        key = (model.params, on is system)
+        if key not in tried:
+            tried[key] = _fits(model, on)
+        return tried[key]
+
+    def _fits(model, on: SystemSpec):
         try:
-            r = plan(model, fast, tokens=tokens, max_nodes=nodes, top=1,
-                     global_batch=global_batch)
+            r = plan(model, on, tokens=tokens, max_nodes=nodes, top=1,
+                     global_batch=global_batch, objective=objective)
         except SpecError:
             return None
-        return r if r.best[0].time_to_train_s(r.tokens) <= days * 86400 else None
+        seconds, hours = objective_time(r)
+        ok = seconds <= days * 86400 and (node_hours is None or hours <= node_hours)
+        if progress is not None:
+            progress(model.params, r.best[0].network, ok)
+        return r if ok else None
 
-    lo, hi = math.log(MIN_PARAMS), math.log(MAX_PARAMS)
-    if fits(MIN_PARAMS) is None:
+    def largest(lo: float, hi: float, on: SystemSpec, halvings: int) -> float:
+        for _ in range(halvings):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if fits(math.exp(mid), on) is not None else (lo, mid)
+        return lo
+
+    if fits(MIN_PARAMS, fast) is None:
         return None
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        if fits(math.exp(mid)) is not None:
-            lo = mid
-        else:
-            hi = mid
-    model = model_for_params(math.exp(lo))
-    result = plan(model, system, tokens=tokens, max_nodes=nodes, top=1, global_batch=global_batch)
-    return model, result
+    screened = largest(math.log(MIN_PARAMS), math.log(MAX_PARAMS), fast, steps)
+    # the system's own network prices the screened answer; where it is slower, the
+    # answer is searched again below it on that network (within a factor CONFIRM_RANGE,
+    # or down to the smallest model if even that is too slow there)
+    answer = screened
+    confirmed = fits(math.exp(screened), system)
+    if confirmed is None:
+        floor = max(math.log(MIN_PARAMS), screened - math.log(CONFIRM_RANGE))
+        if floor > math.log(MIN_PARAMS) and fits(math.exp(floor), system) is None:
+            floor = math.log(MIN_PARAMS)
+        if fits(math.exp(floor), system) is None:
+            return None
+        answer = largest(floor, screened, system, CONFIRM_STEPS)
+    # the rule's shapes make the time jagged in the size (a head count with few
+    # divisors leaves few tensor-parallel splits), so a few larger sizes are tried too
+    base = math.exp(answer)
+    for factor in PROBE_ABOVE:
+        if fits(base * factor, system) is not None:
+            answer = math.log(base * factor)
+    return model_for_params(math.exp(answer)), fits(math.exp(answer), system)
+
+
+def objective_time(result) -> tuple[float, float]:
+    """(seconds, node-hours) to train by the plan's objective on its best layout's band."""
+    best = result.best[0]
+    scale = 1.0
+    if result.objective != "model":
+        band = result.bands[best.layout] if result.bands else None
+        scale = band.value(result.objective) / best.iteration_s if band else 1.0
+    seconds = best.time_to_train_s(result.tokens) * scale
+    return seconds, best.nodes * seconds / 3600.0

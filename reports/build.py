@@ -205,15 +205,18 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
 
     budget = max(result.node_counts)
     progress(f"the inverse question: the largest model on {budget:,} nodes in {days:g} days")
-    found = capacity.largest_model(system, budget, days, tokens=tokens)
-    if found is None:
-        report["inverse"] = {"nodes": budget, "days": days, "params": None, "model": None,
-                             "layout_label": None, "time_to_train_s": None}
-    else:
+    found = capacity.largest_model(system, budget, days, tokens=tokens,
+                                   objective=result.objective)
+    report["inverse"] = {"nodes": budget, "days": days, "params": None, "model": None,
+                         "layout_label": None, "time_to_train_s": None,
+                         "objective": result.objective, "objective_time_to_train_s": None}
+    if found is not None:
         inv_model, inv = found
-        report["inverse"] = {"nodes": budget, "days": days, "params": inv_model.params,
-                             "model": inv_model.to_dict(), "layout_label": inv.best[0].layout.label(),
-                             "time_to_train_s": inv.best[0].time_to_train_s(inv.tokens)}
+        report["inverse"].update(
+            params=inv_model.params, model=inv_model.to_dict(),
+            layout_label=inv.best[0].layout.label(),
+            time_to_train_s=inv.best[0].time_to_train_s(inv.tokens),
+            objective_time_to_train_s=capacity.objective_time(inv)[0])
     report["assumptions"] = data["assumptions"]
     report["provenance"] = sources
     return report

@@ -399,10 +399,14 @@ def _inverse(r: dict, images: set[str]) -> tuple:
                       (("layers", "layers"), ("hidden", "hidden"), ("heads", "heads"),
                        ("ffn", "FFN"), ("seq", "sequence"), ("vocab", "vocabulary"))
                       if m.get(k) is not None) or NA
+    by = v.get("objective", "model")
+    sure = "" if by == "model" or v.get("objective_time_to_train_s") is None else (
+        f" ({days(v['objective_time_to_train_s'])} days at the {by} of its band, which is "
+        f"what must fit)")
     return (Para(f"The largest model that trains within {budget} has "
                  f"{big(v['params'])} parameters ({count(v['params'])}): {shape}. Its best "
                  f"layout is {value(v.get('layout_label'))}, which trains in "
-                 f"{days(v.get('time_to_train_s'))} days."),)
+                 f"{days(v.get('time_to_train_s'))} days{sure}."),)
 
 
 def _assumptions(r: dict, images: set[str]) -> tuple:

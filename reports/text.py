@@ -127,6 +127,31 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
 
 
+def render_inverse(d: dict) -> str:
+    """``plan --days``: the largest model within the limits."""
+    q = d["question"]
+    limits = [f"{q['days']:g} days", f"at most {q['nodes']:,} nodes ({q['nodes_limited_by']})"]
+    if q.get("node_hours") is not None:
+        limits.append(f"at most {q['node_hours']:,.0f} node-hours")
+    lines = [f"The largest model that trains within {', '.join(limits)} on "
+             f"{d['system']['name']}, by {q['objective']} time ({q['objective_meaning']}):"]
+    if d["model"] is None:
+        lines.append("  none: even the smallest model of the --params rule is too slow")
+    else:
+        m, a = d["model"], d["answer"]
+        lines += [
+            f"  model   {a['params']:,} parameters ({a['params'] / 1e9:.3g} B): {m['layers']} "
+            f"layers x {m['hidden']} hidden, {m['heads']} heads, ffn {m['ffn']}, vocab "
+            f"{m['vocab']}, seq {m['seq']}",
+            f"  layout  {a['layout_label']} on {a['nodes']:,} nodes",
+            f"  train   {a['tokens'] / 1e9:,.0f} B tokens in {a['time_to_train_s'] / 86400:.1f} "
+            f"days predicted, {a['objective_time_to_train_s'] / 86400:.1f} days by "
+            f"{q['objective']}; {a['objective_node_hours']:,.0f} node-hours by {q['objective']}",
+            "", render_plan(d["plan"])]
+    lines += ["", "Assumptions of the question:"] + [f"  - {x}" for x in d["assumptions"][:3]]
+    return "\n".join(lines)
+
+
 def render_plan(d: dict) -> str:
     """The plan as a terminal report (``d`` is ``perfmodel.plan.plan_to_dict``)."""
     m, s = d["model"], d["system"]

@@ -325,3 +325,51 @@ def simulation_to_dict(model, system: SystemSpec, est: Estimate, sim, noise, var
         data["trace_of"] = (f"the first run with noise (seed {noise.seed})" if noise.active
                             else "the noise-free iteration")
     return data
+
+
+def inverse_to_dict(system, budget: int, limit: str, kw: dict, found, objective_time,
+                    tried: list) -> dict:
+    """``plan --days``: the largest model that trains within the limits, its plan, and
+    what was assumed (``found``: capacity.largest_model's answer; ``tried``: every size
+    it tried, on which network model, and whether it fitted)."""
+    from perfmodel.plan import TOKENS_PER_PARAM
+    from perfmodel.sizing import MAX_PARAMS, MIN_PARAMS
+    objective = kw["objective"]
+    out = {
+        "question": {"days": kw["days"], "nodes": budget, "nodes_limited_by": limit,
+                     "node_hours": kw["budget_node_hours"], "max_mw": kw["max_mw"],
+                     "objective": objective, "objective_meaning": OBJECTIVES[objective]},
+        "system": {**system.settings(), "power_w_per_node": system.node.power_w},
+        "assumptions": [
+            f"models follow the --params sizing rule (perfmodel/sizing.py), searched from "
+            f"{MIN_PARAMS:.0e} to {MAX_PARAMS:.0e} parameters by bisection in log space: 10 "
+            f"halvings with the contention-free network model, then, if the system's own "
+            f"finds the answer too slow, 6 below it on that network (to within 2%), then "
+            f"5, 10 and 20% above the answer (the rule's shapes make the time jagged in "
+            f"the size: a head count with few divisors leaves few tensor-parallel splits); "
+            f"'tried' lists every size and whether it fitted",
+            "tokens: " + (f"{kw['tokens']:.3g} as given" if kw["tokens"] is not None else
+                          f"{TOKENS_PER_PARAM} per parameter (Hoffmann et al. 2022)"),
+            f"a model trains in time when its best layout, by {objective} "
+            f"({OBJECTIVES[objective]}), does: screened with the contention-free network "
+            f"model, the answer confirmed on the system's own",
+        ],
+        "model": None, "plan": None, "tried": tried,
+    }
+    if found is not None:
+        model, result = found
+        seconds, hours = objective_time(result)
+        out["model"] = {**model.to_dict(), "params": model.params}
+        out["plan"] = plan_to_dict(result)
+        network = result.best[0].network
+        slower = [t["params"] for t in tried if t["network_model"] == network
+                  and not t["fits"] and t["params"] > model.params]
+        out["answer"] = {"params": model.params, "nodes": result.best[0].nodes,
+                         "smallest_too_slow_tried": min(slower) if slower else None,
+                         "layout_label": result.best[0].layout.label(),
+                         "tokens": result.tokens,
+                         "time_to_train_s": result.best[0].time_to_train_s(result.tokens),
+                         "objective_time_to_train_s": seconds,
+                         "objective_node_hours": hours}
+        out["assumptions"] += out["plan"]["assumptions"]
+    return out

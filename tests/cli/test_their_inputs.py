@@ -78,3 +78,42 @@ def test_fugaku_llms_config_json_plans_as_the_preset():
     assert first["model"]["params"] == second["model"]["params"] == 13_167_577_728
     assert first["best"][0]["layout"] == second["best"][0]["layout"]
     assert first["best"][0]["iteration_s"] == second["best"][0]["iteration_s"]
+
+
+# ------------------------------------------------------------ the inverse question
+@pytest.mark.slow
+def test_plan_days_answers_the_largest_model_in_one_command():
+    """`plan --days 30 --nodes 4096`: the model found trains in 30 days by the p90 of
+    its best layout's band on the system's own network, and the next larger size tried
+    there does not (the time is jagged in the size, so that is the claim)."""
+    from perfmodel.capacity import objective_time
+    from perfmodel.plan import plan
+    from perfmodel.sizing import model_for_params
+    from perfmodel.system import load_system
+    result = CliRunner().invoke(main, ["plan", "--days", "30", "--nodes", "4096", "--json"])
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    answer = d["answer"]
+    assert d["question"]["nodes"] == 4096 and answer["nodes"] <= 4096
+    assert answer["objective_time_to_train_s"] <= 30 * 86400
+    assert d["plan"]["best"][0]["band"]["time_to_train_s_high"] == pytest.approx(
+        answer["objective_time_to_train_s"])
+    above = answer["smallest_too_slow_tried"]
+    assert above is not None and above > answer["params"]
+    larger = plan(model_for_params(above), load_system(), max_nodes=4096, top=1)
+    assert objective_time(larger)[0] > 30 * 86400
+    assert any(t["fits"] and t["params"] == answer["params"] for t in d["tried"])
+
+
+@pytest.mark.parametrize("args,field", [
+    (["--days", "30", "--params", "13e9"], "params"),
+    (["--days", "30", "--tp", "6"], "tp"),
+    (["--days", "30", "--nodes", "384,768"], "nodes"),
+    (["--days", "30", "--max-mw", "0.0001"], "max-mw"),
+    (["--params", "13e9", "--budget-node-hours", "1e6"], "budget-node-hours"),
+    (["--days", "0"], "--days"),
+])
+def test_the_inverse_question_refuses_what_it_cannot_answer(args, field):
+    result = CliRunner().invoke(main, ["plan", *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {field}") and len(result.stderr.splitlines()) == 1
