@@ -247,6 +247,7 @@ def simulate(**kw):
 @click.option("--relaunch-minutes", type=Real(lo=0, lo_open=True, unit="minutes"),
               help="Minutes from a failure to training again, before reading the checkpoint "
                    "back (scheduler, process and framework start-up). Default: an assumed 10.")
+@layout_options
 @click.option("--top", type=click.IntRange(1, 50), default=8, show_default=True,
               help="Layouts compared side by side.")
 @click.option("--out", "out_dir", type=click.Path(), required=True,
@@ -264,12 +265,19 @@ def report(**kw):
       fugakuperf report --params 13e9 --out report13b
       fugakuperf report --model fugaku-llm-13b --tokens 380B --out fugaku-llm
       fugakuperf report --params 13e9 --fs-bandwidth-gbs 500 --relaunch-minutes 30 --out r
+      fugakuperf report --model fugaku-llm-13b --nodes 13824 --tp 6 --pp 8 \
+          --global-batch 2016 --recompute full --recompute-stages 4 --out fugaku-llm-run
+
+    Pin any layout field as plan takes it and the report studies the best layout
+    with the pins: its scaling, timeline, network, sensitivity and reliability, and
+    how it ranks against the best unpinned layout.
     """
     from calibration.against import published_checks
     from reports.build import build_report, provenance
     from reports.plots import all_images
     from reports.write import stage, write_report
     model, system = resolve_inputs(kw)
+    pins = pins_from(kw)
     provenance(system)                     # a system whose values cannot be listed: now
     staging = stage(kw["out_dir"], field="--out")   # before any work: the output can be made
     try:
@@ -282,7 +290,7 @@ def report(**kw):
                             checkpoint_bandwidth=gbs["checkpoint_gbs"],
                             fs_bandwidth=gbs["fs_bandwidth_gbs"],
                             relaunch_s=kw["relaunch_minutes"] * 60
-                            if kw["relaunch_minutes"] is not None else None)
+                            if kw["relaunch_minutes"] is not None else None, pins=pins)
         click.echo("[report] drawing the figures", err=True)
         images = all_images(data)
         paths = write_report(kw["out_dir"], data, images, staging=staging, field="--out")

@@ -53,7 +53,8 @@ def knee(points: list[tuple[int, float]]) -> int | None:
 
 
 def sensitivity(model: ModelSpec, system: SystemSpec, base: PlanResult) -> list[dict]:
-    """How the best time to train moves with one change at a time (same node budget)."""
+    """How the best time to train moves with one change at a time (same node budget, the
+    same pins and objective as the base plan)."""
     budget = max(base.node_counts)
     gb = base.global_batch
     net = system.network
@@ -83,7 +84,7 @@ def sensitivity(model: ModelSpec, system: SystemSpec, base: PlanResult) -> list[
     for name, change, sysv, pins, g in variants:
         try:
             r = plan(model, sysv, global_batch=g, tokens=base.tokens, max_nodes=budget, top=1,
-                     pins=pins)
+                     pins={**base.pins, **pins}, objective=base.objective, compare=False)
         except SpecError:
             out.append({"name": name, "change": change, "time_to_train_s": None, "delta": None,
                         "layout_label": "no fitting layout"})

@@ -111,7 +111,7 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
          tokens: float | None = None, nodes: list[int] | None = None,
          max_nodes: int | None = None, pins: dict | None = None, top: int = 5,
          price_per_node_hour: float | None = None, confirm_shapes: int | None = None,
-         objective: str = "p90") -> PlanResult:
+         objective: str = "p90", compare: bool = True) -> PlanResult:
     pins = {k: v for k, v in (pins or {}).items() if v is not None}
     gb = default_global_batch(model) if global_batch is None else check_int(
         "global_batch", global_batch, hi=100_000_000)
@@ -177,7 +177,7 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
         raise _no_layout_within(model, system, gb, pins, budget, stats)
     best, alike, moved = _prefer_evidence(best, ranker)
     comparison = None
-    if set(pins) - {"precision"}:         # a layout was pinned, not only the numerics
+    if compare and set(pins) - {"precision"}:     # a layout was pinned, not only the numerics
         comparison = compare_with_unpinned(model, system, gb, best[0], stats, tables)
     # The layouts shown are confirmed with the discrete-event simulator (on the
     # machine's cores, each from the cost table its pricing kept).

@@ -48,13 +48,15 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
                  days: float = 30.0, checkpoint_bandwidth: float | None = None,
                  fs_bandwidth: float | None = None, relaunch_s: float | None = None,
                  top: int = 8, checks: list[str] | Callable[[], list[str]] | None = None,
-                 progress: Callable[[str], None] = _progress) -> dict:
+                 progress: Callable[[str], None] = _progress, pins: dict | None = None) -> dict:
     """The report's data; ``checks``: lines on how the model does against published
     measurements, or a function giving them, called once the plan has accepted its inputs
     (the CLI passes calibration.against.published_checks).
     ``checkpoint_bandwidth`` (per node) and ``fs_bandwidth`` (the file system's aggregate)
     are bytes/s, ``relaunch_s`` seconds; each left out takes its documented default
-    (perfmodel.capacity.checkpoint_inputs)."""
+    (perfmodel.capacity.checkpoint_inputs). ``pins`` (layout fields, as plan takes them)
+    make the report study the best layout with them: its scaling, memory, timeline,
+    network, sensitivity and reliability."""
     from perfmodel import capacity
     from perfmodel.des import Trace, simulate
     from perfmodel.estimator import network_for
@@ -66,9 +68,11 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
     sources = provenance(system)           # inputs first: nothing below fails on them
     ckpt = capacity.checkpoint_inputs(system, node_bandwidth=checkpoint_bandwidth,
                                       fs_bandwidth=fs_bandwidth, relaunch_s=relaunch_s)
-    progress("planning: searching layouts at every job size")
+    pins = dict(pins or {})
+    progress("planning: searching layouts at every job size"
+             + (f" with {', '.join(f'{k}={v}' for k, v in pins.items())}" if pins else ""))
     result = plan(model, system, global_batch=global_batch, tokens=tokens, nodes=nodes,
-                  max_nodes=max_nodes, top=top)
+                  max_nodes=max_nodes, top=top, pins=pins)
     if callable(checks):
         progress("checking the model against published measurements")
         checks = checks()
@@ -81,7 +85,8 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
         "title": f"Training {model.name} ({model.params / 1e9:.1f} B parameters) on {system.name}",
         "generated_by": f"fugakuperf {version()}",
         "model": data["model"], "system": data["system"], "tokens": tok,
-        "global_batch": result.global_batch,
+        "global_batch": result.global_batch, "pins": pins,
+        "comparison": data.get("comparison"),
     }
     frac, verdict = _memory(best, system)
     report["summary"] = {

@@ -139,12 +139,16 @@ def _summary(r: dict, images: set[str]) -> tuple:
     s = r["summary"]
     m, sysd = r.get("model") or {}, r.get("system") or {}
     frac = s.get("memory_fraction_of_usable")
+    pins = r.get("pins") or {}
+    pinned = ("" if not pins else
+              f" The layout studied is the best with {', '.join(f'{k} = {v}' for k, v in pins.items())}"
+              + _ranked(r.get("comparison")) + ".")
     blocks = [
         Para(f"Training {m.get('name') or 'the model'} ({big(m.get('params'))} parameters) on "
              f"{big(r.get('tokens'))} tokens, global batch {count(r.get('global_batch'))} "
-             f"sequences, on {sysd.get('name') or 'the system'}."),
+             f"sequences, on {sysd.get('name') or 'the system'}." + pinned),
         Stats((
-            ("Recommended nodes", count(s.get("nodes"))),
+            ("Nodes" if pins else "Recommended nodes", count(s.get("nodes"))),
             ("Layout", value(s.get("layout_label"))),
             ("Tokens/s", num(s.get("tokens_per_s"))),
             ("MFU", pct(s.get("mfu"))),
@@ -162,6 +166,18 @@ def _summary(r: dict, images: set[str]) -> tuple:
     if s.get("confidence"):
         blocks += [Para("How far to trust these figures:"), Bullets(tuple(s["confidence"]))]
     return tuple(blocks)
+
+
+def _ranked(c: dict | None) -> str:
+    """How a pinned layout ranks among all at its node count (plan's comparison)."""
+    if not c:
+        return ""
+    best = c.get("best_unpinned") or {}
+    return (f": by predicted iteration time it ranks {count(c.get('rank'))} of "
+            f"{count(c.get('of'))} fitting layouts on "
+            f"{count((c.get('pinned') or {}).get('nodes'))} nodes, where the best unpinned, "
+            f"{value((c.get('labels') or {}).get('best_unpinned'))}, takes "
+            f"{num(best.get('iteration_s'))} s per iteration")
 
 
 def _threshold(fraction: float | None) -> str:

@@ -224,3 +224,23 @@ def test_the_layouts_table_leads_with_the_recommendation(built):
     first = next(row for row in report["layouts"] if not row["reference"])
     assert first["label"] == report["summary"]["layout_label"]
     assert [row["rank"] for row in report["layouts"]] == list(range(1, len(report["layouts"]) + 1))
+
+
+def test_a_pinned_report_studies_that_layout(tmp_path):
+    """`report --tp 2 --pp 2 ...` takes every pin plan takes: the report's layout,
+    timeline and sensitivity are the pinned layout's, and its first screen says how it
+    ranks against the best unpinned one."""
+    out = tmp_path / "pinned"
+    result = CliRunner().invoke(main, ["report", "--model", "gpt3-350m", "--nodes", "48",
+                                       "--tp", "2", "--pp", "2", "--micro-batch-size", "1",
+                                       "--days", "2", "--top", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["pins"] == {"tp": 2, "pp": 2, "micro_batch": 1}
+    assert report["summary"]["layout_label"].startswith("TP2 PP2 DP")
+    assert report["timeline"]["stages"] == 2
+    assert report["comparison"]["rank"] >= 1
+    assert all(r["layout_label"].startswith("TP2 PP2") for r in report["sensitivity"]
+               if r["time_to_train_s"] is not None)
+    html = (out / "index.html").read_text()
+    assert "The layout studied is the best with tp = 2, pp = 2" in html
