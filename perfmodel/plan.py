@@ -256,9 +256,14 @@ def _no_layout(model, system, gb, pins, n, s, machine) -> None:
                                  f"{system.name}; nearest node counts that can run: {near}")
     if n not in counts:
         near = ", ".join(f"{c:,}" for c in _nearest(counts, n)) or "none"
+        from .search import batches_for_nodes
+        batches = batches_for_nodes(model, system, n, gb, pins)
         raise SpecError("nodes", f"{why}: tp x pp x dp cannot equal it "
                                  f"({_shape_rule(model, system, pins)}); nearest node counts that "
-                                 f"can: {near}")
+                                 f"can: {near}"
+                        + (f"; or keep {n:,} nodes with a global batch of "
+                           f"{' or '.join(f'{b:,}' for b in batches)} (--global-batch)"
+                           if batches else ""))
     if s.memory_checked == 0:
         raise SpecError("nodes", f"{why}: every (tp, pp, dp) that multiplies out to it breaks "
                                  f"{SCHEDULE_RULE}")

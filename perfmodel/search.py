@@ -296,6 +296,37 @@ def job_shapes(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
                     yield nodes, tp, pp, dp
 
 
+def batches_for_nodes(model: ModelSpec, system: SystemSpec, nodes: int, global_batch: int,
+                      pins: dict, k: int = 3) -> list[int]:
+    """Up to ``k`` global batches nearest ``global_batch`` (from half to twice it) with
+    which some layout runs on exactly ``nodes`` nodes (a shape whose dp divides the
+    batch, and a layout of it that fits in memory)."""
+    ranks = nodes * system.ranks_per_node
+    step = pins.get("micro_batch") or 1
+    near = set()
+    for tp in _tp_options(model, pins):
+        for pp in _pp_options(model, pins, allowed_partitions(system, pins)):
+            if ranks % (tp * pp):
+                continue
+            unit = ranks // (tp * pp) * step          # batches dp x micro-batch divides
+            if pins.get("dp") not in (None, ranks // (tp * pp)):
+                continue
+            below = global_batch // unit * unit
+            near.update(b for b in (below, below + unit)
+                        if global_batch / 2 <= b <= 2 * global_batch and b > 0)
+    out = []
+    for batch in sorted(near, key=lambda b: (abs(b - global_batch), b)):
+        try:
+            found, _ = screen(model, system, batch, nodes=[nodes], pins=pins, top=1)
+        except SpecError:
+            continue
+        if found:
+            out.append(batch)
+            if len(out) == k:
+                break
+    return out
+
+
 def allocatable(system: SystemSpec, nodes: int) -> bool:
     """Whether a job of exactly ``nodes`` nodes is a whole number of allocation units."""
     net = system.network

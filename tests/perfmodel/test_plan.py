@@ -201,3 +201,19 @@ def test_exact_node_counts_above_the_budget_are_refused():
     with pytest.raises(SpecError) as err:
         plan(FUGAKU_LLM, ANALYTIC, nodes=[384], max_nodes=100)
     assert err.value.field == "nodes" and "--max-nodes" in err.value.message
+
+
+def test_a_node_count_the_batch_cannot_run_suggests_batches_that_can():
+    """12,000 nodes: no dp dividing 2016 makes tp x pp x dp equal it; the refusal names
+    node counts that can, and global batches that keep the 12,000 nodes, each of which
+    then plans."""
+    import re
+    model = model_for_params(13e9)
+    with pytest.raises(SpecError, match="global batch of") as refused:
+        plan(model, FUGAKU, nodes=[12000])
+    batches = [int(b.replace(",", "")) for b in
+               re.search(r"global batch of ([\d, or]+) \(", str(refused.value)).group(1)
+               .split(" or ")]
+    assert batches and all(1008 <= b <= 4032 for b in batches)
+    assert plan(model, FUGAKU, nodes=[12000], global_batch=batches[0], top=1).best[0].nodes \
+        == 12000
