@@ -95,10 +95,21 @@ class Noise:
 
 @dataclass
 class Trace:
-    """Chrome Trace Event Format recorder (Perfetto and chrome://tracing open it)."""
+    """Chrome Trace Event Format recorder (Perfetto and chrome://tracing open it).
+
+    The simulator records spans on named tracks ("stage 0", "stage 0 p2p", "stage 0
+    dp stream"), each with its stage and kind as arguments, and each stage's memory
+    over time. ``to_json`` writes them as Perfetto shows a pipeline: one process per
+    pipeline stage; in it a thread per stream (compute, TP collectives, PP sends, DP
+    stream), slices named by what they do (forward F3, backward B3 with its
+    recomputation, the TP collectives by name and size, the send and where it goes,
+    the DP reduction or gather); a flow arrow from each pipeline send to the step
+    that consumes it; and a counter track of the stage's memory."""
 
     events: list = field(default_factory=list)
     tracks: dict = field(default_factory=dict)
+    counters: list = field(default_factory=list)      # (stage, seconds, bytes held)
+    tp_label: str = "TP collectives"                   # what one layer's TP traffic is
 
     def track(self, name: str) -> int:
         if name not in self.tracks:
@@ -109,16 +120,70 @@ class Trace:
         self.events.append({"name": name, "ph": "X", "pid": 1, "tid": self.track(track),
                             "ts": start * 1e6, "dur": (end - start) * 1e6, "args": args})
 
+    def memory(self, stage: int, t: float, nbytes: float) -> None:
+        self.counters.append((stage, t, nbytes))
+
     def to_json(self) -> dict:
-        meta = [{"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": n}}
-                for n, tid in self.tracks.items()]
-        meta += [{"name": "thread_sort_index", "ph": "M", "pid": 1, "tid": tid,
-                  "args": {"sort_index": tid}} for tid in self.tracks.values()]
-        return {"traceEvents": meta + self.events, "displayTimeUnit": "ms"}
+        names = {tid: name for name, tid in self.tracks.items()}
+        stages = sorted({e["args"]["stage"] for e in self.events} | {c[0] for c in
+                                                                    self.counters})
+        out = []
+        for i in stages:
+            out += [{"name": "process_name", "ph": "M", "pid": i + 1,
+                     "args": {"name": f"pipeline stage {i}"}},
+                    {"name": "process_sort_index", "ph": "M", "pid": i + 1,
+                     "args": {"sort_index": i}}]
+            for tid, thread in enumerate(THREADS, 1):
+                out += [{"name": "thread_name", "ph": "M", "pid": i + 1, "tid": tid,
+                         "args": {"name": thread}},
+                        {"name": "thread_sort_index", "ph": "M", "pid": i + 1, "tid": tid,
+                         "args": {"sort_index": tid}}]
+        starts: dict = {}                   # (stage, step) -> when its first slice begins
+        slices = []
+        for e in self.events:
+            a = e["args"]
+            thread, name = self._slice(names[e["tid"]], e["name"], a)
+            slices.append({**e, "name": name, "pid": a["stage"] + 1, "tid": thread,
+                           "cat": a["kind"]})
+            if thread == 1 and a["kind"] in ("F", "B"):
+                key = (a["stage"], e["name"])
+                starts[key] = min(starts.get(key, e["ts"]), e["ts"])
+        flows = []
+        for n, e in enumerate(x for x in self.events if x["args"]["kind"] == "send"):
+            a = e["args"]
+            end = starts.get((a["to_stage"], a["to_step"]))
+            if end is None:
+                continue
+            what = "activation" if a["step"].startswith("F") else "gradient"
+            common = {"name": what, "cat": "pipeline", "id": n + 1}
+            flows += [{**common, "ph": "s", "pid": a["stage"] + 1, "tid": 3, "ts": e["ts"]},
+                      {**common, "ph": "f", "bp": "e", "pid": a["to_stage"] + 1, "tid": 1,
+                       "ts": end}]
+        counters = [{"name": "memory", "ph": "C", "pid": i + 1, "ts": t * 1e6,
+                     "args": {"GB": b / 1e9}} for i, t, b in self.counters]
+        return {"traceEvents": out + slices + flows + counters, "displayTimeUnit": "ms"}
+
+    def _slice(self, track: str, name: str, a: dict) -> tuple[int, str]:
+        """(thread, slice name) of a recorded span."""
+        if track.endswith(" p2p"):
+            return 3, f"{name} to stage {a['to_stage']}"
+        if track.endswith(" dp stream"):
+            return 4, f"DP {name}"
+        if a.get("part") == "tp_comm":
+            return 2, f"{self.tp_label} ({name})"
+        if a["kind"] == "F":
+            return 1, f"forward {name}"
+        if a["kind"] == "B":
+            return 1, (f"backward {name} (recompute + backward)" if a.get("recompute")
+                       else f"backward {name}")
+        return 1, name
 
     def write(self, path: str, field: str = "trace") -> None:
         """Atomically: write beside the target, then rename."""
         atomic_write(path, dumps(self.to_json()).encode("utf-8"), field=field)
+
+
+THREADS = ("compute", "TP collectives", "PP sends", "DP stream")   # per stage, in order
 
 
 @dataclass
@@ -245,6 +310,8 @@ class Iteration:
         """``nbytes`` more (or fewer) held by ``stage`` from now on."""
         self.memory[stage] += nbytes
         self.peaks[stage] = max(self.peaks[stage], self.memory[stage])
+        if self.trace is not None:
+            self.trace.memory(stage, self.env.now, self.memory[stage])
 
     def account(self, stage: int, category: str, t0: float) -> None:
         """The time since ``t0`` as busy in ``category`` on ``stage``."""
@@ -283,6 +350,8 @@ def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
                    busy=[{c: 0.0 for c in CATEGORIES} for _ in range(p)],
                    memory=[0.0] * p, peaks=[0.0] * p)
     it.arrived = {i: it.env.event() for i in (0, p - 1)}
+    if trace is not None:
+        trace.tp_label = _tp_label(model, layout)
     for i in range(p):
         it.env.process(stage_process(it, i))
     it.env.run()
@@ -333,6 +402,8 @@ def stage_process(it: Iteration, i: int):
         last_backward=_last_backwards(it.steps[i]))
     it.env.process(dp_stream(it, i, state.stream))
     it.memory[i] = it.peaks[i] = _static_memory(it.model, layout, i)
+    if it.trace is not None:
+        it.trace.memory(i, it.env.now, it.memory[i])
     for k, step in enumerate(it.steps[i]):
         yield from step_process(it, i, state, k, step)
     yield from finish_process(it, i, state)
@@ -386,7 +457,8 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
             busy["recompute"] += spent * rc_share
             busy[part] += spent * (1 - rc_share)
             if tracing:                    # (the hot loop: no call without a trace)
-                it.span(i, "", step, step.kind, t0, part=part, layer=layer)
+                it.span(i, "", step, step.kind, t0, part=part, layer=layer,
+                        recompute=bool(rc_share))
         covered = (layer + 1) * pieces // work.layers - layer * pieces // work.layers
         if reduce and covered:             # a gradient bucket is full: onto the stream
             share = covered / pieces
@@ -408,8 +480,24 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
         t0 = it.env.now
         yield it.wait(work.p2p, i)
         it.account(i, "pp_comm", t0)
-        it.span(i, " p2p", step, "send", t0, prefix="send ")
+        it.span(i, " p2p", step, "send", t0, prefix="send ", step=str(step), to_stage=to,
+                to_step=str(_consumer_step(step, i, p, v)))
     it.delivered(i, step).succeed()
+
+
+def _tp_label(model: ModelSpec, layout: Layout) -> str:
+    """What one layer's tensor-parallel traffic is: two collectives of the layer's
+    activations a pass (after attention and after the MLP; Megatron-LM)."""
+    from .precisions import ACT_BYTES
+    nbytes = layout.micro_batch * model.seq * model.hidden * ACT_BYTES[layout.precision]
+    op = "reduce-scatter + all-gather" if layout.sequence_parallel else "all-reduce"
+    return f"TP {op}, 2 x {nbytes / 1e6:.3g} MB a layer"
+
+
+def _consumer_step(step: Step, stage: int, p: int, v: int) -> Step:
+    """The step that consumes ``step``'s output (its consumer stage's, see consumer)."""
+    virtual = step.chunk * p + stage + (1 if STEP_KINDS[step.kind].forward else -1)
+    return Step(step.kind, step.micro_batch, virtual // p)
 
 
 def _step_reduction(comm, layout: Layout, forward: bool, last: bool) -> tuple[float, float]:

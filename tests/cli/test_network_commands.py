@@ -109,8 +109,14 @@ def test_simulate_json_has_the_documented_keys(tmp_path):
     assert sum(d["breakdown"].values()) == pytest.approx(d["iteration_s"])
     assert 0 < d["bubble_fraction"] < 1 and d["events"] > 0 and d["memory_fits"]
     events = json.loads(trace.read_text())["traceEvents"]
-    tracks = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
-    assert {"stage 0", "stage 7", "stage 0 dp stream", "stage 0 p2p"} <= tracks
+    processes = {e["args"]["name"] for e in events
+                 if e["ph"] == "M" and e["name"] == "process_name"}
+    assert processes == {f"pipeline stage {i}" for i in range(8)}
+    names = {e["name"] for e in events if e["ph"] == "X"}
+    assert {"forward F0", "optimizer"} <= names
+    # fp32 activations of one sequence: 2048 x 5184 x 4 bytes
+    assert "TP all-reduce, 2 x 42.5 MB a layer (F0)" in names
+    assert any(n.startswith("DP ") for n in names)
 
 
 def test_simulate_is_deterministic_unless_asked_for_noise():

@@ -487,6 +487,8 @@ def test_stragglers_everywhere_double_the_compute():
 
 # ========================================================================== trace
 def test_trace_write_is_chrome_trace_json(tmp_path):
+    """One process per pipeline stage, a thread per stream, slices named by what they
+    do, in microseconds."""
     trace = Trace()
     run(2, 2, uniform(1.0, 2.0, p2p=0.5), trace=trace)
     path = tmp_path / "t.json"
@@ -494,14 +496,20 @@ def test_trace_write_is_chrome_trace_json(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]     # no temp left
     data = json.loads(path.read_text())
     events = data["traceEvents"]
-    threads = {e["tid"]: e["args"]["name"] for e in events
+    processes = {e["pid"]: e["args"]["name"] for e in events
+                 if e["ph"] == "M" and e["name"] == "process_name"}
+    assert processes == {1: "pipeline stage 0", 2: "pipeline stage 1"}
+    threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
                if e["ph"] == "M" and e["name"] == "thread_name"}
-    assert set(threads.values()) == {"stage 0", "stage 1", "stage 0 p2p", "stage 1 p2p"}
+    assert set(threads.values()) == {"compute", "TP collectives", "PP sends", "DP stream"}
     spans_x = [e for e in events if e["ph"] == "X"]
-    assert spans_x and all(e["tid"] in threads for e in spans_x)
+    assert spans_x and all((e["pid"], e["tid"]) in threads for e in spans_x)
     # microseconds: stage 0's B1 runs [8.5 s, 10.5 s]
-    b1 = [e for e in spans_x if threads[e["tid"]] == "stage 0" and e["name"] == "B1"]
+    b1 = [e for e in spans_x if e["pid"] == 1 and e["name"] == "backward B1"]
     assert [(e["ts"], e["dur"]) for e in b1] == [(8.5e6, 2e6)]
+    sends = {e["name"] for e in spans_x if threads[(e["pid"], e["tid"])] == "PP sends"}
+    assert sends == {"send F0 to stage 1", "send F1 to stage 1", "send B0 to stage 0",
+                     "send B1 to stage 0"}
 
 
 def test_trace_write_is_atomic(tmp_path):
@@ -509,7 +517,8 @@ def test_trace_write_is_atomic(tmp_path):
     path = tmp_path / "t.json"
     path.write_text('{"old": true}')
     trace = Trace()
-    trace.span("stage 0", "bad", 0.0, 1.0, payload=object())   # not JSON-serialisable
+    trace.span("stage 0", "bad", 0.0, 1.0, stage=0, kind="optimizer",
+               payload=object())                                   # not JSON-serialisable
     with pytest.raises(TypeError):
         trace.write(str(path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]
