@@ -228,12 +228,20 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
 
 
 def _spans(trace) -> list[dict]:
-    """Chrome-trace spans of the simulation as the timeline's (stage, kind) spans: the
-    simulator gives each span its stage and kind (a step kind, send, dp, optimizer)."""
+    """The simulation's spans as the timeline's (stage, kind) spans: the simulator gives
+    each its stage and kind (a step kind, send, dp, optimizer); a step's tensor-parallel
+    collectives are kind ``tp``, and the data-parallel stream's work ``dp_reduce`` (a
+    gradient reduction) or ``dp_gather`` (ZeRO-3/FSDP weights gathered for a pass, or
+    ZeRO-1/2's updated weights)."""
     out = []
     for ev in trace.events:
-        start = ev["ts"] / 1e6
-        out.append({"stage": ev["args"]["stage"], "kind": ev["args"]["kind"], "start": start,
+        start, args = ev["ts"] / 1e6, ev["args"]
+        kind = args["kind"]
+        if args.get("part") == "tp_comm":
+            kind = "tp"
+        elif kind == "dp":
+            kind = "dp_gather" if ev["name"] == "gather" else "dp_reduce"
+        out.append({"stage": args["stage"], "kind": kind, "start": start,
                     "end": start + ev["dur"] / 1e6, "label": ev["name"]})
     return out
 

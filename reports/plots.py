@@ -28,8 +28,11 @@ SMALL_SIZE = 7.5
 # The timeline's span kinds: each schedule step kind as the schedules registry draws it
 # (perfmodel.schedules.STEP_KINDS), then the simulator's communication and optimizer.
 _OTHER_KINDS = {
+    "tp": ("#CCB974", "TP collectives"),
     "send": ("#55A868", "send (pipeline p2p)"),
-    "dp": ("#C44E52", "dp (gradient reduction,\nZeRO weight gathers)"),
+    "dp_gather": ("#64B5CD", "dp: weights gathered\n(ZeRO-3/FSDP, ZeRO-1/2 update)"),
+    "dp_reduce": ("#C44E52", "dp: gradient reduction"),
+    "dp": ("#C44E52", "dp (gradient reduction,\nZeRO weight gathers)"),   # older reports
     "optimizer": ("#8172B3", "optimizer"),
 }
 
@@ -339,7 +342,8 @@ def timeline_png(report: Report) -> bytes:
         t_end = max(t_end, end)
     iteration = _num(tl.get("iteration_s"))
     # compute fills the row; communication is a thinner band over it (it often overlaps)
-    band = {"send": (0.05, 0.30), "dp": (-0.35, 0.30)}
+    band = {"send": (0.05, 0.30), "dp": (-0.35, 0.30), "dp_reduce": (-0.35, 0.30),
+            "dp_gather": (-0.35, 0.30)}
     kinds = _kinds()
     kinds_seen = {k for _, k in groups}
     unknown = sorted(kinds_seen - set(kinds))
