@@ -391,17 +391,19 @@ def network_png(report: Report) -> bytes:
     nrows = len(rows)
     fig = _figure()
     ax = fig.add_subplot()
-    im = ax.imshow(rows, cmap="viridis", origin="upper", interpolation="nearest", aspect="auto")
+    finite = [v for r in rows for v in r if math.isfinite(v)]
+    lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    # the scale starts at zero: a spread of a few percent looks like one
+    im = ax.imshow(rows, cmap="viridis", origin="upper", interpolation="nearest", aspect="auto",
+                   vmin=0.0, vmax=max(hi, 1e-12))
     cbar = fig.colorbar(im, ax=ax, shrink=0.9)
     cbar.set_label("flows per node (ring step)", fontsize=LABEL_SIZE)
     cbar.ax.tick_params(labelsize=TICK_SIZE)
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_locator(MaxNLocator(nbins=12, integer=True))
-    finite = [v for r in rows for v in r if math.isfinite(v)]
-    lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
     uniform = bool(finite) and lo == hi
     if nrows <= 16 and ncols <= 16 and not uniform:  # small grid: values in the cells
-        mid = (lo + hi) / 2
+        mid = hi / 2
         for i, r in enumerate(rows):
             for j, v in enumerate(r):
                 if math.isfinite(v):
@@ -412,6 +414,9 @@ def network_png(report: Report) -> bytes:
     title = f"Busiest ring step: dimension {dim}{shape_txt}"
     if uniform:
         title += f"\nuniform: {lo:.4g} flows on every node"
+    elif finite:
+        title += (f"\n{lo:.4g} to {hi:.4g} flows per node ({(hi - lo) / hi:.0%} below the "
+                  f"busiest); the scale starts at 0")
     _style(ax, title, f"{axes[1]} coordinate", f"{axes[0]} coordinate")
     return _png(fig)
 
