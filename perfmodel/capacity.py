@@ -53,8 +53,8 @@ def knee(points: list[tuple[int, float]]) -> int | None:
 
 
 def sensitivity(model: ModelSpec, system: SystemSpec, base: PlanResult) -> list[dict]:
-    """How the best time to train moves with one change at a time (same node budget, the
-    same pins and objective as the base plan)."""
+    """How the best time to train moves with one change at a time (the same node counts,
+    or budget, the same pins and objective as the base plan)."""
     budget = max(base.node_counts)
     gb = base.global_batch
     net = system.network
@@ -79,23 +79,31 @@ def sensitivity(model: ModelSpec, system: SystemSpec, base: PlanResult) -> list[
     for factor in (2, 0.5):
         g = max(1, int(gb * factor))
         variants.append((f"global batch x{factor:g}", f"{g} sequences instead of {gb}", system, {}, g))
-    base_time = base.best[0].time_to_train_s(base.tokens)
+    # compared by what the plans rank by (the objective's time on each best layout's
+    # band): the model's own times of layouts chosen by another objective would mix the
+    # change with the choice (a slower clock could pick a layout the model thinks faster)
+    base_time = objective_time(base)[0]
     out = []
     for name, change, sysv, pins, g in variants:
         try:
-            r = plan(model, sysv, global_batch=g, tokens=base.tokens, max_nodes=budget, top=1,
-                     pins={**base.pins, **pins}, objective=base.objective, compare=False)
+            r = plan(model, sysv, global_batch=g, tokens=base.tokens, top=1,
+                     pins={**base.pins, **pins}, objective=base.objective, compare=False,
+                     **({"nodes": base.node_counts} if base.exact_nodes
+                        else {"max_nodes": budget}))
         except SpecError:
             out.append({"name": name, "change": change, "time_to_train_s": None, "delta": None,
                         "layout_label": "no fitting layout"})
             continue
-        t = r.best[0].time_to_train_s(base.tokens)
+        t = objective_time(r)[0]
+        model_t = r.best[0].time_to_train_s(base.tokens)
         band = (r.bands or {}).get(r.best[0].layout)
         out.append({"name": name, "change": change, "time_to_train_s": t,
                     "delta": t / base_time - 1, "layout_label": r.best[0].layout.label(),
-                    # the change's 80% band, against the base's prediction
-                    "delta_low": band and band.low_s / band.predicted_s * t / base_time - 1,
-                    "delta_high": band and band.high_s / band.predicted_s * t / base_time - 1})
+                    "objective": base.objective, "base_time_to_train_s": base_time,
+                    # the change's 80% band, against the base's time
+                    "delta_low": band and band.low_s / band.predicted_s * model_t / base_time - 1,
+                    "delta_high": band and band.high_s / band.predicted_s * model_t / base_time
+                    - 1})
     return out
 
 

@@ -329,10 +329,13 @@ def _spread(flows: list) -> str:
 def _sensitivity(r: dict, images: set[str]) -> tuple:
     rows = [[value(x.get("name")), value(x.get("change")), days(x.get("time_to_train_s")),
              signed_pct(x.get("delta")), value(x.get("layout_label"))] for x in r["sensitivity"]]
+    by = next((x.get("objective") for x in r["sensitivity"] if x.get("objective")), "model")
+    what = "Time to train" if by == "model" else f"The {by} time to train"
     return (_figure("sensitivity.png", images),
-            _table([("parameter", LABEL), ("change", TEXT), ("days", NUM),
+            _table([("parameter", LABEL), ("change", TEXT),
+                    ("days" if by == "model" else f"{by} days", NUM),
                     ("vs base", NUM), ("best layout", LABEL)], rows,
-                   caption="Time to train when one input changes (+ is slower)"))
+                   caption=f"{what} when one input changes (+ is slower)"))
 
 
 def _gbs(bandwidth: float | None) -> str:

@@ -469,10 +469,13 @@ def sensitivity_png(report: Report) -> bytes:
     ax.set_yticks(ys, labels, fontsize=ylab_size)
     ax.xaxis.set_major_formatter(PercentFormatter(decimals=0 if span >= 5 else 1))
     ax.grid(True, axis="x", alpha=0.3, zorder=0)
-    base = _num((report.get("summary") or {}).get("time_to_train_s"))
+    base = _num(rows[0].get("base_time_to_train_s")) or \
+        _num((report.get("summary") or {}).get("time_to_train_s"))
     base_txt = f" (base {base / DAY:,.1f} days)" if base else ""
+    by = rows[0].get("objective")
+    what = "time to train" if by in (None, "model") else f"{by} time to train"
     # the title over the whole figure: over the axes alone, long labels push it off the edge
-    fig.suptitle(f"Sensitivity of time to train{base_txt}", fontsize=TITLE_SIZE)
+    fig.suptitle(f"Sensitivity of the {what}{base_txt}", fontsize=TITLE_SIZE)
     _style(ax, None, "change in time to train vs base (%)", None)
     ax.tick_params(axis="y", labelsize=ylab_size)
     ax.legend(handles=[Patch(color=FASTER_COLOR, label="faster"),
@@ -480,7 +483,9 @@ def sensitivity_png(report: Report) -> bytes:
               + ([Patch(color="#555555", alpha=0.25,
                         label="80% band of its time\n(mostly shared with the base's)")]
                  if any(v is not None for v in lows) else []),
-              loc="best", fontsize=SMALL_SIZE, framealpha=0.9)
+              # below the axes: inside, it covers a bar or a band whichever corner it takes
+              loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=SMALL_SIZE,
+              frameon=False)
     return _png(fig)
 
 

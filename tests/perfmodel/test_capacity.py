@@ -158,3 +158,20 @@ def test_largest_model_refuses_bad_inputs():
     with pytest.raises(SpecError):
         largest_model(ANALYTIC, 384, -1.0)
     assert largest_model(ANALYTIC, 12, 1e-6) is None   # nothing trains in a tenth of a second
+
+
+def test_sensitivity_keeps_the_base_plans_nodes_pins_and_objective():
+    """A report of one pinned layout on exactly 13,824 nodes: each change is planned on
+    those nodes with those pins and compared by the same objective, so a slower clock
+    is slower (planned over the whole budget, it could pick another node count)."""
+    model = load_model("fugaku-llm-13b")
+    base = plan(model, ANALYTIC, nodes=[13824], global_batch=2016, top=1,
+                pins={"tp": 6, "pp": 8, "recompute": "full", "recompute_stages": 4})
+    rows = {r["name"]: r for r in sensitivity(model, ANALYTIC, base)}
+    assert rows["2 GHz"]["delta"] > 0 and rows["eco mode"]["delta"] > rows["2 GHz"]["delta"]
+    assert rows["FP16 compute"]["delta"] < 0
+    for r in rows.values():
+        if r["time_to_train_s"] is not None:
+            assert r["layout_label"].startswith("TP6 PP8 DP288")
+            assert r["objective"] == "p90"
+            assert r["base_time_to_train_s"] == pytest.approx(objective_time(base)[0])
