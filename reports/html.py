@@ -40,7 +40,9 @@ a { color: var(--accent); }
             overflow-wrap: anywhere; }
 .table { overflow-x: auto; margin: 1rem 0; }
 table { border-collapse: collapse; font-size: .875rem; font-variant-numeric: tabular-nums; }
-caption { text-align: left; color: var(--muted); padding-bottom: .35rem; }
+figure.tbl { margin: 1rem 0; }
+figure.tbl > figcaption { color: var(--muted); font-size: 1rem; margin: 0 0 .35rem; }
+figure.tbl .table { margin: 0; }
 th, td { padding: .3rem .5rem; border-bottom: 1px solid var(--line); text-align: left;
          vertical-align: top; }
 thead th { border-bottom: 2px solid var(--fg); white-space: normal; vertical-align: bottom; }
@@ -88,9 +90,14 @@ def _table(t: Table) -> str:
         f"<tr{mark if r in t.marked else ''}>"
         + "".join(f"<td{c}>{escape(v)}</td>" for c, v in zip(cls, row)) + "</tr>\n"
         for r, row in enumerate(t.rows))
-    caption = f"<caption>{escape(t.caption)}</caption>" if t.caption else ""
-    return (f'<div class="table"><table>{caption}<thead><tr>{head}</tr></thead>\n'
-            f"<tbody>\n{body}</tbody></table></div>")
+    table = (f'<div class="table"><table><thead><tr>{head}</tr></thead>\n'
+             f"<tbody>\n{body}</tbody></table></div>")
+    if not t.caption:
+        return table
+    # the caption outside the scrolling box: inside, a table wider than the page would
+    # take it out of view with its right-hand columns
+    return (f'<figure class="tbl"><figcaption>{escape(t.caption)}</figcaption>{table}'
+            f"</figure>")
 
 
 def _block(b, images: dict[str, bytes]) -> str:
