@@ -437,7 +437,10 @@ def presets(model_name, system_name, as_json):
                "origin": sysspec.origin, "values": system_values(sysspec),
                "sources": dict(sysspec.sources),
                "uncertainty": [{"key": u.key, "low": u.low, "high": u.high, "source": u.source}
-                               for u in sysspec.uncertain]}, as_json, "render_system_preset")
+                               for u in sysspec.uncertain],
+               "stacks": [{"name": st.name, "default": st.name == sysspec.stack.name,
+                           "description": st.description} for st in sysspec.stacks]},
+             as_json, "render_system_preset")
     else:
         from perfmodel.partitions import PARTITIONS
         from perfmodel.sharding import FAMILIES

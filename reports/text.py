@@ -352,18 +352,43 @@ def render_simulation(d: dict) -> str:
     return "\n".join(lines)
 
 
+TAGS = ("[P] peak or nominal, [M] measured, [D] derived from the cited inputs, [F] fitted "
+        "(what on, in the source), [A] assumed (no published figure: a parameter)")
+
+
+def toml_value(v) -> str:
+    """A preset value as its TOML file writes it (true, "text", [1, 2], { a = 1 })."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
+    if v is None:
+        return ""
+    return repr(v) if isinstance(v, float) else str(v)
+
+
 def render_model_preset(d: dict) -> str:
-    """One model preset, a line per field."""
+    """One model preset, a line per field, values as its TOML file writes them."""
     return "\n".join(f"{k:16} {v:,}" if isinstance(v, int) and not isinstance(v, bool)
-                     else f"{k:16} {v}" for k, v in d.items())
+                     else f"{k:16} {toml_value(v)}" for k, v in d.items())
 
 
 def render_system_preset(d: dict) -> str:
-    """One system preset: every value beside its source, and the table it was read from."""
+    """One system preset: every value (as its TOML file writes it) beside its source, the
+    table it was read from, its software stacks and what the sources' tags mean."""
     width = max(map(len, d["sources"]), default=0)
     lines = [f"{d['name']}: {d['description']}", f"  (read from {d['origin']})"] + [
-        f"  {key:{width}} {d['values'].get(key, '')!s:>18}  {source}"
+        f"  {key:{width}} {toml_value(d['values'].get(key, '')):>18}  {source}"
         for key, source in d["sources"].items()]
+    if d.get("stacks"):
+        lines.append("  software stacks (--stack NAME):")
+        lines += [f"    {st['name']}{' (default)' if st['default'] else ''}: {st['description']}"
+                  for st in d["stacks"]]
+    lines.append(f"  tags: {TAGS}")
     if d.get("uncertainty"):
         lines.append("  ranges of assumed values (10th-90th percentile; the bands of plan, "
                      "simulate and report carry them):")

@@ -145,3 +145,16 @@ def test_a_custom_system_with_any_table_name_is_shown(tmp_path):
     data = json.loads(invoke("presets", "--system", str(path), "--json"))
     assert data["name"] == "mymachine" and data["values"]["node.cores"] == 24
     assert set(data["values"]) >= set(data["sources"])
+
+
+def test_a_system_preset_prints_as_its_toml_with_its_stacks_and_tags():
+    """Values as the TOML file writes them (never Python's reprs), every software stack
+    with the default marked, and what the sources' tags mean."""
+    out = invoke("presets", "--system", "fugaku")
+    assert "{ fp64 = 32, fp32 = 64, fp16 = 128 }" in out and '["X", "Y", "Z", "a", "b", "c"]' in out
+    import re
+    assert not re.search(r" (True|False|None)  |\['|\{'", out)        # no Python reprs
+    assert "fugaku-llm (default):" in out and "deepspeedfugaku-2023:" in out
+    assert "[P] peak or nominal" in out and "[A] assumed" in out
+    model = invoke("presets", "--model", "llama2-7b")
+    assert 'norm             "rmsnorm"' in model and "tied_embeddings  false" in model
