@@ -335,7 +335,11 @@ def validate_against(path: str | Path, progress=None, stack: str | None = None) 
         rows.append(_unpredicted(row, where, problem))
     errors = [abs(r["error"]) for r in rows if r["error"] is not None]
     banded = [r for r in rows if r["error"] is not None]
-    return {"against": str(path), "rows": rows,
+    # a *_fit log holds the runs a stack's fitted values were fitted on: not predictions
+    fitted = Path(path).stem.endswith("_fit")
+    for r in rows:
+        r["used_for_fit"] = fitted
+    return {"against": str(path), "rows": rows, "used_for_fit": fitted,
             "predicted": len(errors), "failed": [r["row"] for r in rows if r["error"] is None],
             "mean_abs_error": statistics.fmean(errors) if errors else None,
             "max_abs_error": max(errors) if errors else None,

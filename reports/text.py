@@ -481,20 +481,26 @@ def render_validation_against(d: dict) -> str:
     def width(key: str, header: str, most: int, value=None) -> int:
         return min(most, max([len(header)] + [len(value(r) if value else r[key]) for r in done]))
 
+    # the layout column is as wide as its longest layout: a layout is never cut
     ws, wk, wm, wl = (width("system", "system", 20), width("stack", "stack", 20),
-                      width("model", "model", 16), width("", "layout", 80, layout))
+                      width("model", "model", 16), width("", "layout", 10**6, layout))
+    fitted = d.get("used_for_fit")
     lines = [f"validation against {d['against']}: DES with the presets and stacks unchanged "
-             f"(* micro-batch searched: the log does not give it)",
+             f"(* micro-batch searched: the log does not give it)"
+             + ("; every row here was used to fit the stack's fitted values: a check of the "
+                "fit, not predictions" if fitted else ""),
              f"  {'system':{ws}} {'stack':{wk}} {'model':{wm}} {'layout':{wl}} {'measured':>9} "
-             f"{'predicted':>10} {'unit':26} {'error':>7} {'80% band of the time':>21}"]
+             f"{'predicted':>10} {'unit':26} {'error':>7} {'80% band of the time':>21}"
+             + ("  use" if fitted else "")]
     for r in d["rows"]:
         if r["error"] is None:
             lines.append(f"  {r['row']}: not predicted: {r['why']}")
             continue
         unit = r["unit"] + (f" ({r['flops_convention']})" if r["flops_convention"] else "")
         lines.append(f"  {r['system'][:ws]:{ws}} {r['stack'][:wk]:{wk}} {r['model'][:wm]:{wm}} "
-                     f"{layout(r)[:wl]:{wl}} {r['measured']:9.4g} {r['predicted']:10.4g} "
-                     f"{unit[:26]:26} {r['error']:+7.1%} {_band_cell(r):>21}")
+                     f"{layout(r):{wl}} {plain(r['measured']):>9} {plain(r['predicted']):>10} "
+                     f"{unit[:26]:26} {r['error']:+7.1%} {_band_cell(r):>21}"
+                     + ("  fit" if r.get("used_for_fit") else ""))
     if d["predicted"]:
         lines.append(f"  mean |error| {d['mean_abs_error']:.1%}, max {d['max_abs_error']:.1%}"
                      f" over {d['predicted']} predicted row(s)"
@@ -507,6 +513,16 @@ def render_validation_against(d: dict) -> str:
     else:
         lines.append("  no row could be predicted")
     return "\n".join(lines)
+
+
+def plain(v: float) -> str:
+    """A measured or predicted figure in one style, never in exponent form: 2,533 and
+    11,730, 3.564, 0.0123 (four significant digits below 1,000)."""
+    if v == 0 or abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 1e-4:
+        return f"{v:.4g}" if abs(v) >= 1 else f"{v:.4f}".rstrip("0")
+    return f"{v:.2e}"
 
 
 def _band_cell(r: dict) -> str:

@@ -79,3 +79,29 @@ def test_a_row_that_cannot_be_predicted_is_said_and_the_rest_printed(tmp_path):
     data = json.loads(CliRunner().invoke(main, ["validate", "--against", str(path),
                                                 "--json"]).stdout)
     assert [r["error"] is None for r in data["rows"]] == [False, True, False]
+
+
+def test_fit_rows_are_marked_layouts_are_whole_and_numbers_plain(tmp_path):
+    """A *_fit log's rows are marked as used for fitting; a layout longer than any
+    column limit prints whole; figures never print in exponent form."""
+    with RUNS.open() as f:
+        reader = csv.DictReader(f)
+        rows, fields = list(reader), reader.fieldnames
+    path = tmp_path / "mine_fit.csv"
+    row = dict(rows[5])
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerow(row)
+    result = CliRunner().invoke(main, ["validate", "--against", str(path)])
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "used to fit" in text and text.splitlines()[2].rstrip().endswith("fit")
+    data = json.loads(CliRunner().invoke(main, ["validate", "--against", str(path),
+                                                "--json"]).stdout)
+    assert data["used_for_fit"] and data["rows"][0]["used_for_fit"]
+    assert data["rows"][0]["layout"] in text
+    assert "e+" not in text.splitlines()[2]
+    from reports.text import plain
+    assert [plain(v) for v in (11728.3, 2533, 3.564, 0.01234, 0)] == \
+        ["11,728", "2,533", "3.564", "0.0123", "0"]
