@@ -253,6 +253,8 @@ def simulate(**kw):
 @click.option("--out", "out_dir", type=click.Path(), required=True,
               help="Directory for index.html, report.md, report.json and the images: new, "
                    "empty, or an earlier report's (replaced whole, never mixed).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Also print report.json's content on stdout (and the files written).")
 def report(**kw):
     """Write a capacity report: what to run, on how many nodes, for how long, at what
     cost and risk, with every assumption traceable.
@@ -297,6 +299,11 @@ def report(**kw):
     except BaseException:
         staging.discard()
         raise
+    if kw["as_json"]:
+        from fpcore.readers import dumps
+        click.echo(dumps({"files": {k: str(v) for k, v in paths.items()}, "report": data},
+                         indent=2))
+        return
     shown = click.format_filename              # a name the terminal cannot encode, escaped
     click.echo(f"wrote {shown(paths['index.html'])} (and report.md, report.json, "
                f"{len(images)} figures) in {shown(kw['out_dir'])}")
@@ -394,24 +401,42 @@ def flows(flows_path, shape, wrap, link_gbs, injection_gbs, convention, as_json)
 
 
 @main.command()
-@click.option("--nodes", type=click.IntRange(min=1), required=True, help="Nodes in the job.")
-@click.option("--tp", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--nodes", type=click.IntRange(min=1),
+              help="Nodes in the job (or give --dp: tp x pp x dp ranks).")
+@click.option("--tp", "--tensor-model-parallel-size", type=click.IntRange(min=1), default=1,
+              show_default=True)
+@click.option("--pp", "--pipeline-model-parallel-size", type=click.IntRange(min=1), default=1,
+              show_default=True)
+@click.option("--dp", type=click.IntRange(min=1),
+              help="Data parallelism: with --nodes it must make tp x pp x dp the job's ranks; "
+                   "without, it sets the job's size.")
 @system_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def topo(nodes, tp, pp, as_json, **kw):
+def topo(nodes, tp, pp, dp, as_json, **kw):
     """Describe a job on the torus: its shape, where ranks sit, and the links its
     TP, PP and DP groups load (one ring step of all groups of a dimension at once).
 
     \b
     Examples:
       fugakuperf topo --nodes 13824 --tp 6 --pp 8 --shape 48x6x48:torus
+      fugakuperf topo --tp 6 --pp 8 --dp 288
       fugakuperf topo --nodes 13824 --tp 6 --pp 8 --mapping linear --json
     """
-    from fpcore.errors import SpecError
     from perfmodel.inputs import flow_network, job_for
     from topologies.report import topology_report
     system = system_from(kw)
+    ppn = system.ranks_per_node
+    if dp is not None:
+        ranks = tp * pp * dp
+        if nodes is not None and nodes * ppn != ranks:
+            raise SpecError("dp", f"tp x pp x dp = {ranks:,} ranks, but --nodes gives "
+                                  f"{nodes * ppn:,} ({nodes:,} x {ppn} per node)")
+        if ranks % ppn:
+            raise SpecError("dp", f"tp x pp x dp = {ranks:,} ranks must fill whole nodes of "
+                                  f"{ppn} ranks")
+        nodes = ranks // ppn
+    if nodes is None:
+        raise SpecError("nodes", "give --nodes, or --dp with --tp and --pp, to size the job")
     if system.network.kind != "torus":
         raise SpecError("system", f"topo describes torus jobs; {system.name} is a "
                                   f"{system.network.kind} (see `fugakuperf collective`)")

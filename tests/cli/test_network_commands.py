@@ -265,3 +265,13 @@ def test_a_torus_without_the_six_tofu_axes_has_no_placement_to_describe(tmp_path
     result = run("topo", "--nodes", "12", "--system", str(path))
     assert result.exit_code == 2
     assert result.stderr.startswith("error: system: fugaku's torus has 1 axes"), result.stderr
+
+
+def test_topo_takes_dp_for_the_job_size():
+    """`topo --tp 6 --pp 8 --dp 288` is Fugaku-LLM's job (13,824 nodes at one rank a
+    node); a --dp that disagrees with --nodes is refused by name."""
+    d = ok_json("topo", "--tp", "6", "--pp", "8", "--dp", "288")
+    assert d["nodes"] == 13824
+    bad = CliRunner().invoke(main, ["topo", "--nodes", "13824", "--tp", "6", "--pp", "8",
+                                    "--dp", "200"])
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: dp")

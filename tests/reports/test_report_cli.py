@@ -244,3 +244,14 @@ def test_a_pinned_report_studies_that_layout(tmp_path):
                if r["time_to_train_s"] is not None)
     html = (out / "index.html").read_text()
     assert "The layout studied is the best with tp = 2, pp = 2" in html
+
+
+def test_report_json_prints_what_report_json_holds(tmp_path):
+    out = tmp_path / "r"
+    result = CliRunner().invoke(main, ["report", "--model", "gpt3-350m", "--max-nodes", "96",
+                                       "--days", "2", "--top", "2", "--out", str(out),
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert printed["report"] == json.loads((out / "report.json").read_text())
+    assert set(printed["files"]) >= {"index.html", "report.md", "report.json"}
