@@ -119,8 +119,8 @@ def _inverse_plan(kw: dict) -> None:
     from perfmodel.capacity import largest_model, objective_time
     from perfmodel.plan import DEFAULT_MAX_NODES
     from reports.views import inverse_to_dict
-    given = [k for k in ("params", "model_name", "layers", "hidden", "heads", "kv_heads", "ffn",
-                         "vocab", "seq") if kw.get(k) is not None]
+    given = [k for k in ("params", "model_name", "from_megatron", "layers", "hidden", "heads",
+                         "kv_heads", "ffn", "vocab", "seq") if kw.get(k) is not None]
     if given:
         raise SpecError(given[0].replace("_name", "").replace("_", "-"),
                         "--days asks which model fits: the --params rule picks its shape "

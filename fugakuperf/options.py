@@ -5,6 +5,8 @@ Only click is imported here: ``fugakuperf --help`` must stay instant.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -120,6 +122,10 @@ def model_options(f):
     opts = [
         click.option("--params", type=NUMBER, help="Target parameter count (13e9, 13B). The "
                      "shape follows the documented sizing rule; the exact count is reported."),
+        click.option("--from-megatron", metavar="SCRIPT|ARGS",
+                     help="A Megatron-LM / Megatron-DeepSpeed launch script, or its argument "
+                          "list in quotes: the model, layout and batch it runs (flags it "
+                          "ignores are said on stderr)."),
         click.option("--model", "model_name", metavar="PRESET|FILE",
                      help="A model preset (see `fugakuperf presets`), a TOML file, or a "
                           "Hugging Face config.json (GPT-2, GPT-NeoX, Llama, Mistral, Qwen2)."),
@@ -226,12 +232,48 @@ def pins_from(kw: dict) -> dict:
 
 
 def resolve_inputs(kw: dict):
-    """(model, system) from the shared options; pops them from ``kw``."""
+    """(model, system) from the shared options; pops them from ``kw``. With
+    ``--from-megatron``, the launch's layout and batch fill the pins the user left
+    unset (perfmodel.megatron), and the flags it ignored are said on stderr."""
     from perfmodel.inputs import resolve_model
-    model = resolve_model(params=kw.pop("params"), model=kw.pop("model_name"),
-                          **{k: kw.pop(k) for k in ("layers", "hidden", "heads", "kv_heads",
-                                                    "ffn", "vocab", "seq")})
+    shape = {k: kw.pop(k) for k in ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab",
+                                    "seq")}
+    launch = kw.pop("from_megatron", None)
+    if launch is not None:
+        return _from_megatron(launch, kw, shape), system_from(kw)
+    model = resolve_model(params=kw.pop("params"), model=kw.pop("model_name"), **shape)
     return model, system_from(kw)
+
+
+def _from_megatron(launch: str, kw: dict, shape: dict):
+    from fpcore.errors import SpecError
+    from perfmodel.megatron import read_megatron
+    from perfmodel.model import ModelSpec
+    from perfmodel.sizing import DEFAULT_SEQ, DEFAULT_VOCAB
+    for name in ("params", "model_name"):
+        if kw.pop(name) is not None:
+            raise SpecError("from-megatron", f"gives the model; leave out --"
+                                             f"{name.replace('_name', '')}")
+    fields, pins, batch, ignored, where = read_megatron(launch)
+    fields = {**fields, **{k: v for k, v in shape.items() if v is not None}}
+    fields.setdefault("vocab", DEFAULT_VOCAB)       # a tokenizer file gives it, not a flag
+    fields.setdefault("seq", DEFAULT_SEQ)
+    try:
+        model = ModelSpec(name=f"megatron launch ({Path(where).name})",
+                          source=f"Megatron-LM arguments of {where}", **fields)
+    except SpecError as e:
+        raise e.within(where) from None
+    for key, value in pins.items():
+        if key in kw and kw[key] is None:
+            kw[key] = value
+    if "global_batch" in kw and kw["global_batch"] is None:
+        kw["global_batch"] = batch
+    click.echo(f"[from-megatron] {where}: {model.params:,} parameters; pins "
+               + (", ".join(f"{k}={v}" for k, v in pins.items()) or "none")
+               + (f"; global batch {batch}" if batch else "")
+               + (f"; flags ignored (they change nothing predicted, or the software stack "
+                  f"states it): {' '.join(ignored)}" if ignored else ""), err=True)
+    return model
 
 
 def system_from(kw: dict):

@@ -24,6 +24,9 @@ def _resolve_train_model(kw: dict, data_path: str):
     from perfmodel.inputs import resolve_model
     from trainer.data import BYTE_VOCAB, is_shard
     shape = {k: kw.pop(k) for k in ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab", "seq")}
+    if kw.pop("from_megatron", None) is not None:
+        raise SpecError("from-megatron", "applies to plan, simulate and report; train reads "
+                                         "its model from --model, --params or the shape flags")
     params, preset = kw.pop("params"), kw.pop("model_name")
     if shape["vocab"] is None and params is None and preset is None and not is_shard(data_path):
         shape["vocab"] = BYTE_VOCAB

@@ -117,3 +117,64 @@ def test_the_inverse_question_refuses_what_it_cannot_answer(args, field):
     result = CliRunner().invoke(main, ["plan", *args])
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith(f"error: {field}") and len(result.stderr.splitlines()) == 1
+
+
+# ------------------------------------------------------------------ --from-megatron
+LAUNCH = str(Path(__file__).resolve().parents[1] / "data" / "megatron"
+             / "fugaku-llm-13b_pp8_tp6_dp288_inner.sh")
+
+
+def test_fugaku_llms_launch_script_plans_as_the_pinned_command():
+    """Fugaku-LLM's launch script gives the preset's model, its TP6 PP8 and batch; with
+    the recomputation on the first 4 of 8 stages that the job ran (NoCAPipe=4, a value
+    its scripts compute per rank, which a reading of the arguments cannot see) it plans
+    as the README's pinned command."""
+    from perfmodel.megatron import read_megatron
+    fields, pins, batch, ignored, _ = read_megatron(LAUNCH)
+    assert fields == {"layers": 40, "hidden": 5184, "heads": 36, "seq": 2048}
+    assert pins == {"tp": 6, "pp": 8, "micro_batch": 1, "recompute": "full"} and batch == 2016
+    assert {"--cpu-optimizer", "--DDP-impl", "--lr"} <= set(ignored)
+    a = CliRunner().invoke(main, ["plan", "--from-megatron", LAUNCH, "--nodes", "13824",
+                                  "--recompute-stages", "4", "--json"])
+    b = CliRunner().invoke(main, ["plan", "--model", "fugaku-llm-13b", "--nodes", "13824",
+                                  "--tp", "6", "--pp", "8", "--global-batch", "2016",
+                                  "--micro-batch", "1", "--recompute", "full",
+                                  "--recompute-stages", "4", "--json"])
+    assert a.exit_code == b.exit_code == 0, a.output
+    first, second = json.loads(a.stdout), json.loads(b.stdout)
+    assert first["model"]["params"] == second["model"]["params"] == 13_167_577_728
+    assert first["best"][0]["layout"] == second["best"][0]["layout"]
+    assert first["best"][0]["iteration_s"] == second["best"][0]["iteration_s"]
+    assert "flags ignored" in a.stderr and "--cpu-optimizer" in a.stderr
+
+
+def test_an_argument_list_reads_the_architecture_flags():
+    from perfmodel.megatron import read_megatron
+    fields, pins, _, _, _ = read_megatron(
+        "--num-layers 2 --hidden-size 768 --num-attention-heads 12 --num-query-groups 4 "
+        "--swiglu --normalization RMSNorm --position-embedding-type rope "
+        "--untie-embeddings-and-output-weights --disable-bias-linear --sequence-parallel "
+        "--tensor-model-parallel-size 2 --bf16 --recompute-granularity selective")
+    assert fields == {"layers": 2, "hidden": 768, "heads": 12, "kv_heads": 4,
+                      "activation": "swiglu", "ffn": 2048, "norm": "rmsnorm",
+                      "position": "rope", "tied_embeddings": False, "bias": False}
+    assert pins == {"sequence_parallel": True, "tp": 2, "precision": "bf16",
+                    "recompute": "selective"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--from-megatron", "--num-layers 2 --num-attention-heads 4"], "gives no --hidden-size"),
+    (["--from-megatron", "--num-layers two --hidden-size 64 --num-attention-heads 4"],
+     "--num-layers: must be a whole number"),
+    (["--from-megatron", LAUNCH, "--params", "13e9"], "leave out --params"),
+])
+def test_a_launch_that_cannot_be_read_is_refused(args, message):
+    result = CliRunner().invoke(main, ["plan", *args])
+    assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+def test_a_script_without_a_training_command_is_named(tmp_path):
+    script = tmp_path / "run.sh"
+    script.write_text("TP=2\necho hello\n")
+    result = CliRunner().invoke(main, ["plan", "--from-megatron", str(script)])
+    assert result.exit_code == 2 and "no python pretrain" in result.stderr
