@@ -17,6 +17,26 @@ from fpcore.readers import dumps
 from .options import Real, model_options
 
 STOPPED_EXIT = 3
+INTERRUPTED_EXIT = 130     # the shell's code for a run stopped by Ctrl-C (128 + SIGINT)
+
+
+def resume_command(checkpoint: str, ranks: int, argv: list[str] | None = None) -> str:
+    """This command line again, continuing from ``checkpoint`` (its own --resume, if
+    any, replaced; under mpiexec with as many ranks)."""
+    import shlex
+    words, out = list(sys.argv[1:] if argv is None else argv), []
+    skip = False
+    for w in words:
+        if skip:
+            skip = False
+            continue
+        if w == "--resume":
+            skip = True
+            continue
+        if not w.startswith("--resume="):
+            out.append(w)
+    line = shlex.join(["fugakuperf", *out, "--resume", checkpoint])
+    return f"mpiexec -n {ranks} {line}" if ranks > 1 else line
 
 
 def _resolve_train_model(kw: dict, data_path: str):
@@ -130,7 +150,7 @@ def train(**kw):
     """
     from trainer.distributed import world
     from trainer.host import ContentionMeter, default_threads, node_ranks, set_threads
-    from trainer.train import TrainingStopped, train as run
+    from trainer.train import Interrupted, TrainingStopped, train as run
 
     comm = world()
     threads = kw.pop("threads")
@@ -160,6 +180,13 @@ def train(**kw):
         if lead:
             click.echo(f"error: {e}", err=True)
         sys.exit(STOPPED_EXIT)
+    except Interrupted as e:
+        if lead:
+            click.echo(f"interrupted at step {e.step}" + (
+                f"; checkpoint {e.checkpoint}; continue with: "
+                f"{resume_command(e.checkpoint, comm.size)}" if e.checkpoint else
+                "; nothing saved (no --checkpoint-dir)"), err=True)
+        sys.exit(INTERRUPTED_EXIT)
     except SpecError as e:
         if comm.size > 1:                 # rank 0 alone failed (a checkpoint write): end all
             click.echo(f"error: {e}", err=True)

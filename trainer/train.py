@@ -10,9 +10,12 @@ clipped, and AdamW updates every rank's identical copy of the parameters.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
+import signal
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -40,6 +43,15 @@ RUN_DEFINING = ckpt.SETTINGS_KEYS
 
 class TrainingStopped(RuntimeError):
     """Loss or gradients went non-finite; the last good checkpoint is kept."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C (SIGINT) stopped the run at the end of a step: ``step`` reached, and the
+    checkpoint of it (None without a checkpoint directory, and on ranks other than 0)."""
+
+    def __init__(self, step: int, checkpoint: str | None):
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.checkpoint = step, checkpoint
 
 
 @dataclass(frozen=True)
@@ -277,32 +289,65 @@ def train(trainer: Trainer, checkpoint_dir=None, resume=None, progress=None,
                             "note": (trainer.continuation or {}).get("note")})
     logs, evals, checkpoints = [], [], []
     end = s.steps if stop_after is None else min(s.steps, start + stop_after)
-    while trainer.step_index < end:
-        try:
-            log = trainer.step()
-        except TrainingStopped as e:
-            keep = f"; last good checkpoint: {last}" if last else "; no checkpoint was written"
-            raise TrainingStopped(f"{e}{keep}") from None
-        logs.append(log)
-        if progress:
-            progress("step", log)
-        if trainer.timers is not None and log.step == start + 1 and end - start > 1:
-            trainer.timers.reset()          # the first step compiles kernels: not measured
-        done = trainer.step_index == end
-        if (s.eval_every and log.step % s.eval_every == 0) or done:
-            val = trainer.evaluate()
-            if val is not None:
-                evals.append({"step": log.step, "loss": val})
-                if progress:
-                    progress("eval", evals[-1])
-        if checkpoint_dir and ((s.checkpoint_every and log.step % s.checkpoint_every == 0) or done):
-            t0 = time.perf_counter()
-            path = trainer.save(checkpoint_dir)
-            if path:
-                last = path
-                checkpoints.append({"step": log.step, "path": path,
-                                    "seconds": time.perf_counter() - t0})
-                if progress:
-                    progress("checkpoint", checkpoints[-1])
+    with _deferred_interrupt() as asked:
+        while trainer.step_index < end:
+            last = _train_step(trainer, s, start, end, last, logs, evals, checkpoints,
+                               checkpoint_dir, progress)
+            # Ctrl-C: every rank stops after the same step, its checkpoint written
+            if trainer.comm.allreduce_scalar(1.0 if asked() else 0.0) > 0:
+                saved = last if checkpoints and checkpoints[-1]["step"] == trainer.step_index \
+                    else (trainer.save(checkpoint_dir) if checkpoint_dir else None)
+                raise Interrupted(trainer.step_index, saved)
     return TrainResult(trainer.model, trainer.params.buffer, logs, evals, start, last,
                        trainer.run_settings(), trainer.timers, checkpoints)
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """While training, SIGINT only asks the run to stop at the end of its step (a step cut
+    short would leave the parameters half updated); yields the question."""
+    asked = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum, frame):
+        asked[0] = True
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: asked[0]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _train_step(trainer, s, start, end, last, logs, evals, checkpoints, checkpoint_dir,
+                progress):
+    """One step of ``train``, its evaluation and checkpoint when due; returns the last
+    checkpoint's path."""
+    try:
+        log = trainer.step()
+    except TrainingStopped as e:
+        keep = f"; last good checkpoint: {last}" if last else "; no checkpoint was written"
+        raise TrainingStopped(f"{e}{keep}") from None
+    logs.append(log)
+    if progress:
+        progress("step", log)
+    if trainer.timers is not None and log.step == start + 1 and end - start > 1:
+        trainer.timers.reset()          # the first step compiles kernels: not measured
+    done = trainer.step_index == end
+    if (s.eval_every and log.step % s.eval_every == 0) or done:
+        val = trainer.evaluate()
+        if val is not None:
+            evals.append({"step": log.step, "loss": val})
+            if progress:
+                progress("eval", evals[-1])
+    if checkpoint_dir and ((s.checkpoint_every and log.step % s.checkpoint_every == 0) or done):
+        t0 = time.perf_counter()
+        path = trainer.save(checkpoint_dir)
+        if path:
+            last = path
+            checkpoints.append({"step": log.step, "path": path,
+                                "seconds": time.perf_counter() - t0})
+            if progress:
+                progress("checkpoint", checkpoints[-1])
+    return last

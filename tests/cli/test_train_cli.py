@@ -451,3 +451,48 @@ def test_temporary_files_of_a_dead_writer_beside_a_resumed_checkpoint_are_remove
     result = train_ok(*TINY, "--data", CORPUS, "--steps", 2, *FAST, "--resume", ckpt,
                       "--checkpoint-dir", out)
     assert not stale.exists() and stale.name in result.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_the_step_writes_its_checkpoint_and_says_how_to_resume(tmp_path):
+    """SIGINT during training: the run finishes its step, writes that step's checkpoint
+    (with --checkpoint-dir), exits 130 and prints the command that continues it, which
+    does."""
+    import shlex
+    import signal
+    import subprocess
+    import sys
+    import time
+    ckpt = tmp_path / "ckpt"
+    args = [sys.executable, "-m", "fugakuperf", "train", *TINY, "--data", str(CORPUS),
+            "--steps", "100000", *FAST, "--checkpoint-dir", str(ckpt)]
+    proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:            # until it has run a step
+        line = proc.stderr.readline()
+        lines.append(line)
+        if line.startswith("step "):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(lines) + rest
+    said = rest.strip().splitlines()[-1]
+    m = re.match(r"interrupted at step (\d+); checkpoint (\S+); continue with: (.*)$", said)
+    assert m, said
+    step, path = int(m.group(1)), Path(m.group(2))
+    assert path.is_file() and path.name == f"step_{step:08d}.npz"
+    command = shlex.split(m.group(3))
+    assert command[0] == "fugakuperf" and command[-2:] == ["--resume", str(path)]
+    again = subprocess.run([sys.executable, "-m", *command, "--stop-after", "1"], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"resumed from {path} at step {step}" in again.stderr
+
+
+def test_the_resume_command_replaces_a_resume_already_given():
+    from fugakuperf.train_commands import resume_command
+    assert resume_command("c2.npz", 1, ["train", "--data", "a b.txt", "--resume", "c1.npz"]) \
+        == "fugakuperf train --data 'a b.txt' --resume c2.npz"
+    assert resume_command("c.npz", 4, ["train", "--resume=x"]) == \
+        "mpiexec -n 4 fugakuperf train --resume c.npz"
