@@ -126,7 +126,9 @@ class _Progress:
               help="Checkpoints to keep.")
 @click.option("--resume", metavar="PATH",
               help="Continue from a checkpoint file, or the newest in a directory; the run "
-                   "continues exactly as if never interrupted.")
+                   "continues exactly as if never interrupted. The model, batch, seed and "
+                   "optimizer settings not given come from the checkpoint, and without "
+                   "--steps it runs to the end of its learning-rate schedule.")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Threads per rank for BLAS and the Numba kernels (default: the cores "
                    "other work leaves free, shared among this node's ranks).")
@@ -157,8 +159,11 @@ def train(**kw):
     # the cores other work leaves free; rank 0's look holds for every rank
     threads = set_threads(threads or comm.broadcast(default_threads(comm.size)))
     lead = comm.rank == 0
+    ctx = click.get_current_context()
+    given = {name for name in kw if ctx.get_parameter_source(name) not in
+             (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP)}
     try:
-        trainer, data_path, removed = _prepare(comm, kw)
+        trainer, data_path, removed = _prepare(comm, kw, given)
     except SpecError:
         if not lead:                      # rank 0 says it, once
             sys.exit(2)
@@ -232,7 +237,26 @@ def _contention(window, threads: int, ranks: int, record: dict) -> dict:
     return conditions
 
 
-def _prepare(comm, kw: dict):
+MODEL_KEYS = ("params", "model_name", "from_megatron", "layers", "hidden", "heads",
+              "kv_heads", "ffn", "vocab", "seq")
+
+
+def _settings_from(header, kw: dict, given: set) -> None:
+    """A resumed run's settings the command line left out, from its checkpoint: the
+    batch, seed, held-out share and optimizer it recorded, and (without --steps) the step
+    its learning-rate schedule ends at."""
+    s, opt = header.settings, header.settings["optimizer"]
+    recorded = {"micro_batch": s["micro_batch"], "global_batch": s["global_batch"],
+                "seed": s["seed"], "val_fraction": s["val_fraction"], "lr": opt["lr"],
+                "min_lr": opt["min_lr"], "warmup": opt["warmup"],
+                "weight_decay": opt["weight_decay"], "clip": opt["clip"],
+                "decay_steps": opt["decay_steps"], "steps": s["decay_steps"]}
+    for key, value in recorded.items():
+        if key not in given:
+            kw[key] = value
+
+
+def _prepare(comm, kw: dict, given: set = frozenset()):
     """Every input checked and the trainer built, before any training: the outputs can
     be written, the data and any checkpoint are sound, the model fits in memory, and
     under MPI every rank agrees (a bad input on one rank stops all of them, and ranks
@@ -259,6 +283,8 @@ def _prepare(comm, kw: dict):
         if lead and kw["measurements_path"]:
             target(kw["measurements_path"], "measurements")
         header = ckpt.read_header(resume) if resume is not None else None
+        if header is not None:               # what the command line left out, recorded
+            _settings_from(header, kw, given)
         found = header.path if header else None
         start = header.step if header else 0
         last = kw["steps"] if stop_after is None else min(kw["steps"], start + stop_after)
@@ -273,7 +299,14 @@ def _prepare(comm, kw: dict):
         return found, removed
 
     def build(found):
-        model = _resolve_train_model(kw, data_path)
+        header = ckpt.read_header(found) if found else None
+        shaped = any(kw.get(k) is not None for k in MODEL_KEYS)
+        if header is not None and not shaped:        # the checkpoint's own model
+            for k in MODEL_KEYS:
+                kw.pop(k, None)
+            model = header.model
+        else:
+            model = _resolve_train_model(kw, data_path)
         tokens = load_tokens(data_path)
         check_length(tokens, model.seq, data_path)
         optimizer = AdamWConfig(lr=kw["lr"], min_lr=kw["min_lr"], warmup=kw["warmup"],

@@ -496,3 +496,21 @@ def test_the_resume_command_replaces_a_resume_already_given():
         == "fugakuperf train --data 'a b.txt' --resume c2.npz"
     assert resume_command("c.npz", 4, ["train", "--resume=x"]) == \
         "mpiexec -n 4 fugakuperf train --resume c.npz"
+
+
+def test_resume_takes_what_the_command_line_leaves_out_from_the_checkpoint(tmp_path):
+    """A run stopped after 2 of 4 steps, resumed with only --data and --resume: the
+    model, batch, seed and optimizer come from the checkpoint, the run goes on to the
+    end of its schedule (step 4), and its parameters equal the uninterrupted run's."""
+    flags = [*TINY, "--data", CORPUS, "--steps", 4, *FAST, "--lr", "3e-3", "--seed", 5]
+    train_ok(*flags, "--checkpoint-dir", tmp_path / "whole")
+    train_ok(*flags, "--checkpoint-dir", tmp_path / "cut", "--stop-after", 2)
+    result = train_ok("--data", CORPUS, "--threads", 1, "--resume", tmp_path / "cut",
+                      "--checkpoint-dir", tmp_path / "cut")
+    assert "done: step 4" in result.stdout
+    assert np.array_equal(params_of(tmp_path / "cut" / "step_00000004.npz"),
+                          params_of(tmp_path / "whole" / "step_00000004.npz"))
+    # a setting given on the command line still wins, and must agree to resume exactly
+    changed = run("train", "--data", CORPUS, "--threads", 1, "--resume", tmp_path / "cut",
+                  "--lr", "1e-3", "--steps", 5)
+    assert changed.exit_code == 2 and "lr" in changed.stderr
