@@ -85,7 +85,7 @@ def _summary(c: dict) -> str:
             f"{c['node_hours']:,.0f} node-hours"
             + (f", {c['energy_mwh']:,.0f} MWh" if c["energy_mwh"] is not None else "")
             + (f", cost {c['cost']:,.0f}" if "cost" in c else "")
-            + (f" (the event simulation gives {des['iteration_s']:.3g} s per iteration, "
+            + (f" (the event simulation gives {plain(des['iteration_s'])} s per iteration, "
                f"{_days(des['time_to_train_s'])} days)" if des else ""))
 
 
@@ -100,7 +100,7 @@ def _comparison(c: dict, s: dict) -> list[str]:
     p, b = c["pinned"], c["best_unpinned"]
     where = (f"Pinned layout ranks {c['rank']} of {c['of']} fitting "
              f"{p['layout']['precision']} layouts on {p['nodes']:,} nodes")
-    mine = f"{c['labels']['pinned']}, {p['iteration_s']:.3g} s per iteration"
+    mine = f"{c['labels']['pinned']}, {plain(p['iteration_s'])} s per iteration"
     if c["relation"] == "as fast as":
         head = [f"{where}: {mine}, as fast as the fastest the search finds."]
     else:
@@ -109,7 +109,7 @@ def _comparison(c: dict, s: dict) -> list[str]:
         else:
             how = f"{b['iteration_s'] / p['iteration_s'] - 1:.1%} faster than"
         head = [f"{where}: {mine}, {how} the fastest without the pins, "
-                f"{c['labels']['best_unpinned']} ({b['iteration_s']:.3g} s)."]
+                f"{c['labels']['best_unpinned']} ({plain(b['iteration_s'])} s)."]
         if c["differences"]:
             head.append("  They differ in: " + "; ".join(c["differences"]) + ".")
         head.append("  Where the time goes (pinned minus fastest, seconds per iteration on the "
@@ -194,8 +194,8 @@ def render_plan(d: dict) -> str:
                             "none of the listed layouts leaves 5% headroom (try --top 20)"))
         lines += sureness_lines(d)
         bd = b["breakdown_s"]
-        lines += ["", f"Iteration of the best layout ({b['iteration_s']:.3g} s): "
-                  + ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in bd.items())]
+        lines += ["", f"Iteration of the best layout ({plain(b['iteration_s'])} s): "
+                  + ", ".join(f"{k.replace('_', ' ')} {plain(v)}" for k, v in bd.items())]
     c = d.get("comparison")
     if c:
         lines += [""] + _comparison(c, s)
@@ -284,13 +284,13 @@ def _simulation_headline(d: dict) -> list[str]:
     base = v["noise_free_s"]
     if v["one_sample"]:
         return [f"with {_noise_words(v)}: one sample (seed {v['seeds'][0]}), not a mean: "
-                f"{v['mean_s']:.4g} s ({v['mean_over_noise_free']:+.1%} vs the noise-free "
-                f"{base:.4g} s); --runs N gives the mean and p99 over N seeds"]
+                f"{plain(v['mean_s'])} s ({v['mean_over_noise_free']:+.1%} vs the noise-free "
+                f"{plain(base)} s); --runs N gives the mean and p99 over N seeds"]
     p99_note = "" if v["runs"] >= 100 else "; below 100 runs the p99 is the slowest run"
     return [f"with {_noise_words(v)}, over {v['runs']:,} runs (seeds {v['seeds'][0]}-"
-            f"{v['seeds'][1]}): mean {v['mean_s']:.4g} s, p99 {v['p99_s']:.4g} s "
+            f"{v['seeds'][1]}): mean {plain(v['mean_s'])} s, p99 {plain(v['p99_s'])} s "
             f"({v['mean_over_noise_free']:+.1%} and {v['p99_over_noise_free']:+.1%} vs the "
-            f"noise-free {base:.4g} s); min {v['min_s']:.4g} s, max {v['max_s']:.4g} s"
+            f"noise-free {plain(base)} s); min {plain(v['min_s'])} s, max {plain(v['max_s'])} s"
             f"{p99_note}"]
 
 
@@ -322,20 +322,20 @@ def render_simulation(d: dict) -> str:
              + (f", layers placed by {lay['partition']}" if lay.get("partition", "even") != "even"
                 else ""),
              *_simulation_headline(d),
-             f"{'noise-free iteration' if noisy else 'iteration'} {d['iteration_s']:.4g} s "
-             f"(analytic estimate {an['iteration_s']:.4g} s), "
+             f"{'noise-free iteration' if noisy else 'iteration'} {plain(d['iteration_s'])} s "
+             f"(analytic estimate {plain(an['iteration_s'])} s), "
              f"{d['tokens_per_s']:,.0f} tokens/s, bubble {d['bubble_fraction']:.1%} of stage time, "
              f"peak memory {d['peak_memory_bytes'] / 1e9:.2f} GB per rank" + memory_note,
              *([f"how sure: {d['band']['summary']}"] if d.get("band") else []),
              f"critical stage {d['critical_stage']}"
              + (" (noise-free)" if noisy else "") + ": " + ", ".join(
-                 f"{k.replace('_', ' ')} {v:.3g}" for k, v in d["breakdown"].items()) + " s",
+                 f"{k.replace('_', ' ')} {plain(v)}" for k, v in d["breakdown"].items()) + " s",
              ""]
     layers = lay.get("stage_layers") or [None] * len(d["stages"])
-    rows = [[str(s["stage"]), str(layers[s["stage"]]), f"{s['end_s']:.4g}",
-             *[f"{s['busy_s'][k]:.3g}" for k in
+    rows = [[str(s["stage"]), str(layers[s["stage"]]), f"{plain(s['end_s'])}",
+             *[f"{plain(s['busy_s'][k])}" for k in
              ("compute", "recompute", "tp_comm", "pp_comm", "dp_comm", "optimizer")],
-             f"{s['idle_s']:.3g}", f"{s['peak_memory_bytes'] / 1e9:.2f}"] for s in d["stages"]]
+             f"{plain(s['idle_s'])}", f"{s['peak_memory_bytes'] / 1e9:.2f}"] for s in d["stages"]]
     if noisy:
         lines.append("Stages of the noise-free iteration (seconds):")
     lines.append(table(rows, ["stage", "layers", "end s", "compute", "recompute", "TP", "PP", "DP",
@@ -516,13 +516,11 @@ def render_validation_against(d: dict) -> str:
 
 
 def plain(v: float) -> str:
-    """A measured or predicted figure in one style, never in exponent form: 2,533 and
-    11,730, 3.564, 0.0123 (four significant digits below 1,000)."""
+    """A measured or predicted figure in one style, never in exponent form above 1e-4:
+    2,533 and 11,730, 3.564, 0.01234 (four significant digits below 1,000)."""
     if v == 0 or abs(v) >= 1000:
         return f"{v:,.0f}"
-    if abs(v) >= 1e-4:
-        return f"{v:.4g}" if abs(v) >= 1 else f"{v:.4f}".rstrip("0")
-    return f"{v:.2e}"
+    return f"{v:.4g}" if abs(v) >= 1e-4 else f"{v:.2e}"
 
 
 def _band_cell(r: dict) -> str:
@@ -540,8 +538,8 @@ def render_stack_fit(d: dict) -> str:
     lines = [f"stack {d['stack']} of {d['system']} fitted on {d['runs']} "
              f"({d['evaluations']} evaluations; {d['message']})",
              f"  {'run':28} {'model':11} {'measured s':>12} {'predicted s':>12} {'error':>7}"]
-    lines += [f"  {r['row'][-28:]:28} {r['model'][:11]:11} {r['measured_s']:12.5g} "
-              f"{r['predicted_s']:12.5g} {r['error']:+7.1%}" for r in d["rows"]]
+    lines += [f"  {r['row'][-28:]:28} {r['model'][:11]:11} {plain(r['measured_s']):>12} "
+              f"{plain(r['predicted_s']):>12} {r['error']:+7.1%}" for r in d["rows"]]
     lines.append(f"  mean |error| {d['mean_abs_error']:.1%}, max {d['max_abs_error']:.1%}")
     for p, v in d["params"].items():
         bound = (" (on its bound: the runs do not determine it; leave it out or log runs that "

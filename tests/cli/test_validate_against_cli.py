@@ -104,4 +104,4 @@ def test_fit_rows_are_marked_layouts_are_whole_and_numbers_plain(tmp_path):
     assert "e+" not in text.splitlines()[2]
     from reports.text import plain
     assert [plain(v) for v in (11728.3, 2533, 3.564, 0.01234, 0)] == \
-        ["11,728", "2,533", "3.564", "0.0123", "0"]
+        ["11,728", "2,533", "3.564", "0.01234", "0"]
