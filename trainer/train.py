@@ -291,8 +291,34 @@ def train(trainer: Trainer, checkpoint_dir=None, resume=None, progress=None,
     end = s.steps if stop_after is None else min(s.steps, start + stop_after)
     with _deferred_interrupt() as asked:
         while trainer.step_index < end:
-            last = _train_step(trainer, s, start, end, last, logs, evals, checkpoints,
-                               checkpoint_dir, progress)
+            try:
+                log = trainer.step()
+            except TrainingStopped as e:
+                keep = (f"; last good checkpoint: {last}" if last
+                        else "; no checkpoint was written")
+                raise TrainingStopped(f"{e}{keep}") from None
+            logs.append(log)
+            if progress:
+                progress("step", log)
+            if trainer.timers is not None and log.step == start + 1 and end - start > 1:
+                trainer.timers.reset()          # the first step compiles kernels: not measured
+            done = trainer.step_index == end
+            if (s.eval_every and log.step % s.eval_every == 0) or done:
+                val = trainer.evaluate()
+                if val is not None:
+                    evals.append({"step": log.step, "loss": val})
+                    if progress:
+                        progress("eval", evals[-1])
+            due = s.checkpoint_every and log.step % s.checkpoint_every == 0
+            if checkpoint_dir and (due or done):
+                t0 = time.perf_counter()
+                path = trainer.save(checkpoint_dir)
+                if path:
+                    last = path
+                    checkpoints.append({"step": log.step, "path": path,
+                                        "seconds": time.perf_counter() - t0})
+                    if progress:
+                        progress("checkpoint", checkpoints[-1])
             # Ctrl-C: every rank stops after the same step, its checkpoint written
             if trainer.comm.allreduce_scalar(1.0 if asked() else 0.0) > 0:
                 saved = last if checkpoints and checkpoints[-1]["step"] == trainer.step_index \
@@ -320,34 +346,3 @@ def _deferred_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
-def _train_step(trainer, s, start, end, last, logs, evals, checkpoints, checkpoint_dir,
-                progress):
-    """One step of ``train``, its evaluation and checkpoint when due; returns the last
-    checkpoint's path."""
-    try:
-        log = trainer.step()
-    except TrainingStopped as e:
-        keep = f"; last good checkpoint: {last}" if last else "; no checkpoint was written"
-        raise TrainingStopped(f"{e}{keep}") from None
-    logs.append(log)
-    if progress:
-        progress("step", log)
-    if trainer.timers is not None and log.step == start + 1 and end - start > 1:
-        trainer.timers.reset()          # the first step compiles kernels: not measured
-    done = trainer.step_index == end
-    if (s.eval_every and log.step % s.eval_every == 0) or done:
-        val = trainer.evaluate()
-        if val is not None:
-            evals.append({"step": log.step, "loss": val})
-            if progress:
-                progress("eval", evals[-1])
-    if checkpoint_dir and ((s.checkpoint_every and log.step % s.checkpoint_every == 0) or done):
-        t0 = time.perf_counter()
-        path = trainer.save(checkpoint_dir)
-        if path:
-            last = path
-            checkpoints.append({"step": log.step, "path": path,
-                                "seconds": time.perf_counter() - t0})
-            if progress:
-                progress("checkpoint", checkpoints[-1])
-    return last
