@@ -54,7 +54,7 @@ from .estimator import StageCost, _stage_costs, network_for, stage_comm
 from .layout import Layout, validate_layout
 from .memory import activation_bytes_per_layer, micro_batch_activation_bytes, stage_memory
 from .model import ModelSpec
-from .schedules import STEP_KINDS, Step, consumer, producer, schedule
+from .schedules import STEP_KINDS, Step, consumed_by, producer, schedule
 from .system import SystemSpec
 
 CATEGORIES = ("compute", "recompute", "tp_comm", "pp_comm", "dp_comm", "optimizer")
@@ -475,13 +475,14 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
     if rebuilds:
         it.hold(i, -state.full_layer)
     it.hold(i, state.activations if forward else -state.activations)
-    to = consumer(step, i, p, v)
+    fed = consumed_by(step, i, p, v)
+    to = None if fed is None else fed[0]
     if to is not None and to != i:
         t0 = it.env.now
         yield it.wait(work.p2p, i)
         it.account(i, "pp_comm", t0)
         it.span(i, " p2p", step, "send", t0, prefix="send ", step=str(step), to_stage=to,
-                to_step=str(_consumer_step(step, i, p, v)))
+                to_step=str(fed[1]))
     it.delivered(i, step).succeed()
 
 
@@ -492,12 +493,6 @@ def _tp_label(model: ModelSpec, layout: Layout) -> str:
     nbytes = layout.micro_batch * model.seq * model.hidden * ACT_BYTES[layout.precision]
     op = "reduce-scatter + all-gather" if layout.sequence_parallel else "all-reduce"
     return f"TP {op}, 2 x {nbytes / 1e6:.3g} MB a layer"
-
-
-def _consumer_step(step: Step, stage: int, p: int, v: int) -> Step:
-    """The step that consumes ``step``'s output (its consumer stage's, see consumer)."""
-    virtual = step.chunk * p + stage + (1 if STEP_KINDS[step.kind].forward else -1)
-    return Step(step.kind, step.micro_batch, virtual // p)
 
 
 def _step_reduction(comm, layout: Layout, forward: bool, last: bool) -> tuple[float, float]:

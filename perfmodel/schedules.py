@@ -188,9 +188,12 @@ def producer(step: Step, stage: int, p: int, v: int) -> tuple[int, Step] | None:
     return nxt % p, Step("B", step.micro_batch, nxt // p)
 
 
-def consumer(step: Step, stage: int, p: int, v: int) -> int | None:
-    """The stage that needs this step's output, or None."""
+def consumed_by(step: Step, stage: int, p: int, v: int) -> tuple[int, Step] | None:
+    """The (stage, step) that needs this step's output, or None: a forward feeds the
+    next virtual stage's forward of the same micro-batch, a backward the previous one's
+    backward (the mirror of ``producer``)."""
     virtual = step.chunk * p + stage
-    if STEP_KINDS[step.kind].forward:
-        return None if virtual == p * v - 1 else (virtual + 1) % p
-    return None if virtual == 0 else (virtual - 1) % p
+    nxt = virtual + 1 if STEP_KINDS[step.kind].forward else virtual - 1
+    if not 0 <= nxt < p * v:
+        return None
+    return nxt % p, Step(step.kind, step.micro_batch, nxt // p)
