@@ -537,10 +537,12 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
     else:
         hi = system.network.nodes if max_nodes is None else max_nodes
         accept = lambda n: min_nodes <= n <= hi and allocatable(system, n)   # noqa: E731
-    found = sorted(
-        (lower_bound_s(model, system, tp, pp, dp, global_batch, precision,
-                       _max_virtual(model, pp, pins)), n, tp, pp, dp)
-        for n, tp, pp, dp in job_shapes(model, system, global_batch, pins, accept))
+    found = []                 # (bound, nodes, tp, pp, dp, most virtual stages), by bound
+    for n, tp, pp, dp in job_shapes(model, system, global_batch, pins, accept):
+        max_v = _max_virtual(model, pp, pins)
+        found.append((lower_bound_s(model, system, tp, pp, dp, global_batch, precision, max_v),
+                      n, tp, pp, dp, max_v))
+    found.sort()
     methods = allowed_partitions(system, pins)
     screening = screening_network(system)
     final = network_for(system) is screening
@@ -562,8 +564,7 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
             return bound_at(system) >= limit
         return ranker.least_value(system, bound_at, evidence, limit) >= limit
 
-    for _, n, tp, pp, dp in found:
-        max_v = _max_virtual(model, pp, pins)
+    for _, n, tp, pp, dp, max_v in found:
         evidence = () if ranker is None else ranker.shape_evidence(model, system, tp, pp, dp,
                                                                    precision)
         if beaten(lambda s: lower_bound_s(model, s, tp, pp, dp, global_batch, precision, max_v),
