@@ -376,14 +376,17 @@ class Ranker:
         self._spreads: dict = {}         # layout -> Spread
         self._ends = None                # the system at each end of each range
         self._pool = None
-        self._least: dict = {}           # a shape's regimes, less what varies -> evidence
+        self._shapes: dict = {}          # a shape's regimes, less what varies -> evidence
+
+    def _runs(self, system) -> EvidencePool:
+        if self._pool is None:
+            self._pool = evidence_pool(system)
+        return self._pool
 
     def _regime_evidence(self, est) -> RegimeEvidence:
-        if self._pool is None:
-            self._pool = evidence_pool(est.system)
         regime = regime_of(est.model, est.system, est.layout)
         if regime not in self._evidence:
-            self._evidence[regime] = regime_evidence(regime, self._pool)
+            self._evidence[regime] = regime_evidence(regime, self._runs(est.system))
         return self._evidence[regime]
 
     def _spread(self, est, screening_s: float | None = None) -> Spread:
@@ -445,18 +448,15 @@ class Ranker:
     def shape_evidence(self, model, system, tp: int, pp: int, dp: int,
                        precision: str) -> tuple[RegimeEvidence, ...]:
         """The evidence of each regime a layout of this shape can be in (distinct)."""
-        if self._pool is None:
-            self._pool = evidence_pool(system)
-        job = JobShape(tp, pp, dp, system.ranks_per_node)
-        # what a shape's regimes share (the rest varies with the layout)
-        key = (pp > 1, dp, precision, dp > 1 and group_geometry(job, "dp").nodes > 1,
-               tp > 1 and group_geometry(job, "tp").nodes > 1)
-        if key not in self._least:
+        pool = self._runs(system)
+        # what a shape's regimes share (the rest varies with the layout), as the key
+        key = _shape_regime(model, system, tp, pp, dp, precision)("", str(pp > 1), "")
+        if key not in self._shapes:
             regimes = shape_regimes(model, system, tp, pp, dp, precision)
-            if (self._pool.distances(regimes[0], shape_only=True) <= NEAR).sum() < MIN_EVIDENCE:
+            if (pool.distances(regimes[0], shape_only=True) <= NEAR).sum() < MIN_EVIDENCE:
                 regimes = regimes[:1]        # none has evidence: all alike
-            self._least[key] = tuple({regime_evidence(r, self._pool) for r in regimes})
-        return self._least[key]
+            self._shapes[key] = tuple({regime_evidence(r, pool) for r in regimes})
+        return self._shapes[key]
 
     def least_value(self, system, bound_at, evidence, limit: float = math.inf) -> float:
         """A value below which no layout goes whose regime's evidence is one of
