@@ -204,6 +204,13 @@ def test_recompute_stages_without_pp_searches_pipelines_deep_enough():
      "recompute_stages"),
     (["--model", "fugaku-llm-13b", "--tp", "1", "--sequence-parallel"], "sequence_parallel"),
     (["--params", "13e9", "--system", "nope"], "system"),
+    # the inverse question (--days) refuses what it cannot answer
+    (["--days", "30", "--params", "13e9"], "params"),
+    (["--days", "30", "--tp", "6"], "tp"),
+    (["--days", "30", "--nodes", "384,768"], "nodes"),
+    (["--days", "30", "--max-mw", "0.0001"], "max-mw"),
+    (["--params", "13e9", "--budget-node-hours", "1e6"], "budget-node-hours"),
+    (["--days", "0"], "--days"),
 ], ids=lambda x: x if isinstance(x, str) else " ".join(x))
 def test_bad_input_is_one_line_naming_the_field(args, field):
     result = run(*args)

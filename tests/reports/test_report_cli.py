@@ -30,6 +30,13 @@ class Page(HTMLParser):
             self.images.append(a.get("src", ""))
 
 
+def report_at(out, *args):
+    """``report --out OUT ARGS`` run to success: (the result, report.json's content)."""
+    result = CliRunner().invoke(main, ["report", *map(str, args), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return result, json.loads((out / "report.json").read_text())
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
@@ -205,11 +212,8 @@ def test_a_fat_tree_report_describes_its_fabric_and_the_stacks_placement(tmp_pat
     the fabric is and where the groups sit, and the assumptions say how the stack
     places layers on pipeline stages."""
     out = tmp_path / "r"
-    result = CliRunner().invoke(main, ["report", "--system", "jeanzay-a100", "--layers", "22",
-                                       "--hidden", "1024", "--heads", "16", "--max-nodes", "8",
-                                       "--days", "2", "--top", "3", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    data = json.loads((out / "report.json").read_text())
+    _, data = report_at(out, "--system", "jeanzay-a100", "--layers", 22, "--hidden", 1024,
+                        "--heads", 16, "--max-nodes", 8, "--days", 2, "--top", 3)
     assert data["network"]["fabric"].startswith("a fat tree of 48 nodes, 4 x 12.5 GB/s")
     assert data["network"]["placement"][0].startswith("TP ")
     md = (out / "report.md").read_text()
@@ -231,11 +235,8 @@ def test_a_pinned_report_studies_that_layout(tmp_path):
     timeline and sensitivity are the pinned layout's, and its first screen says how it
     ranks against the best unpinned one."""
     out = tmp_path / "pinned"
-    result = CliRunner().invoke(main, ["report", "--model", "gpt3-350m", "--nodes", "48",
-                                       "--tp", "2", "--pp", "2", "--micro-batch-size", "1",
-                                       "--days", "2", "--top", "2", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    report = json.loads((out / "report.json").read_text())
+    _, report = report_at(out, "--model", "gpt3-350m", "--nodes", 48, "--tp", 2, "--pp", 2,
+                          "--micro-batch-size", 1, "--days", 2, "--top", 2)
     assert report["pins"] == {"tp": 2, "pp": 2, "micro_batch": 1}
     assert report["summary"]["layout_label"].startswith("TP2 PP2 DP")
     assert report["timeline"]["stages"] == 2
@@ -247,11 +248,8 @@ def test_a_pinned_report_studies_that_layout(tmp_path):
 
 
 def test_report_json_prints_what_report_json_holds(tmp_path):
-    out = tmp_path / "r"
-    result = CliRunner().invoke(main, ["report", "--model", "gpt3-350m", "--max-nodes", "96",
-                                       "--days", "2", "--top", "2", "--out", str(out),
-                                       "--json"])
-    assert result.exit_code == 0, result.output
+    result, written = report_at(tmp_path / "r", "--model", "gpt3-350m", "--max-nodes", 96,
+                                "--days", 2, "--top", 2, "--json")
     printed = json.loads(result.stdout)
-    assert printed["report"] == json.loads((out / "report.json").read_text())
+    assert printed["report"] == written
     assert set(printed["files"]) >= {"index.html", "report.md", "report.json"}
