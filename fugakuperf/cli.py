@@ -116,7 +116,7 @@ def plan(**kw):
 
 def _inverse_plan(kw: dict) -> None:
     """``plan --days D``: the largest model that trains within the limits."""
-    from perfmodel.capacity import largest_model, objective_time
+    from perfmodel.capacity import largest_model
     from perfmodel.plan import DEFAULT_MAX_NODES
     from reports.views import inverse_to_dict
     given = [k for k in ("params", "model_name", "from_megatron", "layers", "hidden", "heads",
@@ -155,7 +155,7 @@ def _inverse_plan(kw: dict) -> None:
     found = largest_model(system, budget, kw["days"], tokens=kw["tokens"],
                           global_batch=kw["global_batch"], objective=kw["objective"],
                           node_hours=kw["budget_node_hours"], progress=progress)
-    emit(inverse_to_dict(system, budget, limit, kw, found, objective_time, tried),
+    emit(inverse_to_dict(system, budget, limit, kw, found, tried),
          kw["as_json"], "render_inverse")
 
 

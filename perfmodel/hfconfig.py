@@ -49,6 +49,7 @@ def model_from_hf_config(data, where: str, name: str, seq: int | None = None) ->
         if data.get(field) not in ((None, 0, 1) if field == "num_experts_per_tok" else (None, 0)):
             raise SpecError(f"{where}: {field}", "mixture-of-experts models are not modelled")
     get = _reader(data, where)
+    left_out = ""                       # what the count leaves out, said in the source
     if family == "gpt2":
         hidden = get("n_embd", int)
         act = get("activation_function", str, "gelu_new")
@@ -91,7 +92,6 @@ def model_from_hf_config(data, where: str, name: str, seq: int | None = None) ->
                                                         f"{fields['seq']}-token sequence, is "
                                                         f"not modelled (--seq {window} or "
                                                         f"less is)")
-    left_out = left_out if family not in ("gpt2", "gpt_neox") else ""
     try:
         return ModelSpec(name=name, source=f"Hugging Face config {where} ({family})" + left_out,
                          **fields)
@@ -108,11 +108,11 @@ def _reader(data: dict, where: str):
             if default is missing:
                 raise SpecError(f"{where}: {key}", "is required for this model_type")
             return default
-        ok = isinstance(value, bool) if kind is bool else (
-            isinstance(value, (int, float)) and not isinstance(value, bool)
-            and (kind is float or float(value).is_integer()))
-        if kind is str:
-            ok = isinstance(value, str)
+        if kind in (bool, str):
+            ok = isinstance(value, kind)
+        else:                           # a number; a whole one for an int
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and (kind is float or float(value).is_integer())
         if not ok:
             raise SpecError(f"{where}: {key}", f"must be a {kind.__name__}; got "
                                                f"{str(value)[:40]!r}")

@@ -327,11 +327,11 @@ def simulation_to_dict(model, system: SystemSpec, est: Estimate, sim, noise, var
     return data
 
 
-def inverse_to_dict(system, budget: int, limit: str, kw: dict, found, objective_time,
-                    tried: list) -> dict:
+def inverse_to_dict(system, budget: int, limit: str, kw: dict, found, tried: list) -> dict:
     """``plan --days``: the largest model that trains within the limits, its plan, and
     what was assumed (``found``: capacity.largest_model's answer; ``tried``: every size
     it tried, on which network model, and whether it fitted)."""
+    from perfmodel.capacity import objective_time
     from perfmodel.plan import TOKENS_PER_PARAM
     from perfmodel.sizing import MAX_PARAMS, MIN_PARAMS
     objective = kw["objective"]
