@@ -3,7 +3,8 @@
 Two styles: the report pages' (3 significant digits with thousands separators, a unit
 that reads best; every helper takes None, a field the report left out, and answers
 NA), and the terminal tables' compact cells (``compact``: 21k, 1.14M), whose columns
-stay narrow.
+stay narrow; a time set beside another to compare (measured against predicted) keeps a
+fourth digit (``plain``).
 """
 
 from __future__ import annotations
@@ -143,6 +144,14 @@ def compact(x: float) -> str:
 def compact_seconds(x: float) -> str:
     """Seconds in a cell: whole seconds from 100 s, else 3 significant digits."""
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def plain(v: float) -> str:
+    """A measured or predicted figure in one style, never in exponent form above 1e-4:
+    2,533 and 11,730, 3.564, 0.01234 (four significant digits below 1,000)."""
+    if v == 0 or abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.4g}" if abs(v) >= 1e-4 else f"{v:.2e}"
 
 
 def compact_days(seconds: float) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from perfmodel.evidence import MIN_EVIDENCE
 
-from .numbers import compact as _si, compact_days as _days, compact_seconds as _seconds
+from .numbers import compact as _si, compact_days as _days, compact_seconds as _seconds, plain
 from .views import sureness_lines
 
 
@@ -513,14 +513,6 @@ def render_validation_against(d: dict) -> str:
     else:
         lines.append("  no row could be predicted")
     return "\n".join(lines)
-
-
-def plain(v: float) -> str:
-    """A measured or predicted figure in one style, never in exponent form above 1e-4:
-    2,533 and 11,730, 3.564, 0.01234 (four significant digits below 1,000)."""
-    if v == 0 or abs(v) >= 1000:
-        return f"{v:,.0f}"
-    return f"{v:.4g}" if abs(v) >= 1e-4 else f"{v:.2e}"
 
 
 def _band_cell(r: dict) -> str:
