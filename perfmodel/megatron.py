@@ -111,8 +111,8 @@ def read_megatron(source: str) -> tuple[dict, dict, int | None, list[str], str]:
         elif flag.startswith("--"):
             ignored.append(flag)
         i += 1
-    missing = [f for f, (kind, field, _) in FLAGS.items() if kind == "model" and
-               field in ("layers", "hidden", "heads") and field not in model]
+    missing = [flag for flag, field in (("--num-layers", "layers"), ("--hidden-size", "hidden"),
+                                        ("--num-attention-heads", "heads")) if field not in model]
     if missing:
         raise SpecError(where, f"gives no {missing[0]}: the model's shape needs --num-layers, "
                                f"--hidden-size and --num-attention-heads")
