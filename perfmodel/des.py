@@ -28,8 +28,16 @@ and, for a stage's own, its ``StageState``:
   weights. Without ``overlap_dp`` the reductions wait for the backward's end
   (ZeRO-0/1) or block after each backward (ZeRO-2/3).
 
+A stage's transfers share its wire (``Wire``): while the data-parallel stream
+runs beside the stage's TP collectives or a pipeline send, each advances at the
+speed the two leave each other on the fabric (topologies.sharing: their flows
+routed together, shared max-min), and the one left goes back to full speed when
+the other finishes; where the streams cross no common link (Tofu's placement puts
+TP and DP on different axes) nothing slows.
+
 Costs come from the same functions as the analytic estimate (``_stage_costs``,
-``stage_comm``), so the two differ only in how the schedule is resolved. Memory:
+``stage_comm``), so the two differ only in how the schedule is resolved and in the
+streams' sharing. Memory:
 each stage's model states and buffers, plus the activations of every forward
 until its backward (and one layer rebuilt in full during a full-recompute
 backward), tracked over simulated time. One time unit: float seconds. Nothing is
@@ -41,6 +49,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 import simpy
 
@@ -48,9 +57,10 @@ from fpcore.atomic import atomic_write
 from fpcore.errors import SpecError
 from fpcore.readers import dumps
 from topologies import JobShape, NetworkModel
+from topologies.sharing import Stream, speeds
 
 from .compute import ComputeModel
-from .estimator import StageCost, _stage_costs, network_for, stage_comm
+from .estimator import StageCost, _stage_costs, activation_message, network_for, stage_comm
 from .layout import Layout, validate_layout
 from .memory import activation_bytes_per_layer, micro_batch_activation_bytes, stage_memory
 from .model import ModelSpec
@@ -205,9 +215,13 @@ class SimResult:
     peak_memory_bytes: float
     events: int
     critical_stage: int
+    # "reduce beside pp" -> the least speed (alone seconds per second) a kind of
+    # transfer ran at beside another on any stage's wire, where below 1
+    shared_links: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"iteration_s": self.iteration_s, "tokens_per_s": self.tokens_per_s,
+                "shared_links": dict(self.shared_links),
                 "bubble_fraction": self.bubble_fraction, "breakdown": self.breakdown,
                 "peak_memory_bytes": self.peak_memory_bytes, "events": self.events,
                 "critical_stage": self.critical_stage,
@@ -265,6 +279,63 @@ STEP_WORK = {
 }
 
 
+class Wire:
+    """One stage's network: the transfers on it now (its own TP collective or pipeline
+    send, and its data-parallel stream's reduction or gather), each advancing at its
+    speed, seconds of its own (alone) time per second. The speeds are solved again
+    whenever a transfer starts or ends, so one left alone goes back to full speed.
+    ``speed(kind, other)`` is a kind's speed while another runs
+    (topologies.sharing); at most one transfer of each kind runs at a time (a stage's
+    own transfers block it; its stream runs one at a time)."""
+
+    def __init__(self, it: "Iteration", speed):
+        self.it, self.env, self.speed = it, it.env, speed
+        self.active: list[list] = []    # [kind, seconds left alone, speed, done, seconds]
+        self.last = 0.0                 # when ``active``'s seconds left were counted
+        self.generation = 0             # of the latest solve: an older wake-up is stale
+
+    def transfer(self, kind: str, seconds: float) -> simpy.Event:
+        """The event of a transfer of ``seconds`` (alone) of ``kind`` ending."""
+        self.it.events += 1
+        done = self.env.event()
+        if seconds <= 0:
+            return done.succeed()
+        self._advance()
+        self.active.append([kind, seconds, 1.0, done, seconds])
+        self._solve()
+        return done
+
+    def _advance(self) -> None:
+        elapsed = self.env.now - self.last
+        for t in self.active:
+            t[1] -= elapsed * t[2]
+        self.last = self.env.now
+
+    def _solve(self) -> None:
+        kinds = [t[0] for t in self.active]
+        for t in self.active:
+            t[2] = min((self.speed(t[0], k) for k in kinds if k != t[0]), default=1.0)
+        moving = [t[1] / t[2] for t in self.active if t[2] > 0]
+        self.generation += 1
+        if moving:
+            wake = self.env.timeout(max(0.0, min(moving)))
+            wake.callbacks.append(partial(self._wake, self.generation))
+
+    def _wake(self, generation: int, _event) -> None:
+        if generation != self.generation:
+            return
+        self._advance()
+        left = []
+        for t in self.active:
+            if t[1] <= 1e-9 * t[4]:
+                t[3].succeed()
+            else:
+                left.append(t)
+        self.active = left
+        if left:
+            self._solve()
+
+
 @dataclass
 class Iteration:
     """What the processes of one simulated iteration share: the environment, the
@@ -287,6 +358,14 @@ class Iteration:
     peaks: list = field(default_factory=list)      # ... and at most
     reports: list = field(default_factory=list)
     arrived: dict = field(default_factory=dict)    # both pipeline ends done (tied sync)
+    system: SystemSpec | None = None
+    network: NetworkModel | None = None    # the system's, found when first needed
+    shared: dict = field(default_factory=dict)     # SimResult.shared_links
+
+    def network_model(self) -> NetworkModel:
+        if self.network is None:
+            self.network = network_for(self.system)
+        return self.network
 
     def wait(self, d: float, stage: int = -1, jitter: bool = False) -> simpy.Timeout:
         """A timeout of ``d`` seconds (compute: with the noise's jitter and stragglers)."""
@@ -348,7 +427,7 @@ def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
                    steps=schedule(layout.schedule, p, m, v), trace=trace, noise=noise,
                    slow=_slow_stages(layout, system, noise, p), rng=_rng(noise),
                    busy=[{c: 0.0 for c in CATEGORIES} for _ in range(p)],
-                   memory=[0.0] * p, peaks=[0.0] * p)
+                   memory=[0.0] * p, peaks=[0.0] * p, system=system, network=network)
     it.arrived = {i: it.env.event() for i in (0, p - 1)}
     if trace is not None:
         trace.tp_label = _tp_label(model, layout)
@@ -370,7 +449,7 @@ def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
         bubble_fraction=sum(iteration - r.end_s + r.idle_s for r in reports) / (p * iteration),
         breakdown=breakdown, stages=reports,
         peak_memory_bytes=max(r.peak_memory_bytes for r in reports),
-        events=it.events, critical_stage=crit.stage)
+        events=it.events, critical_stage=crit.stage, shared_links=it.shared)
 
 
 @dataclass
@@ -385,6 +464,7 @@ class StageState:
     activations: float                 # bytes one chunk's forward leaves until its backward
     full_layer: float                  # bytes of one layer rebuilt by a full recompute
     last_backward: dict                # chunk -> index of its last backward step
+    wire: Wire | None = None           # None: nothing the stage sends shares a link
     pending: list = field(default_factory=list)
 
 
@@ -399,14 +479,44 @@ def stage_process(it: Iteration, i: int):
         full_layer=activation_bytes_per_layer(it.model, layout.tp, layout.micro_batch,
                                               layout.sequence_parallel, "none",
                                               layout.precision, layout.attention),
-        last_backward=_last_backwards(it.steps[i]))
-    it.env.process(dp_stream(it, i, state.stream))
+        last_backward=_last_backwards(it.steps[i]), wire=_wire(it, work, comm))
+    it.env.process(dp_stream(it, i, state.stream, state.wire))
     it.memory[i] = it.peaks[i] = _static_memory(it.model, layout, i)
     if it.trace is not None:
         it.trace.memory(i, it.env.now, it.memory[i])
     for k, step in enumerate(it.steps[i]):
         yield from step_process(it, i, state, k, step)
     yield from finish_process(it, i, state)
+
+
+def _wire(it: Iteration, work: StageWork, comm) -> Wire | None:
+    """A stage's wire, when a transfer of its data-parallel stream can slow one of its
+    own or be slowed by it (None: every pair that can run at once crosses no common
+    link). Its stream's reductions overlap only with ``overlap_dp``; its weight
+    gathers are prefetched beside the compute whatever it says."""
+    layout = it.layout
+    act = activation_message(it.model, layout)
+    own = [(kind, message) for kind, message, seconds in (
+        ("tp", Stream("reduce-scatter" if layout.sequence_parallel else "allreduce", "tp", act),
+         work.fwd_tp + work.bwd_tp),
+        ("pp", Stream("p2p", "pp", act / layout.tp), work.p2p)) if seconds > 0]
+    stream = [(kind, message) for kind, message in comm.messages
+              if kind == "gather" or layout.overlap_dp]
+    if not own or not stream:
+        return None
+    job = JobShape(layout.tp, layout.pp, layout.dp, it.system.ranks_per_node)
+    network = it.network_model()
+    table = {}
+    for kind, message in stream:
+        for other, theirs in own:
+            table[kind, other], table[other, kind] = speeds(network, job, message, theirs)
+    slowed = {f"{kind} beside {other}": speed for (kind, other), speed in table.items()
+              if speed < 1.0}
+    if not slowed:
+        return None
+    for name, speed in slowed.items():
+        it.shared[name] = min(speed, it.shared.get(name, 1.0))
+    return Wire(it, lambda kind, other: table.get((kind, other), 1.0))
 
 
 def _last_backwards(steps: list[Step]) -> dict[int, int]:
@@ -452,7 +562,10 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
             it.account(i, "dp_comm", t0)
         for part, length in parts:        # a layer: its compute, then its TP collectives
             t0 = env.now
-            yield it.wait(length, i, jitter=part == "compute")
+            if part == "tp_comm" and state.wire is not None:
+                yield state.wire.transfer("tp", length)
+            else:
+                yield it.wait(length, i, jitter=part == "compute")
             spent = env.now - t0
             busy["recompute"] += spent * rc_share
             busy[part] += spent * (1 - rc_share)
@@ -479,7 +592,7 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
     to = None if fed is None else fed[0]
     if to is not None and to != i:
         t0 = it.env.now
-        yield it.wait(work.p2p, i)
+        yield it.wait(work.p2p, i) if state.wire is None else state.wire.transfer("pp", work.p2p)
         it.account(i, "pp_comm", t0)
         it.span(i, " p2p", step, "send", t0, prefix="send ", step=str(step), to_stage=to,
                 to_step=str(fed[1]))
@@ -489,8 +602,7 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
 def _tp_label(model: ModelSpec, layout: Layout) -> str:
     """What one layer's tensor-parallel traffic is: two collectives of the layer's
     activations a pass (after attention and after the MLP; Megatron-LM)."""
-    from .precisions import ACT_BYTES
-    nbytes = layout.micro_batch * model.seq * model.hidden * ACT_BYTES[layout.precision]
+    nbytes = activation_message(model, layout)
     op = "reduce-scatter + all-gather" if layout.sequence_parallel else "all-reduce"
     return f"TP {op}, 2 x {nbytes / 1e6:.3g} MB a layer"
 
@@ -545,13 +657,14 @@ def finish_process(it: Iteration, i: int, state: StageState):
                                   it.peaks[i]))
 
 
-def dp_stream(it: Iteration, i: int, stream: simpy.Store):
+def dp_stream(it: Iteration, i: int, stream: simpy.Store, wire: Wire | None):
     """Stage ``i``'s data-parallel stream: the reductions and gathers queued on it, one
-    after the other, each signalling its event when done."""
+    after the other (on the stage's wire, if it has one), each signalling its event
+    when done."""
     while True:
         length, name, done = yield stream.get()
         t0 = it.env.now
-        yield it.wait(length)
+        yield it.wait(length) if wire is None else wire.transfer(name, length)
         it.span(i, " dp stream", name, "dp", t0)
         done.succeed()
 

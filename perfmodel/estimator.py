@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from fpcore.caches import cached
 
 from topologies import JobShape, NetworkModel
+from topologies.sharing import Stream
 
 from .compute import ComputeModel
 from .layout import Layout, validate_layout
@@ -209,6 +210,12 @@ def _layer_times(model: ModelSpec, compute: ComputeModel, tp: int, mb: int, sp: 
             compute.ops_time(ops.recompute("selective")), compute.ops_time(ops.recompute("full")))
 
 
+def activation_message(model: ModelSpec, layout: Layout) -> float:
+    """Bytes of one micro-batch's activations at a layer boundary (seq x hidden per
+    sequence): what each TP collective of a layer moves, and t times a pipeline send."""
+    return layout.micro_batch * model.seq * model.hidden * ACT_BYTES[layout.precision]
+
+
 def _tp_collective(network: NetworkModel, job: JobShape, nbytes: float, sp: bool) -> float:
     """One TP all-reduce of a layer (a reduce-scatter + all-gather with sequence parallelism)."""
     if job.tp == 1:
@@ -232,7 +239,7 @@ def layout_lower_bound(model: ModelSpec, system: SystemSpec, layout: Layout,
     job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
     f, b, _, _ = _layer_times(model, compute, layout.tp, layout.micro_batch,
                               layout.sequence_parallel, layout.precision, layout.attention)
-    act = layout.micro_batch * model.seq * model.hidden * ACT_BYTES[layout.precision]
+    act = activation_message(model, layout)
     per_layer = f + b + 4 * _tp_collective(network, job, act, layout.sequence_parallel)
     layers = layout.stage_layers(model)
     heaviest = max(layers)
@@ -245,8 +252,7 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
     t, mb, sp, prec = layout.tp, layout.micro_batch, layout.sequence_parallel, layout.precision
     f_layer, b_layer, rc_sel, rc_full = _layer_times(model, compute, t, mb, sp, prec,
                                                      layout.attention)
-    e = ACT_BYTES[prec]
-    act = mb * model.seq * model.hidden * e
+    act = activation_message(model, layout)
     # TP: 2 all-reduces forward and 2 backward per layer; with sequence parallelism each
     # becomes a reduce-scatter + all-gather of the same volume (Korthikanti et al. 2022).
     tp_one = _tp_collective(network, job, act, sp)
@@ -306,6 +312,10 @@ class StageComm:
     reduce_cpu_per_micro_batch: float
     tied_sync: float       # first/last stage: sum the two copies of a tied embedding
     optimizer: float       # Adam step on the local shard, plus the grad-norm all-reduce
+    # the collective each kind of the stream's work runs, (kind, Stream) with kind
+    # "reduce" (one gradient bucket) or "gather" (one unit of weights): what it shares
+    # the fabric as while the stage computes (topologies.sharing, perfmodel.des)
+    messages: tuple = ()
 
 
 def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: NetworkModel,
@@ -354,6 +364,7 @@ def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: Ne
     else:
         opt = compute.optimizer_time(local * OPTIMIZER_BYTES[layout.precision])
     reduce = gather = per_mb = ag_f = ag_b = cpu = cpu_mb = 0.0
+    messages = []
     if dp > 1:
         opt += _collective(network, "allreduce", "dp", job, 8.0)   # global grad norm
         grads = cut(how.reduce, grad_bytes, buckets)
@@ -361,6 +372,7 @@ def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: Ne
         if replicas is not None:
             grads += cut("allreduce", grad_bytes / s, buckets, replicas)
             work += arithmetic(dp // s, grad_bytes / s)
+        messages.append(("reduce", Stream(how.reduce, "dp", grad_bytes / buckets)))
         if how.per_micro_batch:
             per_mb, cpu_mb = grads, work
         else:
@@ -369,6 +381,7 @@ def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: Ne
             gather = cut("allgather", weight_bytes, buckets)
         if how.gathers:
             ag = cut("allgather", weight_bytes, gathers)
+            messages.append(("gather", Stream("allgather", "dp", weight_bytes / gathers)))
             ag_f = ag if "forward" in how.gathers else 0.0
             ag_b = ag if "backward" in how.gathers else 0.0
     tied = 0.0
@@ -378,7 +391,7 @@ def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: Ne
                      ag_forward=ag_f, ag_backward=ag_b, buckets=buckets, gathers=gathers,
                      prefetch=layout.prefetch,
                      reduce_cpu=cpu, reduce_cpu_per_micro_batch=cpu_mb, tied_sync=tied,
-                     optimizer=opt)
+                     optimizer=opt, messages=tuple(messages))
 
 
 def host_optimizer_time(system: SystemSpec, state_bytes: float, copied_bytes: float) -> float:

@@ -344,6 +344,10 @@ def render_simulation(d: dict) -> str:
     lines.append(f"{d['events']:,} events per iteration; {1 + runs if noisy else 1} "
                  f"simulation{'s' if noisy else ''} in {d['wall_s'] * 1e3:.0f} ms "
                  f"(network model: {d['network_model']})")
+    if d.get("shared_links"):
+        lines.append("links shared while streams overlap (speed against alone, topologies/"
+                     "sharing.py): " + ", ".join(f"{name} {speed:.2f}x" for name, speed
+                                                  in sorted(d["shared_links"].items())))
     if d.get("note"):
         lines.append(d["note"])
     if "trace" in d:

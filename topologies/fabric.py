@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .flows import _ranges
 from .mapping import Placement
 from .routing import route
 from .torus import Torus
@@ -67,6 +68,34 @@ class TofuFabric:
             hops = 0
         rate = float("inf") if worst == 0 else 1.0 / float(worst)
         return PhaseCost(rate=rate, max_hops=hops, intra=bool(local.all()))
+
+    def routes(self, src_ranks, dst_ranks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSR ``(flow_ptr, flow_links)`` of every flow and the capacity of every link
+        id, on the links ``phase`` counts: a flow inside a node crosses its sender's
+        outgoing and its receiver's incoming port; a flow between nodes its sending
+        node's injection, then its dimension-order route. Every flow is routed (no
+        symmetry): for flows of several patterns shared together (topologies.sharing)."""
+        src_ranks = np.asarray(src_ranks, dtype=np.int64)
+        dst_ranks = np.asarray(dst_ranks, dtype=np.int64)
+        nodes = self.placement.node_of_rank
+        t = self.torus
+        s, d = nodes[src_ranks], nodes[dst_ranks]
+        local = s == d
+        inject, port = t.n_link_slots, t.n_link_slots + t.nodes     # first ids of each kind
+        r_ptr, r_links = route(t, s[~local], d[~local])
+        lens = np.full(len(s), 2, dtype=np.int64)
+        lens[~local] = 1 + np.diff(r_ptr)
+        ptr = np.concatenate(([0], np.cumsum(lens)))
+        links = np.empty(ptr[-1], dtype=np.int64)
+        first = ptr[:-1]
+        links[first[local]] = port + src_ranks[local]
+        links[first[local] + 1] = port + len(nodes) + dst_ranks[local]
+        links[first[~local]] = inject + s[~local]
+        links[_ranges(first[~local] + 1, np.diff(r_ptr))] = r_links
+        capacity = np.concatenate((np.where(t.link_exists, self.link_bandwidth, 0.0),
+                                   np.full(t.nodes, self.injection_bandwidth),
+                                   np.full(2 * len(nodes), self.intra_node_bandwidth)))
+        return ptr, links, capacity
 
     def best_rate(self, intra: bool) -> float:
         """The fastest any one flow can go: an intra-node port, or one link."""

@@ -66,6 +66,12 @@ class SwitchedFabric:
         return PhaseCost(float("inf") if worst == 0 else 1.0 / worst,
                          int(self.tree.hops(src, dst).max()), intra)
 
+    def routes(self, src, dst) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSR ``(flow_ptr, flow_links)`` of every flow and each link id's capacity."""
+        ptr, links = self.tree.routes(np.asarray(src, dtype=np.int64),
+                                      np.asarray(dst, dtype=np.int64))
+        return ptr, links, self.tree.capacity
+
     def best_rate(self, intra: bool) -> float:
         t = self.tree
         return t.switch_bandwidth if intra else min(t.nic_bandwidth, t.switch_bandwidth)

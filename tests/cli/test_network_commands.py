@@ -119,6 +119,20 @@ def test_simulate_json_has_the_documented_keys(tmp_path):
     assert any(n.startswith("DP ") for n in names)
 
 
+def test_simulate_says_which_streams_shared_links():
+    """Fugaku-LLM's streams share no link; Jean Zay's pipeline sends and gradient
+    reductions share each GPU's NIC, and the text says at what speed."""
+    assert ok_json("simulate", *FUGAKU_LLM)["shared_links"] == {}
+    args = ["simulate", "--system", "jeanzay-a100", "--model", "megatron-39.1b", "--tp", "8",
+            "--pp", "4", "--dp", "8", "--global-batch", "512"]
+    shared = ok_json(*args)["shared_links"]
+    assert set(shared) == {"pp beside reduce", "reduce beside pp"}
+    assert all(0 < speed < 1 for speed in shared.values())
+    text = run(*args).output
+    assert "links shared while streams overlap" in text
+    assert f"pp beside reduce {shared['pp beside reduce']:.2f}x" in text
+
+
 def test_simulate_is_deterministic_unless_asked_for_noise():
     a, b = (ok_json("simulate", *FUGAKU_LLM) for _ in range(2))
     a.pop("wall_s"), b.pop("wall_s")
