@@ -108,3 +108,34 @@ def test_routes_of_a_fat_tree_are_its_own():
     ptr, links, capacity = fabric.routes(src, dst)
     assert max_min_rates(ptr, links, capacity).min() == pytest.approx(
         fabric.phase(src, dst).rate, rel=1e-12)
+
+
+def test_stream_speeds_finish_where_flow_completions_do():
+    """The check on the stream-level model: the two dominant phases' flows, each kind's
+    bytes at once, through flow_completions (every flow re-solved as others finish).
+    Each kind ends (its last flow) when the speeds say a pure transfer would: both at
+    their share until the shorter is done, then the other alone."""
+    from topologies.flows import flow_completions
+    from topologies.sharing import _dominant
+    net = SwitchedNetwork(FatTree(nodes=1, nic_bandwidth=25e9), put_latency_s=5e-6,
+                          mpi_latency_s=5e-6, intra_node_latency_s=2e-6)
+    job = JobShape(8, 2, 4, ranks_per_node=8)
+    reduce, send = Stream("allreduce", "dp", 100e6), Stream("p2p", "pp", 20e6)
+    (pa, beta_a), (pb, beta_b) = _dominant(net, job, reduce), _dominant(net, job, send)
+    fabric = net.fabric(job)
+    ptr, links, capacity = fabric.routes(np.concatenate((pa.src, pb.src)),
+                                         np.concatenate((pa.dst, pb.dst)))
+    xa, xb = 60e6, 10e6                                      # bytes per flow of each kind
+    n = len(pa.src)
+    finish, _ = flow_completions(ptr, links, capacity,
+                                 np.r_[np.full(n, xa), np.full(len(pb.src), xb)])
+    rate_a = fabric.phase(pa.src, pa.dst).rate
+    rate_b = fabric.phase(pb.src, pb.dst).rate
+    share_a, share_b = [1 / ((1 / s - (1 - b)) / b)
+                        for s, b in zip(speeds(net, job, reduce, send), (beta_a, beta_b))]
+    ta, tb = xa / rate_a, xb / rate_b                        # alone
+    first = min(ta / share_a, tb / share_b)
+    end_a = first + (ta - first * share_a) if ta / share_a > first else first
+    end_b = first + (tb - first * share_b) if tb / share_b > first else first
+    assert finish[:n].max() == pytest.approx(end_a, rel=1e-9)
+    assert finish[n:].max() == pytest.approx(end_b, rel=1e-9)
