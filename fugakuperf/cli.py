@@ -13,7 +13,7 @@ from fpcore.errors import SpecError
 
 from .options import (BYTES, INT_LIST, NUMBER, Real, Registered, layout_options, model_options,
                       pins_from, resolve_inputs, system_from, system_options)
-from .toplevel import Commands, emit
+from .toplevel import Commands, emit, emit_each
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"],
@@ -162,8 +162,9 @@ def _inverse_plan(kw: dict) -> None:
 @main.command()
 @model_options
 @system_options
-@click.option("--nodes", type=click.IntRange(min=1),
-              help="Nodes in the job (or give --tp, --pp and --dp).")
+@click.option("--nodes", type=INT_LIST,
+              help="Nodes in the job (or give --tp, --pp and --dp); a list (1536,6912,13824) "
+                   "simulates the layout for each, in a table.")
 @click.option("--global-batch", "--global-batch-size", type=click.IntRange(min=1),
               help="Global batch in sequences (default: Fugaku-LLM's 4.13 M tokens).")
 @layout_options
@@ -200,6 +201,7 @@ def simulate(**kw):
       fugakuperf simulate --model fugaku-llm-13b --nodes 13824 --tp 6 --pp 8 \\
           --global-batch 2016 --recompute full --recompute-stages 4 --trace it.json
       fugakuperf simulate --params 13e9 --nodes 6720 --stragglers 1e-4 --runs 50
+      fugakuperf simulate --params 13e9 --nodes 1536,6912,13824 --json
     """
     from fpcore.atomic import target
     from perfmodel.des import Noise, Trace, simulate_with_noise
@@ -207,21 +209,29 @@ def simulate(**kw):
     from reports.views import simulation_to_dict
     model, system = resolve_inputs(kw)
     pins = pins_from(kw)
+    counts = kw["nodes"] or [None]
     if kw["trace_path"]:
+        if len(counts) > 1:
+            raise SpecError("trace", "one trace file is one iteration: give one node count "
+                                     "with --trace")
         target(kw["trace_path"], "trace")      # a path that cannot be written: before any work
-    est = layout_for(model, system, nodes=kw["nodes"], global_batch=kw["global_batch"],
-                     pins=pins)
-    trace = Trace() if kw["trace_path"] else None
+    # every count's layout first: one that cannot run is said before any simulation
+    estimates = [layout_for(model, system, nodes=n, global_batch=kw["global_batch"], pins=pins)
+                 for n in counts]
     noise = Noise(kw["jitter"], kw["stragglers"], kw["straggler_slowdown"], kw["seed"])
-    t0 = time.perf_counter()
-    sim, variability = simulate_with_noise(model, system, est.layout, noise, kw["runs"],
-                                           trace=trace)
-    wall = time.perf_counter() - t0
-    if trace is not None:
-        trace.write(kw["trace_path"], field="trace")
-    data = simulation_to_dict(model, system, est, sim, noise, variability, kw["runs"], wall,
-                              kw["trace_path"])
-    emit(data, kw["as_json"], "render_simulation")
+
+    def simulated(est) -> dict:
+        trace = Trace() if kw["trace_path"] else None
+        t0 = time.perf_counter()
+        sim, variability = simulate_with_noise(model, system, est.layout, noise, kw["runs"],
+                                               trace=trace)
+        wall = time.perf_counter() - t0
+        if trace is not None:
+            trace.write(kw["trace_path"], field="trace")
+        return simulation_to_dict(model, system, est, sim, noise, variability, kw["runs"], wall,
+                                  kw["trace_path"])
+    emit_each([e.nodes for e in estimates], [lambda e=e: simulated(e) for e in estimates],
+              kw["as_json"], "render_simulation", "simulations")
 
 
 @main.command()
@@ -311,7 +321,8 @@ def report(**kw):
 
 @main.command()
 @click.argument("op", type=Registered("topologies.interface:COLLECTIVES"))
-@click.option("--nodes", type=click.IntRange(min=1), required=True, help="Nodes in the job.")
+@click.option("--nodes", type=INT_LIST, required=True,
+              help="Nodes in the job; a list (384,3072,27648) prices each, in a table.")
 @click.option("--bytes", "nbytes", type=BYTES, required=True,
               help="Buffer per rank: 8, 8B, 4KB (4,000), 4MiB (4,194,304), 1e9 (allgather: the output; reduce-scatter: "
                    "the input; alltoall: the send buffer; barrier: ignored).")
@@ -330,6 +341,7 @@ def collective(op, nodes, nbytes, as_json, **kw):
       fugakuperf collective p2p --nodes 2 --bytes 4MiB
       fugakuperf collective allreduce --nodes 384 --ppn 4 --bytes 4MiB
       fugakuperf collective barrier --nodes 384 --ppn 4 --bytes 0 --json
+      fugakuperf collective allreduce --nodes 384,3072,27648 --ppn 4 --bytes 8
     """
     from fpcore.errors import SpecError, check_float
     from perfmodel.inputs import flow_network, job_for
@@ -338,16 +350,20 @@ def collective(op, nodes, nbytes, as_json, **kw):
     memory = system.node.memory_bytes           # a buffer no rank could hold is refused
     check_float("bytes", nbytes, lo=0.0, lo_open=False, hi=memory / system.ranks_per_node,
                 unit=f"bytes (a rank's share of the node's {memory / 2**30:g} GiB)")
-    job = job_for(system, nodes)
-    if job.ranks < 2:
-        raise SpecError("nodes", "a collective needs at least 2 ranks")
-    if system.collective_fits:                 # measured: the fitted alpha-beta costs
-        from perfmodel.estimator import network_for
-        report = fitted_collective_report(network_for(system), op, job, nbytes,
-                                          system.calibration)
-    else:
-        report = collective_report(flow_network(system), op, job, nbytes)
-    emit(report, as_json, "render_collective")
+    jobs = [job_for(system, n) for n in nodes]          # every count checked before any work
+    for n, job in zip(nodes, jobs):
+        if job.ranks < 2:
+            raise SpecError("nodes", f"a collective needs at least 2 ranks; {n:,} node(s) "
+                                     f"x {system.ranks_per_node} per node give {job.ranks}")
+
+    def report(job):
+        if system.collective_fits:                 # measured: the fitted alpha-beta costs
+            from perfmodel.estimator import network_for
+            return fitted_collective_report(network_for(system), op, job, nbytes,
+                                            system.calibration)
+        return collective_report(flow_network(system), op, job, nbytes)
+    emit_each(nodes, [lambda job=job: report(job) for job in jobs], as_json,
+              "render_collective", "collectives")
 
 
 @main.command()
@@ -401,8 +417,9 @@ def flows(flows_path, shape, wrap, link_gbs, injection_gbs, convention, as_json)
 
 
 @main.command()
-@click.option("--nodes", type=click.IntRange(min=1),
-              help="Nodes in the job (or give --dp: tp x pp x dp ranks).")
+@click.option("--nodes", type=INT_LIST,
+              help="Nodes in the job (or give --dp: tp x pp x dp ranks); a list describes "
+                   "each.")
 @click.option("--tp", "--tensor-model-parallel-size", type=click.IntRange(min=1), default=1,
               show_default=True)
 @click.option("--pp", "--pipeline-model-parallel-size", type=click.IntRange(min=1), default=1,
@@ -428,20 +445,23 @@ def topo(nodes, tp, pp, dp, as_json, **kw):
     ppn = system.ranks_per_node
     if dp is not None:
         ranks = tp * pp * dp
-        if nodes is not None and nodes * ppn != ranks:
-            raise SpecError("dp", f"tp x pp x dp = {ranks:,} ranks, but --nodes gives "
-                                  f"{nodes * ppn:,} ({nodes:,} x {ppn} per node)")
+        for n in nodes or []:
+            if n * ppn != ranks:
+                raise SpecError("dp", f"tp x pp x dp = {ranks:,} ranks, but --nodes gives "
+                                      f"{n * ppn:,} ({n:,} x {ppn} per node)")
         if ranks % ppn:
             raise SpecError("dp", f"tp x pp x dp = {ranks:,} ranks must fill whole nodes of "
                                   f"{ppn} ranks")
-        nodes = ranks // ppn
+        nodes = [ranks // ppn]
     if nodes is None:
         raise SpecError("nodes", "give --nodes, or --dp with --tp and --pp, to size the job")
     if system.network.kind != "torus":
         raise SpecError("system", f"topo describes torus jobs; {system.name} is a "
                                   f"{system.network.kind} (see `fugakuperf collective`)")
-    emit(topology_report(flow_network(system), job_for(system, nodes, tp, pp)), as_json,
-          "render_topology")
+    jobs = [job_for(system, n, tp, pp) for n in nodes]   # every count checked before any work
+    network = flow_network(system)
+    emit_each(nodes, [lambda job=job: topology_report(network, job) for job in jobs], as_json,
+              "render_topology", "jobs")
 
 
 @main.command()

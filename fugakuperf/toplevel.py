@@ -53,6 +53,21 @@ def emit(data: dict, as_json: bool, renderer: str) -> None:
         click.echo(getattr(text, renderer)(data))
 
 
+def emit_each(nodes: list[int], answers: list, as_json: bool, renderer: str, key: str) -> None:
+    """One answer per node count (``answers``: a function each, called in turn). One
+    count prints as the command always has; several, with a line on stderr as each
+    starts, print as JSON ``{"nodes": [...], key: [...]}`` and as text by
+    ``reports.text.<renderer>_each``."""
+    if len(answers) == 1:
+        emit(answers[0](), as_json, renderer)
+        return
+    results = []
+    for k, (n, answer) in enumerate(zip(nodes, answers), 1):
+        click.echo(f"[{k} of {len(nodes)}] {n:,} nodes", err=True)
+        results.append(answer())
+    emit({"nodes": list(nodes), key: results}, as_json, f"{renderer}_each")
+
+
 def _command_line(args) -> str:
     words = ["fugakuperf"] + list(sys.argv[1:] if args is None else args)
     text = shlex.join(words)

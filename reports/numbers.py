@@ -100,6 +100,17 @@ def duration(seconds: float | None) -> str:
     return f"{num(seconds / DAY)} days"
 
 
+def rate(bytes_per_s: float | None) -> str:
+    """Bytes per second in the SI unit that reads best: 2.27e9 -> '2.27 GB/s', 1.62e6 ->
+    '1.62 MB/s'."""
+    if bytes_per_s is None:
+        return NA
+    for div, unit in ((1e12, "TB/s"), (1e9, "GB/s"), (1e6, "MB/s"), (1e3, "kB/s")):
+        if abs(bytes_per_s) >= div:
+            return f"{num(bytes_per_s / div)} {unit}"
+    return f"{num(bytes_per_s)} B/s"
+
+
 def big(x: float | None) -> str:
     """A large count with a word-sized suffix: 1.3168e10 -> '13.2 B', 3.8e11 -> '380 B'."""
     if x is None:
@@ -135,7 +146,7 @@ def value(v: object) -> str:
 
 def compact(x: float) -> str:
     """3 significant digits with an SI suffix: 21012 -> '21k', 1.14e6 -> '1.14M'."""
-    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+    for div, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= div:
             return f"{x / div:.3g}{suffix}"
     return f"{x:.3g}"

@@ -17,7 +17,8 @@ import math
 import textwrap
 from typing import Any, Callable
 
-DAY = 86400.0
+from .numbers import DAY, num
+
 FIGSIZE = (7.5, 4.0)
 DPI = 110
 TITLE_SIZE = 11
@@ -90,13 +91,6 @@ def _num(x: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
-
-
-def _si(x: float) -> str:
-    for div, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= div:
-            return f"{x / div:.3g}{suffix}"
-    return f"{x:.3g}"
 
 
 def _nodes_axis(ax, nodes: list[float]) -> None:
@@ -366,7 +360,7 @@ def timeline_png(report: Report) -> bytes:
         ax.yaxis.set_major_locator(MaxNLocator(nbins=12, integer=True))
     ax.set_xlim(0, max(t_end, iteration or 0.0) or 1.0)
     ax.grid(True, axis="x", alpha=0.3, zorder=0)
-    it_txt = f"{iteration:.3g} s" if iteration is not None else f"{t_end:.3g} s (spans)"
+    it_txt = f"{num(iteration)} s" if iteration is not None else f"{num(t_end)} s (spans)"
     _style(ax, f"Pipeline timeline of one iteration ({it_txt})", "time (s)",
            "pipeline stage" if stages <= 16 else "pipeline stage (0 on top)")
     handles = [Patch(facecolor=kinds[k][0], label=kinds[k][1]) for k in order]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from perfmodel.evidence import MIN_EVIDENCE
 
-from .numbers import compact as _si, compact_days as _days, compact_seconds as _seconds, plain
+from .numbers import big, compact as _si, compact_days as _days, compact_seconds as _seconds
+from .numbers import duration, plain, rate
 from .views import sureness_lines
 
 
@@ -140,7 +141,7 @@ def render_inverse(d: dict) -> str:
     else:
         m, a = d["model"], d["answer"]
         lines += [
-            f"  model   {a['params']:,} parameters ({a['params'] / 1e9:.3g} B): {m['layers']} "
+            f"  model   {a['params']:,} parameters ({big(a['params'])}): {m['layers']} "
             f"layers x {m['hidden']} hidden, {m['heads']} heads, ffn {m['ffn']}, vocab "
             f"{m['vocab']}, seq {m['seq']}",
             f"  layout  {a['layout_label']} on {a['nodes']:,} nodes",
@@ -225,14 +226,33 @@ def render_collective(d: dict) -> str:
     if "allocation" in d:
         lines += [f"  allocation: {d['allocation']}",
                   f"  placement:  {'; '.join(d['placement'])}"]
-    lines.append(f"  time {d['time_s'] * 1e6:,.2f} us with {d['algorithm']}"
-                 + (f" ({bw / 1e9:.3g} GB/s of buffer per second)" if bw else ""))
+    lines.append(f"  time {duration(d['time_s'])} with {d['algorithm']}"
+                 + (f" ({rate(bw)} of buffer)" if bw else ""))
     if d["algorithms_s"]:
         lines.append("  every algorithm (us): " + ", ".join(
             f"{k} {v * 1e6:,.2f}" for k, v in d["algorithms_s"].items()))
     lines.append(f"  network model: {d['network_model']}"
                  + (f" (calibration {d['calibration']})" if d.get("calibration") else ""))
     return "\n".join(lines)
+
+
+def render_collective_each(d: dict) -> str:
+    """``collective --nodes A,B,...``: one row per node count."""
+    first = d["collectives"][0]
+    rows = [[f"{c['nodes']:,}", f"{c['ranks']:,}", c.get("allocation", "-"),
+             duration(c["time_s"]), c["algorithm"],
+             rate(c["bandwidth_bytes_per_s"]) if c["bandwidth_bytes_per_s"] else "-"]
+            for c in d["collectives"]]
+    return "\n".join([f"{first['collective']} of {first['bytes']:,.0f} bytes per rank, "
+                      f"{first['ranks_per_node']} rank(s) per node, on each node count:",
+                      table(rows, ["nodes", "ranks", "allocation", "time", "algorithm",
+                                   "buffer rate"]),
+                      f"network model: {first['network_model']}"])
+
+
+def render_topology_each(d: dict) -> str:
+    """``topo --nodes A,B,...``: each job described in turn."""
+    return "\n\n".join(render_topology(job) for job in d["jobs"])
 
 
 def render_topology(d: dict) -> str:
@@ -375,6 +395,33 @@ def toml_value(v) -> str:
     return repr(v) if isinstance(v, float) else str(v)
 
 
+def render_simulation_each(d: dict) -> str:
+    """``simulate --nodes A,B,...``: one row per node count, the layout simulated there."""
+    sims = d["simulations"]
+    noisy = any("variability" in x for x in sims)
+    rows = []
+    for x in sims:
+        lay = x["layout"]
+        rows.append([f"{x['nodes']:,}", f"TP{lay['tp']} PP{lay['pp']}{_uneven(lay)} DP{lay['dp']} "
+                     f"mb{lay['micro_batch']} {lay['schedule']}"
+                     + (f"/{lay['virtual_stages']}" if lay["virtual_stages"] > 1 else ""),
+                     plain(x["iteration_s"]), plain(x["analytic"]["iteration_s"]),
+                     f"{x['tokens_per_s']:,.0f}", f"{x['bubble_fraction']:.1%}",
+                     f"{x['peak_memory_bytes'] / 1e9:.2f}",
+                     x.get("memory_verdict", "fits" if x["memory_fits"] else "does not fit")]
+                    + ([plain(x["variability"]["mean_s"]), plain(x["variability"]["p99_s"])]
+                       if noisy else []))
+    header = ["nodes", "layout", "iteration s", "analytic s", "tokens/s", "bubble", "peak GB",
+              "memory"] + (["mean s", "p99 s"] if noisy else [])
+    shared = {f"{x['nodes']:,} nodes: " + ", ".join(f"{k} {v:.2f}x"
+                                                   for k, v in sorted(x["shared_links"].items()))
+              for x in sims if x.get("shared_links")}
+    return "\n".join([f"{sims[0]['model']['name']}: one iteration simulated on each node count "
+                      f"(network model: {sims[0]['network_model']})", table(rows, header)]
+                     + ([f"links shared while streams overlap: {'; '.join(sorted(shared))}"]
+                        if shared else []))
+
+
 def render_model_preset(d: dict) -> str:
     """One model preset, a line per field, values as its TOML file writes them."""
     return "\n".join(f"{k:16} {v:,}" if isinstance(v, int) and not isinstance(v, bool)
@@ -436,7 +483,7 @@ def render_calibration(d: dict) -> str:
     c = d["compute"]
     p = c["parameters"]
     lines = [f"wrote {d['out']}: {c['records']} measurements fitted, status {c['status']} "
-             f"({c['message']}), residual norm {c['residual_norm']:.3g}; median error "
+             f"({c['message']}), residual norm {plain(c['residual_norm'])}; median error "
              f"{c['median_abs_error']:.1%}, max {c['max_abs_error']:.1%}",
              f"  GEMM {p['gemm_rate'] / 1e9:.1f} GFLOP/s large; half-rate sizes m "
              f"{p['gemm_m0']:.0f}, n {p['gemm_n0']:.0f}, k {p['gemm_k0']:.0f}; overhead "
@@ -540,22 +587,26 @@ def render_stack_fit(d: dict) -> str:
     for p, v in d["params"].items():
         bound = (" (on its bound: the runs do not determine it; leave it out or log runs that "
                  "do)" if p in d["at_bound"] else "")
-        lines.append(f"  {p} = {v:.4g}{bound}")
+        lines.append(f"  {p} = {plain(v)}{bound}")
     lines += ["preset lines:", d["toml"]]
     return "\n".join(lines)
 
 
 def render_flows(d: dict) -> str:
-    """``fugakuperf flows``: each flow's finish time and the makespan."""
+    """``fugakuperf flows``: each flow's finish time and the makespan, in the unit that
+    reads best for the makespan (--json gives seconds in full)."""
     shape = "x".join(map(str, d["shape"]))
     wrap = ",".join("1" if w else "0" for w in d["wrap"])
+    span = d["makespan_s"]
+    unit, scale = next(((u, f) for u, f, below in (("us", 1e-6, 1e-3), ("ms", 1e-3, 1.0))
+                        if span < below), ("s", 1.0))
     lines = [f"{d['flows']:,} flow(s) on a {shape} torus (wrap {wrap}), links "
              f"{d['link_bandwidth_bytes_per_s'] / 1e9:g} GB/s"
              + (f", injection {d['injection_bandwidth_bytes_per_s'] / 1e9:g} GB/s"
                 if d["injection_bandwidth_bytes_per_s"] else "")
-             + f": makespan {d['makespan_s']:.6g} s ({d['solves']} max-min solve(s))",
-             f"  {'flow':>6} {'hops':>5} {'finish s':>14}"]
-    lines += [f"  {i:6} {h:5} {t:14.9g}" for i, (h, t) in
+             + f": makespan {duration(span)} ({d['solves']:,} max-min solve(s))",
+             f"  {'flow':>6} {'hops':>5} {'finish ' + unit:>16}"]
+    lines += [f"  {i:6} {h:5} {t / scale:16,.6f}" for i, (h, t) in
               enumerate(zip(d["hops"], d["finish_s"]))][:1000]
     if d["flows"] > 1000:
         lines.append(f"  ... {d['flows'] - 1000:,} more (--json gives every one)")

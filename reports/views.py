@@ -17,7 +17,7 @@ from perfmodel.precisions import ACT_BYTES, GRAD_BYTES, OPTIMIZER_BYTES, PRECISI
 from perfmodel.sharding import FAMILIES
 from perfmodel.system import SystemSpec
 
-from .numbers import compact_days, compact_seconds
+from .numbers import big, compact_days, compact_seconds
 
 
 def estimate_to_dict(est: Estimate, tokens: float, price_per_node_hour: float | None = None,
@@ -348,7 +348,7 @@ def inverse_to_dict(system, budget: int, limit: str, kw: dict, found, tried: lis
             f"5, 10 and 20% above the answer (the rule's shapes make the time jagged in "
             f"the size: a head count with few divisors leaves few tensor-parallel splits); "
             f"'tried' lists every size and whether it fitted",
-            "tokens: " + (f"{kw['tokens']:.3g} as given" if kw["tokens"] is not None else
+            "tokens: " + (f"{big(kw['tokens'])} as given" if kw["tokens"] is not None else
                           f"{TOKENS_PER_PARAM} per parameter (Hoffmann et al. 2022)"),
             f"a model trains in time when its best layout, by {objective} "
             f"({OBJECTIVES[objective]}), does: screened with the contention-free network "

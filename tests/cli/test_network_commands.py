@@ -289,3 +289,54 @@ def test_topo_takes_dp_for_the_job_size():
     bad = CliRunner().invoke(main, ["topo", "--nodes", "13824", "--tp", "6", "--pp", "8",
                                     "--dp", "200"])
     assert bad.exit_code == 2 and bad.stderr.startswith("error: dp")
+
+
+# --- --nodes a list, as on plan ------------------------------------------------------------
+
+def test_collective_on_several_node_counts_is_a_table_and_each_count_its_own_answer():
+    args = ["collective", "allreduce", "--ppn", "4", "--bytes", "8"]
+    d = ok_json(*args, "--nodes", "384,27648")
+    assert d["nodes"] == [384, 27648]
+    alone = [ok_json(*args, "--nodes", n) for n in ("384", "27648")]
+    assert d["collectives"] == alone
+    assert alone[0]["time_s"] < alone[1]["time_s"]          # latency grows with the machine
+    text = run(*args, "--nodes", "384,27648").stdout
+    assert "27,648" in text and "4.93 us" in text and "8.07 us" in text
+
+
+def test_simulate_on_several_node_counts_simulates_each_layout():
+    args = ["simulate", "--params", "13e9"]
+    d = ok_json(*args, "--nodes", "1536,13440")
+    assert d["nodes"] == [1536, 13440]
+    assert [x["nodes"] for x in d["simulations"]] == [1536, 13440]
+    one = ok_json(*args, "--nodes", "1536")
+    first = dict(d["simulations"][0])
+    first.pop("wall_s"), one.pop("wall_s")
+    assert first == one
+    result = run(*args, "--nodes", "1536,13440")
+    assert result.exit_code == 0
+    assert "one iteration simulated on each node count" in result.stdout
+    assert "[2 of 2] 13,440 nodes" in result.stderr
+
+
+def test_several_node_counts_are_all_checked_before_any_work(tmp_path):
+    """A count no layout runs on is refused before the first count is simulated; a
+    trace is one iteration."""
+    result = run("simulate", "--params", "13e9", "--nodes", "1536,13824")
+    assert result.exit_code == 2 and "13,824" in result.stderr
+    assert "[1 of" not in result.stderr and result.stdout == ""
+    result = run("simulate", "--params", "13e9", "--nodes", "1536,13440",
+                 "--trace", str(tmp_path / "t.json"))
+    assert result.exit_code == 2 and "trace" in result.stderr
+    assert not (tmp_path / "t.json").exists()
+    result = run("collective", "allreduce", "--bytes", "8", "--nodes", "384,1")
+    assert result.exit_code == 2 and "at least 2 ranks" in result.stderr
+
+
+def test_topo_describes_each_node_count():
+    d = ok_json("topo", "--nodes", "384,768", "--tp", "4")
+    assert d["nodes"] == [384, 768] and [j["nodes"] for j in d["jobs"]] == [384, 768]
+    text = run("topo", "--nodes", "384,768", "--tp", "4").stdout
+    assert "job: 384 nodes" in text and "job: 768 nodes" in text
+    result = run("topo", "--nodes", "384,768", "--tp", "4", "--pp", "2", "--dp", "48")
+    assert result.exit_code == 2 and "768" in result.stderr

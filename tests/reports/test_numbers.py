@@ -17,6 +17,8 @@ from reports import numbers as n
     (n.duration, 3.16, "3.16 s"), (n.duration, 1279.7, "21.3 min"),
     (n.duration, 22_831.0, "6.34 h"), (n.duration, 983_407.0, "11.4 days"),
     (n.big, 13_167_577_728, "13.2 B"), (n.big, 3.8e11, "380 B"), (n.big, 1.2e12, "1.20 T"),
+    (n.rate, 2.27e9, "2.27 GB/s"), (n.rate, 1.62e6, "1.62 MB/s"), (n.rate, 991.2e3, "991 kB/s"),
+    (n.rate, 12.0, "12.0 B/s"), (n.rate, None, "n/a"),
     (n.value, True, "yes"), (n.value, None, "n/a"),
     (n.value, 6.8e9, "6,800,000,000"), (n.value, 1024.0, "1,024"), (n.value, 0.934, "0.934"),
     (n.value, 158976, "158,976"), (n.value, "x", "x"), (n.value, {"fp32": 64}, "fp32 64"),
@@ -28,7 +30,7 @@ def test_number_formats(fn, x, want):
 
 @pytest.mark.parametrize("fn, x, want", [
     (n.compact, 21_012, "21k"), (n.compact, 1.14e6, "1.14M"), (n.compact, 12.3, "12.3"),
-    (n.compact, 4.3e12, "4.3T"), (n.compact_seconds, 196.4, "196"),
+    (n.compact, 4.3e12, "4.3T"), (n.compact, 2.1e15, "2.1P"), (n.compact_seconds, 196.4, "196"),
     (n.compact_seconds, 98.2, "98.2"), (n.compact_days, 141.4 * 86400, "141.4"),
     (n.compact_days, 5061 * 86400, "5,061"),
 ])

@@ -167,7 +167,11 @@ def test_flows_prints_each_finish_and_the_makespan(tmp_path):
     assert d["finish_s"] == [2.0, 4.0, 0.0] and d["hops"] == [1, 1, 0]
     assert d["makespan_s"] == 4.0
     text = run(tmp_path, [[0, 1, 1e9]], "--shape", "4x2", "--link-gbs", "1").stdout
-    assert "makespan 1 s" in text and "last axis varies fastest" in text
+    assert "makespan 1.00 s" in text and "last axis varies fastest" in text
+    # microseconds in the makespan's unit, never an exponent
+    text = run(tmp_path, [[0, 1, 1e3], [0, 1, 3e3]], "--shape", "4x2", "--link-gbs", "1").stdout
+    assert "makespan 4.00 us" in text and "finish us" in text
+    assert "2.000000" in text and "e-0" not in text
 
 
 def test_injection_bandwidth_is_shared_by_a_nodes_flows(tmp_path):
