@@ -36,9 +36,11 @@ import dataclasses
 import re
 
 from fpcore.errors import SpecError
+from perfmodel.parts import StackSpec
 from perfmodel.system import NetworkSpec, NodeSpec, SystemSpec
 
 from .fit import fit_from_dict
+from .opmap import TRAINER_ATTENTION
 
 _MARKS = re.compile(r"\((?:r|tm|c)\)", re.IGNORECASE)
 _NOT_WORD = re.compile(r"[^0-9a-z]+")
@@ -107,9 +109,8 @@ def calibration_evidence(system: SystemSpec, data: dict, source: str) -> tuple:
     not use) predicted on the calibrated ``system``: evidence for the bands of its
     predictions near them (perfmodel.evidence)."""
     from perfmodel.evidence import EvidenceRun, regime_of
-    from perfmodel.layout import Layout
     from .measure import trainer_model
-    from .validate import predict_config
+    from .validate import predict_config, trainer_layout
     ranks = int(data["host"].get("ranks") or 1)
     out = []
     for i, m in enumerate(data["measurements"]):
@@ -118,8 +119,7 @@ def calibration_evidence(system: SystemSpec, data: dict, source: str) -> tuple:
         cfg = m["config"]
         try:
             model = trainer_model(cfg)
-            layout = Layout(tp=1, pp=1, dp=ranks, micro_batch=cfg["micro_batch"],
-                            global_batch=cfg["global_batch"] * ranks, overlap_dp=False)
+            layout = trainer_layout(cfg, system, ranks)
             predicted = predict_config(cfg, system, ranks)
         except (SpecError, KeyError, TypeError):
             continue                      # a step the model cannot describe is no evidence
@@ -168,8 +168,15 @@ def _host_system(data: dict, source: str) -> SystemSpec:
     what = "calibration " + source
     sources = {"node": what, "compute (fp32)": what,
                "network": what if p2p else f"{what} (not measured: calibrate under mpiexec)"}
+    sources["stacks.reference-trainer.attention"] = (
+        f"{what}: measured by the reference trainer, whose causal attention runs in query "
+        f"tiles of perfmodel.ops.FLASH_BLOCK and never stores the scores (trainer/kernels.py)")
+    stack = StackSpec(name="reference-trainer", description="the reference trainer that "
+                      "measured this calibration (trainer/): its own kernels",
+                      attention=TRAINER_ATTENTION)
     system = SystemSpec(name="host", description=f"the calibrated machine: {cpu}, "
                                                  f"{cores} cores, {ranks} rank(s)",
                         node=node, network=network, ranks_per_node=ranks,
-                        allowed_ranks_per_node=(ranks,), sources=sources)
+                        allowed_ranks_per_node=(ranks,), sources=sources, stack=stack,
+                        stacks=(stack,))
     return _apply(system, data, source)           # its own file: always its node

@@ -137,15 +137,23 @@ def measure_kernels(repeat: int, quick: bool, progress=None) -> list[dict]:
             mem("residual1", n, 2, 1, E, FLOPS_PER_ELEMENT["residual"])),
             *fastest(lambda: np.add(x, o, out=dx), repeat)))
 
+        # the tiled attention's softmax on one strip of scores (4 heads, a tile of queries
+        # against every key), forward and the backward's elementwise passes, as the
+        # trainer runs them between the strip's products (trainer.kernels)
         T = max(16, int(np.sqrt(n // 4)))
-        att = rng.random((1, 4, T, T), dtype=np.float32)
-        pa, dpa = np.empty_like(att), np.zeros_like(att)
+        tile = min(K.ATTENTION_TILE, T)
+        scores = rng.random((4, tile, T), dtype=np.float32)
+        strip, grad = np.empty_like(scores), np.empty_like(scores)
+        lse, rows = np.empty((4, tile), np.float32), rng.random((4, tile), dtype=np.float32)
+        upper = np.triu(np.ones((tile, tile), dtype=bool), 1)
 
         def softmax():
-            K.causal_softmax_forward(pa, att, 0.125)
-            K.causal_softmax_backward(dpa, att, pa, 0.125)
+            strip[...] = scores
+            K.causal_softmax_strip(strip, T - tile, upper, lse_out=lse)
+            grad[...] = scores
+            K.causal_softmax_strip_backward(grad, strip, rows, 0.125)
         out.append(record("kernel", "softmax", both(
-            mem("softmax", 4 * T * T, 1, 1, E, FLOPS_PER_ELEMENT["softmax"])),
+            mem("softmax", 4 * tile * T, 1, 1, E, FLOPS_PER_ELEMENT["softmax"])),
             *fastest(softmax, repeat)))
 
         V = 256

@@ -6,7 +6,8 @@ so it calibrates exactly the quantities the simulator adds up. The trainer's
 kernel names map as:
 
     matmul_forward NxCxOC     gemm(m=N, n=OC, k=C)              (backward: .bwd, 2x)
-    attention_forward         attn_scores gemm + softmax + attn_v gemm (backward 2x)
+    attention_forward         attn_flash: the tiled causal attention, QK^T and PV on the
+                              causal tiles with their softmax (backward 2.5x: 5 products)
     layernorm_forward         norm        gelu_forward   gelu
     residual_forward          residual (fwd and .bwd: the trainer's residual backward is free,
                               so the fitted residual bandwidth absorbs it)
@@ -20,11 +21,12 @@ import dataclasses
 
 from perfmodel.compute import ComputeFit, ComputeModel
 from perfmodel.model import ModelSpec
-from perfmodel.ops import (ACT_BYTES, FLOPS_PER_ELEMENT, Op, embedding_ops, gemm, head_ops,
-                           layer_ops, mem)
+from perfmodel.ops import (ACT_BYTES, FLOPS_PER_ELEMENT, Op, embedding_ops, flash_attention_op,
+                           gemm, head_ops, layer_ops, mem)
 from perfmodel.precisions import OPTIMIZER_BYTES
 
 E = ACT_BYTES["fp32"]
+TRAINER_ATTENTION = "flash"     # the trainer's attention kernel, in perfmodel's terms
 
 
 def to_dicts(ops) -> list[dict]:
@@ -54,10 +56,8 @@ def kernel_ops(name: str, model: ModelSpec, micro_batch: int) -> list[Op] | None
         op = gemm("matmul", n_rows, n, k, E)
         return [op] if kernel == "matmul_forward" else [op.scaled(2.0, ".bwd")]
     if kernel in ("attention_forward", "attention_backward"):
-        ops = [gemm("attn_scores", T, T, hs, E, batch=B * NH),
-               mem("softmax", B * NH * T * T, 1, 1, E, FLOPS_PER_ELEMENT["softmax"]),
-               gemm("attn_v", T, hs, T, E, batch=B * NH)]
-        return ops if kernel == "attention_forward" else [o.scaled(2.0, ".bwd") for o in ops]
+        op = flash_attention_op(B * NH, T, hs, E)
+        return [op] if kernel == "attention_forward" else [op.scaled(op.backward, ".bwd")]
     simple = {"layernorm": mem("norm1", N * C, 1, 1, E, FLOPS_PER_ELEMENT["layernorm"]),
               "gelu": mem("gelu", N * model.ffn, 1, 1, E, FLOPS_PER_ELEMENT["gelu"]),
               "crossentropy": mem("cross_entropy", N * model.vocab, 1, 1, 4,
@@ -78,7 +78,7 @@ def step_seconds(fit: ComputeFit, model: ModelSpec, micro_batch: int, micro_batc
     sums one pipeline stage holding the whole model (pp = tp = dp = 1); a test checks
     the two agree."""
     compute = _compute(fit)
-    layer = layer_ops(model, 1, micro_batch, False, "fp32")
+    layer = layer_ops(model, 1, micro_batch, False, "fp32", TRAINER_ATTENTION)
     ends = (compute.ops_time(embedding_ops(model, 1, micro_batch, "fp32"))
             + compute.ops_time(head_ops(model, 1, micro_batch, "fp32")))
     per_micro = model.layers * (compute.ops_time(layer.forward)

@@ -45,10 +45,15 @@ def predict_config(cfg: dict, system, ranks: int = 1) -> float:
     """The DES's iteration time for ``cfg`` on ``system`` (data parallel over ``ranks``)."""
     from perfmodel.des import simulate
 
-    model = trainer_model(cfg)
-    layout = Layout(tp=1, pp=1, dp=ranks, micro_batch=cfg["micro_batch"],
-                    global_batch=cfg["global_batch"] * ranks, overlap_dp=False)
-    return simulate(model, system, layout).iteration_s
+    return simulate(trainer_model(cfg), system, trainer_layout(cfg, system, ranks)).iteration_s
+
+
+def trainer_layout(cfg: dict, system, ranks: int) -> Layout:
+    """The layout the trainer ran ``cfg`` in: data parallel over ``ranks``, the reduction
+    after the backward, the attention of ``system``'s stack (the host's: the trainer's)."""
+    return Layout(tp=1, pp=1, dp=ranks, micro_batch=cfg["micro_batch"],
+                  global_batch=cfg["global_batch"] * ranks, overlap_dp=False,
+                  attention=system.stack.attention)
 
 
 def references_from(data: dict) -> list[tuple[dict, float]]:

@@ -21,6 +21,12 @@ the node), FP32 ops use the measured rates instead:
   cross_entropy, optimizer), in perfmodel's byte counts (ops.py).
 * Every op also pays ``glue``: the framework's own time between kernels (launch,
   views, scratch buffers), seen only in whole training steps.
+* A fused attention (``attn_flash``, ops.flash_attention_op) runs its products as
+  GEMMs of its tile shape and, between them, the softmax of the scores it computes:
+  its FLOPs at the GEMM rate plus its scores' softmax passes at the fitted softmax
+  bandwidth (ops' softmax bytes; the backward twice the forward's, as every
+  memory-bound backward), so a CPU's tiled attention (trainer/kernels.py) is priced as
+  the parts it runs.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from dataclasses import dataclass
 from fpcore.caches import cached
 from fpcore.errors import SpecError
 
-from .ops import Op
+from .ops import FLASH_BACKWARD, Op, mem
 from .system import SystemSpec
 
 
@@ -89,6 +95,15 @@ class ComputeFit:
     def kernel_time(self, kernel: str, nbytes: float) -> float:
         return nbytes / dict(self.bandwidth)[kernel] + self.kernel_overhead_s + self.glue_s
 
+    def flash_time(self, op: Op) -> float:
+        """A fused attention op: its products as GEMMs, its scores' softmax as the
+        softmax kernel class (one pass forward, two backward)."""
+        backward = op.name.endswith(".bwd")
+        scores = op.flops / (4.0 * op.k) / (FLASH_BACKWARD if backward else 1.0)
+        softmax = (2.0 if backward else 1.0) * mem("softmax", scores, 1, 1, 4, 0.0).bytes
+        return (self.gemm_time(op.flops, op.m, op.n, op.k, backward)
+                + self.kernel_time("softmax", softmax))
+
 
 @dataclass(frozen=True)
 class ComputeModel:
@@ -129,6 +144,8 @@ class ComputeModel:
 
     def op_time(self, op: Op) -> float:
         if self.fit is not None:
+            if op.name.startswith("attn_flash"):
+                return self.fit.flash_time(op)
             if op.kind == "gemm":
                 return self.fit.gemm_time(op.flops, op.m, op.n, op.k, op.name.endswith(".bwd"))
             return self.fit.kernel_time(kernel_class(op.name), op.bytes)

@@ -18,6 +18,8 @@ a profile sees each forward and backward kernel and every GEMM by shape.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from perfmodel.model import ModelSpec
@@ -35,7 +37,7 @@ def activation_shapes(model: ModelSpec, B: int, T: int) -> dict[str, tuple[int, 
         "ln1": (L, B, T, C), "ln1_mean": (L, B * T), "ln1_rstd": (L, B * T),
         "qkv": (L, B, T, 3 * C),
         "atty": (L, B, T, C),                             # attention output before proj
-        "att": (L, B, NH, T, T),                          # softmax probabilities
+        "lse": (L, B, NH, T),                             # each query's log-sum-exp
         "attproj": (L, B, T, C),
         "residual2": (L, B, T, C),                        # x + attention
         "ln2": (L, B, T, C), "ln2_mean": (L, B * T), "ln2_rstd": (L, B * T),
@@ -50,27 +52,47 @@ def activation_shapes(model: ModelSpec, B: int, T: int) -> dict[str, tuple[int, 
     }
 
 
+def scratch_shapes(model: ModelSpec, B: int, T: int) -> dict[str, tuple[int, ...]]:
+    """The backward pass's buffers, reused by every layer: d(final LayerNorm), d(residual
+    stream), d(LayerNorm output), d(attention output), d(GELU output), d(FC output),
+    d(qkv)."""
+    C, F = model.hidden, model.ffn
+    return {"dlnf": (B, T, C), "dresidual": (B, T, C), "dln": (B, T, C), "datty": (B, T, C),
+            "dfch_gelu": (B, T, F), "dfch": (B, T, F), "dqkv": (B, T, 3 * C)}
+
+
 def backward_scratch_elements(model: ModelSpec, B: int, T: int) -> int:
-    """Elements of the temporaries alive at the backward pass's peak: its scratch
-    buffers (dlnf, dresidual, dln, datty (B, T, C); dfch_gelu, dfch (B, T, F); dqkv
-    (B, T, 3C)) and attention_backward's (datt, dpre (B, NH, T, T); dq, dk, dv and
-    their sum (B, T, C))."""
-    C, NH, F = model.hidden, model.heads, model.ffn
-    N = B * T
-    return 7 * N * C + 2 * N * F + 2 * B * NH * T * T + 4 * N * C
+    """Elements of the buffers the backward pass uses besides the activations, all
+    allocated once per run: ``scratch_shapes`` and the tiled attention's
+    (trainer.kernels.AttentionScratch: dq, dk, dv and a product (B, NH, T, hs); two
+    strips (B, NH, tile, T); a statistic per query (B, NH, T))."""
+    hs, NH = model.hidden // model.heads, model.heads
+    tile = min(K.ATTENTION_TILE, T)
+    attention = B * NH * (4 * T * hs + 2 * tile * T + T)
+    return sum(math.prod(shape) for shape in scratch_shapes(model, B, T).values()) + attention
 
 
 class Activations:
-    """Buffers of one micro-batch's forward pass, (re)allocated per (B, T); shapes in
-    ``activation_shapes``."""
+    """Buffers of one micro-batch's forward pass and the backward pass's scratch, allocated
+    once per (B, T); shapes in ``activation_shapes`` and ``scratch_shapes``."""
 
     def __init__(self, model: ModelSpec, B: int, T: int, dtype=np.float32):
         self.B, self.T = B, T
         for name, shape in activation_shapes(model, B, T).items():
             setattr(self, name, np.zeros(shape, dtype=dtype))
+        for name, shape in scratch_shapes(model, B, T).items():
+            setattr(self, name, np.zeros(shape, dtype=dtype))
+        self.attention = K.AttentionScratch(B, model.heads, T, model.hidden // model.heads,
+                                            dtype)
 
     def fits(self, B: int, T: int) -> bool:
         return (self.B, self.T) == (B, T)
+
+
+def attention_flops(B: int, T: int, C: int) -> float:
+    """FLOPs of the tiled causal attention's forward: QK^T and PV on the key blocks its
+    query tiles see (``kernels.causal_share`` of the full T x T products)."""
+    return 4.0 * B * T * T * C * K.causal_share(T)
 
 
 def output_weight(params: FlatTensors) -> str:
@@ -99,8 +121,8 @@ def gpt_forward(model: ModelSpec, params: FlatTensors, acts: Activations, inp, t
             K.layernorm_forward(_rows(a.ln1[layer]), a.ln1_mean[layer], a.ln1_rstd[layer],
                                 _rows(x), p["ln1w"][layer], p["ln1b"][layer])
         _matmul_forward(t, a.qkv[layer], a.ln1[layer], p["qkvw"][layer], p["qkvb"][layer])
-        with t("attention_forward", flops=4 * B * T * T * C, bytes_=4 * B * NH * T * T * 2):
-            K.attention_forward(a.atty[layer], a.att[layer], a.qkv[layer], NH)
+        with t("attention_forward", flops=attention_flops(B, T, C), bytes_=4 * N * C * 4):
+            K.attention_forward(a.atty[layer], a.lse[layer], a.qkv[layer], NH, a.attention)
         _matmul_forward(t, a.attproj[layer], a.atty[layer], p["attprojw"][layer],
                         p["attprojb"][layer])
         with t("residual_forward", bytes_=4 * N * C * 3):
@@ -162,20 +184,20 @@ def gpt_backward(model: ModelSpec, params: FlatTensors, grads: FlatTensors, acts
         dlogits.fill(0.0)
         K.crossentropy_backward(dlogits, a.probs, targets,
                                 np.full((B, T), loss_scale, dtype=dtype))
-    dlnf = np.zeros((B, T, C), dtype=dtype)
+    dlnf = a.dlnf
+    dlnf.fill(0.0)
     out_name = output_weight(p)
     with t(f"matmul_backward {N}x{C}x{V}", flops=4 * N * C * V, bytes_=4 * 2 * (N * C + V * C + N * V)):
         K.gemm_accumulate(_rows(dlnf), _rows(dlogits), p[out_name])            # (N, V) @ (V, C)
         K.gemm_accumulate(g[out_name], _rows(dlogits), _rows(a.lnf), trans_a=True)  # (V, N) @ (N, C)
     x_last = a.residual3[L - 1] if L else a.encoded
-    dresidual = np.zeros((B, T, C), dtype=dtype)                         # d(block output)
+    dresidual = a.dresidual                                              # d(block output)
+    dresidual.fill(0.0)
     with t("layernorm_backward", bytes_=4 * N * C * 4):
         K.layernorm_backward(_rows(dresidual), g["lnfw"], g["lnfb"], _rows(dlnf), _rows(x_last),
                              p["lnfw"], a.lnf_mean, a.lnf_rstd)
     # scratch buffers reused by every layer
-    dln = np.zeros((B, T, C), dtype=dtype)
-    dfch_gelu, dfch = np.zeros((B, T, F), dtype=dtype), np.zeros((B, T, F), dtype=dtype)
-    datty, dqkv = np.zeros((B, T, C), dtype=dtype), np.zeros((B, T, 3 * C), dtype=dtype)
+    dln, dfch_gelu, dfch, datty, dqkv = a.dln, a.dfch_gelu, a.dfch, a.datty, a.dqkv
     for layer in reversed(range(L)):
         x_in = a.residual3[layer - 1] if layer else a.encoded
         # MLP: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
@@ -198,8 +220,10 @@ def gpt_backward(model: ModelSpec, params: FlatTensors, grads: FlatTensors, acts
         _matmul_backward(t, datty, g["attprojw"][layer], g["attprojb"][layer], dresidual,
                          a.atty[layer], p["attprojw"][layer])
         dqkv.fill(0.0)
-        with t("attention_backward", flops=8 * B * T * T * C, bytes_=4 * B * NH * T * T * 4):
-            K.attention_backward(dqkv, datty, a.qkv[layer], a.att[layer], NH)
+        with t("attention_backward", flops=K.ATTENTION_BACKWARD * attention_flops(B, T, C),
+               bytes_=4 * N * C * 8):
+            K.attention_backward(dqkv, datty, a.atty[layer], a.qkv[layer], a.lse[layer], NH,
+                                 a.attention)
         dln.fill(0.0)
         _matmul_backward(t, dln, g["qkvw"][layer], g["qkvb"][layer], dqkv, a.ln1[layer],
                          p["qkvw"][layer])

@@ -7,7 +7,7 @@ import pytest
 
 from calibration.fit import fit_compute, fit_from_dict, fit_to_dict
 from calibration.measure import record, trainer_model
-from calibration.opmap import both, kernel_ops, optimizer_op, step_seconds
+from calibration.opmap import TRAINER_ATTENTION, both, kernel_ops, optimizer_op, step_seconds
 from perfmodel.compute import KERNEL_CLASSES, ComputeFit
 from fpcore.errors import SpecError
 from perfmodel.estimator import estimate
@@ -95,7 +95,7 @@ def test_step_seconds_is_the_estimators_sum_for_one_rank(cfg):
     model = trainer_model(cfg)
     system = load_system().with_calibration(TRUE, None, source="test")
     layout = Layout(micro_batch=cfg["micro_batch"], global_batch=cfg["global_batch"],
-                    overlap_dp=False)
+                    overlap_dp=False, attention=TRAINER_ATTENTION)
     micro = cfg["global_batch"] // cfg["micro_batch"]
     want = estimate(model, system, layout).iteration_s
     assert step_seconds(TRUE, model, cfg["micro_batch"], micro, model.params) == \
@@ -128,3 +128,24 @@ def test_nothing_to_fit_is_refused():
                       "seconds": 1e-5}])
     assert err.value.field == "measurements"
     assert math.isfinite(TRUE.gemm_rate)
+
+
+def test_a_fused_attention_under_a_fit_is_its_gemms_and_its_softmax():
+    """FlashAttention's op, priced by a calibration: its FLOPs at the fitted GEMM rate of
+    its tile shape, plus one softmax pass over the scores its tiles compute at the fitted
+    softmax bandwidth (two in the backward, which runs 2.5x the products)."""
+    from perfmodel.compute import ComputeModel
+    from perfmodel.ops import FLASH_BACKWARD, causal_fraction, flash_attention_op
+    heads, s, hd = 32, 256, 64
+    op = flash_attention_op(heads, s, hd, 4)
+    scores = heads * s * s * causal_fraction(s)
+    softmax_bw = dict(TRUE.bandwidth)["softmax"]
+    compute = ComputeModel(peak_flops=TRUE.gemm_rate, memory_bandwidth=1.0, gemm_efficiency=1.0,
+                           fit=TRUE)
+    gemm = TRUE.gemm_time(op.flops, s, s, hd)
+    assert compute.op_time(op) == pytest.approx(
+        gemm + 8 * scores / softmax_bw + TRUE.kernel_overhead_s + TRUE.glue_s, rel=1e-12)
+    back = op.scaled(FLASH_BACKWARD, ".bwd")
+    assert compute.op_time(back) == pytest.approx(
+        TRUE.gemm_time(back.flops, s, s, hd, backward=True) + 16 * scores / softmax_bw
+        + TRUE.kernel_overhead_s + TRUE.glue_s, rel=1e-12)

@@ -77,11 +77,14 @@ def test_initial_loss_is_log_vocab():
     assert abs(loss - math.log(model.vocab)) < 0.05
 
 
-@pytest.mark.parametrize("tied", [True, False])
-def test_timed_flops_equal_perfmodel_model_flops(tied):
-    # one formula, one place: the GEMM and attention FLOPs the trainer times equal the
-    # Korthikanti Eq. 7 count perfmodel uses for MFU
-    model = ModelSpec(layers=3, hidden=24, heads=3, vocab=40, seq=12, tied_embeddings=tied)
+@pytest.mark.parametrize("tied, seq", [(True, 12), (False, 12), (True, 300)])
+def test_timed_flops_equal_perfmodel_counts(tied, seq):
+    """One formula, one place: the GEMM FLOPs the trainer times are the Korthikanti Eq. 7
+    count perfmodel uses for MFU, except the attention's, which are what its tiles run:
+    perfmodel's FlashAttention op, forward and backward (300 tokens: 3 tiles, the
+    masked ones skipped)."""
+    from perfmodel.ops import flash_attention_op
+    model = ModelSpec(layers=3, hidden=24, heads=3, vocab=40, seq=seq, tied_embeddings=tied)
     B = 2
     params, grads, timers = initialize(model), allocate(model), Timers()
     acts = Activations(model, B, model.seq)
@@ -89,7 +92,10 @@ def test_timed_flops_equal_perfmodel_model_flops(tied):
     gpt_forward(model, params, acts, inp, tgt, timer=timers)
     gpt_backward(model, params, grads, acts, inp, tgt, 1.0, timer=timers)
     timed = sum(r["flops"] for r in timers.records())
-    assert timed == model_flops_per_iteration(model, B)
+    full = 3 * 4.0 * B * seq * seq * model.hidden          # Eq. 7's attention, 3 passes
+    tiles = flash_attention_op(B * model.heads, seq, model.head_dim, 4)
+    assert timed == pytest.approx(model_flops_per_iteration(model, B) + model.layers * (
+        (1 + tiles.backward) * tiles.flops - full), rel=1e-12)
     names = {r["kernel"] for r in timers.records()}
     assert {"matmul_forward", "matmul_backward", "attention_forward", "attention_backward",
             "layernorm_forward", "layernorm_backward", "gelu_forward", "gelu_backward",

@@ -82,21 +82,52 @@ def test_gelu():
     close(dx, numeric_grad(loss, x))
 
 
-@pytest.mark.parametrize("B,T,C,NH", [(2, 5, 8, 2), (1, 4, 6, 3)])
-def test_attention(B, T, C, NH):
+@pytest.mark.parametrize("B,T,C,NH,tile", [(2, 5, 8, 2, 2), (1, 4, 6, 3, 128), (1, 7, 4, 2, 3)])
+def test_attention(B, T, C, NH, tile):
+    """Tiles of 2 and 3 queries over 5 and 7 (the last tile short), and one tile for all."""
     qkv = RNG.normal(size=(B, T, 3 * C))
     R = RNG.normal(size=(B, T, C))
-    out, att = np.zeros((B, T, C)), np.zeros((B, NH, T, T))
+    out, lse = np.zeros((B, T, C)), np.zeros((B, NH, T))
+    scratch = K.AttentionScratch(B, NH, T, C // NH, np.float64, tile=tile)
 
     def loss():
-        K.attention_forward(out, att, qkv, NH)
+        K.attention_forward(out, lse, qkv, NH, scratch)
         return float((out * R).sum())
 
     loss()
-    assert np.allclose(np.triu(att[0, 0], 1), 0) and np.allclose(att.sum(-1), 1)   # causal
     dqkv = np.zeros_like(qkv)
-    K.attention_backward(dqkv, R, qkv, att, NH)
+    K.attention_backward(dqkv, R, out.copy(), qkv, lse, NH, scratch)
     close(dqkv, numeric_grad(loss, qkv))
+
+
+def test_attention_is_causal_softmax_attention():
+    """Against the direct formula on the full T x T matrix: softmax(q k^T / sqrt(hs)) v
+    with the future masked, and each row's log-sum-exp (290 queries: 3 tiles, the last
+    short), in float64 (so the error left is the kernels' exp)."""
+    B, T, C, NH = 2, 290, 32, 4
+    hs = C // NH
+    qkv = RNG.normal(size=(B, T, 3 * C))
+    out, lse = np.zeros((B, T, C)), np.zeros((B, NH, T))
+    K.attention_forward(out, lse, qkv, NH, K.AttentionScratch(B, NH, T, hs, np.float64))
+    q, k, v = (qkv[:, :, i * C:(i + 1) * C].reshape(B, T, NH, hs).transpose(0, 2, 1, 3)
+               for i in range(3))
+    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hs)
+    s[..., np.triu(np.ones((T, T), dtype=bool), 1)] = -np.inf
+    top = s.max(-1, keepdims=True)
+    total = np.exp(s - top).sum(-1, keepdims=True)
+    want = (np.exp(s - top) / total @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
+    # (the kernels' exp is single precision's: relative error below 3e-7)
+    np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(lse, (top + np.log(total))[..., 0], rtol=1e-6, atol=1e-6)
+
+
+def test_the_tiles_compute_what_perfmodel_prices():
+    """The share of the T x T products the tiles run, and the backward's products per
+    forward product, are perfmodel's for FlashAttention (perfmodel.ops)."""
+    from perfmodel.ops import FLASH_BACKWARD, FLASH_BLOCK, causal_fraction
+    assert K.ATTENTION_TILE == FLASH_BLOCK and K.ATTENTION_BACKWARD == FLASH_BACKWARD
+    for T in (1, 64, 128, 129, 256, 2048, 2049):
+        assert K.causal_share(T) == causal_fraction(T)
 
 
 def test_encoder():
@@ -151,3 +182,16 @@ def test_float32_kernels_agree_with_float64():
     K.layernorm_forward(out32, np.zeros(6, np.float32), np.zeros(6, np.float32),
                         x.astype(np.float32), w.astype(np.float32), b.astype(np.float32))
     np.testing.assert_allclose(out32, out64, rtol=1e-4, atol=1e-5)
+
+
+def test_the_kernels_exp_is_single_precisions():
+    """The arithmetic exp the vectorised loops call: relative error below 3e-7 wherever
+    e^x is a normal float32, exact at 0, and clamped (not inf or NaN) beyond."""
+    x = np.linspace(-87.0, 88.0, 1_000_001).astype(np.float32)
+    got = np.empty_like(x)
+    K.exp_into(got, x)
+    want = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(got - want) / want) < 3e-7
+    edge = np.array([0.0, -1e4, 1e4, -np.inf], dtype=np.float32)
+    K.exp_into(got[:4], edge)
+    assert got[0] == 1.0 and 0 < got[1] < 1.3e-38 and np.isfinite(got[2]) and got[3] < 1.3e-38

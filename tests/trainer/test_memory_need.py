@@ -20,8 +20,10 @@ def test_the_estimate_is_what_the_trainer_allocates():
     assert need["parameters"] == t.params.buffer.nbytes == 4 * MODEL.params
     assert need["gradients"] == t.grads.buffer.nbytes
     assert need["AdamW state"] == t.optimizer.m.nbytes + t.optimizer.v.nbytes
-    held = sum(a.nbytes for a in vars(t.acts).values() if isinstance(a, np.ndarray))
-    assert need["activations"] == held
+    arrays = [a for a in vars(t.acts).values() if isinstance(a, np.ndarray)]
+    arrays += [a for a in vars(t.acts.attention).values()
+               if isinstance(a, np.ndarray) and a.dtype == np.float32]   # (not its tile mask)
+    assert need["activations"] + need["backward temporaries"] == sum(a.nbytes for a in arrays)
 
 
 def test_fugaku_llm_13b_needs_its_16_bytes_per_parameter_and_more():
