@@ -144,14 +144,14 @@ def measure_kernels(repeat: int, quick: bool, progress=None) -> list[dict]:
         tile = min(K.ATTENTION_TILE, T)
         scores = rng.random((4, tile, T), dtype=np.float32)
         strip, grad = np.empty_like(scores), np.empty_like(scores)
-        lse, rows = np.empty((4, tile), np.float32), rng.random((4, tile), dtype=np.float32)
-        upper = np.triu(np.ones((tile, tile), dtype=bool), 1)
+        lse, rows = np.empty((4, T), np.float32), rng.random((4, T), dtype=np.float32)
+        scale = np.float32(0.125)
 
-        def softmax():
+        def softmax():              # the last tile: its queries see every key
             strip[...] = scores
-            K.causal_softmax_strip(strip, T - tile, upper, lse_out=lse)
+            K.causal_softmax_strip(strip, tile, T, T - tile, scale, lse)
             grad[...] = scores
-            K.causal_softmax_strip_backward(grad, strip, rows, 0.125)
+            K.causal_softmax_strip_backward(grad, strip, tile, T, T - tile, rows, scale)
         out.append(record("kernel", "softmax", both(
             mem("softmax", 4 * tile * T, 1, 1, E, FLOPS_PER_ELEMENT["softmax"])),
             *fastest(softmax, repeat)))
@@ -327,8 +327,7 @@ def records_from_training(rec, path: str = "record") -> list[dict]:
 
 
 def _training_records(rec: dict, path: str) -> list[dict]:
-    from fpcore.errors import (SpecError, check_int, check_list, check_str, check_table,
-                               require)
+    from fpcore.errors import SpecError, check_int, check_list, check_table, require
 
     from .schema import check_measurement, seconds
     require("record", rec, ("model", "settings", "steps", "measured_steps", "kernels",
@@ -354,8 +353,37 @@ def _training_records(rec: dict, path: str) -> list[dict]:
     measured = max(1, check_int("measured_steps", rec["measured_steps"], lo=0, hi=10**9))
     params = check_int("parameters", rec["parameters"], hi=10**15)
     kernels = check_list("kernels", rec["kernels"], max_len=100_000)
+    _check_kernels(kernels, "kernels")
+    cfg = dict(layers=model.layers, hidden=model.hidden, heads=model.heads, seq=model.seq,
+               micro_batch=mb, global_batch=global_batch // world)
+    name = label(cfg) + f" ({path})"
+    out = kernel_records(kernels, model, mb, measured, name)
+    out.append(dict(step_record(cfg, model, times, world, params,
+                                global_batch // (world * mb)), name=name))
+    # the other ranks' kernels (each rank ran the same shapes on its own cores): every
+    # rank of a many-node run is a measurement of the same kernels
+    for i, part in enumerate(check_list("ranks", rec.get("ranks", []), max_len=10**7)):
+        where = f"ranks[{i}]"
+        part = check_table(where, part)
+        rank = check_int(f"{where}.rank", part.get("rank"), lo=0, hi=10**7)
+        if rank == 0:
+            continue                               # rank 0's are ``kernels`` above
+        theirs = check_list(f"{where}.kernels", part.get("kernels"), max_len=100_000)
+        _check_kernels(theirs, f"{where}.kernels")
+        out += [dict(r, rank=rank) for r in kernel_records(theirs, model, mb, measured,
+                                                             f"{name} rank {rank}")]
+    for i, r in enumerate(out):
+        check_measurement(f"records[{i}] ({r.get('name')})", r)
+    return out
+
+
+def _check_kernels(kernels: list, field: str) -> None:
+    """A record's kernel timers, each checked by name (``field[i].key``)."""
+    from fpcore.errors import SpecError, check_int, check_str, require
+
+    from .schema import seconds
     for i, k in enumerate(kernels):
-        where = f"kernels[{i}]"
+        where = f"{field}[{i}]"
         require(where, k, ("name", "kernel", "calls", "min_call_seconds"))
         check_str(f"{where}.name", k["name"], max_len=200)
         check_str(f"{where}.kernel", k["kernel"], max_len=200)
@@ -365,15 +393,6 @@ def _training_records(rec: dict, path: str) -> list[dict]:
             seconds(f"{where}.median_call_seconds", k["median_call_seconds"])
             if k["median_call_seconds"] < fastest_s:
                 raise SpecError(f"{where}.median_call_seconds", "is below min_call_seconds")
-    cfg = dict(layers=model.layers, hidden=model.hidden, heads=model.heads, seq=model.seq,
-               micro_batch=mb, global_batch=global_batch // world)
-    name = label(cfg) + f" ({path})"
-    out = kernel_records(kernels, model, mb, measured, name)
-    out.append(dict(step_record(cfg, model, times, world, params,
-                                global_batch // (world * mb)), name=name))
-    for i, r in enumerate(out):
-        check_measurement(f"records[{i}] ({r.get('name')})", r)
-    return out
 
 
 def label(cfg: dict) -> str:

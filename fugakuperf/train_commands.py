@@ -198,12 +198,14 @@ def train(**kw):
             comm.abort(2)
         raise
     window = meter.stop()
+    from trainer.record import rank_timings
+    ranks = comm.allgather(rank_timings(comm.rank, result))   # every rank's, to rank 0
     if not lead:
         return
     from perfmodel.ops import model_flops_per_iteration
     from trainer.record import measurement_record, profile_table
     flops = model_flops_per_iteration(trainer.model, trainer.sampler.global_batch)
-    record = measurement_record(trainer, result, threads, comm, data_path, flops)
+    record = measurement_record(trainer, result, threads, comm, data_path, flops, ranks)
     record["contention"] = _contention(window, threads, node_ranks(comm.size), record)
     if kw["measurements_path"]:
         from fpcore.atomic import atomic_write

@@ -2,7 +2,9 @@
 
 Calibration reads this record: the model and run settings, the host, the step times,
 and every kernel's calls, seconds, FLOPs and bytes (first step excluded, since it
-compiles the Numba kernels). ``determinism`` gives the setup the run computed with
+compiles the Numba kernels): rank 0's under ``kernels``, and every rank's (its kernels,
+its communication among them, its step times) under ``ranks``, so a run on many nodes
+(on Fugaku or elsewhere) is fed back whole (``fugakuperf calibrate --add-record``). ``determinism`` gives the setup the run computed with
 and, after a resume, the checkpoint's, what differs and whether the continuation is
 expected to be bit-identical (trainer.determinism).
 """
@@ -19,8 +21,15 @@ KIND = "fugakuperf-training-measurement"
 VERSION = 1
 
 
+def rank_timings(rank: int, result) -> dict:
+    """One rank's part of the record: its kernels' timers (the gradient all-reduce
+    among them) and its step times."""
+    return {"rank": rank, "step_seconds": [s.seconds for s in result.steps],
+            "kernels": result.timers.records() if result.timers is not None else []}
+
+
 def measurement_record(trainer, result, threads: int, comm, data_path: str,
-                       flops_per_step: float | None = None) -> dict:
+                       flops_per_step: float | None = None, ranks: list | None = None) -> dict:
     """The record of a run. ``flops_per_step``: the model FLOPs of one step, counted by
     the caller from the model description (the trainer counts no FLOPs of its own:
     the one formula is perfmodel.ops.model_flops_per_iteration, which the CLI passes);
@@ -50,6 +59,7 @@ def measurement_record(trainer, result, threads: int, comm, data_path: str,
         "achieved_flops_per_s": flops / step_s if step_s and flops else None,
         "measured_steps": max(0, len(timed)),
         "kernels": result.timers.records() if result.timers is not None else [],
+        "ranks": ranks if ranks is not None else [rank_timings(0, result)],
         "determinism": {"environment": determinism.environment(comm.size),
                         "resume": trainer.continuation},
     }

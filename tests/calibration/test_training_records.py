@@ -38,9 +38,25 @@ def test_a_training_record_becomes_kernel_and_step_records(training_record):
     assert len(prepare(rows).measured) == len(rows)
 
 
+def test_every_ranks_kernels_are_measurements(training_record):
+    """A run over two ranks: the second rank's kernel timers become records of their own
+    (tagged with the rank), beside rank 0's."""
+    rec = dict(training_record)
+    assert [part["rank"] for part in rec["ranks"]] == [0]
+    rec["ranks"] = rec["ranks"] + [dict(rec["ranks"][0], rank=1)]
+    rows = records_from_training(rec, "run.json")
+    alone = records_from_training(training_record, "run.json")
+    theirs = [r for r in rows if r.get("rank") == 1]
+    assert len(theirs) == len([r for r in alone if r["kind"] == "trainer-kernel"]) > 0
+    assert all(r["config"].endswith("rank 1") for r in theirs)
+    assert len(prepare(rows).measured) == len(rows)
+
+
 @pytest.mark.parametrize("damage", [lambda r: r.update(kind="other"),
                                     lambda r: r.pop("settings"),
-                                    lambda r: r.update(kernels=[{"name": 1}])])
+                                    lambda r: r.update(kernels=[{"name": 1}]),
+                                    lambda r: r.update(ranks=[{"rank": 1, "kernels": [{}]}]),
+                                    lambda r: r.update(ranks=[{"rank": -1, "kernels": []}])])
 def test_a_damaged_record_is_refused_by_name(training_record, damage):
     rec = dict(training_record)
     damage(rec)

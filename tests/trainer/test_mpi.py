@@ -23,10 +23,10 @@ RUN = ["--data", str(CORPUS), "--steps", "3", "--micro-batch", "2", "--global-ba
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 
 
-def train(prefix: list[str], checkpoint_dir: Path) -> subprocess.CompletedProcess:
+def train(prefix: list[str], checkpoint_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [*prefix, sys.executable, "-m", "fugakuperf", "train", *TINY, *RUN,
-           "--checkpoint-dir", str(checkpoint_dir)]
+           "--checkpoint-dir", str(checkpoint_dir), *extra]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -39,8 +39,16 @@ def test_two_ranks_train_what_one_rank_trains(tmp_path, mpiexec):
     d1, d2 = tmp_path / "D1", tmp_path / "D2"
     one = train([], d1)
     assert one.returncode == 0, one.stderr
-    two = train([mpiexec, "-n", "2"], d2)
+    record = tmp_path / "run.json"
+    two = train([mpiexec, "-n", "2"], d2, "--measurements", str(record))
     assert two.returncode == 0, f"stdout:\n{two.stdout}\nstderr:\n{two.stderr}"
+    # the record holds every rank's timers, its gradient all-reduce among them
+    ranks = json.loads(record.read_text())["ranks"]
+    assert [part["rank"] for part in ranks] == [0, 1]
+    for part in ranks:
+        kernels = {k["kernel"] for k in part["kernels"]}
+        assert {"attention_forward", "matmul_backward", "allreduce"} <= kernels, kernels
+        assert len(part["step_seconds"]) == 3
 
     assert "1 rank(s)" in one.stdout + one.stderr
     assert "2 rank(s)" in two.stdout + two.stderr
