@@ -290,7 +290,7 @@ class Wire:
 
     def __init__(self, it: "Iteration", speed):
         self.it, self.env, self.speed = it, it.env, speed
-        self.active: list[list] = []    # [kind, seconds left alone, speed, done, seconds]
+        self.active: list[list] = []    # [kind, seconds left alone, speed, done]
         self.last = 0.0                 # when ``active``'s seconds left were counted
         self.generation = 0             # of the latest solve: an older wake-up is stale
 
@@ -301,7 +301,7 @@ class Wire:
         if seconds <= 0:
             return done.succeed()
         self._advance()
-        self.active.append([kind, seconds, 1.0, done, seconds])
+        self.active.append([kind, seconds, 1.0, done])
         self._solve()
         return done
 
@@ -315,24 +315,23 @@ class Wire:
         kinds = [t[0] for t in self.active]
         for t in self.active:
             t[2] = min((self.speed(t[0], k) for k in kinds if k != t[0]), default=1.0)
-        moving = [t[1] / t[2] for t in self.active if t[2] > 0]
+        until = [t[1] / t[2] if t[2] > 0 else math.inf for t in self.active]
+        first = min(until)
         self.generation += 1
-        if moving:
-            wake = self.env.timeout(max(0.0, min(moving)))
-            wake.callbacks.append(partial(self._wake, self.generation))
+        if first < math.inf:
+            # the transfers that end first end at the wake-up, whatever rounding leaves
+            due = [t for t, u in zip(self.active, until) if u <= first * (1 + 1e-9)]
+            wake = self.env.timeout(max(0.0, first))
+            wake.callbacks.append(partial(self._wake, self.generation, due))
 
-    def _wake(self, generation: int, _event) -> None:
+    def _wake(self, generation: int, due: list, _event) -> None:
         if generation != self.generation:
             return
         self._advance()
-        left = []
-        for t in self.active:
-            if t[1] <= 1e-9 * t[4]:
-                t[3].succeed()
-            else:
-                left.append(t)
-        self.active = left
-        if left:
+        for t in due:
+            t[3].succeed()
+        self.active = [t for t in self.active if t not in due]
+        if self.active:
             self._solve()
 
 

@@ -186,7 +186,7 @@ class AttentionScratch:
     def __init__(self, B: int, NH: int, T: int, hs: int, dtype=np.float32,
                  tile: int = ATTENTION_TILE):
         n = min(tile, T)
-        self.shape, self.tile = (B, NH, T, hs), n
+        self.tile = n
         self.dq, self.dk, self.dv, self.prod = (np.empty((B, NH, T, hs), dtype)
                                                 for _ in range(4))
         self.s, self.ds = np.empty((B, NH, n, T), dtype), np.empty((B, NH, n, T), dtype)

@@ -57,6 +57,14 @@ def test_unequal_speeds_are_each_its_own():
     assert ends == {"pp": pytest.approx(4.0, rel=1e-12), "reduce": pytest.approx(5.0, rel=1e-12)}
 
 
+def test_a_tiny_transfer_late_in_the_iteration_ends():
+    """1e-7 s beside a long reduction, 13 s into the iteration: the clock's rounding there
+    (1e-15 s) is a hundredth of a percent of the transfer; it ends at its time anyway."""
+    ends = _finish_times([(13.0, "reduce", 5.0), (13.0, "tp", 1e-7)], lambda kind, other: 0.5)
+    assert ends["tp"] == pytest.approx(13.0 + 2e-7, rel=1e-12)
+    assert ends["reduce"] == pytest.approx(13.0 + 5.0 + 1e-7, rel=1e-12)
+
+
 def _two_stages(messages):
     """p = 2, one micro-batch; f = b = 1 s a stage, sends of 1 s, a 2 s gradient
     all-reduce overlapped with the backward (one bucket)."""
