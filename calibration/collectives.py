@@ -38,9 +38,12 @@ def geometric_sizes(first: int, last: int, factor: int) -> list[int]:
     return sizes
 
 
+MAX_BYTES = 256 * 2**20             # the largest buffer measured
+
+
 def default_sizes() -> list[int]:
     """8 B to 256 MiB: powers of 4 from 8 B (to 128 MiB), then 256 MiB itself."""
-    return geometric_sizes(8, 256 * 2**20, 4) + [256 * 2**20]
+    return geometric_sizes(8, MAX_BYTES, 4) + [MAX_BYTES]
 
 
 def quick_sizes() -> list[int]:

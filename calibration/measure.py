@@ -23,6 +23,7 @@ import numpy as np
 from perfmodel.model import ModelSpec
 from perfmodel.ops import ACT_BYTES, FLOPS_PER_ELEMENT, gemm, mem
 
+from .collectives import MAX_BYTES
 from .opmap import both, kernel_ops, optimizer_op, to_dicts
 
 E = ACT_BYTES["fp32"]
@@ -65,14 +66,30 @@ def gemm_shapes(model: ModelSpec | None, quick: bool) -> list[tuple[int, int, in
     shapes = [(m, n, k, "sweep") for m in sweep for n in sweep for k in sweep]
     if model is not None:
         tokens = min(model.seq, 256 if quick else 1024)   # rows: one micro-batch, capped
-        splits = [t for t in (1, 2, 4, 6, 8) if model.heads % t == 0]
-        splits = splits[::max(1, len(splits) - 1)] if quick else splits   # quick: ends only
         h, f, v = model.hidden, model.ffn, model.vocab
-        for t in splits:
+        for t in tp_splits(model, quick):
             for what, n, k in (("qkv", (h + 2 * model.kv_dim) // t, h), ("proj", h, h // t),
                                 ("fc1", f // t, h), ("fc2", h, f // t), ("logits", -(-v // t), h)):
                 shapes.append((tokens, n, k, f"{model.name} {what} tp{t}"))
     return shapes
+
+
+def tp_splits(model: ModelSpec, quick: bool) -> list[int]:
+    """The TP sizes calibrate times the model on: those of 1, 2, 4, 6, 8 that divide its
+    heads (quick: the first and the last only)."""
+    splits = [t for t in (1, 2, 4, 6, 8) if model.heads % t == 0]
+    return splits[::max(1, len(splits) - 1)] if quick else splits
+
+
+def message_sizes(model: ModelSpec | None, quick: bool) -> list[int]:
+    """Bytes of the model's own messages, one sequence per micro-batch, on each TP split
+    gemm_shapes times: a layer's TP all-reduce (the activations, seq x hidden, float32)
+    and a pipeline send (one TP rank's share of them); at most collectives.MAX_BYTES."""
+    if model is None:
+        return []
+    activations = model.seq * model.hidden * E
+    return sorted({min(MAX_BYTES, size) for t in tp_splits(model, quick)
+                   for size in (activations, activations // t)})
 
 
 COLD_BYTES = 64 * 2**20       # more than the last-level cache of common nodes

@@ -9,8 +9,8 @@ from . import calfile
 from .collectives import (fit_collectives, measure_collectives, network_from_fits,
                           quick_sizes, default_sizes)
 from .fit import fit_compute
-from .measure import (FIT_CONFIGS, gemm_shapes, measure_checkpoint,
-                      measure_gemms, measure_kernels, measure_steps)
+from .measure import (FIT_CONFIGS, gemm_shapes, measure_checkpoint, measure_gemms,
+                      measure_kernels, measure_steps, message_sizes)
 
 COLLECTIVE_KEYS = ("kind", "op", "ranks", "bytes", "seconds")
 
@@ -58,8 +58,10 @@ def calibrate(model: ModelSpec | None = None, quick: bool = False, comm=None, th
     if comm.size > 1:
         if say:
             say("MPI collectives", 0, 1)
-        collectives = measure_collectives(comm.comm, quick_sizes() if quick else default_sizes(),
-                                          repeat=3 if quick else 5)
+        # the sweep, and the model's own TP all-reduces and pipeline sends at their sizes
+        sizes = sorted(set(quick_sizes() if quick else default_sizes())
+                       | set(message_sizes(model, quick)))
+        collectives = measure_collectives(comm.comm, sizes, repeat=3 if quick else 5)
     if lead:
         if say:
             say(f"checkpoint write into {checkpoint_dir}", 0, 1)

@@ -121,3 +121,16 @@ def test_one_rank_cannot_measure_communication():
     with pytest.raises(SpecError) as e:
         measure_collectives(One())
     assert e.value.field == "comm"
+
+
+def test_the_models_messages_are_its_tp_all_reduce_and_pipeline_send():
+    """Fugaku-LLM, one sequence of 2,048 tokens x 5,184 x 4 bytes: the TP all-reduce
+    (42.5 MB) and a TP rank's share of a pipeline send on each split that divides its 36
+    heads (1, 2, 4, 6); none without a model."""
+    from calibration.measure import message_sizes
+    from perfmodel.presets import load_model
+    act = 2048 * 5184 * 4
+    assert message_sizes(load_model("fugaku-llm-13b"), quick=False) == sorted(
+        {act, act // 2, act // 4, act // 6})
+    assert message_sizes(load_model("fugaku-llm-13b"), quick=True) == [act // 6, act]
+    assert message_sizes(None, quick=True) == []

@@ -45,3 +45,23 @@ def test_two_ranks_measure_every_operation_at_every_size(mpiexec):
     for op, f in fits.items():
         assert f["status"] > 0, (op, f)
         assert f["alpha_s"] > 0 and f["bandwidth_bytes_per_s"] > 0, (op, f)
+
+
+def test_calibrate_with_a_model_measures_its_own_messages(mpiexec, tmp_path):
+    """Under mpiexec, ``calibrate --model`` also times the collectives at the model's TP
+    all-reduce and pipeline-send sizes (measure.message_sizes), besides the sweep."""
+    from calibration.measure import message_sizes
+    from perfmodel.presets import load_model
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = tmp_path / "cal.json"
+    run = subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "fugakuperf", "calibrate",
+                          "--quick", "--model", "gpt3-125m", "--allow-contention", "--threads",
+                          "1", "--out", str(out)], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    rows = [m for m in json.loads(out.read_text())["measurements"] if m["kind"] == "collective"]
+    model = message_sizes(load_model("gpt3-125m"), quick=True)
+    assert model and all(size not in quick_sizes() for size in model)
+    for op in ("allreduce", "p2p"):
+        measured = {r["bytes"] for r in rows if r["op"] == op}
+        assert {round_size(size, 2) for size in model} <= measured, (op, sorted(measured))
