@@ -129,6 +129,11 @@ class _Progress:
                    "continues exactly as if never interrupted. The model, batch, seed and "
                    "optimizer settings not given come from the checkpoint, and without "
                    "--steps it runs to the end of its learning-rate schedule.")
+@click.option("--tp", "--tensor-model-parallel-size", type=click.IntRange(min=1), default=1,
+              show_default=True,
+              help="Tensor-parallel ranks (Megatron-LM's form: heads, MLP and vocabulary "
+                   "split, an all-reduce after each row-parallel GEMM); under mpiexec the "
+                   "other ranks are data parallel. Checkpoints hold the whole model.")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Threads per rank for BLAS and the Numba kernels (default: the cores "
                    "other work leaves free, shared among this node's ranks).")
@@ -149,6 +154,7 @@ def train(**kw):
       fugakuperf train --model fugaku-llm-13b --layers 1 --seq 512 --data corpus.bin \\
                        --steps 3 --profile            (a full-width Fugaku-LLM slice)
       mpiexec -n 2 fugakuperf train ... --global-batch 16   (data parallel)
+      mpiexec -n 4 fugakuperf train ... --tp 2 --global-batch 16   (TP2 x DP2)
     """
     from trainer.distributed import world
     from trainer.host import ContentionMeter, default_threads, node_ranks, set_threads
@@ -318,7 +324,8 @@ def _prepare(comm, kw: dict, given: set = frozenset()):
                                  global_batch=kw["global_batch"], seed=kw["seed"],
                                  optimizer=optimizer, eval_every=kw["eval_every"],
                                  val_fraction=kw["val_fraction"],
-                                 checkpoint_every=kw["checkpoint_every"], keep=kw["keep"])
+                                 checkpoint_every=kw["checkpoint_every"], keep=kw["keep"],
+                                 tp=kw["tp"])
         trainer = Trainer(model, tokens, settings, comm, timers=Timers())
         if found:
             trainer.resume(found)

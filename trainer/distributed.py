@@ -44,15 +44,23 @@ class SingleProcess:
     def abort(self, code: int) -> None:
         raise SystemExit(code)
 
+    def split(self, color: int, key: int):
+        return self
+
+    @property
+    def mpi(self):
+        """The mpi4py communicator (None: one process)."""
+        return None
+
 
 class MPIComm:
     """MPI_COMM_WORLD through mpi4py."""
 
-    def __init__(self, bucket_bytes: int = BUCKET_BYTES):
+    def __init__(self, bucket_bytes: int = BUCKET_BYTES, comm=None):
         from mpi4py import MPI
 
         self.MPI = MPI
-        self.comm = MPI.COMM_WORLD
+        self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.bucket_bytes = bucket_bytes
         self.library = MPI.Get_library_version().strip().splitlines()[0]
@@ -84,6 +92,14 @@ class MPIComm:
         """End every rank (one rank leaving alone would leave the others waiting in
         their next collective forever)."""
         self.comm.Abort(code)
+
+    def split(self, color: int, key: int) -> "MPIComm":
+        """The ranks of the same ``color``, ordered by ``key`` (MPI_Comm_split)."""
+        return MPIComm(self.bucket_bytes, self.comm.Split(color, key))
+
+    @property
+    def mpi(self):
+        return self.comm
 
 
 def on_every_rank(comm, action):

@@ -26,17 +26,20 @@ from perfmodel.model import ModelSpec
 
 from . import kernels as K
 from .params import FlatTensors, check_trainable
+from .tensor import Group
 from .timers import NullTimers
 
 
-def activation_shapes(model: ModelSpec, B: int, T: int) -> dict[str, tuple[int, ...]]:
-    """The shape of every buffer one micro-batch's forward pass keeps, by name."""
-    L, C, NH, F, V = model.layers, model.hidden, model.heads, model.ffn, model.vocab
+def activation_shapes(model: ModelSpec, B: int, T: int, tp: int = 1) -> dict[str, tuple[int, ...]]:
+    """The shape of every buffer one micro-batch's forward pass keeps, by name (with
+    ``tp`` > 1: one rank's of a TP group, its heads, MLP width and vocabulary slice)."""
+    L, C, NH, F, V = model.layers, model.hidden, model.heads // tp, model.ffn // tp, \
+        model.vocab // tp
     return {
         "encoded": (B, T, C),                             # token + position embedding
         "ln1": (L, B, T, C), "ln1_mean": (L, B * T), "ln1_rstd": (L, B * T),
-        "qkv": (L, B, T, 3 * C),
-        "atty": (L, B, T, C),                             # attention output before proj
+        "qkv": (L, B, T, 3 * C // tp),
+        "atty": (L, B, T, C // tp),                       # attention output before proj
         "lse": (L, B, NH, T),                             # each query's log-sum-exp
         "attproj": (L, B, T, C),
         "residual2": (L, B, T, C),                        # x + attention
@@ -52,38 +55,39 @@ def activation_shapes(model: ModelSpec, B: int, T: int) -> dict[str, tuple[int, 
     }
 
 
-def scratch_shapes(model: ModelSpec, B: int, T: int) -> dict[str, tuple[int, ...]]:
+def scratch_shapes(model: ModelSpec, B: int, T: int, tp: int = 1) -> dict[str, tuple[int, ...]]:
     """The backward pass's buffers, reused by every layer: d(final LayerNorm), d(residual
     stream), d(LayerNorm output), d(attention output), d(GELU output), d(FC output),
     d(qkv)."""
-    C, F = model.hidden, model.ffn
-    return {"dlnf": (B, T, C), "dresidual": (B, T, C), "dln": (B, T, C), "datty": (B, T, C),
-            "dfch_gelu": (B, T, F), "dfch": (B, T, F), "dqkv": (B, T, 3 * C)}
+    C, F = model.hidden, model.ffn // tp
+    return {"dlnf": (B, T, C), "dresidual": (B, T, C), "dln": (B, T, C),
+            "datty": (B, T, C // tp), "dfch_gelu": (B, T, F), "dfch": (B, T, F),
+            "dqkv": (B, T, 3 * C // tp)}
 
 
-def backward_scratch_elements(model: ModelSpec, B: int, T: int) -> int:
+def backward_scratch_elements(model: ModelSpec, B: int, T: int, tp: int = 1) -> int:
     """Elements of the buffers the backward pass uses besides the activations, all
     allocated once per run: ``scratch_shapes`` and the tiled attention's
     (trainer.kernels.AttentionScratch: dq, dk, dv and a product (B, NH, T, hs); two
     strips (B, NH, tile, T); a statistic per query (B, NH, T))."""
-    hs, NH = model.hidden // model.heads, model.heads
+    hs, NH = model.hidden // model.heads, model.heads // tp
     tile = min(K.ATTENTION_TILE, T)
     attention = B * NH * (4 * T * hs + 2 * tile * T + T)
-    return sum(math.prod(shape) for shape in scratch_shapes(model, B, T).values()) + attention
+    return sum(math.prod(shape) for shape in scratch_shapes(model, B, T, tp).values()) + attention
 
 
 class Activations:
     """Buffers of one micro-batch's forward pass and the backward pass's scratch, allocated
     once per (B, T); shapes in ``activation_shapes`` and ``scratch_shapes``."""
 
-    def __init__(self, model: ModelSpec, B: int, T: int, dtype=np.float32):
+    def __init__(self, model: ModelSpec, B: int, T: int, dtype=np.float32, tp: int = 1):
         self.B, self.T = B, T
-        for name, shape in activation_shapes(model, B, T).items():
+        for name, shape in activation_shapes(model, B, T, tp).items():
             setattr(self, name, np.zeros(shape, dtype=dtype))
-        for name, shape in scratch_shapes(model, B, T).items():
+        for name, shape in scratch_shapes(model, B, T, tp).items():
             setattr(self, name, np.zeros(shape, dtype=dtype))
-        self.attention = K.AttentionScratch(B, model.heads, T, model.hidden // model.heads,
-                                            dtype)
+        self.attention = K.AttentionScratch(B, model.heads // tp, T,
+                                            model.hidden // model.heads, dtype)
 
     def fits(self, B: int, T: int) -> bool:
         return (self.B, self.T) == (B, T)
@@ -105,26 +109,34 @@ def _rows(x):
 
 
 def gpt_forward(model: ModelSpec, params: FlatTensors, acts: Activations, inp, targets=None,
-                timer=None) -> float | None:
-    """Forward pass of ``inp`` (B, T) token ids; with ``targets`` (B, T) the mean loss."""
+                timer=None, group: Group | None = None) -> float | None:
+    """Forward pass of ``inp`` (B, T) token ids; with ``targets`` (B, T) the mean loss.
+    With a TP ``group`` of t ranks, ``params`` and ``acts`` are this rank's part
+    (trainer.tensor): its heads, MLP columns and vocabulary slice, the row-parallel
+    outputs and the embedding summed over the group, the loss over its vocabularies."""
     check_trainable(model)
     t = timer or NullTimers()
+    g = group or Group()
     p, a = params, acts
     B, T = inp.shape
-    C, NH, F, V = model.hidden, model.heads, model.ffn, model.vocab
+    C, NH, F, V = model.hidden, model.heads // g.size, model.ffn // g.size, model.vocab // g.size
     N = B * T
     with t("encoder_forward", bytes_=4 * N * C * 3):
-        K.encoder_forward(a.encoded, inp, p["wte"], p["wpe"])
+        if g.size == 1:
+            K.encoder_forward(a.encoded, inp, p["wte"], p["wpe"])
+        else:
+            _vocab_parallel_embedding(a.encoded, inp, p["wte"], p["wpe"], g, model.vocab)
     x = a.encoded
     for layer in range(model.layers):
         with t("layernorm_forward", bytes_=4 * N * C * 2):
             K.layernorm_forward(_rows(a.ln1[layer]), a.ln1_mean[layer], a.ln1_rstd[layer],
                                 _rows(x), p["ln1w"][layer], p["ln1b"][layer])
         _matmul_forward(t, a.qkv[layer], a.ln1[layer], p["qkvw"][layer], p["qkvb"][layer])
-        with t("attention_forward", flops=attention_flops(B, T, C), bytes_=4 * N * C * 4):
+        with t("attention_forward", flops=attention_flops(B, T, C // g.size),
+               bytes_=4 * N * C // g.size * 4):
             K.attention_forward(a.atty[layer], a.lse[layer], a.qkv[layer], NH, a.attention)
-        _matmul_forward(t, a.attproj[layer], a.atty[layer], p["attprojw"][layer],
-                        p["attprojb"][layer])
+        _row_parallel(t, g, a.attproj[layer], a.atty[layer], p["attprojw"][layer],
+                      p["attprojb"][layer])
         with t("residual_forward", bytes_=4 * N * C * 3):
             np.add(x, a.attproj[layer], out=a.residual2[layer])
         with t("layernorm_forward", bytes_=4 * N * C * 2):
@@ -133,8 +145,8 @@ def gpt_forward(model: ModelSpec, params: FlatTensors, acts: Activations, inp, t
         _matmul_forward(t, a.fch[layer], a.ln2[layer], p["fcw"][layer], p["fcb"][layer])
         with t("gelu_forward", bytes_=4 * N * F * 2):
             K.gelu_forward(a.fch_gelu[layer], a.fch[layer])
-        _matmul_forward(t, a.fcproj[layer], a.fch_gelu[layer], p["fcprojw"][layer],
-                        p["fcprojb"][layer])
+        _row_parallel(t, g, a.fcproj[layer], a.fch_gelu[layer], p["fcprojw"][layer],
+                      p["fcprojb"][layer])
         with t("residual_forward", bytes_=4 * N * C * 3):
             np.add(a.residual2[layer], a.fcproj[layer], out=a.residual3[layer])
         x = a.residual3[layer]
@@ -145,8 +157,54 @@ def gpt_forward(model: ModelSpec, params: FlatTensors, acts: Activations, inp, t
     if targets is None:
         return None
     with t("crossentropy_forward", bytes_=4 * N * V * 3):
-        K.crossentropy_forward(a.losses, a.probs, a.logits, targets)
+        if g.size == 1:
+            K.crossentropy_forward(a.losses, a.probs, a.logits, targets)
+        else:
+            _vocab_parallel_crossentropy(a.losses, a.probs, a.logits, targets, g, model.vocab)
     return float(a.losses.mean(dtype=np.float64))
+
+
+def _vocab_parallel_embedding(out, inp, wte, wpe, g: Group, vocab: int):
+    # out (B, T, C) = the rows of the tokens this rank's slice holds, summed over the group
+    # (each token's row lives on one rank), + positions
+    lo, hi = g.vocab_range(vocab)
+    mine = (inp >= lo) & (inp < hi)
+    out.fill(0.0)
+    out[mine] = wte[inp[mine] - lo]
+    g.sum(out)
+    out += wpe[None, :inp.shape[1], :]
+
+
+def _vocab_parallel_crossentropy(losses, probs, logits, targets, g: Group, vocab: int):
+    # logits, probs (B, T, V/t) this rank's vocabulary slice; losses (B, T): the softmax over
+    # the whole vocabulary from the slices' maximum and sum of exponentials (over the
+    # group) and the target's logit (on the rank that holds it); Megatron-LM's
+    # vocab-parallel cross-entropy
+    top = logits.max(axis=2)
+    g.max(top)
+    np.subtract(logits, top[..., None], out=probs)
+    np.exp(probs, out=probs)
+    total = probs.sum(axis=2)
+    g.sum(total)
+    probs /= total[..., None]
+    lo, hi = g.vocab_range(vocab)
+    mine = (targets >= lo) & (targets < hi)
+    picked = np.zeros(targets.shape, dtype=logits.dtype)
+    b, t = np.nonzero(mine)
+    picked[b, t] = logits[b, t, targets[b, t] - lo]
+    g.sum(picked)
+    losses[...] = top + np.log(total) - picked
+
+
+def _row_parallel(t, g: Group, out, inp, weight, bias):
+    # out = inp @ weight^T + bias; over a TP group, this rank's partial product (its input
+    # columns) summed over the group, then the bias, once
+    if g.size == 1:
+        _matmul_forward(t, out, inp, weight, bias)
+        return
+    _matmul_forward(t, out, inp, weight, None)
+    g.sum(out, timer=t)
+    out += bias
 
 
 def _matmul_forward(t, out, inp, weight, bias):
@@ -167,29 +225,39 @@ def _matmul_backward(t, dinp, dweight, dbias, dout, inp, weight):
 
 
 def gpt_backward(model: ModelSpec, params: FlatTensors, grads: FlatTensors, acts: Activations,
-                 inp, targets, loss_scale: float, timer=None) -> None:
+                 inp, targets, loss_scale: float, timer=None, group: Group | None = None) -> None:
     """Accumulate d(loss_scale * sum of token losses)/dparams into ``grads``.
 
     ``loss_scale`` is 1 / (tokens averaged over): 1 / (B T) for one micro-batch's mean;
     1 / (B T micro_batches ranks) for the mean over a whole global batch.
-    The forward pass of the same (inp, targets) must have just run on ``acts``."""
+    The forward pass of the same (inp, targets) must have just run on ``acts``. With a
+    TP ``group``, the gradient entering each column-parallel GEMM's input (and the final
+    LayerNorm's, from the logits) is summed over the group (gpt_forward)."""
     t = timer or NullTimers()
+    tg = group or Group()
     p, g, a = params, grads, acts
     B, T = inp.shape
-    L, C, NH, F, V = model.layers, model.hidden, model.heads, model.ffn, model.vocab
+    L, C, F, V = model.layers, model.hidden, model.ffn // tg.size, model.vocab // tg.size
     N = B * T
     dtype = a.encoded.dtype
     dlogits = a.logits                                      # logits are spent: reuse (B, T, V)
     with t("crossentropy_backward", bytes_=4 * N * V * 3):
-        dlogits.fill(0.0)
-        K.crossentropy_backward(dlogits, a.probs, targets,
-                                np.full((B, T), loss_scale, dtype=dtype))
+        if tg.size == 1:
+            dlogits.fill(0.0)
+            K.crossentropy_backward(dlogits, a.probs, targets,
+                                    np.full((B, T), loss_scale, dtype=dtype))
+        else:                          # p - onehot(target) on this rank's vocabulary slice
+            np.multiply(a.probs, dtype.type(loss_scale), out=dlogits)
+            lo, hi = tg.vocab_range(model.vocab)
+            b, s = np.nonzero((targets >= lo) & (targets < hi))
+            dlogits[b, s, targets[b, s] - lo] -= dtype.type(loss_scale)
     dlnf = a.dlnf
     dlnf.fill(0.0)
     out_name = output_weight(p)
     with t(f"matmul_backward {N}x{C}x{V}", flops=4 * N * C * V, bytes_=4 * 2 * (N * C + V * C + N * V)):
         K.gemm_accumulate(_rows(dlnf), _rows(dlogits), p[out_name])            # (N, V) @ (V, C)
         K.gemm_accumulate(g[out_name], _rows(dlogits), _rows(a.lnf), trans_a=True)  # (V, N) @ (N, C)
+    tg.sum(dlnf, timer=t)
     x_last = a.residual3[L - 1] if L else a.encoded
     dresidual = a.dresidual                                              # d(block output)
     dresidual.fill(0.0)
@@ -210,6 +278,7 @@ def gpt_backward(model: ModelSpec, params: FlatTensors, grads: FlatTensors, acts
         dln.fill(0.0)
         _matmul_backward(t, dln, g["fcw"][layer], g["fcb"][layer], dfch, a.ln2[layer],
                          p["fcw"][layer])
+        tg.sum(dln, timer=t)
         # dresidual now flows into residual2 both directly and through ln2
         with t("layernorm_backward", bytes_=4 * N * C * 4):
             K.layernorm_backward(_rows(dresidual), g["ln2w"][layer], g["ln2b"][layer], _rows(dln),
@@ -220,16 +289,24 @@ def gpt_backward(model: ModelSpec, params: FlatTensors, grads: FlatTensors, acts
         _matmul_backward(t, datty, g["attprojw"][layer], g["attprojb"][layer], dresidual,
                          a.atty[layer], p["attprojw"][layer])
         dqkv.fill(0.0)
-        with t("attention_backward", flops=K.ATTENTION_BACKWARD * attention_flops(B, T, C),
-               bytes_=4 * N * C * 8):
-            K.attention_backward(dqkv, datty, a.atty[layer], a.qkv[layer], a.lse[layer], NH,
-                                 a.attention)
+        with t("attention_backward",
+               flops=K.ATTENTION_BACKWARD * attention_flops(B, T, C // tg.size),
+               bytes_=4 * N * C // tg.size * 8):
+            K.attention_backward(dqkv, datty, a.atty[layer], a.qkv[layer], a.lse[layer],
+                                 model.heads // tg.size, a.attention)
         dln.fill(0.0)
         _matmul_backward(t, dln, g["qkvw"][layer], g["qkvb"][layer], dqkv, a.ln1[layer],
                          p["qkvw"][layer])
+        tg.sum(dln, timer=t)
         with t("layernorm_backward", bytes_=4 * N * C * 4):
             K.layernorm_backward(_rows(dresidual), g["ln1w"][layer], g["ln1b"][layer], _rows(dln),
                                  _rows(x_in), p["ln1w"][layer], a.ln1_mean[layer],
                                  a.ln1_rstd[layer])
     with t("encoder_backward", bytes_=4 * N * C * 3):
-        K.encoder_backward(g["wte"], g["wpe"], dresidual, inp)
+        if tg.size == 1:
+            K.encoder_backward(g["wte"], g["wpe"], dresidual, inp)
+        else:                          # the rows of this rank's slice; every position
+            lo, hi = tg.vocab_range(model.vocab)
+            mine = (inp >= lo) & (inp < hi)
+            np.add.at(g["wte"], inp[mine] - lo, dresidual[mine])
+            g["wpe"][:T] += dresidual.sum(axis=0)

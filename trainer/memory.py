@@ -49,20 +49,20 @@ def gb(n: float) -> str:
 
 
 def training_need(model: ModelSpec, micro_batch: int, itemsize: int = 4,
-                  optimizer: bool = True, global_batch: int = 0) -> Need:
+                  optimizer: bool = True, global_batch: int = 0, tp: int = 1) -> Need:
     """Bytes a rank allocates to train ``model`` with ``micro_batch`` sequences per pass
     and ``global_batch`` per step (the sampler draws every start position of a step at
     once, 8 bytes each); ``optimizer=False``: to run the forward pass only, as
     generation does."""
-    shapes = parameter_shapes(model)
+    shapes = parameter_shapes(model, tp)
     P = sum(math.prod(s) for _, s in shapes)
     B, T = micro_batch, model.seq
-    acts = sum(math.prod(s) for s in activation_shapes(model, B, T).values())
+    acts = sum(math.prod(s) for s in activation_shapes(model, B, T, tp).values())
     parts = {"parameters": P * itemsize}
     if optimizer:
         parts |= {"gradients": P * itemsize, "AdamW state": 2 * P * itemsize,
                   "activations": acts * itemsize,
-                  "backward temporaries": backward_scratch_elements(model, B, T) * itemsize,
+                  "backward temporaries": backward_scratch_elements(model, B, T, tp) * itemsize,
                   "batch positions": 8 * global_batch}
     else:
         parts["activations"] = acts * itemsize

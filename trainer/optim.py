@@ -82,6 +82,11 @@ def _sum_squares(x):
     return s
 
 
+def sum_squares(x: np.ndarray) -> float:
+    """The sum of squares of a 1-D array, in float64."""
+    return float(_sum_squares(x))
+
+
 def grad_norm(grads: np.ndarray) -> float:
     return math.sqrt(_sum_squares(grads))
 

@@ -42,15 +42,17 @@ def check_trainable(model: ModelSpec) -> None:
                                     f"(kv_heads = heads = {model.heads}); got {model.kv_heads}")
 
 
-def parameter_shapes(model: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
+def parameter_shapes(model: ModelSpec, tp: int = 1) -> list[tuple[str, tuple[int, ...]]]:
+    """The views' shapes; with ``tp`` > 1, one rank's of a TP group (trainer.tensor:
+    V, F and the Q, K, V heads split t ways, the attention and MLP outputs' inputs too)."""
     check_trainable(model)
-    C, L, V, T, F = model.hidden, model.layers, model.vocab, model.seq, model.ffn
-    qkv = C + 2 * model.kv_dim
+    C, L, V, T, F = model.hidden, model.layers, model.vocab // tp, model.seq, model.ffn // tp
+    qkv = (C + 2 * model.kv_dim) // tp
     shapes = [
         ("wte", (V, C)), ("wpe", (T, C)),
         ("ln1w", (L, C)), ("ln1b", (L, C)),
         ("qkvw", (L, qkv, C)), ("qkvb", (L, qkv)),
-        ("attprojw", (L, C, C)), ("attprojb", (L, C)),
+        ("attprojw", (L, C, C // tp)), ("attprojb", (L, C)),
         ("ln2w", (L, C)), ("ln2b", (L, C)),
         ("fcw", (L, F, C)), ("fcb", (L, F)),
         ("fcprojw", (L, C, F)), ("fcprojb", (L, C)),
@@ -76,11 +78,15 @@ class FlatTensors:
         return int(self.buffer.size)
 
 
-def allocate(model: ModelSpec, dtype=np.float32) -> FlatTensors:
+def allocate(model: ModelSpec, dtype=np.float32, tp: int = 1) -> FlatTensors:
     """A zeroed buffer laid out as ``parameter_shapes`` (for parameters or gradients)."""
-    shapes = parameter_shapes(model)
-    total = sum(int(np.prod(s)) for _, s in shapes)
-    buffer = np.zeros(total, dtype=dtype)
+    total = sum(int(np.prod(s)) for _, s in parameter_shapes(model, tp))
+    return wrap(np.zeros(total, dtype=dtype), model, tp)
+
+
+def wrap(buffer: np.ndarray, model: ModelSpec, tp: int = 1) -> FlatTensors:
+    """Named views of ``parameter_shapes`` into an existing flat ``buffer``."""
+    shapes = parameter_shapes(model, tp)
     views, offset = {}, 0
     for name, shape in shapes:
         n = int(np.prod(shape))

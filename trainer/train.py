@@ -32,8 +32,9 @@ from .distributed import SingleProcess
 from .gpt import Activations, gpt_backward, gpt_forward
 from .host import node_ranks
 from .memory import check_fits, training_need
-from .optim import AdamW, AdamWConfig, grad_norm
-from .params import allocate, initialize
+from .optim import AdamW, AdamWConfig, grad_norm, sum_squares
+from .params import FlatTensors, allocate, initialize, wrap
+from .tensor import SPLIT, Group, Layout, check_splits
 from .timers import NullTimers, Timers
 
 # Settings that define the run: a resumed run must agree on them to repeat it exactly
@@ -66,9 +67,10 @@ class TrainSettings:
     val_fraction: float = 0.05
     checkpoint_every: int = 0             # 0: only at the end (if a directory is given)
     keep: int = 2
+    tp: int = 1                           # tensor-parallel ranks (trainer.tensor); the rest DP
 
     def __post_init__(self):
-        for name in ("steps", "micro_batch", "eval_batches"):
+        for name in ("steps", "micro_batch", "eval_batches", "tp"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise SpecError(name, f"must be a positive integer; got {getattr(self, name)}")
         if self.steps > ckpt.MAX_STEP:
@@ -136,22 +138,34 @@ class Trainer:
                                             f"{len(self.train_tokens):,} to train on; "
                                             f"sequences of {model.seq} need at least "
                                             f"{model.seq + 2:,}")
-        world = self.comm.size
-        gb = settings.global_batch or settings.micro_batch * world
+        # ranks: tensor parallel fastest (a TP group is consecutive ranks, as Megatron-LM
+        # places them), data parallel across the groups
+        tp, world = settings.tp, self.comm.size
+        if world % tp:
+            raise SpecError("tp", f"{tp} tensor-parallel ranks must divide the {world} ranks")
+        check_splits(model, tp)
+        self.tp_rank, self.dp_rank, dp = self.comm.rank % tp, self.comm.rank // tp, world // tp
+        self.layout = Layout(model, tp, self.tp_rank)
+        self.group = Group(self.comm.split(self.dp_rank, self.tp_rank).mpi if tp > 1 else None)
+        self.dp = self.comm.split(self.tp_rank, self.dp_rank) if tp > 1 else self.comm
+        gb = settings.global_batch or settings.micro_batch * dp
         self.sampler = Sampler(self.train_tokens, model.seq, settings.micro_batch, gb,
-                               settings.seed, self.comm.rank, world)
+                               settings.seed, self.dp_rank, dp)
         check_fits(training_need(model, settings.micro_batch, np.dtype(dtype).itemsize,
-                                 global_batch=gb),
+                                 global_batch=gb, tp=tp),
                    f"training {model.name} with micro-batch {settings.micro_batch} x seq "
                    f"{model.seq}", ranks_here=node_ranks(1),
                    hint=". A smaller model (--layers, --hidden), --micro-batch, --seq or "
                         "--global-batch needs less")
-        self.params = initialize(model, settings.seed)
+        # every rank initialises the whole model as one rank would, and keeps its part
+        self.params = self._part(initialize(model, settings.seed))
         if dtype != np.float32:
             self.params = _cast(self.params, model, dtype)
-        self.grads = allocate(model, dtype=self.params.buffer.dtype)
+        self.grads = allocate(model, dtype=self.params.buffer.dtype, tp=tp)
         self.optimizer = AdamW(self.params, settings.optimizer)
-        self.acts = Activations(model, settings.micro_batch, model.seq, dtype=self.params.buffer.dtype)
+        self.acts = Activations(model, settings.micro_batch, model.seq,
+                                dtype=self.params.buffer.dtype, tp=tp)
+        self.resumed_state: int | None = None   # CRC-32 of the state a resume read
         self.step_index = 0
         self.decay_steps = settings.optimizer.decay_steps or settings.steps
         self.data_id = fingerprint(tokens)
@@ -190,8 +204,17 @@ class Trainer:
         if c.step > self.settings.steps:
             raise SpecError("steps", f"{c.path} is at step {c.step:,}, past this run's "
                                      f"{self.settings.steps:,} steps")
-        ckpt.read_arrays(c, {"params": self.params.buffer, "m": self.optimizer.m,
-                             "v": self.optimizer.v})
+        whole = {name: np.empty(self.model.params, dtype=np.float32)
+                 for name in ("params", "m", "v")} if self.layout.size > 1 else \
+            {"params": self.params.buffer, "m": self.optimizer.m, "v": self.optimizer.v}
+        ckpt.read_arrays(c, whole)
+        self.resumed_state = 0
+        for name in ("params", "m", "v"):
+            self.resumed_state = zlib.crc32(whole[name], self.resumed_state)
+        if self.layout.size > 1:                # this rank's part of the whole state
+            for name, mine in (("params", self.params.buffer), ("m", self.optimizer.m),
+                               ("v", self.optimizer.v)):
+                mine[...] = self._part(wrap(whole[name], self.model)).buffer
         self.optimizer.step_count = c.step
         self.step_index = c.step
         self.resumed_from = str(c.path)
@@ -205,22 +228,42 @@ class Trainer:
         """What every rank of one run must share: the run's settings (with the data's
         fingerprint), the model, the step and, after a resume, the state read (a CRC-32
         of the parameters and AdamW's moments)."""
-        state = None
-        if self.resumed_from:
-            state = 0
-            for buffer in (self.params.buffer, self.optimizer.m, self.optimizer.v):
-                state = zlib.crc32(buffer, state)
+        state = self.resumed_state if self.resumed_from else None
         s = self.settings
         return {**self.run_settings(), "model": dataclasses.asdict(self.model),
                 "steps": s.steps, "eval_every": s.eval_every, "eval_batches": s.eval_batches,
                 "checkpoint_every": s.checkpoint_every, "keep": s.keep,
                 "step": self.step_index, "state": state}
 
+    # ------------------------------------------------------------------ TP parts
+    def _part(self, whole: FlatTensors) -> FlatTensors:
+        """This rank's part of the whole model's tensors (the whole, without TP)."""
+        if self.layout.size == 1:
+            return whole
+        mine = allocate(self.model, dtype=whole.buffer.dtype, tp=self.layout.size)
+        for name, view in mine.views.items():
+            view[...] = self.layout.take(name, whole[name])
+        return mine
+
+    def _whole(self, buffer: np.ndarray) -> np.ndarray:
+        """The whole model's flat buffer from every TP rank's ``buffer`` (a collective of
+        the TP group)."""
+        t = self.layout.size
+        whole = allocate(self.model, dtype=buffer.dtype)
+        mine = wrap(buffer, self.model, t)
+        for name, view in mine.views.items():
+            for r, part in enumerate(self.group.gather(view)):
+                Layout(self.model, t, r).put(name, whole[name], part)
+        return whole.buffer
+
     def save(self, directory) -> str | None:
+        """Rank 0 writes the whole model's state (the TP group of rank 0 gathers it)."""
+        state = (self.params.buffer, self.optimizer.m, self.optimizer.v)
+        if self.layout.size > 1 and self.dp_rank == 0:
+            state = tuple(self._whole(buffer) for buffer in state)
         if self.comm.rank != 0:
             return None
-        path = ckpt.save(directory, self.step_index, self.model, self.run_settings(),
-                         self.params.buffer, self.optimizer.m, self.optimizer.v,
+        path = ckpt.save(directory, self.step_index, self.model, self.run_settings(), *state,
                          keep=self.settings.keep,
                          environment=determinism.environment(self.comm.size))
         return str(path)
@@ -239,12 +282,14 @@ class Trainer:
         positions = s.positions(self.step_index)          # (global_batch,) window starts
         for micro in range(s.micro_batches):
             x, y = s.batch(self.step_index, micro, positions)
-            loss_sum += gpt_forward(model, self.params, self.acts, x, y, timer=self.timers)
-            gpt_backward(model, self.params, self.grads, self.acts, x, y, scale, timer=self.timers)
-        self.comm.allreduce_sum(self.grads.buffer, timer=self.timers)
-        loss = self.comm.allreduce_scalar(loss_sum) / (s.micro_batches * s.world)
+            loss_sum += gpt_forward(model, self.params, self.acts, x, y, timer=self.timers,
+                                    group=self.group)
+            gpt_backward(model, self.params, self.grads, self.acts, x, y, scale,
+                         timer=self.timers, group=self.group)
+        self.dp.allreduce_sum(self.grads.buffer, timer=self.timers)
+        loss = self.dp.allreduce_scalar(loss_sum) / (s.micro_batches * s.world)
         with t("grad_norm", bytes_=self.grads.buffer.nbytes):
-            norm = grad_norm(self.grads.buffer)
+            norm = self._grad_norm()
         lr = self.settings.optimizer.rate(self.step_index, self.decay_steps)
         for what, value in (("loss", loss), ("gradient norm", norm)):
             if not math.isfinite(value):
@@ -256,17 +301,31 @@ class Trainer:
         dt = time.perf_counter() - t0
         return StepLog(self.step_index, loss, lr, norm, dt, s.global_batch * T / dt)
 
+    def _grad_norm(self) -> float:
+        """The whole model's gradient norm: with TP, the split tensors' squares summed over
+        the group, the whole ones' (the same on every rank of it) once."""
+        if self.layout.size == 1:
+            return grad_norm(self.grads.buffer)
+        split = np.array([sum(sum_squares(v.ravel()) for name, v in self.grads.views.items()
+                              if name in SPLIT)])
+        self.group.sum(split)
+        whole = sum(sum_squares(v.ravel()) for name, v in self.grads.views.items()
+                    if name not in SPLIT)
+        return math.sqrt(float(split[0]) + whole)
+
     def evaluate(self) -> float | None:
         """Mean token loss on the held-out tail: the same ``eval_batches`` micro-batches every
-        time and for any number of ranks. Rank 0 evaluates alone (others get None)."""
-        if self.val_tokens is None or self.comm.rank != 0:
+        time and for any number of ranks. Rank 0 evaluates (with TP, its group with it);
+        the others get None."""
+        if self.val_tokens is None or self.dp_rank != 0:
             return None
         model, s = self.model, self.settings
         sampler = Sampler(self.val_tokens, model.seq, s.micro_batch,
                           s.micro_batch * s.eval_batches, s.seed + 1)
-        total = sum(gpt_forward(model, self.params, self.acts, *sampler.batch(0, micro))
+        total = sum(gpt_forward(model, self.params, self.acts, *sampler.batch(0, micro),
+                                group=self.group)
                     for micro in range(sampler.micro_batches))
-        return total / sampler.micro_batches
+        return total / sampler.micro_batches if self.comm.rank == 0 else None
 
 
 def _cast(params, model, dtype):
@@ -288,6 +347,7 @@ def train(trainer: Trainer, checkpoint_dir=None, resume=None, progress=None,
         progress("resume", {"path": last, "step": start,
                             "note": (trainer.continuation or {}).get("note")})
     logs, evals, checkpoints = [], [], []
+    saved_at = None
     end = s.steps if stop_after is None else min(s.steps, start + stop_after)
     with _deferred_interrupt() as asked:
         while trainer.step_index < end:
@@ -312,6 +372,7 @@ def train(trainer: Trainer, checkpoint_dir=None, resume=None, progress=None,
             due = s.checkpoint_every and log.step % s.checkpoint_every == 0
             if checkpoint_dir and (due or done):
                 t0 = time.perf_counter()
+                saved_at = log.step           # (on every rank: saving is a collective)
                 path = trainer.save(checkpoint_dir)
                 if path:
                     last = path
@@ -321,7 +382,7 @@ def train(trainer: Trainer, checkpoint_dir=None, resume=None, progress=None,
                         progress("checkpoint", checkpoints[-1])
             # Ctrl-C: every rank stops after the same step, its checkpoint written
             if trainer.comm.allreduce_scalar(1.0 if asked() else 0.0) > 0:
-                saved = last if checkpoints and checkpoints[-1]["step"] == trainer.step_index \
+                saved = last if saved_at == trainer.step_index \
                     else (trainer.save(checkpoint_dir) if checkpoint_dir else None)
                 raise Interrupted(trainer.step_index, saved)
     return TrainResult(trainer.model, trainer.params.buffer, logs, evals, start, last,
