@@ -134,6 +134,13 @@ class _Progress:
               help="Tensor-parallel ranks (Megatron-LM's form: heads, MLP and vocabulary "
                    "split, an all-reduce after each row-parallel GEMM); under mpiexec the "
                    "other ranks are data parallel. Checkpoints hold the whole model.")
+@click.option("--pp", "--pipeline-model-parallel-size", type=click.IntRange(min=1), default=1,
+              show_default=True,
+              help="Pipeline stages (each a contiguous share of the layers; the first embeds, "
+                   "the last computes the loss), run over MPI point-to-point by --schedule.")
+@click.option("--schedule", type=click.Choice(["1f1b", "gpipe"]), default="1f1b",
+              show_default=True, help="The pipeline's schedule: the step lists perfmodel "
+                                      "simulates (perfmodel/schedules.py).")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Threads per rank for BLAS and the Numba kernels (default: the cores "
                    "other work leaves free, shared among this node's ranks).")
@@ -155,6 +162,7 @@ def train(**kw):
                        --steps 3 --profile            (a full-width Fugaku-LLM slice)
       mpiexec -n 2 fugakuperf train ... --global-batch 16   (data parallel)
       mpiexec -n 4 fugakuperf train ... --tp 2 --global-batch 16   (TP2 x DP2)
+      mpiexec -n 4 fugakuperf train ... --tp 2 --pp 2 --global-batch 16   (TP2 x PP2)
     """
     from trainer.distributed import world
     from trainer.host import ContentionMeter, default_threads, node_ranks, set_threads
@@ -325,7 +333,7 @@ def _prepare(comm, kw: dict, given: set = frozenset()):
                                  optimizer=optimizer, eval_every=kw["eval_every"],
                                  val_fraction=kw["val_fraction"],
                                  checkpoint_every=kw["checkpoint_every"], keep=kw["keep"],
-                                 tp=kw["tp"])
+                                 tp=kw["tp"], pp=kw["pp"], schedule=kw["schedule"])
         trainer = Trainer(model, tokens, settings, comm, timers=Timers())
         if found:
             trainer.resume(found)

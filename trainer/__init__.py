@@ -9,7 +9,8 @@ layers' forward and backward kernels are in kernels.py and are assembled into th
 model in gpt.py; data comes from UTF-8 text through a byte-level tokenizer or from
 token shards (data.py); train.py runs steps with AdamW (optim.py), checkpoints
 (checkpoint.py), data parallelism over MPI (distributed.py), Megatron-LM's tensor
-parallelism (tensor.py) and per-kernel timers (timers.py, record.py).
+parallelism (tensor.py), pipeline stages running perfmodel's schedules (train.py) and
+per-kernel timers (timers.py, record.py).
 """
 
 import os

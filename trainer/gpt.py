@@ -25,14 +25,16 @@ import numpy as np
 from perfmodel.model import ModelSpec
 
 from . import kernels as K
-from .params import FlatTensors, check_trainable
+from .params import WHOLE, FlatTensors, Stage, check_trainable
 from .tensor import Group
 from .timers import NullTimers
 
 
-def activation_shapes(model: ModelSpec, B: int, T: int, tp: int = 1) -> dict[str, tuple[int, ...]]:
+def activation_shapes(model: ModelSpec, B: int, T: int, tp: int = 1,
+                      stage: Stage = WHOLE) -> dict[str, tuple[int, ...]]:
     """The shape of every buffer one micro-batch's forward pass keeps, by name (with
-    ``tp`` > 1: one rank's of a TP group, its heads, MLP width and vocabulary slice)."""
+    ``tp`` > 1: one rank's of a TP group, its heads, MLP width and vocabulary slice; of
+    a pipeline ``stage``: its layers, ``encoded`` its input, the head's only on the last)."""
     L, C, NH, F, V = model.layers, model.hidden, model.heads // tp, model.ffn // tp, \
         model.vocab // tp
     return {
@@ -48,10 +50,8 @@ def activation_shapes(model: ModelSpec, B: int, T: int, tp: int = 1) -> dict[str
         "fch_gelu": (L, B, T, F),
         "fcproj": (L, B, T, C),
         "residual3": (L, B, T, C),                        # block output
-        "lnf": (B, T, C), "lnf_mean": (B * T,), "lnf_rstd": (B * T,),
-        "logits": (B, T, V),
-        "probs": (B, T, V),
-        "losses": (B, T),
+        **({"lnf": (B, T, C), "lnf_mean": (B * T,), "lnf_rstd": (B * T,),
+            "logits": (B, T, V), "probs": (B, T, V), "losses": (B, T)} if stage.last else {}),
     }
 
 
@@ -80,9 +80,10 @@ class Activations:
     """Buffers of one micro-batch's forward pass and the backward pass's scratch, allocated
     once per (B, T); shapes in ``activation_shapes`` and ``scratch_shapes``."""
 
-    def __init__(self, model: ModelSpec, B: int, T: int, dtype=np.float32, tp: int = 1):
+    def __init__(self, model: ModelSpec, B: int, T: int, dtype=np.float32, tp: int = 1,
+                 stage: Stage = WHOLE):
         self.B, self.T = B, T
-        for name, shape in activation_shapes(model, B, T, tp).items():
+        for name, shape in activation_shapes(model, B, T, tp, stage).items():
             setattr(self, name, np.zeros(shape, dtype=dtype))
         for name, shape in scratch_shapes(model, B, T, tp).items():
             setattr(self, name, np.zeros(shape, dtype=dtype))
@@ -109,11 +110,14 @@ def _rows(x):
 
 
 def gpt_forward(model: ModelSpec, params: FlatTensors, acts: Activations, inp, targets=None,
-                timer=None, group: Group | None = None) -> float | None:
+                timer=None, group: Group | None = None, stage: Stage = WHOLE) -> float | None:
     """Forward pass of ``inp`` (B, T) token ids; with ``targets`` (B, T) the mean loss.
     With a TP ``group`` of t ranks, ``params`` and ``acts`` are this rank's part
     (trainer.tensor): its heads, MLP columns and vocabulary slice, the row-parallel
-    outputs and the embedding summed over the group, the loss over its vocabularies."""
+    outputs and the embedding summed over the group, the loss over its vocabularies.
+    A pipeline ``stage`` (``model.layers`` its layers) that is not the first starts from
+    ``acts.encoded`` as given; one that is not the last ends at its last block's
+    output (and returns None)."""
     check_trainable(model)
     t = timer or NullTimers()
     g = group or Group()
@@ -121,11 +125,12 @@ def gpt_forward(model: ModelSpec, params: FlatTensors, acts: Activations, inp, t
     B, T = inp.shape
     C, NH, F, V = model.hidden, model.heads // g.size, model.ffn // g.size, model.vocab // g.size
     N = B * T
-    with t("encoder_forward", bytes_=4 * N * C * 3):
-        if g.size == 1:
-            K.encoder_forward(a.encoded, inp, p["wte"], p["wpe"])
-        else:
-            _vocab_parallel_embedding(a.encoded, inp, p["wte"], p["wpe"], g, model.vocab)
+    if stage.first:
+        with t("encoder_forward", bytes_=4 * N * C * 3):
+            if g.size == 1:
+                K.encoder_forward(a.encoded, inp, p["wte"], p["wpe"])
+            else:
+                _vocab_parallel_embedding(a.encoded, inp, p["wte"], p["wpe"], g, model.vocab)
     x = a.encoded
     for layer in range(model.layers):
         with t("layernorm_forward", bytes_=4 * N * C * 2):
@@ -150,6 +155,8 @@ def gpt_forward(model: ModelSpec, params: FlatTensors, acts: Activations, inp, t
         with t("residual_forward", bytes_=4 * N * C * 3):
             np.add(a.residual2[layer], a.fcproj[layer], out=a.residual3[layer])
         x = a.residual3[layer]
+    if not stage.last:
+        return None
     with t("layernorm_forward", bytes_=4 * N * C * 2):
         K.layernorm_forward(_rows(a.lnf), a.lnf_mean, a.lnf_rstd, _rows(x), p["lnfw"], p["lnfb"])
     with t(f"matmul_forward {N}x{C}x{V}", flops=2 * N * C * V, bytes_=4 * (N * C + V * C + N * V)):
@@ -224,21 +231,11 @@ def _matmul_backward(t, dinp, dweight, dbias, dout, inp, weight):
         K.matmul_backward(_rows(dinp), dweight, dbias, _rows(dout), _rows(inp), weight)
 
 
-def gpt_backward(model: ModelSpec, params: FlatTensors, grads: FlatTensors, acts: Activations,
-                 inp, targets, loss_scale: float, timer=None, group: Group | None = None) -> None:
-    """Accumulate d(loss_scale * sum of token losses)/dparams into ``grads``.
-
-    ``loss_scale`` is 1 / (tokens averaged over): 1 / (B T) for one micro-batch's mean;
-    1 / (B T micro_batches ranks) for the mean over a whole global batch.
-    The forward pass of the same (inp, targets) must have just run on ``acts``. With a
-    TP ``group``, the gradient entering each column-parallel GEMM's input (and the final
-    LayerNorm's, from the logits) is summed over the group (gpt_forward)."""
-    t = timer or NullTimers()
-    tg = group or Group()
-    p, g, a = params, grads, acts
-    B, T = inp.shape
-    L, C, F, V = model.layers, model.hidden, model.ffn // tg.size, model.vocab // tg.size
-    N = B * T
+def _head_backward(t, tg: Group, model: ModelSpec, p, g, a, targets, loss_scale: float) -> None:
+    # the loss back to the last block's output: d(cross-entropy), the output layer's GEMMs
+    # (its input gradient summed over a TP group) and the final LayerNorm, into a.dresidual
+    B, T = targets.shape
+    C, V, N = model.hidden, model.vocab // tg.size, B * T
     dtype = a.encoded.dtype
     dlogits = a.logits                                      # logits are spent: reuse (B, T, V)
     with t("crossentropy_backward", bytes_=4 * N * V * 3):
@@ -258,12 +255,35 @@ def gpt_backward(model: ModelSpec, params: FlatTensors, grads: FlatTensors, acts
         K.gemm_accumulate(_rows(dlnf), _rows(dlogits), p[out_name])            # (N, V) @ (V, C)
         K.gemm_accumulate(g[out_name], _rows(dlogits), _rows(a.lnf), trans_a=True)  # (V, N) @ (N, C)
     tg.sum(dlnf, timer=t)
+    L = model.layers
     x_last = a.residual3[L - 1] if L else a.encoded
-    dresidual = a.dresidual                                              # d(block output)
-    dresidual.fill(0.0)
+    a.dresidual.fill(0.0)
     with t("layernorm_backward", bytes_=4 * N * C * 4):
-        K.layernorm_backward(_rows(dresidual), g["lnfw"], g["lnfb"], _rows(dlnf), _rows(x_last),
-                             p["lnfw"], a.lnf_mean, a.lnf_rstd)
+        K.layernorm_backward(_rows(a.dresidual), g["lnfw"], g["lnfb"], _rows(dlnf),
+                             _rows(x_last), p["lnfw"], a.lnf_mean, a.lnf_rstd)
+
+
+def gpt_backward(model: ModelSpec, params: FlatTensors, grads: FlatTensors, acts: Activations,
+                 inp, targets, loss_scale: float, timer=None, group: Group | None = None,
+                 stage: Stage = WHOLE) -> None:
+    """Accumulate d(loss_scale * sum of token losses)/dparams into ``grads``.
+
+    ``loss_scale`` is 1 / (tokens averaged over): 1 / (B T) for one micro-batch's mean;
+    1 / (B T micro_batches ranks) for the mean over a whole global batch.
+    The forward pass of the same (inp, targets) must have just run on ``acts``. With a
+    TP ``group``, the gradient entering each column-parallel GEMM's input (and the final
+    LayerNorm's, from the logits) is summed over the group (gpt_forward). A pipeline
+    ``stage`` that is not the last starts from ``acts.dresidual``, the gradient of its
+    output as given; one that is not the first leaves there the gradient of its input."""
+    t = timer or NullTimers()
+    tg = group or Group()
+    p, g, a = params, grads, acts
+    B, T = inp.shape
+    L, C, F = model.layers, model.hidden, model.ffn // tg.size
+    N = B * T
+    dresidual = a.dresidual                                              # d(block output)
+    if stage.last:
+        _head_backward(t, tg, model, p, g, a, targets, loss_scale)
     # scratch buffers reused by every layer
     dln, dfch_gelu, dfch, datty, dqkv = a.dln, a.dfch_gelu, a.dfch, a.datty, a.dqkv
     for layer in reversed(range(L)):
@@ -302,6 +322,8 @@ def gpt_backward(model: ModelSpec, params: FlatTensors, grads: FlatTensors, acts
             K.layernorm_backward(_rows(dresidual), g["ln1w"][layer], g["ln1b"][layer], _rows(dln),
                                  _rows(x_in), p["ln1w"][layer], a.ln1_mean[layer],
                                  a.ln1_rstd[layer])
+    if not stage.first:
+        return
     with t("encoder_backward", bytes_=4 * N * C * 3):
         if tg.size == 1:
             K.encoder_backward(g["wte"], g["wpe"], dresidual, inp)

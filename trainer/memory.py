@@ -23,7 +23,7 @@ from fpcore.errors import SpecError
 from perfmodel.model import ModelSpec
 
 from .gpt import activation_shapes, backward_scratch_elements
-from .params import parameter_shapes
+from .params import WHOLE, Stage, parameter_shapes
 
 CGROUP = "/sys/fs/cgroup"
 
@@ -49,15 +49,18 @@ def gb(n: float) -> str:
 
 
 def training_need(model: ModelSpec, micro_batch: int, itemsize: int = 4,
-                  optimizer: bool = True, global_batch: int = 0, tp: int = 1) -> Need:
+                  optimizer: bool = True, global_batch: int = 0, tp: int = 1,
+                  stage: Stage = WHOLE, in_flight: int = 1) -> Need:
     """Bytes a rank allocates to train ``model`` with ``micro_batch`` sequences per pass
     and ``global_batch`` per step (the sampler draws every start position of a step at
     once, 8 bytes each); ``optimizer=False``: to run the forward pass only, as
-    generation does."""
-    shapes = parameter_shapes(model, tp)
+    generation does. With ``tp``, one TP rank's part; of a pipeline ``stage``
+    (``model.layers`` its layers), holding ``in_flight`` micro-batches' activations."""
+    shapes = parameter_shapes(model, tp, stage)
     P = sum(math.prod(s) for _, s in shapes)
     B, T = micro_batch, model.seq
-    acts = sum(math.prod(s) for s in activation_shapes(model, B, T, tp).values())
+    acts = in_flight * sum(math.prod(s) for s in activation_shapes(model, B, T, tp,
+                                                                    stage).values())
     parts = {"parameters": P * itemsize}
     if optimizer:
         parts |= {"gradients": P * itemsize, "AdamW state": 2 * P * itemsize,

@@ -42,24 +42,44 @@ def check_trainable(model: ModelSpec) -> None:
                                     f"(kv_heads = heads = {model.heads}); got {model.kv_heads}")
 
 
-def parameter_shapes(model: ModelSpec, tp: int = 1) -> list[tuple[str, tuple[int, ...]]]:
+@dataclass(frozen=True)
+class Stage:
+    """The ends of the model a pipeline stage holds: the first the embedding, the last the
+    final LayerNorm and the output layer (with tied embeddings its own copy of ``wte``,
+    whose gradient the two ends sum, as Megatron-LM does). The whole model is both."""
+
+    first: bool = True
+    last: bool = True
+
+
+WHOLE = Stage()
+# the tensors stacked over layers (their first axis), which pipeline stages divide
+STACKED = ("ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb", "ln2w", "ln2b", "fcw",
+           "fcb", "fcprojw", "fcprojb")
+
+
+def parameter_shapes(model: ModelSpec, tp: int = 1,
+                     stage: Stage = WHOLE) -> list[tuple[str, tuple[int, ...]]]:
     """The views' shapes; with ``tp`` > 1, one rank's of a TP group (trainer.tensor:
-    V, F and the Q, K, V heads split t ways, the attention and MLP outputs' inputs too)."""
+    V, F and the Q, K, V heads split t ways, the attention and MLP outputs' inputs too);
+    of a pipeline ``stage``, its ``model.layers`` layers and the ends it holds."""
     check_trainable(model)
     C, L, V, T, F = model.hidden, model.layers, model.vocab // tp, model.seq, model.ffn // tp
     qkv = (C + 2 * model.kv_dim) // tp
+    embedding = stage.first or (stage.last and model.tied_embeddings)
     shapes = [
-        ("wte", (V, C)), ("wpe", (T, C)),
+        *([("wte", (V, C))] if embedding else []), *([("wpe", (T, C))] if stage.first else []),
         ("ln1w", (L, C)), ("ln1b", (L, C)),
         ("qkvw", (L, qkv, C)), ("qkvb", (L, qkv)),
         ("attprojw", (L, C, C // tp)), ("attprojb", (L, C)),
         ("ln2w", (L, C)), ("ln2b", (L, C)),
         ("fcw", (L, F, C)), ("fcb", (L, F)),
         ("fcprojw", (L, C, F)), ("fcprojb", (L, C)),
-        ("lnfw", (C,)), ("lnfb", (C,)),
     ]
-    if not model.tied_embeddings:
-        shapes.append(("lm_head", (V, C)))
+    if stage.last:
+        shapes += [("lnfw", (C,)), ("lnfb", (C,))]
+        if not model.tied_embeddings:
+            shapes.append(("lm_head", (V, C)))
     return shapes
 
 
@@ -78,15 +98,15 @@ class FlatTensors:
         return int(self.buffer.size)
 
 
-def allocate(model: ModelSpec, dtype=np.float32, tp: int = 1) -> FlatTensors:
+def allocate(model: ModelSpec, dtype=np.float32, tp: int = 1, stage: Stage = WHOLE) -> FlatTensors:
     """A zeroed buffer laid out as ``parameter_shapes`` (for parameters or gradients)."""
-    total = sum(int(np.prod(s)) for _, s in parameter_shapes(model, tp))
-    return wrap(np.zeros(total, dtype=dtype), model, tp)
+    total = sum(int(np.prod(s)) for _, s in parameter_shapes(model, tp, stage))
+    return wrap(np.zeros(total, dtype=dtype), model, tp, stage)
 
 
-def wrap(buffer: np.ndarray, model: ModelSpec, tp: int = 1) -> FlatTensors:
+def wrap(buffer: np.ndarray, model: ModelSpec, tp: int = 1, stage: Stage = WHOLE) -> FlatTensors:
     """Named views of ``parameter_shapes`` into an existing flat ``buffer``."""
-    shapes = parameter_shapes(model, tp)
+    shapes = parameter_shapes(model, tp, stage)
     views, offset = {}, 0
     for name, shape in shapes:
         n = int(np.prod(shape))

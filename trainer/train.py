@@ -33,7 +33,10 @@ from .gpt import Activations, gpt_backward, gpt_forward
 from .host import node_ranks
 from .memory import check_fits, training_need
 from .optim import AdamW, AdamWConfig, grad_norm, sum_squares
-from .params import FlatTensors, allocate, initialize, wrap
+from perfmodel.schedules import get as get_schedule
+from perfmodel.schedules import schedule
+
+from .params import STACKED, WHOLE, FlatTensors, Stage, allocate, initialize, wrap
 from .tensor import SPLIT, Group, Layout, check_splits
 from .timers import NullTimers, Timers
 
@@ -67,10 +70,12 @@ class TrainSettings:
     val_fraction: float = 0.05
     checkpoint_every: int = 0             # 0: only at the end (if a directory is given)
     keep: int = 2
-    tp: int = 1                           # tensor-parallel ranks (trainer.tensor); the rest DP
+    tp: int = 1                           # tensor-parallel ranks (trainer.tensor)
+    pp: int = 1                           # pipeline stages; the other ranks data parallel
+    schedule: str = "1f1b"                # the pipeline's (perfmodel.schedules, one chunk)
 
     def __post_init__(self):
-        for name in ("steps", "micro_batch", "eval_batches", "tp"):
+        for name in ("steps", "micro_batch", "eval_batches", "tp", "pp"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise SpecError(name, f"must be a positive integer; got {getattr(self, name)}")
         if self.steps > ckpt.MAX_STEP:
@@ -83,6 +88,9 @@ class TrainSettings:
             raise SpecError("val_fraction", f"must be in [0, 1); got {self.val_fraction}")
         if self.global_batch is not None and self.global_batch < 1:
             raise SpecError("global_batch", f"must be >= 1; got {self.global_batch}")
+        spec = get_schedule(self.schedule)
+        if spec.virtual or set(spec.kinds) - {"F", "B"}:
+            raise SpecError("schedule", f"the trainer runs gpipe or 1f1b; got {self.schedule}")
 
 
 def fingerprint(tokens: np.ndarray) -> str:
@@ -139,20 +147,41 @@ class Trainer:
                                             f"sequences of {model.seq} need at least "
                                             f"{model.seq + 2:,}")
         # ranks: tensor parallel fastest (a TP group is consecutive ranks, as Megatron-LM
-        # places them), data parallel across the groups
-        tp, world = settings.tp, self.comm.size
-        if world % tp:
-            raise SpecError("tp", f"{tp} tensor-parallel ranks must divide the {world} ranks")
+        # places them), then data parallel, then pipeline stages (perfmodel's order)
+        tp, pp, world = settings.tp, settings.pp, self.comm.size
+        if world % (tp * pp):
+            raise SpecError("tp" if pp == 1 else "pp",
+                            f"tp x pp = {tp} x {pp} must divide the {world} ranks")
         check_splits(model, tp)
-        self.tp_rank, self.dp_rank, dp = self.comm.rank % tp, self.comm.rank // tp, world // tp
+        if model.layers % pp:
+            raise SpecError("pp", f"{pp} pipeline stages must divide the {model.layers} layers")
+        dp, r = world // (tp * pp), self.comm.rank
+        self.tp_rank, self.dp_rank, self.pp_rank = r % tp, (r // tp) % dp, r // (tp * dp)
+        self.stage = Stage(first=self.pp_rank == 0, last=self.pp_rank == pp - 1)
+        self.stage_model = model.replace(layers=model.layers // pp)
+        self.layers = slice(self.pp_rank * self.stage_model.layers,
+                            (self.pp_rank + 1) * self.stage_model.layers)
         self.layout = Layout(model, tp, self.tp_rank)
-        self.group = Group(self.comm.split(self.dp_rank, self.tp_rank).mpi if tp > 1 else None)
-        self.dp = self.comm.split(self.tp_rank, self.dp_rank) if tp > 1 else self.comm
+        split_ = self.comm.split
+        self.group = Group(split_(self.dp_rank + dp * self.pp_rank, self.tp_rank).mpi
+                           if tp > 1 else None)
+        self.dp = split_(self.tp_rank + tp * self.pp_rank, self.dp_rank) if tp * pp > 1 \
+            else self.comm
+        self.pipe = split_(self.tp_rank + tp * self.dp_rank, self.pp_rank) if pp > 1 else None
+        # a replica's ranks (they gather the whole model for a checkpoint), and the two
+        # ends of each pipeline, which sum the gradient of their tied embeddings
+        self.replica = split_(self.dp_rank, self.tp_rank + tp * self.pp_rank) \
+            if tp * pp > 1 else None
+        self.ends = _ends(self.comm, self.stage, self.tp_rank + tp * self.dp_rank,
+                          self.pp_rank) if pp > 1 and model.tied_embeddings else None
         gb = settings.global_batch or settings.micro_batch * dp
         self.sampler = Sampler(self.train_tokens, model.seq, settings.micro_batch, gb,
                                settings.seed, self.dp_rank, dp)
-        check_fits(training_need(model, settings.micro_batch, np.dtype(dtype).itemsize,
-                                 global_batch=gb, tp=tp),
+        self.steps = schedule(settings.schedule, pp, self.sampler.micro_batches)[self.pp_rank]
+        slots = max(1, _in_flight(self.steps)) if pp > 1 else 1
+        check_fits(training_need(self.stage_model, settings.micro_batch,
+                                 np.dtype(dtype).itemsize, global_batch=gb, tp=tp,
+                                 stage=self.stage, in_flight=slots),
                    f"training {model.name} with micro-batch {settings.micro_batch} x seq "
                    f"{model.seq}", ranks_here=node_ranks(1),
                    hint=". A smaller model (--layers, --hidden), --micro-batch, --seq or "
@@ -160,11 +189,15 @@ class Trainer:
         # every rank initialises the whole model as one rank would, and keeps its part
         self.params = self._part(initialize(model, settings.seed))
         if dtype != np.float32:
-            self.params = _cast(self.params, model, dtype)
-        self.grads = allocate(model, dtype=self.params.buffer.dtype, tp=tp)
+            self.params = _cast(self.params, self.stage_model, dtype, tp, self.stage)
+        self.grads = allocate(self.stage_model, dtype=self.params.buffer.dtype, tp=tp,
+                              stage=self.stage)
         self.optimizer = AdamW(self.params, settings.optimizer)
-        self.acts = Activations(model, settings.micro_batch, model.seq,
-                                dtype=self.params.buffer.dtype, tp=tp)
+        # the activations of every micro-batch a stage holds at once (1F1B: p - stage)
+        self.slots = [Activations(self.stage_model, settings.micro_batch, model.seq,
+                                  dtype=self.params.buffer.dtype, tp=tp, stage=self.stage)
+                      for _ in range(slots)]
+        self.acts = self.slots[0]
         self.resumed_state: int | None = None   # CRC-32 of the state a resume read
         self.step_index = 0
         self.decay_steps = settings.optimizer.decay_steps or settings.steps
@@ -204,14 +237,15 @@ class Trainer:
         if c.step > self.settings.steps:
             raise SpecError("steps", f"{c.path} is at step {c.step:,}, past this run's "
                                      f"{self.settings.steps:,} steps")
+        parted = self.replica is not None
         whole = {name: np.empty(self.model.params, dtype=np.float32)
-                 for name in ("params", "m", "v")} if self.layout.size > 1 else \
+                 for name in ("params", "m", "v")} if parted else \
             {"params": self.params.buffer, "m": self.optimizer.m, "v": self.optimizer.v}
         ckpt.read_arrays(c, whole)
         self.resumed_state = 0
         for name in ("params", "m", "v"):
             self.resumed_state = zlib.crc32(whole[name], self.resumed_state)
-        if self.layout.size > 1:                # this rank's part of the whole state
+        if parted:                              # this rank's part of the whole state
             for name, mine in (("params", self.params.buffer), ("m", self.optimizer.m),
                                ("v", self.optimizer.v)):
                 mine[...] = self._part(wrap(whole[name], self.model)).buffer
@@ -237,29 +271,34 @@ class Trainer:
 
     # ------------------------------------------------------------------ TP parts
     def _part(self, whole: FlatTensors) -> FlatTensors:
-        """This rank's part of the whole model's tensors (the whole, without TP)."""
-        if self.layout.size == 1:
+        """This rank's part of the whole model's tensors: its stage's layers and ends,
+        its TP part of them (the whole, with neither)."""
+        if self.layout.size == 1 and self.pipe is None:
             return whole
-        mine = allocate(self.model, dtype=whole.buffer.dtype, tp=self.layout.size)
+        mine = allocate(self.stage_model, dtype=whole.buffer.dtype, tp=self.layout.size,
+                        stage=self.stage)
         for name, view in mine.views.items():
-            view[...] = self.layout.take(name, whole[name])
+            source = whole[name][self.layers] if name in STACKED else whole[name]
+            view[...] = self.layout.take(name, source)
         return mine
 
     def _whole(self, buffer: np.ndarray) -> np.ndarray:
-        """The whole model's flat buffer from every TP rank's ``buffer`` (a collective of
-        the TP group)."""
-        t = self.layout.size
+        """The whole model's flat buffer from every rank of this replica's ``buffer`` (a
+        collective of the replica: its TP ranks and pipeline stages)."""
+        t, p = self.layout.size, self.settings.pp
         whole = allocate(self.model, dtype=buffer.dtype)
-        mine = wrap(buffer, self.model, t)
-        for name, view in mine.views.items():
-            for r, part in enumerate(self.group.gather(view)):
-                Layout(self.model, t, r).put(name, whole[name], part)
+        for tr, pr, part in self.replica.allgather((self.tp_rank, self.pp_rank, buffer)):
+            stage = Stage(first=pr == 0, last=pr == p - 1)
+            layers = slice(pr * self.stage_model.layers, (pr + 1) * self.stage_model.layers)
+            for name, view in wrap(part, self.stage_model, t, stage).views.items():
+                target = whole[name][layers] if name in STACKED else whole[name]
+                Layout(self.model, t, tr).put(name, target, view)
         return whole.buffer
 
     def save(self, directory) -> str | None:
         """Rank 0 writes the whole model's state (the TP group of rank 0 gathers it)."""
         state = (self.params.buffer, self.optimizer.m, self.optimizer.v)
-        if self.layout.size > 1 and self.dp_rank == 0:
+        if self.replica is not None and self.dp_rank == 0:
             state = tuple(self._whole(buffer) for buffer in state)
         if self.comm.rank != 0:
             return None
@@ -278,14 +317,19 @@ class Trainer:
         scale = 1.0 / (B * T * s.micro_batches * s.world)
         with t("zero_grad", bytes_=self.grads.buffer.nbytes):
             self.grads.buffer.fill(0.0)
-        loss_sum = 0.0
         positions = s.positions(self.step_index)          # (global_batch,) window starts
-        for micro in range(s.micro_batches):
-            x, y = s.batch(self.step_index, micro, positions)
-            loss_sum += gpt_forward(model, self.params, self.acts, x, y, timer=self.timers,
-                                    group=self.group)
-            gpt_backward(model, self.params, self.grads, self.acts, x, y, scale,
-                         timer=self.timers, group=self.group)
+        if self.pipe is None:
+            loss_sum = 0.0
+            for micro in range(s.micro_batches):
+                x, y = s.batch(self.step_index, micro, positions)
+                loss_sum += gpt_forward(model, self.params, self.acts, x, y, timer=self.timers,
+                                        group=self.group)
+                gpt_backward(model, self.params, self.grads, self.acts, x, y, scale,
+                             timer=self.timers, group=self.group)
+        else:
+            loss_sum = self.pipe.allreduce_scalar(self._pipeline(positions, scale))
+            if self.ends is not None:              # the tied embedding: both ends' gradients
+                self.ends.sum(self.grads["wte"], timer=self.timers, what="embedding_allreduce")
         self.dp.allreduce_sum(self.grads.buffer, timer=self.timers)
         loss = self.dp.allreduce_scalar(loss_sum) / (s.micro_batches * s.world)
         with t("grad_norm", bytes_=self.grads.buffer.nbytes):
@@ -301,17 +345,66 @@ class Trainer:
         dt = time.perf_counter() - t0
         return StepLog(self.step_index, loss, lr, norm, dt, s.global_batch * T / dt)
 
+    def _pipeline(self, positions, scale: float) -> float:
+        """This stage's steps of the schedule (perfmodel.schedules, the one perfmodel
+        simulates): a forward receives its input from the stage before (the first embeds
+        its tokens) and sends its output on; a backward receives its output's gradient
+        from the stage after (the last starts from the loss) and sends its input's back.
+        Sends do not block (a stage may send while its neighbour sends to it); a
+        micro-batch's activations stay in a slot until its backward, and a slot is reused
+        once its sends are done. The summed loss of the micro-batches (the last stage's;
+        0 on the others)."""
+        from mpi4py import MPI
+        model, s, comm, here = self.stage_model, self.sampler, self.pipe.comm, self.pp_rank
+        free, held, pending = list(range(len(self.slots))), {}, {}
+        loss_sum = 0.0
+        t = self.timers or NullTimers()
+        for step in self.steps:
+            j = step.micro_batch
+            x, y = s.batch(self.step_index, j, positions)
+            if step.kind == "F":
+                k = held[j] = free.pop(0)
+                MPI.Request.Waitall(pending.pop(k, []))
+                a = self.slots[k]
+                if not self.stage.first:
+                    with t(f"pp_recv {a.encoded.nbytes}", bytes_=a.encoded.nbytes):
+                        comm.Recv(a.encoded, source=here - 1, tag=2 * j)
+                loss = gpt_forward(model, self.params, a, x, y, timer=self.timers,
+                                   group=self.group, stage=self.stage)
+                if self.stage.last:
+                    loss_sum += loss
+                else:
+                    out = a.residual3[model.layers - 1]
+                    pending.setdefault(k, []).append(comm.Isend(out, dest=here + 1, tag=2 * j))
+            else:
+                k = held.pop(j)
+                a = self.slots[k]
+                if not self.stage.last:
+                    with t(f"pp_recv {a.dresidual.nbytes}", bytes_=a.dresidual.nbytes):
+                        comm.Recv(a.dresidual, source=here + 1, tag=2 * j + 1)
+                gpt_backward(model, self.params, self.grads, a, x, y, scale,
+                             timer=self.timers, group=self.group, stage=self.stage)
+                if not self.stage.first:
+                    pending.setdefault(k, []).append(
+                        comm.Isend(a.dresidual, dest=here - 1, tag=2 * j + 1))
+                free.append(k)
+        MPI.Request.Waitall([r for rs in pending.values() for r in rs])
+        return loss_sum
+
     def _grad_norm(self) -> float:
-        """The whole model's gradient norm: with TP, the split tensors' squares summed over
-        the group, the whole ones' (the same on every rank of it) once."""
-        if self.layout.size == 1:
+        """The whole model's gradient norm: the TP-split tensors' squares summed over the
+        TP group, the whole ones' (the same on every rank of it) once, the stages' summed
+        over the pipeline (a tied embedding counted on the first stage only)."""
+        if self.layout.size == 1 and self.pipe is None:
             return grad_norm(self.grads.buffer)
-        split = np.array([sum(sum_squares(v.ravel()) for name, v in self.grads.views.items()
+        counted = {name: v for name, v in self.grads.views.items()
+                   if not (name == "wte" and not self.stage.first)}
+        split = np.array([sum(sum_squares(v.ravel()) for name, v in counted.items()
                               if name in SPLIT)])
         self.group.sum(split)
-        whole = sum(sum_squares(v.ravel()) for name, v in self.grads.views.items()
-                    if name not in SPLIT)
-        return math.sqrt(float(split[0]) + whole)
+        total = float(split[0]) + sum(sum_squares(v.ravel()) for name, v in counted.items()
+                                      if name not in SPLIT)
+        return math.sqrt(self.pipe.allreduce_scalar(total) if self.pipe else total)
 
     def evaluate(self) -> float | None:
         """Mean token loss on the held-out tail: the same ``eval_batches`` micro-batches every
@@ -319,19 +412,47 @@ class Trainer:
         the others get None."""
         if self.val_tokens is None or self.dp_rank != 0:
             return None
-        model, s = self.model, self.settings
+        model, s, a = self.stage_model, self.settings, self.acts
         sampler = Sampler(self.val_tokens, model.seq, s.micro_batch,
                           s.micro_batch * s.eval_batches, s.seed + 1)
-        total = sum(gpt_forward(model, self.params, self.acts, *sampler.batch(0, micro),
-                                group=self.group)
-                    for micro in range(sampler.micro_batches))
+        total = 0.0
+        for micro in range(sampler.micro_batches):      # through the stages in turn
+            if not self.stage.first:
+                self.pipe.comm.Recv(a.encoded, source=self.pp_rank - 1, tag=micro)
+            loss = gpt_forward(model, self.params, a, *sampler.batch(0, micro),
+                               group=self.group, stage=self.stage)
+            if self.stage.last:
+                total += loss
+            else:
+                self.pipe.comm.Send(a.residual3[model.layers - 1], dest=self.pp_rank + 1,
+                                    tag=micro)
+        if self.pipe is not None:
+            total = self.pipe.allreduce_scalar(total)
         return total / sampler.micro_batches if self.comm.rank == 0 else None
 
 
-def _cast(params, model, dtype):
-    out = allocate(model, dtype=dtype)
+def _cast(params, model, dtype, tp: int = 1, stage: Stage = WHOLE):
+    out = allocate(model, dtype=dtype, tp=tp, stage=stage)
     out.buffer[...] = params.buffer
     return out
+
+
+def _in_flight(steps) -> int:
+    """The most micro-batches a stage's steps hold at once (forwards not yet backward)."""
+    held = most = 0
+    for step in steps:
+        held += 1 if step.kind == "F" else -1
+        most = max(most, held)
+    return most
+
+
+def _ends(comm, stage: Stage, color: int, key: int):
+    """The group of a pipeline's first and last stage, which both hold the tied embedding
+    (None on the other stages)."""
+    from mpi4py import MPI
+    member = stage.first or stage.last
+    split = comm.mpi.Split(color if member else MPI.UNDEFINED, key)
+    return Group(split) if member else None
 
 
 def train(trainer: Trainer, checkpoint_dir=None, resume=None, progress=None,

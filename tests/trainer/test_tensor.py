@@ -47,3 +47,17 @@ def test_tp_must_divide_heads_ffn_and_vocab():
         with pytest.raises(SpecError, match=what) as err:
             check_splits(model, 4)
         assert err.value.field == "tp"
+
+
+def test_pipeline_stages_hold_their_ends():
+    """Of two stages, the first holds the embedding, the last the final LayerNorm and the
+    output layer: its own copy of wte when tied, lm_head when not; both hold layers."""
+    from trainer.params import Stage
+    first = dict(parameter_shapes(MODEL, 1, Stage(first=True, last=False)))
+    last = dict(parameter_shapes(MODEL, 1, Stage(first=False, last=True)))
+    assert {"wte", "wpe"} <= set(first) and not {"lnfw", "lm_head"} & set(first)
+    assert {"wte", "lnfw", "lnfb"} <= set(last) and "wpe" not in last
+    untied = dict(parameter_shapes(MODEL.replace(tied_embeddings=False), 1,
+                                   Stage(first=False, last=True)))
+    assert "lm_head" in untied and "wte" not in untied
+    assert first["qkvw"] == last["qkvw"] == (MODEL.layers, 3 * 24, 24)
