@@ -244,10 +244,13 @@ def trainer_model(cfg: dict) -> ModelSpec:
     return ModelSpec(vocab=256, dropout=False, name="calibration", **shape)
 
 
-def run_configs(configs, steps: int, comm=None, timed: bool = False, progress=None, seed=0):
+def run_configs(configs, steps: int, comm=None, timed: bool = False, progress=None, seed=0,
+                layouts=None):
     """Train every configuration ``steps`` times after one warm-up step each, taking
     the configurations in turn (round robin), so a slow spell of the machine falls on
-    all of them alike. Returns [(cfg, trainer, step seconds)]."""
+    all of them alike. ``layouts``: each configuration's (tp, pp) (default: data
+    parallel over the ranks; ``global_batch`` is per data-parallel replica). Returns
+    [(cfg, trainer, step seconds)]."""
     from trainer.timers import Timers
     from trainer.train import Trainer, TrainSettings
 
@@ -256,10 +259,12 @@ def run_configs(configs, steps: int, comm=None, timed: bool = False, progress=No
     for i, cfg in enumerate(configs):
         if progress:
             progress(f"trainer {label(cfg)}", i, len(configs))
+        tp, pp = layouts[i] if layouts else (1, 1)
         tokens = np.random.default_rng(seed + i).integers(0, 256, 200_000).astype(np.uint16)
         run = Trainer(trainer_model(cfg), tokens,
                       TrainSettings(steps=steps + 1, micro_batch=cfg["micro_batch"],
-                                    global_batch=cfg["global_batch"] * world, val_fraction=0.0),
+                                    global_batch=cfg["global_batch"] * world // (tp * pp),
+                                    val_fraction=0.0, tp=tp, pp=pp),
                       comm, timers=Timers() if timed else None)
         run.step()                                   # compiles and warms up
         if timed:

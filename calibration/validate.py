@@ -114,3 +114,111 @@ def contention_suspects(now: dict, calibrated: dict | None, drift: float | None)
                    f"calibrated (more than {WARN_DRIFT:.0%}): the machine is not in the "
                    f"state it was calibrated in")
     return out
+
+
+# ------------------------------------------------------------- model-parallel layouts
+# The layouts a validation under ``mpiexec -n R`` runs: (tp, pp), the other ranks data
+# parallel; and configurations held out of the fit that every one of them can split
+# (heads and layers even) with several micro-batches per step, so the pipeline fills.
+PARALLEL_LAYOUTS = {2: ((2, 1), (1, 2)), 4: ((2, 1), (1, 2), (2, 2))}
+PARALLEL_CONFIGS = (
+    dict(layers=4, hidden=128, heads=4, seq=128, micro_batch=1, global_batch=4),
+    dict(layers=2, hidden=256, heads=4, seq=128, micro_batch=2, global_batch=4),
+)
+# The trainer's timers by what a stage spends the time on (the rest of a step is the
+# pipeline: its transfers and the waiting for the other stages, the bubble)
+COMMUNICATION = {"tp_allreduce": "tp", "allreduce": "dp", "embedding_allreduce": "dp",
+                 "pp_recv": None}
+OPTIMIZER = ("zero_grad", "grad_norm", "adamw")
+PARTS = ("compute", "tp", "dp", "optimizer", "pipeline")
+
+
+def _measured_parts(kernels: list[dict], steps: int, step_s: float) -> dict:
+    """A rank's seconds per step by part, from its timers over ``steps`` steps of mean
+    ``step_s``: the pipeline part is the rest (receives, sends, waiting)."""
+    out = dict.fromkeys(PARTS, 0.0)
+    for k in kernels:
+        part = "optimizer" if k["kernel"] in OPTIMIZER else \
+            COMMUNICATION.get(k["kernel"], "compute")
+        if part is not None:
+            out[part] += k["seconds"] / steps
+    out["pipeline"] = max(0.0, step_s - sum(out[p] for p in PARTS if p != "pipeline"))
+    return out
+
+
+def _predicted_parts(stage, iteration_s: float) -> dict:
+    """A simulated stage's seconds by the same parts: the pipeline part is the rest of the
+    iteration (its sends and the bubble, the waiting at the end included)."""
+    busy = stage.busy_s
+    out = {"compute": busy["compute"] + busy["recompute"], "tp": busy["tp_comm"],
+           "dp": busy["dp_comm"], "optimizer": busy["optimizer"]}
+    out["pipeline"] = iteration_s - sum(out.values())
+    return out
+
+
+def parallel_layout(cfg: dict, system, ranks: int, tp: int, pp: int) -> Layout:
+    dp = ranks // (tp * pp)
+    return Layout(tp=tp, pp=pp, dp=dp, micro_batch=cfg["micro_batch"],
+                  global_batch=cfg["global_batch"] * dp, overlap_dp=False,
+                  attention=system.stack.attention, schedule="1f1b")
+
+
+def validate_parallel(system, comm, configs=PARALLEL_CONFIGS, steps: int = 3, progress=None,
+                      threads: int = 1) -> dict | None:
+    """Tensor- and pipeline-parallel runs of the trainer under mpiexec against the DES of
+    the same layouts on the calibrated ``host`` system, stage by stage: each stage's
+    compute, TP all-reduces, DP reduction, optimizer and the rest of the step (the
+    pipeline's transfers and bubble), measured on the stage's first rank of the first
+    replica; the error of the whole step is the fastest step's, as ``validate``'s.
+    Every rank runs it; rank 0 gets the result (the others None)."""
+    from perfmodel.des import simulate
+    from trainer.host import ContentionMeter, node_ranks
+
+    check_held_out(configs)
+    ranks = comm.size
+    if ranks not in PARALLEL_LAYOUTS:
+        raise SpecError("parallel", f"runs under mpiexec -n {' or '.join(map(str, PARALLEL_LAYOUTS))}"
+                                    f" (its layouts: TP2, PP2 and, on 4, TP2 x PP2); got "
+                                    f"{ranks} rank(s)")
+    cases = [(cfg, layout) for layout in PARALLEL_LAYOUTS[ranks] for cfg in configs]
+    meter = ContentionMeter(node_ranks(ranks))
+    runs = run_configs([cfg for cfg, _ in cases], steps, comm, timed=True, progress=progress,
+                       seed=11, layouts=[layout for _, layout in cases])
+    window = meter.stop()
+    mine = []
+    for (cfg, run, times), (_, (tp, pp)) in zip(runs, cases):
+        mine.append({"tp_rank": run.tp_rank, "dp_rank": run.dp_rank, "stage": run.pp_rank,
+                     "parts": _measured_parts(run.timers.records(), len(times),
+                                              statistics.mean(times)),
+                     "fastest_s": min(times), "median_s": statistics.median(times)})
+    every = comm.allgather(mine)
+    if comm.rank != 0:
+        return None
+    out = []
+    for i, ((cfg, (tp, pp)), (_, run, _)) in enumerate(zip(cases, runs)):
+        layout = parallel_layout(cfg, system, ranks, tp, pp)
+        sim = simulate(trainer_model(cfg), system, layout)
+        stages = []
+        for rank_cases in every:
+            m = rank_cases[i]
+            if m["tp_rank"] != 0 or m["dp_rank"] != 0:
+                continue
+            stages.append({"stage": m["stage"], "measured": m["parts"],
+                           "predicted": _predicted_parts(sim.stages[m["stage"]],
+                                                         sim.iteration_s)})
+        stages.sort(key=lambda s: s["stage"])
+        measured = min(rank_cases[i]["fastest_s"] for rank_cases in every)
+        out.append({"config": dict(cfg, ranks=ranks), "label": label(cfg),
+                    "layout": f"TP{tp} PP{pp} DP{layout.dp}", "measured_s": measured,
+                    "measured_median_s": statistics.median(
+                        rank_cases[i]["median_s"] for rank_cases in every),
+                    "predicted_s": sim.iteration_s,
+                    "error": sim.iteration_s / measured - 1.0, "stages": stages})
+    errors = [abs(c["error"]) for c in out]
+    spread = statistics.median(c["measured_median_s"] / c["measured_s"] for c in out)
+    now = assess(window, threads, node_ranks(ranks), spread)
+    return {"system": system.name, "calibration": system.calibration, "ranks": ranks,
+            "threads": threads, "steps_per_case": steps, "cases": out, "parts": list(PARTS),
+            "cpu_steal_fraction": window.steal_fraction or 0.0, "contention": now,
+            "likely_contention": contention_suspects(now, None, None),
+            "median_abs_error": statistics.median(errors), "max_abs_error": max(errors)}

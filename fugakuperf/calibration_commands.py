@@ -179,13 +179,18 @@ def calibrate(quick, model_name, out_path, refit_paths, record_paths, checkpoint
 @click.option("--steps", type=click.IntRange(min=1), default=16, show_default=True,
               help="Timed trainer steps per case (the fastest is compared).")
 @click.option("--quick", is_flag=True, help="Twelve timed steps per case.")
+@click.option("--parallel", is_flag=True,
+              help="With --calibration, under mpiexec -n 2 (or 4): tensor- and pipeline-"
+                   "parallel trainer runs (TP2, PP2; on 4 ranks TP2 x PP2 too) against the "
+                   "DES of the same layouts, stage by stage (compute, TP, DP, optimizer, "
+                   "and the pipeline's transfers and bubble).")
 @click.option("--max-error", type=Real(lo=0), metavar="X",
               help="Exit 1 if the largest absolute error exceeds X (e.g. 0.2).")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Threads per rank (must match the calibration's).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def validate(calibration_path, against_path, stack, schema, update_evidence, steps, quick,
-             max_error, threads, as_json):
+             parallel, max_error, threads, as_json):
     """Predicted against measured: trainer runs the fit never saw, or logged runs.
 
     With --calibration: runs the trainer on held-out configurations (other widths,
@@ -203,6 +208,7 @@ def validate(calibration_path, against_path, stack, schema, update_evidence, ste
     Examples:
       fugakuperf validate --calibration host.json --max-error 0.2
       mpiexec -n 2 fugakuperf validate --calibration host-2ranks.json
+      mpiexec -n 2 fugakuperf validate --calibration host-2ranks.json --parallel
       fugakuperf validate --against selene
       fugakuperf validate --against my_runs.csv --json
       fugakuperf validate --against old_runs.csv --stack deepspeedfugaku-2023
@@ -236,6 +242,8 @@ def validate(calibration_path, against_path, stack, schema, update_evidence, ste
     if (calibration_path is None) == (against_path is None):
         raise SpecError("calibration", "give --calibration FILE (held-out trainer runs on this "
                                        "machine) or --against FILE.csv (logged runs), one of them")
+    if parallel and against_path is not None:
+        raise SpecError("parallel", "applies to --calibration (trainer runs on this machine)")
     if against_path is not None:
         _validate_against(against_path, max_error, as_json, stack)
         return
@@ -256,13 +264,20 @@ def validate(calibration_path, against_path, stack, schema, update_evidence, ste
                                            f"{host.get(key)}; this run has {mine}. Validate "
                                            f"as you calibrated (same mpiexec -n and --threads)")
     system = host_system(data, calibration_path)
-    result = run(system, steps=12 if quick else steps, comm=comm if comm.size > 1 else None,
-                 progress=_progress if comm.rank == 0 else None,
-                 references=references_from(data), threads=used,
-                 calibrated=data.get("contention"))
+    if parallel:
+        from calibration.validate import validate_parallel
+        result = validate_parallel(system, comm, steps=12 if quick else steps,
+                                   progress=_progress if comm.rank == 0 else None,
+                                   threads=used)
+    else:
+        result = run(system, steps=12 if quick else steps,
+                     comm=comm if comm.size > 1 else None,
+                     progress=_progress if comm.rank == 0 else None,
+                     references=references_from(data), threads=used,
+                     calibrated=data.get("contention"))
     if comm.rank != 0:
         return
-    emit(result, as_json, "render_validation")
+    emit(result, as_json, "render_validation_parallel" if parallel else "render_validation")
     if max_error is not None and result["max_abs_error"] > max_error:
         click.echo(f"error: max |error| {result['max_abs_error']:.1%} exceeds --max-error "
                    f"{max_error:.1%}", err=True)

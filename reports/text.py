@@ -522,6 +522,31 @@ def render_validation(d: dict) -> str:
     return "\n".join(lines)
 
 
+def render_validation_parallel(d: dict) -> str:
+    """``validate --parallel``: each TP/PP layout's step measured against the DES, and
+    each stage's parts (ms per step, measured / predicted)."""
+    lines = [f"validation of {d['calibration']} on {d['ranks']} ranks, model-parallel "
+             f"layouts: the trainer (fastest of {d['steps_per_case']} steps) against the DES "
+             f"on the host system"]
+    for c in d["cases"]:
+        lines.append(f"  {c['label']}  {c['layout']}: measured {plain(c['measured_s'] * 1e3)} "
+                     f"ms (median {plain(c['measured_median_s'] * 1e3)}), predicted "
+                     f"{plain(c['predicted_s'] * 1e3)} ms, {c['error']:+.1%}")
+        rows = [[str(st["stage"])] + [f"{plain(st['measured'][p] * 1e3)} / "
+                                      f"{plain(st['predicted'][p] * 1e3)}" for p in d["parts"]]
+                for st in c["stages"]]
+        table_lines = table(rows, ["stage"] + [p if p != "pipeline" else "pipeline (rest)"
+                                               for p in d["parts"]]).splitlines()
+        lines += ["    " + line for line in table_lines]
+    lines.append("  (ms per step, measured / predicted; the pipeline part is the rest of the "
+                 "step: transfers between stages and the bubble)")
+    lines.append(f"  median |error| {d['median_abs_error']:.1%}, max {d['max_abs_error']:.1%}; "
+                 f"{d['cpu_steal_fraction']:.0%} of CPU time stolen by the hypervisor")
+    lines += [f"  warning: errors may be the machine's, not the model's: {why}"
+              for why in d["likely_contention"]]
+    return "\n".join(lines)
+
+
 def render_validation_against(d: dict) -> str:
     """Logged runs against the DES (``validate --against``), a row per run."""
     done = [r for r in d["rows"] if r["error"] is not None]
