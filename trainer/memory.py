@@ -55,7 +55,9 @@ def training_need(model: ModelSpec, micro_batch: int, itemsize: int = 4,
     and ``global_batch`` per step (the sampler draws every start position of a step at
     once, 8 bytes each); ``optimizer=False``: to run the forward pass only, as
     generation does. With ``tp``, one TP rank's part; of a pipeline ``stage``
-    (``model.layers`` its layers), holding ``in_flight`` micro-batches' activations."""
+    (``model.layers`` its layers), holding ``in_flight`` micro-batches' activations
+    (each with its own backward buffers: a stage sends a gradient from them while it
+    runs the next micro-batch's backward)."""
     shapes = parameter_shapes(model, tp, stage)
     P = sum(math.prod(s) for _, s in shapes)
     B, T = micro_batch, model.seq
@@ -65,7 +67,8 @@ def training_need(model: ModelSpec, micro_batch: int, itemsize: int = 4,
     if optimizer:
         parts |= {"gradients": P * itemsize, "AdamW state": 2 * P * itemsize,
                   "activations": acts * itemsize,
-                  "backward temporaries": backward_scratch_elements(model, B, T, tp) * itemsize,
+                  "backward temporaries": in_flight * backward_scratch_elements(model, B, T, tp)
+                  * itemsize,
                   "batch positions": 8 * global_batch}
     else:
         parts["activations"] = acts * itemsize

@@ -269,7 +269,7 @@ class Trainer:
                 "checkpoint_every": s.checkpoint_every, "keep": s.keep,
                 "step": self.step_index, "state": state}
 
-    # ------------------------------------------------------------------ TP parts
+    # ------------------------------------------------------------------ model-parallel parts
     def _part(self, whole: FlatTensors) -> FlatTensors:
         """This rank's part of the whole model's tensors: its stage's layers and ends,
         its TP part of them (the whole, with neither)."""
@@ -296,7 +296,7 @@ class Trainer:
         return whole.buffer
 
     def save(self, directory) -> str | None:
-        """Rank 0 writes the whole model's state (the TP group of rank 0 gathers it)."""
+        """Rank 0 writes the whole model's state (the ranks of its replica gather it)."""
         state = (self.params.buffer, self.optimizer.m, self.optimizer.v)
         if self.replica is not None and self.dp_rank == 0:
             state = tuple(self._whole(buffer) for buffer in state)
@@ -408,8 +408,8 @@ class Trainer:
 
     def evaluate(self) -> float | None:
         """Mean token loss on the held-out tail: the same ``eval_batches`` micro-batches every
-        time and for any number of ranks. Rank 0 evaluates (with TP, its group with it);
-        the others get None."""
+        time and for any number of ranks. Rank 0 evaluates (with TP or PP, every rank of
+        its replica with it); the others get None."""
         if self.val_tokens is None or self.dp_rank != 0:
             return None
         model, s, a = self.stage_model, self.settings, self.acts
