@@ -169,7 +169,8 @@ def validate_parallel(system, comm, configs=PARALLEL_CONFIGS, steps: int = 3, pr
     the same layouts on the calibrated ``host`` system, stage by stage: each stage's
     compute, TP all-reduces, DP reduction, optimizer and the rest of the step (the
     pipeline's transfers and bubble), measured on the stage's first rank of the first
-    replica; the error of the whole step is the fastest step's, as ``validate``'s.
+    replica; the error of the whole step is the fastest step's, as ``validate``'s (of
+    the slowest rank).
     Every rank runs it; rank 0 gets the result (the others None)."""
     from perfmodel.des import simulate
     from trainer.host import ContentionMeter, node_ranks
@@ -177,16 +178,16 @@ def validate_parallel(system, comm, configs=PARALLEL_CONFIGS, steps: int = 3, pr
     check_held_out(configs)
     ranks = comm.size
     if ranks not in PARALLEL_LAYOUTS:
-        raise SpecError("parallel", f"runs under mpiexec -n {' or '.join(map(str, PARALLEL_LAYOUTS))}"
-                                    f" (its layouts: TP2, PP2 and, on 4, TP2 x PP2); got "
-                                    f"{ranks} rank(s)")
+        counts = " or ".join(map(str, PARALLEL_LAYOUTS))
+        raise SpecError("parallel", f"runs under mpiexec -n {counts} (its layouts: TP2, PP2 "
+                                    f"and, on 4, TP2 x PP2); got {ranks} rank(s)")
     cases = [(cfg, layout) for layout in PARALLEL_LAYOUTS[ranks] for cfg in configs]
     meter = ContentionMeter(node_ranks(ranks))
     runs = run_configs([cfg for cfg, _ in cases], steps, comm, timed=True, progress=progress,
                        seed=11, layouts=[layout for _, layout in cases])
     window = meter.stop()
     mine = []
-    for (cfg, run, times), (_, (tp, pp)) in zip(runs, cases):
+    for _, run, times in runs:
         mine.append({"tp_rank": run.tp_rank, "dp_rank": run.dp_rank, "stage": run.pp_rank,
                      "parts": _measured_parts(run.timers.records(), len(times),
                                               statistics.mean(times)),
@@ -195,7 +196,7 @@ def validate_parallel(system, comm, configs=PARALLEL_CONFIGS, steps: int = 3, pr
     if comm.rank != 0:
         return None
     out = []
-    for i, ((cfg, (tp, pp)), (_, run, _)) in enumerate(zip(cases, runs)):
+    for i, (cfg, (tp, pp)) in enumerate(cases):
         layout = parallel_layout(cfg, system, ranks, tp, pp)
         sim = simulate(trainer_model(cfg), system, layout)
         stages = []
@@ -207,7 +208,8 @@ def validate_parallel(system, comm, configs=PARALLEL_CONFIGS, steps: int = 3, pr
                            "predicted": _predicted_parts(sim.stages[m["stage"]],
                                                          sim.iteration_s)})
         stages.sort(key=lambda s: s["stage"])
-        measured = min(rank_cases[i]["fastest_s"] for rank_cases in every)
+        # the ranks step together: a step is the slowest rank's (each rank's fastest)
+        measured = max(rank_cases[i]["fastest_s"] for rank_cases in every)
         out.append({"config": dict(cfg, ranks=ranks), "label": label(cfg),
                     "layout": f"TP{tp} PP{pp} DP{layout.dp}", "measured_s": measured,
                     "measured_median_s": statistics.median(

@@ -133,7 +133,8 @@ class _Progress:
               show_default=True,
               help="Tensor-parallel ranks (Megatron-LM's form: heads, MLP and vocabulary "
                    "split, an all-reduce after each row-parallel GEMM); under mpiexec the "
-                   "other ranks are data parallel. Checkpoints hold the whole model.")
+                   "ranks TP and --pp leave are data parallel. Checkpoints hold the whole "
+                   "model.")
 @click.option("--pp", "--pipeline-model-parallel-size", type=click.IntRange(min=1), default=1,
               show_default=True,
               help="Pipeline stages (each a contiguous share of the layers; the first embeds, "

@@ -78,7 +78,8 @@ def sensitivity(model: ModelSpec, system: SystemSpec, base: PlanResult) -> list[
         variants.append(("eco mode", "one FP pipe: half the FP peak", system.with_options(eco=True), {}, gb))
     for factor in (2, 0.5):
         g = max(1, int(gb * factor))
-        variants.append((f"global batch x{factor:g}", f"{g:,} sequences instead of {gb:,}", system, {}, g))
+        variants.append((f"global batch x{factor:g}", f"{g:,} sequences instead of {gb:,}",
+                         system, {}, g))
     # compared by what the plans rank by (the objective's time on each best layout's
     # band): the model's own times of layouts chosen by another objective would mix the
     # change with the choice (a slower clock could pick a layout the model thinks faster)

@@ -4,9 +4,10 @@ Calibration reads this record: the model and run settings, the host, the step ti
 and every kernel's calls, seconds, FLOPs and bytes (first step excluded, since it
 compiles the Numba kernels): rank 0's under ``kernels``, and every rank's (its kernels,
 its communication among them, its step times) under ``ranks``, so a run on many nodes
-(on Fugaku or elsewhere) is fed back whole (``fugakuperf calibrate --add-record``). ``determinism`` gives the setup the run computed with
-and, after a resume, the checkpoint's, what differs and whether the continuation is
-expected to be bit-identical (trainer.determinism).
+(on Fugaku or elsewhere) is fed back whole (``fugakuperf calibrate --add-record``).
+``determinism`` gives the setup the run computed with and, after a resume, the
+checkpoint's, what differs and whether the continuation is expected to be
+bit-identical (trainer.determinism).
 """
 
 from __future__ import annotations
