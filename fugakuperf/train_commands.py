@@ -139,9 +139,14 @@ class _Progress:
               show_default=True,
               help="Pipeline stages (each a contiguous share of the layers; the first embeds, "
                    "the last computes the loss), run over MPI point-to-point by --schedule.")
-@click.option("--schedule", type=click.Choice(["1f1b", "gpipe"]), default="1f1b",
-              show_default=True, help="The pipeline's schedule: the step lists perfmodel "
-                                      "simulates (perfmodel/schedules.py).")
+@click.option("--schedule", type=click.Choice(["1f1b", "gpipe", "interleaved"]),
+              default="1f1b", show_default=True,
+              help="The pipeline's schedule: the step lists perfmodel simulates "
+                   "(perfmodel/schedules.py); interleaved needs --virtual-stages.")
+@click.option("--virtual-stages", "--virtual-pipeline-model-parallel-size",
+              type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --schedule interleaved: chunks of layers per stage (chunk c of "
+                   "stage s is virtual stage c x pp + s, Megatron-LM's order).")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Threads per rank for BLAS and the Numba kernels (default: the cores "
                    "other work leaves free, shared among this node's ranks).")
@@ -334,7 +339,8 @@ def _prepare(comm, kw: dict, given: set = frozenset()):
                                  optimizer=optimizer, eval_every=kw["eval_every"],
                                  val_fraction=kw["val_fraction"],
                                  checkpoint_every=kw["checkpoint_every"], keep=kw["keep"],
-                                 tp=kw["tp"], pp=kw["pp"], schedule=kw["schedule"])
+                                 tp=kw["tp"], pp=kw["pp"], schedule=kw["schedule"],
+                                 virtual_stages=kw["virtual_stages"])
         trainer = Trainer(model, tokens, settings, comm, timers=Timers())
         if found:
             trainer.resume(found)

@@ -50,18 +50,19 @@ def gb(n: float) -> str:
 
 def training_need(model: ModelSpec, micro_batch: int, itemsize: int = 4,
                   optimizer: bool = True, global_batch: int = 0, tp: int = 1,
-                  stage: Stage = WHOLE, in_flight: int = 1) -> Need:
+                  stage: Stage = WHOLE, in_flight: int = 1, chunks: int = 1) -> Need:
     """Bytes a rank allocates to train ``model`` with ``micro_batch`` sequences per pass
     and ``global_batch`` per step (the sampler draws every start position of a step at
     once, 8 bytes each); ``optimizer=False``: to run the forward pass only, as
     generation does. With ``tp``, one TP rank's part; of a pipeline ``stage``
-    (``model.layers`` its layers), holding ``in_flight`` micro-batches' activations
-    (each with its own backward buffers: a stage sends a gradient from them while it
-    runs the next micro-batch's backward)."""
+    (``model.layers`` its layers, in ``chunks`` chunks), holding ``in_flight`` chunks'
+    activations (each with its own backward buffers: a stage sends a gradient from them
+    while it runs the next micro-batch's backward)."""
     shapes = parameter_shapes(model, tp, stage)
     P = sum(math.prod(s) for _, s in shapes)
     B, T = micro_batch, model.seq
-    acts = in_flight * sum(math.prod(s) for s in activation_shapes(model, B, T, tp,
+    held = model.replace(layers=model.layers // chunks)     # the layers of one slot
+    acts = in_flight * sum(math.prod(s) for s in activation_shapes(held, B, T, tp,
                                                                     stage).values())
     parts = {"parameters": P * itemsize}
     if optimizer:

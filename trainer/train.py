@@ -33,8 +33,8 @@ from .gpt import Activations, gpt_backward, gpt_forward
 from .host import node_ranks
 from .memory import check_fits, training_need
 from .optim import AdamW, AdamWConfig, grad_norm, sum_squares
+from perfmodel.schedules import Step, consumed_by, producer, schedule
 from perfmodel.schedules import get as get_schedule
-from perfmodel.schedules import schedule
 
 from .params import STACKED, WHOLE, FlatTensors, Stage, allocate, initialize, wrap
 from .tensor import SPLIT, Group, Layout, check_splits
@@ -72,10 +72,11 @@ class TrainSettings:
     keep: int = 2
     tp: int = 1                           # tensor-parallel ranks (trainer.tensor)
     pp: int = 1                           # pipeline stages; the other ranks data parallel
-    schedule: str = "1f1b"                # the pipeline's (perfmodel.schedules, one chunk)
+    schedule: str = "1f1b"                # the pipeline's (perfmodel.schedules)
+    virtual_stages: int = 1               # chunks of layers per stage (interleaved)
 
     def __post_init__(self):
-        for name in ("steps", "micro_batch", "eval_batches", "tp", "pp"):
+        for name in ("steps", "micro_batch", "eval_batches", "tp", "pp", "virtual_stages"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise SpecError(name, f"must be a positive integer; got {getattr(self, name)}")
         if self.steps > ckpt.MAX_STEP:
@@ -89,8 +90,13 @@ class TrainSettings:
         if self.global_batch is not None and self.global_batch < 1:
             raise SpecError("global_batch", f"must be >= 1; got {self.global_batch}")
         spec = get_schedule(self.schedule)
-        if spec.virtual or set(spec.kinds) - {"F", "B"}:
-            raise SpecError("schedule", f"the trainer runs gpipe or 1f1b; got {self.schedule}")
+        if set(spec.kinds) - {"F", "B"}:
+            raise SpecError("schedule", f"the trainer runs forwards and backwards; "
+                                        f"{self.schedule} has steps of kind {spec.kinds}")
+        if spec.virtual != (self.virtual_stages > 1):
+            raise SpecError("virtual_stages", f"{self.schedule} runs "
+                                              f"{'2 or more' if spec.virtual else '1'} chunk(s) "
+                                              f"per stage; got {self.virtual_stages}")
 
 
 def fingerprint(tokens: np.ndarray) -> str:
@@ -153,14 +159,17 @@ class Trainer:
             raise SpecError("tp" if pp == 1 else "pp",
                             f"tp x pp = {tp} x {pp} must divide the {world} ranks")
         check_splits(model, tp)
-        if model.layers % pp:
-            raise SpecError("pp", f"{pp} pipeline stages must divide the {model.layers} layers")
+        v = settings.virtual_stages
+        if model.layers % (pp * v):
+            raise SpecError("pp", f"{pp} pipeline stages of {v} chunk(s) must divide the "
+                                  f"{model.layers} layers")
         dp, r = world // (tp * pp), self.comm.rank
         self.tp_rank, self.dp_rank, self.pp_rank = r % tp, (r // tp) % dp, r // (tp * dp)
         self.stage = Stage(first=self.pp_rank == 0, last=self.pp_rank == pp - 1)
+        # the stage's layers: chunk c is virtual stage c p + stage (Megatron-LM's order),
+        # its layers stacked after the chunk before's
         self.stage_model = model.replace(layers=model.layers // pp)
-        self.layers = slice(self.pp_rank * self.stage_model.layers,
-                            (self.pp_rank + 1) * self.stage_model.layers)
+        self.layers = stage_layers(model.layers, pp, v, self.pp_rank)
         self.layout = Layout(model, tp, self.tp_rank)
         split_ = self.comm.split
         self.group = Group(split_(self.dp_rank + dp * self.pp_rank, self.tp_rank).mpi
@@ -177,11 +186,17 @@ class Trainer:
         gb = settings.global_batch or settings.micro_batch * dp
         self.sampler = Sampler(self.train_tokens, model.seq, settings.micro_batch, gb,
                                settings.seed, self.dp_rank, dp)
-        self.steps = schedule(settings.schedule, pp, self.sampler.micro_batches)[self.pp_rank]
+        if pp > 1 and get_schedule(settings.schedule).groups_of_pp and \
+                self.sampler.micro_batches % pp:
+            raise SpecError("global_batch", f"{settings.schedule} needs micro-batches per "
+                                            f"replica ({self.sampler.micro_batches}) in whole "
+                                            f"groups of pp ({pp})")
+        self.steps = schedule(settings.schedule, pp, self.sampler.micro_batches,
+                              v)[self.pp_rank]
         slots = max(1, _in_flight(self.steps)) if pp > 1 else 1
         check_fits(training_need(self.stage_model, settings.micro_batch,
                                  np.dtype(dtype).itemsize, global_batch=gb, tp=tp,
-                                 stage=self.stage, in_flight=slots),
+                                 stage=self.stage, in_flight=slots, chunks=v),
                    f"training {model.name} with micro-batch {settings.micro_batch} x seq "
                    f"{model.seq}", ranks_here=node_ranks(1),
                    hint=". A smaller model (--layers, --hidden), --micro-batch, --seq or "
@@ -193,8 +208,14 @@ class Trainer:
         self.grads = allocate(self.stage_model, dtype=self.params.buffer.dtype, tp=tp,
                               stage=self.stage)
         self.optimizer = AdamW(self.params, settings.optimizer)
-        # the activations of every micro-batch a stage holds at once (1F1B: p - stage)
-        self.slots = [Activations(self.stage_model, settings.micro_batch, model.seq,
+        # each chunk's views into the stage's tensors, and the activations of every
+        # (chunk, micro-batch) a stage holds at once (1F1B: p - stage)
+        self.chunk_model = model.replace(layers=model.layers // (pp * v))
+        self.chunks = [(_chunk(self.params, c, self.chunk_model.layers),
+                        _chunk(self.grads, c, self.chunk_model.layers),
+                        Stage(first=self.stage.first and c == 0,
+                              last=self.stage.last and c == v - 1)) for c in range(v)]
+        self.slots = [Activations(self.chunk_model, settings.micro_batch, model.seq,
                                   dtype=self.params.buffer.dtype, tp=tp, stage=self.stage)
                       for _ in range(slots)]
         self.acts = self.slots[0]
@@ -285,14 +306,18 @@ class Trainer:
     def _whole(self, buffer: np.ndarray) -> np.ndarray:
         """The whole model's flat buffer from every rank of this replica's ``buffer`` (a
         collective of the replica: its TP ranks and pipeline stages)."""
-        t, p = self.layout.size, self.settings.pp
+        t, p, v = self.layout.size, self.settings.pp, self.settings.virtual_stages
         whole = allocate(self.model, dtype=buffer.dtype)
         for tr, pr, part in self.replica.allgather((self.tp_rank, self.pp_rank, buffer)):
             stage = Stage(first=pr == 0, last=pr == p - 1)
-            layers = slice(pr * self.stage_model.layers, (pr + 1) * self.stage_model.layers)
+            layers = stage_layers(self.model.layers, p, v, pr)
             for name, view in wrap(part, self.stage_model, t, stage).views.items():
-                target = whole[name][layers] if name in STACKED else whole[name]
+                if name not in STACKED:
+                    Layout(self.model, t, tr).put(name, whole[name], view)
+                    continue
+                target = whole[name][layers]              # (a copy: the layers are indexed)
                 Layout(self.model, t, tr).put(name, target, view)
+                whole[name][layers] = target
         return whole.buffer
 
     def save(self, directory) -> str | None:
@@ -350,45 +375,53 @@ class Trainer:
         simulates): a forward receives its input from the stage before (the first embeds
         its tokens) and sends its output on; a backward receives its output's gradient
         from the stage after (the last starts from the loss) and sends its input's back.
-        Sends do not block (a stage may send while its neighbour sends to it); a
-        micro-batch's activations stay in a slot until its backward, and a slot is reused
-        once its sends are done. The summed loss of the micro-batches (the last stage's;
-        0 on the others)."""
+        Sends do not block (a stage may send while its neighbour sends to it) and send a
+        copy; a (chunk, micro-batch)'s activations stay in a slot until its backward.
+        With chunks (interleaved), where each step's input comes from and its output
+        goes are perfmodel.schedules' ``producer`` and ``consumed_by``. The summed loss
+        of the micro-batches (the last stage's; 0 on the others)."""
         from mpi4py import MPI
-        model, s, comm, here = self.stage_model, self.sampler, self.pipe.comm, self.pp_rank
-        free, held, pending = list(range(len(self.slots))), {}, {}
+        s, comm, here = self.sampler, self.pipe.comm, self.pp_rank
+        p, v, last = self.settings.pp, self.settings.virtual_stages, self.chunk_model.layers - 1
+        free, held, sends = list(range(len(self.slots))), {}, []
         loss_sum = 0.0
         t = self.timers or NullTimers()
+
+        def send(data, to: tuple) -> None:
+            # a copy goes (the slot may be reused before the receiver takes it; waiting
+            # for that here could wait on a stage that waits on this one)
+            copy = data.copy()
+            sends.append((comm.Isend(copy, dest=to[0], tag=_tag(to[1], v)), copy))
+
         for step in self.steps:
-            j = step.micro_batch
+            j, c = step.micro_batch, step.chunk
+            params, grads, stage = self.chunks[c]
             x, y = s.batch(self.step_index, j, positions)
+            source, target = producer(step, here, p, v), consumed_by(step, here, p, v)
             if step.kind == "F":
-                k = held[j] = free.pop(0)
-                MPI.Request.Waitall(pending.pop(k, []))
+                k = held[j, c] = free.pop(0)
                 a = self.slots[k]
-                if not self.stage.first:
+                if source is not None:
                     with t(f"pp_recv {a.encoded.nbytes}", bytes_=a.encoded.nbytes):
-                        comm.Recv(a.encoded, source=here - 1, tag=2 * j)
-                loss = gpt_forward(model, self.params, a, x, y, timer=self.timers,
-                                   group=self.group, stage=self.stage)
-                if self.stage.last:
+                        comm.Recv(a.encoded, source=source[0], tag=_tag(step, v))
+                loss = gpt_forward(self.chunk_model, params, a, x, y, timer=self.timers,
+                                   group=self.group, stage=stage)
+                if target is None:
                     loss_sum += loss
                 else:
-                    out = a.residual3[model.layers - 1]
-                    pending.setdefault(k, []).append(comm.Isend(out, dest=here + 1, tag=2 * j))
+                    send(a.residual3[last], target)
             else:
-                k = held.pop(j)
+                k = held.pop((j, c))
                 a = self.slots[k]
-                if not self.stage.last:
+                if source is not None:
                     with t(f"pp_recv {a.dresidual.nbytes}", bytes_=a.dresidual.nbytes):
-                        comm.Recv(a.dresidual, source=here + 1, tag=2 * j + 1)
-                gpt_backward(model, self.params, self.grads, a, x, y, scale,
-                             timer=self.timers, group=self.group, stage=self.stage)
-                if not self.stage.first:
-                    pending.setdefault(k, []).append(
-                        comm.Isend(a.dresidual, dest=here - 1, tag=2 * j + 1))
+                        comm.Recv(a.dresidual, source=source[0], tag=_tag(step, v))
+                gpt_backward(self.chunk_model, params, grads, a, x, y, scale,
+                             timer=self.timers, group=self.group, stage=stage)
+                if target is not None:
+                    send(a.dresidual, target)
                 free.append(k)
-        MPI.Request.Waitall([r for rs in pending.values() for r in rs])
+        MPI.Request.Waitall([request for request, _ in sends])
         return loss_sum
 
     def _grad_norm(self) -> float:
@@ -412,20 +445,25 @@ class Trainer:
         its replica with it); the others get None."""
         if self.val_tokens is None or self.dp_rank != 0:
             return None
-        model, s, a = self.stage_model, self.settings, self.acts
-        sampler = Sampler(self.val_tokens, model.seq, s.micro_batch,
+        s, a = self.settings, self.acts
+        p, v, last = s.pp, s.virtual_stages, self.chunk_model.layers - 1
+        sampler = Sampler(self.val_tokens, self.model.seq, s.micro_batch,
                           s.micro_batch * s.eval_batches, s.seed + 1)
         total = 0.0
-        for micro in range(sampler.micro_batches):      # through the stages in turn
-            if not self.stage.first:
-                self.pipe.comm.Recv(a.encoded, source=self.pp_rank - 1, tag=micro)
-            loss = gpt_forward(model, self.params, a, *sampler.batch(0, micro),
-                               group=self.group, stage=self.stage)
-            if self.stage.last:
-                total += loss
-            else:
-                self.pipe.comm.Send(a.residual3[model.layers - 1], dest=self.pp_rank + 1,
-                                    tag=micro)
+        for micro in range(sampler.micro_batches):      # through the virtual stages in turn
+            for c, (params, _, stage) in enumerate(self.chunks):
+                step = Step("F", micro, c)
+                source = producer(step, self.pp_rank, p, v) if self.pipe else None
+                target = consumed_by(step, self.pp_rank, p, v) if self.pipe else None
+                if source is not None:
+                    self.pipe.comm.Recv(a.encoded, source=source[0], tag=_tag(step, v))
+                loss = gpt_forward(self.chunk_model, params, a, *sampler.batch(0, micro),
+                                   group=self.group, stage=stage)
+                if target is None:
+                    total += loss
+                else:
+                    self.pipe.comm.Send(a.residual3[last], dest=target[0],
+                                        tag=_tag(target[1], v))
         if self.pipe is not None:
             total = self.pipe.allreduce_scalar(total)
         return total / sampler.micro_batches if self.comm.rank == 0 else None
@@ -435,6 +473,27 @@ def _cast(params, model, dtype, tp: int = 1, stage: Stage = WHOLE):
     out = allocate(model, dtype=dtype, tp=tp, stage=stage)
     out.buffer[...] = params.buffer
     return out
+
+
+def stage_layers(layers: int, p: int, v: int, stage: int) -> np.ndarray:
+    """The layers pipeline stage ``stage`` of ``p`` holds, with ``v`` chunks: chunk c is
+    virtual stage c p + stage, of layers / (p v) consecutive layers (Megatron-LM's
+    interleaving); in the order the stage stacks them."""
+    n = layers // (p * v)
+    return np.concatenate([np.arange((c * p + stage) * n, (c * p + stage + 1) * n)
+                           for c in range(v)])
+
+
+def _chunk(tensors: FlatTensors, c: int, layers: int) -> FlatTensors:
+    """Chunk ``c``'s views: its ``layers`` of each stacked tensor, the rest whole."""
+    return FlatTensors(tensors.buffer, {
+        name: view[c * layers:(c + 1) * layers] if name in STACKED else view
+        for name, view in tensors.views.items()})
+
+
+def _tag(step: Step, v: int) -> int:
+    """The message tag of the data ``step`` receives: its micro-batch, chunk and kind."""
+    return ((step.micro_batch * v + step.chunk) * 2) + (step.kind == "B")
 
 
 def _in_flight(steps) -> int:

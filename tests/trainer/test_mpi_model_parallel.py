@@ -8,7 +8,8 @@ vocabulary slices; the stages pass activations forward and gradients back by the
 schedule's steps (1F1B or GPipe, perfmodel.schedules) and sum their tied embeddings'
 gradients; checkpoints hold the whole model. So after the same steps the parameters
 and AdamW's moments equal the one-rank run's, up to the order of float32 sums
-(measured: 1.6e-6 at most with TP, 7e-8 with PP alone, on parameters of order 1).
+(measured: 1.6e-6 at most with TP, 7e-8 with PP alone (interleaved: 9e-9), on
+parameters of order 1).
 """
 
 import json
@@ -76,6 +77,35 @@ def test_parallel_ranks_train_what_one_rank_trains(one_rank, mpiexec, tmp_path, 
             assert kernels.get("pp_recv", 0) > 0, kernels
 
 
+FOUR_LAYERS = ["--layers", "4"]          # (after TINY's 2: the last one given wins)
+
+
+@pytest.fixture(scope="module")
+def one_rank_four_layers(tmp_path_factory):
+    d = tmp_path_factory.mktemp("one4")
+    run = train([], *FOUR_LAYERS, "--checkpoint-dir", str(d))
+    assert run.returncode == 0, run.stderr
+    return state(d / "step_00000003.npz")
+
+
+@pytest.mark.parametrize("ranks, layout", [
+    (2, ["--pp", "2", "--schedule", "interleaved", "--virtual-stages", "2"]),
+    (4, ["--pp", "2", "--tp", "2", "--schedule", "interleaved", "--virtual-stages", "2"]),
+], ids=["PP2 interleaved v2", "PP2 x TP2 interleaved v2"])
+def test_interleaved_stages_train_what_one_rank_trains(one_rank_four_layers, mpiexec, tmp_path,
+                                                       ranks, layout):
+    """Megatron-LM's interleaved schedule: each stage holds two chunks of one layer
+    (virtual stages c x 2 + s), the step lists perfmodel simulates, messages routed by
+    its producer and consumer of each step."""
+    run = train([mpiexec, "-n", str(ranks)], *FOUR_LAYERS, *layout, "--checkpoint-dir",
+                str(tmp_path))
+    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    mine = state(tmp_path / "step_00000003.npz")
+    for key in ("params", "m", "v"):
+        np.testing.assert_allclose(mine[key], one_rank_four_layers[key], rtol=1e-5, atol=1e-5,
+                                   err_msg=key)
+
+
 @pytest.mark.parametrize("layout", [["--tp", "2"], ["--pp", "2"]])
 def test_a_model_parallel_run_resumes_exactly(mpiexec, tmp_path, layout):
     """Two steps and a resume for the third give bit for bit the three steps' state."""
@@ -95,8 +125,13 @@ def test_a_model_parallel_run_resumes_exactly(mpiexec, tmp_path, layout):
 @pytest.mark.parametrize("ranks, extra, says", [
     (2, ["--tp", "3"], "tp: tp x pp = 3 x 1 must divide the 2 ranks"),
     (2, ["--tp", "2", "--heads", "1"], "tp: 2 ranks cannot split"),
-    (2, ["--pp", "2", "--layers", "3"], "pp: 2 pipeline stages must divide the 3 layers"),
+    (2, ["--pp", "2", "--layers", "3"],
+     "pp: 2 pipeline stages of 1 chunk(s) must divide the 3 layers"),
     (4, ["--pp", "3"], "pp: tp x pp = 1 x 3 must divide the 4 ranks"),
+    (2, ["--pp", "2", "--schedule", "interleaved"], "virtual_stages: interleaved runs 2 or "
+                                                    "more chunk(s) per stage; got 1"),
+    (2, ["--pp", "2", "--schedule", "interleaved", "--virtual-stages", "2"],
+     "pp: 2 pipeline stages of 2 chunk(s) must divide the 2 layers"),
 ])
 def test_a_layout_that_cannot_run_is_one_line(mpiexec, ranks, extra, says):
     run = train([mpiexec, "-n", str(ranks)], *extra)
