@@ -164,14 +164,18 @@ def parallel_layout(cfg: dict, system, ranks: int, tp: int, pp: int) -> Layout:
 
 
 def validate_parallel(system, comm, configs=PARALLEL_CONFIGS, steps: int = 3, progress=None,
-                      threads: int = 1) -> dict | None:
+                      threads: int = 1, references=(),
+                      calibrated: dict | None = None) -> dict | None:
     """Tensor- and pipeline-parallel runs of the trainer under mpiexec against the DES of
     the same layouts on the calibrated ``host`` system, stage by stage: each stage's
     compute, TP all-reduces, DP reduction, optimizer and the rest of the step (the
     pipeline's transfers and bubble), measured on the stage's first rank of the first
     replica; the error of the whole step is the fastest step's, as ``validate``'s (of
     the slowest rank).
-    Every rank runs it; rank 0 gets the result (the others None)."""
+    ``references`` (the calibration's own configurations, data parallel over the ranks,
+    and their seconds then) are re-measured in the same round robin: the machine's drift
+    since calibration, as ``validate`` reports it. Every rank runs it; rank 0 gets the
+    result (the others None)."""
     from perfmodel.des import simulate
     from trainer.host import ContentionMeter, node_ranks
 
@@ -182,10 +186,14 @@ def validate_parallel(system, comm, configs=PARALLEL_CONFIGS, steps: int = 3, pr
         raise SpecError("parallel", f"runs under mpiexec -n {counts} (its layouts: TP2, PP2 "
                                     f"and, on 4, TP2 x PP2); got {ranks} rank(s)")
     cases = [(cfg, layout) for layout in PARALLEL_LAYOUTS[ranks] for cfg in configs]
+    refs = [(dict(cfg), (1, 1)) for cfg, _ in references]
     meter = ContentionMeter(node_ranks(ranks))
-    runs = run_configs([cfg for cfg, _ in cases], steps, comm, timed=True, progress=progress,
-                       seed=11, layouts=[layout for _, layout in cases])
+    runs = run_configs([cfg for cfg, _ in cases + refs], steps, comm, timed=True,
+                       progress=progress, seed=11, layouts=[lay for _, lay in cases + refs])
     window = meter.stop()
+    drift = statistics.median(min(times) / then for (_, _, times), (_, then)
+                              in zip(runs[len(cases):], references)) if references else None
+    runs = runs[:len(cases)]
     mine = []
     for _, run, times in runs:
         mine.append({"tp_rank": run.tp_rank, "dp_rank": run.dp_rank, "stage": run.pp_rank,
@@ -222,5 +230,6 @@ def validate_parallel(system, comm, configs=PARALLEL_CONFIGS, steps: int = 3, pr
     return {"system": system.name, "calibration": system.calibration, "ranks": ranks,
             "threads": threads, "steps_per_case": steps, "cases": out, "parts": list(PARTS),
             "cpu_steal_fraction": window.steal_fraction or 0.0, "contention": now,
-            "likely_contention": contention_suspects(now, None, None),
+            "drift_since_calibration": drift, "calibration_contention": calibrated,
+            "likely_contention": contention_suspects(now, calibrated, drift),
             "median_abs_error": statistics.median(errors), "max_abs_error": max(errors)}

@@ -268,7 +268,8 @@ def validate(calibration_path, against_path, stack, schema, update_evidence, ste
         from calibration.validate import validate_parallel
         result = validate_parallel(system, comm, steps=12 if quick else steps,
                                    progress=_progress if comm.rank == 0 else None,
-                                   threads=used)
+                                   threads=used, references=references_from(data),
+                                   calibrated=data.get("contention"))
     else:
         result = run(system, steps=12 if quick else steps,
                      comm=comm if comm.size > 1 else None,

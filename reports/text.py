@@ -513,10 +513,7 @@ def render_validation(d: dict) -> str:
               f"{c['measured_median_s'] * 1e3:9.2f} {c['predicted_s'] * 1e3:13.2f} "
               f"{c['error']:+8.1%}" for c in d["cases"]]
     lines.append(f"  median |error| {d['median_abs_error']:.1%}, max {d['max_abs_error']:.1%}")
-    drift = d["drift_since_calibration"]
-    lines.append(f"  the machine now: {d['cpu_steal_fraction']:.0%} of CPU time stolen by the "
-                 f"hypervisor" + (f"; the calibration's own configurations run "
-                                  f"{drift - 1:+.0%} vs when calibrated" if drift else ""))
+    lines.append(_machine_now(d))
     lines += [f"  warning: errors may be the machine's, not the model's: {why}"
               for why in d["likely_contention"]]
     return "\n".join(lines)
@@ -540,11 +537,20 @@ def render_validation_parallel(d: dict) -> str:
         lines += ["    " + line for line in table_lines]
     lines.append("  (ms per step, measured / predicted; the pipeline part is the rest of the "
                  "step: transfers between stages and the bubble)")
-    lines.append(f"  median |error| {d['median_abs_error']:.1%}, max {d['max_abs_error']:.1%}; "
-                 f"{d['cpu_steal_fraction']:.0%} of CPU time stolen by the hypervisor")
+    lines.append(f"  median |error| {d['median_abs_error']:.1%}, max {d['max_abs_error']:.1%}")
+    lines.append(_machine_now(d))
     lines += [f"  warning: errors may be the machine's, not the model's: {why}"
               for why in d["likely_contention"]]
     return "\n".join(lines)
+
+
+def _machine_now(d: dict) -> str:
+    """The machine during a validation: the CPU time stolen, and how the calibration's
+    own configurations run now against when calibrated (its drift)."""
+    drift = d.get("drift_since_calibration")
+    return (f"  the machine now: {d['cpu_steal_fraction']:.0%} of CPU time stolen by the "
+            f"hypervisor" + (f"; the calibration's own configurations run {drift - 1:+.0%} vs "
+                             f"when calibrated" if drift else ""))
 
 
 def render_validation_against(d: dict) -> str:

@@ -29,6 +29,7 @@ def test_tp2_and_pp2_stage_by_stage_against_the_des(mpiexec, tmp_path):
                      "3", "--json")
     assert run.returncode == 0, run.stderr
     d = json.loads(run.stdout)
+    assert d["drift_since_calibration"] > 0          # the calibration's configurations, again
     layouts = [c["layout"] for c in d["cases"]]
     assert sorted(set(layouts)) == ["TP1 PP2 DP1", "TP2 PP1 DP1"] and len(layouts) == 4
     for c in d["cases"]:
@@ -47,6 +48,7 @@ def test_tp2_and_pp2_stage_by_stage_against_the_des(mpiexec, tmp_path):
     text = fugakuperf(mpiexec, "validate", "--calibration", str(cal), "--parallel", "--steps",
                       "2")
     assert text.returncode == 0 and "pipeline (rest)" in text.stdout
+    assert "vs when calibrated" in text.stdout
 
 
 def test_parallel_is_for_trainer_runs_only():
