@@ -48,11 +48,13 @@ def predict_config(cfg: dict, system, ranks: int = 1) -> float:
     return simulate(trainer_model(cfg), system, trainer_layout(cfg, system, ranks)).iteration_s
 
 
-def trainer_layout(cfg: dict, system, ranks: int) -> Layout:
-    """The layout the trainer ran ``cfg`` in: data parallel over ``ranks``, the reduction
-    after the backward, the attention of ``system``'s stack (the host's: the trainer's)."""
-    return Layout(tp=1, pp=1, dp=ranks, micro_batch=cfg["micro_batch"],
-                  global_batch=cfg["global_batch"] * ranks, overlap_dp=False,
+def trainer_layout(cfg: dict, system, ranks: int, tp: int = 1, pp: int = 1) -> Layout:
+    """The layout the trainer ran ``cfg`` in on ``ranks``: ``tp`` x ``pp`` (1F1B), data
+    parallel over the rest (``cfg``'s global batch per replica), the reduction after the
+    backward, the attention of ``system``'s stack (the host's: the trainer's)."""
+    dp = ranks // (tp * pp)
+    return Layout(tp=tp, pp=pp, dp=dp, micro_batch=cfg["micro_batch"],
+                  global_batch=cfg["global_batch"] * dp, overlap_dp=False,
                   attention=system.stack.attention)
 
 
@@ -156,13 +158,6 @@ def _predicted_parts(stage, iteration_s: float) -> dict:
     return out
 
 
-def parallel_layout(cfg: dict, system, ranks: int, tp: int, pp: int) -> Layout:
-    dp = ranks // (tp * pp)
-    return Layout(tp=tp, pp=pp, dp=dp, micro_batch=cfg["micro_batch"],
-                  global_batch=cfg["global_batch"] * dp, overlap_dp=False,
-                  attention=system.stack.attention, schedule="1f1b")
-
-
 def validate_parallel(system, comm, configs=PARALLEL_CONFIGS, steps: int = 3, progress=None,
                       threads: int = 1, references=(),
                       calibrated: dict | None = None) -> dict | None:
@@ -205,7 +200,7 @@ def validate_parallel(system, comm, configs=PARALLEL_CONFIGS, steps: int = 3, pr
         return None
     out = []
     for i, (cfg, (tp, pp)) in enumerate(cases):
-        layout = parallel_layout(cfg, system, ranks, tp, pp)
+        layout = trainer_layout(cfg, system, ranks, tp, pp)
         sim = simulate(trainer_model(cfg), system, layout)
         stages = []
         for rank_cases in every:

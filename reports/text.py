@@ -512,11 +512,7 @@ def render_validation(d: dict) -> str:
     lines += [f"  {c['label']:26} {c['measured_s'] * 1e3:12.2f} "
               f"{c['measured_median_s'] * 1e3:9.2f} {c['predicted_s'] * 1e3:13.2f} "
               f"{c['error']:+8.1%}" for c in d["cases"]]
-    lines.append(f"  median |error| {d['median_abs_error']:.1%}, max {d['max_abs_error']:.1%}")
-    lines.append(_machine_now(d))
-    lines += [f"  warning: errors may be the machine's, not the model's: {why}"
-              for why in d["likely_contention"]]
-    return "\n".join(lines)
+    return "\n".join(lines + _validation_summary(d))
 
 
 def render_validation_parallel(d: dict) -> str:
@@ -537,20 +533,20 @@ def render_validation_parallel(d: dict) -> str:
         lines += ["    " + line for line in table_lines]
     lines.append("  (ms per step, measured / predicted; the pipeline part is the rest of the "
                  "step: transfers between stages and the bubble)")
-    lines.append(f"  median |error| {d['median_abs_error']:.1%}, max {d['max_abs_error']:.1%}")
-    lines.append(_machine_now(d))
-    lines += [f"  warning: errors may be the machine's, not the model's: {why}"
-              for why in d["likely_contention"]]
-    return "\n".join(lines)
+    return "\n".join(lines + _validation_summary(d))
 
 
-def _machine_now(d: dict) -> str:
-    """The machine during a validation: the CPU time stolen, and how the calibration's
-    own configurations run now against when calibrated (its drift)."""
+def _validation_summary(d: dict) -> list[str]:
+    """A trainer validation's last lines: its errors, the machine during it (the CPU time
+    stolen, and how the calibration's own configurations run now against when calibrated:
+    its drift), and why the errors may be the machine's."""
     drift = d.get("drift_since_calibration")
-    return (f"  the machine now: {d['cpu_steal_fraction']:.0%} of CPU time stolen by the "
+    return [f"  median |error| {d['median_abs_error']:.1%}, max {d['max_abs_error']:.1%}",
+            f"  the machine now: {d['cpu_steal_fraction']:.0%} of CPU time stolen by the "
             f"hypervisor" + (f"; the calibration's own configurations run {drift - 1:+.0%} vs "
-                             f"when calibrated" if drift else ""))
+                             f"when calibrated" if drift else ""),
+            *[f"  warning: errors may be the machine's, not the model's: {why}"
+              for why in d["likely_contention"]]]
 
 
 def render_validation_against(d: dict) -> str:
