@@ -6,28 +6,14 @@ global batch take the same steps (up to float summation order).
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-CORPUS = REPO / "tests" / "trainer" / "data" / "corpus.txt"
-TINY = ["--layers", "2", "--hidden", "32", "--heads", "4", "--seq", "32"]
-RUN = ["--data", str(CORPUS), "--steps", "3", "--micro-batch", "2", "--global-batch", "8",
-       "--threads", "1"]
+from trainer_runs import train
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
-
-
-def train(prefix: list[str], checkpoint_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [*prefix, sys.executable, "-m", "fugakuperf", "train", *TINY, *RUN,
-           "--checkpoint-dir", str(checkpoint_dir), *extra]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
 def load(path: Path) -> tuple[np.ndarray, dict]:
@@ -37,10 +23,11 @@ def load(path: Path) -> tuple[np.ndarray, dict]:
 
 def test_two_ranks_train_what_one_rank_trains(tmp_path, mpiexec):
     d1, d2 = tmp_path / "D1", tmp_path / "D2"
-    one = train([], d1)
+    one = train([], "--checkpoint-dir", str(d1))
     assert one.returncode == 0, one.stderr
     record = tmp_path / "run.json"
-    two = train([mpiexec, "-n", "2"], d2, "--measurements", str(record))
+    two = train([mpiexec, "-n", "2"], "--checkpoint-dir", str(d2), "--measurements",
+                str(record))
     assert two.returncode == 0, f"stdout:\n{two.stdout}\nstderr:\n{two.stderr}"
     # the record holds every rank's timers, its gradient all-reduce among them
     ranks = json.loads(record.read_text())["ranks"]

@@ -13,27 +13,14 @@ parameters of order 1).
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-CORPUS = REPO / "tests" / "trainer" / "data" / "corpus.txt"
-TINY = ["--layers", "2", "--hidden", "32", "--heads", "4", "--seq", "32"]
-RUN = ["--data", str(CORPUS), "--steps", "3", "--micro-batch", "2", "--global-batch", "8",
-       "--threads", "1"]
+from trainer_runs import train
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
-
-
-def train(prefix: list[str], *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [*prefix, sys.executable, "-m", "fugakuperf", "train", *TINY, *RUN, *extra]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
 def state(path: Path) -> dict:
@@ -77,7 +64,7 @@ def test_parallel_ranks_train_what_one_rank_trains(one_rank, mpiexec, tmp_path, 
             assert kernels.get("pp_recv", 0) > 0, kernels
 
 
-FOUR_LAYERS = ["--layers", "4"]          # (after TINY's 2: the last one given wins)
+FOUR_LAYERS = ["--layers", "4"]          # (after trainer_runs.TINY's 2: the last one wins)
 
 
 @pytest.fixture(scope="module")
