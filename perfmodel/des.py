@@ -376,6 +376,11 @@ class Iteration:
             d *= self.noise.straggler_slowdown
         return self.env.timeout(max(d, 0.0))
 
+    def transfer(self, wire: Wire | None, kind: str, d: float) -> simpy.Event:
+        """A transfer of ``d`` seconds (alone) of ``kind``: on a stage's wire, or a plain
+        timeout where the stage shares no link."""
+        return self.wait(d) if wire is None else wire.transfer(kind, d)
+
     def delivered(self, stage: int, step: Step) -> simpy.Event:
         """The event of ``step``'s output on ``stage`` reaching its consumer."""
         key = (stage, step.kind, step.micro_batch, step.chunk)   # (plain: hashed fast)
@@ -561,10 +566,10 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
             it.account(i, "dp_comm", t0)
         for part, length in parts:        # a layer: its compute, then its TP collectives
             t0 = env.now
-            if part == "tp_comm" and state.wire is not None:
-                yield state.wire.transfer("tp", length)
+            if part == "tp_comm":
+                yield it.transfer(state.wire, "tp", length)
             else:
-                yield it.wait(length, i, jitter=part == "compute")
+                yield it.wait(length, i, jitter=True)
             spent = env.now - t0
             busy["recompute"] += spent * rc_share
             busy[part] += spent * (1 - rc_share)
@@ -591,7 +596,7 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
     to = None if fed is None else fed[0]
     if to is not None and to != i:
         t0 = it.env.now
-        yield it.wait(work.p2p, i) if state.wire is None else state.wire.transfer("pp", work.p2p)
+        yield it.transfer(state.wire, "pp", work.p2p)
         it.account(i, "pp_comm", t0)
         it.span(i, " p2p", step, "send", t0, prefix="send ", step=str(step), to_stage=to,
                 to_step=str(fed[1]))
@@ -663,7 +668,7 @@ def dp_stream(it: Iteration, i: int, stream: simpy.Store, wire: Wire | None):
     while True:
         length, name, done = yield stream.get()
         t0 = it.env.now
-        yield it.wait(length) if wire is None else wire.transfer(name, length)
+        yield it.transfer(wire, name, length)
         it.span(i, " dp stream", name, "dp", t0)
         done.succeed()
 
