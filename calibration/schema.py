@@ -21,7 +21,7 @@ from fpcore.errors import (SpecError, check_bool, check_choice, check_float, che
 MAX_SECONDS = 86_400.0         # one day
 MAX_COUNT = 10**15             # bytes, parameters, FLOPs per call: far past any node
 KINDS = ("gemm", "kernel", "trainer-kernel", "step", "collective", "checkpoint")
-OP_KEYS = ("name", "kind", "flops", "bytes", "m", "n", "k", "batch", "backward")
+OP_KEYS = ("name", "kind", "flops", "bytes", "m", "n", "k", "batch", "backward", "weighted")
 CONFIG_KEYS = ("layers", "hidden", "heads", "seq", "micro_batch", "global_batch")
 
 
@@ -63,6 +63,8 @@ def check_op(where: str, op) -> None:
     kind = check_choice(f"{where}.kind", op["kind"], ("gemm", "mem"))
     if "backward" in op:                   # the backward's work over the forward's
         check_float(f"{where}.backward", op["backward"], lo=1.0, lo_open=False, hi=10.0)
+    if "weighted" in op:                   # a GEMM with a weight (perfmodel.ops)
+        check_bool(f"{where}.weighted", op["weighted"])
     for key in ("flops", "bytes"):
         check_float(f"{where}.{key}", op[key], lo=0.0, lo_open=False, hi=float(MAX_COUNT))
     if kind == "gemm":

@@ -188,10 +188,11 @@ def _inverse_plan(kw: dict) -> None:
 def simulate(**kw):
     """Simulate one training iteration, event by event (SimPy).
 
-    Pipeline stages run their schedule (GPipe, 1F1B, interleaved) step by step;
-    tensor-parallel collectives sit inside every layer; activations and gradients
-    cross the links between stages; gradient buckets reduce on a separate stream
-    while the backward runs. Pin the layout (--tp --pp and --nodes or --dp) or let
+    Pipeline stages run their schedule (GPipe, 1F1B, interleaved, or zero-bubble
+    ZB-H1/ZB-H2 with the weight gradients apart) step by step; tensor-parallel
+    collectives sit inside every layer; activations and gradients cross the links
+    between stages; gradient buckets reduce on a separate stream while the
+    backward runs. Pin the layout (--tp --pp and --nodes or --dp) or let
     the search pick the best one for --nodes. Deterministic; --jitter or
     --stragglers add the mean and 99th percentile over --runs seeds beside the
     noise-free time.

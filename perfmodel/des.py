@@ -186,6 +186,8 @@ class Trace:
         if a["kind"] == "B":
             return 1, (f"backward {name} (recompute + backward)" if a.get("recompute")
                        else f"backward {name}")
+        if a["kind"] == "W":
+            return 1, f"weight gradients {name}"
         return 1, name
 
     def write(self, path: str, field: str = "trace") -> None:
@@ -241,6 +243,7 @@ class StageWork:
     bwd_tp: float            # backward TP collectives, recomputation's included
     recompute: float         # recomputation (compute and collectives), for the breakdown
     p2p: float
+    wgrad: float = 0.0       # of bwd_compute, the weight gradients (a W step's, if split)
 
 
 def stage_work(cost: StageCost, v: int) -> StageWork:
@@ -250,7 +253,7 @@ def stage_work(cost: StageCost, v: int) -> StageWork:
                      fwd_tp=cost.tp_forward / v,
                      bwd_compute=(cost.backward - cost.tp_backward) / v,
                      bwd_tp=cost.tp_backward / v,
-                     recompute=cost.recompute / v, p2p=cost.p2p)
+                     recompute=cost.recompute / v, p2p=cost.p2p, wgrad=cost.wgrad / v)
 
 
 def cost_table(model: ModelSpec, system: SystemSpec, layout: Layout,
@@ -271,11 +274,15 @@ def cost_table(model: ModelSpec, system: SystemSpec, layout: Layout,
 
 
 # What a step of each kind runs (perfmodel.schedules.STEP_KINDS): (compute, TP
-# collectives) of one chunk, and whether it is a forward (activations kept, sent on)
-# or a backward (activations freed, gradients reduced, full recompute rebuilt).
+# collectives) of one chunk, given whether the schedule splits the backward into B
+# (the input gradient, sent on) and W (the weight gradients, Qi et al. 2023). A forward
+# keeps its activations and sends its output on; the backward's B rebuilds a full
+# recompute and sends its gradient on; the step that computes the weight gradients (W,
+# else B) reduces them and frees the activations.
 STEP_WORK = {
-    "F": lambda work: (work.fwd_compute, work.fwd_tp),
-    "B": lambda work: (work.bwd_compute, work.bwd_tp),
+    "F": lambda work, split: (work.fwd_compute, work.fwd_tp),
+    "B": lambda work, split: (work.bwd_compute - (work.wgrad if split else 0.0), work.bwd_tp),
+    "W": lambda work, split: (work.wgrad, 0.0),
 }
 
 
@@ -467,8 +474,9 @@ class StageState:
     recompute: str                     # the stage's recompute mode
     activations: float                 # bytes one chunk's forward leaves until its backward
     full_layer: float                  # bytes of one layer rebuilt by a full recompute
-    last_backward: dict                # chunk -> index of its last backward step
+    last_backward: dict                # chunk -> index of its last weight-gradient step
     wire: Wire | None = None           # None: nothing the stage sends shares a link
+    split: bool = False                # the schedule runs B and W apart
     pending: list = field(default_factory=list)
 
 
@@ -483,7 +491,8 @@ def stage_process(it: Iteration, i: int):
         full_layer=activation_bytes_per_layer(it.model, layout.tp, layout.micro_batch,
                                               layout.sequence_parallel, "none",
                                               layout.precision, layout.attention),
-        last_backward=_last_backwards(it.steps[i]), wire=_wire(it, work, comm))
+        last_backward=_last_backwards(it.steps[i]), wire=_wire(it, work, comm),
+        split=layout.schedule_spec.split)
     it.env.process(dp_stream(it, i, state.stream, state.wire))
     it.memory[i] = it.peaks[i] = _static_memory(it.model, layout, i)
     if it.trace is not None:
@@ -524,8 +533,10 @@ def _wire(it: Iteration, work: StageWork, comm) -> Wire | None:
 
 
 def _last_backwards(steps: list[Step]) -> dict[int, int]:
-    """chunk -> the index of its last backward step in ``steps``."""
-    return {step.chunk: k for k, step in enumerate(steps) if step.kind == "B"}
+    """chunk -> the index in ``steps`` of its last step that computes weight gradients
+    (its last W in a schedule with W steps, else its last B)."""
+    grads = "W" if any(step.kind == "W" for step in steps) else "B"
+    return {step.chunk: k for k, step in enumerate(steps) if step.kind == grads}
 
 
 def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
@@ -539,13 +550,19 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
     dep = producer(step, i, p, v)
     if dep is not None:                    # (on this stage itself: already delivered)
         yield it.delivered(*dep)
-    forward = STEP_KINDS[step.kind].forward
-    comp, tp = STEP_WORK[step.kind](work)
-    rc_share = 0.0 if forward or not (comp + tp) else work.recompute / (comp + tp)
-    rebuilds = not forward and state.recompute == "full"
+    kind = STEP_KINDS[step.kind]
+    forward, split = kind.forward, state.split
+    comp, tp = STEP_WORK[step.kind](work, split)
+    # the backward's first step (B) rebuilds and recomputes; the one computing the
+    # weight gradients (W, or B when not split) reduces them and frees the activations
+    first = not forward and not kind.weights_only
+    grads = not forward and (kind.weights_only or not split)
+    rc_share = 0.0 if not first or not (comp + tp) else work.recompute / (comp + tp)
+    rebuilds = first and state.recompute == "full"
     if rebuilds:
         it.hold(i, state.full_layer)
-    gather = (comm.ag_forward if forward else comm.ag_backward) / v
+    # (a W needs no weights: dW = X^T dY)
+    gather = (comm.ag_forward if forward else comm.ag_backward if first else 0.0) / v
     # ZeRO-3, FSDP: the step's weights in units (a layer each, or one flat buffer), each
     # queued on the stream ``prefetch`` layers ahead of the layer that needs it
     units = (1 if layout.gather == "stage" else work.layers) if gather else 0
@@ -554,7 +571,7 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
     env, busy, tracing = it.env, it.busy[i], it.trace is not None
     parts = [(part, length) for part, length in (("compute", comp / work.layers),
                                                  ("tp_comm", tp / work.layers)) if length > 0]
-    reduce, cpu = _step_reduction(comm, layout, forward, k == state.last_backward[step.chunk])
+    reduce, cpu = _step_reduction(comm, layout, grads, k == state.last_backward[step.chunk])
     pieces = min(work.layers, max(1, round(comm.buckets / v)))
     for layer in range(work.layers):
         if units and layer < units:       # ... each layer waits only for its own
@@ -591,7 +608,8 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
                 it.account(i, "dp_comm", t0)
     if rebuilds:
         it.hold(i, -state.full_layer)
-    it.hold(i, state.activations if forward else -state.activations)
+    if forward or grads:
+        it.hold(i, state.activations if forward else -state.activations)
     fed = consumed_by(step, i, p, v)
     to = None if fed is None else fed[0]
     if to is not None and to != i:
@@ -611,14 +629,15 @@ def _tp_label(model: ModelSpec, layout: Layout) -> str:
     return f"TP {op}, 2 x {nbytes / 1e6:.3g} MB a layer"
 
 
-def _step_reduction(comm, layout: Layout, forward: bool, last: bool) -> tuple[float, float]:
+def _step_reduction(comm, layout: Layout, grads: bool, last: bool) -> tuple[float, float]:
     """(seconds on the stream, seconds of arithmetic on the compute cores) of the
-    gradient reduction one step's backward queues: every backward's (ZeRO-2/3, FSDP),
-    or the last backward's of each chunk when it overlaps (ZeRO-0/1; without overlap
-    the whole reduction is queued at the end). The arithmetic counts only when it
-    overlaps: otherwise it is inside the reduction the stage waits for."""
+    gradient reduction a step that computes weight gradients (``grads``: a B, or a W
+    where the backward is split) queues: every such step's (ZeRO-2/3, FSDP), or the
+    last one's of each chunk when it overlaps (ZeRO-0/1; without overlap the whole
+    reduction is queued at the end). The arithmetic counts only when it overlaps:
+    otherwise it is inside the reduction the stage waits for."""
     v = layout.virtual_stages
-    if forward:
+    if not grads:
         return 0.0, 0.0
     if comm.reduce_per_micro_batch:
         return (comm.reduce_per_micro_batch / v,

@@ -33,7 +33,8 @@ from .compute import ComputeModel
 from .layout import Layout, validate_layout
 from .memory import MemoryBreakdown, pipeline_memory, stage_params
 from .model import ModelSpec
-from .ops import embedding_ops, head_ops, layer_ops, model_flops_per_iteration, vocab_shard
+from .ops import (embedding_ops, head_ops, layer_ops, model_flops_per_iteration, vocab_shard,
+                  weight_gradient)
 from .precisions import ACT_BYTES, GRAD_BYTES, OPTIMIZER_BYTES
 from .sharding import gathers_per_layer
 from .system import SystemSpec
@@ -72,6 +73,7 @@ class StageCost:
     tp_forward: float = 0.0    # TP collectives inside the forward
     tp_backward: float = 0.0   # ... inside the backward, recompute's included
     layers: int = 1
+    wgrad: float = 0.0         # the backward's weight-gradient compute (in ``backward``)
 
 
 @dataclass(frozen=True)
@@ -203,11 +205,13 @@ def _p2p(network: NetworkModel, dim: str, job: JobShape, nbytes: float) -> float
 @cached("model", maxsize=16384)
 def _layer_times(model: ModelSpec, compute: ComputeModel, tp: int, mb: int, sp: bool,
                  precision: str, attention: str = "materialized"
-                 ) -> tuple[float, float, float, float]:
-    """(forward, backward, selective recompute, full recompute) compute of one layer."""
+                 ) -> tuple[float, float, float, float, float]:
+    """(forward, backward, selective recompute, full recompute, the backward's weight
+    gradients) compute of one layer."""
     ops = layer_ops(model, tp, mb, sp, precision, attention)
     return (compute.ops_time(ops.forward), compute.ops_time(ops.backward),
-            compute.ops_time(ops.recompute("selective")), compute.ops_time(ops.recompute("full")))
+            compute.ops_time(ops.recompute("selective")), compute.ops_time(ops.recompute("full")),
+            compute.ops_time(ops.weight_gradient))
 
 
 def activation_message(model: ModelSpec, layout: Layout) -> float:
@@ -237,21 +241,25 @@ def layout_lower_bound(model: ModelSpec, system: SystemSpec, layout: Layout,
     network = network or network_for(system)
     compute = ComputeModel.for_system(system, layout.precision)
     job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
-    f, b, _, _ = _layer_times(model, compute, layout.tp, layout.micro_batch,
-                              layout.sequence_parallel, layout.precision, layout.attention)
+    f, b, _, _, w = _layer_times(model, compute, layout.tp, layout.micro_batch,
+                                 layout.sequence_parallel, layout.precision, layout.attention)
     act = activation_message(model, layout)
     per_layer = f + b + 4 * _tp_collective(network, job, act, layout.sequence_parallel)
     layers = layout.stage_layers(model)
     heaviest = max(layers)
-    divisor = layout.schedule_spec.bubble_divisor(layout.virtual_stages)
-    return (layout.micro_batches * heaviest + (sum(layers) - heaviest) / divisor) * per_layer
+    fill = layout.schedule_spec.fill
+    pmv = (layout.pp, layout.micro_batches, layout.virtual_stages)
+    f_layer = f + 2 * _tp_collective(network, job, act, layout.sequence_parallel)
+    return (layout.micro_batches * heaviest * per_layer
+            + sum(fill(n * f_layer, n * (per_layer - f_layer), n * w, *pmv) for n in layers)
+            - fill(heaviest * f_layer, heaviest * (per_layer - f_layer), heaviest * w, *pmv))
 
 
 def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
                  compute: ComputeModel, job: JobShape, firsts) -> dict[int, StageCost]:
     t, mb, sp, prec = layout.tp, layout.micro_batch, layout.sequence_parallel, layout.precision
-    f_layer, b_layer, rc_sel, rc_full = _layer_times(model, compute, t, mb, sp, prec,
-                                                     layout.attention)
+    f_layer, b_layer, rc_sel, rc_full, w_layer = _layer_times(model, compute, t, mb, sp, prec,
+                                                              layout.attention)
     act = activation_message(model, layout)
     # TP: 2 all-reduces forward and 2 backward per layer; with sequence parallelism each
     # becomes a reduce-scatter + all-gather of the same volume (Korthikanti et al. 2022).
@@ -271,17 +279,20 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
     for i in firsts:
         n_layers = layers[i]
         mode = layout.stage_recomputes(i)
-        fwd_c, bwd_c = n_layers * f_layer, n_layers * b_layer
+        fwd_c, bwd_c, wgrad = n_layers * f_layer, n_layers * b_layer, n_layers * w_layer
         tp_f = tp_b = 2 * n_layers * tp_one
         if i == 0:                      # embedding: lookup forward, scatter-add backward
             emb_f = compute.ops_time(embedding_ops(model, t, mb, prec))
             fwd_c += emb_f
             bwd_c += 2 * emb_f
+            wgrad += 2 * emb_f          # (all of it: the embedding table's gradient)
             tp_f += tp_one              # vocab-parallel embedding all-reduce
         if i == layout.pp - 1:
-            head_f = compute.ops_time(head_ops(model, t, mb, prec))
+            head = head_ops(model, t, mb, prec)
+            head_f = compute.ops_time(head)
             fwd_c += head_f
             bwd_c += 2 * head_f
+            wgrad += compute.ops_time(weight_gradient(head))
             tp_f += loss_ar
             tp_b += tp_one              # gradient of the head input
         rc = n_layers * {"none": 0.0, "selective": rc_sel, "full": rc_full}[mode]
@@ -290,7 +301,8 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
         rc_tp = 2 * n_layers * tp_one if mode == "full" else 0.0
         stages[i] = StageCost(forward=fwd_c + tp_f, backward=bwd_c + tp_b + rc,
                               compute=fwd_c + bwd_c, recompute=rc, tp_comm=tp_f + tp_b, p2p=p2p,
-                              tp_forward=tp_f, tp_backward=tp_b + rc_tp, layers=n_layers)
+                              tp_forward=tp_f, tp_backward=tp_b + rc_tp, layers=n_layers,
+                              wgrad=wgrad)
     return stages
 
 
@@ -404,22 +416,27 @@ def host_optimizer_time(system: SystemSpec, state_bytes: float, copied_bytes: fl
 
 
 def pipeline_ends(work: list[float], drain: list[float], counts: list[int], m: int,
-                  v: int = 1) -> list[float]:
-    """When each run of identical stages finishes its last backward.
+                  fill: list[float] | None = None) -> list[float]:
+    """When each run of identical stages finishes its last backward (its latest stage).
 
     ``work[r]`` is one micro-batch's forward + backward on a stage of run r (with
-    its transfers), ``drain[r]`` the backward part that later stages finish before
-    earlier ones, ``counts[r]`` the stages in the run. The makespan is
-    ``m max(work) + (sum(work) - max(work)) / v``; stage j ends ``sum_{i<j} drain_i / v``
-    before stage 0.
+    its transfers), ``fill[r]`` what such a stage adds to the pipeline's fill and
+    drain (the schedule's ``fill``: ``work[r]`` for 1F1B, the default), ``drain[r]``
+    how much earlier than the stage before it such a stage finishes (the schedule's
+    ``drain``; negative: later), ``counts[r]`` the stages in the run. The makespan is
+    ``m max(work) + sum(fill) - fill(the slowest)``, when the latest stage ends; stage j
+    ends ``sum_{i<j} drain_i`` before stage 0.
     """
-    slowest = max(work)
-    t_pipe = m * slowest + (sum(w * n for w, n in zip(work, counts)) - slowest) / v
-    ends, lag = [], 0.0
+    fill = work if fill is None else fill
+    slowest = max(range(len(work)), key=work.__getitem__)
+    t_pipe = (m * work[slowest] + sum(f * n for f, n in zip(fill, counts))
+              - fill[slowest])
+    lags, lag = [], 0.0                       # each run's least lag: its latest stage
     for d, n in zip(drain, counts):
-        ends.append(t_pipe - lag)
-        lag += n * d / v
-    return ends
+        lags.append(min(lag, lag + (n - 1) * d))
+        lag += n * d
+    latest = min(0.0, *lags)
+    return [t_pipe + latest - x for x in lags]
 
 
 def _exposed(comm: float, window: float, pieces: int, cpu: float = 0.0) -> float:
@@ -527,11 +544,12 @@ def _iteration(model, system, layout, network):
         extra_f[i], extra_b[i] = f_add, b_add
         dp_tail[i], optim[i], tied[i] = tail + c.tied_sync, c.optimizer, c.tied_sync
 
+    spec = layout.schedule_spec
+    passes = [(cost[i].forward + extra_f[i] + cost[i].p2p,
+               cost[i].backward + extra_b[i] + cost[i].p2p, cost[i].wgrad) for i in firsts]
     done = pipeline_ends(
-        work=[cost[i].forward + cost[i].backward + extra_f[i] + extra_b[i] + 2 * cost[i].p2p
-              for i in firsts],
-        drain=[cost[i].backward + extra_b[i] + cost[i].p2p for i in firsts],
-        counts=[n for _, n in runs], m=m, v=layout.schedule_spec.bubble_divisor(v))
+        work=[f + b for f, b, _ in passes], fill=[spec.fill(*x, p, m, v) for x in passes],
+        drain=[spec.drain(*x, p, m, v) for x in passes], counts=[n for _, n in runs], m=m)
     ends = {i: d + dp_tail[i] + optim[i] for i, d in zip(firsts, done)}
     last = firsts[-1]
     if p > 1 and model.tied_embeddings:

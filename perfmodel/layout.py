@@ -272,6 +272,12 @@ def validate_layout(layout: Layout, model: ModelSpec, ranks: int | None = None) 
     if layout.schedule_spec.groups_of_pp and layout.micro_batches % layout.pp:
         raise SpecError("global_batch", f"{layout.schedule} needs micro-batches per pipeline "
                                         f"({layout.micro_batches}) divisible by pp ({layout.pp})")
+    spec = layout.schedule_spec
+    if layout.pp > 1 and layout.micro_batches < spec.min_micro_batches(layout.pp):
+        raise SpecError("global_batch", f"{layout.schedule} needs at least "
+                                        f"{spec.min_micro_batches(layout.pp)} micro-batches per "
+                                        f"pipeline with pp {layout.pp}; got "
+                                        f"{layout.micro_batches} ({spec.micro_batch_rule})")
     if ranks is not None and layout.ranks != ranks:
         raise SpecError("dp", f"tp x pp x dp = {layout.tp} x {layout.pp} x {layout.dp} = "
                               f"{layout.ranks} must equal the number of ranks ({ranks})")

@@ -9,7 +9,10 @@ Conventions (one micro-batch of ``b`` sequences of ``s`` tokens, T = b s tokens;
 t = tensor-parallel degree; e = bytes per activation element):
 
 * A GEMM Y(m, n) = X(m, k) W(k, n) costs 2 m n k FLOPs forward; its backward is two
-  GEMMs of the same size (dX = dY W^T, dW = X^T dY): 2x the forward FLOPs.
+  GEMMs of the same size (dX = dY W^T, dW = X^T dY): 2x the forward FLOPs. Of a
+  GEMM with a weight (``weighted``: the projections, the MLP and the logits; not the
+  attention core's products of activations) the second, dW, is the weight gradient:
+  the pass a zero-bubble schedule runs apart (``weight_gradient``; Qi et al. 2023).
 * A memory-bound kernel reads and writes whole tensors once; its backward reads the
   output gradient and the saved input and writes the input gradient: counted as 2x
   the forward bytes and FLOPs.
@@ -65,15 +68,23 @@ class Op:
     k: int = 0
     batch: int = 1           # number of independent GEMMs (e.g. heads x sequences)
     backward: float = 2.0    # the backward's work over the forward's (see the conventions)
+    weighted: bool = False   # a GEMM with a weight: half its backward is the weight gradient
 
     def scaled(self, factor: float, suffix: str) -> "Op":
         return Op(self.name + suffix, self.kind, self.flops * factor, self.bytes * factor,
-                  self.m, self.n, self.k, self.batch, self.backward)
+                  self.m, self.n, self.k, self.batch, self.backward, self.weighted)
 
 
-def gemm(name: str, m: int, n: int, k: int, e: int, batch: int = 1) -> Op:
+def gemm(name: str, m: int, n: int, k: int, e: int, batch: int = 1,
+         weighted: bool = False) -> Op:
     return Op(name, "gemm", 2.0 * m * n * k * batch, float(e) * batch * (m * k + k * n + m * n),
-              m, n, k, batch)
+              m, n, k, batch, weighted=weighted)
+
+
+def weight_gradient(ops) -> tuple[Op, ...]:
+    """The weight-gradient GEMMs (dW = X^T dY) of ``ops``' backward: one forward's worth
+    of each GEMM with a weight. The rest of the backward is the input gradient."""
+    return tuple(op.scaled(1.0, ".wgrad") for op in ops if op.weighted)
 
 
 def mem(name: str, elements: float, reads: float, writes: float, e: int,
@@ -92,6 +103,11 @@ class LayerOps:
     @property
     def backward(self) -> tuple[Op, ...]:
         return tuple(op.scaled(op.backward, ".bwd") for op in self.forward)
+
+    @property
+    def weight_gradient(self) -> tuple[Op, ...]:
+        """The part of ``backward`` that is weight gradients (``weight_gradient``)."""
+        return weight_gradient(self.forward)
 
     def recompute(self, mode: str) -> tuple[Op, ...]:
         if mode == "full":
@@ -119,7 +135,7 @@ def layer_ops(model: ModelSpec, tp: int, micro_batch: int, sequence_parallel: bo
     norm_flops = FLOPS_PER_ELEMENT[model.norm]
     ops = [
         mem("norm1", rows * h, 1, 1, e, norm_flops),                          # (T, h) -> (T, h)
-        gemm("qkv", T, h // t + kv_cols, h, e),                               # (T, h) x (h, 3h/t)
+        gemm("qkv", T, h // t + kv_cols, h, e, weighted=True),  # (T, h) x (h, 3h/t)
     ]
     if attention == "flash":
         ops.append(flash_attention_op(b * heads, s, hd, e))
@@ -136,20 +152,20 @@ def layer_ops(model: ModelSpec, tp: int, micro_batch: int, sequence_parallel: bo
     else:
         raise SpecError("attention", f"must be one of {', '.join(ATTENTIONS)}; got {attention!r}")
     ops += [
-        gemm("proj", T, h, h // t, e),                                        # (T, h/t) x (h/t, h)
+        gemm("proj", T, h, h // t, e, weighted=True),  # (T, h/t) x (h/t, h)
         mem("residual1", rows * h, 2, 1, e,
             FLOPS_PER_ELEMENT["residual"] + mask * FLOPS_PER_ELEMENT["dropout"],
             extra_bytes=rows * h * mask),                                     # dropout + add
         mem("norm2", rows * h, 1, 1, e, norm_flops),
     ]
     if model.activation == "gelu":
-        ops += [gemm("fc1", T, f // t, h, e),                                 # (T, h) x (h, f/t)
+        ops += [gemm("fc1", T, f // t, h, e, weighted=True),  # (T, h) x (h, f/t)
                 mem("gelu", T * f / t, 1, 1, e, FLOPS_PER_ELEMENT["gelu"])]
     else:
-        ops += [gemm("fc1", T, 2 * f // t, h, e),                             # gate and up
+        ops += [gemm("fc1", T, 2 * f // t, h, e, weighted=True),  # gate and up
                 mem("swiglu", T * f / t, 2, 1, e, FLOPS_PER_ELEMENT["swiglu"])]
     ops += [
-        gemm("fc2", T, h, f // t, e),                                         # (T, f/t) x (f/t, h)
+        gemm("fc2", T, h, f // t, e, weighted=True),  # (T, f/t) x (f/t, h)
         mem("residual2", rows * h, 2, 1, e,
             FLOPS_PER_ELEMENT["residual"] + mask * FLOPS_PER_ELEMENT["dropout"],
             extra_bytes=rows * h * mask),
@@ -185,7 +201,7 @@ def head_ops(model: ModelSpec, tp: int, micro_batch: int, precision: str) -> tup
     v = vocab_shard(model, tp)
     return (
         mem("final_norm", T * h, 1, 1, e, FLOPS_PER_ELEMENT[model.norm]),
-        gemm("logits", T, v, h, e),                                           # (T, h) x (h, V/t)
+        gemm("logits", T, v, h, e, weighted=True),  # (T, h) x (h, V/t)
         # loss in fp32 whatever the training precision (Megatron casts logits up)
         mem("cross_entropy", T * v, 1, 1, 4, FLOPS_PER_ELEMENT["cross_entropy"]),
     )

@@ -266,13 +266,24 @@ def _no_layout(model, system, gb, pins, n, s, machine) -> None:
                            if batches else ""))
     if s.memory_checked == 0:
         raise SpecError("nodes", f"{why}: every (tp, pp, dp) that multiplies out to it breaks "
-                                 f"{SCHEDULE_RULE}")
+                                 f"{_schedule_rule(pins)}")
     raise SpecError("nodes", f"{why} {_memory_reason(system)}")
 
 
 # What the errors below say of the rules a job shape must follow.
 SCHEDULE_RULE = ("a schedule rule (interleaving needs pp x virtual stages to divide the layers "
                  "and the micro-batches per pipeline to be a multiple of pp)")
+
+
+def _schedule_rule(pins: dict) -> str:
+    """The schedule rule a pinned schedule breaks (``SCHEDULE_RULE`` unless it has its own)."""
+    from . import schedules
+    spec = schedules.SCHEDULES.get(pins.get("schedule"))
+    if spec is not None and spec.micro_batch_rule:
+        return (f"a schedule rule ({spec.name} needs at least {spec.min_micro_batches(2)} "
+                f"micro-batches per pipeline at pp 2 and "
+                f"{spec.min_micro_batches(8)} at pp 8: {spec.micro_batch_rule})")
+    return SCHEDULE_RULE
 
 
 def _shape_rule(model, system, pins: dict | None = None) -> str:
@@ -310,7 +321,7 @@ def _no_layout_within(model, system, gb, pins, budget, stats) -> SpecError:
                                          f"with more small factors (as 2016 = 2^5 3^2 7) gives dp "
                                          f"the factors the allocation units need")
     if stats.memory_checked == 0:
-        return SpecError("max_nodes", f"{why}: every (tp, pp, dp) breaks {SCHEDULE_RULE}")
+        return SpecError("max_nodes", f"{why}: every (tp, pp, dp) breaks {_schedule_rule(pins)}")
     return SpecError("max_nodes", f"{why} {_memory_reason(system)}")
 
 

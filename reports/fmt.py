@@ -264,7 +264,7 @@ def _layouts(r: dict, images: set[str]) -> tuple:
                    "layout's 80% band, by default)"))
 
 
-SPAN_KINDS = ("F", "B", "send", "dp", "optimizer")
+SPAN_KINDS = ("F", "B", "W", "send", "dp", "optimizer")   # W: only where a schedule runs it
 
 
 def _timeline(r: dict, images: set[str]) -> tuple:
@@ -276,16 +276,19 @@ def _timeline(r: dict, images: set[str]) -> tuple:
         busy.setdefault(st, dict.fromkeys(SPAN_KINDS, 0.0))
         busy[st][sp["kind"]] = busy[st].get(sp["kind"], 0.0) + sp["end"] - sp["start"]
         end[st] = max(end.get(st, 0.0), sp["end"])
+    split = (" (B the input gradient, W the weight gradients, apart)"
+             if any(b.get("W") for b in busy.values()) else "")
     blocks = [_figure("timeline.png", images),
               Para(f"{count(t.get('stages'))} pipeline stage{'' if t.get('stages') == 1 else 's'}; "
                    f"one iteration takes "
                    f"{num(t.get('iteration_s'))} s. F and B are forward and backward passes of "
-                   "micro-batches, send the activations between stages, dp the data-parallel "
-                   "stream: gradient reductions and, with ZeRO, weight gathers.")]
+                   f"micro-batches{split}, send the activations between stages, dp the "
+                   "data-parallel stream: gradient reductions and, with ZeRO, weight gathers.")]
     if busy:
-        rows = [[count(st), *[num(busy[st][k]) for k in SPAN_KINDS], num(end[st])]
+        kinds = [k for k in SPAN_KINDS if k != "W" or any(b["W"] for b in busy.values())]
+        rows = [[count(st), *[num(busy[st][k]) for k in kinds], num(end[st])]
                 for st in sorted(busy)]
-        blocks.append(_table([("stage", NUM), *[(f"{k} (s)", NUM) for k in SPAN_KINDS],
+        blocks.append(_table([("stage", NUM), *[(f"{k} (s)", NUM) for k in kinds],
                               ("last end (s)", NUM)], rows,
                              caption="Busy time per stage by kind, seconds"))
     return tuple(blocks)

@@ -315,6 +315,10 @@ NEAR_UNIFORM = [
     real_layout(tp=2, pp=4, global_batch=32, recompute="selective", sequence_parallel=True),
     real_layout(tp=2, pp=4, dp=4, global_batch=128, overlap_dp=False),
     real_layout(tp=2, pp=4, dp=4, global_batch=128, zero=1, overlap_dp=False),
+    real_layout(tp=2, pp=4, global_batch=32, schedule="zb-h1"),
+    real_layout(tp=2, pp=4, global_batch=32, schedule="zb-h2"),
+    real_layout(tp=2, pp=4, global_batch=32, schedule="zb-h1", recompute="full"),
+    real_layout(tp=2, pp=4, dp=4, global_batch=128, schedule="zb-h1", overlap_dp=False),
 ]
 
 
@@ -344,7 +348,8 @@ def test_des_within_two_percent_of_estimate_for_near_uniform_stages(layout):
 
 # ========================================================================= memory
 SCHEDULES = [dict(schedule="1f1b"), dict(schedule="gpipe"),
-             dict(schedule="interleaved", virtual_stages=2)]
+             dict(schedule="interleaved", virtual_stages=2), dict(schedule="zb-h1"),
+             dict(schedule="zb-h2")]
 RECOMPUTES = [dict(), dict(recompute="selective"), dict(recompute="full"),
               dict(recompute="full", recompute_stages=2)]
 
@@ -356,9 +361,13 @@ def test_peak_memory_equals_the_memory_model(sched, rc, m):
     """Activations held from each forward to its backward, plus one layer rebuilt in full
     during a full-recompute backward: the peak per stage is perfmodel.memory's total.
     m = 2 < p = 4 caps 1F1B's in-flight micro-batches at m (interleaved needs m
-    divisible by p, so it runs m = 4 there)."""
+    divisible by p, so it runs m = 4 there; the zero-bubble ones need at least p and
+    2p - 1, so they run m = 8). A zero-bubble schedule frees a micro-batch's
+    activations after its W, not its B."""
     if sched["schedule"] == "interleaved" and m % 4:
         m = 4
+    if sched["schedule"].startswith("zb"):
+        m = 8
     gb = 2 * m          # dp = 2
     layout = Layout(tp=2, pp=4, dp=2, global_batch=gb, **sched, **rc)
     res = simulate(REAL, ANALYTIC, layout)

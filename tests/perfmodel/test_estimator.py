@@ -52,7 +52,7 @@ def test_equal_stages_give_the_textbook_bubble(p, m):
 @pytest.mark.parametrize("p,m,v", [(4, 8, 2), (8, 16, 4), (8, 8, 5)])
 def test_interleaving_divides_the_bubble_by_v(p, m, v):
     w = 2.0
-    end = pipeline_ends([w], [1.0], [p], m, v)[0]
+    end = pipeline_ends([w], [1.0], [p], m, fill=[w / v])[0]
     assert end == pytest.approx(m * w + (p - 1) * w / v, rel=1e-12)
     assert 1 - m * w / end == pytest.approx((p - 1) / (v * m + p - 1), rel=1e-12)
 

@@ -73,23 +73,24 @@ def test_an_unknown_schedule_is_refused_naming_the_known_ones(consume):
     with pytest.raises(SpecError) as e:
         consume()
     assert e.value.field == "schedule"
-    assert e.value.message == "must be one of gpipe, 1f1b, interleaved; got 'zero-bubble'"
+    assert e.value.message == ("must be one of gpipe, 1f1b, interleaved, zb-h1, zb-h2; got "
+                               "'zero-bubble'")
 
 
 def test_an_unknown_schedule_on_the_command_line_is_one_line():
     result = CliRunner().invoke(main, ["plan", "--params", "1e9", "--schedule", "zero-bubble"])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --schedule: 'zero-bubble' is not one of 'gpipe', "
-                                    "'1f1b', 'interleaved'")
+                                    "'1f1b', 'interleaved', 'zb-h1', 'zb-h2'")
 
 
 def test_a_schedule_with_steps_the_simulator_cannot_run_is_refused(monkeypatch):
     """A new kind of step needs its handler in the simulator (perfmodel.des.STEP_WORK):
     until then the simulator says so instead of guessing."""
-    weights = dataclasses.replace(schedules.SCHEDULES["1f1b"], name="zb", kinds=("F", "B", "W"))
+    weights = dataclasses.replace(schedules.SCHEDULES["1f1b"], name="zb", kinds=("F", "B", "X"))
     monkeypatch.setitem(schedules.SCHEDULES, "zb", weights)
-    with pytest.raises(SpecError, match="zb has steps of kind 'W', which the simulator does "
-                                        "not run; it runs F, B"):
+    with pytest.raises(SpecError, match="zb has steps of kind 'X', which the simulator does "
+                                        "not run; it runs F, B, W"):
         simulate(MODEL, SYSTEM, layout("zb"))
 
 
@@ -98,5 +99,5 @@ def test_every_schedule_describes_what_each_consumer_needs():
         assert spec.name == name and spec.description
         assert set(spec.kinds) <= set(schedules.STEP_KINDS)
         assert spec.min_pp <= spec.framework_min_pp
-        assert spec.virtual == (spec.bubble_divisor(4) == 4)
+        assert spec.virtual == (spec.fill(3.0, 1.0, 0.0, 4, 8, 4) == 1.0)
         assert spec.in_flight(10.0, 4, 8, 2 if spec.virtual else 1, 0) > 0
