@@ -218,6 +218,13 @@ def layout_options(f):
                      help="Pin sequence parallelism."),
         click.option("--precision", type=Registered("perfmodel.precisions:PRECISIONS"),
                      help="Training precision (default fp32; fp16 = mixed precision)."),
+        click.option("--ep", "--expert-model-parallel-size", type=click.IntRange(min=1),
+                     help="Pin expert parallelism (a mixture of experts: the experts split "
+                          "over EP data-parallel ranks; it must divide the experts and dp)."),
+        click.option("--moe-load", type=click.FloatRange(1.0, 1000.0),
+                     help="A mixture of experts' busiest expert-parallel rank's tokens over "
+                          "the mean (default 1: evenly routed, as published benchmarks "
+                          "force it; 1.5 prices a router that sends it half again as many)."),
     ]
     for o in reversed(opts):
         f = o(f)

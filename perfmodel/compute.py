@@ -44,7 +44,10 @@ from .system import SystemSpec
 KERNEL_CLASS = {"norm1": "norm", "norm2": "norm", "final_norm": "norm", "softmax": "softmax",
                 "gelu": "gelu", "swiglu": "gelu", "residual1": "residual",
                 "residual2": "residual", "attn_dropout": "residual", "embedding": "embedding",
-                "cross_entropy": "cross_entropy", "optimizer": "optimizer"}
+                "cross_entropy": "cross_entropy", "optimizer": "optimizer",
+                # mixture of experts: the router's softmax and top-k, tokens gathered into
+                # expert order and back (copies, as a residual add moves memory)
+                "router_topk": "softmax", "permute": "residual", "unpermute": "residual"}
 KERNEL_CLASSES = ("norm", "softmax", "gelu", "residual", "embedding", "cross_entropy", "optimizer")
 
 

@@ -67,7 +67,7 @@ from .model import ModelSpec
 from .schedules import STEP_KINDS, Step, consumed_by, producer, schedule
 from .system import SystemSpec
 
-CATEGORIES = ("compute", "recompute", "tp_comm", "pp_comm", "dp_comm", "optimizer")
+CATEGORIES = ("compute", "recompute", "tp_comm", "ep_comm", "pp_comm", "dp_comm", "optimizer")
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,8 @@ class Trace:
             return 4, f"DP {name}"
         if a.get("part") == "tp_comm":
             return 2, f"{self.tp_label} ({name})"
+        if a.get("part") == "ep_comm":
+            return 2, f"EP all-to-alls, dispatch and combine ({name})"
         if a["kind"] == "F":
             return 1, f"forward {name}"
         if a["kind"] == "B":
@@ -244,16 +246,19 @@ class StageWork:
     recompute: float         # recomputation (compute and collectives), for the breakdown
     p2p: float
     wgrad: float = 0.0       # of bwd_compute, the weight gradients (a W step's, if split)
+    fwd_ep: float = 0.0      # a mixture of experts' all-to-alls, forward ...
+    bwd_ep: float = 0.0      # ... and backward (recomputation's included)
 
 
 def stage_work(cost: StageCost, v: int) -> StageWork:
     """Per-chunk work from a stage's per-micro-batch cost (v chunks share it evenly)."""
     return StageWork(layers=max(1, cost.layers // v),
-                     fwd_compute=(cost.forward - cost.tp_forward) / v,
+                     fwd_compute=(cost.forward - cost.tp_forward - cost.ep_forward) / v,
                      fwd_tp=cost.tp_forward / v,
-                     bwd_compute=(cost.backward - cost.tp_backward) / v,
+                     bwd_compute=(cost.backward - cost.tp_backward - cost.ep_backward) / v,
                      bwd_tp=cost.tp_backward / v,
-                     recompute=cost.recompute / v, p2p=cost.p2p, wgrad=cost.wgrad / v)
+                     recompute=cost.recompute / v, p2p=cost.p2p, wgrad=cost.wgrad / v,
+                     fwd_ep=cost.ep_forward / v, bwd_ep=cost.ep_backward / v)
 
 
 def cost_table(model: ModelSpec, system: SystemSpec, layout: Layout,
@@ -274,15 +279,16 @@ def cost_table(model: ModelSpec, system: SystemSpec, layout: Layout,
 
 
 # What a step of each kind runs (perfmodel.schedules.STEP_KINDS): (compute, TP
-# collectives) of one chunk, given whether the schedule splits the backward into B
+# collectives, a mixture of experts' all-to-alls) of one chunk, given whether the schedule splits the backward into B
 # (the input gradient, sent on) and W (the weight gradients, Qi et al. 2023). A forward
 # keeps its activations and sends its output on; the backward's B rebuilds a full
 # recompute and sends its gradient on; the step that computes the weight gradients (W,
 # else B) reduces them and frees the activations.
 STEP_WORK = {
-    "F": lambda work, split: (work.fwd_compute, work.fwd_tp),
-    "B": lambda work, split: (work.bwd_compute - (work.wgrad if split else 0.0), work.bwd_tp),
-    "W": lambda work, split: (work.wgrad, 0.0),
+    "F": lambda work, split: (work.fwd_compute, work.fwd_tp, work.fwd_ep),
+    "B": lambda work, split: (work.bwd_compute - (work.wgrad if split else 0.0), work.bwd_tp,
+                              work.bwd_ep),
+    "W": lambda work, split: (work.wgrad, 0.0, 0.0),
 }
 
 
@@ -552,7 +558,7 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
         yield it.delivered(*dep)
     kind = STEP_KINDS[step.kind]
     forward, split = kind.forward, state.split
-    comp, tp = STEP_WORK[step.kind](work, split)
+    comp, tp, ep = STEP_WORK[step.kind](work, split)
     # the backward's first step (B) rebuilds and recomputes; the one computing the
     # weight gradients (W, or B when not split) reduces them and frees the activations
     first = not forward and not kind.weights_only
@@ -570,7 +576,8 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
     queued = 0
     env, busy, tracing = it.env, it.busy[i], it.trace is not None
     parts = [(part, length) for part, length in (("compute", comp / work.layers),
-                                                 ("tp_comm", tp / work.layers)) if length > 0]
+                                                 ("tp_comm", tp / work.layers),
+                                                 ("ep_comm", ep / work.layers)) if length > 0]
     reduce, cpu = _step_reduction(comm, layout, grads, k == state.last_backward[step.chunk])
     pieces = min(work.layers, max(1, round(comm.buckets / v)))
     for layer in range(work.layers):
@@ -585,11 +592,14 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
             t0 = env.now
             if part == "tp_comm":
                 yield it.transfer(state.wire, "tp", length)
+            elif part == "ep_comm":
+                yield it.transfer(state.wire, "ep", length)
             else:
                 yield it.wait(length, i, jitter=True)
             spent = env.now - t0
-            busy["recompute"] += spent * rc_share
-            busy[part] += spent * (1 - rc_share)
+            rc = rc_share if part != "ep_comm" else 0.0    # (re-run all-to-alls: ep_comm)
+            busy["recompute"] += spent * rc
+            busy[part] += spent * (1 - rc)
             if tracing:                    # (the hot loop: no call without a trace)
                 it.span(i, "", step, step.kind, t0, part=part, layer=layer,
                         recompute=bool(rc_share))

@@ -22,7 +22,7 @@ The breakdown is taken on that critical stage and adds up to the iteration time.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from fpcore.caches import cached
 
@@ -31,7 +31,7 @@ from topologies.sharing import Stream
 
 from .compute import ComputeModel
 from .layout import Layout, validate_layout
-from .memory import MemoryBreakdown, pipeline_memory, stage_params
+from .memory import MemoryBreakdown, pipeline_memory, stage_param_parts
 from .model import ModelSpec
 from .ops import (embedding_ops, head_ops, layer_ops, model_flops_per_iteration, vocab_shard,
                   weight_gradient)
@@ -51,6 +51,7 @@ class Breakdown:
     bubble: float
     dp_comm: float
     optimizer: float
+    ep_comm: float = 0.0     # a mixture of experts' all-to-alls (dispatch and combine)
 
     @property
     def total(self) -> float:
@@ -74,6 +75,14 @@ class StageCost:
     tp_backward: float = 0.0   # ... inside the backward, recompute's included
     layers: int = 1
     wgrad: float = 0.0         # the backward's weight-gradient compute (in ``backward``)
+    # a mixture of experts' all-to-alls, forward and backward (in ``forward`` and
+    # ``backward``, not in the TP figures)
+    ep_forward: float = 0.0
+    ep_backward: float = 0.0
+
+    @property
+    def ep_comm(self) -> float:
+        return self.ep_forward + self.ep_backward
 
 
 @dataclass(frozen=True)
@@ -204,11 +213,12 @@ def _p2p(network: NetworkModel, dim: str, job: JobShape, nbytes: float) -> float
 
 @cached("model", maxsize=16384)
 def _layer_times(model: ModelSpec, compute: ComputeModel, tp: int, mb: int, sp: bool,
-                 precision: str, attention: str = "materialized"
-                 ) -> tuple[float, float, float, float, float]:
+                 precision: str, attention: str = "materialized", moe: bool = False,
+                 ep: int = 1, load: float = 1.0) -> tuple[float, float, float, float, float]:
     """(forward, backward, selective recompute, full recompute, the backward's weight
-    gradients) compute of one layer."""
-    ops = layer_ops(model, tp, mb, sp, precision, attention)
+    gradients) compute of one layer (``moe``: of one of a mixture of experts' MoE
+    layers, on ``ep`` expert-parallel ranks at ``load``)."""
+    ops = layer_ops(model, tp, mb, sp, precision, attention, moe, ep, load)
     return (compute.ops_time(ops.forward), compute.ops_time(ops.backward),
             compute.ops_time(ops.recompute("selective")), compute.ops_time(ops.recompute("full")),
             compute.ops_time(ops.weight_gradient))
@@ -241,18 +251,23 @@ def layout_lower_bound(model: ModelSpec, system: SystemSpec, layout: Layout,
     network = network or network_for(system)
     compute = ComputeModel.for_system(system, layout.precision)
     job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
-    f, b, _, _, w = _layer_times(model, compute, layout.tp, layout.micro_batch,
-                                 layout.sequence_parallel, layout.precision, layout.attention)
-    act = activation_message(model, layout)
-    per_layer = f + b + 4 * _tp_collective(network, job, act, layout.sequence_parallel)
-    layers = layout.stage_layers(model)
-    heaviest = max(layers)
+    args = (model, compute, layout.tp, layout.micro_batch, layout.sequence_parallel,
+            layout.precision, layout.attention)
+    tp_pass = 2 * _tp_collective(network, job, activation_message(model, layout),
+                                 layout.sequence_parallel)
+    kinds = [_layer_times(*args)]                     # a dense layer, then an MoE one
+    if model.experts:                                 # (evenly loaded, no all-to-alls)
+        kinds.append(_layer_times(*args, True, layout.ep, 1.0))
+    passes = [(f + tp_pass, b + tp_pass, w) for f, b, _, _, w in kinds]
+    stages = []
+    for n, n_moe in zip(layout.stage_layers(model), layout.stage_moe_layers(model)):
+        counts = (n - n_moe, n_moe)
+        stages.append(tuple(sum(c * x[j] for c, x in zip(counts, passes)) for j in range(3)))
     fill = layout.schedule_spec.fill
     pmv = (layout.pp, layout.micro_batches, layout.virtual_stages)
-    f_layer = f + 2 * _tp_collective(network, job, act, layout.sequence_parallel)
-    return (layout.micro_batches * heaviest * per_layer
-            + sum(fill(n * f_layer, n * (per_layer - f_layer), n * w, *pmv) for n in layers)
-            - fill(heaviest * f_layer, heaviest * (per_layer - f_layer), heaviest * w, *pmv))
+    heaviest = max(stages, key=lambda x: x[0] + x[1])
+    return (layout.micro_batches * (heaviest[0] + heaviest[1])
+            + sum(fill(*x, *pmv) for x in stages) - fill(*heaviest, *pmv))
 
 
 def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
@@ -275,11 +290,25 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
         if t > 1 and not sp:
             p2p += _collective(network, "allgather", "tp", job, act)
     layers = layout.stage_layers(model)
+    moe_layers = layout.stage_moe_layers(model)
+    moe = _moe_costs(model, layout, network, compute, job) if model.experts else None
     stages = {}
     for i in firsts:
-        n_layers = layers[i]
+        n_layers, n_moe = layers[i], moe_layers[i]
         mode = layout.stage_recomputes(i)
-        fwd_c, bwd_c, wgrad = n_layers * f_layer, n_layers * b_layer, n_layers * w_layer
+        dense = n_layers - n_moe
+        fwd_c, bwd_c, wgrad = dense * f_layer, dense * b_layer, dense * w_layer
+        rc_layers = {"none": 0.0, "selective": rc_sel, "full": rc_full}[mode] * dense
+        ep_f = ep_b = 0.0
+        if n_moe:
+            fwd_c += n_moe * moe.forward
+            bwd_c += n_moe * moe.backward
+            wgrad += n_moe * moe.wgrad
+            rc_layers += n_moe * {"none": 0.0, "selective": moe.selective,
+                                  "full": moe.full}[mode]
+            ep_f = ep_b = n_moe * moe.all_to_alls
+            if mode == "full":           # the re-run forward repeats its all-to-alls
+                ep_b += n_moe * moe.all_to_alls
         tp_f = tp_b = 2 * n_layers * tp_one
         if i == 0:                      # embedding: lookup forward, scatter-add backward
             emb_f = compute.ops_time(embedding_ops(model, t, mb, prec))
@@ -295,15 +324,52 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
             wgrad += compute.ops_time(weight_gradient(head))
             tp_f += loss_ar
             tp_b += tp_one              # gradient of the head input
-        rc = n_layers * {"none": 0.0, "selective": rc_sel, "full": rc_full}[mode]
+        rc = rc_layers
         if mode == "full":
             rc += 2 * n_layers * tp_one     # the re-run forward repeats its collectives
         rc_tp = 2 * n_layers * tp_one if mode == "full" else 0.0
-        stages[i] = StageCost(forward=fwd_c + tp_f, backward=bwd_c + tp_b + rc,
+        stages[i] = StageCost(forward=fwd_c + tp_f + ep_f, backward=bwd_c + tp_b + rc + ep_b,
                               compute=fwd_c + bwd_c, recompute=rc, tp_comm=tp_f + tp_b, p2p=p2p,
                               tp_forward=tp_f, tp_backward=tp_b + rc_tp, layers=n_layers,
-                              wgrad=wgrad)
+                              wgrad=wgrad, ep_forward=ep_f, ep_backward=ep_b)
     return stages
+
+
+@dataclass(frozen=True)
+class MoeCost:
+    """One MoE layer, one micro-batch (seconds): its compute as ``_layer_times`` gives
+    it, and its two all-to-alls (dispatch and combine) of one pass."""
+
+    forward: float
+    backward: float
+    selective: float
+    full: float
+    wgrad: float
+    all_to_alls: float
+
+
+def _moe_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
+               compute: ComputeModel, job: JobShape) -> MoeCost:
+    """An MoE layer's compute on this layout's ranks, and its all-to-alls: each rank
+    sends the top-k copies of its tokens (its 1/t of them with sequence parallelism,
+    Megatron-Core's all-to-all dispatcher) to the expert-parallel ranks that hold
+    their experts and gets the outputs back, forward and again backward (the
+    gradients). The busiest rank moves ``moe_load`` times the mean (capped by the
+    capacity factor), which the pairwise exchange prices as the whole exchange slowed
+    to its pace. The expert-parallel group is ep consecutive data-parallel ranks
+    (Megatron-Core parallel_state's order tp-cp-ep-dp-pp): a job of dp = ep."""
+    t, mb, sp = layout.tp, layout.micro_batch, layout.sequence_parallel
+    cap = model.capacity_factor
+    load = min(layout.moe_load, cap) if cap else layout.moe_load
+    f, b, sel, full, w = _layer_times(model, compute, t, mb, sp, layout.precision,
+                                      layout.attention, True, layout.ep, layout.moe_load)
+    a2a = 0.0
+    if layout.ep > 1:
+        rows = mb * model.seq / (t if sp else 1)
+        nbytes = rows * model.top_k * model.hidden * ACT_BYTES[layout.precision] * load
+        group = JobShape(job.tp, job.pp, layout.ep, job.ranks_per_node)
+        a2a = 2 * _collective(network, "alltoall", "dp", group, nbytes)
+    return MoeCost(f, b, sel, full, w, a2a)
 
 
 @dataclass(frozen=True)
@@ -329,9 +395,21 @@ class StageComm:
     # the fabric as while the stage computes (topologies.sharing, perfmodel.des)
     messages: tuple = ()
 
+    def plus(self, other: "StageComm") -> "StageComm":
+        """This stage's work and ``other``'s, one after the other on the same stream
+        (a mixture of experts' routed experts, reduced over their own group): the
+        times add; the cuts (buckets, gathers, prefetch) stay this one's."""
+        timed = ("reduce", "gather_after", "reduce_per_micro_batch", "ag_forward",
+                 "ag_backward", "reduce_cpu", "reduce_cpu_per_micro_batch", "tied_sync",
+                 "optimizer")
+        return replace(
+            self, **{k: getattr(self, k) + getattr(other, k) for k in timed},
+            messages=self.messages + other.messages)
+
 
 def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: NetworkModel,
-               compute: ComputeModel, job: JobShape, stage: int) -> StageComm:
+               compute: ComputeModel, job: JobShape, stage: int,
+               only: float | None = None) -> StageComm:
     """The data-parallel and optimizer work of ``stage``, cut as the software stack
     cuts it: gradients in its buckets (one per layer, as DeepSpeed and Megatron-LM
     bucket them and FSDP wraps each layer; one flat buffer, as Megatron-LM's local
@@ -349,7 +427,21 @@ def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: Ne
     p, dp = layout.pp, layout.dp
     layers = max(1, layout.stage_layers(model)[stage])
     how = layout.sharding_mode
-    params = stage_params(model, layout, stage)
+    params, experts = stage_param_parts(model, layout, stage)
+    if experts and dp // layout.ep > 1 and only is None:
+        # a mixture of experts' routed experts: reduced and sharded over the dp / ep
+        # ranks holding the same ones (ranks tp x ep apart), added to the rest's
+        group = layout.replace(dp=dp // layout.ep, ep=1, shard_ranks=0,
+                               global_batch=layout.global_batch // layout.ep)
+        expert = stage_comm(model, system, group, network, compute,
+                            JobShape(job.tp * layout.ep, job.pp, dp // layout.ep,
+                                     job.ranks_per_node), stage, only=experts)
+    else:
+        expert = None
+    if only is not None:
+        params = only
+    elif expert is None:
+        params += experts                    # (the experts reduced with the rest)
     grad_bytes = params * GRAD_BYTES
     weight_bytes = params * ACT_BYTES[layout.precision]
     buckets = system.stack.reduce_buckets(layers, grad_bytes)
@@ -397,13 +489,14 @@ def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: Ne
             ag_f = ag if "forward" in how.gathers else 0.0
             ag_b = ag if "backward" in how.gathers else 0.0
     tied = 0.0
-    if model.tied_embeddings and p > 1 and stage in (0, p - 1):
+    if model.tied_embeddings and p > 1 and stage in (0, p - 1) and only is None:
         tied = _p2p(network, "pp", job, vocab_shard(model, layout.tp) * model.hidden * GRAD_BYTES)
-    return StageComm(reduce=reduce, gather_after=gather, reduce_per_micro_batch=per_mb,
-                     ag_forward=ag_f, ag_backward=ag_b, buckets=buckets, gathers=gathers,
-                     prefetch=layout.prefetch,
-                     reduce_cpu=cpu, reduce_cpu_per_micro_batch=cpu_mb, tied_sync=tied,
-                     optimizer=opt, messages=tuple(messages))
+    out = StageComm(reduce=reduce, gather_after=gather, reduce_per_micro_batch=per_mb,
+                    ag_forward=ag_f, ag_backward=ag_b, buckets=buckets, gathers=gathers,
+                    prefetch=layout.prefetch,
+                    reduce_cpu=cpu, reduce_cpu_per_micro_batch=cpu_mb, tied_sync=tied,
+                    optimizer=opt, messages=tuple(messages))
+    return out if expert is None else out.plus(expert)
 
 
 def host_optimizer_time(system: SystemSpec, state_bytes: float, copied_bytes: float) -> float:
@@ -497,14 +590,17 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
     compute_part = m * st.compute
     recompute_part = m * st.recompute
     tp_part = m * st.tp_comm
+    ep_part = m * st.ep_comm
     pp_part = m * 2 * st.p2p
     dp_part = dp_tail[crit] + m * (extra_f[crit] + extra_b[crit])
     opt_part = optim[crit]
-    bubble = iteration - (compute_part + recompute_part + tp_part + pp_part + dp_part + opt_part)
+    bubble = iteration - (compute_part + recompute_part + tp_part + ep_part + pp_part
+                          + dp_part + opt_part)
     if abs(bubble) < 1e-9 * iteration:   # float noise when there is no pipeline
         bubble = 0.0
     breakdown = Breakdown(compute=compute_part, recompute=recompute_part, tp_comm=tp_part,
-                          pp_comm=pp_part, bubble=bubble, dp_comm=dp_part, optimizer=opt_part)
+                          pp_comm=pp_part, bubble=bubble, dp_comm=dp_part, optimizer=opt_part,
+                          ep_comm=ep_part)
     stages = tuple(cost[i] for i, n in runs for _ in range(n))
     return Estimate(model=model, system=system, layout=layout, nodes=job.nodes,
                     iteration_s=iteration, breakdown=breakdown, stages=stages,

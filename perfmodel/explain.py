@@ -37,6 +37,8 @@ FIELD_TEXT = {
     "attention": ("attention", lambda lay: lay.attention),
     "overlap_dp": ("DP reduction", lambda lay: "overlapping the backward" if lay.overlap_dp
                    else "after the backward"),
+    "ep": ("EP", lambda lay: str(lay.ep)),
+    "moe_load": ("expert load", lambda lay: f"{lay.moe_load:g}x the mean"),
 }
 
 
@@ -82,12 +84,13 @@ DRIVERS = {
     "bubble": ("pp", "schedule", "dp", "micro_batch"),
     "dp_comm": ("dp", "zero", "tp", "pp", "precision", "overlap_dp"),
     "optimizer": ("zero", "dp", "tp", "pp", "precision"),
+    "ep_comm": ("ep", "moe_load", "micro_batch", "precision", "sequence_parallel", "tp"),
     "stage": ("recompute", "tp", "micro_batch", "precision", "sequence_parallel"),
 }
 TITLES = {"compute": "compute", "recompute": "activation recompute",
           "tp_comm": "tensor-parallel collectives", "pp_comm": "pipeline transfers",
           "bubble": "pipeline bubble", "dp_comm": "exposed data-parallel communication",
-          "optimizer": "optimizer step"}
+          "optimizer": "optimizer step", "ep_comm": "expert-parallel all-to-alls"}
 
 
 def _because(a: Estimate, b: Estimate, part: str) -> str:
@@ -111,7 +114,7 @@ def _detail(a: Estimate, b: Estimate, part: str) -> str:
     la, lb = a.layout, b.layout
     ma, mb = la.micro_batches, lb.micro_batches
     xa, xb = a.breakdown.to_dict()[part], b.breakdown.to_dict()[part]
-    if part in ("compute", "recompute", "tp_comm", "pp_comm"):
+    if part in ("compute", "recompute", "tp_comm", "pp_comm", "ep_comm"):
         if part == "recompute" and _recompute_text(la) != _recompute_text(lb):
             return f"{TITLES[part]}: {_recompute_text(la)} vs {_recompute_text(lb)}"
         counts = f"{ma} vs {mb} micro-batches" if ma != mb else _plural(ma, "micro-batch")

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 
-from fpcore.errors import SpecError, check_bool, check_choice, check_int
+from fpcore.errors import SpecError, check_bool, check_choice, check_float, check_int
 
 from . import partitions, schedules, sharding
 from .model import ModelSpec
@@ -40,6 +40,11 @@ class Layout:
     per group (FSDP HYBRID_SHARD; 0: over all of dp).
     ``partition`` is how the pipeline places the layers on its stages
     (perfmodel.partitions: even, or DeepSpeed's uneven fills).
+    ``ep`` splits a mixture of experts' experts over that many data-parallel ranks
+    (expert parallelism, as Megatron-Core carves its expert-parallel groups out of
+    the data-parallel ones: ep divides dp and the experts); ``moe_load`` is the load
+    of the busiest expert-parallel rank over the mean (1: the router spreads the
+    tokens evenly, as published benchmarks force it to).
     """
 
     tp: int = 1
@@ -62,6 +67,8 @@ class Layout:
     prefetch: int = 1
     optimizer: str = "device"
     shard_ranks: int = 0
+    ep: int = 1
+    moe_load: float = 1.0
 
     def __post_init__(self):
         for name, hi in (("tp", 1_000_000), ("pp", 100_000), ("dp", 10_000_000),
@@ -83,6 +90,14 @@ class Layout:
         if err is not None:
             raise err
         check_int("shard_ranks", self.shard_ranks, lo=0, hi=10_000_000)
+        check_int("ep", self.ep, hi=1_000_000)
+        object.__setattr__(self, "moe_load", check_float(
+            "moe_load", self.moe_load, lo=1.0, lo_open=False, hi=1000.0,
+            unit="(the busiest expert-parallel rank's tokens over the mean)"))
+        if self.dp % self.ep:
+            raise SpecError("ep", f"must divide dp ({self.dp}): the expert-parallel groups "
+                                  f"are carved out of the data-parallel ones (Megatron-Core "
+                                  f"parallel_state); got {self.ep}")
         err = sharding.hybrid_error(self.sharding, self.zero, self.shard_ranks, self.dp)
         if err is not None:
             raise err
@@ -133,6 +148,12 @@ class Layout:
         """The transformer layers of each pipeline stage (perfmodel.partitions)."""
         return partitions.stage_layers(model.layers, self.pp, self.partition)
 
+    def stage_moe_layers(self, model: ModelSpec) -> tuple[int, ...]:
+        """The mixture-of-experts layers of each pipeline stage (all zero for a dense
+        model): chunk c of stage i holds virtual stage c p + i's layers, in order."""
+        return _stage_moe_layers(model, self.stage_layers(model), self.virtual_stages) \
+            if model.experts else (0,) * self.pp
+
     def stage_runs(self, model: ModelSpec) -> tuple[tuple[int, int], ...]:
         """Runs of pipeline stages with identical costs, as (first stage, count).
 
@@ -142,7 +163,8 @@ class Layout:
         activations in flight and finishes its backward last, so the runs' first
         stages bound both the memory and the iteration time of the whole pipeline.
         """
-        return _stage_runs(self.stage_layers(model), self.recompute, self.recompute_stages)
+        return _stage_runs(self.stage_layers(model), self.recompute, self.recompute_stages,
+                           self.stage_moe_layers(model))
 
     def stage_recomputes(self, stage: int) -> str:
         """The recompute mode pipeline stage ``stage`` (0-based) runs."""
@@ -160,7 +182,8 @@ class Layout:
 
     def label(self) -> str:
         """Compact one-line description, e.g. ``TP6 PP8 DP288 mb1 1f1b``."""
-        parts = [f"TP{self.tp}", f"PP{self.pp}", f"DP{self.dp}", f"mb{self.micro_batch}",
+        parts = [f"TP{self.tp}", f"PP{self.pp}", f"DP{self.dp}"
+                 + (f" EP{self.ep}" if self.ep > 1 else ""), f"mb{self.micro_batch}",
                  self.schedule + (f"/v{self.virtual_stages}" if self.virtual_stages > 1 else "")]
         if self.shard_ranks:
             parts.append(f"{self.sharding_mode.hybrid}/{self.shard_ranks}")
@@ -177,6 +200,8 @@ class Layout:
             parts.append(self.attention)
         if self.partition != "even":
             parts.append("split=" + self.partition)
+        if self.moe_load != 1.0:
+            parts.append(f"load={self.moe_load:g}")
         return " ".join(parts)
 
 
@@ -189,12 +214,26 @@ def _stage_mode(recompute: str, recompute_stages: int | None, stage: int) -> str
 
 
 @lru_cache(maxsize=4096)
-def _stage_runs(layers: tuple[int, ...], recompute: str, recompute_stages: int | None
-                ) -> tuple[tuple[int, int], ...]:
+def _stage_moe_layers(model: ModelSpec, layers: tuple[int, ...], v: int) -> tuple[int, ...]:
+    p = len(layers)
+    # virtual stage k (chunk k // p of stage k % p) holds the k-th run of layers; with
+    # v > 1 the split is even
+    per_virtual = [n // v for n in layers] * v if v > 1 else list(layers)
+    out, first = [0] * p, 0
+    for k, n in enumerate(per_virtual):
+        out[k % p] += model.moe_layers_in(first, n)
+        first += n
+    return tuple(out)
+
+
+@lru_cache(maxsize=4096)
+def _stage_runs(layers: tuple[int, ...], recompute: str, recompute_stages: int | None,
+                moe: tuple[int, ...] | None = None) -> tuple[tuple[int, int], ...]:
     p = len(layers)
     runs: list[list] = []
     for i in range(p):
-        kind = (layers[i], i == 0, i == p - 1, _stage_mode(recompute, recompute_stages, i))
+        kind = (layers[i], i == 0, i == p - 1, _stage_mode(recompute, recompute_stages, i),
+                moe[i] if moe else 0)
         if runs and runs[-1][2] == kind:
             runs[-1][1] += 1
         else:
@@ -235,6 +274,9 @@ def tp_error(model: ModelSpec, tp: int) -> SpecError | None:
                                f"key/value heads (query groups) over tp; got {tp}")
     if model.ffn % tp:
         return SpecError("tp", f"must divide ffn ({model.ffn}); got {tp}")
+    if model.experts and model.expert_ffn % tp:
+        return SpecError("tp", f"must divide expert_ffn ({model.expert_ffn}): the experts are "
+                               f"split over tp as the dense MLP is; got {tp}")
     return None
 
 
@@ -267,6 +309,11 @@ def validate_layout(layout: Layout, model: ModelSpec, ranks: int | None = None) 
                                      layout.partition)
     if err is not None:
         raise err
+    if layout.ep > 1 and model.experts % layout.ep:
+        raise SpecError("ep", f"must divide the experts ({model.experts}); got {layout.ep}")
+    if layout.ep > 1 and not model.experts:
+        raise SpecError("ep", f"needs a mixture of experts ({model.name} is dense); got "
+                              f"{layout.ep}")
     if layout.sequence_parallel and model.seq % layout.tp:
         raise SpecError("sequence_parallel", f"tp ({layout.tp}) must divide seq ({model.seq})")
     if layout.schedule_spec.groups_of_pp and layout.micro_batches % layout.pp:

@@ -72,9 +72,36 @@ def layer_params_per_rank(model: ModelSpec, tp: int) -> float:
     return (model.layer_params - replicated) / tp + replicated
 
 
+def moe_layer_params_per_rank(model: ModelSpec, tp: int, ep: int) -> tuple[float, float]:
+    """(the rest, the routed experts' share) of an MoE layer's parameters held by one
+    rank of tp x ep: the experts split over ep ranks and, as the dense MLP is, over
+    tp (their biases' output parts replicated); the router replicated; the shared
+    experts split over tp."""
+    h, e = model.hidden, model.expert_params
+    out_bias = h if model.bias else 0
+    experts = model.experts // ep * ((e - out_bias) / tp + out_bias)
+    shared = model.shared_experts * ((e - out_bias) / tp + out_bias)
+    replicated = 2 * model.norm_params + (h if model.bias else 0)
+    attention = (model.attention_params - (h if model.bias else 0)) / tp
+    return attention + replicated + model.router_params + shared, experts
+
+
 def stage_params(model: ModelSpec, layout: Layout, stage: int) -> float:
-    """Parameters held by one TP rank of pipeline stage ``stage``."""
-    return _stage_params(model, layout.tp, layout.pp, stage, layout.stage_layers(model)[stage])
+    """Parameters held by one rank (of tp, and of ep for a mixture of experts) of
+    pipeline stage ``stage``."""
+    return sum(stage_param_parts(model, layout, stage))
+
+
+def stage_param_parts(model: ModelSpec, layout: Layout, stage: int) -> tuple[float, float]:
+    """``stage_params`` as (those replicated over the data-parallel ranks, the routed
+    experts', replicated over dp / ep of them)."""
+    n_moe = layout.stage_moe_layers(model)[stage]
+    dense = _stage_params(model, layout.tp, layout.pp, stage,
+                          layout.stage_layers(model)[stage] - n_moe)
+    if not n_moe:
+        return dense, 0.0
+    rest, experts = moe_layer_params_per_rank(model, layout.tp, layout.ep)
+    return dense + n_moe * rest, n_moe * experts
 
 
 @cached("model", maxsize=65536)
@@ -94,10 +121,14 @@ def _stage_params(model: ModelSpec, t: int, p: int, stage: int, layers: int) -> 
 
 def activation_bytes_per_layer(model: ModelSpec, tp: int, micro_batch: int,
                                sequence_parallel: bool, recompute: str, precision: str,
-                               attention: str = "materialized") -> float:
+                               attention: str = "materialized", moe: bool = False,
+                               load: float = 1.0) -> float:
     """Activations one layer keeps for its backward, one micro-batch, one TP rank.
     FlashAttention keeps no s x s matrix: the attention output and a 4-byte row
-    statistic per head and query (Dao et al. 2022)."""
+    statistic per head and query (Dao et al. 2022). An MoE layer (``moe``) keeps, in
+    place of the MLP's, its router's fp32 scores and, for each of the top-k copies of
+    a token (``load`` times the even share on the busiest rank), the expert's input
+    and its MLP activations, and the shared experts' as a dense MLP's."""
     e, mask = ACT_BYTES[precision], (1 if model.dropout else 0)
     s, b, h, f, t = model.seq, micro_batch, model.hidden, model.ffn, tp
     sbh = s * b * h
@@ -108,7 +139,14 @@ def activation_bytes_per_layer(model: ModelSpec, tp: int, micro_batch: int,
     if sequence_parallel:
         outside /= t
     qkv = s * b * (h + 2 * model.kv_dim)                    # Q, K, V
-    mlp = s * b * f * (3 if model.activation == "swiglu" else 2)
+    per_token = 3 if model.activation == "swiglu" else 2
+    mlp = s * b * f * per_token
+    if moe:
+        cap = model.capacity_factor
+        copies = s * b * model.top_k * (min(load, cap) if cap else load)
+        mlp = (copies * (h + model.expert_ffn * per_token)
+               + s * b * model.shared_experts * model.expert_ffn * per_token)
+        outside += 4.0 * s * b * model.experts / (t if sequence_parallel else 1)
     inside = e * (qkv + sbh + mlp) / t                      # + the projection input
     scores = 0.0
     if attention == "flash":                                # log-sum-exp per head and query
@@ -134,9 +172,12 @@ def micro_batch_activation_bytes(model: ModelSpec, layout: Layout, stage: int) -
     backward (all of the stage's layers; the first stage adds its embedding's
     dropout mask)."""
     mode = layout.stage_recomputes(stage)
-    acts = layout.stage_layers(model)[stage] * activation_bytes_per_layer(
-        model, layout.tp, layout.micro_batch, layout.sequence_parallel, mode, layout.precision,
-        layout.attention)
+    args = (model, layout.tp, layout.micro_batch, layout.sequence_parallel, mode,
+            layout.precision, layout.attention)
+    n_moe = layout.stage_moe_layers(model)[stage]
+    acts = (layout.stage_layers(model)[stage] - n_moe) * activation_bytes_per_layer(*args)
+    if n_moe:
+        acts += n_moe * activation_bytes_per_layer(*args, True, layout.moe_load)
     if stage == 0 and model.dropout:
         acts += model.seq * layout.micro_batch * model.hidden
     return acts
@@ -145,12 +186,15 @@ def micro_batch_activation_bytes(model: ModelSpec, layout: Layout, stage: int) -
 def stage_memory(model: ModelSpec, layout: Layout, stage: int) -> MemoryBreakdown:
     t, dp, zero = layout.tp, layout.shard_size, layout.zero      # (sharded over dp or a group)
     w_b, g_b, o_b = STATE_BYTES[layout.precision]
-    params = stage_params(model, layout, stage)
+    replicated, experts = stage_param_parts(model, layout, stage)
+    params = replicated + experts
+    # sharded states: the routed experts' over the dp / ep ranks that hold the same ones
+    shards = replicated / dp + experts / max(1, dp // layout.ep)
     whole = layout.sharding_mode.whole_weights      # (FSDP SHARD_GRAD_OP: whole at the peak)
-    weights = params * w_b / (1 if whole else dp)
-    grads = params * g_b / (dp if zero >= 2 else 1)
+    weights = w_b * (params if whole else shards)
+    grads = g_b * (shards if zero >= 2 else params)
     # an optimizer offloaded to the host keeps its states (and master weights) there
-    optim = 0.0 if layout.optimizer == "host" else params * o_b / (dp if zero >= 1 else 1)
+    optim = 0.0 if layout.optimizer == "host" else o_b * (shards if zero >= 1 else params)
 
     mode = layout.stage_recomputes(stage)
     e, mb, sp = ACT_BYTES[layout.precision], layout.micro_batch, layout.sequence_parallel

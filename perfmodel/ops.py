@@ -120,9 +120,12 @@ class LayerOps:
 
 @cached("model", maxsize=4096)
 def layer_ops(model: ModelSpec, tp: int, micro_batch: int, sequence_parallel: bool,
-              precision: str, attention: str = "materialized") -> LayerOps:
+              precision: str, attention: str = "materialized", moe: bool = False,
+              ep: int = 1, load: float = 1.0) -> LayerOps:
     """The forward ops of one transformer layer on one of ``tp`` ranks, its attention
-    core computed as ``attention`` says (``ATTENTIONS``; see the conventions)."""
+    core computed as ``attention`` says (``ATTENTIONS``; see the conventions); with
+    ``moe``, one of the model's mixture-of-experts layers on one of ``ep`` expert-
+    parallel ranks whose experts take ``load`` times their even share (``moe_ops``)."""
     b, s, h, t = micro_batch, model.seq, model.hidden, tp
     e = ACT_BYTES[precision]
     T = b * s
@@ -158,19 +161,56 @@ def layer_ops(model: ModelSpec, tp: int, micro_batch: int, sequence_parallel: bo
             extra_bytes=rows * h * mask),                                     # dropout + add
         mem("norm2", rows * h, 1, 1, e, norm_flops),
     ]
-    if model.activation == "gelu":
+    if moe:
+        ops += moe_ops(model, t, T, rows, e, ep, load)
+    elif model.activation == "gelu":
         ops += [gemm("fc1", T, f // t, h, e, weighted=True),  # (T, h) x (h, f/t)
                 mem("gelu", T * f / t, 1, 1, e, FLOPS_PER_ELEMENT["gelu"])]
     else:
         ops += [gemm("fc1", T, 2 * f // t, h, e, weighted=True),  # gate and up
                 mem("swiglu", T * f / t, 2, 1, e, FLOPS_PER_ELEMENT["swiglu"])]
+    if not moe:
+        ops.append(gemm("fc2", T, h, f // t, e, weighted=True))  # (T, f/t) x (f/t, h)
     ops += [
-        gemm("fc2", T, h, f // t, e, weighted=True),  # (T, f/t) x (f/t, h)
         mem("residual2", rows * h, 2, 1, e,
             FLOPS_PER_ELEMENT["residual"] + mask * FLOPS_PER_ELEMENT["dropout"],
             extra_bytes=rows * h * mask),
     ]
     return LayerOps(tuple(ops), core)
+
+
+def moe_ops(model: ModelSpec, t: int, T: int, rows: float, e: int, ep: int,
+            load: float) -> list[Op]:
+    """The MLP of a mixture-of-experts layer on one rank of ``t`` (tensor) x ``ep``
+    (expert) parallel ranks, for the ``T`` tokens of a micro-batch (``rows`` of them
+    on this rank outside the tensor-parallel region), as Megatron-Core runs it with
+    its all-to-all dispatcher (megatron/core/transformer/moe): the router (replicated
+    on each TP rank) scores every expert and keeps the top k; the tokens are gathered
+    into expert order (and, between ranks, dispatched and combined by all-to-alls that
+    perfmodel.estimator prices); the rank's experts/ep experts each run its MLP,
+    split over the TP ranks as the dense one is, on T k ep / experts tokens (times
+    ``load``: an uneven router's busiest rank over the mean, capped by the capacity
+    factor); the outputs are scattered back and summed with their router weights; the
+    shared experts run on every token as one wider MLP."""
+    h, fe, k = model.hidden, model.expert_ffn, model.top_k
+    local = model.experts // ep
+    cap = model.capacity_factor
+    tokens = T * k * ep / model.experts * (min(load, cap) if cap else load)
+    gate = 2 if model.activation == "swiglu" else 1
+    act = "swiglu" if model.activation == "swiglu" else "gelu"
+    ops = [gemm("router", rows, model.experts, h, e, weighted=True),     # (T, h) x (h, E)
+           mem("router_topk", rows * model.experts, 1, 1, 4, FLOPS_PER_ELEMENT["softmax"]),
+           mem("permute", rows * k * h, 1, 1, e, 0),
+           gemm("expert_fc1", tokens, gate * fe // t, h, e, batch=local, weighted=True),
+           mem(act, tokens * local * fe / t, gate, 1, e, FLOPS_PER_ELEMENT[act]),
+           gemm("expert_fc2", tokens, h, fe // t, e, batch=local, weighted=True),
+           mem("unpermute", rows * k * h, 1, 1, e, 2)]           # weight and sum the top k
+    if model.shared_experts:
+        fs = model.shared_experts * fe
+        ops += [gemm("shared_fc1", T, gate * fs // t, h, e, weighted=True),
+                mem(act, T * fs / t, gate, 1, e, FLOPS_PER_ELEMENT[act]),
+                gemm("shared_fc2", T, h, fs // t, e, weighted=True)]
+    return ops
 
 
 def flash_attention_op(heads: int, s: int, hd: int, e: int) -> Op:
@@ -224,10 +264,19 @@ def model_flops_per_iteration(model: ModelSpec, global_batch: int,
     under 1% for these shapes and can be included for the hardware view.
     """
     pick = total_flops if include_elementwise else gemm_flops
-    layer = layer_ops(model, 1, 1, False, "fp32")
-    per_seq = (model.layers * pick(layer.forward) + pick(embedding_ops(model, 1, 1, "fp32"))
-               + pick(head_ops(model, 1, 1, "fp32")))
+    per_seq = (_layers_total(model, lambda ops: pick(ops.forward))
+               + pick(embedding_ops(model, 1, 1, "fp32")) + pick(head_ops(model, 1, 1, "fp32")))
     return 3.0 * per_seq * global_batch
+
+
+def _layers_total(model: ModelSpec, of) -> float:
+    """``of(LayerOps)`` summed over the model's layers (one sequence, one rank): the
+    dense layers' and, of a mixture of experts, its MoE layers' (routed evenly)."""
+    moe = model.moe_layers
+    total = (model.layers - moe) * of(layer_ops(model, 1, 1, False, "fp32"))
+    if moe:
+        total += moe * of(layer_ops(model, 1, 1, False, "fp32", moe=True))
+    return total
 
 
 def model_flops_per_token(model: ModelSpec) -> float:
@@ -238,6 +287,6 @@ def hardware_flops_per_iteration(model: ModelSpec, global_batch: int, recompute:
     """FLOPs the hardware runs per iteration: model FLOPs plus the recomputed forward
     (``full``: every layer's forward again, Narayanan et al. 2021 Eq. 3; ``selective``:
     the attention core's). GEMMs only, as the published figures count."""
-    layer = layer_ops(model, 1, 1, False, "fp32")
-    extra = model.layers * gemm_flops(layer.recompute(recompute)) if recompute != "none" else 0.0
+    extra = (_layers_total(model, lambda ops: gemm_flops(ops.recompute(recompute)))
+             if recompute != "none" else 0.0)
     return model_flops_per_iteration(model, global_batch) + extra * global_batch

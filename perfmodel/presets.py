@@ -19,7 +19,8 @@ from .model import ModelSpec
 
 MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab", "seq",
               "tied_embeddings", "norm", "activation", "position", "bias", "dropout",
-              "source", "expect_params")
+              "experts", "top_k", "expert_ffn", "shared_experts", "moe_every", "first_dense",
+              "capacity_factor", "source", "expect_params")
 MODEL_REQUIRED = tuple(f.name for f in dataclasses.fields(ModelSpec)     # no default
                        if f.default is f.default_factory is dataclasses.MISSING)
 MAX_NAME = 200       # characters in a preset's (a table's) name

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -232,6 +233,13 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
                                                       if (v or 1) > 1 else "")
                         + (f", and {deepest.name} needs pp >= {deepest.framework_min_pp}"
                            if deepest is not None and _min_pp(pins) > 1 else ""))
+    ep = pins.get("ep")
+    if ep is not None and ep > 1 and not model.experts:
+        raise SpecError("ep", f"needs a mixture of experts ({model.name} is dense); got {ep}")
+    if ep is not None and model.experts and model.experts % ep:
+        raise SpecError("ep", f"must divide the experts ({model.experts}); got {ep}")
+    if pins.get("moe_load") not in (None, 1.0) and not model.experts:
+        raise SpecError("moe_load", f"needs a mixture of experts ({model.name} is dense)")
     if pins.get("precision") is not None and not system.node.supports(pins["precision"]):
         raise SpecError("precision", f"{pins['precision']} is not supported by {system.node.name}")
 
@@ -363,6 +371,9 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
     ``methods``: the partition methods to try, each distinct split once)."""
     splits = partitions.distinct_splits(model.layers, pp, methods)
     precisions = _pinned(pins, "precision", ["fp32"])
+    # a mixture of experts' expert parallelism: every ep that divides the experts and dp
+    eps = _pinned(pins, "ep", divisors(math.gcd(model.experts, dp)) if model.experts else [1])
+    moe = {"moe_load": pins["moe_load"]} if pins.get("moe_load") is not None else {}
     sps = _pinned(pins, "sequence_parallel",
                   [False, True] if tp > 1 and model.seq % tp == 0 else [False])
     for mb in _pinned(pins, "micro_batch", MICRO_BATCHES):
@@ -380,10 +391,14 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
                     if sp and tp == 1:
                         continue
                     for prec in precisions:
-                        yield Layout(tp=tp, pp=pp, dp=dp, micro_batch=mb,
-                                     global_batch=global_batch, schedule=sched,
-                                     virtual_stages=v, sequence_parallel=sp, precision=prec,
-                                     partition=split, **(settings or {}))
+                        for ep in eps:
+                            if dp % ep:
+                                continue
+                            yield Layout(tp=tp, pp=pp, dp=dp, micro_batch=mb,
+                                         global_batch=global_batch, schedule=sched,
+                                         virtual_stages=v, sequence_parallel=sp,
+                                         precision=prec, partition=split, ep=ep, **moe,
+                                         **(settings or {}))
 
 
 def least_recompute_that_fits(model: ModelSpec, system: SystemSpec, layout: Layout, pins: dict,

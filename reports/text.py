@@ -14,7 +14,9 @@ def _layout_cells(lay: dict) -> list[str]:
     rc = lay["recompute"]
     if lay["recompute_stages"]:
         rc = f"full:{lay['recompute_stages']}"
-    return [str(lay["tp"]), str(lay["pp"]) + _uneven(lay), str(lay["dp"]),
+    ep = lay.get("ep", 1)
+    dp = str(lay["dp"]) + (f" ep{ep}" if ep > 1 else "")     # (experts split over ep of them)
+    return [str(lay["tp"]), str(lay["pp"]) + _uneven(lay), dp,
             str(lay["micro_batch"]), sched, str(lay["zero"]), rc,
             "y" if lay["sequence_parallel"] else "n"]
 
@@ -153,13 +155,23 @@ def render_inverse(d: dict) -> str:
     return "\n".join(lines)
 
 
+def _experts(m: dict) -> str:
+    """A mixture of experts' experts, and the parameters a token runs through."""
+    if not m.get("experts"):
+        return ""
+    shared = f" + {m['shared_experts']} shared" if m.get("shared_experts") else ""
+    return (f", {m['experts']} experts{shared} of ffn {m['expert_ffn']}, top {m['top_k']}: "
+            f"{m['active_params'] / 1e9:.2f} B active")
+
+
 def render_plan(d: dict) -> str:
     """The plan as a terminal report (``d`` is ``perfmodel.plan.plan_to_dict``)."""
     m, s = d["model"], d["system"]
     lines = [
         f"model   {m['name']}: {m['params']:,} parameters ({m['params'] / 1e9:.2f} B), "
         f"{m['layers']} layers x {m['hidden']} hidden, {m['heads']} heads, ffn {m['ffn']}, "
-        f"vocab {m['vocab']}, seq {m['seq']}" + (f"; {m['source']}" if m.get("source") else ""),
+        f"vocab {m['vocab']}, seq {m['seq']}" + _experts(m)
+        + (f"; {m['source']}" if m.get("source") else ""),
         f"system  {s['name']}: {s['clock_ghz']:g} GHz, eco {'on' if s['eco_mode'] else 'off'}, "
         f"{s['ranks_per_node']} rank(s)/node, peak "
         + ", ".join(f"{v:.2f} TF {k}" for k, v in s["peak_tflops_per_node"].items())
@@ -196,7 +208,8 @@ def render_plan(d: dict) -> str:
         lines += sureness_lines(d)
         bd = b["breakdown_s"]
         lines += ["", f"Iteration of the best layout ({plain(b['iteration_s'])} s): "
-                  + ", ".join(f"{k.replace('_', ' ')} {plain(v)}" for k, v in bd.items())]
+                  + ", ".join(f"{k.replace('_', ' ')} {plain(v)}" for k, v in bd.items()
+                              if k != "ep_comm" or v)]
     c = d.get("comparison")
     if c:
         lines += [""] + _comparison(c, s)
@@ -349,17 +362,21 @@ def render_simulation(d: dict) -> str:
              *([f"how sure: {d['band']['summary']}"] if d.get("band") else []),
              f"critical stage {d['critical_stage']}"
              + (" (noise-free)" if noisy else "") + ": " + ", ".join(
-                 f"{k.replace('_', ' ')} {plain(v)}" for k, v in d["breakdown"].items()) + " s",
+                 f"{k.replace('_', ' ')} {plain(v)}" for k, v in d["breakdown"].items()
+                 if k != "ep_comm" or v) + " s",
              ""]
     layers = lay.get("stage_layers") or [None] * len(d["stages"])
+    parts = [("compute", "compute"), ("recompute", "recompute"), ("tp_comm", "TP"),
+             ("ep_comm", "EP"), ("pp_comm", "PP"), ("dp_comm", "DP"), ("optimizer", "optimizer")]
+    parts = [(k, name) for k, name in parts     # (EP only where a mixture of experts runs it)
+             if k != "ep_comm" or any(s["busy_s"].get(k) for s in d["stages"])]
     rows = [[str(s["stage"]), str(layers[s["stage"]]), f"{plain(s['end_s'])}",
-             *[f"{plain(s['busy_s'][k])}" for k in
-             ("compute", "recompute", "tp_comm", "pp_comm", "dp_comm", "optimizer")],
+             *[f"{plain(s['busy_s'][k])}" for k, _ in parts],
              f"{plain(s['idle_s'])}", f"{s['peak_memory_bytes'] / 1e9:.2f}"] for s in d["stages"]]
     if noisy:
         lines.append("Stages of the noise-free iteration (seconds):")
-    lines.append(table(rows, ["stage", "layers", "end s", "compute", "recompute", "TP", "PP", "DP",
-                              "optimizer", "idle", "peak GB"]))
+    lines.append(table(rows, ["stage", "layers", "end s", *[name for _, name in parts],
+                              "idle", "peak GB"]))
     runs = d["variability"]["runs"] if noisy else 1
     lines.append(f"{d['events']:,} events per iteration; {1 + runs if noisy else 1} "
                  f"simulation{'s' if noisy else ''} in {d['wall_s'] * 1e3:.0f} ms "

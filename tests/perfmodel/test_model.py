@@ -14,10 +14,10 @@ def narayanan_eq2(l: int, h: int, V: int, s: int) -> int:
 
 
 def is_eq2_gpt(m: ModelSpec) -> bool:
-    """The architecture Eq. 2 describes: GPT-2 style, 4h FFN, biases, learned, tied."""
+    """The architecture Eq. 2 describes: GPT-2 style, 4h FFN, biases, learned, tied, dense."""
     return (m.norm == "layernorm" and m.activation == "gelu" and m.position == "learned"
             and m.tied_embeddings and m.bias and m.ffn == 4 * m.hidden
-            and m.kv_heads == m.heads)
+            and m.kv_heads == m.heads and not m.experts)
 
 
 EQ2_PRESETS = [n for n in model_names() if is_eq2_gpt(load_model(n))]

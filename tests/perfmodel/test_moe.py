@@ -1,0 +1,180 @@
+"""Mixtures of experts: exact sizes against the published totals, FLOPs against the
+closed form, expert parallelism in memory, communication, the estimate, the
+simulator and the search."""
+
+import dataclasses
+
+import pytest
+from click.testing import CliRunner
+
+from fpcore.errors import SpecError
+from fugakuperf.cli import main
+from perfmodel.des import simulate
+from perfmodel.estimator import estimate
+from perfmodel.layout import Layout, validate_layout
+from perfmodel.memory import stage_memory, stage_params
+from perfmodel.model import ModelSpec
+from perfmodel.ops import model_flops_per_token
+from perfmodel.presets import load_model
+from perfmodel.search import search
+from perfmodel.system import load_system
+
+MIXTRAL = load_model("mixtral-8x7b")
+A100 = load_system("mosaic-a100")
+ANALYTIC_A100 = load_system("mosaic-a100", network_model="analytic")
+
+
+# ------------------------------------------------------------------------ sizes
+@pytest.mark.parametrize("name,total,active", [
+    ("mixtral-8x7b", 46.7, 12.9),        # Mistral AI: "46.7B total ... 12.9B per token"
+    ("mixtral-8x22b", 141, 39),          # "39B active parameters out of 141B"
+    ("deepseek-moe-16b", 16.4, None),    # DeepSeek-MoE README: "16.4B parameters"
+])
+def test_parameter_counts_are_the_published_totals(name, total, active):
+    m = load_model(name)
+    digits = 1 if total % 1 else 0
+    assert round(m.params / 1e9, digits) == total
+    if active is not None:
+        assert round(m.active_params / 1e9, digits) == active
+
+
+def test_mixtral_by_hand():
+    """32 layers of attention (4096^2 x 2 + 4096 x 1024 x 2), 8 SwiGLU experts of
+    3 x 4096 x 14336, a 4096 x 8 router and two RMSNorms; untied embeddings and head."""
+    h, kv, f, layers, vocab = 4096, 1024, 14336, 32, 32000
+    attention = 2 * h * h + 2 * h * kv
+    expert = 3 * h * f
+    layer = attention + 8 * expert + 8 * h + 2 * h
+    assert MIXTRAL.params == layers * layer + 2 * vocab * h + h
+    assert MIXTRAL.active_params == MIXTRAL.params - layers * 6 * expert
+
+
+def test_which_layers_are_moe():
+    m = dataclasses.replace(MIXTRAL, layers=12, first_dense=1, moe_every=2)
+    assert [i for i in range(12) if m.is_moe_layer(i)] == [1, 3, 5, 7, 9, 11]
+    assert m.moe_layers == 6
+    assert [m.moe_layers_in(i, 4) for i in (0, 4, 8)] == [2, 2, 2]
+    assert m.moe_layers_in(1, 1) == 1 and m.moe_layers_in(2, 1) == 0
+    assert m.params == 6 * m.layer_params + 6 * m.moe_layer_params + m.embedding_params
+
+
+@pytest.mark.parametrize("changes,field", [
+    (dict(top_k=2), "top_k"),                            # experts without a mixture
+    (dict(experts=8, top_k=9), "top_k"),
+    (dict(experts=8), "top_k"),                          # (top_k must be given)
+    (dict(experts=8, top_k=2, capacity_factor=0.5), "capacity_factor"),
+    (dict(experts=8, top_k=2, first_dense=12), "first_dense"),
+    (dict(experts=-1), "experts"),
+])
+def test_bad_expert_fields_name_the_field(changes, field):
+    base = dict(layers=12, hidden=768, heads=12, vocab=50257, seq=1024)
+    with pytest.raises(SpecError) as e:
+        ModelSpec(**base, **changes)
+    assert e.value.field == field
+
+
+# ------------------------------------------------------------------------ FLOPs
+@pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-moe-16b"])
+def test_flops_per_token_are_the_closed_form(name):
+    """Per token and layer, forward: QKV 2h(h + 2 kv), projection 2h^2, scores and
+    values 4 s h, and in an MoE layer the router 2hE and (k + shared) SwiGLU experts
+    of 6 h f_e (a dense layer's MLP 6 h f); the head 2 h V; backward twice that."""
+    m = load_model(name)
+    h, s = m.hidden, m.seq
+    attention = 2 * h * (h + 2 * m.kv_dim) + 2 * h * h + 4 * s * h
+    moe = 2 * h * m.experts + (m.top_k + m.shared_experts) * 6 * h * m.expert_ffn
+    dense = 6 * h * m.ffn
+    forward = (m.layers * attention + m.moe_layers * moe + (m.layers - m.moe_layers) * dense
+               + 2 * h * m.vocab)
+    assert model_flops_per_token(m) == pytest.approx(3 * forward, rel=1e-12)
+
+
+# --------------------------------------------------------------- layouts, memory
+def test_expert_parallelism_must_fit_the_experts_and_dp():
+    validate_layout(Layout(dp=8, ep=8, global_batch=8), MIXTRAL)
+    with pytest.raises(SpecError, match="ep: must divide dp"):
+        Layout(dp=4, ep=8, global_batch=8)
+    with pytest.raises(SpecError, match=r"must divide the experts \(8\); got 16"):
+        validate_layout(Layout(dp=16, ep=16, global_batch=16), MIXTRAL)
+    with pytest.raises(SpecError, match="needs a mixture of experts"):
+        validate_layout(Layout(dp=2, ep=2, global_batch=2), load_model("llama2-7b"))
+
+
+def test_expert_parallelism_splits_the_experts_weights_and_their_states():
+    one, eight = (Layout(dp=8, ep=ep, global_batch=8, precision="bf16") for ep in (1, 8))
+    expert = 3 * 4096 * 14336
+    assert stage_params(MIXTRAL, one, 0) - stage_params(MIXTRAL, eight, 0) == \
+        32 * 7 * expert                                  # 7 of 8 experts elsewhere
+    zero1 = [stage_memory(MIXTRAL, lay.replace(zero=1), 0) for lay in (one, eight)]
+    # ZeRO-1 shards the optimizer states over dp: the experts' over dp / ep = 1 rank
+    rest = stage_params(MIXTRAL, eight, 0) - 32 * expert
+    assert zero1[1].optimizer == pytest.approx(12 * (rest / 8 + 32 * expert))
+
+
+def test_uneven_routing_costs_compute_and_all_to_all_time():
+    base = Layout(tp=1, pp=1, dp=16, ep=8, global_batch=128, precision="bf16",
+                  recompute="full", sequence_parallel=False)
+    even, skewed = (estimate(MIXTRAL, A100, base.replace(moe_load=x)) for x in (1.0, 1.5))
+    assert skewed.breakdown.compute > even.breakdown.compute
+    assert skewed.breakdown.ep_comm == pytest.approx(1.5 * even.breakdown.ep_comm, rel=0.05)
+    capped = dataclasses.replace(MIXTRAL, capacity_factor=1.25)  # drops beyond 1.25x
+    at_cap = estimate(capped, A100, base.replace(moe_load=1.5))
+    assert even.iteration_s < at_cap.iteration_s < skewed.iteration_s
+
+
+def test_no_all_to_all_without_expert_parallelism():
+    est = estimate(MIXTRAL, A100, Layout(dp=16, global_batch=128, precision="bf16",
+                                         recompute="full"))
+    assert est.breakdown.ep_comm == 0.0
+
+
+# --------------------------------------------------------- estimate and simulator
+@pytest.mark.parametrize("layout", [
+    Layout(tp=1, pp=4, dp=16, ep=8, global_batch=256, precision="bf16", recompute="full"),
+    Layout(tp=2, pp=2, dp=8, ep=4, global_batch=64, precision="bf16", recompute="selective",
+           sequence_parallel=True),
+    Layout(tp=1, pp=4, dp=4, ep=2, global_batch=64, precision="bf16", recompute="full",
+           schedule="zb-h1"),
+], ids=lambda l: l.label())
+def test_simulator_agrees_with_the_estimate(layout):
+    """Nothing contends on the analytic network: the event simulation runs the same
+    all-to-alls, layer by layer, and ends within 2% of the estimate, with the same
+    all-to-all time on the critical stage."""
+    est = estimate(MIXTRAL, ANALYTIC_A100, layout)
+    sim = simulate(MIXTRAL, ANALYTIC_A100, layout)
+    assert sim.iteration_s == pytest.approx(est.iteration_s, rel=0.02)
+    assert sim.breakdown["ep_comm"] == pytest.approx(est.breakdown.ep_comm, rel=1e-6)
+    assert est.breakdown.ep_comm > 0
+
+
+def test_simulated_memory_is_the_memory_model():
+    layout = Layout(tp=1, pp=4, dp=8, ep=8, global_batch=64, precision="bf16",
+                    recompute="selective")
+    sim = simulate(MIXTRAL, ANALYTIC_A100, layout)
+    for i, stage in enumerate(sim.stages):
+        assert stage.peak_memory_bytes == pytest.approx(
+            stage_memory(MIXTRAL, layout, i).total, rel=1e-9)
+
+
+# ----------------------------------------------------------------------- search
+def test_the_search_tries_expert_parallelism():
+    best, _ = search(MIXTRAL, ANALYTIC_A100, 256, nodes=[8], pins={"precision": "bf16"},
+                     top=3)
+    assert best and all(e.layout.dp % e.layout.ep == 0 for e in best)
+    assert best[0].layout.ep > 1
+
+
+def test_expert_parallelism_on_a_dense_model_is_one_line():
+    result = CliRunner().invoke(main, ["plan", "--params", "1e9", "--ep", "2"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ep: needs a mixture of experts")
+    assert "Traceback" not in result.output + result.stderr
+
+
+def test_the_fugaku_sized_moe_runs_fugaku_llms_parameters_per_token():
+    """Two experts of half Fugaku-LLM's MLP width per token: the same MLP weights but
+    one more output bias, plus the router (8 h per layer)."""
+    moe, dense = load_model("fugaku-llm-moe-8x"), load_model("fugaku-llm-13b")
+    assert moe.active_params == dense.params + 40 * (8 + 1) * 5184
+    assert model_flops_per_token(moe) == pytest.approx(
+        model_flops_per_token(dense) + 3 * 40 * 2 * 5184 * 8, rel=1e-12)
