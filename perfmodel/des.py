@@ -541,8 +541,9 @@ def _wire(it: Iteration, work: StageWork, comm) -> Wire | None:
 def _last_backwards(steps: list[Step]) -> dict[int, int]:
     """chunk -> the index in ``steps`` of its last step that computes weight gradients
     (its last W in a schedule with W steps, else its last B)."""
-    grads = "W" if any(step.kind == "W" for step in steps) else "B"
-    return {step.chunk: k for k, step in enumerate(steps) if step.kind == grads}
+    split = any(step.kind == "W" for step in steps)
+    return {step.chunk: k for k, step in enumerate(steps)
+            if step.kind == ("W" if split else "B") or (split and step.whole)}
 
 
 def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
@@ -553,16 +554,22 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
     bucket's reduction arithmetic on its cores), then send its output on."""
     layout, work, comm = it.layout, state.work, state.comm
     p, v = layout.pp, layout.virtual_stages
-    dep = producer(step, i, p, v)
+    v_shape = layout.schedule_spec.v_shape
+    dep = producer(step, i, p, v, v_shape)
     if dep is not None:                    # (on this stage itself: already delivered)
         yield it.delivered(*dep)
+    if step.paired:                        # an overlapped pair waits for both inputs
+        dep = producer(it.steps[i][k + 1], i, p, v, v_shape)
+        if dep is not None:
+            yield it.delivered(*dep)
     kind = STEP_KINDS[step.kind]
     forward, split = kind.forward, state.split
-    comp, tp, ep = STEP_WORK[step.kind](work, split)
+    whole = split and step.whole           # a B with its W (DualPipe's whole backward)
+    comp, tp, ep = STEP_WORK[step.kind](work, split and not whole)
     # the backward's first step (B) rebuilds and recomputes; the one computing the
     # weight gradients (W, or B when not split) reduces them and frees the activations
     first = not forward and not kind.weights_only
-    grads = not forward and (kind.weights_only or not split)
+    grads = not forward and (kind.weights_only or not split or whole)
     rc_share = 0.0 if not first or not (comp + tp) else work.recompute / (comp + tp)
     rebuilds = first and state.recompute == "full"
     if rebuilds:
@@ -620,7 +627,7 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
         it.hold(i, -state.full_layer)
     if forward or grads:
         it.hold(i, state.activations if forward else -state.activations)
-    fed = consumed_by(step, i, p, v)
+    fed = consumed_by(step, i, p, v, layout.schedule_spec.v_shape)
     to = None if fed is None else fed[0]
     if to is not None and to != i:
         t0 = it.env.now

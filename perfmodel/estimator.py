@@ -316,7 +316,7 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
             bwd_c += 2 * emb_f
             wgrad += 2 * emb_f          # (all of it: the embedding table's gradient)
             tp_f += tp_one              # vocab-parallel embedding all-reduce
-        if i == layout.pp - 1:
+        if i == layout.head_stage:      # (the last stage, or in a V the first)
             head = head_ops(model, t, mb, prec)
             head_f = compute.ops_time(head)
             fwd_c += head_f
@@ -424,7 +424,7 @@ def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: Ne
     (dp - 1) / dp of the gradient bytes, which costs the compute that long however
     well the transfers hide (``reduce_cpu``). Transfers are the network's (RDMA);
     the memory bandwidth they take from compute is not modelled."""
-    p, dp = layout.pp, layout.dp
+    dp = layout.dp
     layers = max(1, layout.stage_layers(model)[stage])
     how = layout.sharding_mode
     params, experts = stage_param_parts(model, layout, stage)
@@ -489,7 +489,8 @@ def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: Ne
             ag_f = ag if "forward" in how.gathers else 0.0
             ag_b = ag if "backward" in how.gathers else 0.0
     tied = 0.0
-    if model.tied_embeddings and p > 1 and stage in (0, p - 1) and only is None:
+    head = layout.head_stage
+    if model.tied_embeddings and head != 0 and stage in (0, head) and only is None:
         tied = _p2p(network, "pp", job, vocab_shard(model, layout.tp) * model.hidden * GRAD_BYTES)
     out = StageComm(reduce=reduce, gather_after=gather, reduce_per_micro_batch=per_mb,
                     ag_forward=ag_f, ag_backward=ag_b, buckets=buckets, gathers=gathers,

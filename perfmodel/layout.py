@@ -102,6 +102,9 @@ class Layout:
         if err is not None:
             raise err
         if spec.virtual:
+            if spec.chunks and self.virtual_stages != spec.chunks:
+                raise SpecError("virtual_stages", f"must be {spec.chunks} with the {spec.name} "
+                                                  f"schedule; got {self.virtual_stages}")
             if self.virtual_stages < 2:
                 raise SpecError("virtual_stages", f"must be >= 2 with the {spec.name} schedule")
         elif self.virtual_stages != 1:
@@ -148,10 +151,16 @@ class Layout:
         """The transformer layers of each pipeline stage (perfmodel.partitions)."""
         return partitions.stage_layers(model.layers, self.pp, self.partition)
 
+    @property
+    def head_stage(self) -> int:
+        """The pipeline stage holding the head (the last, or in a V the first)."""
+        return self.schedule_spec.head_stage(self.pp)
+
     def stage_moe_layers(self, model: ModelSpec) -> tuple[int, ...]:
         """The mixture-of-experts layers of each pipeline stage (all zero for a dense
-        model): chunk c of stage i holds virtual stage c p + i's layers, in order."""
-        return _stage_moe_layers(model, self.stage_layers(model), self.virtual_stages) \
+        model): each chunk holds its virtual stage's layers (schedules.virtual_stage)."""
+        return _stage_moe_layers(model, self.stage_layers(model), self.virtual_stages,
+                                 self.schedule_spec.v_shape) \
             if model.experts else (0,) * self.pp
 
     def stage_runs(self, model: ModelSpec) -> tuple[tuple[int, int], ...]:
@@ -164,7 +173,7 @@ class Layout:
         stages bound both the memory and the iteration time of the whole pipeline.
         """
         return _stage_runs(self.stage_layers(model), self.recompute, self.recompute_stages,
-                           self.stage_moe_layers(model))
+                           self.stage_moe_layers(model), self.head_stage)
 
     def stage_recomputes(self, stage: int) -> str:
         """The recompute mode pipeline stage ``stage`` (0-based) runs."""
@@ -214,25 +223,27 @@ def _stage_mode(recompute: str, recompute_stages: int | None, stage: int) -> str
 
 
 @lru_cache(maxsize=4096)
-def _stage_moe_layers(model: ModelSpec, layers: tuple[int, ...], v: int) -> tuple[int, ...]:
+def _stage_moe_layers(model: ModelSpec, layers: tuple[int, ...], v: int,
+                      v_shape: bool = False) -> tuple[int, ...]:
     p = len(layers)
-    # virtual stage k (chunk k // p of stage k % p) holds the k-th run of layers; with
-    # v > 1 the split is even
+    # virtual stage k holds the k-th run of layers; with v > 1 the split is even
     per_virtual = [n // v for n in layers] * v if v > 1 else list(layers)
     out, first = [0] * p, 0
     for k, n in enumerate(per_virtual):
-        out[k % p] += model.moe_layers_in(first, n)
+        out[schedules.stage_chunk(k, p, v_shape)[0]] += model.moe_layers_in(first, n)
         first += n
     return tuple(out)
 
 
 @lru_cache(maxsize=4096)
 def _stage_runs(layers: tuple[int, ...], recompute: str, recompute_stages: int | None,
-                moe: tuple[int, ...] | None = None) -> tuple[tuple[int, int], ...]:
+                moe: tuple[int, ...] | None = None, head: int | None = None
+                ) -> tuple[tuple[int, int], ...]:
     p = len(layers)
+    head = p - 1 if head is None else head
     runs: list[list] = []
     for i in range(p):
-        kind = (layers[i], i == 0, i == p - 1, _stage_mode(recompute, recompute_stages, i),
+        kind = (layers[i], i == 0, i == head, _stage_mode(recompute, recompute_stages, i),
                 moe[i] if moe else 0)
         if runs and runs[-1][2] == kind:
             runs[-1][1] += 1

@@ -97,7 +97,7 @@ def stage_param_parts(model: ModelSpec, layout: Layout, stage: int) -> tuple[flo
     experts', replicated over dp / ep of them)."""
     n_moe = layout.stage_moe_layers(model)[stage]
     dense = _stage_params(model, layout.tp, layout.pp, stage,
-                          layout.stage_layers(model)[stage] - n_moe)
+                          layout.stage_layers(model)[stage] - n_moe, layout.head_stage)
     if not n_moe:
         return dense, 0.0
     rest, experts = moe_layer_params_per_rank(model, layout.tp, layout.ep)
@@ -105,16 +105,21 @@ def stage_param_parts(model: ModelSpec, layout: Layout, stage: int) -> tuple[flo
 
 
 @cached("model", maxsize=65536)
-def _stage_params(model: ModelSpec, t: int, p: int, stage: int, layers: int) -> float:
+def _stage_params(model: ModelSpec, t: int, p: int, stage: int, layers: int,
+                  head: int | None = None) -> float:
+    """Parameters of ``layers`` dense layers on one TP rank of ``stage``, with the
+    embedding on the first stage and the head on stage ``head`` (the last unless
+    said)."""
+    head = p - 1 if head is None else head
     params = layers * layer_params_per_rank(model, t)
     emb = vocab_shard(model, t) * model.hidden
     if stage == 0:
         params += emb + (model.seq * model.hidden if model.position == "learned" else 0)
-    if stage == p - 1:
+    if stage == head:
         params += model.norm_params
         # An untied head always has its own weights; a tied one needs a copy on the
-        # last stage when the embedding lives on another stage (Megatron-LM).
-        if not model.tied_embeddings or p > 1:
+        # head's stage when the embedding lives on another stage (Megatron-LM).
+        if not model.tied_embeddings or head != 0:
             params += emb
     return params
 
@@ -205,7 +210,7 @@ def stage_memory(model: ModelSpec, layout: Layout, stage: int) -> MemoryBreakdow
         acts += activation_bytes_per_layer(model, t, mb, sp, "none", layout.precision,
                                            layout.attention)
     buffers = 0.0
-    if stage == layout.pp - 1:
+    if stage == layout.head_stage:
         # logits (training precision) and the fp32 softmax kept for the loss backward
         buffers += model.seq * mb * vocab_shard(model, t) * (e + 4)
     if layout.pp > 1:

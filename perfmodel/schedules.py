@@ -40,9 +40,17 @@ class Step:
     kind: str          # a key of STEP_KINDS: "F", "B" or "W"
     micro_batch: int
     chunk: int = 0
+    # paired with the next step (DualPipe's overlapped forward and backward): it starts
+    # only once both have their inputs
+    paired: bool = False
+    # a B that runs its weight gradients too, in a schedule that otherwise splits them
+    # off into W's (DualPipe's whole backward chunks): its gradient leaves at its end
+    whole: bool = False
 
     def __str__(self) -> str:
-        return f"{self.kind}{self.micro_batch}" + (f".{self.chunk}" if self.chunk else "")
+        return (("BW" if self.whole else self.kind) + str(self.micro_batch)
+                + (f".{self.chunk}" if self.chunk else ""))
+
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,70 @@ def zero_bubble(p: int, m: int, stage: int, k: int) -> list[Step]:
     return steps
 
 
+def dualpipe_v(p: int, m: int, stage: int) -> list[Step]:
+    """DualPipeV on ``p`` devices (DeepSeek-AI's DualPipe, "cut in half": deepseek-ai/
+    DualPipe dualpipe/dualpipev.py; the bubble and memory of DeepSeek-V3's report,
+    Table 2): a V of 2p stages, device i holding stage i on the way down (chunk 0) and
+    stage 2p - 1 - i on the way back (chunk 1), all m >= 2p micro-batches entering at
+    device 0. Its eight phases on device i (r = p - i - 1):
+
+    1. 2r forwards of chunk 0;
+    2. i + 1 pairs of forwards (chunk 0, chunk 1);
+    3. r of (B of chunk 1, a W, F of chunk 1);
+    4. m - 2p + i + 1 of (F chunk 0 with a whole backward of chunk 1, F chunk 1 with a
+       whole backward of chunk 0): pairs DualPipe overlaps, so each starts once both
+       have their inputs (``Step.paired``), run one after the other here;
+    5. r of (whole backward chunk 1, F chunk 1 with a whole backward chunk 0);
+    6. i + 1 of (backward chunk 1, backward chunk 0), B split from W from the middle
+       one on;
+    7. r of (a W, B of chunk 0);
+    8. i + 1 W's.
+
+    A split B leaves its W in a queue the W's take the oldest of; a whole backward
+    (``Step.whole``) runs both and sends its gradient at its end. Each chunk's
+    forwards and backwards run in micro-batch order."""
+    steps: list[Step] = []
+    nxt = {("F", 0): 0, ("F", 1): 0, ("B", 0): 0, ("B", 1): 0}
+    queued: list[Step] = []
+
+    def f(chunk: int, paired: bool = False) -> None:
+        steps.append(Step("F", nxt["F", chunk], chunk, paired))
+        nxt["F", chunk] += 1
+
+    def b(chunk: int, split: bool) -> None:
+        j = nxt["B", chunk]
+        nxt["B", chunk] += 1
+        steps.append(Step("B", j, chunk, whole=not split))
+        if split:
+            queued.append(Step("W", j, chunk))
+
+    def w() -> None:
+        steps.append(queued.pop(0))
+
+    rest = p - stage - 1
+    for _ in range(2 * rest):
+        f(0)
+    for _ in range(stage + 1):
+        f(0), f(1)
+    for _ in range(rest):
+        b(1, True), w(), f(1)
+    for k in range(m - 2 * p + stage + 1):
+        # (on the last device the first pair is not overlapped, as dualpipev.py runs it)
+        f(0, paired=not (k == 0 and stage == p - 1)), b(1, False)
+        f(1, paired=True), b(0, False)
+    for _ in range(rest):
+        b(1, False), f(1, paired=True), b(0, False)
+    half = (stage + 1) // 2          # the pair from which the B's are split
+    for k in range(stage + 1):
+        b(1, k > half or (k == half and stage % 2 == 1))
+        b(0, k >= half)
+    for _ in range(rest):
+        w(), b(0, True)
+    for _ in range(stage + 1):
+        w()
+    return steps
+
+
 # ------------------------------------------------------------------ the registry
 @dataclass(frozen=True)
 class ScheduleSpec:
@@ -136,6 +208,9 @@ class ScheduleSpec:
     least pipeline depth the split needs; ``framework_min_pp`` the least a framework
     runs. ``groups_of_pp``: micro-batches per pipeline must be a multiple of pp.
     ``searched``: the planner proposes it (others run only when pinned).
+    ``v_shape``: a virtual schedule whose second chunk runs back up the stages
+    (``virtual_stage``), which puts the head on the first stage; ``chunks``: the
+    chunks per stage it runs (0: any v >= 2).
     """
 
     name: str
@@ -146,6 +221,8 @@ class ScheduleSpec:
     drain: Callable[[float, float, float, int, int, int], float]
     min_micro_batches: Callable[[int], int] = lambda p: 1
     micro_batch_rule: str = ""
+    v_shape: bool = False      # chunk 1 runs back up the stages (perfmodel.virtual_stage)
+    chunks: int = 0            # a virtual schedule's fixed chunks per stage (0: any v >= 2)
     kinds: tuple[str, ...] = ("F", "B")
     virtual: bool = False
     min_pp: int = 1
@@ -158,6 +235,10 @@ class ScheduleSpec:
     def split(self) -> bool:
         """Whether the backward runs as two steps, B (input gradient) and W (weights)."""
         return "W" in self.kinds
+
+    def head_stage(self, p: int) -> int:
+        """The stage holding the last virtual stage (the head and the loss)."""
+        return 0 if self.v_shape else p - 1
 
     def describe(self, v: int) -> str:
         """How a layout's schedule reads in prose ("interleaved with 4 virtual stages")."""
@@ -185,7 +266,7 @@ def held_at_peak(name: str, p: int, m: int, v: int, stage: int) -> int:
     frees = "W" if spec.split else "B"
     held = peak = 0
     for step in spec.steps(p, m, v, stage):
-        held += 1 if step.kind == "F" else -1 if step.kind == frees else 0
+        held += 1 if step.kind == "F" else -1 if step.kind == frees or step.whole else 0
         peak = max(peak, held)
     return peak
 
@@ -257,6 +338,28 @@ SCHEDULES = {s.name: s for s in (
         micro_batch_rule="Qi et al. 2023's ZB-H2 runs 2p - 1 forwards before the first "
                          "stage's first backward",
         **_ZERO_BUBBLE),
+    ScheduleSpec(
+        name="dualpipev",
+        description="DeepSeek's DualPipeV: a V of 2p stages on p devices, forwards and "
+                    "backwards of both chunks paired and the backward split into B and W "
+                    "at the ends (deepseek-ai/DualPipe; DeepSeek-V3 report Sec. 3.2.1)",
+        steps=lambda p, m, v, stage: dualpipe_v(p, m, stage),
+        in_flight=_counted("dualpipev"),
+        # DeepSeek-V3 report Table 2 (the DualPipe README's DualPipeV row): the bubble
+        # (PP/2 - 1)(F&B + B - 3W) of PP = 2p stages, per chunk, B a whole backward and
+        # F&B a forward and a backward overlapped, here run one after the other
+        # (F&B = F + B): (p - 1)(F + 2B - 3W), half a stage's f + 2b - 3w per stage,
+        # exact with equal F, B and W; as the simulator runs the order, never less than
+        # two chunk forwards, f, per stage. Its stages end B - W apart (B the input
+        # gradient: half of b - 2 wgrad).
+        fill=lambda f, b, wgrad, p, m, v: max(f, (f + 2 * b - 3 * wgrad) / 2),
+        drain=lambda f, b, wgrad, p, m, v: max(0.0, (b - 2 * wgrad) / 2),
+        min_micro_batches=lambda p: 2 * p,
+        micro_batch_rule="deepseek-ai/DualPipe dualpipev.py needs at least twice as many "
+                         "micro-batches as devices",
+        virtual=True, v_shape=True, chunks=2, kinds=("F", "B", "W"), min_pp=2,
+        framework_min_pp=2, searched=False,
+        framework_rule="DualPipeV runs its V over at least two devices"),
 )}
 
 
@@ -274,34 +377,53 @@ def schedule(name: str, p: int, m: int, v: int = 1) -> list[list[Step]]:
     return [spec.steps(p, m, v, i) for i in range(p)]
 
 
-def producer(step: Step, stage: int, p: int, v: int) -> tuple[int, Step] | None:
+def virtual_stage(stage: int, chunk: int, p: int, v_shape: bool = False) -> int:
+    """The virtual stage (the place in the model's order of layers) chunk ``chunk`` of
+    ``stage`` holds: c p + i when interleaved; in a V (DualPipeV) the second chunk runs
+    back up the stages, so stage i holds virtual stages i and 2p - 1 - i."""
+    if v_shape:
+        return stage if chunk == 0 else 2 * p - 1 - stage
+    return chunk * p + stage
+
+
+def stage_chunk(virtual: int, p: int, v_shape: bool = False) -> tuple[int, int]:
+    """(stage, chunk) of virtual stage ``virtual`` (the inverse of ``virtual_stage``)."""
+    if v_shape:
+        return (virtual, 0) if virtual < p else (2 * p - 1 - virtual, 1)
+    return virtual % p, virtual // p
+
+
+def producer(step: Step, stage: int, p: int, v: int,
+             v_shape: bool = False) -> tuple[int, Step] | None:
     """The (stage, step) whose output ``step`` on ``stage`` needs, or None.
 
     A forward needs the previous virtual stage's forward of the same micro-batch; a
     backward needs the next virtual stage's backward (or, on the very last
     virtual stage, its own forward, which the stage ran earlier)."""
-    virtual = step.chunk * p + stage
+    virtual = virtual_stage(stage, step.chunk, p, v_shape)
     if STEP_KINDS[step.kind].weights_only:
         return None                    # its B, which ran earlier on this stage
     if STEP_KINDS[step.kind].forward:
         if virtual == 0:
             return None
-        prev = virtual - 1
-        return prev % p, Step("F", step.micro_batch, prev // p)
+        at, chunk = stage_chunk(virtual - 1, p, v_shape)
+        return at, Step("F", step.micro_batch, chunk)
     if virtual == p * v - 1:
         return None
-    nxt = virtual + 1
-    return nxt % p, Step("B", step.micro_batch, nxt // p)
+    at, chunk = stage_chunk(virtual + 1, p, v_shape)
+    return at, Step("B", step.micro_batch, chunk)
 
 
-def consumed_by(step: Step, stage: int, p: int, v: int) -> tuple[int, Step] | None:
+def consumed_by(step: Step, stage: int, p: int, v: int,
+                v_shape: bool = False) -> tuple[int, Step] | None:
     """The (stage, step) that needs this step's output, or None: a forward feeds the
     next virtual stage's forward of the same micro-batch, a backward the previous one's
     backward (the mirror of ``producer``)."""
     if STEP_KINDS[step.kind].weights_only:
         return None                    # the weight gradients stay on the stage
-    virtual = step.chunk * p + stage
+    virtual = virtual_stage(stage, step.chunk, p, v_shape)
     nxt = virtual + 1 if STEP_KINDS[step.kind].forward else virtual - 1
     if not 0 <= nxt < p * v:
         return None
-    return nxt % p, Step(step.kind, step.micro_batch, nxt // p)
+    at, chunk = stage_chunk(nxt, p, v_shape)
+    return at, Step(step.kind, step.micro_batch, chunk)

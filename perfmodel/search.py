@@ -341,9 +341,14 @@ def allocatable(system: SystemSpec, nodes: int) -> bool:
     return nodes <= net.nodes and nodes % net.allocation_unit(nodes) == 0
 
 
-def _virtual_stages(model: ModelSpec, pp: int, pins: dict) -> list[int]:
+def _virtual_stages(model: ModelSpec, pp: int, pins: dict,
+                    spec: schedules.ScheduleSpec | None = None) -> list[int]:
+    """The chunks per stage a virtual schedule (``spec``: its fixed count) may run."""
     even = [] if model.layers % pp else divisors(model.layers // pp)
-    return _pinned(pins, "virtual_stages", [v for v in even if 2 <= v <= MAX_VIRTUAL_STAGES])
+    options = [v for v in even if 2 <= v <= MAX_VIRTUAL_STAGES]
+    if spec is not None and spec.chunks:
+        options = [v for v in options if v == spec.chunks]
+    return _pinned(pins, "virtual_stages", options)
 
 
 def _schedules(model: ModelSpec, pp: int, micro_batches: int, pins: dict):
@@ -352,14 +357,14 @@ def _schedules(model: ModelSpec, pp: int, micro_batches: int, pins: dict):
     framework runs it (its least pp; micro-batches a multiple of pp where it needs)."""
     if pins.get("schedule") is not None:
         spec = schedules.get(pins["schedule"])
-        return [(spec.name, v) for v in _virtual_stages(model, pp, pins)] if spec.virtual \
-            else [(spec.name, 1)]
+        return [(spec.name, v) for v in _virtual_stages(model, pp, pins, spec)] \
+            if spec.virtual else [(spec.name, 1)]
     out = []
     for spec in _schedule_options(pins):
         if not spec.virtual:
             out.append((spec.name, 1))
         elif pp >= spec.framework_min_pp and (not spec.groups_of_pp or micro_batches % pp == 0):
-            out += [(spec.name, v) for v in _virtual_stages(model, pp, pins)]
+            out += [(spec.name, v) for v in _virtual_stages(model, pp, pins, spec)]
     return out
 
 

@@ -73,15 +73,15 @@ def test_an_unknown_schedule_is_refused_naming_the_known_ones(consume):
     with pytest.raises(SpecError) as e:
         consume()
     assert e.value.field == "schedule"
-    assert e.value.message == ("must be one of gpipe, 1f1b, interleaved, zb-h1, zb-h2; got "
-                               "'zero-bubble'")
+    assert e.value.message == ("must be one of gpipe, 1f1b, interleaved, zb-h1, zb-h2, "
+                               "dualpipev; got 'zero-bubble'")
 
 
 def test_an_unknown_schedule_on_the_command_line_is_one_line():
     result = CliRunner().invoke(main, ["plan", "--params", "1e9", "--schedule", "zero-bubble"])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --schedule: 'zero-bubble' is not one of 'gpipe', "
-                                    "'1f1b', 'interleaved', 'zb-h1', 'zb-h2'")
+                                    "'1f1b', 'interleaved', 'zb-h1', 'zb-h2', 'dualpipev'")
 
 
 def test_a_schedule_with_steps_the_simulator_cannot_run_is_refused(monkeypatch):
@@ -99,5 +99,9 @@ def test_every_schedule_describes_what_each_consumer_needs():
         assert spec.name == name and spec.description
         assert set(spec.kinds) <= set(schedules.STEP_KINDS)
         assert spec.min_pp <= spec.framework_min_pp
-        assert spec.virtual == (spec.fill(3.0, 1.0, 0.0, 4, 8, 4) == 1.0)
-        assert spec.in_flight(10.0, 4, 8, 2 if spec.virtual else 1, 0) > 0
+        v = spec.chunks or (2 if spec.virtual else 1)
+        # a stage adds to the fill and drain no more than 1F1B's whole f + b, and no less
+        # than nothing, whatever its split into forward, backward and weight gradients
+        for f, b, w in [(3.0, 1.0, 0.0), (1.0, 2.0, 1.0), (1.0, 2.0, 2.0)]:
+            assert 0.0 <= spec.fill(f, b, w, 4, 16, v) <= f + b
+        assert spec.in_flight(10.0, 4, 8, v, 0) > 0

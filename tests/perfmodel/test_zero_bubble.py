@@ -1,5 +1,7 @@
 """Zero-bubble pipeline schedules (Qi et al. 2023): the backward split into B, the
-input gradient, and W, the weight gradients.
+input gradient, and W, the weight gradients; and DeepSeek's DualPipeV, which pairs
+forwards and backwards of a V of 2p stages on p devices and splits B from W at its
+ends.
 
 The orders are checked against the paper's Figure 3 for p = 4, m = 8 (its first and
 last stages, written 0-based here); the bubbles against its Table 2 under the
@@ -16,9 +18,10 @@ from fpcore.errors import SpecError
 from perfmodel.des import StageWork, Trace, simulate
 from perfmodel.estimator import StageComm, estimate, pipeline_ends
 from perfmodel.layout import Layout, validate_layout
+from perfmodel.memory import stage_memory
 from perfmodel.ops import gemm_flops, layer_ops
 from perfmodel.presets import load_model
-from perfmodel.schedules import SCHEDULES, held_at_peak, producer, schedule
+from perfmodel.schedules import SCHEDULES, Step, held_at_peak, producer, schedule
 from perfmodel.system import load_system
 
 from test_schedules import execute, names
@@ -198,3 +201,104 @@ def test_zero_bubble_shortens_a_real_pipeline():
     sim = simulate(REAL, ANALYTIC, base.replace(schedule="zb-h1"))
     assert times["zb-h1"] * 0.95 < sim.iteration_s <= times["zb-h1"]
     assert sim.breakdown["bubble"] < simulate(REAL, ANALYTIC, base).breakdown["bubble"]
+
+
+# ====================================================================== DualPipeV
+# deepseek-ai/DualPipe dualpipe/dualpipev.py's eight phases on 4 devices (a V of 8
+# stages) with 10 micro-batches; ".1" the chunk on the way back up, BW a whole
+# backward (its W at once), the pairs (F, BW) overlapped in DualPipe.
+DUALPIPEV_4_10 = [
+    "F0 F1 F2 F3 F4 F5 F6 F0.1 B0.1 W0.1 F1.1 B1.1 W1.1 F2.1 B2.1 W2.1 F3.1 F7 BW3.1 F4.1 "
+    "BW0 F8 BW4.1 F5.1 BW1 F9 BW5.1 F6.1 BW2 BW6.1 F7.1 BW3 BW7.1 F8.1 BW4 BW8.1 F9.1 BW5 "
+    "BW9.1 B6 W6 B7 W7 B8 W8 B9 W9",
+    "F0 F1 F2 F3 F4 F0.1 F5 F1.1 B0.1 W0.1 F2.1 B1.1 W1.1 F3.1 F6 BW2.1 F4.1 BW0 F7 BW3.1 "
+    "F5.1 BW1 F8 BW4.1 F6.1 BW2 F9 BW5.1 F7.1 BW3 BW6.1 F8.1 BW4 BW7.1 F9.1 BW5 BW8.1 BW6 "
+    "B9.1 B7 W9.1 B8 W7 B9 W8 W9",
+    "F0 F1 F2 F0.1 F3 F1.1 F4 F2.1 B0.1 W0.1 F3.1 F5 BW1.1 F4.1 BW0 F6 BW2.1 F5.1 BW1 F7 "
+    "BW3.1 F6.1 BW2 F8 BW4.1 F7.1 BW3 F9 BW5.1 F8.1 BW4 BW6.1 F9.1 BW5 BW7.1 BW6 BW8.1 B7 "
+    "B9.1 B8 W7 B9 W9.1 W8 W9",
+    "F0 F0.1 F1 F1.1 F2 F2.1 F3 F3.1 F4 BW0.1 F4.1 BW0 F5 BW1.1 F5.1 BW1 F6 BW2.1 F6.1 BW2 "
+    "F7 BW3.1 F7.1 BW3 F8 BW4.1 F8.1 BW4 F9 BW5.1 F9.1 BW5 BW6.1 BW6 BW7.1 BW7 B8.1 B8 B9.1 "
+    "B9 W8.1 W8 W9.1 W9",
+]
+
+
+def test_dualpipev_p4_m10_is_the_reference_order():
+    assert [names(s) for s in schedule("dualpipev", 4, 10, 2)] == DUALPIPEV_4_10
+
+
+def run_v(p, m, f, b, w, trace=None):
+    layout = Layout(pp=p, global_batch=m, schedule="dualpipev", virtual_stages=2)
+    return simulate(TINY, ANALYTIC, layout, costs=costs(f, b, w), validate=False,
+                    trace=trace)
+
+
+@pytest.mark.parametrize("p,m", [(2, 4), (2, 9), (4, 8), (4, 10), (6, 13), (8, 16)])
+def test_dualpipev_runs_every_pass_once_down_and_back_up(p, m):
+    steps = schedule("dualpipev", p, m, 2)
+    for stage in steps:
+        for c in (0, 1):
+            forwards = [s.micro_batch for s in stage if s.kind == "F" and s.chunk == c]
+            backwards = [s.micro_batch for s in stage if s.kind == "B" and s.chunk == c]
+            ws = [s.micro_batch for s in stage if s.kind == "W" and s.chunk == c]
+            split = [s.micro_batch for s in stage if s.kind == "B" and s.chunk == c
+                     and not s.whole]
+            assert forwards == backwards == list(range(m))
+            assert sorted(ws) == split                     # a W for each split B only
+    # the V: device 0 holds the first and the last of the 2p virtual stages
+    assert producer(Step("F", 0, 1), p - 1, p, 2, v_shape=True) == (p - 1, Step("F", 0, 0))
+    assert producer(Step("B", 0, 0), 0, p, 2, v_shape=True) == (1, Step("B", 0, 0))
+    assert producer(Step("B", 0, 1), 0, p, 2, v_shape=True) is None
+    res = run_v(p, m, 1.0, 1.0, 1.0)                       # (and it never deadlocks)
+    assert len(res.stages) == p
+
+
+@pytest.mark.parametrize("p,m", [(2, 4), (4, 8), (4, 20), (8, 16), (8, 32)])
+def test_dualpipev_bubble_and_memory_are_the_papers(p, m):
+    """DeepSeek-V3 report Table 2, DualPipeV row: bubble (PP/2 - 1)(F&B + B - 3W) of
+    PP = 2p stages with B a whole backward and F&B = F + B (run one after the other
+    here), activations PP + 1 chunks on every device whatever m. Equal F, B (input
+    gradient) and W of one: (p - 1)(3 + 2 - 3) = 2 (p - 1)."""
+    t = 1.0
+    res = run_v(p, m, t, t, t)
+    f_and_b, whole = 3 * t, 2 * t
+    assert res.iteration_s - m * 2 * 3 * t == pytest.approx((p - 1) * (f_and_b + whole - 3 * t))
+    assert [held_at_peak("dualpipev", p, m, 2, i) for i in range(p)] == [2 * p + 1] * p
+
+
+@pytest.mark.parametrize("f,b,w", [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0), (1.0, 1.5, 0.5)])
+@pytest.mark.parametrize("p,m", [(4, 8), (8, 16)])
+def test_dualpipev_analytic_is_exact_or_on_the_slow_side(f, b, w, p, m):
+    spec = SCHEDULES["dualpipev"]
+    x = (2 * f, 2 * (b + w), 2 * w)                       # a device's two chunks
+    ends = pipeline_ends([2 * (f + b + w)] * p, [spec.drain(*x, p, m, 2)] * p, [1] * p, m,
+                         fill=[spec.fill(*x, p, m, 2)] * p)
+    sim = run_v(p, m, f, b, w).iteration_s
+    assert sim <= max(ends) + 1e-9
+    assert max(ends) - sim <= (1.0 if b > w else 0.0) + 1e-9
+
+
+def test_dualpipev_puts_the_head_on_the_first_device():
+    layout = Layout(tp=2, pp=4, global_batch=8, schedule="dualpipev", virtual_stages=2)
+    est = estimate(REAL, ANALYTIC, layout)
+    assert layout.head_stage == 0
+    first, last = est.stages[0], est.stages[-1]
+    assert first.compute > last.compute                    # embedding and head
+    one_f = Layout(tp=2, pp=4, global_batch=8)
+    assert est.memory[0].weights > estimate(REAL, ANALYTIC, one_f).memory[0].weights
+    sim = simulate(REAL, ANALYTIC, layout)
+    # the head's stage is the slowest; the estimate stays on the slow side (it takes
+    # the equal-stage fill of Table 2): 11% at m = 2p here, 3% at m = 8p
+    assert est.iteration_s * 0.85 < sim.iteration_s <= est.iteration_s
+    for i, stage in enumerate(sim.stages):               # PP + 1 chunks at the peak
+        assert stage.peak_memory_bytes == pytest.approx(stage_memory(REAL, layout, i).total,
+                                                        rel=1e-9)
+
+
+def test_dualpipev_runs_two_chunks_and_twice_as_many_micro_batches_as_devices():
+    with pytest.raises(SpecError, match="virtual_stages: must be 2 with the dualpipev"):
+        Layout(pp=4, global_batch=8, schedule="dualpipev", virtual_stages=3)
+    with pytest.raises(SpecError, match="dualpipev needs at least 8 micro-batches per "
+                                        "pipeline with pp 4; got 7"):
+        validate_layout(Layout(pp=4, global_batch=7, schedule="dualpipev",
+                               virtual_stages=2), REAL)
