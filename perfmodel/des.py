@@ -56,7 +56,7 @@ import simpy
 from fpcore.atomic import atomic_write
 from fpcore.errors import SpecError
 from fpcore.readers import dumps
-from topologies import JobShape, NetworkModel
+from topologies import NetworkModel
 from topologies.sharing import Stream, speeds
 
 from .compute import ComputeModel
@@ -67,7 +67,8 @@ from .model import ModelSpec
 from .schedules import STEP_KINDS, Step, consumed_by, producer, schedule
 from .system import SystemSpec
 
-CATEGORIES = ("compute", "recompute", "tp_comm", "ep_comm", "pp_comm", "dp_comm", "optimizer")
+CATEGORIES = ("compute", "recompute", "tp_comm", "ep_comm", "cp_comm", "pp_comm", "dp_comm",
+              "optimizer")
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,8 @@ class Trace:
             return 2, f"{self.tp_label} ({name})"
         if a.get("part") == "ep_comm":
             return 2, f"EP all-to-alls, dispatch and combine ({name})"
+        if a.get("part") == "cp_comm":
+            return 2, f"CP key/value ring, where the attention does not hide it ({name})"
         if a["kind"] == "F":
             return 1, f"forward {name}"
         if a["kind"] == "B":
@@ -248,17 +251,22 @@ class StageWork:
     wgrad: float = 0.0       # of bwd_compute, the weight gradients (a W step's, if split)
     fwd_ep: float = 0.0      # a mixture of experts' all-to-alls, forward ...
     bwd_ep: float = 0.0      # ... and backward (recomputation's included)
+    fwd_cp: float = 0.0      # context parallelism's exposed key/value ring, forward ...
+    bwd_cp: float = 0.0      # ... and backward (recomputation's included)
 
 
 def stage_work(cost: StageCost, v: int) -> StageWork:
     """Per-chunk work from a stage's per-micro-batch cost (v chunks share it evenly)."""
     return StageWork(layers=max(1, cost.layers // v),
-                     fwd_compute=(cost.forward - cost.tp_forward - cost.ep_forward) / v,
+                     fwd_compute=(cost.forward - cost.tp_forward - cost.ep_forward
+                                  - cost.cp_forward) / v,
                      fwd_tp=cost.tp_forward / v,
-                     bwd_compute=(cost.backward - cost.tp_backward - cost.ep_backward) / v,
+                     bwd_compute=(cost.backward - cost.tp_backward - cost.ep_backward
+                                  - cost.cp_backward) / v,
                      bwd_tp=cost.tp_backward / v,
                      recompute=cost.recompute / v, p2p=cost.p2p, wgrad=cost.wgrad / v,
-                     fwd_ep=cost.ep_forward / v, bwd_ep=cost.ep_backward / v)
+                     fwd_ep=cost.ep_forward / v, bwd_ep=cost.ep_backward / v,
+                     fwd_cp=cost.cp_forward / v, bwd_cp=cost.cp_backward / v)
 
 
 def cost_table(model: ModelSpec, system: SystemSpec, layout: Layout,
@@ -267,7 +275,7 @@ def cost_table(model: ModelSpec, system: SystemSpec, layout: Layout,
     functions as the analytic estimate (small and picklable)."""
     network = network or network_for(system)
     compute = ComputeModel.for_system(system, layout.precision)
-    job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
+    job = layout.job(system.ranks_per_node)
     runs = layout.stage_runs(model)
     kinds = _stage_costs(model, layout, network, compute, job, [f for f, _ in runs])
     table = {}
@@ -279,16 +287,17 @@ def cost_table(model: ModelSpec, system: SystemSpec, layout: Layout,
 
 
 # What a step of each kind runs (perfmodel.schedules.STEP_KINDS): (compute, TP
-# collectives, a mixture of experts' all-to-alls) of one chunk, given whether the schedule splits the backward into B
+# collectives, a mixture of experts' all-to-alls, context parallelism's exposed ring)
+# of one chunk, given whether the schedule splits the backward into B
 # (the input gradient, sent on) and W (the weight gradients, Qi et al. 2023). A forward
 # keeps its activations and sends its output on; the backward's B rebuilds a full
 # recompute and sends its gradient on; the step that computes the weight gradients (W,
 # else B) reduces them and frees the activations.
 STEP_WORK = {
-    "F": lambda work, split: (work.fwd_compute, work.fwd_tp, work.fwd_ep),
+    "F": lambda work, split: (work.fwd_compute, work.fwd_tp, work.fwd_ep, work.fwd_cp),
     "B": lambda work, split: (work.bwd_compute - (work.wgrad if split else 0.0), work.bwd_tp,
-                              work.bwd_ep),
-    "W": lambda work, split: (work.wgrad, 0.0, 0.0),
+                              work.bwd_ep, work.bwd_cp),
+    "W": lambda work, split: (work.wgrad, 0.0, 0.0, 0.0),
 }
 
 
@@ -496,7 +505,8 @@ def stage_process(it: Iteration, i: int):
         activations=micro_batch_activation_bytes(it.model, layout, i) / v,
         full_layer=activation_bytes_per_layer(it.model, layout.tp, layout.micro_batch,
                                               layout.sequence_parallel, "none",
-                                              layout.precision, layout.attention),
+                                              layout.precision, layout.attention,
+                                              cp=layout.cp),
         last_backward=_last_backwards(it.steps[i]), wire=_wire(it, work, comm),
         split=layout.schedule_spec.split)
     it.env.process(dp_stream(it, i, state.stream, state.wire))
@@ -523,7 +533,7 @@ def _wire(it: Iteration, work: StageWork, comm) -> Wire | None:
               if kind == "gather" or layout.overlap_dp]
     if not own or not stream:
         return None
-    job = JobShape(layout.tp, layout.pp, layout.dp, it.system.ranks_per_node)
+    job = layout.job(it.system.ranks_per_node)
     network = it.network_model()
     table = {}
     for kind, message in stream:
@@ -565,7 +575,7 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
     kind = STEP_KINDS[step.kind]
     forward, split = kind.forward, state.split
     whole = split and step.whole           # a B with its W (DualPipe's whole backward)
-    comp, tp, ep = STEP_WORK[step.kind](work, split and not whole)
+    comp, tp, ep, ring = STEP_WORK[step.kind](work, split and not whole)
     # the backward's first step (B) rebuilds and recomputes; the one computing the
     # weight gradients (W, or B when not split) reduces them and frees the activations
     first = not forward and not kind.weights_only
@@ -584,7 +594,9 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
     env, busy, tracing = it.env, it.busy[i], it.trace is not None
     parts = [(part, length) for part, length in (("compute", comp / work.layers),
                                                  ("tp_comm", tp / work.layers),
-                                                 ("ep_comm", ep / work.layers)) if length > 0]
+                                                 ("ep_comm", ep / work.layers),
+                                                 ("cp_comm", ring / work.layers))
+             if length > 0]
     reduce, cpu = _step_reduction(comm, layout, grads, k == state.last_backward[step.chunk])
     pieces = min(work.layers, max(1, round(comm.buckets / v)))
     for layer in range(work.layers):
@@ -599,12 +611,13 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
             t0 = env.now
             if part == "tp_comm":
                 yield it.transfer(state.wire, "tp", length)
-            elif part == "ep_comm":
-                yield it.transfer(state.wire, "ep", length)
+            elif part in ("ep_comm", "cp_comm"):
+                yield it.transfer(state.wire, part[:2], length)
             else:
                 yield it.wait(length, i, jitter=True)
             spent = env.now - t0
-            rc = rc_share if part != "ep_comm" else 0.0    # (re-run all-to-alls: ep_comm)
+            # (the re-run forward's all-to-alls and ring count as ep_comm and cp_comm)
+            rc = rc_share if part in ("compute", "tp_comm") else 0.0
             busy["recompute"] += spent * rc
             busy[part] += spent * (1 - rc)
             if tracing:                    # (the hot loop: no call without a trace)
@@ -727,7 +740,7 @@ def _slow_stages(layout: Layout, system: SystemSpec, noise: Noise | None, p: int
         return set()
     import random
     rng = random.Random(noise.seed * 7919 + 1)
-    nodes = max(1, layout.tp * layout.dp // system.ranks_per_node)
+    nodes = max(1, layout.tp * layout.replicas // system.ranks_per_node)
     prob = 1 - (1 - noise.straggler_fraction) ** nodes
     return {i for i in range(p) if rng.random() < prob}
 

@@ -52,6 +52,7 @@ class Breakdown:
     dp_comm: float
     optimizer: float
     ep_comm: float = 0.0     # a mixture of experts' all-to-alls (dispatch and combine)
+    cp_comm: float = 0.0     # context parallelism's key/value ring, where not hidden
 
     @property
     def total(self) -> float:
@@ -79,10 +80,18 @@ class StageCost:
     # ``backward``, not in the TP figures)
     ep_forward: float = 0.0
     ep_backward: float = 0.0
+    # context parallelism's key/value ring, forward and backward, where the attention
+    # does not hide it (in ``forward`` and ``backward``)
+    cp_forward: float = 0.0
+    cp_backward: float = 0.0
 
     @property
     def ep_comm(self) -> float:
         return self.ep_forward + self.ep_backward
+
+    @property
+    def cp_comm(self) -> float:
+        return self.cp_forward + self.cp_backward
 
 
 @dataclass(frozen=True)
@@ -214,20 +223,45 @@ def _p2p(network: NetworkModel, dim: str, job: JobShape, nbytes: float) -> float
 @cached("model", maxsize=16384)
 def _layer_times(model: ModelSpec, compute: ComputeModel, tp: int, mb: int, sp: bool,
                  precision: str, attention: str = "materialized", moe: bool = False,
-                 ep: int = 1, load: float = 1.0) -> tuple[float, float, float, float, float]:
+                 ep: int = 1, load: float = 1.0, cp: int = 1
+                 ) -> tuple[float, float, float, float, float]:
     """(forward, backward, selective recompute, full recompute, the backward's weight
     gradients) compute of one layer (``moe``: of one of a mixture of experts' MoE
-    layers, on ``ep`` expert-parallel ranks at ``load``)."""
-    ops = layer_ops(model, tp, mb, sp, precision, attention, moe, ep, load)
+    layers, on ``ep`` expert-parallel ranks at ``load``; on one of ``cp`` context-
+    parallel ranks)."""
+    ops = layer_ops(model, tp, mb, sp, precision, attention, moe, ep, load, cp)
     return (compute.ops_time(ops.forward), compute.ops_time(ops.backward),
             compute.ops_time(ops.recompute("selective")), compute.ops_time(ops.recompute("full")),
             compute.ops_time(ops.weight_gradient))
 
 
 def activation_message(model: ModelSpec, layout: Layout) -> float:
-    """Bytes of one micro-batch's activations at a layer boundary (seq x hidden per
+    """Bytes of one micro-batch's activations at a layer boundary (seq / cp x hidden per
     sequence): what each TP collective of a layer moves, and t times a pipeline send."""
-    return layout.micro_batch * model.seq * model.hidden * ACT_BYTES[layout.precision]
+    return (layout.micro_batch * model.seq // layout.cp * model.hidden
+            * ACT_BYTES[layout.precision])
+
+
+@cached("model", maxsize=16384)
+def _ring_times(model: ModelSpec, compute: ComputeModel, network: NetworkModel, job: JobShape,
+                tp: int, cp: int, mb: int, sp: bool, precision: str, attention: str
+                ) -> tuple[float, float]:
+    """Context parallelism's key/value ring of one layer, forward and backward, as far as
+    the attention's own compute does not hide it (Megatron-Core's ring attention
+    sends each step's keys and values while it computes on the last ones): forward,
+    the ranks pass their s / cp keys and values round the cp ranks, an all-gather of
+    a sequence's K and V; backward, again, and their gradients back (twice)."""
+    if cp == 1:
+        return 0.0, 0.0
+    kv = 2 * mb * model.seq * max(1, model.kv_heads // tp) * model.head_dim
+    ring = _collective(network, "allgather", "dp", JobShape(job.tp, job.pp, cp,
+                                                            job.ranks_per_node),
+                       kv * ACT_BYTES[precision])
+    ops = layer_ops(model, tp, mb, sp, precision, attention, cp=cp)
+    core = [op for op in ops.forward if op.name in ops.attention_core]
+    forward = compute.ops_time(core)
+    backward = compute.ops_time([op.scaled(op.backward, ".bwd") for op in core])
+    return max(0.0, ring - forward), max(0.0, 2 * ring - backward)
 
 
 def _tp_collective(network: NetworkModel, job: JobShape, nbytes: float, sp: bool) -> float:
@@ -250,14 +284,15 @@ def layout_lower_bound(model: ModelSpec, system: SystemSpec, layout: Layout,
     """
     network = network or network_for(system)
     compute = ComputeModel.for_system(system, layout.precision)
-    job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
+    job = layout.job(system.ranks_per_node)
     args = (model, compute, layout.tp, layout.micro_batch, layout.sequence_parallel,
             layout.precision, layout.attention)
     tp_pass = 2 * _tp_collective(network, job, activation_message(model, layout),
                                  layout.sequence_parallel)
-    kinds = [_layer_times(*args)]                     # a dense layer, then an MoE one
+    cp = layout.cp
+    kinds = [_layer_times(*args, cp=cp)]              # a dense layer, then an MoE one
     if model.experts:                                 # (evenly loaded, no all-to-alls)
-        kinds.append(_layer_times(*args, True, layout.ep, 1.0))
+        kinds.append(_layer_times(*args, True, layout.ep, 1.0, cp))
     passes = [(f + tp_pass, b + tp_pass, w) for f, b, _, _, w in kinds]
     stages = []
     for n, n_moe in zip(layout.stage_layers(model), layout.stage_moe_layers(model)):
@@ -273,14 +308,18 @@ def layout_lower_bound(model: ModelSpec, system: SystemSpec, layout: Layout,
 def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
                  compute: ComputeModel, job: JobShape, firsts) -> dict[int, StageCost]:
     t, mb, sp, prec = layout.tp, layout.micro_batch, layout.sequence_parallel, layout.precision
+    cp = layout.cp
     f_layer, b_layer, rc_sel, rc_full, w_layer = _layer_times(model, compute, t, mb, sp, prec,
-                                                              layout.attention)
+                                                              layout.attention, cp=cp)
+    ring_f, ring_b = _ring_times(model, compute, network, job, t, cp, mb, sp, prec,
+                                 layout.attention)
     act = activation_message(model, layout)
     # TP: 2 all-reduces forward and 2 backward per layer; with sequence parallelism each
     # becomes a reduce-scatter + all-gather of the same volume (Korthikanti et al. 2022).
     tp_one = _tp_collective(network, job, act, sp)
     # vocab-parallel loss: max, sum and target logit over tp (tokens x 4 B each)
-    loss_ar = 3 * _collective(network, "allreduce", "tp", job, mb * model.seq * 4.0) if t > 1 else 0.0
+    loss_ar = (3 * _collective(network, "allreduce", "tp", job, mb * model.seq // cp * 4.0)
+               if t > 1 else 0.0)
     # Pipeline transfers: each TP rank sends its 1/t of the activation and the receivers
     # all-gather it over TP (Megatron-LM's scatter/gather, Narayanan et al. 2021 Sec. 4.1);
     # with sequence parallelism the activation already is split by t (no gather).
@@ -310,14 +349,17 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
             if mode == "full":           # the re-run forward repeats its all-to-alls
                 ep_b += n_moe * moe.all_to_alls
         tp_f = tp_b = 2 * n_layers * tp_one
+        cp_f, cp_b = n_layers * ring_f, n_layers * ring_b
+        if mode == "full":              # the re-run forward passes the ring again
+            cp_b += n_layers * ring_f
         if i == 0:                      # embedding: lookup forward, scatter-add backward
-            emb_f = compute.ops_time(embedding_ops(model, t, mb, prec))
+            emb_f = compute.ops_time(embedding_ops(model, t, mb, prec, cp))
             fwd_c += emb_f
             bwd_c += 2 * emb_f
             wgrad += 2 * emb_f          # (all of it: the embedding table's gradient)
             tp_f += tp_one              # vocab-parallel embedding all-reduce
         if i == layout.head_stage:      # (the last stage, or in a V the first)
-            head = head_ops(model, t, mb, prec)
+            head = head_ops(model, t, mb, prec, cp)
             head_f = compute.ops_time(head)
             fwd_c += head_f
             bwd_c += 2 * head_f
@@ -328,10 +370,12 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
         if mode == "full":
             rc += 2 * n_layers * tp_one     # the re-run forward repeats its collectives
         rc_tp = 2 * n_layers * tp_one if mode == "full" else 0.0
-        stages[i] = StageCost(forward=fwd_c + tp_f + ep_f, backward=bwd_c + tp_b + rc + ep_b,
+        stages[i] = StageCost(forward=fwd_c + tp_f + ep_f + cp_f,
+                              backward=bwd_c + tp_b + rc + ep_b + cp_b,
                               compute=fwd_c + bwd_c, recompute=rc, tp_comm=tp_f + tp_b, p2p=p2p,
                               tp_forward=tp_f, tp_backward=tp_b + rc_tp, layers=n_layers,
-                              wgrad=wgrad, ep_forward=ep_f, ep_backward=ep_b)
+                              wgrad=wgrad, ep_forward=ep_f, ep_backward=ep_b,
+                              cp_forward=cp_f, cp_backward=cp_b)
     return stages
 
 
@@ -357,17 +401,19 @@ def _moe_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
     gradients). The busiest rank moves ``moe_load`` times the mean (capped by the
     capacity factor), which the pairwise exchange prices as the whole exchange slowed
     to its pace. The expert-parallel group is ep consecutive data-parallel ranks
-    (Megatron-Core parallel_state's order tp-cp-ep-dp-pp): a job of dp = ep."""
+    (Megatron-Core parallel_state's order tp-cp-ep-dp-pp): a job of dp = ep, tp x cp
+    apart."""
     t, mb, sp = layout.tp, layout.micro_batch, layout.sequence_parallel
     cap = model.capacity_factor
     load = min(layout.moe_load, cap) if cap else layout.moe_load
     f, b, sel, full, w = _layer_times(model, compute, t, mb, sp, layout.precision,
-                                      layout.attention, True, layout.ep, layout.moe_load)
+                                      layout.attention, True, layout.ep, layout.moe_load,
+                                      layout.cp)
     a2a = 0.0
     if layout.ep > 1:
-        rows = mb * model.seq / (t if sp else 1)
+        rows = mb * model.seq / layout.cp / (t if sp else 1)
         nbytes = rows * model.top_k * model.hidden * ACT_BYTES[layout.precision] * load
-        group = JobShape(job.tp, job.pp, layout.ep, job.ranks_per_node)
+        group = JobShape(job.tp * layout.cp, job.pp, layout.ep, job.ranks_per_node)
         a2a = 2 * _collective(network, "alltoall", "dp", group, nbytes)
     return MoeCost(f, b, sel, full, w, a2a)
 
@@ -424,15 +470,15 @@ def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: Ne
     (dp - 1) / dp of the gradient bytes, which costs the compute that long however
     well the transfers hide (``reduce_cpu``). Transfers are the network's (RDMA);
     the memory bandwidth they take from compute is not modelled."""
-    dp = layout.dp
+    dp = layout.replicas                      # (dp x cp: the ranks holding these weights)
     layers = max(1, layout.stage_layers(model)[stage])
     how = layout.sharding_mode
     params, experts = stage_param_parts(model, layout, stage)
     if experts and dp // layout.ep > 1 and only is None:
         # a mixture of experts' routed experts: reduced and sharded over the dp / ep
         # ranks holding the same ones (ranks tp x ep apart), added to the rest's
-        group = layout.replace(dp=dp // layout.ep, ep=1, shard_ranks=0,
-                               global_batch=layout.global_batch // layout.ep)
+        group = layout.replace(dp=dp // layout.ep, ep=1, cp=1, shard_ranks=0,
+                               global_batch=layout.global_batch * layout.cp // layout.ep)
         expert = stage_comm(model, system, group, network, compute,
                             JobShape(job.tp * layout.ep, job.pp, dp // layout.ep,
                                      job.ranks_per_node), stage, only=experts)
@@ -592,16 +638,17 @@ def estimate(model: ModelSpec, system: SystemSpec, layout: Layout,
     recompute_part = m * st.recompute
     tp_part = m * st.tp_comm
     ep_part = m * st.ep_comm
+    cp_part = m * st.cp_comm
     pp_part = m * 2 * st.p2p
     dp_part = dp_tail[crit] + m * (extra_f[crit] + extra_b[crit])
     opt_part = optim[crit]
-    bubble = iteration - (compute_part + recompute_part + tp_part + ep_part + pp_part
-                          + dp_part + opt_part)
+    bubble = iteration - (compute_part + recompute_part + tp_part + ep_part + cp_part
+                          + pp_part + dp_part + opt_part)
     if abs(bubble) < 1e-9 * iteration:   # float noise when there is no pipeline
         bubble = 0.0
     breakdown = Breakdown(compute=compute_part, recompute=recompute_part, tp_comm=tp_part,
                           pp_comm=pp_part, bubble=bubble, dp_comm=dp_part, optimizer=opt_part,
-                          ep_comm=ep_part)
+                          ep_comm=ep_part, cp_comm=cp_part)
     stages = tuple(cost[i] for i, n in runs for _ in range(n))
     return Estimate(model=model, system=system, layout=layout, nodes=job.nodes,
                     iteration_s=iteration, breakdown=breakdown, stages=stages,
@@ -624,7 +671,7 @@ def _iteration(model, system, layout, network):
     runs, the critical stage, the time, (forward and backward extras, data-parallel
     tail, optimizer) per stage)."""
     compute = ComputeModel.for_system(system, layout.precision)
-    job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
+    job = layout.job(system.ranks_per_node)
     runs = layout.stage_runs(model)
     firsts = [first for first, _ in runs]
     cost = _stage_costs(model, layout, network, compute, job, firsts)

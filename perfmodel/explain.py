@@ -38,6 +38,7 @@ FIELD_TEXT = {
     "overlap_dp": ("DP reduction", lambda lay: "overlapping the backward" if lay.overlap_dp
                    else "after the backward"),
     "ep": ("EP", lambda lay: str(lay.ep)),
+    "cp": ("CP", lambda lay: str(lay.cp)),
     "moe_load": ("expert load", lambda lay: f"{lay.moe_load:g}x the mean"),
 }
 
@@ -85,12 +86,14 @@ DRIVERS = {
     "dp_comm": ("dp", "zero", "tp", "pp", "precision", "overlap_dp"),
     "optimizer": ("zero", "dp", "tp", "pp", "precision"),
     "ep_comm": ("ep", "moe_load", "micro_batch", "precision", "sequence_parallel", "tp"),
+    "cp_comm": ("cp", "tp", "micro_batch", "precision", "attention"),
     "stage": ("recompute", "tp", "micro_batch", "precision", "sequence_parallel"),
 }
 TITLES = {"compute": "compute", "recompute": "activation recompute",
           "tp_comm": "tensor-parallel collectives", "pp_comm": "pipeline transfers",
           "bubble": "pipeline bubble", "dp_comm": "exposed data-parallel communication",
-          "optimizer": "optimizer step", "ep_comm": "expert-parallel all-to-alls"}
+          "optimizer": "optimizer step", "ep_comm": "expert-parallel all-to-alls",
+          "cp_comm": "context-parallel key/value ring"}
 
 
 def _because(a: Estimate, b: Estimate, part: str) -> str:
@@ -114,7 +117,7 @@ def _detail(a: Estimate, b: Estimate, part: str) -> str:
     la, lb = a.layout, b.layout
     ma, mb = la.micro_batches, lb.micro_batches
     xa, xb = a.breakdown.to_dict()[part], b.breakdown.to_dict()[part]
-    if part in ("compute", "recompute", "tp_comm", "pp_comm", "ep_comm"):
+    if part in ("compute", "recompute", "tp_comm", "pp_comm", "ep_comm", "cp_comm"):
         if part == "recompute" and _recompute_text(la) != _recompute_text(lb):
             return f"{TITLES[part]}: {_recompute_text(la)} vs {_recompute_text(lb)}"
         counts = f"{ma} vs {mb} micro-batches" if ma != mb else _plural(ma, "micro-batch")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from fpcore.errors import SpecError, check_bool, check_choice, check_float, check_int
 
@@ -17,6 +18,9 @@ from . import partitions, schedules, sharding
 from .model import ModelSpec
 from .ops import ATTENTIONS
 from .precisions import PRECISIONS
+
+if TYPE_CHECKING:
+    from topologies.interface import JobShape
 
 RECOMPUTE = ("none", "selective", "full")
 
@@ -45,6 +49,10 @@ class Layout:
     the data-parallel ones: ep divides dp and the experts); ``moe_load`` is the load
     of the busiest expert-parallel rank over the mean (1: the router spreads the
     tokens evenly, as published benchmarks force it to).
+    ``cp`` splits each sequence over that many ranks (context parallelism, Megatron-
+    Core's: ring attention passes the keys and values around them); they hold the
+    same weights, so the data-parallel group of the reductions and the shards is the
+    dp x cp ``replicas``, and the ranks are tp x cp x pp x dp.
     """
 
     tp: int = 1
@@ -69,6 +77,7 @@ class Layout:
     shard_ranks: int = 0
     ep: int = 1
     moe_load: float = 1.0
+    cp: int = 1
 
     def __post_init__(self):
         for name, hi in (("tp", 1_000_000), ("pp", 100_000), ("dp", 10_000_000),
@@ -91,6 +100,7 @@ class Layout:
             raise err
         check_int("shard_ranks", self.shard_ranks, lo=0, hi=10_000_000)
         check_int("ep", self.ep, hi=1_000_000)
+        check_int("cp", self.cp, hi=1_000_000)
         object.__setattr__(self, "moe_load", check_float(
             "moe_load", self.moe_load, lo=1.0, lo_open=False, hi=1000.0,
             unit="(the busiest expert-parallel rank's tokens over the mean)"))
@@ -98,7 +108,7 @@ class Layout:
             raise SpecError("ep", f"must divide dp ({self.dp}): the expert-parallel groups "
                                   f"are carved out of the data-parallel ones (Megatron-Core "
                                   f"parallel_state); got {self.ep}")
-        err = sharding.hybrid_error(self.sharding, self.zero, self.shard_ranks, self.dp)
+        err = sharding.hybrid_error(self.sharding, self.zero, self.shard_ranks, self.replicas)
         if err is not None:
             raise err
         if spec.virtual:
@@ -130,7 +140,18 @@ class Layout:
 
     @property
     def ranks(self) -> int:
-        return self.tp * self.pp * self.dp
+        return self.tp * self.cp * self.pp * self.dp
+
+    @property
+    def replicas(self) -> int:
+        """Ranks holding the same weights: the data-parallel group (dp x cp)."""
+        return self.dp * self.cp
+
+    def job(self, ranks_per_node: int) -> "JobShape":
+        """The job as the network places it: tp x pp x (dp x cp), the context-parallel
+        ranks innermost in the third dimension (Megatron-Core's order tp-cp-ep-dp-pp)."""
+        from topologies.interface import JobShape
+        return JobShape(self.tp, self.pp, self.dp * self.cp, ranks_per_node)
 
     @property
     def micro_batches(self) -> int:
@@ -140,7 +161,7 @@ class Layout:
     @property
     def shard_size(self) -> int:
         """The data-parallel ranks a sharded state is split over."""
-        return self.shard_ranks or self.dp
+        return self.shard_ranks or self.replicas
 
     @property
     def sharding_mode(self) -> sharding.ShardingMode:
@@ -191,8 +212,9 @@ class Layout:
 
     def label(self) -> str:
         """Compact one-line description, e.g. ``TP6 PP8 DP288 mb1 1f1b``."""
-        parts = [f"TP{self.tp}", f"PP{self.pp}", f"DP{self.dp}"
-                 + (f" EP{self.ep}" if self.ep > 1 else ""), f"mb{self.micro_batch}",
+        parts = [f"TP{self.tp}"] + ([f"CP{self.cp}"] if self.cp > 1 else []) + [
+                 f"PP{self.pp}", f"DP{self.dp}" + (f" EP{self.ep}" if self.ep > 1 else ""),
+                 f"mb{self.micro_batch}",
                  self.schedule + (f"/v{self.virtual_stages}" if self.virtual_stages > 1 else "")]
         if self.shard_ranks:
             parts.append(f"{self.sharding_mode.hybrid}/{self.shard_ranks}")
@@ -325,8 +347,13 @@ def validate_layout(layout: Layout, model: ModelSpec, ranks: int | None = None) 
     if layout.ep > 1 and not model.experts:
         raise SpecError("ep", f"needs a mixture of experts ({model.name} is dense); got "
                               f"{layout.ep}")
-    if layout.sequence_parallel and model.seq % layout.tp:
-        raise SpecError("sequence_parallel", f"tp ({layout.tp}) must divide seq ({model.seq})")
+    if layout.cp > 1 and model.seq % (2 * layout.cp):
+        raise SpecError("cp", f"2 x cp must divide seq ({model.seq}): Megatron-Core's context "
+                              f"parallelism gives each rank two of 2 cp chunks of the "
+                              f"sequence, to balance the causal mask; got {layout.cp}")
+    if layout.sequence_parallel and (model.seq // layout.cp) % layout.tp:
+        raise SpecError("sequence_parallel", f"tp ({layout.tp}) must divide seq ({model.seq})"
+                                             + (f" / cp ({layout.cp})" if layout.cp > 1 else ""))
     if layout.schedule_spec.groups_of_pp and layout.micro_batches % layout.pp:
         raise SpecError("global_batch", f"{layout.schedule} needs micro-batches per pipeline "
                                         f"({layout.micro_batches}) divisible by pp ({layout.pp})")
@@ -337,8 +364,10 @@ def validate_layout(layout: Layout, model: ModelSpec, ranks: int | None = None) 
                                         f"pipeline with pp {layout.pp}; got "
                                         f"{layout.micro_batches} ({spec.micro_batch_rule})")
     if ranks is not None and layout.ranks != ranks:
-        raise SpecError("dp", f"tp x pp x dp = {layout.tp} x {layout.pp} x {layout.dp} = "
-                              f"{layout.ranks} must equal the number of ranks ({ranks})")
+        names, sizes = (" x cp", f" x {layout.cp}") if layout.cp > 1 else ("", "")
+        raise SpecError("dp", f"tp x pp x dp{names} = {layout.tp} x {layout.pp} x {layout.dp}"
+                              f"{sizes} = {layout.ranks} must equal the number of ranks "
+                              f"({ranks})")
 
 
 # The frameworks the presets' software stacks run: Megatron-LM as of 2021-2023 (Selene's

@@ -127,15 +127,17 @@ def _stage_params(model: ModelSpec, t: int, p: int, stage: int, layers: int,
 def activation_bytes_per_layer(model: ModelSpec, tp: int, micro_batch: int,
                                sequence_parallel: bool, recompute: str, precision: str,
                                attention: str = "materialized", moe: bool = False,
-                               load: float = 1.0) -> float:
+                               load: float = 1.0, cp: int = 1) -> float:
     """Activations one layer keeps for its backward, one micro-batch, one TP rank.
     FlashAttention keeps no s x s matrix: the attention output and a 4-byte row
     statistic per head and query (Dao et al. 2022). An MoE layer (``moe``) keeps, in
     place of the MLP's, its router's fp32 scores and, for each of the top-k copies of
     a token (``load`` times the even share on the busiest rank), the expert's input
-    and its MLP activations, and the shared experts' as a dense MLP's."""
+    and its MLP activations, and the shared experts' as a dense MLP's. On one of ``cp``
+    context-parallel ranks: s / cp tokens of each sequence, whose queries meet every
+    key."""
     e, mask = ACT_BYTES[precision], (1 if model.dropout else 0)
-    s, b, h, f, t = model.seq, micro_batch, model.hidden, model.ffn, tp
+    s, b, h, f, t = model.seq // cp, micro_batch, model.hidden, model.ffn, tp
     sbh = s * b * h
     if recompute == "full":
         return e * sbh / (t if sequence_parallel else 1)    # the layer input only
@@ -158,7 +160,7 @@ def activation_bytes_per_layer(model: ModelSpec, tp: int, micro_batch: int,
         scores = 4.0 * model.heads * s * b / t
     elif recompute == "none":                               # selective re-runs these
         per_elem = e + (e + mask if model.dropout else 0)   # softmax out (+ mask, dropout out)
-        scores = per_elem * model.heads * s * s * b / t
+        scores = per_elem * model.heads * s * model.seq * b / t
     return outside + inside + scores
 
 
@@ -180,11 +182,12 @@ def micro_batch_activation_bytes(model: ModelSpec, layout: Layout, stage: int) -
     args = (model, layout.tp, layout.micro_batch, layout.sequence_parallel, mode,
             layout.precision, layout.attention)
     n_moe = layout.stage_moe_layers(model)[stage]
-    acts = (layout.stage_layers(model)[stage] - n_moe) * activation_bytes_per_layer(*args)
+    acts = (layout.stage_layers(model)[stage] - n_moe) * activation_bytes_per_layer(
+        *args, cp=layout.cp)
     if n_moe:
-        acts += n_moe * activation_bytes_per_layer(*args, True, layout.moe_load)
+        acts += n_moe * activation_bytes_per_layer(*args, True, layout.moe_load, layout.cp)
     if stage == 0 and model.dropout:
-        acts += model.seq * layout.micro_batch * model.hidden
+        acts += model.seq // layout.cp * layout.micro_batch * model.hidden
     return acts
 
 
@@ -205,14 +208,14 @@ def stage_memory(model: ModelSpec, layout: Layout, stage: int) -> MemoryBreakdow
     e, mb, sp = ACT_BYTES[layout.precision], layout.micro_batch, layout.sequence_parallel
     in_flight = in_flight_layers(model, layout, stage) / layout.stage_layers(model)[stage]
     acts = in_flight * micro_batch_activation_bytes(model, layout, stage)
-    sbh = model.seq * mb * model.hidden
+    sbh = model.seq // layout.cp * mb * model.hidden
     if mode == "full":   # one layer is rebuilt in full during its backward
         acts += activation_bytes_per_layer(model, t, mb, sp, "none", layout.precision,
-                                           layout.attention)
+                                           layout.attention, cp=layout.cp)
     buffers = 0.0
     if stage == layout.head_stage:
         # logits (training precision) and the fp32 softmax kept for the loss backward
-        buffers += model.seq * mb * vocab_shard(model, t) * (e + 4)
+        buffers += model.seq // layout.cp * mb * vocab_shard(model, t) * (e + 4)
     if layout.pp > 1:
         buffers += 2 * e * sbh          # pipeline send and receive buffers
     if t > 1:

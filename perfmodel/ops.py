@@ -121,14 +121,18 @@ class LayerOps:
 @cached("model", maxsize=4096)
 def layer_ops(model: ModelSpec, tp: int, micro_batch: int, sequence_parallel: bool,
               precision: str, attention: str = "materialized", moe: bool = False,
-              ep: int = 1, load: float = 1.0) -> LayerOps:
+              ep: int = 1, load: float = 1.0, cp: int = 1) -> LayerOps:
     """The forward ops of one transformer layer on one of ``tp`` ranks, its attention
     core computed as ``attention`` says (``ATTENTIONS``; see the conventions); with
     ``moe``, one of the model's mixture-of-experts layers on one of ``ep`` expert-
-    parallel ranks whose experts take ``load`` times their even share (``moe_ops``)."""
+    parallel ranks whose experts take ``load`` times their even share (``moe_ops``);
+    with ``cp`` > 1, on one of cp context-parallel ranks: s / cp of each sequence's
+    tokens, whose queries meet every key (ring attention; the causal half balanced
+    over the ranks, Megatron-Core's two chunks each)."""
     b, s, h, t = micro_batch, model.seq, model.hidden, tp
     e = ACT_BYTES[precision]
-    T = b * s
+    sq = s // cp                                   # this rank's queries of a sequence
+    T = b * sq
     heads, hd, f = model.heads // t, model.head_dim, model.ffn
     kv_cols = (model.kv_dim * 2) // t if model.kv_heads >= t else 2 * hd
     # Elementwise work outside the TP-split region is replicated on every rank
@@ -141,16 +145,16 @@ def layer_ops(model: ModelSpec, tp: int, micro_batch: int, sequence_parallel: bo
         gemm("qkv", T, h // t + kv_cols, h, e, weighted=True),  # (T, h) x (h, 3h/t)
     ]
     if attention == "flash":
-        ops.append(flash_attention_op(b * heads, s, hd, e))
+        ops.append(flash_attention_op(b * heads, s, hd, e, cp))
         core = ("attn_flash",)
     elif attention == "materialized":
-        ops.append(gemm("attn_scores", s, s, hd, e, batch=b * heads))       # (b a/t, s, hd) x (hd, s)
-        ops.append(mem("softmax", b * heads * s * s, 1, 1, e,                 # (b a/t, s, s)
+        ops.append(gemm("attn_scores", sq, s, hd, e, batch=b * heads))      # (b a/t, s, hd) x (hd, s)
+        ops.append(mem("softmax", b * heads * sq * s, 1, 1, e,                # (b a/t, s, s)
                        FLOPS_PER_ELEMENT["softmax"]))
         if model.dropout:
-            ops.append(mem("attn_dropout", b * heads * s * s, 1, 1, e,
-                           FLOPS_PER_ELEMENT["dropout"], extra_bytes=b * heads * s * s * mask))
-        ops.append(gemm("attn_v", s, hd, s, e, batch=b * heads))             # (b a/t, s, s) x (s, hd)
+            ops.append(mem("attn_dropout", b * heads * sq * s, 1, 1, e,
+                           FLOPS_PER_ELEMENT["dropout"], extra_bytes=b * heads * sq * s * mask))
+        ops.append(gemm("attn_v", sq, hd, s, e, batch=b * heads))            # (b a/t, s, s) x (s, hd)
         core = ("attn_scores", "softmax", "attn_dropout", "attn_v")
     else:
         raise SpecError("attention", f"must be one of {', '.join(ATTENTIONS)}; got {attention!r}")
@@ -213,13 +217,16 @@ def moe_ops(model: ModelSpec, t: int, T: int, rows: float, e: int, ep: int,
     return ops
 
 
-def flash_attention_op(heads: int, s: int, hd: int, e: int) -> Op:
+def flash_attention_op(heads: int, s: int, hd: int, e: int, cp: int = 1) -> Op:
     """FlashAttention's fused forward over ``heads`` (batch x local heads) heads of ``s``
     queries: QK^T and PV on the causal blocks only, reading Q, K, V and writing the
-    output (and 4-byte row statistics); its backward is FLASH_BACKWARD x this."""
-    flops = 2 * (2.0 * s * s * hd) * heads * causal_fraction(s)
-    nbytes = heads * (4 * s * hd * e + 4 * s)
-    return Op("attn_flash", "gemm", flops, nbytes, s, s, hd, heads, backward=FLASH_BACKWARD)
+    output (and 4-byte row statistics); its backward is FLASH_BACKWARD x this. On one
+    of ``cp`` context-parallel ranks: its s / cp queries against all s keys, 1 / cp
+    of the causal blocks (balanced), reading every key and value once."""
+    sq = s // cp
+    flops = 2 * (2.0 * s * s * hd) * heads * causal_fraction(s) / cp
+    nbytes = heads * ((2 * sq + 2 * s) * hd * e + 4 * sq)
+    return Op("attn_flash", "gemm", flops, nbytes, sq, s, hd, heads, backward=FLASH_BACKWARD)
 
 
 def vocab_shard(model: ModelSpec, tp: int) -> int:
@@ -227,17 +234,20 @@ def vocab_shard(model: ModelSpec, tp: int) -> int:
 
 
 @cached("model", maxsize=4096)
-def embedding_ops(model: ModelSpec, tp: int, micro_batch: int, precision: str) -> tuple[Op, ...]:
-    """First stage, forward: token lookup (+ learned positions)."""
-    T, h, e = micro_batch * model.seq, model.hidden, ACT_BYTES[precision]
+def embedding_ops(model: ModelSpec, tp: int, micro_batch: int, precision: str,
+                  cp: int = 1) -> tuple[Op, ...]:
+    """First stage, forward: token lookup (+ learned positions), of s / cp tokens."""
+    T, h, e = micro_batch * model.seq // cp, model.hidden, ACT_BYTES[precision]
     reads = 2 if model.position == "learned" else 1
     return (mem("embedding", T * h, reads, 1, e, 1),)                         # (T,) -> (T, h)
 
 
 @cached("model", maxsize=4096)
-def head_ops(model: ModelSpec, tp: int, micro_batch: int, precision: str) -> tuple[Op, ...]:
-    """Last stage, forward: final norm, logits and the cross-entropy loss."""
-    T, h, e = micro_batch * model.seq, model.hidden, ACT_BYTES[precision]
+def head_ops(model: ModelSpec, tp: int, micro_batch: int, precision: str,
+             cp: int = 1) -> tuple[Op, ...]:
+    """Last stage, forward: final norm, logits and the cross-entropy loss (s / cp
+    tokens)."""
+    T, h, e = micro_batch * model.seq // cp, model.hidden, ACT_BYTES[precision]
     v = vocab_shard(model, tp)
     return (
         mem("final_norm", T * h, 1, 1, e, FLOPS_PER_ELEMENT[model.norm]),

@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from fpcore.errors import SpecError
-from topologies import JobShape
 from topologies.interface import group_geometry
 
 from .compute import ComputeModel
@@ -233,6 +232,11 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
                                                       if (v or 1) > 1 else "")
                         + (f", and {deepest.name} needs pp >= {deepest.framework_min_pp}"
                            if deepest is not None and _min_pp(pins) > 1 else ""))
+    cp = pins.get("cp")
+    if cp is not None and cp > 1 and model.seq % (2 * cp):
+        raise SpecError("cp", f"2 x cp must divide seq ({model.seq}): Megatron-Core's context "
+                              f"parallelism gives each rank two of 2 cp chunks of the "
+                              f"sequence; got {cp}")
     ep = pins.get("ep")
     if ep is not None and ep > 1 and not model.experts:
         raise SpecError("ep", f"needs a mixture of experts ({model.name} is dense); got {ep}")
@@ -293,10 +297,11 @@ def job_shapes(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
            if global_batch % (d * mb) == 0 and (not zero or d > 1)   # ZeRO shards over dp
            and (not shard or (d % shard == 0 and d > shard))]         # ... or its groups
     methods = allowed_partitions(system, pins)
+    cp = pins.get("cp") or 1                  # context parallelism: pinned, not searched
     for tp in _tp_options(model, pins):
         for pp in _pp_options(model, pins, methods):
             for dp in dps:
-                ranks = tp * pp * dp
+                ranks = tp * cp * pp * dp
                 if ranks % ppn:
                     continue
                 nodes = ranks // ppn
@@ -309,7 +314,7 @@ def batches_for_nodes(model: ModelSpec, system: SystemSpec, nodes: int, global_b
     """Up to ``k`` global batches nearest ``global_batch`` (from half to twice it) with
     which some layout runs on exactly ``nodes`` nodes (a shape whose dp divides the
     batch, and a layout of it that fits in memory)."""
-    ranks = nodes * system.ranks_per_node
+    ranks = nodes * system.ranks_per_node // (pins.get("cp") or 1)
     step = pins.get("micro_batch") or 1
     near = set()
     for tp in _tp_options(model, pins):
@@ -379,6 +384,7 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
     # a mixture of experts' expert parallelism: every ep that divides the experts and dp
     eps = _pinned(pins, "ep", divisors(math.gcd(model.experts, dp)) if model.experts else [1])
     moe = {"moe_load": pins["moe_load"]} if pins.get("moe_load") is not None else {}
+    cp = pins.get("cp") or 1
     sps = _pinned(pins, "sequence_parallel",
                   [False, True] if tp > 1 and model.seq % tp == 0 else [False])
     for mb in _pinned(pins, "micro_batch", MICRO_BATCHES):
@@ -402,8 +408,8 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
                             yield Layout(tp=tp, pp=pp, dp=dp, micro_batch=mb,
                                          global_batch=global_batch, schedule=sched,
                                          virtual_stages=v, sequence_parallel=sp,
-                                         precision=prec, partition=split, ep=ep, **moe,
-                                         **(settings or {}))
+                                         precision=prec, partition=split, ep=ep, cp=cp,
+                                         **moe, **(settings or {}))
 
 
 def least_recompute_that_fits(model: ModelSpec, system: SystemSpec, layout: Layout, pins: dict,
@@ -473,23 +479,23 @@ def shard_options(system: SystemSpec, layout: Layout, zero: int, pins: dict) -> 
     """The sharding groups to try for ZeRO stage ``zero``: all of dp, and where the
     stack shards per node (HYBRID_SHARD) the data-parallel ranks of one node."""
     if pins.get("shard_ranks") is not None:
-        err = hybrid_error(layout.sharding, zero, pins["shard_ranks"], layout.dp)
+        err = hybrid_error(layout.sharding, zero, pins["shard_ranks"], layout.replicas)
         return [] if err is not None else [pins["shard_ranks"]]
     out = [0]
     if "node" in system.stack.shard_groups and zero >= 1:
-        job = JobShape(layout.tp, layout.pp, layout.dp, system.ranks_per_node)
+        job = layout.job(system.ranks_per_node)
         node = group_geometry(job, "dp").per_node
-        if hybrid_error(layout.sharding, zero, node, layout.dp) is None:
+        if hybrid_error(layout.sharding, zero, node, layout.replicas) is None:
             out.append(node)
     return out
 
 
 def lower_bound_s(model: ModelSpec, system: SystemSpec, tp: int, pp: int, dp: int,
-                  global_batch: int, precision: str, max_v: int) -> float:
+                  global_batch: int, precision: str, max_v: int, cp: int = 1) -> float:
     """A bound no layout of this shape can beat: its share of the model FLOPs at the
     best GEMM efficiency, stretched by the smallest possible pipeline bubble."""
     compute = ComputeModel.for_system(system, precision)
-    per_sample = model_flops_per_iteration(model, 1) / (tp * pp)
+    per_sample = model_flops_per_iteration(model, 1) / (tp * pp * cp)
     w1 = per_sample / (compute.peak_flops * compute.max_gemm_efficiency)
     return w1 * (global_batch / dp + (pp - 1) / max_v)
 
@@ -558,10 +564,11 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
         hi = system.network.nodes if max_nodes is None else max_nodes
         accept = lambda n: min_nodes <= n <= hi and allocatable(system, n)   # noqa: E731
     found = []                 # (bound, nodes, tp, pp, dp, most virtual stages), by bound
+    cp = pins.get("cp") or 1
     for n, tp, pp, dp in job_shapes(model, system, global_batch, pins, accept):
         max_v = _max_virtual(model, pp, pins)
-        found.append((lower_bound_s(model, system, tp, pp, dp, global_batch, precision, max_v),
-                      n, tp, pp, dp, max_v))
+        found.append((lower_bound_s(model, system, tp, pp, dp, global_batch, precision, max_v,
+                                    cp), n, tp, pp, dp, max_v))
     found.sort()
     methods = allowed_partitions(system, pins)
     screening = screening_network(system)
@@ -587,8 +594,8 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
     for _, n, tp, pp, dp, max_v in found:
         evidence = () if ranker is None else ranker.shape_evidence(model, system, tp, pp, dp,
                                                                    precision)
-        if beaten(lambda s: lower_bound_s(model, s, tp, pp, dp, global_batch, precision, max_v),
-                  evidence):
+        if beaten(lambda s: lower_bound_s(model, s, tp, pp, dp, global_batch, precision, max_v,
+                                          cp), evidence):
             stats.pruned += 1
             continue
         stats.node_counts.add(n)

@@ -16,7 +16,9 @@ def _layout_cells(lay: dict) -> list[str]:
         rc = f"full:{lay['recompute_stages']}"
     ep = lay.get("ep", 1)
     dp = str(lay["dp"]) + (f" ep{ep}" if ep > 1 else "")     # (experts split over ep of them)
-    return [str(lay["tp"]), str(lay["pp"]) + _uneven(lay), dp,
+    cp = lay.get("cp", 1)
+    tp = str(lay["tp"]) + (f" cp{cp}" if cp > 1 else "")     # (each sequence over cp ranks)
+    return [tp, str(lay["pp"]) + _uneven(lay), dp,
             str(lay["micro_batch"]), sched, str(lay["zero"]), rc,
             "y" if lay["sequence_parallel"] else "n"]
 
@@ -209,7 +211,7 @@ def render_plan(d: dict) -> str:
         bd = b["breakdown_s"]
         lines += ["", f"Iteration of the best layout ({plain(b['iteration_s'])} s): "
                   + ", ".join(f"{k.replace('_', ' ')} {plain(v)}" for k, v in bd.items()
-                              if k != "ep_comm" or v)]
+                              if k not in ("ep_comm", "cp_comm") or v)]
     c = d.get("comparison")
     if c:
         lines += [""] + _comparison(c, s)
@@ -363,13 +365,14 @@ def render_simulation(d: dict) -> str:
              f"critical stage {d['critical_stage']}"
              + (" (noise-free)" if noisy else "") + ": " + ", ".join(
                  f"{k.replace('_', ' ')} {plain(v)}" for k, v in d["breakdown"].items()
-                 if k != "ep_comm" or v) + " s",
+                 if k not in ("ep_comm", "cp_comm") or v) + " s",
              ""]
     layers = lay.get("stage_layers") or [None] * len(d["stages"])
     parts = [("compute", "compute"), ("recompute", "recompute"), ("tp_comm", "TP"),
-             ("ep_comm", "EP"), ("pp_comm", "PP"), ("dp_comm", "DP"), ("optimizer", "optimizer")]
-    parts = [(k, name) for k, name in parts     # (EP only where a mixture of experts runs it)
-             if k != "ep_comm" or any(s["busy_s"].get(k) for s in d["stages"])]
+             ("ep_comm", "EP"), ("cp_comm", "CP"), ("pp_comm", "PP"), ("dp_comm", "DP"),
+             ("optimizer", "optimizer")]
+    parts = [(k, name) for k, name in parts     # (EP and CP only where the layout runs them)
+             if k not in ("ep_comm", "cp_comm") or any(s["busy_s"].get(k) for s in d["stages"])]
     rows = [[str(s["stage"]), str(layers[s["stage"]]), f"{plain(s['end_s'])}",
              *[f"{plain(s['busy_s'][k])}" for k, _ in parts],
              f"{plain(s['idle_s'])}", f"{s['peak_memory_bytes'] / 1e9:.2f}"] for s in d["stages"]]
