@@ -13,10 +13,17 @@ Families read (their ``model_type``), with the fields each names a shape by:
   query attention); rotary positions, RMSNorm, SwiGLU (``hidden_act`` silu), no biases
   (llama's attention_bias / mlp_bias say otherwise when set), untied unless
   ``tie_word_embeddings``; no dropout unless ``attention_dropout`` is above 0.
+* ``mixtral`` (Mixtral): as ``mistral``, every MLP a mixture of num_local_experts
+  experts of intermediate_size, num_experts_per_tok of them per token.
+* ``deepseek`` (DeepSeekMoE): as ``llama``, with n_routed_experts experts of
+  moe_intermediate_size (num_experts_per_tok per token) and n_shared_experts shared
+  ones in every moe_layer_freq-th layer after the first first_k_dense_replace, which
+  are dense (intermediate_size).
 
 The sequence length is ``n_positions`` / ``max_position_embeddings`` (the longest the
 model takes), or the one ``--seq`` gives. Fields that change what a step costs and
-that the model cannot represent are refused by name: mixture-of-experts fields, a
+that the model cannot represent are refused by name: mixture-of-experts fields in
+another family, a
 sliding attention window shorter than the sequence, a head size other than hidden /
 heads, biases on some projections only (but Qwen2's query, key and value biases,
 a few thousand parameters a layer, are left out of the count and the model's source
@@ -30,7 +37,8 @@ from fpcore.errors import SpecError
 
 from .model import ModelSpec
 
-FAMILIES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2")
+FAMILIES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "mixtral", "deepseek")
+MOE_FAMILIES = ("mixtral", "deepseek")
 GELUS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python")
 MOE_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "num_experts_per_tok",
               "moe_intermediate_size", "n_shared_experts")
@@ -45,9 +53,11 @@ def model_from_hf_config(data, where: str, name: str, seq: int | None = None) ->
     if family not in FAMILIES:
         raise SpecError(f"{where}: model_type", f"must be one of {', '.join(FAMILIES)} "
                                                 f"(the families read); got {str(family)[:40]!r}")
-    for field in MOE_FIELDS:
+    for field in MOE_FIELDS if family not in MOE_FAMILIES else ():
         if data.get(field) not in ((None, 0, 1) if field == "num_experts_per_tok" else (None, 0)):
-            raise SpecError(f"{where}: {field}", "mixture-of-experts models are not modelled")
+            raise SpecError(f"{where}: {field}", f"mixture-of-experts {family} models are not "
+                                                 f"read (the families with experts read: "
+                                                 f"{', '.join(MOE_FAMILIES)})")
     get = _reader(data, where)
     left_out = ""                       # what the count leaves out, said in the source
     if family == "gpt2":
@@ -78,6 +88,16 @@ def model_from_hf_config(data, where: str, name: str, seq: int | None = None) ->
             bias, left_out = _llama_bias(data, family, where, hidden)
             fields.update(norm="rmsnorm", kv_heads=get("num_key_value_heads", int, heads),
                           bias=bias, dropout=get("attention_dropout", float, 0.0) > 0)
+        if family == "mixtral":
+            fields.update(experts=get("num_local_experts", int),
+                          top_k=get("num_experts_per_tok", int))
+        elif family == "deepseek":
+            fields.update(experts=get("n_routed_experts", int),
+                          top_k=get("num_experts_per_tok", int),
+                          expert_ffn=get("moe_intermediate_size", int),
+                          shared_experts=get("n_shared_experts", int, 0),
+                          first_dense=get("first_k_dense_replace", int, 0),
+                          moe_every=get("moe_layer_freq", int, 1))
         head_dim = get("head_dim", int, None)
         if head_dim is not None and head_dim * heads != hidden:
             raise SpecError(f"{where}: head_dim", f"{head_dim} x {heads} heads is not the "

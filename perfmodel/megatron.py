@@ -40,6 +40,12 @@ FLAGS = {
     "--global-batch-size": ("batch", "global_batch", int),
     "--virtual-pipeline-model-parallel-size": ("pin", "virtual_stages", int),
     "--recompute-granularity": ("pin", "recompute", str),
+    "--context-parallel-size": ("pin", "cp", int),
+    "--expert-model-parallel-size": ("pin", "ep", int),
+    "--num-experts": ("model", "experts", int),
+    "--moe-router-topk": ("model", "top_k", int),
+    "--moe-ffn-hidden-size": ("model", "expert_ffn", int),
+    "--moe-expert-capacity-factor": ("model", "capacity_factor", float),
 }
 SWITCHES = {                      # flags without a value -> (what, field, value)
     "--sequence-parallel": ("pin", "sequence_parallel", True),
@@ -86,8 +92,9 @@ def read_megatron(source: str) -> tuple[dict, dict, int | None, list[str], str]:
             try:
                 value = cast(value)
             except ValueError:
-                raise SpecError(f"{where}: {flag}", f"must be a whole number; got "
-                                                    f"{value[:30]!r}") from None
+                raise SpecError(f"{where}: {flag}", f"must be a "
+                                                    f"{'whole ' if cast is int else ''}number; "
+                                                    f"got {value[:30]!r}") from None
             if kind == "model":
                 model[field] = value
             elif kind == "pin":
@@ -118,6 +125,8 @@ def read_megatron(source: str) -> tuple[dict, dict, int | None, list[str], str]:
                                f"--hidden-size and --num-attention-heads")
     if model.get("activation") == "swiglu" and "ffn" not in model:
         model["ffn"] = _swiglu_ffn(model["hidden"])
+    if model.get("experts"):
+        model.setdefault("top_k", 2)   # Megatron-Core's --moe-router-topk default
     return model, pins, batch, sorted(set(ignored)), where
 
 

@@ -27,6 +27,8 @@ ALIASES = [                        # (commands, Megatron's name, ours, value, pa
     (("plan", "simulate"), "--virtual-pipeline-model-parallel-size", "--virtual-stages", "2",
      "virtual_stages"),
     (("plan", "simulate"), "--recompute-granularity", "--recompute", "selective", "recompute"),
+    (("plan", "simulate"), "--context-parallel-size", "--cp", "2", "cp"),
+    (("plan", "simulate"), "--expert-model-parallel-size", "--ep", "8", "ep"),
 ]
 
 
@@ -164,3 +166,26 @@ def test_a_script_without_a_training_command_is_named(tmp_path):
     script.write_text("TP=2\necho hello\n")
     result = CliRunner().invoke(main, ["plan", "--from-megatron", str(script)])
     assert result.exit_code == 2 and "no python pretrain" in result.stderr
+
+
+def test_megatron_cores_mixtral_example_is_the_preset():
+    """Megatron-Core's MoE README runs Mixtral 8x7B with these arguments (its
+    "MoE training example", NVIDIA/Megatron-LM megatron/core/transformer/moe/README.md):
+    the model read from them counts the preset's parameters, and EP 8 is pinned."""
+    from perfmodel.megatron import read_megatron
+    from perfmodel.model import ModelSpec
+    from perfmodel.presets import load_model
+    args = ("--num-layers 32 --hidden-size 4096 --ffn-hidden-size 14336 "
+            "--num-attention-heads 32 --group-query-attention --num-query-groups 8 "
+            "--seq-length 4096 --max-position-embeddings 32768 --vocab-size 32000 "
+            "--position-embedding-type rope --swiglu --untie-embeddings-and-output-weights "
+            "--normalization RMSNorm --disable-bias-linear --num-experts 8 "
+            "--moe-router-topk 2 --expert-model-parallel-size 8 "
+            "--tensor-model-parallel-size 1 --pipeline-model-parallel-size 4 "
+            "--micro-batch-size 1 --global-batch-size 128 --bf16")
+    fields, pins, batch, ignored, _ = read_megatron(args)
+    model = ModelSpec(**fields)
+    mixtral = load_model("mixtral-8x7b")
+    assert (model.params, model.active_params) == (mixtral.params, mixtral.active_params)
+    assert pins == {"ep": 8, "tp": 1, "pp": 4, "micro_batch": 1, "precision": "bf16"}
+    assert batch == 128 and "--max-position-embeddings" in ignored

@@ -24,6 +24,19 @@ def test_a_config_gives_the_presets_model(fixture, preset):
     assert "Hugging Face config" in model.source
 
 
+MOE = ("experts", "top_k", "expert_ffn", "shared_experts", "first_dense", "moe_every")
+
+
+@pytest.mark.parametrize("fixture,preset", [("mixtral-8x7b.json", "mixtral-8x7b"),
+                                            ("deepseek-moe-16b.json", "deepseek-moe-16b")])
+def test_a_mixture_of_experts_config_gives_the_presets_model(fixture, preset):
+    """The presets train 4096-token sequences (Mixtral's config takes 32k)."""
+    model, shipped = load_model(str(HF / fixture), seq=4096), load_model(preset)
+    assert {k: getattr(model, k) for k in SHAPE + MOE} == \
+        {k: getattr(shipped, k) for k in SHAPE + MOE}
+    assert (model.params, model.active_params) == (shipped.params, shipped.active_params)
+
+
 def write(tmp_path, **fields) -> str:
     path = tmp_path / "config.json"
     path.write_text(json.dumps(fields))
@@ -57,6 +70,9 @@ def test_grouped_query_attention_and_the_other_families(tmp_path):
     (dict(model_type="t5"), "model_type"),
     (dict(model_type="mistral", sliding_window=1024), "sliding_window"),
     (dict(num_local_experts=8, num_experts_per_tok=2), "num_local_experts"),
+    (dict(model_type="qwen2", num_experts=8), "num_experts"),           # (not read there)
+    (dict(model_type="mixtral"), "num_local_experts"),                  # (required there)
+    (dict(model_type="mixtral", num_local_experts=8, num_experts_per_tok=9), "top_k"),
     (dict(head_dim=128), "head_dim"),
     (dict(hidden_act="relu"), "hidden_act"),
     (dict(attention_bias=True), "attention_bias"),
