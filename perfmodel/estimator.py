@@ -311,8 +311,10 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
     cp = layout.cp
     f_layer, b_layer, rc_sel, rc_full, w_layer = _layer_times(model, compute, t, mb, sp, prec,
                                                               layout.attention, cp=cp)
-    ring_f, ring_b = _ring_times(model, compute, network, job, t, cp, mb, sp, prec,
-                                 layout.attention)
+    ring_f = ring_b = 0.0
+    if cp > 1:
+        ring_f, ring_b = _ring_times(model, compute, network, job, t, cp, mb, sp, prec,
+                                     layout.attention)
     act = activation_message(model, layout)
     # TP: 2 all-reduces forward and 2 backward per layer; with sequence parallelism each
     # becomes a reduce-scatter + all-gather of the same volume (Korthikanti et al. 2022).

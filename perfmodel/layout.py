@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import TYPE_CHECKING
+from functools import cached_property, lru_cache
 
 from fpcore.errors import SpecError, check_bool, check_choice, check_float, check_int
 
@@ -18,9 +17,7 @@ from . import partitions, schedules, sharding
 from .model import ModelSpec
 from .ops import ATTENTIONS
 from .precisions import PRECISIONS
-
-if TYPE_CHECKING:
-    from topologies.interface import JobShape
+from topologies.interface import JobShape
 
 RECOMPUTE = ("none", "selective", "full")
 
@@ -147,10 +144,9 @@ class Layout:
         """Ranks holding the same weights: the data-parallel group (dp x cp)."""
         return self.dp * self.cp
 
-    def job(self, ranks_per_node: int) -> "JobShape":
+    def job(self, ranks_per_node: int) -> JobShape:
         """The job as the network places it: tp x pp x (dp x cp), the context-parallel
         ranks innermost in the third dimension (Megatron-Core's order tp-cp-ep-dp-pp)."""
-        from topologies.interface import JobShape
         return JobShape(self.tp, self.pp, self.dp * self.cp, ranks_per_node)
 
     @property
@@ -172,7 +168,7 @@ class Layout:
         """The transformer layers of each pipeline stage (perfmodel.partitions)."""
         return partitions.stage_layers(model.layers, self.pp, self.partition)
 
-    @property
+    @cached_property
     def head_stage(self) -> int:
         """The pipeline stage holding the head (the last, or in a V the first)."""
         return self.schedule_spec.head_stage(self.pp)
