@@ -32,6 +32,14 @@ runs in; ``perfmodel/data/validation/runs_*.csv`` ship the published ones):
     shard_ranks        optional: the data-parallel ranks a hybrid sharding mode splits
                        its states over, a replica per group (FSDP HYBRID_SHARD: usually
                        a node's ranks); empty, absent or 0: over all of dp
+    architecture       optional: a model preset (``fugakuperf presets``) whose
+                       architecture the run's model has (key/value heads, FFN width,
+                       norm, activation, positions, biases, tied embeddings, experts),
+                       its shape the row's columns (a proxy run may have fewer layers);
+                       empty or absent: a GPT's (4h FFN, GELU, LayerNorm, learned
+                       positions, tied, biases)
+    cp, ep             optional: context and expert parallelism (ranks = tp x cp x pp
+                       x dp; ep divides dp); empty or absent: 1
 
 Each row is simulated by the DES (perfmodel.des) with the system preset and the
 row's stack unchanged: no parameter is set per row. Whether the data-parallel
@@ -127,9 +135,14 @@ def row_inputs(row: dict, where: str, stack: str | None = None):
     from perfmodel.partitions import PARTITIONS, default_for
     from perfmodel.search import stack_partition_error, stack_zero_error
 
-    model = ModelSpec(layers=_int(row, "layers", where), hidden=_int(row, "hidden", where),
-                      heads=_int(row, "heads", where), vocab=_int(row, "vocab", where),
-                      seq=_int(row, "seq", where), name=_text(row, "model")[:80] or "run")
+    shape = dict(layers=_int(row, "layers", where), hidden=_int(row, "hidden", where),
+                 heads=_int(row, "heads", where), vocab=_int(row, "vocab", where),
+                 seq=_int(row, "seq", where), name=_text(row, "model")[:80] or "run")
+    architecture = _text(row, "architecture")
+    if architecture:
+        model = _architecture(architecture, shape, where)
+    else:
+        model = ModelSpec(**shape)
     clock_ghz = number_column(row, "clock_ghz", where, unit="GHz")
     try:
         system = resolve_system(_text(row, "system"), clock_ghz=clock_ghz,
@@ -137,9 +150,11 @@ def row_inputs(row: dict, where: str, stack: str | None = None):
     except SpecError as e:
         raise SpecError(e.field, f"{where}: {e.message}") from None
     tp, pp, dp = (_int(row, k, where) for k in ("tp", "pp", "dp"))
+    cp, ep = (_int(row, k, where, default=1) for k in ("cp", "ep"))
     ranks = _int(row, "ranks", where)
-    if tp * pp * dp != ranks:
-        raise SpecError("ranks", f"{where}: tp x pp x dp = {tp * pp * dp}, not {ranks}")
+    if tp * cp * pp * dp != ranks:
+        names = "tp x cp x pp x dp" if cp > 1 else "tp x pp x dp"
+        raise SpecError("ranks", f"{where}: {names} = {tp * cp * pp * dp}, not {ranks}")
     if ranks % system.ranks_per_node:
         raise SpecError("ranks", f"{where}: {ranks} ranks do not fill {system.name}'s nodes of "
                                  f"{system.ranks_per_node}")
@@ -153,7 +168,7 @@ def row_inputs(row: dict, where: str, stack: str | None = None):
                 sequence_parallel=sp == "yes", zero=_int(row, "zero", where, default=0, lo=0),
                 precision=_choice(row, "precision", where, PRECISIONS, "fp32"),
                 partition=partition,
-                shard_ranks=_int(row, "shard_ranks", where, default=0, lo=0),
+                shard_ranks=_int(row, "shard_ranks", where, default=0, lo=0), cp=cp, ep=ep,
                 **system.stack.layout_settings())
     mb = _int(row, "micro_batch", where) if _text(row, "micro_batch") else None
     try:                       # the layout itself, with the given or the smallest micro-batch
@@ -173,6 +188,26 @@ def row_inputs(row: dict, where: str, stack: str | None = None):
     if measured is None:
         raise SpecError("measured", f"{where}: is empty")
     return model, system, pins, mb, unit, convention, measured
+
+
+def _architecture(name: str, shape: dict, where: str):
+    """The preset ``name``'s model with the row's layers, vocabulary and sequence (a
+    proxy run may have fewer layers); its width and heads must be the preset's."""
+    from perfmodel.presets import load_model, model_names
+    if name not in model_names():
+        raise SpecError("architecture", f"{where}: must be a model preset (`fugakuperf "
+                                        f"presets`); got {name[:40]!r}")
+    base = load_model(name)
+    for key in ("hidden", "heads"):
+        if shape[key] != getattr(base, key):
+            raise SpecError("architecture", f"{where}: {name} has {key} "
+                                            f"{getattr(base, key)}, the row {shape[key]}: a "
+                                            f"run of another width needs its own preset")
+    try:
+        return base.replace(layers=shape["layers"], vocab=shape["vocab"], seq=shape["seq"],
+                            name=shape["name"])
+    except SpecError as e:
+        raise SpecError(e.field, f"{where}: {e.message}") from None
 
 
 def _candidates(pins: dict, micro_batch: int | None) -> list[int]:

@@ -39,6 +39,8 @@ class Layout:
     (``prefetch``), and where its optimizer steps (``optimizer``: device or host).
     ``shard_ranks`` shards inside groups of that many data-parallel ranks, a replica
     per group (FSDP HYBRID_SHARD; 0: over all of dp).
+    ``overlap_p2p``: the stack's pipeline overlaps its sends with compute (which lets
+    Megatron-Core interleave two stages).
     ``partition`` is how the pipeline places the layers on its stages
     (perfmodel.partitions: even, or DeepSpeed's uneven fills).
     ``ep`` splits a mixture of experts' experts over that many data-parallel ranks
@@ -72,6 +74,7 @@ class Layout:
     prefetch: int = 1
     optimizer: str = "device"
     shard_ranks: int = 0
+    overlap_p2p: bool = False
     ep: int = 1
     moe_load: float = 1.0
     cp: int = 1
@@ -96,6 +99,7 @@ class Layout:
         if err is not None:
             raise err
         check_int("shard_ranks", self.shard_ranks, lo=0, hi=10_000_000)
+        check_bool("overlap_p2p", self.overlap_p2p)
         check_int("ep", self.ep, hi=1_000_000)
         check_int("cp", self.cp, hi=1_000_000)
         object.__setattr__(self, "moe_load", check_float(
@@ -272,7 +276,8 @@ def _stage_runs(layers: tuple[int, ...], recompute: str, recompute_stages: int |
 
 # The fields of a layout a user may pin (``--tp 6 ...``); the others are the run's
 # settings (the global batch) and the software stack's (StackSpec.layout_settings).
-STACK_SETTINGS = ("overlap_dp", "attention", "sharding", "gather", "prefetch", "optimizer")
+STACK_SETTINGS = ("overlap_dp", "attention", "sharding", "gather", "prefetch", "optimizer",
+                  "overlap_p2p")
 PINNABLE = tuple(f.name for f in dataclasses.fields(Layout)
                  if f.name not in ("global_batch",) + STACK_SETTINGS)
 
@@ -384,14 +389,17 @@ def framework_error(layout: Layout) -> SpecError | None:
     * A schedule's least pipeline depth in the frameworks (``framework_min_pp`` of
       perfmodel.schedules): the interleaved schedule needs pp > 2 in Megatron-LM's
       megatron/arguments.py (parse_args, with --num-layers-per-virtual-pipeline-stage),
-      as Megatron-DeepSpeed and DeepSpeedFugaku carry it; megatron-core later accepts
-      pp = 2 (parallel_state.initialize_model_parallel). DeepSpeed's own pipeline has
-      no interleaved schedule.
+      as Megatron-DeepSpeed and DeepSpeedFugaku carry it; Megatron-Core accepts pp = 2
+      when it overlaps the pipeline sends (megatron/training/arguments.py: with
+      --overlap-p2p-communication pp > 1, else pp > 2), which a stack says
+      (``overlap_p2p``). DeepSpeed's own pipeline has no interleaved schedule.
     """
     if layout.zero > PIPELINE_MAX_ZERO and layout.pp > 1:
         return zero_with_pipeline_error(layout.zero, f"pp {layout.pp}")
-    if layout.pp < layout.schedule_spec.framework_min_pp:
-        return schedule_depth_error(layout.schedule_spec, layout.pp)
+    spec = layout.schedule_spec
+    least = 2 if spec.name == "interleaved" and layout.overlap_p2p else spec.framework_min_pp
+    if layout.pp < least:
+        return schedule_depth_error(spec, layout.pp)
     return None
 
 

@@ -204,6 +204,9 @@ class StackSpec:
     # and "node" (the ranks of one node, a replica per node: FSDP HYBRID_SHARD), which
     # the planner then proposes too
     shard_groups: tuple[str, ...] = ("dp",)
+    # whether its pipeline overlaps its sends with compute (Megatron-Core's
+    # --overlap-p2p-communication), which lets it interleave a pipeline of two stages
+    overlap_p2p: bool = False
 
     def __post_init__(self):
         set_field(self, "name", check_str("stacks", self.name, max_len=200))
@@ -216,6 +219,7 @@ class StackSpec:
         set_field(self, "collective_efficiency", _quantity(
             f"{where}.collective_efficiency", self.collective_efficiency, **EFFICIENCY))
         check_bool(f"{where}.overlap_dp", self.overlap_dp)
+        check_bool(f"{where}.overlap_p2p", self.overlap_p2p)
         stages = check_list(f"{where}.zero_stages", self.zero_stages, min_len=1, max_len=4)
         set_field(self, "zero_stages", tuple(sorted({
             check_int(f"{where}.zero_stages[{i}]", z, lo=0, hi=3) for i, z in enumerate(stages)})))
@@ -273,7 +277,8 @@ class StackSpec:
         """The Layout fields this stack sets for every layout it runs (not searched)."""
         return {"overlap_dp": self.overlap_dp, "attention": self.attention,
                 "sharding": self.sharding, "gather": self.gather_granularity,
-                "prefetch": self.prefetch_layers, "optimizer": self.optimizer}
+                "prefetch": self.prefetch_layers, "optimizer": self.optimizer,
+                "overlap_p2p": self.overlap_p2p}
 
     def reduce_buckets(self, layers: int, grad_bytes: float) -> int:
         """Gradient buckets a stage of ``layers`` layers and ``grad_bytes`` of gradients
@@ -292,7 +297,7 @@ STACK_KEYS = ("gemm_efficiency", "gemm_half_size", "kernel_bytes_per_cycle",
               "collective_efficiency", "overlap_dp", "zero_stages", "collective_algorithms",
               "attention", "op_overhead_us", "attention_efficiency", "pipeline_partitions",
               "sharding", "reduce_bucket_mb", "gather_granularity", "prefetch_layers",
-              "optimizer", "shard_groups")
+              "optimizer", "shard_groups", "overlap_p2p")
 
 
 @dataclass(frozen=True)

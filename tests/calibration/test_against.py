@@ -241,3 +241,64 @@ def test_a_logged_hybrid_sharded_run_is_predicted_with_its_group(tmp_path):
     assert "FULL_SHARD" in full["layout"] and "HYBRID_SHARD/8" in hybrid["layout"]
     assert hybrid["predicted"] < full["predicted"]
     assert bad["error"] is None and "shard_ranks" in bad["why"]
+
+
+# Context-parallel and mixture-of-experts runs on DGX H100 (NVIDIA's DGX Cloud
+# benchmarking recipes, BF16): the nemo-megatron-core stack's two values are fitted on
+# the 4 dense runs of runs_dgx-h100_fit.csv; the 17 of runs_dgx-h100.csv are held out.
+@pytest.fixture(scope="module")
+def h100():
+    return validate_against(str(RUNS / "runs_dgx-h100.csv"))
+
+
+def _h100_rows(result, moe: bool):
+    return [r for r in result["rows"] if r["error"] is not None
+            and ("grok" in r["model"]) == moe]
+
+
+@pytest.mark.slow
+def test_h100_context_parallel_runs_held_out_of_the_fit_are_predicted(h100):
+    """Llama 3.1 70B and 405B (and its proxies) with CP 2, interleaved pipelines,
+    sequence parallelism and the distributed optimizer: 1.4% mean, 2.8% at most."""
+    rows = _h100_rows(h100, moe=False)
+    assert len(rows) == 8 and all("CP2" in r["layout"] for r in rows)
+    errors = [abs(r["error"]) for r in rows]
+    assert sum(errors) / len(errors) <= 0.02 and max(errors) <= 0.03, errors
+
+
+@pytest.mark.slow
+def test_h100_mixture_of_experts_runs_are_predicted_as_far_as_they_are(h100):
+    """Grok-1 (8 experts, top 2, EP 8 across nodes; the 2-8 layer proxies on one to
+    eight nodes): predicted 15-27% fast, every row. Held to that, so that it cannot
+    silently get worse; the issue's 10% / 20% is the strict xfail below."""
+    rows = _h100_rows(h100, moe=True)
+    assert len(rows) == 9 and all(r["error"] < 0 for r in rows)
+    errors = [abs(r["error"]) for r in rows]
+    assert sum(errors) / len(errors) <= 0.19 and max(errors) <= 0.28, errors
+    # every row is predicted: the 128-GPU run interleaves a pipeline of two stages,
+    # which Megatron-Core allows when it overlaps the pipeline sends (the stack says so)
+    assert h100["failed"] == []
+    assert any("PP2" in r["layout"] and "interleaved" in r["layout"] for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="Grok-1 on DGX H100 is predicted 15-27% fast (mean "
+                                       "18.3%), not tuned away; the cause is not established "
+                                       "(candidates: what Megatron-Core's MoE layer adds on "
+                                       "TP ranks around the all-to-alls, the permutation "
+                                       "kernels' real cost, the proxies' fixed costs)")
+def test_h100_mixture_of_experts_runs_meet_the_issues_thresholds(h100):
+    errors = [abs(r["error"]) for r in _h100_rows(h100, moe=True)]
+    assert sum(errors) / len(errors) <= 0.10 and max(errors) <= 0.20, errors
+
+
+def test_h100_fit_rows_are_a_third_at_most_and_never_held_out_rows():
+    fit = read_runs(RUNS / "runs_dgx-h100_fit.csv")
+    held_out = read_runs(RUNS / "runs_dgx-h100.csv")
+    assert len(fit) * 3 <= len(fit) + len(held_out)
+    key = ("model", "layers", "ranks", "global_batch")
+    assert not {tuple(r[k] for k in key) for r in fit} & \
+        {tuple(r[k] for k in key) for r in held_out}
+    assert all("grok" not in r["model"] for r in fit)          # every MoE run predicted
+    for row in fit + held_out:
+        assert "NVIDIA/dgxc-benchmarking @" in row["source"]
