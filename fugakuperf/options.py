@@ -221,8 +221,8 @@ def layout_options(f):
         click.option("--cp", "--context-parallel-size", type=click.IntRange(min=1),
                      help="Pin context parallelism: each sequence split over CP ranks, "
                           "their keys and values passed round a ring (Megatron-Core's; "
-                          "2 x CP must divide seq). Not searched: the search runs with "
-                          "the CP it is given (1 unless pinned)."),
+                          "2 x CP must divide seq). Searched (powers of two up to 32) for "
+                          "sequences of 8192 tokens or more, else 1."),
         click.option("--ep", "--expert-model-parallel-size", type=click.IntRange(min=1),
                      help="Pin expert parallelism (a mixture of experts: the experts split "
                           "over EP data-parallel ranks; it must divide the experts and dp)."),

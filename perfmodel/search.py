@@ -97,6 +97,23 @@ def _tp_options(model: ModelSpec, pins: dict) -> list[int]:
     return out
 
 
+# Context parallelism is tried from this sequence length on ("Empirically, use CP when
+# sequence length >= 8K": NVIDIA/Megatron-LM megatron/core/transformer/moe/README.md
+# @022bcb5afe888664d3fb61adacea6e6c887a97f8), in powers of two up to MAX_CP.
+CP_MIN_SEQ = 8192
+MAX_CP = 32
+
+
+def _cp_options(model: ModelSpec, pins: dict) -> list[int]:
+    """Context-parallel sizes to try: the pinned one; for sequences of CP_MIN_SEQ tokens
+    or more every power of two up to MAX_CP that splits them into 2 cp chunks; else 1."""
+    if pins.get("cp") is not None:
+        return [pins["cp"]]
+    if model.seq < CP_MIN_SEQ:
+        return [1]
+    return [c for c in (1, 2, 4, 8, 16, 32) if c <= MAX_CP and model.seq % (2 * c) == 0]
+
+
 def _schedule_options(pins: dict) -> list[schedules.ScheduleSpec]:
     """The schedules the pins allow: the pinned one; with virtual stages pinned, those
     that run them (or, pinned to 1, those that do not); else every searched one."""
@@ -563,12 +580,13 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
     else:
         hi = system.network.nodes if max_nodes is None else max_nodes
         accept = lambda n: min_nodes <= n <= hi and allocatable(system, n)   # noqa: E731
-    found = []                 # (bound, nodes, tp, pp, dp, most virtual stages), by bound
-    cp = pins.get("cp") or 1
-    for n, tp, pp, dp in job_shapes(model, system, global_batch, pins, accept):
-        max_v = _max_virtual(model, pp, pins)
-        found.append((lower_bound_s(model, system, tp, pp, dp, global_batch, precision, max_v,
-                                    cp), n, tp, pp, dp, max_v))
+    found = []           # (bound, nodes, tp, pp, dp, most virtual stages, cp), by bound
+    for cp in _cp_options(model, pins):
+        for n, tp, pp, dp in job_shapes(model, system, global_batch, {**pins, "cp": cp},
+                                        accept):
+            max_v = _max_virtual(model, pp, pins)
+            found.append((lower_bound_s(model, system, tp, pp, dp, global_batch, precision,
+                                        max_v, cp), n, tp, pp, dp, max_v, cp))
     found.sort()
     methods = allowed_partitions(system, pins)
     screening = screening_network(system)
@@ -591,7 +609,7 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
             return bound_at(system) >= limit
         return ranker.least_value(system, bound_at, evidence, limit) >= limit
 
-    for _, n, tp, pp, dp, max_v in found:
+    for _, n, tp, pp, dp, max_v, cp in found:
         evidence = () if ranker is None else ranker.shape_evidence(model, system, tp, pp, dp,
                                                                    precision)
         if beaten(lambda s: lower_bound_s(model, s, tp, pp, dp, global_batch, precision, max_v,
@@ -599,7 +617,7 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
             stats.pruned += 1
             continue
         stats.node_counts.add(n)
-        for base in base_layouts(model, tp, pp, dp, global_batch, pins,
+        for base in base_layouts(model, tp, pp, dp, global_batch, {**pins, "cp": cp},
                                  system.stack.layout_settings(), methods):
             try:
                 check_runnable(base, model)
@@ -645,7 +663,8 @@ def confirm(model: ModelSpec, system: SystemSpec, screened: list[Estimate],
         return sorted(screened, key=lambda e: (e.iteration_s, e.nodes))
     groups: dict[tuple, list[Layout]] = {}
     for e in screened:
-        groups.setdefault((e.layout.tp, e.layout.pp, e.layout.dp), []).append(e.layout)
+        groups.setdefault((e.layout.tp, e.layout.cp, e.layout.pp, e.layout.dp),
+                          []).append(e.layout)
     work = sorted(groups.values(), key=lambda g: -g[0].ranks)       # biggest first
     from .parallel import map_items
     priced = map_items(_price_group, work, context=(model, system, simulated is not None))

@@ -107,3 +107,20 @@ def test_a_pinned_cp_runs_the_search_and_shows_in_the_table():
                                     "--cp", "4"])
     assert bad.exit_code == 2
     assert bad.stderr.startswith("error: cp: 2 x cp must divide seq (4100)")
+
+
+def test_the_search_tries_context_parallelism_for_long_sequences_only():
+    """From 8,192 tokens on the search tries cp = 1, 2, 4, ... (Megatron-Core's MoE
+    README: "use CP when sequence length >= 8K"); a 32K-token Llama 2 7B on 64 A100s
+    is best split over context-parallel ranks, a 4K one is never split."""
+    from perfmodel.search import _cp_options, search
+    long = LLAMA.replace(seq=32768)
+    assert _cp_options(long, {}) == [1, 2, 4, 8, 16, 32]
+    assert _cp_options(LLAMA.replace(seq=4096), {}) == [1]
+    assert _cp_options(long, {"cp": 2}) == [2]
+    best, _ = search(long, ANALYTIC, 64, nodes=[8], pins={"precision": "bf16"}, top=3)
+    assert best and best[0].layout.cp > 1
+    assert all(e.layout.ranks == 64 for e in best)
+    short, _ = search(LLAMA.replace(seq=4096), ANALYTIC, 64, nodes=[8],
+                      pins={"precision": "bf16"}, top=3)
+    assert all(e.layout.cp == 1 for e in short)
