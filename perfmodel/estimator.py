@@ -5,17 +5,19 @@ backward including recomputation and the TP collectives inside each layer, and
 the activation / gradient transfers to its neighbours). A 1F1B or GPipe pipeline
 of m micro-batches then takes
 
-    T_pipe = m * max_i w_i + (sum_i w_i - max_i w_i) / v
+    T_pipe = m * max_i w_i + sum_i fill_i - fill_(the slowest)
 
-(v = the schedule's fill-and-drain divisor, perfmodel.schedules: the virtual stages
-of an interleaved schedule, else 1; with equal stages this is (m + (p - 1) / v) w,
-the Narayanan et al. 2021 bubble). Stage i finishes its last backward
-``sum_{j<i} b_j / v`` before stage 0 does; then it reduces its gradients over dp
-in one bucket per layer (overlapping its last backward when allowed; ZeRO-2/3
-reduce and gather every micro-batch instead) and steps the optimizer. The
-iteration ends when the last stage is done. Stages come in at most four kinds
-(first, recomputing middle, plain middle, last), so only one stage of each kind
-is costed.
+(fill_i the schedule's fill and drain of stage i, perfmodel.schedules: w_i for 1F1B
+and GPipe, w_i / v for an interleaved schedule of v virtual stages, so that with
+equal stages this is (m + (p - 1) / v) w, the Narayanan et al. 2021 bubble; the
+zero-bubble schedules' and DualPipeV's from their published bubbles). Stage i
+finishes its last backward the sum of the earlier stages' drains before stage 0
+does (b_j / v for 1F1B); then it reduces its gradients over the data-parallel
+replicas in one bucket per layer (overlapping its last backward when allowed;
+ZeRO-2/3 reduce and gather every micro-batch instead) and steps the optimizer. The
+iteration ends when the last stage is done. Stages come in a few kinds (first,
+recomputing middle, plain middle, last, and where the layers or a mixture of
+experts' MoE layers differ), so only one stage of each kind is costed.
 
 The breakdown is taken on that critical stage and adds up to the iteration time.
 """
