@@ -507,8 +507,8 @@ def stage_process(it: Iteration, i: int):
                                               layout.sequence_parallel, "none",
                                               layout.precision, layout.attention,
                                               cp=layout.cp),
-        last_backward=_last_backwards(it.steps[i]), wire=_wire(it, work, comm),
-        split=layout.schedule_spec.split)
+        last_backward=_last_backwards(it.steps[i], layout.schedule_spec.split),
+        wire=_wire(it, work, comm), split=layout.schedule_spec.split)
     it.env.process(dp_stream(it, i, state.stream, state.wire))
     it.memory[i] = it.peaks[i] = _static_memory(it.model, layout, i)
     if it.trace is not None:
@@ -548,10 +548,9 @@ def _wire(it: Iteration, work: StageWork, comm) -> Wire | None:
     return Wire(it, lambda kind, other: table.get((kind, other), 1.0))
 
 
-def _last_backwards(steps: list[Step]) -> dict[int, int]:
+def _last_backwards(steps: list[Step], split: bool) -> dict[int, int]:
     """chunk -> the index in ``steps`` of its last step that computes weight gradients
-    (its last W in a schedule with W steps, else its last B)."""
-    split = any(step.kind == "W" for step in steps)
+    (its last W, or whole B, where the schedule splits the backward; else its last B)."""
     return {step.chunk: k for k, step in enumerate(steps)
             if step.kind == ("W" if split else "B") or (split and step.whole)}
 

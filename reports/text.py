@@ -157,6 +157,17 @@ def render_inverse(d: dict) -> str:
     return "\n".join(lines)
 
 
+# Parts of an iteration only some layouts have (a mixture of experts' all-to-alls,
+# context parallelism's ring): shown where they take time.
+RUN_ONLY = ("ep_comm", "cp_comm")
+
+
+def _breakdown_text(breakdown: dict) -> str:
+    """'compute 4.175, recompute 0, ...': every part, those of RUN_ONLY where not 0."""
+    return ", ".join(f"{k.replace('_', ' ')} {plain(v)}" for k, v in breakdown.items()
+                     if k not in RUN_ONLY or v)
+
+
 def _experts(m: dict) -> str:
     """A mixture of experts' experts, and the parameters a token runs through."""
     if not m.get("experts"):
@@ -208,10 +219,8 @@ def render_plan(d: dict) -> str:
                             + _summary(d["best"][roomy]) if roomy is not None else
                             "none of the listed layouts leaves 5% headroom (try --top 20)"))
         lines += sureness_lines(d)
-        bd = b["breakdown_s"]
         lines += ["", f"Iteration of the best layout ({plain(b['iteration_s'])} s): "
-                  + ", ".join(f"{k.replace('_', ' ')} {plain(v)}" for k, v in bd.items()
-                              if k not in ("ep_comm", "cp_comm") or v)]
+                  + _breakdown_text(b["breakdown_s"])]
     c = d.get("comparison")
     if c:
         lines += [""] + _comparison(c, s)
@@ -363,16 +372,15 @@ def render_simulation(d: dict) -> str:
              f"peak memory {d['peak_memory_bytes'] / 1e9:.2f} GB per rank" + memory_note,
              *([f"how sure: {d['band']['summary']}"] if d.get("band") else []),
              f"critical stage {d['critical_stage']}"
-             + (" (noise-free)" if noisy else "") + ": " + ", ".join(
-                 f"{k.replace('_', ' ')} {plain(v)}" for k, v in d["breakdown"].items()
-                 if k not in ("ep_comm", "cp_comm") or v) + " s",
+             + (" (noise-free)" if noisy else "") + ": " + _breakdown_text(d["breakdown"])
+             + " s",
              ""]
     layers = lay.get("stage_layers") or [None] * len(d["stages"])
     parts = [("compute", "compute"), ("recompute", "recompute"), ("tp_comm", "TP"),
              ("ep_comm", "EP"), ("cp_comm", "CP"), ("pp_comm", "PP"), ("dp_comm", "DP"),
              ("optimizer", "optimizer")]
-    parts = [(k, name) for k, name in parts     # (EP and CP only where the layout runs them)
-             if k not in ("ep_comm", "cp_comm") or any(s["busy_s"].get(k) for s in d["stages"])]
+    parts = [(k, name) for k, name in parts
+             if k not in RUN_ONLY or any(s["busy_s"].get(k) for s in d["stages"])]
     rows = [[str(s["stage"]), str(layers[s["stage"]]), f"{plain(s['end_s'])}",
              *[f"{plain(s['busy_s'][k])}" for k, _ in parts],
              f"{plain(s['idle_s'])}", f"{s['peak_memory_bytes'] / 1e9:.2f}"] for s in d["stages"]]
