@@ -265,6 +265,8 @@ def _layouts(r: dict, images: set[str]) -> tuple:
 
 
 SPAN_KINDS = ("F", "B", "W", "send", "dp", "optimizer")   # W: only where a schedule runs it
+# the data-parallel stream's spans, told apart in the figure (reports.build), one column
+DP_KINDS = ("dp_reduce", "dp_gather")
 
 
 def _timeline(r: dict, images: set[str]) -> tuple:
@@ -274,7 +276,8 @@ def _timeline(r: dict, images: set[str]) -> tuple:
     for sp in t.get("spans") or ():
         st = int(sp["stage"])
         busy.setdefault(st, dict.fromkeys(SPAN_KINDS, 0.0))
-        busy[st][sp["kind"]] = busy[st].get(sp["kind"], 0.0) + sp["end"] - sp["start"]
+        kind = "dp" if sp["kind"] in DP_KINDS else sp["kind"]
+        busy[st][kind] = busy[st].get(kind, 0.0) + sp["end"] - sp["start"]
         end[st] = max(end.get(st, 0.0), sp["end"])
     split = (" (B the input gradient, W the weight gradients, apart)"
              if any(b.get("W") for b in busy.values()) else "")

@@ -654,3 +654,15 @@ def test_without_an_atomic_exchange_the_previous_report_is_renamed_aside(report,
     assert sorted(os.listdir(out)) == sorted(["index.html", "report.md", "report.json",
                                               IMAGE_NAMES[0]])
     assert _debris(tmp_path) == []
+
+
+def test_the_timeline_table_sums_each_stages_data_parallel_work(report):
+    """The stream's reductions and weight gathers (drawn apart since the timeline tells
+    them apart) are the table's one dp column: once shown as 0 beside red bars."""
+    report["timeline"]["spans"] = [dict(sp, kind="dp_reduce") if sp["kind"] == "dp" else sp
+                                   for sp in report["timeline"]["spans"]]
+    report["timeline"]["spans"].append({"stage": 1, "kind": "dp_gather", "start": 3.1,
+                                        "end": 3.4, "label": "gather"})
+    table = _section_table(report, "timeline")
+    col = table.header.index("dp (s)")
+    assert [row[col] for row in table.rows] == [fmt.num(0.6), fmt.num(0.3)]
