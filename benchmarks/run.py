@@ -21,7 +21,10 @@
   (fpcore.caches.reset("flows"): its flow patterns and their rate bounds; the job's
   placement is kept);
 * the discrete-event simulator: wall time for Fugaku-LLM's layout (target: under
-  2 s) and events per second on a busy interleaved schedule.
+  2 s) and events per second on a busy interleaved schedule;
+* the co-design sweep (perfmodel.sweep): (hardware point x layout) candidates a
+  second of its analytic tier on one core (target 10,000), and its flow-level
+  re-pricing on a fresh network against one whose patterns are already priced.
 Timings on a shared machine are noisy: compare the ratios, not the seconds.
 """
 
@@ -210,13 +213,73 @@ def bench_des(repeat: int) -> dict:
             "des_events_per_s": many.events / many_wall, "des_large_events": many.events}
 
 
+def bench_sweep(repeat: int) -> dict:
+    """The co-design sweep's tiers on the shipped successor sweep, in this process (one
+    core): the analytic tier on 16 new points per run (a chunk of 8 at 13,824 nodes and
+    one at 158,976, each point's search seeded by the one before, as a worker runs
+    them, with what earlier chunks left in the caches), as (hardware point x layout)
+    candidates per CPU second, each candidate a layout the search bounded or
+    estimated, the median of the runs' rates; and
+    the flow-level re-pricing of 4 points on one network at 158,976 nodes, the first
+    pricing the network's patterns afresh, the others reusing them."""
+    import dataclasses
+    from fpcore.caches import reset
+    from perfmodel.search import SearchStats
+    from perfmodel.search import confirm, screen
+    from perfmodel.sweep import evaluate, point_system, read_sweep
+
+    sweep = read_sweep("fugaku-successor")
+    firsts = [next(i for i in range(sweep.points) if sweep.point(i)["nodes"] == n)
+              for n in (13824, 158976)]
+    reset()
+    rates = []
+    for k in range(repeat):            # new points each time, as a sweep's next chunks
+        stats = SearchStats()
+        t = time.process_time()        # this process's CPU seconds: per core, as asked
+        for first in firsts:
+            seeds: dict = {}
+            for i in range(first + 8 * k, first + 8 * k + 8):
+                evaluate(sweep, i, seeds, stats)
+        wall = time.process_time() - t
+        rates.append((stats.candidates_evaluated + stats.pruned) / wall)
+        counts = stats
+    points = 16
+    candidates = counts.candidates_evaluated + counts.pruned
+    # the flow-level re-pricing of one shortlist (the 100B model's at 158,976 nodes) on
+    # a point whose network is fresh, and on a point whose network another point, with
+    # other per-node figures, priced first
+    flow = dataclasses.replace(sweep, network="system")
+    big = firsts[1]
+    a, b = (point_system(flow, sweep.point(i)) for i in (big, big + 1))
+    run = sweep.models[1]
+    short, _ = screen(run.model, b, run.global_batch, max_nodes=158976, min_nodes=79488,
+                      pins={"precision": "fp16"}, top=1)
+    fresh, reused = [], []
+    for _ in range(repeat):
+        reset("network", "flows")
+        fresh.append(_median_time(lambda: confirm(run.model, b, short), 1))
+        reset("network", "flows")
+        confirm(run.model, a, short)
+        reused.append(_median_time(lambda: confirm(run.model, b, short), 1))
+    first, rest = statistics.median(fresh), statistics.median(reused)
+    wall = candidates / rates[-1]
+    return {"sweep_points": points, "sweep_models": len(sweep.models),
+            "sweep_analytic_s_per_point": wall / points,
+            "sweep_candidates": candidates,
+            "sweep_candidates_per_s": statistics.median(rates),
+            "sweep_estimated_per_s": counts.candidates_evaluated / wall,
+            "sweep_flow_shapes": len({(e.layout.tp, e.layout.pp, e.layout.dp) for e in short}),
+            "sweep_flow_fresh_s": first, "sweep_flow_reused_s": rest}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5, help="runs per timing (median)")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args(argv)
     figures = {**bench_cli(args.repeat), **bench_in_process(args.repeat),
-               **bench_network(args.repeat), **bench_des(args.repeat)}
+               **bench_network(args.repeat), **bench_des(args.repeat),
+               **bench_sweep(args.repeat)}
     cli_s = figures["plan_cli_s"]
     if args.json:
         print(json.dumps(figures, indent=2))
@@ -254,6 +317,16 @@ def main(argv=None) -> int:
           f"{figures['des_fugaku_llm_vs_2s_target']:.1%} of the 2 s target); engine "
           f"{figures['des_events_per_s']:,.0f} events/s on {figures['des_large_events']:,} events "
           f"(interleaved, 56 micro-batches x 5 chunks)")
+    print(f"sweep (fugaku-successor, one core): "
+          f"{figures['sweep_analytic_s_per_point'] * 1e3:.0f} ms per hardware point of "
+          f"{figures['sweep_models']} models; the analytic tier {figures['sweep_candidates_per_s']:,.0f} "
+          f"candidates/s ({figures['sweep_candidates']:,} bounded or estimated on "
+          f"{figures['sweep_points']} points; target 10,000), "
+          f"{figures['sweep_estimated_per_s']:,.0f} full estimates/s; the flow-level "
+          f"re-pricing of a shortlist ({figures['sweep_flow_shapes']} shapes, 158,976 nodes) "
+          f"{figures['sweep_flow_fresh_s']:.2f} s on a fresh network, "
+          f"{figures['sweep_flow_reused_s']:.3f} s on one another point priced "
+          f"({figures['sweep_flow_fresh_s'] / figures['sweep_flow_reused_s']:.0f}x)")
     return 0
 
 

@@ -33,6 +33,7 @@ def main():
       fugakuperf calibrate --out node.json          measure this node; then
       fugakuperf validate --calibration node.json   check predictions against it
       fugakuperf validate --against selene          ... and against published runs
+      fugakuperf sweep fugaku-successor             which machine to build (co-design)
 
     Every default traces to a sourced fact (see `fugakuperf presets --system fugaku`).
     """
@@ -509,8 +510,9 @@ def presets(model_name, system_name, as_json):
 
 def _register_commands():
     from .calibration_commands import calibrate, fit_stack, validate
+    from .sweep_command import sweep
     from .train_commands import generate, train
-    for command in (train, generate, calibrate, validate, fit_stack):
+    for command in (train, generate, calibrate, validate, fit_stack, sweep):
         main.add_command(command)
 
 

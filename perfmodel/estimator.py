@@ -152,12 +152,37 @@ class Estimate:
         return self.node_hours(tokens) * power / 1e6 if power > 0 else None
 
 
-@cached("network", maxsize=256)
+class _NetworkInputs:
+    """A system as far as its network model reads it: systems that differ only in
+    their compute or memory share one network model, and with it every collective and
+    routed pattern it has priced (a co-design sweep varies the node under one torus)."""
+
+    __slots__ = ("system", "key")
+
+    def __init__(self, system: SystemSpec):
+        self.system = system
+        self.key = (system.network, system.stack.algorithms, system.collective_fits,
+                    system.rank.intra_node_bandwidth, system.node.reduce_bandwidth,
+                    system.ranks_per_node, system.job_shape)
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _NetworkInputs) and self.key == other.key
+
+
 def network_for(system: SystemSpec) -> NetworkModel:
     """The network backend a system asks for: the flow-level torus model (routed,
     shared links on the job's allocated shape) or the contention-free alpha-beta one;
     with calibrated collectives, the fitted alpha-beta costs per collective. Its
     collectives run the algorithms of the system's stack (``collective_algorithms``)."""
+    return _network(_NetworkInputs(system))
+
+
+@cached("network", maxsize=256)
+def _network(inputs: _NetworkInputs) -> NetworkModel:
+    system = inputs.system
     net = system.network
     algorithms = system.stack.algorithms
     if system.collective_fits:
@@ -292,19 +317,28 @@ def layout_lower_bound(model: ModelSpec, system: SystemSpec, layout: Layout,
     tp_pass = 2 * _tp_collective(network, job, activation_message(model, layout),
                                  layout.sequence_parallel)
     cp = layout.cp
-    kinds = [_layer_times(*args, cp=cp)]              # a dense layer, then an MoE one
-    if model.experts:                                 # (evenly loaded, no all-to-alls)
-        kinds.append(_layer_times(*args, True, layout.ep, 1.0, cp))
-    passes = [(f + tp_pass, b + tp_pass, w) for f, b, _, _, w in kinds]
-    stages = []
-    for n, n_moe in zip(layout.stage_layers(model), layout.stage_moe_layers(model)):
-        counts = (n - n_moe, n_moe)
-        stages.append(tuple(sum(c * x[j] for c, x in zip(counts, passes)) for j in range(3)))
+    f, b, _, _, w = _layer_times(*args, cp=cp)        # a dense layer
+    dense = (f + tp_pass, b + tp_pass, w)
+    layers = layout.stage_layers(model)
+    # stages of the same layers cost the same: each kind of stage is priced once
+    stages = {}
+    if model.experts:                                 # and an MoE one (evenly loaded,
+        f, b, _, _, w = _layer_times(*args, True, layout.ep, 1.0, cp)   # no all-to-alls)
+        moe = (f + tp_pass, b + tp_pass, w)
+        kinds = tuple(zip(layers, layout.stage_moe_layers(model)))
+        for n, n_moe in set(kinds):
+            stages[n, n_moe] = tuple((n - n_moe) * d + n_moe * e for d, e in zip(dense, moe))
+    else:
+        kinds = layers
+        for n in set(kinds):
+            stages[n] = (n * dense[0], n * dense[1], n * dense[2])
+    alike = {k: kinds.count(k) for k in stages}
     fill = layout.schedule_spec.fill
     pmv = (layout.pp, layout.micro_batches, layout.virtual_stages)
-    heaviest = max(stages, key=lambda x: x[0] + x[1])
+    heaviest = max(stages.values(), key=lambda x: x[0] + x[1])
     return (layout.micro_batches * (heaviest[0] + heaviest[1])
-            + sum(fill(*x, *pmv) for x in stages) - fill(*heaviest, *pmv))
+            + sum(k * fill(*stages[key], *pmv) for key, k in alike.items())
+            - fill(*heaviest, *pmv))
 
 
 def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,

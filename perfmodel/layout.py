@@ -8,9 +8,11 @@ that is wrong and the rule, with the framework source it comes from.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
+from fpcore.caches import cached
 from fpcore.errors import SpecError, check_bool, check_choice, check_float, check_int
 
 from . import partitions, schedules, sharding
@@ -20,6 +22,10 @@ from .precisions import PRECISIONS
 from topologies.interface import JobShape
 
 RECOMPUTE = ("none", "selective", "full")
+
+
+_CHECKED: set = set()         # Layout field values (with their types) found valid
+MAX_CHECKED = 500_000
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,31 @@ class Layout:
     cp: int = 1
 
     def __post_init__(self):
+        # a search builds the same layouts again for every system it prices (a sweep's
+        # every hardware point): the values checked once, of the same types, pass again
+        values = tuple(self.__dict__.values())
+        if (values, tuple(map(type, values))) in _CHECKED:
+            return
+        self._check()
+        if len(_CHECKED) >= MAX_CHECKED:
+            _CHECKED.clear()
+        values = tuple(self.__dict__.values())          # as _check normalised them
+        _CHECKED.add((values, tuple(map(type, values))))
+
+    def __hash__(self):
+        """The fields' hash, computed once: layouts key the caches of their memory and
+        bounds, and a search hashes each many times."""
+        if "_hash" not in self.__dict__:
+            self.__dict__["_hash"] = hash(_FIELD_VALUES(self))
+        return self.__dict__["_hash"]
+
+    def __getstate__(self):
+        """Pickled without the hash (a string's hash differs between processes)."""
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
+
+    def _check(self) -> None:
         for name, hi in (("tp", 1_000_000), ("pp", 100_000), ("dp", 10_000_000),
                          ("micro_batch", 1_000_000), ("global_batch", 1_000_000_000),
                          ("virtual_stages", 1_000)):
@@ -278,6 +309,7 @@ def _stage_runs(layers: tuple[int, ...], recompute: str, recompute_stages: int |
 # settings (the global batch) and the software stack's (StackSpec.layout_settings).
 STACK_SETTINGS = ("overlap_dp", "attention", "sharding", "gather", "prefetch", "optimizer",
                   "overlap_p2p")
+_FIELD_VALUES = operator.attrgetter(*(f.name for f in dataclasses.fields(Layout)))
 PINNABLE = tuple(f.name for f in dataclasses.fields(Layout)
                  if f.name not in ("global_batch",) + STACK_SETTINGS)
 
@@ -424,7 +456,21 @@ def virtual_schedules() -> list[str]:
 def check_runnable(layout: Layout, model: ModelSpec, ranks: int | None = None) -> None:
     """``validate_layout``, and the rules of the frameworks (``framework_error``): what
     the planner may propose or accept from a user."""
-    validate_layout(layout, model, ranks)
-    err = framework_error(layout)
+    if ranks is None:
+        err = _runnable_error(layout, model)
+    else:
+        validate_layout(layout, model, ranks)
+        err = framework_error(layout)
     if err is not None:
         raise err
+
+
+@cached("model", maxsize=65536)
+def _runnable_error(layout: Layout, model: ModelSpec) -> SpecError | None:
+    """check_runnable's answer without a rank count, kept (a sweep asks it of the same
+    layouts at every hardware point)."""
+    try:
+        validate_layout(layout, model)
+    except SpecError as e:
+        return e
+    return framework_error(layout)

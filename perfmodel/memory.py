@@ -191,7 +191,10 @@ def micro_batch_activation_bytes(model: ModelSpec, layout: Layout, stage: int) -
     return acts
 
 
+@cached("model", maxsize=65536)
 def stage_memory(model: ModelSpec, layout: Layout, stage: int) -> MemoryBreakdown:
+    """What one rank of ``stage`` holds at its peak (no system enters: a sweep's points
+    price the same layouts' memory once)."""
     t, dp, zero = layout.tp, layout.shard_size, layout.zero      # (sharded over dp or a group)
     w_b, g_b, o_b = STATE_BYTES[layout.precision]
     replicated, experts = stage_param_parts(model, layout, stage)

@@ -85,6 +85,20 @@ class ModelSpec:
         set_("kv_heads", kv)
         self._check_experts()
 
+    def __hash__(self):
+        """The compared fields' hash, computed once: a model keys many caches (op lists,
+        FLOPs, memory), and hashing its fields again at every lookup shows in a sweep."""
+        if "_hash" not in self.__dict__:
+            self.__dict__["_hash"] = hash(tuple(getattr(self, f.name)
+                                                for f in dataclasses.fields(self) if f.compare))
+        return self.__dict__["_hash"]
+
+    def __getstate__(self):
+        """Pickled without the hash (a string's hash differs between processes)."""
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
+
     def _check_experts(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen)
         set_("experts", check_int("experts", self.experts, lo=0, hi=100_000))

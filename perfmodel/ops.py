@@ -273,10 +273,14 @@ def model_flops_per_iteration(model: ModelSpec, global_batch: int,
     GEMMs count, as in the closed forms (Eq. 7); the elementwise kernels add well
     under 1% for these shapes and can be included for the hardware view.
     """
+    return 3.0 * _flops_per_sequence(model, include_elementwise) * global_batch
+
+
+@cached("model", maxsize=1024)
+def _flops_per_sequence(model: ModelSpec, include_elementwise: bool) -> float:
     pick = total_flops if include_elementwise else gemm_flops
-    per_seq = (_layers_total(model, lambda ops: pick(ops.forward))
-               + pick(embedding_ops(model, 1, 1, "fp32")) + pick(head_ops(model, 1, 1, "fp32")))
-    return 3.0 * per_seq * global_batch
+    return (_layers_total(model, lambda ops: pick(ops.forward))
+            + pick(embedding_ops(model, 1, 1, "fp32")) + pick(head_ops(model, 1, 1, "fp32")))
 
 
 def _layers_total(model: ModelSpec, of) -> float:

@@ -61,6 +61,13 @@ def _call(fn_and_item):
     return fn(_CONTEXT, item)
 
 
+def run_serially() -> None:
+    """From now on this process maps items itself (it is one of a pool's workers, and
+    the pool already has every core)."""
+    global _IN_WORKER
+    _IN_WORKER = True
+
+
 def map_items(fn: Callable, items: Sequence, *, context) -> list:
     """[fn(context, item) for item in items], on several cores when there are several."""
     global _CONTEXT

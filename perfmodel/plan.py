@@ -174,7 +174,7 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
         rungs.append(Rung(hi, lo, mine[0] if mine else None))
     best = ranker.best(priced, top)
     if not best:
-        raise _no_layout_within(model, system, gb, pins, budget, stats)
+        raise no_layout_within(model, system, gb, pins, budget, stats)
     best, alike, moved = _prefer_evidence(best, ranker)
     comparison = None
     if compare and set(pins) - {"precision"}:     # a layout was pinned, not only the numerics
@@ -301,7 +301,7 @@ def _memory_reason(system) -> str:
             f"even with full recompute and the highest ZeRO stage allowed; try more nodes")
 
 
-def _no_layout_within(model, system, gb, pins, budget, stats) -> SpecError:
+def no_layout_within(model, system, gb, pins, budget, stats) -> SpecError:
     """Why no layout runs on up to ``budget`` nodes: no job shape is a whole number of
     allocation units there, a schedule rule removes every shape, or memory."""
     from .search import allocatable
@@ -365,11 +365,12 @@ def layout_for(model: ModelSpec, system: SystemSpec, *, nodes: int | None,
         system.check_nodes(nodes)         # the machine and a given --shape hold it
     ranks = None if nodes is None else nodes * system.ranks_per_node
     if "tp" in pins and "pp" in pins and ("dp" in pins or ranks is not None):
-        dp = pins.get("dp") or (ranks // (pins["tp"] * pins["pp"])
-                                if ranks % (pins["tp"] * pins["pp"]) == 0 else 0)
+        cp = pins.get("cp", 1)
+        split = pins["tp"] * pins["pp"] * cp          # the ranks of one data-parallel replica
+        dp = pins.get("dp") or (ranks // split if ranks % split == 0 else 0)
         if dp == 0:
-            raise SpecError("nodes", f"tp x pp ({pins['tp']} x {pins['pp']}) must divide the "
-                                     f"ranks ({ranks:,})")
+            raise SpecError("nodes", f"tp x cp x pp ({pins['tp']} x {cp} x {pins['pp']}) must "
+                                     f"divide the ranks ({ranks:,})")
         fields = {k: v for k, v in pins.items() if k not in ("tp", "pp", "dp")}
         if fields.get("schedule") == "interleaved" and "virtual_stages" not in fields:
             fields["virtual_stages"] = 2
@@ -384,8 +385,8 @@ def layout_for(model: ModelSpec, system: SystemSpec, *, nodes: int | None,
                 raise err
         layout = Layout(tp=pins["tp"], pp=pins["pp"], dp=dp, global_batch=gb, **fields)
         if ranks is not None and layout.ranks != ranks:
-            raise SpecError("dp", f"tp x pp x dp = {layout.ranks:,} ranks, but --nodes gives "
-                                  f"{ranks:,}")
+            raise SpecError("dp", f"tp x cp x pp x dp = {layout.ranks:,} ranks, but --nodes "
+                                  f"gives {ranks:,}")
         check_runnable(layout, model)
         return estimate(model, system, layout)
     if nodes is None:

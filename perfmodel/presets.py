@@ -128,9 +128,45 @@ def load_model(name_or_path: str, seq: int | None = None) -> ModelSpec:
     return model_from_table(*_find_table("model", name_or_path))
 
 
+MAX_BASES = 4        # presets a system may be based on in a chain
+
+
 def system_table(name_or_path: str, allow_files: bool = True) -> tuple[str, dict, str]:
-    """(name, table, where) of a system preset by name or from a user's TOML file."""
-    return _find_table("system", name_or_path, allow_files)
+    """(name, table, where) of a system preset by name or from a user's TOML file. A
+    table with ``based_on = "PRESET"`` is that preset's table with its own values
+    written over it (a variant names only what it changes)."""
+    name, table, where = _find_table("system", name_or_path, allow_files)
+    return name, _with_base(table, where, 0), where
+
+
+def _with_base(table: dict, where: str, depth: int) -> dict:
+    if not isinstance(table, dict) or "based_on" not in table:
+        return table
+    base = table["based_on"]
+    here = f"{where}.based_on"
+    check_str(here, base, max_len=MAX_NAME)
+    if base not in _systems():
+        raise SpecError(here, f"must name a system preset; known presets: "
+                              f"{', '.join(sorted(_systems()))}")
+    if depth >= MAX_BASES:
+        raise SpecError(here, f"chains more than {MAX_BASES} presets (or loops)")
+    parent, file = _systems()[base]
+    parent = _with_base(parent, f"{file}:{base}", depth + 1)
+    return _merged(parent, {k: v for k, v in table.items() if k != "based_on"})
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """``over`` written over ``base``: tables merge key by key, a ``{value, source}``
+    pair or any other value replaces the base's whole."""
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        if (isinstance(value, dict) and isinstance(old, dict) and "value" not in value
+                and "value" not in old):
+            out[key] = _merged(old, value)
+        else:
+            out[key] = value
+    return out
 
 
 def system_values(system) -> dict:

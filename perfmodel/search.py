@@ -562,13 +562,19 @@ class Shortlist:
 def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
            nodes: Iterable[int] | None = None, max_nodes: int | None = None,
            min_nodes: int = 1, pins: dict | None = None, top: int = 5,
-           shapes: int | None = None, variants: int = 3, ranker=None
-           ) -> tuple[list[Estimate], SearchStats]:
+           shapes: int | None = None, variants: int = 3, ranker=None,
+           seeds: Iterable[Layout] = ()) -> tuple[list[Estimate], SearchStats]:
     """Fitting layouts ranked by the contention-free model: the ``top`` fastest if the
     system's own network model is that one, else a shortlist of ``shapes`` shapes
     (default: top, at least MIN_SHAPES) for ``confirm`` to re-price. With a ``ranker``
     (perfmodel.evidence.Ranker) they are ranked by its objective on their bands, and
-    its lower bound (``screening_floor``) skips the layouts that cannot enter."""
+    its lower bound (``screening_floor``) skips the layouts that cannot enter.
+
+    ``seeds``: layouts priced first where they are candidates here (the node count
+    accepted, memory fitting), as a neighbouring question's answer: a good layout
+    found early lets the bounds skip the rest sooner. They are candidates like any
+    other (a seed outside the search space is left out), so they change the answer
+    only where two layouts tie exactly."""
     pins = {k: v for k, v in (pins or {}).items() if v is not None}
     check_pins(model, system, global_batch, pins)
     stats = SearchStats()
@@ -609,6 +615,40 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
             return bound_at(system) >= limit
         return ranker.least_value(system, bound_at, evidence, limit) >= limit
 
+    listed: set = set()               # layouts in the answer (a seed may be found again)
+
+    def consider(est: Estimate) -> None:
+        stats.candidates_evaluated += 1
+        if est.layout in listed:
+            return
+        value = est.iteration_s
+        if ranker is not None:
+            limit = threshold()
+            if ranker.screening_floor(est) >= limit:
+                return
+            value = ranker.screening_value(est, limit)
+            if value >= limit:
+                return
+        if not final:
+            short.add(est, value)
+            return
+        if len(heap) < top:
+            heapq.heappush(heap, (-value, -stats.candidates_evaluated, est))
+        elif value < -heap[0][0]:
+            listed.discard(heapq.heapreplace(heap, (-value, -stats.candidates_evaluated,
+                                                    est))[2].layout)
+        else:
+            return
+        listed.add(est.layout)
+
+    for seed in seeds if final else ():
+        ppn = system.ranks_per_node
+        if seed.ranks % ppn or not accept(seed.ranks // ppn) or seed.precision != precision:
+            continue
+        est = estimate(model, system, seed, screening, validate=False)
+        if est.memory_fits:
+            consider(est)
+
     for _, n, tp, pp, dp, max_v, cp in found:
         evidence = () if ranker is None else ranker.shape_evidence(model, system, tp, pp, dp,
                                                                    precision)
@@ -628,22 +668,7 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
                 stats.pruned += 1
                 continue
             for layout in fitting_variants(model, system, base, pins, stats):
-                est = estimate(model, system, layout, screening, validate=False)
-                stats.candidates_evaluated += 1
-                value = est.iteration_s
-                if ranker is not None:
-                    limit = threshold()
-                    if ranker.screening_floor(est) >= limit:
-                        continue
-                    value = ranker.screening_value(est, limit)
-                    if value >= limit:
-                        continue
-                if not final:
-                    short.add(est, value)
-                elif len(heap) < top:
-                    heapq.heappush(heap, (-value, -stats.candidates_evaluated, est))
-                elif value < -heap[0][0]:
-                    heapq.heapreplace(heap, (-value, -stats.candidates_evaluated, est))
+                consider(estimate(model, system, layout, screening, validate=False))
     out = [e for _, _, e in heap] if final else short.estimates()
     return sorted(out, key=lambda e: (e.iteration_s, e.nodes)), stats
 

@@ -123,8 +123,13 @@ def render_html(report: dict, images: dict[str, bytes]) -> str:
     """The report as one HTML page; ``images`` maps file names (``scaling.png``, ...) to PNG
     bytes, and a figure that is absent or empty is named as missing on the page."""
     present = {name: data for name, data in images.items() if data}
-    secs = sections(report, present)
-    title = report.get("title") or "Capacity report"
+    return page(report.get("title") or "Capacity report", report.get("generated_by") or "",
+                sections(report, present), present)
+
+
+def page(title: str, byline: str, secs: list, images: dict[str, bytes]) -> str:
+    """One self-contained page of ``secs`` (reports.fmt.Section), numbered, with a
+    table of contents; ``images`` maps each Figure's name to its PNG bytes."""
     toc = "".join(f'<li><a href="#{s.id}">{escape(s.title)}</a></li>' for s in secs)
     parts = [
         "<!DOCTYPE html>",
@@ -135,12 +140,12 @@ def render_html(report: dict, images: dict[str, bytes]) -> str:
         f"<style>{CSS}</style></head>",
         "<body><main>",
         f"<h1>{escape(title)}</h1>",
-        f'<p class="byline">{escape(report.get("generated_by") or "")}</p>',
+        f'<p class="byline">{escape(byline)}</p>',
         f'<nav id="contents" aria-label="Contents"><h2>Contents</h2><ol>{toc}</ol></nav>',
     ]
     for i, s in enumerate(secs, 1):
         parts.append(f'<section id="{s.id}"><h2>{i} {escape(s.title)}</h2>')
-        parts += [_block(b, present) for b in s.blocks]
+        parts += [_block(b, images) for b in s.blocks]
         parts.append("</section>")
     parts.append("</main></body></html>\n")
     return "\n".join(parts)

@@ -86,3 +86,13 @@ def test_invalid_spec_names_the_field(changes, field):
 def test_valid_base_spec_constructs():
     # guards the parametrized error cases above: they fail for the stated reason only
     assert ModelSpec(**BASE).params > 0
+
+
+def test_a_models_hash_is_kept_and_not_pickled():
+    import pickle
+    from perfmodel.presets import load_model
+    m = load_model("fugaku-llm-13b")
+    h = hash(m)
+    copy = pickle.loads(pickle.dumps(m))
+    assert "_hash" not in copy.__dict__           # a string's hash differs between processes
+    assert copy == m and hash(copy) == h

@@ -217,3 +217,16 @@ def test_a_node_count_the_batch_cannot_run_suggests_batches_that_can():
     assert batches and all(1008 <= b <= 4032 for b in batches)
     assert plan(model, FUGAKU, nodes=[12000], global_batch=batches[0], top=1).best[0].nodes \
         == 12000
+
+
+def test_a_pinned_layout_with_context_parallelism_takes_dp_from_the_nodes():
+    from perfmodel.plan import layout_for
+    system = load_system("dgx-h100")
+    est = layout_for(load_model("llama3.1-8b"), system, nodes=8, global_batch=64,
+                     pins={"tp": 4, "pp": 1, "cp": 2, "sequence_parallel": True,
+                           "precision": "bf16"})
+    # 64 ranks = tp 4 x cp 2 x pp 1 x dp 8
+    assert (est.layout.dp, est.layout.cp, est.nodes) == (8, 2, 8)
+    with pytest.raises(SpecError, match="tp x cp x pp"):
+        layout_for(load_model("llama3.1-8b"), system, nodes=1, global_batch=64,
+                   pins={"tp": 4, "pp": 1, "cp": 4, "precision": "bf16"})

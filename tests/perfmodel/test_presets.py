@@ -129,3 +129,36 @@ def test_unreadable_system_files_are_named(tmp_path):
     with pytest.raises(SpecError) as info:
         load_system(str(path))
     assert info.value.field == str(path) and "not UTF-8" in info.value.message
+
+
+def test_a_variant_preset_is_its_base_with_what_it_changes():
+    from perfmodel.system import load_system
+    fugaku, variant = load_system("fugaku"), load_system("fugaku-fp16mx")
+    assert variant.network == fugaku.network
+    assert variant.node.peak_flops("fp32") == fugaku.node.peak_flops("fp32")
+    assert variant.node.peak_flops("fp16") == 4 * fugaku.node.peak_flops("fp16")
+    assert variant.node.supports("bf16") and not fugaku.node.supports("bf16")
+    assert variant.sources["node.flops_per_cycle_per_core"].startswith("[A]")
+    assert variant.sources["node.cores"] == fugaku.sources["node.cores"]
+    assert {s.name for s in variant.stacks} == {s.name for s in fugaku.stacks}
+
+
+def test_the_successor_preset_meets_its_published_targets():
+    from perfmodel.system import load_system
+    s = load_system("fugakunext-targets")
+    nodes = s.network.nodes
+    # 600 EFLOPS FP8 (taken as sparse: 150 EFLOPS dense BF16) within 40 MW
+    assert nodes * s.node.peak_flops("bf16") == pytest.approx(150e18)
+    assert nodes * s.node.power_w == pytest.approx(40e6)
+    assert s.stack.name == "nemo-megatron-core"
+
+
+def test_based_on_names_a_system_preset(tmp_path):
+    from perfmodel.system import load_system
+    path = tmp_path / "mine.toml"
+    path.write_text('[mine]\nbased_on = "nowhere"\n')
+    with pytest.raises(SpecError, match="based_on.*must name a system preset"):
+        load_system(str(path))
+    path.write_text('[mine]\nbased_on = "fugaku"\n[mine.node]\npower_w = 250.0\n')
+    mine = load_system(str(path))
+    assert mine.node.power_w == 250.0 and mine.node.cores == 48
