@@ -98,11 +98,18 @@ def _set(table: dict, part: str, key: str, value, source: str) -> None:
 def _write_peak(precision: str):
     def write(table, value, base, source):
         node = base.node
-        rates = dict(node.flops_per_cycle_per_core)
-        rates[precision] = value * 1e12 / (node.cores * node.clock_hz)
+        written = table["node"].get("flops_per_cycle_per_core")
+        # another precision's knob may have written the table already: keep its rate
+        rates = (dict(written["value"]) if isinstance(written, dict) and "source" in written
+                 and str(written["source"]).startswith("[sweep]")
+                 else dict(node.flops_per_cycle_per_core))
+        eco = 0.5 if node.eco_mode else 1.0
+        rates[precision] = value * 1e12 / (node.cores * node.clock_hz * eco)
+        note = (f"{source}: {value:g} TFLOP/s per node at {precision} over {node.cores} cores "
+                f"at {node.clock_hz / 1e9:g} GHz")
+        old = written.get("source", "") if isinstance(written, dict) else ""
         _set(table, "node", "flops_per_cycle_per_core", rates,
-             f"{source}: {value:g} TFLOP/s per node at {precision} over {node.cores} cores at "
-             f"{node.clock_hz / 1e9:g} GHz; the other precisions as the preset")
+             (old + "; " if str(old).startswith("[sweep]") else "") + note)
     return write
 
 

@@ -256,3 +256,13 @@ def test_summary_of_a_small_sweep(small):
     assert front and all(a["cost"] <= b["cost"] and a["ranked_days"] > b["ranked_days"]
                          for a, b in zip(front, front[1:]))
     assert {k["name"] for k in s["knobs"]} == {"fp16_tflops", "link_bandwidth_gbs"}
+
+
+def test_two_peaks_moved_together_both_hold(tmp_path):
+    text = SMALL.replace("fp16_tflops = [13.5168, 27]", "fp16_tflops = [27]\nfp32_tflops = [13.5]")
+    sweep = read_sweep(write(tmp_path, text))
+    s = point_system(sweep, {"fp16_tflops": 27.0, "fp32_tflops": 13.5, "link_bandwidth_gbs": 6.8})
+    assert s.node.peak_flops("fp16") == pytest.approx(27e12)
+    assert s.node.peak_flops("fp32") == pytest.approx(13.5e12)
+    source = s.sources["node.flops_per_cycle_per_core"]
+    assert "fp16_tflops = 27" in source and "fp32_tflops = 13.5" in source
