@@ -219,13 +219,22 @@ def bench_sweep(repeat: int) -> dict:
     one at 158,976, each point's search seeded by the one before, as a worker runs
     them, with what earlier chunks left in the caches), as (hardware point x layout)
     candidates per CPU second, each candidate a layout the search bounded or
-    estimated, the median of the runs' rates; and
-    the flow-level re-pricing of 4 points on one network at 158,976 nodes, the first
-    pricing the network's patterns afresh, the others reusing them."""
+    estimated, the median of the runs' rates; and the flow-level re-pricing of one
+    shortlist (the 100B model's at 158,976 nodes) on a fresh network, and on one that
+    another point (other per-node figures, the same network) priced first."""
+    from perfmodel import parallel
+    was = parallel._IN_WORKER
+    parallel.run_serially()             # as a sweep's worker runs: its caches its own
+    try:
+        return _sweep_figures(repeat)
+    finally:
+        parallel._IN_WORKER = was
+
+
+def _sweep_figures(repeat: int) -> dict:
     import dataclasses
     from fpcore.caches import reset
-    from perfmodel.search import SearchStats
-    from perfmodel.search import confirm, screen
+    from perfmodel.search import SearchStats, confirm, screen
     from perfmodel.sweep import evaluate, point_system, read_sweep
 
     sweep = read_sweep("fugaku-successor")
