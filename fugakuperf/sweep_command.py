@@ -34,30 +34,33 @@ def sweep(sweep_file, out, restart, workers, html_out, list_only, quiet, as_json
 
     SWEEP.toml names a base system, the hardware values to vary (per-node peak per
     precision, memory capacity and bandwidth, link and injection bandwidth, torus
-    shape, node budget, power per node), the models, a cost model and constraints
-    (days, MW, cost). Every point is the base system with the point's values written
-    into it (each with a [sweep] source); the planner's own search finds each
-    model's best layout there, and the point's record keeps the time to train with
-    its 80% band, energy, power, cost, MFU and layout.
+    shape, node budget, power per node, price per node-hour), the models, a cost model
+    and constraints (days, MW, cost). Every point is the base system with the point's
+    values written into it (each with a [sweep] source); the planner's own search
+    finds each model's best layout there, and the point's record keeps the time to
+    train with its 80% band, energy, power, cost, MFU and layout.
 
     \b
     Examples:
-      fugakuperf sweep successor.toml                   run (or resume) a sweep
-      fugakuperf sweep successor.toml --html sweep.html ... and draw its page
-      fugakuperf sweep successor.toml --list            knobs, models, points
-      mpiexec -n 4 fugakuperf sweep successor.toml      points over MPI ranks
+      fugakuperf sweep fugaku-successor                 run (or resume) a shipped sweep
+      fugakuperf sweep fugaku-successor --html s.html   ... and draw its page
+      fugakuperf sweep fugaku-llm-changes               one hardware change at a time
+      fugakuperf sweep my_sweep.toml --list             knobs, models, points
+      mpiexec -n 4 fugakuperf sweep my_sweep.toml       points over MPI ranks
 
     \b
     The sweep file (values, or {from, to, steps, scale = "log"}):
-      [sweep]    system = "fugaku", nodes = 13824, design = "grid" | "one-at-a-time",
+      [sweep]    system = "fugaku", nodes = 13824 (the budget; jobs of job_share = 0.5
+                 of it to all of it), design = "grid" | "one-at-a-time",
                  objective = "model" | "median" | "p90", network = "analytic" | "system"
                  (the shortlist re-priced by the preset's network model: the flow
                  level, shared by the points on one network), confirm = shapes it
                  re-prices per model
       [vary]     fp16_tflops, fp32_tflops, bf16_tflops, memory_gib,
                  memory_bandwidth_gbs, link_bandwidth_gbs, injection_bandwidth_gbs,
-                 torus ("24x23x24x2x3x2"), nodes, power_w
-      [[models]] params = 13e9 | preset = "...", tokens, global_batch, precision, seq
+                 torus ("24x23x24x2x3x2"), nodes, power_w, price_per_node_hour
+      [[models]] params = 13e9 | preset = "...", label, tokens, global_batch, seq,
+                 precision (one, or a list: the fastest), pins = {tp = 6, pp = 8, ...}
       [cost]     node_hour_price, currency, shares = {compute, memory,
                  memory_bandwidth, network}, energy_price_per_mwh
       [constraints] days, mw, cost

@@ -211,6 +211,9 @@ _knob("torus", "", "the machine's torus shape (as many axes as the preset's)", N
 _knob("power_w", "W", "power of one node", None, False, lambda s: s.node.power_w, _write_power)
 _knob("nodes", "nodes", "the job's node budget (the best layout on at most this many)", None,
       True, None, _write_nodes)
+_knob("price_per_node_hour", "per node-hour", "the price of a node-hour ([cost] "
+      "node_hour_price where not varied), before the price factor", None, False, None, None)
+NOT_SYSTEM = ("nodes", "price_per_node_hour")       # knobs the system does not hold
 
 PARTS = ("compute", "memory", "memory_bandwidth", "network")
 
@@ -286,7 +289,8 @@ class Sweep:
     def base_values(self) -> dict:
         """Each knob's value on the base system (nodes: the sweep's budget)."""
         base = self.base_system()
-        return {k: (self.budget if k == "nodes" else rounded(KNOBS[k].read(base)))
+        given = {"nodes": self.budget, "price_per_node_hour": self.cost.node_hour_price}
+        return {k: given[k] if k in given else rounded(KNOBS[k].read(base))
                 for k, _ in self.knobs}
 
     def point(self, index: int) -> dict:
@@ -556,7 +560,8 @@ _SYSTEMS: dict = {}
 def point_system(sweep: Sweep, values: dict):
     """The base system with ``values`` (knob -> value) written into its table."""
     key = (sweep.digest, sweep.network, sweep.stack,
-           tuple(sorted((k, v) for k, v in values.items() if k != "nodes")), values.get("nodes"))
+           tuple(sorted((k, v) for k, v in values.items() if k not in NOT_SYSTEM)),
+           values.get("nodes"))
     if key in _SYSTEMS:
         return _SYSTEMS[key]
     from .system import system_from_table
@@ -570,7 +575,7 @@ def point_system(sweep: Sweep, values: dict):
             if len(value) != len(base.network.shape):
                 raise SpecError("torus", f"has {len(value)} axes; {base.name}'s network has "
                                          f"{len(base.network.shape)}")
-        if name != "nodes":
+        if name not in NOT_SYSTEM:
             knob.write(table, value, base, f"[sweep] {name} = {value} ({where})")
     if "nodes" in values:
         _write_nodes(table, values["nodes"], base, f"[sweep] nodes = {values['nodes']} ({where})")
@@ -616,13 +621,15 @@ def evaluate(sweep: Sweep, index: int, seeds: dict | None = None, stats=None) ->
     record["price_factor"] = rounded(factor)
     budget = min(values.get("nodes", sweep.budget), system.network.nodes)
     seeds = {} if seeds is None else seeds
-    record["models"] = [_plan_one(sweep, system, run, budget, factor, seeds, stats)
+    price = values.get("price_per_node_hour", sweep.cost.node_hour_price)
+    record["models"] = [_plan_one(sweep, system, run, budget, factor * price, seeds, stats)
                         for run in sweep.models]
     return record
 
 
-def _plan_one(sweep: Sweep, system, run: ModelRun, budget: int, factor: float,
+def _plan_one(sweep: Sweep, system, run: ModelRun, budget: int, hour_price: float,
               seeds: dict, counts=None) -> dict:
+    """One model's best layout at one point (``hour_price``: a node-hour's price there)."""
     from .evidence import Ranker
     from .search import SearchStats, confirm, screen
     out: dict = {"model": run.label}
@@ -664,7 +671,7 @@ def _plan_one(sweep: Sweep, system, run: ModelRun, budget: int, factor: float,
     days = best.time_to_train_s(run.tokens) / DAY
     node_hours = best.node_hours(run.tokens)
     energy = best.energy_mwh(run.tokens)
-    cost = node_hours * sweep.cost.node_hour_price * factor
+    cost = node_hours * hour_price
     if energy is not None:
         cost += energy * sweep.cost.energy_price_per_mwh
     power = best.nodes * system.node.power_w / 1e6

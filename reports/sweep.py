@@ -9,7 +9,8 @@ from .numbers import big
 SHORT = {"fp32_tflops": "fp32 TF", "fp16_tflops": "fp16 TF", "bf16_tflops": "bf16 TF",
          "memory_gib": "GiB", "memory_bandwidth_gbs": "mem GB/s",
          "link_bandwidth_gbs": "link GB/s", "injection_bandwidth_gbs": "inj GB/s",
-         "torus": "torus", "power_w": "W", "nodes": "nodes"}
+         "torus": "torus", "power_w": "W", "nodes": "nodes",
+         "price_per_node_hour": "price/node-hour"}
 FRONT_ROWS = 12            # rows of a Pareto front printed as text
 
 

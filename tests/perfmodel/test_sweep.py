@@ -266,3 +266,12 @@ def test_two_peaks_moved_together_both_hold(tmp_path):
     assert s.node.peak_flops("fp32") == pytest.approx(13.5e12)
     source = s.sources["node.flops_per_cycle_per_core"]
     assert "fp16_tflops = 27" in source and "fp32_tflops = 13.5" in source
+
+
+def test_the_node_hour_price_moves_the_cost_and_nothing_else(tmp_path):
+    text = SMALL.replace("fp16_tflops = [13.5168, 27]", "price_per_node_hour = [1.0, 3.0]")
+    sweep = read_sweep(write(tmp_path, text))
+    cheap, dear = (evaluate(sweep, i)["models"][0] for i in (0, 3))   # links 6.8 GB/s both
+    assert sweep.point(3) == {"price_per_node_hour": 3.0, "link_bandwidth_gbs": 6.8}
+    assert dear["cost"] == pytest.approx(3 * cheap["cost"], rel=1e-5)
+    assert (dear["layout"], dear["days"]) == (cheap["layout"], cheap["days"])
