@@ -572,9 +572,10 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
 
     ``seeds``: layouts priced first where they are candidates here (the node count
     accepted, memory fitting), as a neighbouring question's answer: a good layout
-    found early lets the bounds skip the rest sooner. They are candidates like any
-    other (a seed outside the search space is left out), so they change the answer
-    only where two layouts tie exactly."""
+    found early lets the bounds skip the rest sooner. A seed counts only where the
+    search would make it itself (its node count accepted, and the ZeRO and
+    recomputation variant its base gets here), so seeds change the answer only where
+    two layouts tie exactly."""
     pins = {k: v for k, v in (pins or {}).items() if v is not None}
     check_pins(model, system, global_batch, pins)
     stats = SearchStats()
@@ -645,9 +646,11 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
         ppn = system.ranks_per_node
         if seed.ranks % ppn or not accept(seed.ranks // ppn) or seed.precision != precision:
             continue
-        est = estimate(model, system, seed, screening, validate=False)
-        if est.memory_fits:
-            consider(est)
+        # a candidate here only as the search would make it: the ZeRO and recomputation
+        # variant its base gets on this system (more memory may need less recomputation)
+        base = seed.replace(zero=0, shard_ranks=0, recompute="none", recompute_stages=None)
+        if seed in fitting_variants(model, system, base, pins, SearchStats()):
+            consider(estimate(model, system, seed, screening, validate=False))
 
     for _, n, tp, pp, dp, max_v, cp in found:
         evidence = () if ranker is None else ranker.shape_evidence(model, system, tp, pp, dp,
