@@ -87,16 +87,13 @@ def changes(sweep: Sweep, rows: list[dict]) -> list[dict]:
         return []
     ref = sweep.base_values()
 
-    def machine(r):
-        return r["hardware"].get("nodes", sweep.budget) * r["price_factor"]
-
     out = []
     for r in rows:
         if r["point"] == 0:
             continue
         knob = next(k for k, v in r["hardware"].items() if v != ref[k])
         saved = base["ranked_days"] - r["ranked_days"]
-        price = machine(r) / machine(base) - 1
+        price = machine_size(sweep, r) / machine_size(sweep, base) - 1
         out.append({"point": r["point"], "knob": knob, "value": r["hardware"][knob],
                     "base": ref[knob], "ranked_days": r["ranked_days"],
                     "saved_days": rounded(saved), "saved": rounded(saved / base["ranked_days"]),
@@ -108,9 +105,15 @@ def changes(sweep: Sweep, rows: list[dict]) -> list[dict]:
     return out
 
 
+def machine_size(sweep: Sweep, row: dict) -> float:
+    """A point's machine in base-node equivalents: its node budget (the machine built,
+    whatever share of it the best job uses) x its node price factor."""
+    return row["hardware"].get("nodes", sweep.budget) * row["price_factor"]
+
+
 def summary(sweep: Sweep, records: list[dict]) -> dict:
     """What a sweep found, per model: the fastest point, the cheapest and the smallest
-    (fewest base-node equivalents: nodes x price factor) that meet the constraints, the
+    (``machine_size``: node budget x price factor) that meet the constraints, the
     Pareto fronts of time against cost and against power, and each knob's sensitivity."""
     base = sweep.base_values()
     models = []
@@ -128,7 +131,7 @@ def summary(sweep: Sweep, records: list[dict]) -> dict:
             "cheapest_meeting": _row(min(meeting, key=lambda r: (r["cost"], r["point"])))
             if meeting else None,
             "smallest_meeting": _row(min(meeting, key=lambda r: (
-                r["nodes"] * r["price_factor"], r["ranked_days"], r["point"])))
+                machine_size(sweep, r), r["ranked_days"], r["point"])))
             if meeting else None,
             # every point with a layout, for the figures: (cost, MW, days)
             "all_points": [[r["cost"], r["power_mw"], r["days"]] for r in rows],

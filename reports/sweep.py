@@ -72,7 +72,8 @@ def render_sweep_text(d: dict) -> str:
     if d["constraints"]:
         out.append("  constraints: " + ", ".join(f"{k} <= {v:g}"
                                                  for k, v in d["constraints"].items())
-                   + f" (days on {ranked})")
+                   + f" (days on {ranked}); the smallest machine that meets them: the fewest "
+                     f"base-node equivalents, node budget x node price factor")
     for m in d["models"]:
         out.append("")
         out.append(f"model {m['model']} ({m['params'] / 1e9:.3g}B parameters, "
@@ -241,7 +242,9 @@ def sweep_sections(d: dict) -> tuple[list[Section], dict[str, bytes]]:
     if d["constraints"]:
         intro.append(Para("Constraints: " + ", ".join(f"{k} at most {v:g}"
                                                       for k, v in d["constraints"].items())
-                          + f" (days on {ranked})."))
+                          + f" (days on {ranked}). The smallest machine that meets them has "
+                            f"the fewest base-node equivalents: node budget x node price "
+                            f"factor."))
     secs.append(Section("summary", "Summary", tuple(intro) + tuple(
         _best_table(m, d) for m in d["models"])))
     for i, m in enumerate(d["models"]):

@@ -256,6 +256,12 @@ def test_summary_of_a_small_sweep(small):
     assert front and all(a["cost"] <= b["cost"] and a["ranked_days"] > b["ranked_days"]
                          for a, b in zip(front, front[1:]))
     assert {k["name"] for k in s["knobs"]} == {"fp16_tflops", "link_bandwidth_gbs"}
+    # the smallest machine: node budget (96 at every point) x price factor, not the nodes
+    # the job uses
+    rows = [{**r["models"][0], "point": r["point"], "factor": r["price_factor"]}
+            for r in records]
+    smallest = min(rows, key=lambda r: (96 * r["factor"], r["ranked_days"], r["point"]))
+    assert m["smallest_meeting"]["point"] == smallest["point"] == 0
 
 
 def test_two_peaks_moved_together_both_hold(tmp_path):
