@@ -346,6 +346,26 @@ def tp_error(model: ModelSpec, tp: int) -> SpecError | None:
     return None
 
 
+def cp_error(model: ModelSpec, cp: int) -> SpecError | None:
+    """Why ``cp`` cannot split ``model``'s sequences, or None: Megatron-Core's context
+    parallelism gives each rank two of 2 cp chunks of a sequence (to balance the
+    causal mask), so 2 cp divides seq."""
+    if cp > 1 and model.seq % (2 * cp):
+        return SpecError("cp", f"2 x cp must divide seq ({model.seq}): Megatron-Core's context "
+                               f"parallelism gives each rank two of 2 cp chunks of the "
+                               f"sequence, to balance the causal mask; got {cp}")
+    return None
+
+
+def ep_error(model: ModelSpec, ep: int) -> SpecError | None:
+    """Why ``ep`` cannot split ``model``'s experts, or None (a dense model has none)."""
+    if ep > 1 and not model.experts:
+        return SpecError("ep", f"needs a mixture of experts ({model.name} is dense); got {ep}")
+    if model.experts and model.experts % ep:
+        return SpecError("ep", f"must divide the experts ({model.experts}); got {ep}")
+    return None
+
+
 def tensor_parallel_sizes(model: ModelSpec) -> list[int]:
     """Every tp that can split ``model`` (see tp_error)."""
     return [t for t in divisors(model.heads) if tp_error(model, t) is None]
@@ -375,15 +395,9 @@ def validate_layout(layout: Layout, model: ModelSpec, ranks: int | None = None) 
                                      layout.partition)
     if err is not None:
         raise err
-    if layout.ep > 1 and model.experts % layout.ep:
-        raise SpecError("ep", f"must divide the experts ({model.experts}); got {layout.ep}")
-    if layout.ep > 1 and not model.experts:
-        raise SpecError("ep", f"needs a mixture of experts ({model.name} is dense); got "
-                              f"{layout.ep}")
-    if layout.cp > 1 and model.seq % (2 * layout.cp):
-        raise SpecError("cp", f"2 x cp must divide seq ({model.seq}): Megatron-Core's context "
-                              f"parallelism gives each rank two of 2 cp chunks of the "
-                              f"sequence, to balance the causal mask; got {layout.cp}")
+    for err in (ep_error(model, layout.ep), cp_error(model, layout.cp)):
+        if err is not None:
+            raise err
     if layout.sequence_parallel and (model.seq // layout.cp) % layout.tp:
         raise SpecError("sequence_parallel", f"tp ({layout.tp}) must divide seq ({model.seq})"
                                              + (f" / cp ({layout.cp})" if layout.cp > 1 else ""))

@@ -54,9 +54,9 @@ from topologies.interface import group_geometry
 from .compute import ComputeModel
 from .estimator import Estimate, estimate, layout_lower_bound, network_for, screening_network
 from . import partitions, schedules
-from .layout import (PINNABLE, PIPELINE_MAX_ZERO, Layout, check_runnable, divisors,
-                     schedule_depth_error, tensor_parallel_sizes, tp_error, virtual_schedules,
-                     zero_with_pipeline_error)
+from .layout import (PINNABLE, PIPELINE_MAX_ZERO, Layout, check_runnable, cp_error, divisors,
+                     ep_error, schedule_depth_error, tensor_parallel_sizes, tp_error,
+                     virtual_schedules, zero_with_pipeline_error)
 from .memory import peak_memory
 from .model import ModelSpec
 from .ops import model_flops_per_iteration
@@ -249,16 +249,10 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
                                                       if (v or 1) > 1 else "")
                         + (f", and {deepest.name} needs pp >= {deepest.framework_min_pp}"
                            if deepest is not None and _min_pp(pins) > 1 else ""))
-    cp = pins.get("cp")
-    if cp is not None and cp > 1 and model.seq % (2 * cp):
-        raise SpecError("cp", f"2 x cp must divide seq ({model.seq}): Megatron-Core's context "
-                              f"parallelism gives each rank two of 2 cp chunks of the "
-                              f"sequence; got {cp}")
-    ep = pins.get("ep")
-    if ep is not None and ep > 1 and not model.experts:
-        raise SpecError("ep", f"needs a mixture of experts ({model.name} is dense); got {ep}")
-    if ep is not None and model.experts and model.experts % ep:
-        raise SpecError("ep", f"must divide the experts ({model.experts}); got {ep}")
+    for err in (cp_error(model, pins["cp"]) if pins.get("cp") is not None else None,
+                ep_error(model, pins["ep"]) if pins.get("ep") is not None else None):
+        if err is not None:
+            raise err
     if pins.get("moe_load") not in (None, 1.0) and not model.experts:
         raise SpecError("moe_load", f"needs a mixture of experts ({model.name} is dense)")
     if pins.get("precision") is not None and not system.node.supports(pins["precision"]):
