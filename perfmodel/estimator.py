@@ -442,8 +442,7 @@ def _moe_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
     (Megatron-Core parallel_state's order tp-cp-ep-dp-pp): a job of dp = ep, tp x cp
     apart."""
     t, mb, sp = layout.tp, layout.micro_batch, layout.sequence_parallel
-    cap = model.capacity_factor
-    load = min(layout.moe_load, cap) if cap else layout.moe_load
+    load = model.routed_load(layout.moe_load)
     f, b, sel, full, w = _layer_times(model, compute, t, mb, sp, layout.precision,
                                       layout.attention, True, layout.ep, layout.moe_load,
                                       layout.cp)

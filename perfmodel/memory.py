@@ -149,8 +149,7 @@ def activation_bytes_per_layer(model: ModelSpec, tp: int, micro_batch: int,
     per_token = 3 if model.activation == "swiglu" else 2
     mlp = s * b * f * per_token
     if moe:
-        cap = model.capacity_factor
-        copies = s * b * model.top_k * (min(load, cap) if cap else load)
+        copies = s * b * model.top_k * model.routed_load(load)
         mlp = (copies * (h + model.expert_ffn * per_token)
                + s * b * model.shared_experts * model.expert_ffn * per_token)
         outside += 4.0 * s * b * model.experts / (t if sequence_parallel else 1)

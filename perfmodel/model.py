@@ -176,6 +176,12 @@ class ModelSpec:
             -(-(n - self.first_dense) // self.moe_every)      # noqa: E731
         return before(first + count) - before(first)
 
+    def routed_load(self, load: float) -> float:
+        """The tokens the busiest expert rank takes over its even share, for a router
+        whose busiest rank gets ``load`` times it: capped by the capacity factor (the
+        rest dropped), none with 0 (dropless)."""
+        return min(load, self.capacity_factor) if self.capacity_factor else load
+
     @cached_property
     def moe_layers(self) -> int:
         return self.moe_layers_in(0, self.layers)

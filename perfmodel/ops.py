@@ -198,8 +198,7 @@ def moe_ops(model: ModelSpec, t: int, T: int, rows: float, e: int, ep: int,
     shared experts run on every token as one wider MLP."""
     h, fe, k = model.hidden, model.expert_ffn, model.top_k
     local = model.experts // ep
-    cap = model.capacity_factor
-    tokens = T * k * ep / model.experts * (min(load, cap) if cap else load)
+    tokens = T * k * ep / model.experts * model.routed_load(load)
     gate = 2 if model.activation == "swiglu" else 1
     act = "swiglu" if model.activation == "swiglu" else "gelu"
     ops = [gemm("router", rows, model.experts, h, e, weighted=True),     # (T, h) x (h, E)
