@@ -14,10 +14,15 @@ store with ``clear()``), under a group:
 ``reset()`` empties every cache, ``reset("flows")`` one group: a benchmark that prices
 a fresh job, or a test that must not see an earlier answer, calls it instead of
 reaching into a module's private names.
+
+The specs that key these caches (a model, a layout, a system) keep their hash
+(``KeptHash``): it is computed once, not at every lookup.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 from functools import lru_cache
 from typing import Callable
 
@@ -53,3 +58,29 @@ def reset(*groups: str) -> None:
     for group in groups or GROUPS:
         for clear in _group(group):
             clear()
+
+
+class KeptHash:
+    """A frozen dataclass that keys many caches: the hash of its compared fields is
+    computed once and kept, and left out of a pickle (a string's hash differs between
+    processes). A frozen dataclass makes its own ``__hash__`` unless its class body
+    defines one, so the class says ``__hash__ = KeptHash.__hash__``."""
+
+    def __hash__(self):
+        kept = self.__dict__.get("_hash")
+        if kept is None:
+            kept = self.__dict__["_hash"] = hash(_compared(type(self))(self))
+        return kept
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
+
+
+@lru_cache(maxsize=None)
+def _compared(cls) -> Callable:
+    """The values a dataclass's equality compares, as one tuple."""
+    names = [f.name for f in dataclasses.fields(cls) if f.compare]
+    return operator.attrgetter(*names) if len(names) > 1 else \
+        (lambda obj: (getattr(obj, names[0]),))

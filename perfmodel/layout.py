@@ -8,11 +8,10 @@ that is wrong and the rule, with the framework source it comes from.
 from __future__ import annotations
 
 import dataclasses
-import operator
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
-from fpcore.caches import cached
+from fpcore.caches import KeptHash, cached
 from fpcore.errors import SpecError, check_bool, check_choice, check_float, check_int
 
 from . import partitions, schedules, sharding
@@ -29,7 +28,7 @@ MAX_CHECKED = 500_000
 
 
 @dataclass(frozen=True)
-class Layout:
+class Layout(KeptHash):
     """Tensor (tp), pipeline (pp) and data (dp) parallel degrees and their settings.
 
     ``recompute_stages`` limits full recomputation to the first k pipeline stages
@@ -97,18 +96,8 @@ class Layout:
         values = tuple(self.__dict__.values())          # as _check normalised them
         _CHECKED.add((values, tuple(map(type, values))))
 
-    def __hash__(self):
-        """The fields' hash, computed once: layouts key the caches of their memory and
-        bounds, and a search hashes each many times."""
-        if "_hash" not in self.__dict__:
-            self.__dict__["_hash"] = hash(_FIELD_VALUES(self))
-        return self.__dict__["_hash"]
-
-    def __getstate__(self):
-        """Pickled without the hash (a string's hash differs between processes)."""
-        state = dict(self.__dict__)
-        state.pop("_hash", None)
-        return state
+    # a layout keys the caches of its memory and checks: its hash is kept
+    __hash__ = KeptHash.__hash__
 
     def _check(self) -> None:
         for name, hi in (("tp", 1_000_000), ("pp", 100_000), ("dp", 10_000_000),
@@ -309,7 +298,6 @@ def _stage_runs(layers: tuple[int, ...], recompute: str, recompute_stages: int |
 # settings (the global batch) and the software stack's (StackSpec.layout_settings).
 STACK_SETTINGS = ("overlap_dp", "attention", "sharding", "gather", "prefetch", "optimizer",
                   "overlap_p2p")
-_FIELD_VALUES = operator.attrgetter(*(f.name for f in dataclasses.fields(Layout)))
 PINNABLE = tuple(f.name for f in dataclasses.fields(Layout)
                  if f.name not in ("global_batch",) + STACK_SETTINGS)
 

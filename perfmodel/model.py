@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 
+from fpcore.caches import KeptHash
 from fpcore.errors import SpecError, check_bool, check_choice, check_float, check_int
 
 NORMS = ("layernorm", "rmsnorm")
@@ -18,7 +19,7 @@ POSITIONS = ("learned", "rope")
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(KeptHash):
     """A decoder-only transformer.
 
     ``ffn`` defaults to 4 * hidden for GELU models; SwiGLU models must give it.
@@ -85,19 +86,8 @@ class ModelSpec:
         set_("kv_heads", kv)
         self._check_experts()
 
-    def __hash__(self):
-        """The compared fields' hash, computed once: a model keys many caches (op lists,
-        FLOPs, memory), and hashing its fields again at every lookup shows in a sweep."""
-        if "_hash" not in self.__dict__:
-            self.__dict__["_hash"] = hash(tuple(getattr(self, f.name)
-                                                for f in dataclasses.fields(self) if f.compare))
-        return self.__dict__["_hash"]
-
-    def __getstate__(self):
-        """Pickled without the hash (a string's hash differs between processes)."""
-        state = dict(self.__dict__)
-        state.pop("_hash", None)
-        return state
+    # a model keys the caches of its op lists, FLOPs and memory: its hash is kept
+    __hash__ = KeptHash.__hash__
 
     def _check_experts(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen)

@@ -28,6 +28,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Mapping
 
+from fpcore.caches import KeptHash
 from fpcore.errors import (SpecError, check_bool, check_float, check_int, check_keys,
                            check_list, check_str, check_table, require)
 
@@ -51,7 +52,7 @@ class RankView:
 
 
 @dataclass(frozen=True)
-class SystemSpec:
+class SystemSpec(KeptHash):
     name: str
     description: str
     node: NodeSpec
@@ -106,13 +107,8 @@ class SystemSpec:
         if self.job_shape is not None:
             self.job_allocation            # parsed now: a bad shape is refused before any work
 
-    def __hash__(self):
-        """The compared fields' hash, computed once: a system keys many caches, and its
-        nested parts would be hashed again at every lookup."""
-        if "_hash" not in self.__dict__:
-            self.__dict__["_hash"] = hash(tuple(getattr(self, f.name)
-                                                for f in dataclasses.fields(self) if f.compare))
-        return self.__dict__["_hash"]
+    # a system keys many caches: its hash is kept, its nested parts not hashed again
+    __hash__ = KeptHash.__hash__
 
     def __getstate__(self):
         """Pickled as plain data (the read-only views and derived values are rebuilt)."""
