@@ -89,13 +89,13 @@ def sweep(sweep_file, out, restart, workers, html_out, list_only, quiet, as_json
         if rank == 0:
             _list(spec)
         return
-    problem = None
+    problem, done = None, 0
     if rank == 0:
         try:
             from fpcore.atomic import target
             target(out, "out")
-            if not restart:
-                read_results(out, spec)      # another sweep's file: refused before any work
+            if not restart:                  # another sweep's file: refused before any work
+                done = len(read_results(out, spec)[1])
         except SpecError as e:
             problem = e
     if world > 1:                            # every rank stops on the root's bad input
@@ -105,18 +105,17 @@ def sweep(sweep_file, out, restart, workers, html_out, list_only, quiet, as_json
         if rank == 0:
             raise problem
         return
+    n = world or workers or _cores()
+    if rank == 0 and not quiet:
+        where = f"MPI rank{'s' if n > 1 else ''}" if world else f"worker{'s' if n > 1 else ''}"
+        click.echo(f"sweep: {spec.points:,} hardware points x {len(spec.models)} models on "
+                   f"{n} {where}" + (f", {done:,} already in {out}" if done else ""), err=True)
+    progress = Progress(spec.points, done, quiet=quiet)
     if world:
-        records = _run_mpi(spec, out, restart, quiet)
+        records = _run_mpi(spec, out, restart, progress)
         if records is None:                  # a worker rank: the root reports
             return
     else:
-        n = workers or _cores()
-        _, done, _ = read_results(out, spec) if not restart else (None, [], 0)
-        progress = Progress(spec.points, len(done), quiet=quiet)
-        if not quiet:
-            click.echo(f"sweep: {spec.points:,} hardware points x {len(spec.models)} models "
-                       f"on {n} worker{'s' if n > 1 else ''}"
-                       + (f", {len(done):,} already in {out}" if done else ""), err=True)
         records = _run_local(spec, out, restart, n, progress)
     result = summary(spec, records)
     result["results_file"] = out
@@ -148,23 +147,15 @@ def _run_local(spec, out, restart, n, progress):
         return run(spec, out, executor=pool, restart=restart, progress=progress)
 
 
-def _run_mpi(spec, out, restart, quiet):
+def _run_mpi(spec, out, restart, progress):
     """Under mpiexec: rank 0 writes the results and runs points too; the other ranks
     serve mpi4py.futures tasks (one rank: rank 0 alone). Returns the records on rank
     0, None elsewhere."""
     from mpi4py import MPI
     from mpi4py.futures import MPICommExecutor
-    from perfmodel.sweep_run import Progress, read_results, run
+    from perfmodel.sweep_run import run
     comm = MPI.COMM_WORLD
-    size = comm.Get_size()
-    _, done, _ = read_results(out, spec) if not restart and comm.Get_rank() == 0 \
-        else (None, [], 0)
-    progress = Progress(spec.points, len(done), quiet=quiet)
-    if not quiet and comm.Get_rank() == 0:
-        click.echo(f"sweep: {spec.points:,} hardware points x {len(spec.models)} models "
-                   f"on {size} MPI rank{'s' if size > 1 else ''}"
-                   + (f", {len(done):,} already in {out}" if done else ""), err=True)
-    if size == 1:
+    if comm.Get_size() == 1:
         return run(spec, out, restart=restart, progress=progress)
     with MPICommExecutor(comm, root=0) as executor:
         if executor is None:

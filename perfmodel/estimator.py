@@ -317,22 +317,16 @@ def layout_lower_bound(model: ModelSpec, system: SystemSpec, layout: Layout,
     tp_pass = 2 * _tp_collective(network, job, activation_message(model, layout),
                                  layout.sequence_parallel)
     cp = layout.cp
-    f, b, _, _, w = _layer_times(*args, cp=cp)        # a dense layer
-    dense = (f + tp_pass, b + tp_pass, w)
-    layers = layout.stage_layers(model)
-    # stages of the same layers cost the same: each kind of stage is priced once
-    stages = {}
-    if model.experts:                                 # and an MoE one (evenly loaded,
-        f, b, _, _, w = _layer_times(*args, True, layout.ep, 1.0, cp)   # no all-to-alls)
+    f, b, _, _, w = _layer_times(*args, cp=cp)        # a dense layer, then an MoE one
+    dense = moe = (f + tp_pass, b + tp_pass, w)
+    if model.experts:                                 # (evenly loaded, no all-to-alls)
+        f, b, _, _, w = _layer_times(*args, True, layout.ep, 1.0, cp)
         moe = (f + tp_pass, b + tp_pass, w)
-        kinds = tuple(zip(layers, layout.stage_moe_layers(model)))
-        for n, n_moe in set(kinds):
-            stages[n, n_moe] = tuple((n - n_moe) * d + n_moe * e for d, e in zip(dense, moe))
-    else:
-        kinds = layers
-        for n in set(kinds):
-            stages[n] = (n * dense[0], n * dense[1], n * dense[2])
-    alike = {k: kinds.count(k) for k in stages}
+    # stages of the same layers cost the same: each kind of stage is priced once
+    kinds = tuple(zip(layout.stage_layers(model), layout.stage_moe_layers(model)))
+    stages = {(n, k): tuple((n - k) * d + k * e for d, e in zip(dense, moe))
+              for n, k in set(kinds)}
+    alike = {key: kinds.count(key) for key in stages}
     fill = layout.schedule_spec.fill
     pmv = (layout.pp, layout.micro_batches, layout.virtual_stages)
     heaviest = max(stages.values(), key=lambda x: x[0] + x[1])

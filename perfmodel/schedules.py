@@ -52,7 +52,6 @@ class Step:
                 + (f".{self.chunk}" if self.chunk else ""))
 
 
-
 @dataclass(frozen=True)
 class StepKind:
     """One kind of step: what it is, and how the plots show it."""

@@ -111,7 +111,8 @@ def _cp_options(model: ModelSpec, pins: dict) -> list[int]:
         return [pins["cp"]]
     if model.seq < CP_MIN_SEQ:
         return [1]
-    return [c for c in (1, 2, 4, 8, 16, 32) if c <= MAX_CP and model.seq % (2 * c) == 0]
+    return [c for c in (1 << i for i in range(MAX_CP.bit_length()))
+            if model.seq % (2 * c) == 0]
 
 
 def _schedule_options(pins: dict) -> list[schedules.ScheduleSpec]:
@@ -564,10 +565,9 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
     (perfmodel.evidence.Ranker) they are ranked by its objective on their bands, and
     its lower bound (``screening_floor``) skips the layouts that cannot enter.
 
-    ``seeds``: layouts priced first where they are candidates here (the node count
-    accepted, memory fitting), as a neighbouring question's answer: a good layout
-    found early lets the bounds skip the rest sooner. A seed counts only where the
-    search would make it itself (its node count accepted, and the ZeRO and
+    ``seeds``: layouts priced first, as a neighbouring question's answers: a good
+    layout found early lets the bounds skip the rest sooner. A seed counts only where
+    the search would make it itself (its node count accepted, and the ZeRO and
     recomputation variant its base gets here), so seeds change the answer only where
     two layouts tie exactly."""
     pins = {k: v for k, v in (pins or {}).items() if v is not None}

@@ -55,8 +55,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from fpcore.errors import (SpecError, check_choice, check_float, check_int, check_keys,
-                           check_list, check_str, check_table, require)
+from fpcore.errors import (SpecError, check_bool, check_choice, check_float, check_int,
+                           check_keys, check_list, check_str, check_table, require)
 
 from .model import ModelSpec
 from .precisions import PRECISIONS
@@ -343,8 +343,8 @@ def _values(where: str, raw, knob: Knob) -> tuple:
     if isinstance(raw, dict):
         check_keys(where, raw, ("from", "to", "steps", "scale"))
         require(where, raw, ("from", "to", "steps"))
-        lo = check_float(f"{where}.from", raw["from"], lo_open=True)
-        hi = check_float(f"{where}.to", raw["to"], lo_open=True)
+        lo = check_float(f"{where}.from", raw["from"])
+        hi = check_float(f"{where}.to", raw["to"])
         steps = check_int(f"{where}.steps", raw["steps"], hi=MAX_VALUES)
         scale = check_choice(f"{where}.scale", raw.get("scale", "linear"), ("linear", "log"))
         if steps == 1:
@@ -364,7 +364,7 @@ def _values(where: str, raw, knob: Knob) -> tuple:
         elif knob.integer:
             v = check_int(here, v, hi=10_000_000)
         else:
-            v = rounded(check_float(here, v, lo_open=True))
+            v = rounded(check_float(here, v))
         values.append(v)
     if len(set(values)) != len(values):
         raise SpecError(where, "lists a value twice (each point would be run twice)")
@@ -374,7 +374,7 @@ def _values(where: str, raw, knob: Knob) -> tuple:
 def _models(where: str, raw, base_dir: str) -> tuple[ModelRun, ...]:
     from .plan import TOKENS_PER_PARAM, default_global_batch
     from .presets import load_model
-    from .sizing import model_for_params
+    from .sizing import DEFAULT_SEQ, model_for_params
     raw = check_list(where, raw, min_len=1, max_len=MAX_MODELS)
     out = []
     for i, entry in enumerate(raw):
@@ -386,9 +386,9 @@ def _models(where: str, raw, base_dir: str) -> tuple[ModelRun, ...]:
                                   "preset or TOML file)")
         try:
             if "params" in entry:
-                seq = check_int(f"{here}.seq", entry.get("seq", 2048), hi=10_000_000)
-                model = model_for_params(check_float(f"{here}.params", entry["params"],
-                                                     lo_open=True), seq=seq)
+                seq = check_int(f"{here}.seq", entry.get("seq", DEFAULT_SEQ), hi=10_000_000)
+                model = model_for_params(check_float(f"{here}.params", entry["params"]),
+                                         seq=seq)
             else:
                 name = check_str(f"{here}.preset", entry["preset"], max_len=1000)
                 path = os.path.join(base_dir, name)
@@ -398,8 +398,8 @@ def _models(where: str, raw, base_dir: str) -> tuple[ModelRun, ...]:
         except SpecError as e:
             raise e.within(here) from None
         label = check_str(f"{here}.label", entry.get("label", model.name), max_len=100)
-        tokens = check_float(f"{here}.tokens", entry.get("tokens", TOKENS_PER_PARAM * model.params),
-                             lo_open=True)
+        tokens = check_float(f"{here}.tokens",
+                             entry.get("tokens", TOKENS_PER_PARAM * model.params))
         gb = check_int(f"{here}.global_batch", entry.get("global_batch",
                                                          default_global_batch(model)),
                        hi=100_000_000)
@@ -433,7 +433,6 @@ def _pins(where: str, raw) -> dict:
         elif kind == "float":
             out[key] = check_float(here, value)
         elif kind == "bool":
-            from fpcore.errors import check_bool
             out[key] = check_bool(here, value)
         else:
             out[key] = check_str(here, value, max_len=100)
@@ -453,7 +452,7 @@ def _cost(where: str, raw) -> Cost:
         raise SpecError(f"{where}.shares", f"must add up to at most 1 (the rest of the node "
                                            f"price does not scale); got {sum(shares.values()):g}")
     return Cost(node_hour_price=check_float(f"{where}.node_hour_price",
-                                            raw.get("node_hour_price", 1.0), lo_open=True),
+                                            raw.get("node_hour_price", 1.0)),
                 currency=check_str(f"{where}.currency", raw.get("currency", "base node-hours"),
                                    max_len=40),
                 shares=tuple(sorted(shares.items())),
@@ -468,8 +467,7 @@ def _constraints(where: str, raw) -> Constraints:
     if raw is None:
         return Constraints()
     check_keys(where, raw, ("days", "mw", "cost"))
-    return Constraints(**{k: check_float(f"{where}.{k}", v, lo_open=True)
-                          for k, v in raw.items()})
+    return Constraints(**{k: check_float(f"{where}.{k}", v) for k, v in raw.items()})
 
 
 def read_sweep(path: str | os.PathLike, field_name: str = "sweep file") -> Sweep:

@@ -8,6 +8,8 @@ from click.testing import CliRunner
 
 from fugakuperf.cli import main
 
+from .test_plan import stderr
+
 SWEEP = """
 [sweep]
 title = "tiny"
@@ -34,13 +36,6 @@ days = 30
 
 def run(*args: str):
     return CliRunner().invoke(main, ["sweep", *args])
-
-
-def stderr(result) -> str:
-    try:
-        return result.stderr
-    except ValueError:
-        return result.output
 
 
 @pytest.fixture
