@@ -3,6 +3,8 @@ with its Pareto fronts and the sensitivity of time to each knob."""
 
 from __future__ import annotations
 
+import math
+
 from .fmt import LABEL, NUM, TEXT, Figure, Para, Section, Stats, Table
 from .numbers import big
 
@@ -143,9 +145,8 @@ def _pareto_png(m: dict, d: dict) -> bytes:
                        label=f"{limit:g} days", zorder=2)
         ax.set_xlabel(label, fontsize=LABEL_SIZE)
         ax.set_yscale("log")
-        plain = FuncFormatter(lambda v, _: f"{v:g}")
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))   # 2 and 5 of a decade
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: big(v)))
         ax.tick_params(labelsize=TICK_SIZE)
@@ -154,6 +155,15 @@ def _pareto_png(m: dict, d: dict) -> bytes:
     axes[0].legend(fontsize=TICK_SIZE - 1)
     fig.suptitle(f"{m['model']}: time to train against cost and power", fontsize=10)
     return _png(fig)
+
+
+def _minor_label(v: float, _) -> str:
+    """A log axis's minor tick labelled at 2 and 5 of its decade only (each labelled,
+    they crowd the decade's top)."""
+    if v <= 0:
+        return ""
+    lead = v / 10 ** math.floor(math.log10(v))
+    return f"{v:g}" if round(lead) in (2, 5) and abs(lead - round(lead)) < 1e-6 else ""
 
 
 def _sensitivity_png(m: dict, knobs: list[dict]) -> bytes | None:
