@@ -27,6 +27,10 @@ from .routing import route
 from .torus import Torus
 
 
+SPLITS_KEPT = 32      # patterns whose split is kept (an algorithm's steps, at least)
+_SPLITS: dict = {}    # (placement, src, dst ids, dim, symmetry) -> (placement, src, dst, split)
+
+
 @dataclass(frozen=True)
 class PhaseCost:
     rate: float        # bytes/s of the slowest flow (inf when no flow crosses a link)
@@ -50,16 +54,14 @@ class TofuFabric:
     def phase(self, src_ranks, dst_ranks, dim: str | None = None) -> PhaseCost:
         src_ranks = np.asarray(src_ranks, dtype=np.int64)
         dst_ranks = np.asarray(dst_ranks, dtype=np.int64)
-        nodes = self.placement.node_of_rank
-        src, dst = nodes[src_ranks], nodes[dst_ranks]
-        local = src == dst
+        local, inter = self._split(src_ranks, dst_ranks, dim)
         worst = 0.0                                     # max over links of flows / capacity
         if local.any():
             out = np.bincount(src_ranks[local]).max()
             inn = np.bincount(dst_ranks[local]).max()
             worst = max(out, inn) / self.intra_node_bandwidth
-        if (~local).any():
-            s, d, cs, disp = self._one_slice(src[~local], dst[~local], dim)
+        if inter is not None:
+            s, d, cs, disp = inter
             worst = max(worst, np.bincount(s).max() / self.injection_bandwidth)
             ptr, links = route(self.torus, s, d, disp, cs)
             worst = max(worst, np.bincount(links).max() / self.link_bandwidth)
@@ -111,16 +113,35 @@ class TofuFabric:
         dst_ranks = np.asarray(dst_ranks, dtype=np.int64)
         if not len(src_ranks):
             return True, float("inf")
-        nodes = self.placement.node_of_rank
-        s, d = nodes[src_ranks], nodes[dst_ranks]
-        inter = s != d
-        if not inter.any():
+        _, inter = self._split(src_ranks, dst_ranks, dim)
+        if inter is None:
             per_rank = max(np.bincount(src_ranks).max(), np.bincount(dst_ranks).max())
             return True, self.intra_node_bandwidth / per_rank
-        s, d, _, _ = self._one_slice(s[inter], d[inter], dim)
-        pairs = np.unique(s * (int(nodes.max()) + 1) + d, return_counts=True)[1].max()
+        s, d, _, _ = inter
+        pairs = np.unique(s * self.torus.nodes + d, return_counts=True)[1].max()
         out = np.bincount(s).max()
         return False, min(self.link_bandwidth / pairs, self.injection_bandwidth / out)
+
+    def _split(self, src_ranks: np.ndarray, dst_ranks: np.ndarray, dim: str | None):
+        """(which flows stay inside their node, ``_one_slice`` of the others or None).
+
+        ``rate_bound`` and then ``phase`` ask for the same pattern (the arrays of one
+        collective's step) on fabrics of one placement: the last few answers are
+        kept, keyed by the placement, the arrays themselves (held, so that their ids
+        stay theirs) and whether slices stand for the whole."""
+        key = (id(self.placement), id(src_ranks), id(dst_ranks), dim, self.symmetry)
+        kept = _SPLITS.get(key)
+        if kept is not None and kept[0] is self.placement and kept[1] is src_ranks \
+                and kept[2] is dst_ranks:
+            return kept[3]
+        nodes = self.placement.node_of_rank
+        src, dst = nodes[src_ranks], nodes[dst_ranks]
+        local = src == dst
+        inter = None if local.all() else self._one_slice(src[~local], dst[~local], dim)
+        if len(_SPLITS) >= SPLITS_KEPT:
+            del _SPLITS[next(iter(_SPLITS))]
+        _SPLITS[key] = (self.placement, src_ranks, dst_ranks, (local, inter))
+        return local, inter
 
     def _one_slice(self, src, dst, dim: str | None):
         """(src, dst, source coordinates, displacements) of one slice along the axes no
@@ -130,46 +151,63 @@ class TofuFabric:
         axes ``dim`` is not placed on are alike by construction: each axis
         coordinate is a function of the digits of the dimensions placed on it, so
         moving along such an axis maps ``dim``'s groups onto groups of the same
-        shape. Otherwise the slices are checked: the (moving coordinates,
-        displacement) multiset of slice 0 must repeat in every slice.
+        shape. Otherwise (another placement, or a phase still along axes ``dim`` is
+        placed on, such as one line of a torus algorithm) the slices are checked:
+        every slice must hold the same (moving coordinates, displacement) flows as
+        slice 0.
         """
         t = self.torus
         cs, cd = t.coords(src), t.coords(dst)
 
-        def everything():
-            return src, dst, cs, t.displacement(src, dst, src_coords=cs, dst_coords=cd)
+        def everything(disp=None):
+            if disp is None:
+                disp = t.displacement(src, dst, src_coords=cs, dst_coords=cd)
+            return src, dst, cs, disp
 
         if not self.symmetry:
             return everything()
-        still = np.all(cs == cd, axis=0)
-        trusted = self.placement.strategy == "tofu" and dim is not None
-        if trusted:
-            own = {a for a, _ in self.placement.pieces[dim]}
-            still &= np.array([name not in own for name in t.names])
+        # the axes no flow moves on (column by column: a reduction down the short
+        # rows of an (n, ndim) array is several times slower)
+        still = np.array([np.array_equal(cs[:, k], cd[:, k]) for k in range(t.ndim)])
         if not still.any():
             return everything()
-        in_slice = np.all(cs[:, still] == 0, axis=1)
-        if not trusted:
+        trusted = np.zeros_like(still)
+        if self.placement.strategy == "tofu" and dim is not None:
+            own = {a for a, _ in self.placement.pieces[dim]}
+            trusted = still & np.array([name not in own for name in t.names])
+        if trusted.any():
+            still = trusted
+        else:
             disp = t.displacement(src, dst, src_coords=cs, dst_coords=cd)
-            moving = ~still
-            key_all = _keys(np.concatenate([cs[:, moving], disp[:, moving]], axis=1))
-            u_all, n_all = np.unique(key_all, return_counts=True)
-            u_one, n_one = np.unique(key_all[in_slice], return_counts=True)
-            n_slices = int(np.prod(np.array(t.shape)[still]))
-            if len(u_all) != len(u_one) or not np.array_equal(u_all, u_one) \
-                    or not np.array_equal(n_all, n_one * n_slices):
-                return src, dst, cs, disp
+            if not _slices_alike(t, cs, disp, still):
+                return everything(disp)
+        in_slice = np.all(cs[:, still] == 0, axis=1)
         self.slices_routed += 1
         cs1, cd1 = cs[in_slice], cd[in_slice]
         return (src[in_slice], dst[in_slice], cs1,
                 t.displacement(None, None, src_coords=cs1, dst_coords=cd1))
 
 
-def _keys(rows: np.ndarray) -> np.ndarray:
-    """One int64 per row of small integers (rows compare equal iff keys do)."""
-    rows = rows - rows.min(axis=0)
-    span = rows.max(axis=0) + 1
-    key = np.zeros(len(rows), dtype=np.int64)
-    for k in range(rows.shape[1]):
-        key = key * int(span[k]) + rows[:, k]
-    return key
+def _slices_alike(t: Torus, cs: np.ndarray, disp: np.ndarray, still: np.ndarray) -> bool:
+    """Whether every slice along the ``still`` axes holds the same flows, as (moving
+    coordinates, displacement), as every other: then they load their own links
+    alike, and routing one stands for all.
+
+    Each flow is one integer: its slice, then its moving coordinates and their
+    displacements (within (-n, n)); sorted, the slices' rows must all be slice 0's."""
+    key = np.zeros(len(cs), dtype=np.int64)
+    span, n_slices = 1, 1
+    for k in np.flatnonzero(~still):
+        n = t.shape[k]
+        key = (key * n + cs[:, k]) * (2 * n + 1) + (disp[:, k] + n)
+        span *= n * (2 * n + 1)
+    for k in np.flatnonzero(still):
+        n_slices *= t.shape[k]
+    if span * n_slices >= 2 ** 62 or len(key) % n_slices:
+        return False                                # (never for a machine's torus)
+    piece = np.zeros(len(cs), dtype=np.int64)
+    for k in np.flatnonzero(still):
+        piece = piece * t.shape[k] + cs[:, k]
+    rows = np.sort(piece * span + key).reshape(n_slices, -1)
+    rows -= (np.arange(n_slices, dtype=np.int64) * span)[:, None]
+    return bool(np.all(rows == rows[0]))

@@ -58,7 +58,7 @@ class Torus:
 
     def coords(self, ids) -> np.ndarray:
         """(n, ndim) coordinates of node ids (C order: the last axis varies fastest)."""
-        return self._coord_table[np.asarray(ids, dtype=np.int64)]
+        return self._coord_table.take(np.asarray(ids, dtype=np.int64), axis=0)
 
     @cached_property
     def _coord_table(self) -> np.ndarray:

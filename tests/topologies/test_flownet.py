@@ -8,11 +8,12 @@ import pytest
 from topologies import JobShape, group_geometry
 from topologies.analytic import AlphaBetaTorus
 from topologies.collectives import algorithms
-from topologies.fabric import TofuFabric
+from topologies.fabric import TofuFabric, _slices_alike
 from topologies.fattree import FatTree
 from topologies.switched import SwitchedNetwork
 from topologies.tofu import TofuNetwork, _allocation
 from topologies.allocation import MachineShape, parse_shape
+from topologies.torus import Torus
 
 from networks import INJ, INTRA, LINK, LOCAL, MPI, PUT, OneRing
 
@@ -160,6 +161,43 @@ def test_symmetry_shortcut_is_exact(shape, job, mapping):
                 assert fast.rate_bound(ph.src, ph.dst, dim) == slow.rate_bound(ph.src, ph.dst, dim)
     if job.tp > 1 and mapping == "tofu":
         assert fast.slices_routed > 0      # TP patterns stay inside nodes and Tofu units
+
+
+def test_a_phase_still_along_its_own_axes_routes_one_checked_slice():
+    """A torus algorithm's line phase moves along one of the axes data parallelism
+    is placed on: its slices are checked, found alike, and one is routed, for the
+    same cost as routing every flow."""
+    pl = tofu(shape=parse_shape("8x12x8")).placement(JobShape(1, 1, 768))
+    fast = TofuFabric(pl, LINK, INJ, INTRA, symmetry=True)
+    slow = TofuFabric(pl, LINK, INJ, INTRA, symmetry=False)
+    pieces = [n for _, n in pl.pieces["dp"]]
+    line, = [ph for ph in algorithms("allreduce", pl.groups("dp"), pieces)["torus"]
+             if ph.key == ("torus", 3)]                  # the rings along Z (4 nodes)
+    moves = np.any(pl.torus.coords(pl.node_of_rank[line.src])
+                   != pl.torus.coords(pl.node_of_rank[line.dst]), axis=0)
+    assert list(moves) == [name == "Z" for name in pl.torus.names]
+    assert {a for a, _ in pl.pieces["dp"]} == set(pl.torus.names)     # dp on every axis
+    assert fast.phase(line.src, line.dst, "dp") == slow.phase(line.src, line.dst, "dp")
+    assert fast.rate_bound(line.src, line.dst, "dp") == slow.rate_bound(line.src, line.dst,
+                                                                         "dp")
+    assert fast.slices_routed == 1
+
+
+def test_slices_alike_only_when_each_slice_holds_the_same_flows():
+    """Slices {A, B}, {A, A}, {B, B} hold A and B three times each, as three copies of
+    slice 0 would: alike in total, not slice by slice (the middle one loads its
+    links twice), so they must be routed whole."""
+    t = Torus((4, 3), (True, True))
+    still = np.array([False, True])                  # flows move along axis 0 only
+
+    def flows(*per_slice):
+        cs = [(x, y) for y, fl in enumerate(per_slice) for x, _ in fl]
+        disp = [(d, 0) for fl in per_slice for _, d in fl]
+        return np.array(cs, dtype=np.int16), np.array(disp, dtype=np.int64)
+    a, b = (0, 1), (1, 1)
+    assert _slices_alike(t, *flows([a, b], [a, b], [b, a]), still)
+    assert not _slices_alike(t, *flows([a, b], [a, a], [b, b]), still)
+    assert not _slices_alike(t, *flows([a, b], [a], [b, a, b]), still)
 
 
 def test_lower_bounds_never_exceed_the_routed_cost():
