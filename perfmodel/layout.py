@@ -431,9 +431,8 @@ def framework_error(layout: Layout) -> SpecError | None:
     if layout.zero > PIPELINE_MAX_ZERO and layout.pp > 1:
         return zero_with_pipeline_error(layout.zero, f"pp {layout.pp}")
     spec = layout.schedule_spec
-    least = 2 if spec.name == "interleaved" and layout.overlap_p2p else spec.framework_min_pp
-    if layout.pp < least:
-        return schedule_depth_error(spec, layout.pp)
+    if layout.pp < spec.least_pp(layout.overlap_p2p):
+        return schedule_depth_error(spec, layout.pp, layout.overlap_p2p)
     return None
 
 
@@ -444,10 +443,14 @@ def zero_with_pipeline_error(zero: int, pipeline: str) -> SpecError:
                              f"ZeRO-{PIPELINE_MAX_ZERO}")
 
 
-def schedule_depth_error(spec: schedules.ScheduleSpec, pp: int) -> SpecError:
-    """``spec`` refused on a pipeline of ``pp`` stages, shallower than frameworks run it."""
-    return SpecError("schedule", f"{spec.name} needs pp >= {spec.framework_min_pp} "
-                                 f"({spec.framework_rule}); got pp {pp}")
+def schedule_depth_error(spec: schedules.ScheduleSpec, pp: int,
+                         overlap_p2p: bool = False) -> SpecError:
+    """``spec`` refused on a pipeline of ``pp`` stages, shallower than frameworks run it
+    (``overlap_p2p``: on a stack that overlaps its pipeline sends)."""
+    least = spec.least_pp(overlap_p2p)
+    rule = ("Megatron-Core's least with the pipeline sends overlapped"
+            if least != spec.framework_min_pp else spec.framework_rule)
+    return SpecError("schedule", f"{spec.name} needs pp >= {least} ({rule}); got pp {pp}")
 
 
 def virtual_schedules() -> list[str]:

@@ -205,7 +205,9 @@ class ScheduleSpec:
     pipeline the schedule's order is made for.
     ``virtual``: runs v >= 2 chunks per stage (v is 1 otherwise). ``min_pp``: the
     least pipeline depth the split needs; ``framework_min_pp`` the least a framework
-    runs. ``groups_of_pp``: micro-batches per pipeline must be a multiple of pp.
+    runs, and ``overlapped_min_pp`` (0: the same) the least where the stack overlaps
+    its pipeline sends with compute (``least_pp``). ``groups_of_pp``: micro-batches
+    per pipeline must be a multiple of pp.
     ``searched``: the planner proposes it (others run only when pinned).
     ``v_shape``: a virtual schedule whose second chunk runs back up the stages
     (``virtual_stage``), which puts the head on the first stage; ``chunks``: the
@@ -227,8 +229,15 @@ class ScheduleSpec:
     min_pp: int = 1
     framework_min_pp: int = 1
     framework_rule: str = ""
+    overlapped_min_pp: int = 0
     groups_of_pp: bool = False
     searched: bool = True
+
+    def least_pp(self, overlap_p2p: bool = False) -> int:
+        """The least pipeline depth a framework runs it on (``overlap_p2p``: the
+        stack overlaps its pipeline sends with compute)."""
+        return self.overlapped_min_pp if overlap_p2p and self.overlapped_min_pp \
+            else self.framework_min_pp
 
     @property
     def split(self) -> bool:
@@ -303,7 +312,9 @@ SCHEDULES = {s.name: s for s in (
             layers / v * min(2 * (p - stage - 1) + (v - 1) * p + 1, m * v),
         fill=_chunks, drain=_backward, virtual=True, min_pp=2, framework_min_pp=3,
         framework_rule="Megatron-LM interleaves pipelines of more than two stages",
-        groups_of_pp=True),
+        # Megatron-Core, megatron/training/arguments.py: with --overlap-p2p-communication
+        # pp > 1, else pp > 2 (perfmodel.layout.framework_error)
+        overlapped_min_pp=2, groups_of_pp=True),
     ScheduleSpec(
         name="zb-h1",
         description="zero-bubble ZB-H1: 1F1B's order with the backward split into the "

@@ -6,10 +6,12 @@ pp over the divisors of layers (and, where the software stack places layers
 unevenly, every depth that leaves each stage a layer, with each distinct split of
 its partition methods: perfmodel.partitions), dp = R / (tp pp), micro-batch over
 powers of two that divide the global batch share, schedule (1F1B, and interleaved 1F1B with 2-8
-virtual stages where Megatron-LM allows it), sequence parallelism (when tp > 1),
-ZeRO stage and activation recomputation. Only layouts a framework runs are
-proposed, and pins no framework runs are refused (perfmodel.layout.check_runnable:
-e.g. no ZeRO-2/3 with a pipeline, no interleaving on two stages). GPipe is only
+virtual stages where Megatron-LM allows it: on more than two stages, or on two where
+the stack overlaps its pipeline sends, as Megatron-Core allows), sequence parallelism
+(when tp > 1), ZeRO stage and activation recomputation. Only layouts a framework runs
+are proposed, and pins no framework runs are refused (perfmodel.layout.check_runnable:
+e.g. no ZeRO-2/3 with a pipeline, no interleaving on two stages without overlapped
+sends). GPipe is only
 evaluated when asked for: it runs the same bubble as 1F1B with more activations in
 flight, so it never wins.
 
@@ -134,9 +136,10 @@ def _needs_virtual(pins: dict) -> bool:
         (pins.get("virtual_stages") or 1) > 1
 
 
-def _min_pp(pins: dict) -> int:
-    """The least pipeline depth any schedule the pins allow runs on."""
-    return min((s.framework_min_pp for s in _schedule_options(pins)), default=1)
+def _min_pp(pins: dict, overlap_p2p: bool = False) -> int:
+    """The least pipeline depth any schedule the pins allow runs on (``overlap_p2p``: on a
+    stack that overlaps its pipeline sends)."""
+    return min((s.least_pp(overlap_p2p) for s in _schedule_options(pins)), default=1)
 
 
 def allowed_partitions(system: SystemSpec, pins: dict) -> tuple[str, ...]:
@@ -153,7 +156,8 @@ def _places(model: ModelSpec, pp: int, v: int, methods: Iterable[str]) -> bool:
     return any(partitions.partition_error(model.layers, pp, v, m) is None for m in methods)
 
 
-def _pp_options(model: ModelSpec, pins: dict, methods: tuple[str, ...] = ("even",)) -> list[int]:
+def _pp_options(model: ModelSpec, pins: dict, methods: tuple[str, ...] = ("even",),
+                overlap_p2p: bool = False) -> list[int]:
     """Pipeline depths the model and the pins allow: one of the partition ``methods``
     places the layers on pp stages (the even one: pp divides the layers, times the
     pinned virtual stages; an uneven one: every stage keeps a layer), pp is deep
@@ -163,7 +167,7 @@ def _pp_options(model: ModelSpec, pins: dict, methods: tuple[str, ...] = ("even"
     depths = range(1, model.layers + 1) if uneven else divisors(model.layers)
     out = _pinned(pins, "pp", depths)
     v = pins.get("virtual_stages") or 1
-    least = _min_pp(pins)
+    least = _min_pp(pins, overlap_p2p)
     return [p for p in out
             if _places(model, p, v, methods)
             and p >= (pins.get("recompute_stages") or 1)
@@ -240,16 +244,17 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
                                        f"the {allowed[0].name} schedule" if virtual else
                                        f"recompute on the first {pins['recompute_stages']} "
                                        f"of several stages")
-    if pp is not None and allowed and pp < _min_pp(pins):
-        raise schedule_depth_error(min(allowed, key=lambda s: s.framework_min_pp), pp)
-    if not _pp_options(model, pins, methods):
+    overlap = system.stack.overlap_p2p
+    if pp is not None and allowed and pp < _min_pp(pins, overlap):
+        raise schedule_depth_error(min(allowed, key=lambda s: s.least_pp(overlap)), pp, overlap)
+    if not _pp_options(model, pins, methods, overlap):
         field = "virtual_stages" if (v or 1) > 1 else "pp"
-        deepest = max(allowed, key=lambda s: s.framework_min_pp) if allowed else None
+        deepest = max(allowed, key=lambda s: s.least_pp(overlap)) if allowed else None
         raise SpecError(field, f"no pipeline depth fits the pins: pp must divide the layers "
                                f"({model.layers})" + (f", pp x virtual_stages ({v}) too"
                                                       if (v or 1) > 1 else "")
-                        + (f", and {deepest.name} needs pp >= {deepest.framework_min_pp}"
-                           if deepest is not None and _min_pp(pins) > 1 else ""))
+                        + (f", and {deepest.name} needs pp >= {deepest.least_pp(overlap)}"
+                           if deepest is not None and _min_pp(pins, overlap) > 1 else ""))
     for err in (cp_error(model, pins["cp"]) if pins.get("cp") is not None else None,
                 ep_error(model, pins["ep"]) if pins.get("ep") is not None else None):
         if err is not None:
@@ -311,7 +316,7 @@ def job_shapes(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
     methods = allowed_partitions(system, pins)
     cp = pins.get("cp") or 1                  # context parallelism: pinned, not searched
     for tp in _tp_options(model, pins):
-        for pp in _pp_options(model, pins, methods):
+        for pp in _pp_options(model, pins, methods, system.stack.overlap_p2p):
             for dp in dps:
                 ranks = tp * cp * pp * dp
                 if ranks % ppn:
@@ -330,7 +335,8 @@ def batches_for_nodes(model: ModelSpec, system: SystemSpec, nodes: int, global_b
     step = pins.get("micro_batch") or 1
     near = set()
     for tp in _tp_options(model, pins):
-        for pp in _pp_options(model, pins, allowed_partitions(system, pins)):
+        for pp in _pp_options(model, pins, allowed_partitions(system, pins),
+                              system.stack.overlap_p2p):
             if ranks % (tp * pp):
                 continue
             unit = ranks // (tp * pp) * step          # batches dp x micro-batch divides
@@ -368,10 +374,12 @@ def _virtual_stages(model: ModelSpec, pp: int, pins: dict,
     return _pinned(pins, "virtual_stages", options)
 
 
-def _schedules(model: ModelSpec, pp: int, micro_batches: int, pins: dict):
+def _schedules(model: ModelSpec, pp: int, micro_batches: int, pins: dict,
+               overlap_p2p: bool = False):
     """(schedule, virtual stages) to try: each schedule the pins allow
     (perfmodel.schedules), a virtual one with every virtual-stage count, where a
-    framework runs it (its least pp; micro-batches a multiple of pp where it needs)."""
+    framework runs it (its least pp, ``overlap_p2p``: on a stack that overlaps its
+    pipeline sends; micro-batches a multiple of pp where it needs)."""
     if pins.get("schedule") is not None:
         spec = schedules.get(pins["schedule"])
         return [(spec.name, v) for v in _virtual_stages(model, pp, pins, spec)] \
@@ -380,7 +388,8 @@ def _schedules(model: ModelSpec, pp: int, micro_batches: int, pins: dict):
     for spec in _schedule_options(pins):
         if not spec.virtual:
             out.append((spec.name, 1))
-        elif pp >= spec.framework_min_pp and (not spec.groups_of_pp or micro_batches % pp == 0):
+        elif pp >= spec.least_pp(overlap_p2p) and (not spec.groups_of_pp
+                                                   or micro_batches % pp == 0):
             out += [(spec.name, v) for v in _virtual_stages(model, pp, pins, spec)]
     return out
 
@@ -397,15 +406,16 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
     eps = _pinned(pins, "ep", divisors(math.gcd(model.experts, dp)) if model.experts else [1])
     moe = {"moe_load": pins["moe_load"]} if pins.get("moe_load") is not None else {}
     cp = pins.get("cp") or 1
+    overlap = bool((settings or {}).get("overlap_p2p"))
     sps = _pinned(pins, "sequence_parallel",
                   [False, True] if tp > 1 and model.seq % tp == 0 else [False])
     for mb in _pinned(pins, "micro_batch", MICRO_BATCHES):
         if global_batch % (dp * mb):
             continue
         m = global_batch // (dp * mb)
-        for sched, v in _schedules(model, pp, m, pins):
+        for sched, v in _schedules(model, pp, m, pins, overlap):
             spec = schedules.SCHEDULES[sched]
-            if pp < spec.framework_min_pp or (spec.groups_of_pp and m % pp):
+            if pp < spec.least_pp(overlap) or (spec.groups_of_pp and m % pp):
                 continue
             for split in splits:
                 if partitions.partition_error(model.layers, pp, v, split) is not None:
@@ -512,10 +522,10 @@ def lower_bound_s(model: ModelSpec, system: SystemSpec, tp: int, pp: int, dp: in
     return w1 * (global_batch / dp + (pp - 1) / max_v)
 
 
-def _max_virtual(model: ModelSpec, pp: int, pins: dict) -> int:
+def _max_virtual(model: ModelSpec, pp: int, pins: dict, overlap_p2p: bool = False) -> int:
     if pins.get("virtual_stages") is not None:
         return pins["virtual_stages"]
-    if model.layers % pp or not any(s.virtual and pp >= s.framework_min_pp
+    if model.layers % pp or not any(s.virtual and pp >= s.least_pp(overlap_p2p)
                                     for s in _schedule_options(pins)):
         return 1
     return max(v for v in divisors(model.layers // pp) if v <= MAX_VIRTUAL_STAGES)
@@ -585,7 +595,7 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
     for cp in _cp_options(model, pins):
         for n, tp, pp, dp in job_shapes(model, system, global_batch, {**pins, "cp": cp},
                                         accept):
-            max_v = _max_virtual(model, pp, pins)
+            max_v = _max_virtual(model, pp, pins, system.stack.overlap_p2p)
             found.append((lower_bound_s(model, system, tp, pp, dp, global_batch, precision,
                                         max_v, cp), n, tp, pp, dp, max_v, cp))
     found.sort()

@@ -486,7 +486,10 @@ def render_presets(d: dict) -> str:
     lines += [f"  {n:18} {desc}" for n, desc in d["systems"].items()]
     lines.append("Pipeline schedules (--schedule NAME):")
     for n, s in d["schedules"].items():
-        notes = [f"pp >= {s['min_pp']}" if s["min_pp"] > 1 else "",
+        least = s.get("min_pp_sends_overlapped", s["min_pp"])
+        notes = [(f"pp >= {s['min_pp']}" if s["min_pp"] > 1 else "")
+                 + (f", {least} where the stack overlaps its pipeline sends"
+                    if least != s["min_pp"] else ""),
                  "--virtual-stages V >= 2" if s["virtual_stages"] else "",
                  "" if s["searched"] else "only when pinned"]
         note = "; ".join(x for x in notes if x)

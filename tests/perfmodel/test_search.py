@@ -163,6 +163,26 @@ def test_the_search_never_proposes_layouts_frameworks_cannot_run(model, nodes):
     assert not bad, bad[:5]
 
 
+def test_a_stack_that_overlaps_its_pipeline_sends_is_searched_with_two_interleaved_stages():
+    """Megatron-Core interleaves two stages when it overlaps the pipeline sends (the DGX
+    H100 stack does; Grok-1 ran PP 2 VP 8 on 128 GPUs): the search proposes them there,
+    its bounds allow for them, and it still refuses them where the stack does not."""
+    from perfmodel.search import _max_virtual, screen
+    h100 = load_system("dgx-h100", network_model="analytic")
+    assert h100.stack.overlap_p2p and not FUGAKU.stack.overlap_p2p
+    model = load_model("llama2-70b")
+    found, _ = screen(model, h100, 256, nodes=[32], pins={"pp": 2, "tp": 8}, top=10**6)
+    interleaved = [e.layout for e in found if e.layout.schedule == "interleaved"]
+    assert interleaved and all(lay.pp == 2 and lay.overlap_p2p for lay in interleaved)
+    assert _max_virtual(model, 2, {}, h100.stack.overlap_p2p) > 1 == _max_virtual(model, 2, {})
+    pinned, _ = search(model, h100, 256, nodes=[32], pins={"pp": 2, "tp": 8,
+                                                           "schedule": "interleaved"})
+    assert pinned and pinned[0].layout.schedule == "interleaved"
+    with pytest.raises(SpecError, match="interleaved needs pp >= 3"):
+        search(FUGAKU_LLM, ANALYTIC, 1008, max_nodes=13824,
+               pins={"schedule": "interleaved", "pp": 2})
+
+
 @pytest.mark.parametrize("model,pins,field", [
     (load_model("llama2-70b"), {"tp": 16}, "tp"),
     (FUGAKU_LLM, {"zero": 3, "pp": 2}, "zero"),
