@@ -8,13 +8,16 @@ sharded states, or weights gathered every pass), the pipeline (none; filled, wit
 least two micro-batches per stage; or bubble-bound), whether the data-parallel and
 the tensor-parallel groups cross nodes, the data-parallel size (at a fixed batch, the
 sequences each rank has to hide its data-parallel traffic behind), recomputation,
-precision, and the model's size.
+precision, the model's size, whether it is a mixture of experts (the routed experts'
+GEMMs and their dispatch and combine all-to-alls) and whether it runs context
+parallelism (the key/value ring).
 
 **Near.** ``distance`` adds a weight for each feature that differs (``WEIGHTS``: a
 different machine counts most, a size a decade away one) and a run is evidence for a
 prediction when the distance is at most ``NEAR``: at most about two mechanisms differ
 (sizes count per decade: a model ten times larger 1, capped at 1.5; a data-parallel
-group ten times larger 0.5, capped at 1). The evidence is every logged run that near
+group ten times larger 0.5, capped at 1; a mixture of experts against a dense model
+2, as the two mechanisms it adds, its experts' GEMMs and its all-to-alls). The evidence is every logged run that near
 (perfmodel/data/validation/evidence.csv: each shipped run, its regime and the time the
 model predicted for it against the time measured, written by ``fugakuperf validate
 --update-evidence``), and with ``--calibration FILE`` the calibration's own trainer
@@ -50,7 +53,7 @@ from .uncertainty import Spread, combined, end_ratio, parameter_spread, range_en
 # Distance weights of the regime's features (see the module docstring).
 WEIGHTS = dict(machine=3.0, stack=1.0, sharding=1.5, pipeline=1.0, pipeline_fill=0.5,
                dp_nodes=1.0, tp_nodes=1.0, recompute=1.0, precision=1.0, size=1.0,
-               dp_size=0.5)
+               dp_size=0.5, moe=2.0, cp=1.0)
 NEAR = 2.5                 # at most about two mechanisms differ
 MIN_EVIDENCE = 3
 NO_EVIDENCE = (math.log(1 / 1.5), math.log(2.0))     # log(time / predicted) 10th, 90th
@@ -63,7 +66,7 @@ OBJECTIVES = {
 }
 EVIDENCE_COLUMNS = ("source", "row", "system", "stack", "machine", "sharding", "pipeline",
                     "dp_nodes", "tp_nodes", "recompute", "precision", "log_params", "log_dp",
-                    "predicted_s", "measured_s")
+                    "moe", "cp", "predicted_s", "measured_s")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class Regime:
     precision: str        # fp32 or 16-bit
     log_params: float     # log10 of the model's parameters
     log_dp: float = 0.0   # log10 of the data-parallel size
+    moe: bool = False     # a mixture of experts (routed experts and their all-to-alls)
+    cp: bool = False      # context parallelism (the key/value ring)
 
 
 def regime_of(model, system, layout) -> Regime:
@@ -85,29 +90,32 @@ def regime_of(model, system, layout) -> Regime:
     sharding = "gathers" if mode.gathers else "sharded" if layout.zero else "replicated"
     pipeline = ("none" if layout.pp == 1 else
                 "filled" if layout.micro_batches >= 2 * layout.pp else "bubble")
-    return _shape_regime(model, system, layout.tp, layout.pp, layout.dp, layout.precision)(
-        sharding, pipeline, layout.recompute)
+    return _shape_regime(model, system, layout.tp, layout.pp, layout.dp, layout.precision,
+                         layout.cp)(sharding, pipeline, layout.recompute)
 
 
-def shape_regimes(model, system, tp: int, pp: int, dp: int, precision: str) -> list[Regime]:
-    """Every regime a layout of this (tp, pp, dp) shape can be in (its sharding,
-    pipeline fill and recomputation vary with the layout)."""
+def shape_regimes(model, system, tp: int, pp: int, dp: int, precision: str,
+                  cp: int = 1) -> list[Regime]:
+    """Every regime a layout of this (tp, pp, dp) shape (of ``cp`` context-parallel
+    ranks) can be in (its sharding, pipeline fill and recomputation vary with the
+    layout)."""
     from .layout import RECOMPUTE
-    regime = _shape_regime(model, system, tp, pp, dp, precision)
+    regime = _shape_regime(model, system, tp, pp, dp, precision, cp)
     return [regime(sharding, fill, recompute)
             for sharding in ("replicated", "sharded", "gathers")
             for fill in (("none",) if pp == 1 else ("filled", "bubble"))
             for recompute in RECOMPUTE]
 
 
-def _shape_regime(model, system, tp: int, pp: int, dp: int, precision: str):
+def _shape_regime(model, system, tp: int, pp: int, dp: int, precision: str, cp: int = 1):
     """The regime of a layout of this shape, given what varies with the layout."""
     job = JobShape(tp, pp, dp, system.ranks_per_node)
     fixed = dict(machine=system.network.kind, stack=system.stack.name,
                  dp_nodes=dp > 1 and group_geometry(job, "dp").nodes > 1,
                  tp_nodes=tp > 1 and group_geometry(job, "tp").nodes > 1,
                  precision="fp32" if precision == "fp32" else "16-bit",
-                 log_params=math.log10(model.params), log_dp=math.log10(dp))
+                 log_params=math.log10(model.params), log_dp=math.log10(dp),
+                 moe=bool(model.experts), cp=cp > 1)
     return lambda sharding, pipeline, recompute: Regime(
         sharding=sharding, pipeline=pipeline, recompute=recompute, **fixed)
 
@@ -124,6 +132,7 @@ def distance(a: Regime, b: Regime) -> float:
     d += w["recompute"] * (a.recompute != b.recompute)
     d += w["precision"] * (a.precision != b.precision)
     d += w["dp_size"] * min(2.0, abs(a.log_dp - b.log_dp))
+    d += w["moe"] * (a.moe != b.moe) + w["cp"] * (a.cp != b.cp)
     return d + w["size"] * min(1.5, abs(a.log_params - b.log_params))
 
 
@@ -158,7 +167,7 @@ def run_from_row(row: dict) -> EvidenceRun:
                     pipeline=row["pipeline"], dp_nodes=row["dp_nodes"] == "yes",
                     tp_nodes=row["tp_nodes"] == "yes", recompute=row["recompute"],
                     precision=row["precision"], log_params=float(row["log_params"]),
-                    log_dp=float(row["log_dp"]))
+                    log_dp=float(row["log_dp"]), moe=row["moe"] == "yes", cp=row["cp"] == "yes")
     return EvidenceRun(source=row["source"], row=row["row"], system=row["system"],
                        regime=regime, predicted_s=float(row["predicted_s"]),
                        measured_s=float(row["measured_s"]))
@@ -166,9 +175,8 @@ def run_from_row(row: dict) -> EvidenceRun:
 
 def row_of(run: EvidenceRun) -> dict:
     reg = asdict(run.regime)
-    reg.update(dp_nodes="yes" if reg["dp_nodes"] else "no",
-               tp_nodes="yes" if reg["tp_nodes"] else "no",
-               log_params=f"{reg['log_params']:.4f}", log_dp=f"{reg['log_dp']:.4f}")
+    reg.update({f: "yes" if reg[f] else "no" for f in ("dp_nodes", "tp_nodes", "moe", "cp")})
+    reg.update(log_params=f"{reg['log_params']:.4f}", log_dp=f"{reg['log_dp']:.4f}")
     return {"source": run.source, "row": run.row, "system": run.system, **reg,
             "predicted_s": repr(run.predicted_s), "measured_s": repr(run.measured_s)}
 
@@ -258,7 +266,7 @@ class EvidencePool:
                       for f in self.TEXT}
         self._piped = np.array([g.pipeline != "none" for g in regimes], dtype=bool)
         self._flags = {f: np.array([getattr(g, f) for g in regimes], dtype=bool)
-                       for f in ("dp_nodes", "tp_nodes")}
+                       for f in ("dp_nodes", "tp_nodes", "moe", "cp")}
         self._logs = {f: np.array([getattr(g, f) for g in regimes], dtype=float)
                       for f in ("log_params", "log_dp")}
         self._sources = np.array([r.source for r in self.runs], dtype=object)
@@ -279,8 +287,8 @@ class EvidencePool:
             d = d + np.where(same_kind, w["pipeline_fill"] * (t["pipeline"] != code["pipeline"]),
                              w["pipeline"])
             d = d + w["recompute"] * (t["recompute"] != code["recompute"])
-        d = d + w["dp_nodes"] * (self._flags["dp_nodes"] != a.dp_nodes)
-        d = d + w["tp_nodes"] * (self._flags["tp_nodes"] != a.tp_nodes)
+        for flag in ("dp_nodes", "tp_nodes", "moe", "cp"):
+            d = d + w[flag] * (self._flags[flag] != getattr(a, flag))
         d = d + w["precision"] * (t["precision"] != code["precision"])
         d = d + w["dp_size"] * np.minimum(2.0, np.abs(self._logs["log_dp"] - a.log_dp))
         return d + w["size"] * np.minimum(1.5, np.abs(self._logs["log_params"] - a.log_params))
@@ -446,13 +454,13 @@ class Ranker:
                          Spread(0.0, 0.0, ())).value(self.objective)
 
     def shape_evidence(self, model, system, tp: int, pp: int, dp: int,
-                       precision: str) -> tuple[RegimeEvidence, ...]:
+                       precision: str, cp: int = 1) -> tuple[RegimeEvidence, ...]:
         """The evidence of each regime a layout of this shape can be in (distinct)."""
         pool = self._runs(system)
         # what a shape's regimes share (the rest varies with the layout), as the key
-        key = _shape_regime(model, system, tp, pp, dp, precision)("", str(pp > 1), "")
+        key = _shape_regime(model, system, tp, pp, dp, precision, cp)("", str(pp > 1), "")
         if key not in self._shapes:
-            regimes = shape_regimes(model, system, tp, pp, dp, precision)
+            regimes = shape_regimes(model, system, tp, pp, dp, precision, cp)
             if (pool.distances(regimes[0], shape_only=True) <= NEAR).sum() < MIN_EVIDENCE:
                 regimes = regimes[:1]        # none has evidence: all alike
             self._shapes[key] = tuple({regime_evidence(r, pool) for r in regimes})

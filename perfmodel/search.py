@@ -658,7 +658,7 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
 
     for _, n, tp, pp, dp, max_v, cp in found:
         evidence = () if ranker is None else ranker.shape_evidence(model, system, tp, pp, dp,
-                                                                   precision)
+                                                                   precision, cp)
         if beaten(lambda s: lower_bound_s(model, s, tp, pp, dp, global_batch, precision, max_v,
                                           cp), evidence):
             stats.pruned += 1
