@@ -61,7 +61,7 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
     from perfmodel.des import Trace, simulate
     from perfmodel.estimator import network_for
     from perfmodel.plan import plan
-    from reports.views import assumptions, plan_to_dict, sureness_lines
+    from reports.views import plan_to_dict, sureness_lines
     from topologies import JobShape
     from topologies.report import node_load_map, topology_report
 
@@ -100,7 +100,7 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
         "memory_rule": memory_rule(), "headroom_alternative": None,
         "band": data["best"][0].get("band"),
         "sureness": sureness_lines(data),
-        "confidence": [_calibration_line(system)] + list(checks or []) + assumptions(system),
+        "confidence": [_calibration_line(system)] + list(checks or []) + data["assumptions"],
     }
     rungs = [g for g in result.rungs if g.best]
     per_node_rate = None

@@ -146,9 +146,24 @@ def _precision_assumption(system: SystemSpec, precision: str) -> str:
             f"modelled (its overflow checks and skipped steps cost nothing here)")
 
 
-def assumptions(system: SystemSpec, precisions=("fp32",)) -> list[str]:
+def _experts_assumption(model) -> str:
+    cap = (f"capacity factor {model.capacity_factor:g} caps the busiest expert's tokens"
+           if model.capacity_factor else "dropless: no capacity cap")
+    return (f"mixture of experts ({model.experts} experts, top {model.top_k}): each expert's "
+            f"MLP split over the TP ranks as the dense MLP is (Megatron-Core's default: "
+            f"--expert-tensor-parallel-size is TP unless set, megatron/training/arguments.py; "
+            f"Megatron-DeepSpeed "
+            f"and DeepSpeed-MoE split experts only with --enable-expert-tensor-parallelism, off "
+            f"by default, without which the experts' memory is TP times larger); tokens "
+            f"dispatched and combined by all-to-alls over the EP ranks, priced on the network "
+            f"model; the router's tokens even over the experts unless the layout says how "
+            f"uneven (--moe-load: the busiest rank's tokens over the mean); {cap}")
+
+
+def assumptions(system: SystemSpec, precisions=("fp32",), model=None) -> list[str]:
     """What the prediction rests on that is not a measurement of this run (for layouts
-    training in ``precisions``)."""
+    training in ``precisions``, of ``model`` where it adds to them: a mixture of
+    experts)."""
     node = system.node
     src = system.sources
     fit = system.compute_fit
@@ -178,7 +193,8 @@ def assumptions(system: SystemSpec, precisions=("fp32",)) -> list[str]:
         (f"energy: {node.power_w:.0f} W per node ({src.get('node.power_w', 'preset')})"
          if node.power_w > 0 else
          f"energy: not estimated, no power figure ({src.get('node.power_w', 'preset')})"),
-    ] + [_precision_assumption(system, p) for p in sorted(set(precisions)) if p != "fp32"]
+    ] + [_precision_assumption(system, p) for p in sorted(set(precisions)) if p != "fp32"] \
+        + ([_experts_assumption(model)] if model is not None and model.experts else [])
 
 
 def plan_to_dict(result: PlanResult) -> dict:
@@ -223,7 +239,7 @@ def plan_to_dict(result: PlanResult) -> dict:
                    "rejected_memory": r.stats.rejected_memory,
                    "pruned_by_bound": r.stats.pruned,
                    "node_counts_visited": len(r.stats.node_counts)},
-        "assumptions": assumptions(r.system, [e.layout.precision for e in shown]),
+        "assumptions": assumptions(r.system, [e.layout.precision for e in shown], r.model),
         "conventions": {
             "mfu": "model FLOPs (forward + backward, no recompute; Korthikanti et al. 2022 Eq. 7) "
                    "per second per node / peak FLOP/s per node at the training precision",

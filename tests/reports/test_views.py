@@ -37,6 +37,18 @@ def test_fp16_assumptions_say_what_the_precision_changes():
     assert "loss scaling" not in " ".join(assumptions(FUGAKU, ("fp32",)))
 
 
+def test_a_mixture_of_experts_plan_says_how_its_experts_are_split_and_routed():
+    moe = load_model("fugaku-llm-moe-8x")
+    text = " ".join(assumptions(FUGAKU, ("fp32",), moe))
+    for words in ("8 experts, top 2", "split over the TP ranks", "--expert-tensor-parallel-size",
+                  "--enable-expert-tensor-parallelism", "all-to-alls over the EP ranks",
+                  "--moe-load", "dropless"):
+        assert words in text, words
+    assert "experts" not in " ".join(assumptions(FUGAKU, ("fp32",), FUGAKU_LLM))
+    assert "capacity factor 1 caps" in " ".join(assumptions(FUGAKU, ("fp32",),
+                                                            load_model("grok-1")))
+
+
 def test_a_pinned_layout_faster_than_the_unpinned_best_is_called_faster():
     """A pin can reach layouts the search does not try (e.g. more virtual stages than it
     explores); the comparison then says faster, never a negative slower."""
