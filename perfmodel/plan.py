@@ -184,7 +184,10 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
     shown = best + [r.best for r in rungs if r.best]
     if comparison is not None:
         shown += [comparison.pinned, comparison.best]
-    layouts = list(dict.fromkeys(e.layout for e in shown))
+    # the longest simulations first (steps: pp x micro-batches x chunks), so that none
+    # starts last on a core the others have left idle
+    layouts = sorted(dict.fromkeys(e.layout for e in shown),
+                     key=lambda lay: -lay.pp * lay.micro_batches * lay.virtual_stages)
     simulated = dict(zip(layouts, map_items(_simulate_task, layouts,
                                             context=(model, system, tables))))
     bands = {e.layout: ranker.band(e) for e in shown}
