@@ -372,7 +372,7 @@ class Iteration:
     noise: Noise | None = None
     slow: set = field(default_factory=set)
     rng: object = None
-    events: int = 0
+    events: int = 0     # timed segments (compute, transfers), a lumped step's each counted
     sent: dict = field(default_factory=dict)       # (stage, step) -> output delivered
     busy: list = field(default_factory=list)       # per stage, seconds by category
     memory: list = field(default_factory=list)     # per stage, bytes held now ...
@@ -598,7 +598,22 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
              if length > 0]
     reduce, cpu = _step_reduction(comm, layout, grads, k == state.last_backward[step.chunk])
     pieces = min(work.layers, max(1, round(comm.buckets / v)))
-    for layer in range(work.layers):
+    # Nothing waits on, shares a link with, or draws noise for a layer's segments (no
+    # weight gathers, no gradient bucket, no wire, no jitter or straggler, no trace): the
+    # step's layers run as one wait, each part accounted as the loop would.
+    lumped = not (units or reduce or tracing or state.wire is not None
+                  or it.rng is not None or i in it.slow)
+    if lumped:
+        t0 = env.now
+        per_layer = sum(length for _, length in parts)
+        yield it.wait(work.layers * per_layer)
+        it.events += work.layers * len(parts) - 1        # (the segments it stands for)
+        spent = env.now - t0
+        for part, length in parts:
+            rc = rc_share if part in ("compute", "tp_comm") else 0.0
+            busy["recompute"] += spent * length / per_layer * rc
+            busy[part] += spent * length / per_layer * (1 - rc)
+    for layer in range(0 if lumped else work.layers):
         if units and layer < units:       # ... each layer waits only for its own
             while queued < min(units, layer + 1 + layout.prefetch):
                 state.stream.put((gather / units, "gather", gathers[queued]))

@@ -678,3 +678,23 @@ def test_tied_embedding_sync_waits_for_both_ends():
 def test_simulate_validates_the_layout():
     with pytest.raises(SpecError, match="pp"):
         simulate(REAL, ANALYTIC, Layout(pp=5, global_batch=5))        # 24 layers
+
+
+@pytest.mark.parametrize("pins", [
+    dict(tp=2, pp=4, dp=2, recompute="full", recompute_stages=2),
+    dict(tp=1, pp=4, dp=4, schedule="interleaved", virtual_stages=3, recompute="selective"),
+    dict(tp=2, pp=4, dp=2, schedule="zb-h1"),
+    dict(tp=2, pp=2, dp=4, zero=1, overlap_dp=True),
+])
+def test_a_step_whose_layers_nothing_interrupts_runs_as_one_wait_with_the_same_times(pins):
+    """Without a trace, a step none of whose layers waits on a gather, queues a
+    gradient bucket, shares a link or draws noise runs its layers as one wait; with a
+    trace every layer's segments run one by one. The iteration, its accounts and its
+    events are the same either way."""
+    lay = Layout(global_batch=32, micro_batch=1, **pins)
+    lumped = simulate(REAL, ANALYTIC, lay)
+    layered = simulate(REAL, ANALYTIC, lay, trace=Trace())
+    assert lumped.iteration_s == pytest.approx(layered.iteration_s, rel=1e-12)
+    assert lumped.events == layered.events
+    for part, seconds in layered.breakdown.items():
+        assert lumped.breakdown[part] == pytest.approx(seconds, rel=1e-9, abs=1e-12), part

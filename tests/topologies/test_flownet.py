@@ -143,6 +143,8 @@ def test_reduction_arithmetic_adds_its_time_to_reducing_collectives_only():
     ("8x12x4", JobShape(1, 1, 1536, 4), "tofu"),
     ("4x6x4", JobShape(4, 2, 48, 4), "tofu"),
     ("8x12x4", JobShape(6, 4, 16), "linear"),
+    ("8x12x8", JobShape(1, 1, 768), "tofu"),        # dp on every axis: slices checked
+    ("8x6x8", JobShape(2, 2, 96), "tofu"),
 ])
 def test_symmetry_shortcut_is_exact(shape, job, mapping):
     net = tofu(shape=parse_shape(shape), strategy=mapping)
