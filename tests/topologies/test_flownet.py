@@ -223,7 +223,6 @@ def test_switched_cluster_uses_nvswitch_inside_and_rails_across_nodes():
     net = SwitchedNetwork(FatTree(nodes=1, nic_bandwidth=25e9), put_latency_s=5e-6,
                           mpi_latency_s=5e-6, intra_node_latency_s=2e-6)
     job = JobShape(8, 1, 32, ranks_per_node=8)
-    S = 1e9
     tp = net.options("allreduce", "tp", job)["ring"]
     assert tp.per_byte == pytest.approx(2 * 7 / 8 / 300e9)
     dp = net.options("allreduce", "dp", job)["ring"]
