@@ -21,7 +21,8 @@
   (fpcore.caches.reset("flows"): its flow patterns and their rate bounds; the job's
   placement is kept);
 * the discrete-event simulator: wall time for Fugaku-LLM's layout (target: under
-  2 s) and events per second on a busy interleaved schedule;
+  2 s) and events (timed compute and transfer segments, a step run as one wait
+  counting its layers' each) per second on a busy interleaved schedule;
 * the co-design sweep (perfmodel.sweep): (hardware point x layout) candidates a
   second of its analytic tier on one core (target 10,000), and its flow-level
   re-pricing on a fresh network against one whose patterns are already priced.
