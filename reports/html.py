@@ -9,6 +9,7 @@ content comes from ``reports.fmt.sections``; this module lays it out and escapes
 from __future__ import annotations
 
 import base64
+import re
 from html import escape
 
 from reports.fmt import LABEL, NUM, TEXT, Bullets, Figure, Para, Stats, Table, sections
@@ -55,6 +56,9 @@ tr.mark td:first-child { border-left: 4px solid var(--mark-edge); }
 figure { margin: 1.25rem 0; }
 figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); }
 figcaption { color: var(--muted); font-size: .9rem; margin-top: .35rem; }
+code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace;
+       font-size: .9em; }
+code, .flag { white-space: nowrap; }
 @media print {
   @page { margin: 15mm; }
   body { font-size: 10pt; }
@@ -100,11 +104,24 @@ def _table(t: Table) -> str:
             f"</figure>")
 
 
+_CODE = re.compile(r"`([^`]+)`")
+_FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
+
+
+def _prose(text: str) -> str:
+    """A sentence, escaped, its `commands` as code and its --flags kept whole on a line
+    (a browser would break one after its leading dashes)."""
+    parts = _CODE.split(text)
+    return "".join(f"<code>{escape(part)}</code>" if i % 2 else
+                   _FLAG.sub(r'<span class="flag">\1</span>', escape(part))
+                   for i, part in enumerate(parts))
+
+
 def _block(b, images: dict[str, bytes]) -> str:
     if isinstance(b, Para):
-        return f"<p>{escape(b.text)}</p>"
+        return f"<p>{_prose(b.text)}</p>"
     if isinstance(b, Bullets):
-        return "<ul>" + "".join(f"<li>{escape(i)}</li>" for i in b.items) + "</ul>"
+        return "<ul>" + "".join(f"<li>{_prose(i)}</li>" for i in b.items) + "</ul>"
     if isinstance(b, Stats):       # a long value (the layout label) gets a double-width card
         wide = ' class="wide"'
         return ('<dl class="stats">' + "".join(
