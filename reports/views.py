@@ -153,8 +153,9 @@ def _experts_assumption(model) -> str:
             f"MLP split over the TP ranks as the dense MLP is (Megatron-Core's default: "
             f"--expert-tensor-parallel-size is TP unless set, megatron/training/arguments.py; "
             f"Megatron-DeepSpeed "
-            f"and DeepSpeed-MoE split experts only with --enable-expert-tensor-parallelism, off "
-            f"by default, without which the experts' memory is TP times larger); tokens "
+            f"and DeepSpeedFugaku split experts only with --enable-expert-tensor-parallelism, "
+            f"off by default in their megatron/arguments.py, without which the experts' memory "
+            f"is TP times larger); tokens "
             f"dispatched and combined by all-to-alls over the EP ranks, priced on the network "
             f"model; the router's tokens even over the experts unless the layout says how "
             f"uneven (--moe-load: the busiest rank's tokens over the mean); {cap}")
