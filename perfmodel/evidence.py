@@ -17,7 +17,8 @@ different machine counts most, a size a decade away one) and a run is evidence f
 prediction when the distance is at most ``NEAR``: at most about two mechanisms differ
 (sizes count per decade: a model ten times larger 1, capped at 1.5; a data-parallel
 group ten times larger 0.5, capped at 1; a mixture of experts against a dense model
-2, as the two mechanisms it adds, its experts' GEMMs and its all-to-alls). The evidence is every logged run that near
+2, as the two mechanisms it adds, its experts' GEMMs and its all-to-alls). The
+evidence is every logged run that near
 (perfmodel/data/validation/evidence.csv: each shipped run, its regime and the time the
 model predicted for it against the time measured, written by ``fugakuperf validate
 --update-evidence``), and with ``--calibration FILE`` the calibration's own trainer
