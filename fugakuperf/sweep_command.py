@@ -80,10 +80,10 @@ def sweep(sweep_file, out, restart, workers, html_out, list_only, quiet, as_json
     if world:
         from mpi4py import MPI
         rank = MPI.COMM_WORLD.Get_rank()
+    from fpcore.atomic import target
     spec = read_sweep(sweep_file)
     out = out or _default_out(sweep_file)
     if html_out is not None:
-        from fpcore.atomic import target
         target(html_out, "html")
     if list_only:
         if rank == 0:
@@ -92,7 +92,6 @@ def sweep(sweep_file, out, restart, workers, html_out, list_only, quiet, as_json
     problem, done = None, 0
     if rank == 0:
         try:
-            from fpcore.atomic import target
             target(out, "out")
             if not restart:                  # another sweep's file: refused before any work
                 done = len(read_results(out, spec)[1])
@@ -139,11 +138,8 @@ def _run_local(spec, out, restart, n, progress):
     from perfmodel.sweep_run import run
     if n <= 1:
         return run(spec, out, restart=restart, progress=progress)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from perfmodel.parallel import _end_with_parent
-    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"),
-                             initializer=_end_with_parent, initargs=(os.getpid(),)) as pool:
+    from perfmodel.parallel import process_pool
+    with process_pool(n) as pool:
         return run(spec, out, executor=pool, restart=restart, progress=progress)
 
 

@@ -68,6 +68,12 @@ def run_serially() -> None:
     _IN_WORKER = True
 
 
+def process_pool(n: int) -> ProcessPoolExecutor:
+    """``n`` forked worker processes that end with this one."""
+    return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_end_with_parent, initargs=(os.getpid(),))
+
+
 def map_items(fn: Callable, items: Sequence, *, context) -> list:
     """[fn(context, item) for item in items], on several cores when there are several."""
     global _CONTEXT
@@ -76,9 +82,7 @@ def map_items(fn: Callable, items: Sequence, *, context) -> list:
         return [fn(context, item) for item in items]
     _CONTEXT = context
     try:
-        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"),
-                                 initializer=_end_with_parent,
-                                 initargs=(os.getpid(),)) as pool:
+        with process_pool(n) as pool:
             return list(pool.map(_call, [(fn, item) for item in items]))
     finally:
         _CONTEXT = None

@@ -70,9 +70,10 @@ def read_results(path: str, sweep: Sweep | None = None) -> tuple[dict | None, li
         if not isinstance(rec, dict) or rec.get("point") != i:
             raise SpecError("out", f"{path}: line {i + 2} is not point {i}; the file was "
                                    f"edited or mixed with another; give another --out")
-    if sweep is not None and header != sweep.header():
-        changed = sorted(k for k in set(header) | set(sweep.header())
-                         if header.get(k) != sweep.header().get(k))
+    expected = None if sweep is None else sweep.header()
+    if expected is not None and header != expected:
+        changed = sorted(k for k in set(header) | set(expected)
+                         if header.get(k) != expected.get(k))
         raise SpecError("out", f"{path} holds results of another sweep (its {', '.join(changed)} "
                                f"differ from {sweep.path}'s); give another --out, or --restart "
                                f"to replace it")
