@@ -92,7 +92,7 @@ def _table(t: Table) -> str:
     mark = ' class="mark"'
     body = "".join(
         f"<tr{mark if r in t.marked else ''}>"
-        + "".join(f"<td{c}>{escape(v)}</td>" for c, v in zip(cls, row)) + "</tr>\n"
+        + "".join(f"<td{c}>{_prose(v)}</td>" for c, v in zip(cls, row)) + "</tr>\n"
         for r, row in enumerate(t.rows))
     table = (f'<div class="table"><table><thead><tr>{head}</tr></thead>\n'
              f"<tbody>\n{body}</tbody></table></div>")

@@ -400,6 +400,9 @@ def test_commands_are_code_and_flags_are_kept_whole_on_a_line(report):
     assert '<span class="flag">--calibration</span> FILE' in page
     assert '<span class="flag">--expert-tensor-parallel-size</span> 1' in page
     assert "fugakuperf calibrate <node>, then plan with --calibration FILE" in page_text(page)
+    # a table's cells too (sources name flags: --checkpoint-gbs replaces it)
+    report["provenance"][0]["source"] = "--checkpoint-gbs replaces it"
+    assert '<span class="flag">--checkpoint-gbs</span> replaces it' in render_html(report, {})
 
 
 def test_html_tolerates_empty_and_partial_reports():
