@@ -40,6 +40,9 @@ runs in; ``perfmodel/data/validation/runs_*.csv`` ship the published ones):
                        positions, tied, biases)
     cp, ep             optional: context and expert parallelism (ranks = tp x cp x pp
                        x dp; ep divides dp); empty or absent: 1
+    expert_tp          optional: yes if a mixture of experts' experts are split over
+                       the TP ranks, no if each TP rank holds them whole; empty or
+                       absent: as the stack's framework does by default
 
 Each row is simulated by the DES (perfmodel.des) with the system preset and the
 row's stack unchanged: no parameter is set per row. Whether the data-parallel
@@ -133,7 +136,7 @@ def row_inputs(row: dict, where: str, stack: str | None = None):
     from perfmodel.layout import PRECISIONS, RECOMPUTE, Layout, check_runnable
     from perfmodel.model import ModelSpec
     from perfmodel.partitions import PARTITIONS, default_for
-    from perfmodel.search import stack_partition_error, stack_zero_error
+    from perfmodel.search import stack_expert_tp_error, stack_partition_error, stack_zero_error
 
     shape = dict(layers=_int(row, "layers", where), hidden=_int(row, "hidden", where),
                  heads=_int(row, "heads", where), vocab=_int(row, "vocab", where),
@@ -169,11 +172,15 @@ def row_inputs(row: dict, where: str, stack: str | None = None):
                 precision=_choice(row, "precision", where, PRECISIONS, "fp32"),
                 partition=partition,
                 shard_ranks=_int(row, "shard_ranks", where, default=0, lo=0), cp=cp, ep=ep,
+                expert_tp=_choice(row, "expert_tp", where, ("yes", "no"),
+                                  "no" if model.experts and not system.stack.expert_tp[0]
+                                  else "yes") == "yes",
                 **system.stack.layout_settings())
     mb = _int(row, "micro_batch", where) if _text(row, "micro_batch") else None
     try:                       # the layout itself, with the given or the smallest micro-batch
         for err in (stack_partition_error(system, partition),
-                    stack_zero_error(system, pins["zero"])):
+                    stack_zero_error(system, pins["zero"]),
+                    stack_expert_tp_error(system, model, pins["expert_tp"])):
             if err is not None:
                 raise err
         check_runnable(Layout(micro_batch=mb or 1, **pins), model, ranks)

@@ -226,6 +226,13 @@ def layout_options(f):
         click.option("--ep", "--expert-model-parallel-size", type=click.IntRange(min=1),
                      help="Pin expert parallelism (a mixture of experts: the experts split "
                           "over EP data-parallel ranks; it must divide the experts and dp)."),
+        click.option("--expert-tp/--no-expert-tp", "expert_tp", default=None,
+                     help="Pin how a mixture of experts' routed experts sit on the TP ranks: "
+                          "split as the dense MLP is (--expert-tp; Megatron-Core, and "
+                          "Megatron-DeepSpeed with --enable-expert-tensor-parallelism) or "
+                          "whole on every TP rank, each running 1/TP of their tokens "
+                          "(--no-expert-tp; DeepSpeed's default). Searched where the stack "
+                          "runs both (`fugakuperf presets` says)."),
         click.option("--moe-load", type=click.FloatRange(1.0, 1000.0),
                      help="A mixture of experts' busiest expert-parallel rank's tokens over "
                           "the mean (default 1: evenly routed, as published benchmarks "

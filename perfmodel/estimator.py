@@ -250,13 +250,13 @@ def _p2p(network: NetworkModel, dim: str, job: JobShape, nbytes: float) -> float
 @cached("model", maxsize=16384)
 def _layer_times(model: ModelSpec, compute: ComputeModel, tp: int, mb: int, sp: bool,
                  precision: str, attention: str = "materialized", moe: bool = False,
-                 ep: int = 1, load: float = 1.0, cp: int = 1
+                 ep: int = 1, load: float = 1.0, cp: int = 1, expert_tp: bool = True
                  ) -> tuple[float, float, float, float, float]:
     """(forward, backward, selective recompute, full recompute, the backward's weight
     gradients) compute of one layer (``moe``: of one of a mixture of experts' MoE
-    layers, on ``ep`` expert-parallel ranks at ``load``; on one of ``cp`` context-
-    parallel ranks)."""
-    ops = layer_ops(model, tp, mb, sp, precision, attention, moe, ep, load, cp)
+    layers, on ``ep`` expert-parallel ranks at ``load``, its experts split over the TP
+    ranks or whole on each, ``expert_tp``; on one of ``cp`` context-parallel ranks)."""
+    ops = layer_ops(model, tp, mb, sp, precision, attention, moe, ep, load, cp, expert_tp)
     return (compute.ops_time(ops.forward), compute.ops_time(ops.backward),
             compute.ops_time(ops.recompute("selective")), compute.ops_time(ops.recompute("full")),
             compute.ops_time(ops.weight_gradient))
@@ -314,14 +314,15 @@ def layout_lower_bound(model: ModelSpec, system: SystemSpec, layout: Layout,
     job = layout.job(system.ranks_per_node)
     args = (model, compute, layout.tp, layout.micro_batch, layout.sequence_parallel,
             layout.precision, layout.attention)
-    tp_pass = 2 * _tp_collective(network, job, activation_message(model, layout),
-                                 layout.sequence_parallel)
+    tp_one = _tp_collective(network, job, activation_message(model, layout),
+                            layout.sequence_parallel)
     cp = layout.cp
     f, b, _, _, w = _layer_times(*args, cp=cp)        # a dense layer, then an MoE one
-    dense = moe = (f + tp_pass, b + tp_pass, w)
+    dense = moe = (f + 2 * tp_one, b + 2 * tp_one, w)
     if model.experts:                                 # (evenly loaded, no all-to-alls)
-        f, b, _, _, w = _layer_times(*args, True, layout.ep, 1.0, cp)
-        moe = (f + tp_pass, b + tp_pass, w)
+        f, b, _, _, w = _layer_times(*args, True, layout.ep, 1.0, cp, layout.expert_tp)
+        tp_moe = tp_one + (tp_one if layout.expert_tp else 0.0)
+        moe = (f + tp_moe, b + tp_moe, w)
     # stages of the same layers cost the same: each kind of stage is priced once
     kinds = tuple(zip(layout.stage_layers(model), layout.stage_moe_layers(model)))
     stages = {(n, k): tuple((n - k) * d + k * e for d, e in zip(dense, moe))
@@ -362,7 +363,7 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
             p2p += _collective(network, "allgather", "tp", job, act)
     layers = layout.stage_layers(model)
     moe_layers = layout.stage_moe_layers(model)
-    moe = _moe_costs(model, layout, network, compute, job) if model.experts else None
+    moe = _moe_costs(model, layout, network, compute, job, tp_one) if model.experts else None
     stages = {}
     for i in firsts:
         n_layers, n_moe = layers[i], moe_layers[i]
@@ -380,7 +381,10 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
             ep_f = ep_b = n_moe * moe.all_to_alls
             if mode == "full":           # the re-run forward repeats its all-to-alls
                 ep_b += n_moe * moe.all_to_alls
-        tp_f = tp_b = 2 * n_layers * tp_one
+        # an MoE layer's MLP collective is its experts' (``_moe_costs``: tp_one, or
+        # their token gather when they are whole on every TP rank)
+        tp_layers = 2 * n_layers * tp_one + (n_moe * (moe.tp - tp_one) if n_moe else 0.0)
+        tp_f = tp_b = tp_layers
         cp_f, cp_b = n_layers * ring_f, n_layers * ring_b
         if mode == "full":              # the re-run forward passes the ring again
             cp_b += n_layers * ring_f
@@ -400,8 +404,8 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
             tp_b += tp_one              # gradient of the head input
         rc = rc_layers
         if mode == "full":
-            rc += 2 * n_layers * tp_one     # the re-run forward repeats its collectives
-        rc_tp = 2 * n_layers * tp_one if mode == "full" else 0.0
+            rc += tp_layers                 # the re-run forward repeats its collectives
+        rc_tp = tp_layers if mode == "full" else 0.0
         stages[i] = StageCost(forward=fwd_c + tp_f + ep_f + cp_f,
                               backward=bwd_c + tp_b + rc + ep_b + cp_b,
                               compute=fwd_c + bwd_c, recompute=rc, tp_comm=tp_f + tp_b, p2p=p2p,
@@ -422,10 +426,11 @@ class MoeCost:
     full: float
     wgrad: float
     all_to_alls: float
+    tp: float = 0.0          # its MLP's TP collective of one pass (a dense layer's: tp_one)
 
 
 def _moe_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
-               compute: ComputeModel, job: JobShape) -> MoeCost:
+               compute: ComputeModel, job: JobShape, tp_one: float = 0.0) -> MoeCost:
     """An MoE layer's compute on this layout's ranks, and its all-to-alls: each rank
     sends the top-k copies of its tokens (its 1/t of them with sequence parallelism,
     Megatron-Core's all-to-all dispatcher) to the expert-parallel ranks that hold
@@ -434,19 +439,31 @@ def _moe_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
     capacity factor), which the pairwise exchange prices as the whole exchange slowed
     to its pace. The expert-parallel group is ep consecutive data-parallel ranks
     (Megatron-Core parallel_state's order tp-cp-ep-dp-pp): a job of dp = ep, tp x cp
-    apart."""
+    apart.
+
+    Its MLP's TP collective, per pass: ``tp_one`` (a dense MLP's) when the experts are
+    split over the TP ranks; when they are whole on every TP rank (not ``expert_tp``),
+    DeepSpeed's MoE layer (deepspeed/moe/sharded_moe.py, MOELayer.forward) drops the
+    TP ranks' duplicate tokens before the dispatch, each rank sending 1/t of them,
+    and all-gathers the experts' outputs over TP after the combine (the top-k copies
+    of every token), forward; backward, the gradient of the drop gathers the same.
+    With sequence parallelism the TP ranks' tokens are already their own: nothing."""
     t, mb, sp = layout.tp, layout.micro_batch, layout.sequence_parallel
     load = model.routed_load(layout.moe_load)
     f, b, sel, full, w = _layer_times(model, compute, t, mb, sp, layout.precision,
                                       layout.attention, True, layout.ep, layout.moe_load,
-                                      layout.cp)
+                                      layout.cp, layout.expert_tp)
+    tokens = mb * model.seq / layout.cp
+    copies = tokens * model.top_k * model.hidden * ACT_BYTES[layout.precision] * load
+    split = layout.expert_tp or sp
     a2a = 0.0
     if layout.ep > 1:
-        rows = mb * model.seq / layout.cp / (t if sp else 1)
-        nbytes = rows * model.top_k * model.hidden * ACT_BYTES[layout.precision] * load
+        nbytes = copies / (t if sp or not layout.expert_tp else 1)
         group = JobShape(job.tp * layout.cp, job.pp, layout.ep, job.ranks_per_node)
         a2a = 2 * _collective(network, "alltoall", "dp", group, nbytes)
-    return MoeCost(f, b, sel, full, w, a2a)
+    mlp_tp = tp_one if layout.expert_tp else (
+        0.0 if split or t == 1 else _collective(network, "allgather", "tp", job, copies))
+    return MoeCost(f, b, sel, full, w, a2a, mlp_tp)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ FIELD_TEXT = {
     "overlap_dp": ("DP reduction", lambda lay: "overlapping the backward" if lay.overlap_dp
                    else "after the backward"),
     "ep": ("EP", lambda lay: str(lay.ep)),
+    "expert_tp": ("experts", lambda lay: "split over TP" if lay.expert_tp
+                  else "whole on every TP rank"),
     "cp": ("CP", lambda lay: str(lay.cp)),
     "moe_load": ("expert load", lambda lay: f"{lay.moe_load:g}x the mean"),
 }
@@ -78,14 +80,15 @@ def _critical_stage(est: Estimate) -> int | None:
 
 # The layout fields each part of the iteration time depends on directly.
 DRIVERS = {
-    "compute": ("tp", "pp", "micro_batch", "precision", "sequence_parallel"),
+    "compute": ("tp", "pp", "micro_batch", "precision", "sequence_parallel", "expert_tp"),
     "recompute": ("recompute", "tp", "pp", "micro_batch", "precision", "sequence_parallel"),
-    "tp_comm": ("tp", "micro_batch", "precision", "sequence_parallel", "pp"),
+    "tp_comm": ("tp", "micro_batch", "precision", "sequence_parallel", "pp", "expert_tp"),
     "pp_comm": ("pp", "tp", "micro_batch", "precision", "sequence_parallel"),
     "bubble": ("pp", "schedule", "dp", "micro_batch"),
     "dp_comm": ("dp", "zero", "tp", "pp", "precision", "overlap_dp"),
     "optimizer": ("zero", "dp", "tp", "pp", "precision"),
-    "ep_comm": ("ep", "moe_load", "micro_batch", "precision", "sequence_parallel", "tp"),
+    "ep_comm": ("ep", "moe_load", "expert_tp", "micro_batch", "precision",
+                "sequence_parallel", "tp"),
     "cp_comm": ("cp", "tp", "micro_batch", "precision", "attention"),
     "stage": ("recompute", "tp", "micro_batch", "precision", "sequence_parallel"),
 }

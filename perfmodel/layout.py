@@ -50,7 +50,11 @@ class Layout(KeptHash):
     (perfmodel.partitions: even, or DeepSpeed's uneven fills).
     ``ep`` splits a mixture of experts' experts over that many data-parallel ranks
     (expert parallelism, as Megatron-Core carves its expert-parallel groups out of
-    the data-parallel ones: ep divides dp and the experts); ``moe_load`` is the load
+    the data-parallel ones: ep divides dp and the experts); ``expert_tp`` splits each
+    routed expert over the tp ranks as the dense MLP is (Megatron-Core's default, and
+    Megatron-DeepSpeed's with --enable-expert-tensor-parallelism) or, False, leaves it
+    whole on every TP rank, each running 1/tp of its tokens (DeepSpeed's MoE layer
+    without that flag: its default); ``moe_load`` is the load
     of the busiest expert-parallel rank over the mean (1: the router spreads the
     tokens evenly, as published benchmarks force it to).
     ``cp`` splits each sequence over that many ranks (context parallelism, Megatron-
@@ -83,6 +87,7 @@ class Layout(KeptHash):
     ep: int = 1
     moe_load: float = 1.0
     cp: int = 1
+    expert_tp: bool = True
 
     def __post_init__(self):
         # a search builds the same layouts again for every system it prices (a sweep's
@@ -122,6 +127,9 @@ class Layout(KeptHash):
         check_bool("overlap_p2p", self.overlap_p2p)
         check_int("ep", self.ep, hi=1_000_000)
         check_int("cp", self.cp, hi=1_000_000)
+        check_bool("expert_tp", self.expert_tp)
+        if self.tp == 1:                 # (no TP ranks to split the experts over)
+            object.__setattr__(self, "expert_tp", True)
         object.__setattr__(self, "moe_load", check_float(
             "moe_load", self.moe_load, lo=1.0, lo_open=False, hi=1000.0,
             unit="(the busiest expert-parallel rank's tokens over the mean)"))
@@ -233,7 +241,8 @@ class Layout(KeptHash):
     def label(self) -> str:
         """Compact one-line description, e.g. ``TP6 PP8 DP288 mb1 1f1b``."""
         parts = [f"TP{self.tp}"] + ([f"CP{self.cp}"] if self.cp > 1 else []) + [
-                 f"PP{self.pp}", f"DP{self.dp}" + (f" EP{self.ep}" if self.ep > 1 else ""),
+                 f"PP{self.pp}", f"DP{self.dp}" + (f" EP{self.ep}" if self.ep > 1 else "")
+                 + ("" if self.expert_tp else " ETP1"),
                  f"mb{self.micro_batch}",
                  self.schedule + (f"/v{self.virtual_stages}" if self.virtual_stages > 1 else "")]
         if self.shard_ranks:
@@ -307,7 +316,7 @@ def divisors(n: int) -> list[int]:
     return sorted(set(small + [n // d for d in small]))
 
 
-def tp_error(model: ModelSpec, tp: int) -> SpecError | None:
+def tp_error(model: ModelSpec, tp: int, expert_tp: bool = True) -> SpecError | None:
     """Why ``tp`` cannot split ``model``'s layers, or None.
 
     Megatron-LM shards the attention heads, the key/value heads (query groups) and
@@ -319,7 +328,8 @@ def tp_error(model: ModelSpec, tp: int) -> SpecError | None:
     num_key_value_heads by tp the same way.
     The vocabulary needs no rule: Megatron pads it to a multiple of
     make_vocab_size_divisible_by (128) x tp (megatron/tokenizer/tokenizer.py,
-    _vocab_size_with_padding).
+    _vocab_size_with_padding). Experts kept whole on every TP rank (not ``expert_tp``)
+    need no rule either.
     """
     if model.heads % tp:
         return SpecError("tp", f"must divide the number of heads ({model.heads}); got {tp}")
@@ -328,7 +338,7 @@ def tp_error(model: ModelSpec, tp: int) -> SpecError | None:
                                f"key/value heads (query groups) over tp; got {tp}")
     if model.ffn % tp:
         return SpecError("tp", f"must divide ffn ({model.ffn}); got {tp}")
-    if model.experts and model.expert_ffn % tp:
+    if model.experts and expert_tp and model.expert_ffn % tp:
         return SpecError("tp", f"must divide expert_ffn ({model.expert_ffn}): the experts are "
                                f"split over tp as the dense MLP is; got {tp}")
     return None
@@ -376,9 +386,11 @@ def validate_layout(layout: Layout, model: ModelSpec, ranks: int | None = None) 
     forward_backward_pipelining_with_interleaving: micro-batches % pp == 0). What a
     framework further refuses is ``check_runnable``'s.
     """
-    err = tp_error(model, layout.tp)
+    err = tp_error(model, layout.tp, layout.expert_tp)
     if err is not None:
         raise err
+    if not layout.expert_tp and not model.experts:
+        raise SpecError("expert_tp", f"needs a mixture of experts ({model.name} is dense)")
     err = partitions.partition_error(model.layers, layout.pp, layout.virtual_stages,
                                      layout.partition)
     if err is not None:

@@ -42,6 +42,7 @@ FLAGS = {
     "--recompute-granularity": ("pin", "recompute", str),
     "--context-parallel-size": ("pin", "cp", int),
     "--expert-model-parallel-size": ("pin", "ep", int),
+    "--moe-expert-parallel-size": ("pin", "ep", int),       # (Megatron-DeepSpeed's name)
     "--num-experts": ("model", "experts", int),
     "--moe-router-topk": ("model", "top_k", int),
     "--moe-ffn-hidden-size": ("model", "expert_ffn", int),
@@ -56,6 +57,8 @@ SWITCHES = {                      # flags without a value -> (what, field, value
     "--swiglu": ("model", "activation", "swiglu"),
     "--untie-embeddings-and-output-weights": ("model", "tied_embeddings", False),
     "--disable-bias-linear": ("model", "bias", False),
+    # Megatron-DeepSpeed: the experts split over TP (else whole on every TP rank)
+    "--enable-expert-tensor-parallelism": ("pin", "expert_tp", True),
 }
 MAX_TEXT = 1_000_000
 

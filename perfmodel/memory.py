@@ -72,14 +72,16 @@ def layer_params_per_rank(model: ModelSpec, tp: int) -> float:
     return (model.layer_params - replicated) / tp + replicated
 
 
-def moe_layer_params_per_rank(model: ModelSpec, tp: int, ep: int) -> tuple[float, float]:
+def moe_layer_params_per_rank(model: ModelSpec, tp: int, ep: int,
+                              expert_tp: bool = True) -> tuple[float, float]:
     """(the rest, the routed experts' share) of an MoE layer's parameters held by one
     rank of tp x ep: the experts split over ep ranks and, as the dense MLP is, over
-    tp (their biases' output parts replicated); the router replicated; the shared
-    experts split over tp."""
+    tp (their biases' output parts replicated), or whole on each TP rank (not
+    ``expert_tp``: DeepSpeed's experts without --enable-expert-tensor-parallelism); the
+    router replicated; the shared experts split over tp."""
     h, e = model.hidden, model.expert_params
     out_bias = h if model.bias else 0
-    experts = model.experts // ep * ((e - out_bias) / tp + out_bias)
+    experts = model.experts // ep * ((e - out_bias) / (tp if expert_tp else 1) + out_bias)
     shared = model.shared_experts * ((e - out_bias) / tp + out_bias)
     replicated = 2 * model.norm_params + (h if model.bias else 0)
     attention = (model.attention_params - (h if model.bias else 0)) / tp
@@ -100,7 +102,7 @@ def stage_param_parts(model: ModelSpec, layout: Layout, stage: int) -> tuple[flo
                           layout.stage_layers(model)[stage] - n_moe, layout.head_stage)
     if not n_moe:
         return dense, 0.0
-    rest, experts = moe_layer_params_per_rank(model, layout.tp, layout.ep)
+    rest, experts = moe_layer_params_per_rank(model, layout.tp, layout.ep, layout.expert_tp)
     return dense + n_moe * rest, n_moe * experts
 
 

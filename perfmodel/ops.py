@@ -121,11 +121,12 @@ class LayerOps:
 @cached("model", maxsize=4096)
 def layer_ops(model: ModelSpec, tp: int, micro_batch: int, sequence_parallel: bool,
               precision: str, attention: str = "materialized", moe: bool = False,
-              ep: int = 1, load: float = 1.0, cp: int = 1) -> LayerOps:
+              ep: int = 1, load: float = 1.0, cp: int = 1, expert_tp: bool = True) -> LayerOps:
     """The forward ops of one transformer layer on one of ``tp`` ranks, its attention
     core computed as ``attention`` says (``ATTENTIONS``; see the conventions); with
     ``moe``, one of the model's mixture-of-experts layers on one of ``ep`` expert-
-    parallel ranks whose experts take ``load`` times their even share (``moe_ops``);
+    parallel ranks whose experts take ``load`` times their even share, split over the
+    TP ranks or (not ``expert_tp``) whole on each (``moe_ops``);
     with ``cp`` > 1, on one of cp context-parallel ranks: s / cp of each sequence's
     tokens, whose queries meet every key (ring attention; the causal half balanced
     over the ranks, Megatron-Core's two chunks each)."""
@@ -166,7 +167,7 @@ def layer_ops(model: ModelSpec, tp: int, micro_batch: int, sequence_parallel: bo
         mem("norm2", rows * h, 1, 1, e, norm_flops),
     ]
     if moe:
-        ops += moe_ops(model, t, T, rows, e, ep, load)
+        ops += moe_ops(model, t, T, rows, e, ep, load, expert_tp)
     elif model.activation == "gelu":
         ops += [gemm("fc1", T, f // t, h, e, weighted=True),  # (T, h) x (h, f/t)
                 mem("gelu", T * f / t, 1, 1, e, FLOPS_PER_ELEMENT["gelu"])]
@@ -184,7 +185,7 @@ def layer_ops(model: ModelSpec, tp: int, micro_batch: int, sequence_parallel: bo
 
 
 def moe_ops(model: ModelSpec, t: int, T: int, rows: float, e: int, ep: int,
-            load: float) -> list[Op]:
+            load: float, expert_tp: bool = True) -> list[Op]:
     """The MLP of a mixture-of-experts layer on one rank of ``t`` (tensor) x ``ep``
     (expert) parallel ranks, for the ``T`` tokens of a micro-batch (``rows`` of them
     on this rank outside the tensor-parallel region), as Megatron-Core runs it with
@@ -195,10 +196,20 @@ def moe_ops(model: ModelSpec, t: int, T: int, rows: float, e: int, ep: int,
     split over the TP ranks as the dense one is, on T k ep / experts tokens (times
     ``load``: an uneven router's busiest rank over the mean, capped by the capacity
     factor); the outputs are scattered back and summed with their router weights; the
-    shared experts run on every token as one wider MLP."""
+    shared experts run on every token as one wider MLP.
+
+    Not ``expert_tp``: each TP rank holds its experts whole and runs 1/t of their
+    tokens, as DeepSpeed's MoE layer does when the experts are not tensor-parallel (it
+    drops the TP ranks' duplicate tokens before the dispatch and gathers them back
+    after: deepspeed/moe/sharded_moe.py, MOELayer.forward): the same FLOPs, in GEMMs t
+    times narrower in tokens and t times wider."""
     h, fe, k = model.hidden, model.expert_ffn, model.top_k
     local = model.experts // ep
     tokens = T * k * ep / model.experts * model.routed_load(load)
+    if not expert_tp:
+        tokens, t_all, t = tokens / t, t, 1        # (the shared experts split as before)
+    else:
+        t_all = t
     gate = 2 if model.activation == "swiglu" else 1
     act = "swiglu" if model.activation == "swiglu" else "gelu"
     ops = [gemm("router", rows, model.experts, h, e, weighted=True),     # (T, h) x (h, E)
@@ -210,9 +221,9 @@ def moe_ops(model: ModelSpec, t: int, T: int, rows: float, e: int, ep: int,
            mem("unpermute", rows * k * h, 1, 1, e, 2)]           # weight and sum the top k
     if model.shared_experts:
         fs = model.shared_experts * fe
-        ops += [gemm("shared_fc1", T, gate * fs // t, h, e, weighted=True),
-                mem(act, T * fs / t, gate, 1, e, FLOPS_PER_ELEMENT[act]),
-                gemm("shared_fc2", T, h, fs // t, e, weighted=True)]
+        ops += [gemm("shared_fc1", T, gate * fs // t_all, h, e, weighted=True),
+                mem(act, T * fs / t_all, gate, 1, e, FLOPS_PER_ELEMENT[act]),
+                gemm("shared_fc2", T, h, fs // t_all, e, weighted=True)]
     return ops
 
 

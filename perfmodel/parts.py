@@ -207,6 +207,11 @@ class StackSpec:
     # whether its pipeline overlaps its sends with compute (Megatron-Core's
     # --overlap-p2p-communication), which lets it interleave a pipeline of two stages
     overlap_p2p: bool = False
+    # how its framework may lay a mixture of experts' routed experts over the TP ranks,
+    # its default first: True, split as the dense MLP is; False, whole on every TP rank,
+    # each running 1/tp of their tokens (perfmodel.layout.Layout.expert_tp); the
+    # planner proposes each
+    expert_tp: tuple[bool, ...] = (True,)
 
     def __post_init__(self):
         set_field(self, "name", check_str("stacks", self.name, max_len=200))
@@ -264,6 +269,9 @@ class StackSpec:
             raise SpecError(f"{where}.shard_groups", "\"node\" needs a mode that shards "
                                                      "inside groups (fsdp's FULL_SHARD or "
                                                      "SHARD_GRAD_OP) among zero_stages")
+        splits = check_list(f"{where}.expert_tp", self.expert_tp, min_len=1, max_len=2)
+        set_field(self, "expert_tp", tuple(dict.fromkeys(
+            check_bool(f"{where}.expert_tp[{i}]", x) for i, x in enumerate(splits))))
         if "any" in self.collective_algorithms and len(self.collective_algorithms) > 1:
             raise SpecError(f"{where}.collective_algorithms", "is either [\"any\"] or a list "
                                                               "of algorithm names")
@@ -297,7 +305,7 @@ STACK_KEYS = ("gemm_efficiency", "gemm_half_size", "kernel_bytes_per_cycle",
               "collective_efficiency", "overlap_dp", "zero_stages", "collective_algorithms",
               "attention", "op_overhead_us", "attention_efficiency", "pipeline_partitions",
               "sharding", "reduce_bucket_mb", "gather_granularity", "prefetch_layers",
-              "optimizer", "shard_groups", "overlap_p2p")
+              "optimizer", "shard_groups", "overlap_p2p", "expert_tp")
 
 
 @dataclass(frozen=True)

@@ -361,7 +361,7 @@ def layout_for(model: ModelSpec, system: SystemSpec, *, nodes: int | None,
     from .estimator import estimate
     from .layout import Layout, check_runnable
     from .partitions import default_for
-    from .search import stack_partition_error, stack_zero_error
+    from .search import stack_expert_tp_error, stack_partition_error, stack_zero_error
     gb = default_global_batch(model) if global_batch is None else global_batch
     pins = dict(pins)
     if nodes is not None:
@@ -379,11 +379,14 @@ def layout_for(model: ModelSpec, system: SystemSpec, *, nodes: int | None,
             fields["virtual_stages"] = 2
         for key, value in system.stack.layout_settings().items():
             fields.setdefault(key, value)
+        if model.experts:                 # the experts as the stack's framework lays them
+            fields.setdefault("expert_tp", system.stack.expert_tp[0])
         if "partition" not in fields:
             fields["partition"] = default_for(system.stack.pipeline_partitions, model.layers,
                                               pins["pp"], fields.get("virtual_stages", 1))
         for err in (stack_partition_error(system, fields["partition"]),
-                    stack_zero_error(system, fields.get("zero", 0))):
+                    stack_zero_error(system, fields.get("zero", 0)),
+                    stack_expert_tp_error(system, model, fields.get("expert_tp"))):
             if err is not None:
                 raise err
         layout = Layout(tp=pins["tp"], pp=pins["pp"], dp=dp, global_batch=gb, **fields)

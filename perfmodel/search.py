@@ -261,6 +261,9 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
             raise err
     if pins.get("moe_load") not in (None, 1.0) and not model.experts:
         raise SpecError("moe_load", f"needs a mixture of experts ({model.name} is dense)")
+    err = stack_expert_tp_error(system, model, pins.get("expert_tp"))
+    if err is not None:
+        raise err
     if pins.get("precision") is not None and not system.node.supports(pins["precision"]):
         raise SpecError("precision", f"{pins['precision']} is not supported by {system.node.name}")
 
@@ -284,6 +287,24 @@ def stack_partition_error(system: SystemSpec, partition: str) -> SpecError | Non
     return SpecError("partition", f"stack {stack.name} of {system.name} places layers by "
                                   f"{', '.join(stack.pipeline_partitions)} ({source}); got "
                                   f"{partition}" + _uneven_hint(system))
+
+
+def stack_expert_tp_error(system: SystemSpec, model: ModelSpec,
+                          expert_tp: bool | None) -> SpecError | None:
+    """Why ``system``'s software stack does not lay ``model``'s experts over the TP ranks
+    as ``expert_tp`` says (None: as the search likes), or None."""
+    if expert_tp is None:
+        return None
+    if not expert_tp and not model.experts:
+        return SpecError("expert_tp", f"needs a mixture of experts ({model.name} is dense)")
+    if expert_tp in system.stack.expert_tp:
+        return None
+    how = {True: "split over the TP ranks", False: "whole on every TP rank"}
+    source = system.sources.get(f"stacks.{system.stack.name}.expert_tp") or \
+        "Megatron-Core splits them as the dense MLP unless --expert-tensor-parallel-size says otherwise; its folded expert layout is not modelled"
+    return SpecError("expert_tp", f"stack {system.stack.name} of {system.name} runs the "
+                                  f"experts {how[not expert_tp]} ({source}); got them "
+                                  f"{how[expert_tp]}")
 
 
 def stack_zero_error(system: SystemSpec, zero: int) -> SpecError | None:
@@ -395,15 +416,19 @@ def _schedules(model: ModelSpec, pp: int, micro_batches: int, pins: dict,
 
 
 def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int, pins: dict,
-                 settings: dict | None = None, methods: tuple[str, ...] = ("even",)
-                 ) -> Iterator[Layout]:
+                 settings: dict | None = None, methods: tuple[str, ...] = ("even",),
+                 expert_tps: tuple[bool, ...] = (True,)) -> Iterator[Layout]:
     """Layouts of one (tp, pp, dp) shape before ZeRO and recomputation are chosen
     (``settings``: the software stack's Layout settings, StackSpec.layout_settings;
-    ``methods``: the partition methods to try, each distinct split once)."""
+    ``methods``: the partition methods to try, each distinct split once;
+    ``expert_tps``: how the stack's framework may lay a mixture of experts' experts
+    over the TP ranks, StackSpec.expert_tp)."""
     splits = partitions.distinct_splits(model.layers, pp, methods)
     precisions = _pinned(pins, "precision", ["fp32"])
-    # a mixture of experts' expert parallelism: every ep that divides the experts and dp
+    # a mixture of experts' expert parallelism: every ep that divides the experts and dp,
+    # its experts split over the TP ranks or whole on each, as the framework runs them
     eps = _pinned(pins, "ep", divisors(math.gcd(model.experts, dp)) if model.experts else [1])
+    splits_tp = _pinned(pins, "expert_tp", expert_tps if model.experts and tp > 1 else [True])
     moe = {"moe_load": pins["moe_load"]} if pins.get("moe_load") is not None else {}
     cp = pins.get("cp") or 1
     overlap = bool((settings or {}).get("overlap_p2p"))
@@ -427,11 +452,12 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
                         for ep in eps:
                             if dp % ep:
                                 continue
-                            yield Layout(tp=tp, pp=pp, dp=dp, micro_batch=mb,
-                                         global_batch=global_batch, schedule=sched,
-                                         virtual_stages=v, sequence_parallel=sp,
-                                         precision=prec, partition=split, ep=ep, cp=cp,
-                                         **moe, **(settings or {}))
+                            for whole in splits_tp:
+                                yield Layout(tp=tp, pp=pp, dp=dp, micro_batch=mb,
+                                             global_batch=global_batch, schedule=sched,
+                                             virtual_stages=v, sequence_parallel=sp,
+                                             precision=prec, partition=split, ep=ep, cp=cp,
+                                             expert_tp=whole, **moe, **(settings or {}))
 
 
 def least_recompute_that_fits(model: ModelSpec, system: SystemSpec, layout: Layout, pins: dict,
@@ -665,7 +691,8 @@ def screen(model: ModelSpec, system: SystemSpec, global_batch: int, *,
             continue
         stats.node_counts.add(n)
         for base in base_layouts(model, tp, pp, dp, global_batch, {**pins, "cp": cp},
-                                 system.stack.layout_settings(), methods):
+                                 system.stack.layout_settings(), methods,
+                                 system.stack.expert_tp):
             try:
                 check_runnable(base, model)
             except SpecError:

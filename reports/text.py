@@ -16,6 +16,8 @@ def _layout_cells(lay: dict) -> list[str]:
         rc = f"full:{lay['recompute_stages']}"
     ep = lay.get("ep", 1)
     dp = str(lay["dp"]) + (f" ep{ep}" if ep > 1 else "")     # (experts split over ep of them)
+    if not lay.get("expert_tp", True):
+        dp += " etp1"                                        # (experts whole on each TP rank)
     cp = lay.get("cp", 1)
     tp = str(lay["tp"]) + (f" cp{cp}" if cp > 1 else "")     # (each sequence over cp ranks)
     return [tp, str(lay["pp"]) + _uneven(lay), dp,

@@ -146,19 +146,27 @@ def _precision_assumption(system: SystemSpec, precision: str) -> str:
             f"modelled (its overflow checks and skipped steps cost nothing here)")
 
 
-def _experts_assumption(model) -> str:
+def _experts_assumption(model, system: SystemSpec) -> str:
     cap = (f"capacity factor {model.capacity_factor:g} caps the busiest expert's tokens"
            if model.capacity_factor else "dropless: no capacity cap")
-    return (f"mixture of experts ({model.experts} experts, top {model.top_k}): each expert's "
-            f"MLP split over the TP ranks as the dense MLP is (Megatron-Core's default: "
-            f"--expert-tensor-parallel-size is TP unless set, megatron/training/arguments.py; "
-            f"Megatron-DeepSpeed "
-            f"and DeepSpeedFugaku split experts only with --enable-expert-tensor-parallelism, "
-            f"off by default in their megatron/arguments.py, without which the experts' memory "
-            f"is TP times larger); tokens "
-            f"dispatched and combined by all-to-alls over the EP ranks, priced on the network "
-            f"model; the router's tokens even over the experts unless the layout says how "
-            f"uneven (--moe-load: the busiest rank's tokens over the mean); {cap}")
+    whole = ("whole on every TP rank, each running 1/TP of its tokens (TP times the experts' "
+             "memory; their outputs gathered over TP): DeepSpeed's MoE layer, unless "
+             "--enable-expert-tensor-parallelism")
+    split = "split over the TP ranks as the dense MLP is"
+    ways = system.stack.expert_tp
+    if len(ways) > 1:
+        experts = f"each expert's MLP {split}, or (layouts marked ETP1) {whole}"
+    elif ways[0]:
+        experts = (f"each expert's MLP {split} (Megatron-Core's default: "
+                   f"--expert-tensor-parallel-size is TP unless set, "
+                   f"megatron/training/arguments.py; the folded expert layout of a smaller "
+                   f"expert TP is not modelled)")
+    else:
+        experts = f"each expert's MLP {whole}"
+    return (f"mixture of experts ({model.experts} experts, top {model.top_k}): {experts}; "
+            f"tokens dispatched and combined by all-to-alls over the EP ranks, priced on the "
+            f"network model; the router's tokens even over the experts unless the layout says "
+            f"how uneven (--moe-load: the busiest rank's tokens over the mean); {cap}")
 
 
 def assumptions(system: SystemSpec, precisions=("fp32",), model=None) -> list[str]:
@@ -195,7 +203,8 @@ def assumptions(system: SystemSpec, precisions=("fp32",), model=None) -> list[st
          if node.power_w > 0 else
          f"energy: not estimated, no power figure ({src.get('node.power_w', 'preset')})"),
     ] + [_precision_assumption(system, p) for p in sorted(set(precisions)) if p != "fp32"] \
-        + ([_experts_assumption(model)] if model is not None and model.experts else [])
+        + ([_experts_assumption(model, system)] if model is not None and model.experts
+           else [])
 
 
 def plan_to_dict(result: PlanResult) -> dict:

@@ -145,6 +145,7 @@ def test_both_flop_conventions():
     ({"interleave": "0"}, "interleave"), ({"micro_batch": "0"}, "micro_batch"),
     ({"recompute": "some"}, "recompute"), ({"precision": "fp8"}, "precision"),
     ({"layers": "99999999999999"}, "layers"),
+    ({"expert_tp": "maybe"}, "expert_tp"), ({"expert_tp": "no"}, "expert_tp"),  # (dense)
     # a row names a preset, never a file (/etc/passwd was once parsed as a system)
     ({"system": "/etc/passwd"}, "system"), ({"system": "../my_system.toml"}, "system"),
 ])

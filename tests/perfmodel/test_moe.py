@@ -3,6 +3,7 @@ closed form, expert parallelism in memory, communication, the estimate, the
 simulator and the search."""
 
 import dataclasses
+import json
 
 import pytest
 from click.testing import CliRunner
@@ -10,13 +11,16 @@ from click.testing import CliRunner
 from fpcore.errors import SpecError
 from fugakuperf.cli import main
 from perfmodel.des import simulate
-from perfmodel.estimator import estimate
+from perfmodel.estimator import (_collective, _tp_collective, activation_message, estimate,
+                                  network_for)
 from perfmodel.layout import Layout, validate_layout
 from perfmodel.memory import stage_memory, stage_params
+from perfmodel.megatron import read_megatron
 from perfmodel.model import ModelSpec
-from perfmodel.ops import model_flops_per_token
+from perfmodel.ops import layer_ops, model_flops_per_token, total_flops
+from perfmodel.parts import StackSpec
 from perfmodel.presets import load_model
-from perfmodel.search import search
+from perfmodel.search import base_layouts, search
 from perfmodel.system import load_system
 
 MIXTRAL = load_model("mixtral-8x7b")
@@ -178,3 +182,129 @@ def test_the_fugaku_sized_moe_runs_fugaku_llms_parameters_per_token():
     assert moe.active_params == dense.params + 40 * (8 + 1) * 5184
     assert model_flops_per_token(moe) == pytest.approx(
         model_flops_per_token(dense) + 3 * 40 * 2 * 5184 * 8, rel=1e-12)
+
+
+# ------------------------------------- experts whole on every TP rank (DeepSpeed's)
+FUGAKU_MOE = load_model("fugaku-llm-moe-8x")
+
+
+def test_whole_experts_run_the_same_flops_in_gemms_tp_times_wider():
+    """DeepSpeed's MoE layer without expert tensor parallelism: each of 4 TP ranks runs
+    its experts whole on a quarter of their tokens."""
+    split, whole = (layer_ops(MIXTRAL, 4, 1, True, "bf16", moe=True, ep=4, expert_tp=x)
+                    for x in (True, False))
+    s, w = ({op.name: op for op in ops.forward} for ops in (split, whole))
+    assert total_flops(whole.forward) == pytest.approx(total_flops(split.forward), rel=1e-12)
+    for name in ("expert_fc1", "expert_fc2"):
+        assert w[name].flops == pytest.approx(s[name].flops, rel=1e-12)
+        assert w[name].m == pytest.approx(s[name].m / 4)
+    assert (w["expert_fc1"].n, w["expert_fc2"].k) == (2 * 14336, 14336)     # not / 4
+    assert (s["expert_fc1"].n, s["expert_fc2"].k) == (2 * 14336 // 4, 14336 // 4)
+
+
+def test_whole_experts_hold_tp_times_their_weights():
+    split = Layout(tp=4, dp=8, ep=8, global_batch=8, precision="bf16")
+    whole = split.replace(expert_tp=False)
+    expert = 3 * 4096 * 14336                      # one expert per rank, of 32 layers
+    assert stage_params(MIXTRAL, whole, 0) - stage_params(MIXTRAL, split, 0) == \
+        pytest.approx(32 * expert * (1 - 1 / 4))
+    # their states are reduced and sharded over the same dp / ep ranks as before
+    zero1 = [stage_memory(MIXTRAL, lay.replace(zero=1), 0).optimizer for lay in (split, whole)]
+    assert zero1[1] - zero1[0] == pytest.approx(12 * 32 * expert * (1 - 1 / 4))
+
+
+def test_whole_experts_trade_the_mlps_tp_collective_for_a_token_gather():
+    """Per MoE layer and pass, the MLP's TP collective (a dense MLP's all-reduce, or its
+    reduce-scatter and all-gather with sequence parallelism) becomes, with whole
+    experts, DeepSpeed's all-gather of the experts' outputs (top-k copies of every
+    token) or, with sequence parallelism, nothing; the all-to-alls then move each
+    rank's 1/tp of the tokens."""
+    base = Layout(tp=4, pp=1, dp=8, ep=8, global_batch=64, precision="bf16",
+                  recompute="selective")
+    job, net = base.job(A100.ranks_per_node), network_for(ANALYTIC_A100)
+    act = activation_message(MIXTRAL, base)
+    copies = act * MIXTRAL.top_k
+    passes = base.micro_batches * 32 * 2            # forward and backward
+    for sp, mlp, gather in ((False, _collective(net, "allreduce", "tp", job, act),
+                             _collective(net, "allgather", "tp", job, copies)),
+                            (True, _tp_collective(net, job, act, True), 0.0)):
+        split, whole = (estimate(MIXTRAL, ANALYTIC_A100, base.replace(
+            sequence_parallel=sp, expert_tp=x)) for x in (True, False))
+        assert split.breakdown.tp_comm - whole.breakdown.tp_comm == pytest.approx(
+            passes * (mlp - gather), rel=1e-9)
+        assert whole.breakdown.compute == pytest.approx(split.breakdown.compute, rel=0.02)
+        ratio = whole.breakdown.ep_comm / split.breakdown.ep_comm
+        assert ratio == pytest.approx(1.0) if sp else ratio < 0.5
+
+
+@pytest.mark.parametrize("sp", [False, True])
+def test_simulator_agrees_with_the_estimate_for_whole_experts(sp):
+    layout = Layout(tp=2, pp=2, dp=8, ep=4, global_batch=64, precision="bf16",
+                    recompute="selective", sequence_parallel=sp, expert_tp=False)
+    est = estimate(MIXTRAL, ANALYTIC_A100, layout)
+    sim = simulate(MIXTRAL, ANALYTIC_A100, layout)
+    assert sim.iteration_s == pytest.approx(est.iteration_s, rel=0.02)
+    assert sim.breakdown["ep_comm"] == pytest.approx(est.breakdown.ep_comm, rel=1e-6)
+
+
+def test_whole_experts_are_a_layout_of_a_moe_on_tp_ranks():
+    assert Layout(tp=1, expert_tp=False).expert_tp          # no TP ranks: the same layout
+    assert "ETP1" in Layout(tp=2, dp=2, ep=2, global_batch=2, expert_tp=False).label()
+    with pytest.raises(SpecError, match="expert_tp: needs a mixture of experts"):
+        validate_layout(Layout(tp=2, expert_tp=False), load_model("llama2-7b"))
+    with pytest.raises(SpecError, match=r"expert_tp: must be true or false"):
+        Layout(tp=2, expert_tp="no")
+    # whole experts need no tp that divides their width
+    odd = dataclasses.replace(MIXTRAL, expert_ffn=14334)
+    with pytest.raises(SpecError, match="must divide expert_ffn"):
+        validate_layout(Layout(tp=4, dp=8, ep=8, global_batch=8), odd)
+    validate_layout(Layout(tp=4, dp=8, ep=8, global_batch=8, expert_tp=False), odd)
+
+
+def test_the_search_tries_both_where_the_stack_runs_both():
+    def ways(options, tp=4):
+        return {lay.expert_tp for lay in base_layouts(FUGAKU_MOE, tp, 1, 8, 64, {}, None,
+                                                      ("even",), options)}
+    assert ways((False, True)) == {False, True}
+    assert ways((True,)) == {True} and ways((False,)) == {False}
+    assert ways((False, True), tp=1) == {True}
+    fugaku = load_system("fugaku")
+    assert fugaku.stack.expert_tp == (False, True)               # DeepSpeed's default first
+    assert "enable-expert-tensor-parallelism" in fugaku.sources["stacks.fugaku-llm.expert_tp"]
+    assert load_system("dgx-h100").stack.expert_tp == (True,)
+
+
+def test_a_pinned_fugaku_moe_layout_keeps_its_experts_whole_as_deepspeed_does():
+    pins = ["plan", "--model", "fugaku-llm-moe-8x", "--tp", "4", "--pp", "8", "--dp", "24",
+            "--ep", "8", "--json"]
+    runner = CliRunner()
+    default, split = (json.loads(runner.invoke(main, pins + extra).stdout)["best"][0]
+                      for extra in ([], ["--expert-tp"]))
+    assert default["layout"]["expert_tp"] is False and split["layout"]["expert_tp"] is True
+    assert default["memory_bytes_per_node"] > split["memory_bytes_per_node"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--params", "1e9", "--no-expert-tp"], "error: expert_tp: needs a mixture of experts"),
+    (["--model", "mixtral-8x7b", "--system", "dgx-h100", "--no-expert-tp", "--nodes", "8"],
+     "error: expert_tp: stack nemo-megatron-core of dgx-h100 runs the experts split over "
+     "the TP ranks"),
+])
+def test_a_way_the_stack_does_not_run_is_one_line(args, message):
+    result = CliRunner().invoke(main, ["plan"] + args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(message)
+    assert "Traceback" not in result.output + result.stderr
+
+
+def test_a_stack_says_its_expert_layouts_as_true_or_false():
+    with pytest.raises(SpecError) as err:
+        StackSpec(name="x", expert_tp=("no",))
+    assert err.value.field == "stacks.x.expert_tp[0]"
+
+
+def test_megatron_deepspeeds_expert_flags_are_read():
+    _, pins, _, ignored, _ = read_megatron(
+        "--num-layers 2 --hidden-size 64 --num-attention-heads 4 "
+        "--enable-expert-tensor-parallelism --moe-expert-parallel-size 4")
+    assert pins == {"expert_tp": True, "ep": 4} and not ignored
