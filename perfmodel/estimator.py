@@ -455,14 +455,13 @@ def _moe_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
                                       layout.cp, layout.expert_tp)
     tokens = mb * model.seq / layout.cp
     copies = tokens * model.top_k * model.hidden * ACT_BYTES[layout.precision] * load
-    split = layout.expert_tp or sp
     a2a = 0.0
     if layout.ep > 1:
         nbytes = copies / (t if sp or not layout.expert_tp else 1)
         group = JobShape(job.tp * layout.cp, job.pp, layout.ep, job.ranks_per_node)
         a2a = 2 * _collective(network, "alltoall", "dp", group, nbytes)
     mlp_tp = tp_one if layout.expert_tp else (
-        0.0 if split or t == 1 else _collective(network, "allgather", "tp", job, copies))
+        0.0 if sp or t == 1 else _collective(network, "allgather", "tp", job, copies))
     return MoeCost(f, b, sel, full, w, a2a, mlp_tp)
 
 

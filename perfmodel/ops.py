@@ -205,25 +205,22 @@ def moe_ops(model: ModelSpec, t: int, T: int, rows: float, e: int, ep: int,
     times narrower in tokens and t times wider."""
     h, fe, k = model.hidden, model.expert_ffn, model.top_k
     local = model.experts // ep
-    tokens = T * k * ep / model.experts * model.routed_load(load)
-    if not expert_tp:
-        tokens, t_all, t = tokens / t, t, 1        # (the shared experts split as before)
-    else:
-        t_all = t
+    te = t if expert_tp else 1                         # the TP ranks an expert spans
+    tokens = T * k * ep / model.experts * model.routed_load(load) / (t // te)
     gate = 2 if model.activation == "swiglu" else 1
     act = "swiglu" if model.activation == "swiglu" else "gelu"
     ops = [gemm("router", rows, model.experts, h, e, weighted=True),     # (T, h) x (h, E)
            mem("router_topk", rows * model.experts, 1, 1, 4, FLOPS_PER_ELEMENT["softmax"]),
            mem("permute", rows * k * h, 1, 1, e, 0),
-           gemm("expert_fc1", tokens, gate * fe // t, h, e, batch=local, weighted=True),
-           mem(act, tokens * local * fe / t, gate, 1, e, FLOPS_PER_ELEMENT[act]),
-           gemm("expert_fc2", tokens, h, fe // t, e, batch=local, weighted=True),
+           gemm("expert_fc1", tokens, gate * fe // te, h, e, batch=local, weighted=True),
+           mem(act, tokens * local * fe / te, gate, 1, e, FLOPS_PER_ELEMENT[act]),
+           gemm("expert_fc2", tokens, h, fe // te, e, batch=local, weighted=True),
            mem("unpermute", rows * k * h, 1, 1, e, 2)]           # weight and sum the top k
     if model.shared_experts:
         fs = model.shared_experts * fe
-        ops += [gemm("shared_fc1", T, gate * fs // t_all, h, e, weighted=True),
-                mem(act, T * fs / t_all, gate, 1, e, FLOPS_PER_ELEMENT[act]),
-                gemm("shared_fc2", T, h, fs // t_all, e, weighted=True)]
+        ops += [gemm("shared_fc1", T, gate * fs // t, h, e, weighted=True),
+                mem(act, T * fs / t, gate, 1, e, FLOPS_PER_ELEMENT[act]),
+                gemm("shared_fc2", T, h, fs // t, e, weighted=True)]
     return ops
 
 

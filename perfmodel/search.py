@@ -300,8 +300,9 @@ def stack_expert_tp_error(system: SystemSpec, model: ModelSpec,
     if expert_tp in system.stack.expert_tp:
         return None
     how = {True: "split over the TP ranks", False: "whole on every TP rank"}
-    source = system.sources.get(f"stacks.{system.stack.name}.expert_tp") or \
-        "Megatron-Core splits them as the dense MLP unless --expert-tensor-parallel-size says otherwise; its folded expert layout is not modelled"
+    source = system.sources.get(f"stacks.{system.stack.name}.expert_tp") or (
+        "Megatron-Core splits them as the dense MLP unless --expert-tensor-parallel-size "
+        "says otherwise; its folded expert layout is not modelled")
     return SpecError("expert_tp", f"stack {system.stack.name} of {system.name} runs the "
                                   f"experts {how[not expert_tp]} ({source}); got them "
                                   f"{how[expert_tp]}")
