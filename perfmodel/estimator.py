@@ -381,8 +381,8 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
             ep_f = ep_b = n_moe * moe.all_to_alls
             if mode == "full":           # the re-run forward repeats its all-to-alls
                 ep_b += n_moe * moe.all_to_alls
-        # an MoE layer's MLP collective is its experts' (``_moe_costs``: tp_one, or
-        # their token gather when they are whole on every TP rank)
+        # an MoE layer's MLP collectives are its experts' (``_moe_costs``: over the
+        # top-k copies of the tokens, and the shared experts' as a dense MLP's)
         tp_layers = 2 * n_layers * tp_one + (n_moe * (moe.tp - tp_one) if n_moe else 0.0)
         tp_f = tp_b = tp_layers
         cp_f, cp_b = n_layers * ring_f, n_layers * ring_b
@@ -426,7 +426,7 @@ class MoeCost:
     full: float
     wgrad: float
     all_to_alls: float
-    tp: float = 0.0          # its MLP's TP collective of one pass (a dense layer's: tp_one)
+    tp: float = 0.0          # its MLP's TP collectives of one pass (a dense MLP's: tp_one)
 
 
 def _moe_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
@@ -441,13 +441,20 @@ def _moe_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
     (Megatron-Core parallel_state's order tp-cp-ep-dp-pp): a job of dp = ep, tp x cp
     apart.
 
-    Its MLP's TP collective, per pass: ``tp_one`` (a dense MLP's) when the experts are
-    split over the TP ranks; when they are whole on every TP rank (not ``expert_tp``),
-    DeepSpeed's MoE layer (deepspeed/moe/sharded_moe.py, MOELayer.forward) drops the
-    TP ranks' duplicate tokens before the dispatch, each rank sending 1/t of them,
-    and all-gathers the experts' outputs over TP after the combine (the top-k copies
-    of every token), forward; backward, the gradient of the drop gathers the same.
-    With sequence parallelism the TP ranks' tokens are already their own: nothing."""
+    Its MLP's TP collectives, per pass: the shared experts', a dense MLP's (``tp_one``);
+    the routed experts', over the top-k copies of the tokens they run, not the tokens
+    themselves. Split over the TP ranks, Megatron-Core's all-to-all dispatcher
+    all-gathers the received copies over TP after the dispatch and reduce-scatters
+    the experts' outputs before the combine (megatron/core/transformer/moe/
+    token_dispatcher.py, MoEAlltoAllTokenDispatcher: "permute->A2A(EP)->AG(TP)" and
+    "RS(TP)->A2A(EP)->unpermute"), and Megatron-DeepSpeed's tensor-parallel experts
+    all-reduce their outputs as its RowParallelLinear does: a dense MLP's collective
+    of k times the bytes. Whole on every TP rank (not ``expert_tp``), DeepSpeed's MoE
+    layer (deepspeed/moe/sharded_moe.py, MOELayer.forward) drops the TP ranks'
+    duplicate tokens before the dispatch, each rank sending 1/t of them, and
+    all-gathers the experts' outputs over TP after it (the copies again), forward;
+    backward, the gradient of the drop gathers the same. With sequence parallelism
+    those TP ranks' tokens are already their own: nothing."""
     t, mb, sp = layout.tp, layout.micro_batch, layout.sequence_parallel
     load = model.routed_load(layout.moe_load)
     f, b, sel, full, w = _layer_times(model, compute, t, mb, sp, layout.precision,
@@ -460,9 +467,12 @@ def _moe_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
         nbytes = copies / (t if sp or not layout.expert_tp else 1)
         group = JobShape(job.tp * layout.cp, job.pp, layout.ep, job.ranks_per_node)
         a2a = 2 * _collective(network, "alltoall", "dp", group, nbytes)
-    mlp_tp = tp_one if layout.expert_tp else (
-        0.0 if sp or t == 1 else _collective(network, "allgather", "tp", job, copies))
-    return MoeCost(f, b, sel, full, w, a2a, mlp_tp)
+    if layout.expert_tp:
+        routed = _tp_collective(network, job, copies, sp)
+    else:
+        routed = 0.0 if sp or t == 1 else _collective(network, "allgather", "tp", job, copies)
+    shared = tp_one if model.shared_experts else 0.0
+    return MoeCost(f, b, sel, full, w, a2a, routed + shared)
 
 
 @dataclass(frozen=True)

@@ -270,12 +270,12 @@ def test_h100_context_parallel_runs_held_out_of_the_fit_are_predicted(h100):
 @pytest.mark.slow
 def test_h100_mixture_of_experts_runs_are_predicted_as_far_as_they_are(h100):
     """Grok-1 (8 experts, top 2, EP 8 across nodes; the 2-8 layer proxies on one to
-    eight nodes): predicted 15-27% fast, every row. Held to that, so that it cannot
-    silently get worse; the issue's 10% / 20% is the strict xfail below."""
+    eight nodes): predicted 13-26% fast, every row (mean 16.7%). Held to that, so that
+    it cannot silently get worse; the issue's 10% / 20% is the strict xfail below."""
     rows = _h100_rows(h100, moe=True)
     assert len(rows) == 9 and all(r["error"] < 0 for r in rows)
     errors = [abs(r["error"]) for r in rows]
-    assert sum(errors) / len(errors) <= 0.19 and max(errors) <= 0.28, errors
+    assert sum(errors) / len(errors) <= 0.17 and max(errors) <= 0.26, errors
     # every row is predicted: the 128-GPU run interleaves a pipeline of two stages,
     # which Megatron-Core allows when it overlaps the pipeline sends (the stack says so)
     assert h100["failed"] == []
@@ -283,11 +283,11 @@ def test_h100_mixture_of_experts_runs_are_predicted_as_far_as_they_are(h100):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="Grok-1 on DGX H100 is predicted 15-27% fast (mean "
-                                       "18.3%), not tuned away; the cause is not established "
-                                       "(candidates: what Megatron-Core's MoE layer adds on "
-                                       "TP ranks around the all-to-alls, the permutation "
-                                       "kernels' real cost, the proxies' fixed costs)")
+@pytest.mark.xfail(strict=True, reason="Grok-1 on DGX H100 is predicted 13-26% fast (mean "
+                                       "16.7%), not tuned away; the cause is not established "
+                                       "(candidates: the grouped expert GEMMs' efficiency, "
+                                       "the permutation kernels' real cost, the unfused "
+                                       "loss and the proxies' fixed costs)")
 def test_h100_mixture_of_experts_runs_meet_the_issues_thresholds(h100):
     errors = [abs(r["error"]) for r in _h100_rows(h100, moe=True)]
     assert sum(errors) / len(errors) <= 0.10 and max(errors) <= 0.20, errors

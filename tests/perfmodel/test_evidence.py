@@ -75,7 +75,7 @@ def test_a_regime_names_what_the_layout_does():
 
 
 def test_a_mixture_of_experts_band_rests_on_the_mixture_of_experts_runs():
-    """The model predicts Grok-1 on DGX H100 15-27% fast (tests/calibration): a plan
+    """The model predicts Grok-1 on DGX H100 13-26% fast (tests/calibration): a plan
     for it gets a band from those runs, slow of the model's own time, not from the
     dense runs the same machine and stack predict within a few percent."""
     grok, h100 = load_model("grok-1"), load_system("dgx-h100")
@@ -87,7 +87,7 @@ def test_a_mixture_of_experts_band_rests_on_the_mixture_of_experts_runs():
             if distance(regime_of(grok, h100, lay), r.regime) <= NEAR]
     moe = [r for r in near if r.regime.moe]
     assert band.evidence == len(near) and len(moe) >= 2 * (len(near) - len(moe)) > 0
-    assert band.median_s > 20.0 * 1.10 and band.high_s > 20.0 * 1.20
+    assert band.median_s > 20.0 * 1.10 and band.high_s > 20.0 * 1.15
     dense = band_for(load_model("llama3.1-70b"), h100, lay.replace(ep=1), 20.0,
                      parameters=False)
     assert dense.median_s < 20.0 * 1.05

@@ -213,28 +213,53 @@ def test_whole_experts_hold_tp_times_their_weights():
     assert zero1[1] - zero1[0] == pytest.approx(12 * 32 * expert * (1 - 1 / 4))
 
 
-def test_whole_experts_trade_the_mlps_tp_collective_for_a_token_gather():
-    """Per MoE layer and pass, the MLP's TP collective (a dense MLP's all-reduce, or its
-    reduce-scatter and all-gather with sequence parallelism) becomes, with whole
-    experts, DeepSpeed's all-gather of the experts' outputs (top-k copies of every
-    token) or, with sequence parallelism, nothing; the all-to-alls then move each
-    rank's 1/tp of the tokens."""
+def test_the_experts_tp_collectives_carry_the_top_k_copies():
+    """Per MoE layer and pass: the attention's TP collective as a dense layer's, then
+    the routed experts', over the top-k copies of the tokens (Megatron-Core's
+    dispatcher all-gathers them over TP after the all-to-all and reduce-scatters the
+    outputs before the combine; an all-reduce without sequence parallelism). Whole
+    experts trade it for DeepSpeed's all-gather of the outputs, or, with sequence
+    parallelism, for nothing; their all-to-alls then move each rank's 1/tp of the
+    tokens."""
     base = Layout(tp=4, pp=1, dp=8, ep=8, global_batch=64, precision="bf16",
                   recompute="selective")
     job, net = base.job(A100.ranks_per_node), network_for(ANALYTIC_A100)
     act = activation_message(MIXTRAL, base)
     copies = act * MIXTRAL.top_k
-    passes = base.micro_batches * 32 * 2            # forward and backward
-    for sp, mlp, gather in ((False, _collective(net, "allreduce", "tp", job, act),
-                             _collective(net, "allgather", "tp", job, copies)),
-                            (True, _tp_collective(net, job, act, True), 0.0)):
-        split, whole = (estimate(MIXTRAL, ANALYTIC_A100, base.replace(
-            sequence_parallel=sp, expert_tp=x)) for x in (True, False))
-        assert split.breakdown.tp_comm - whole.breakdown.tp_comm == pytest.approx(
-            passes * (mlp - gather), rel=1e-9)
+    passes = base.micro_batches * 32 * 2            # forward and backward of 32 layers
+    for sp in (False, True):
+        lay = base.replace(sequence_parallel=sp)
+        split, whole = (estimate(MIXTRAL, ANALYTIC_A100, lay.replace(expert_tp=x))
+                        for x in (True, False))
+        one_ep = estimate(MIXTRAL, ANALYTIC_A100, lay.replace(ep=1))  # (ep moves no TP bytes)
+        attention = _tp_collective(net, job, act, sp)
+        routed = _tp_collective(net, job, copies, sp)
+        gather = 0.0 if sp else _collective(net, "allgather", "tp", job, copies)
+        # and once per micro-batch the embedding's, the head input's gradient and the
+        # vocab-parallel loss's three small all-reduces
+        loss = 3 * _collective(net, "allreduce", "tp", job, MIXTRAL.seq * 4.0)
+        extras = base.micro_batches * (2 * attention + loss)
+        assert split.breakdown.tp_comm == pytest.approx(
+            passes * (attention + routed) + extras, rel=1e-9)
+        assert whole.breakdown.tp_comm == pytest.approx(
+            passes * (attention + gather) + extras, rel=1e-9)
+        assert one_ep.breakdown.tp_comm == pytest.approx(split.breakdown.tp_comm, rel=1e-9)
         assert whole.breakdown.compute == pytest.approx(split.breakdown.compute, rel=0.02)
         ratio = whole.breakdown.ep_comm / split.breakdown.ep_comm
         assert ratio == pytest.approx(1.0) if sp else ratio < 0.5
+
+
+def test_shared_experts_add_a_dense_mlps_tp_collective():
+    deepseek = load_model("deepseek-moe-16b")
+    lay = Layout(tp=2, pp=1, dp=8, ep=8, global_batch=64, precision="bf16",
+                 sequence_parallel=True, recompute="selective")
+    without = dataclasses.replace(deepseek, shared_experts=0)
+    job, net = lay.job(A100.ranks_per_node), network_for(ANALYTIC_A100)
+    one = _tp_collective(net, job, activation_message(deepseek, lay), True)
+    moe_layers = deepseek.moe_layers
+    assert (estimate(deepseek, ANALYTIC_A100, lay).breakdown.tp_comm
+            - estimate(without, ANALYTIC_A100, lay).breakdown.tp_comm) == pytest.approx(
+        lay.micro_batches * moe_layers * 2 * one, rel=1e-9)
 
 
 @pytest.mark.parametrize("sp", [False, True])
