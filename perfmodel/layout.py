@@ -364,9 +364,11 @@ def ep_error(model: ModelSpec, ep: int) -> SpecError | None:
     return None
 
 
-def tensor_parallel_sizes(model: ModelSpec) -> list[int]:
-    """Every tp that can split ``model`` (see tp_error)."""
-    return [t for t in divisors(model.heads) if tp_error(model, t) is None]
+def tensor_parallel_sizes(model: ModelSpec, expert_tps: tuple[bool, ...] = (True,)) -> list[int]:
+    """Every tp that can split ``model`` with its experts laid out one of the ways
+    ``expert_tps`` says (see tp_error)."""
+    return [t for t in divisors(model.heads)
+            if any(tp_error(model, t, x) is None for x in expert_tps)]
 
 
 def validate_layout(layout: Layout, model: ModelSpec, ranks: int | None = None) -> None:

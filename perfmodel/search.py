@@ -89,11 +89,18 @@ class SearchStats:
         self.node_counts |= other.node_counts
 
 
-def _tp_options(model: ModelSpec, pins: dict) -> list[int]:
-    """Tensor-parallel degrees the model and the pins allow."""
+def _expert_ways(system: SystemSpec, pins: dict) -> tuple[bool, ...]:
+    """How the search may lay a mixture of experts' experts over the TP ranks: as pinned,
+    or every way the system's software stack runs (StackSpec.expert_tp)."""
+    return (pins["expert_tp"],) if pins.get("expert_tp") is not None \
+        else system.stack.expert_tp
+
+
+def _tp_options(model: ModelSpec, pins: dict, system: SystemSpec) -> list[int]:
+    """Tensor-parallel degrees the model, the pins and the stack allow."""
     if pins.get("tp") is not None:
         return [pins["tp"]]
-    out = tensor_parallel_sizes(model)
+    out = tensor_parallel_sizes(model, _expert_ways(system, pins))
     if pins.get("sequence_parallel"):
         out = [t for t in out if t > 1 and model.seq % t == 0]
     return out
@@ -182,10 +189,13 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
         raise SpecError(sorted(unknown)[0], f"cannot be pinned; pinnable: {', '.join(PINNABLE)}")
     tp, pp, dp, mb = (pins.get(k) for k in ("tp", "pp", "dp", "micro_batch"))
     zero, v, sched = pins.get("zero"), pins.get("virtual_stages"), pins.get("schedule")
-    if tp is not None and tp_error(model, tp) is not None:
-        raise SpecError("tp", f"{tp_error(model, tp).message} ({model.name}: heads "
+    ways = _expert_ways(system, pins)
+    errors = [tp_error(model, tp, x) for x in ways] if tp is not None else [None]
+    if None not in errors:
+        raise SpecError("tp", f"{errors[0].message} ({model.name}: heads "
                               f"{model.heads}, kv_heads {model.kv_heads}, ffn {model.ffn}); "
-                              f"allowed: " + ", ".join(map(str, tensor_parallel_sizes(model))))
+                              f"allowed: " + ", ".join(map(str, tensor_parallel_sizes(model,
+                                                                                      ways))))
     methods = allowed_partitions(system, pins)
     if pins.get("partition") is not None:
         err = stack_partition_error(system, pins["partition"])
@@ -234,7 +244,7 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
     if pins.get("sequence_parallel"):
         if tp == 1:
             raise SpecError("sequence_parallel", "needs tp > 1")
-        if not _tp_options(model, pins):
+        if not _tp_options(model, pins, system):
             raise SpecError("sequence_parallel", f"needs a tp > 1 that divides seq ({model.seq})"
                                                  + (f"; tp {tp} does not" if tp else ""))
     allowed = _schedule_options(pins)
@@ -337,7 +347,7 @@ def job_shapes(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
            and (not shard or (d % shard == 0 and d > shard))]         # ... or its groups
     methods = allowed_partitions(system, pins)
     cp = pins.get("cp") or 1                  # context parallelism: pinned, not searched
-    for tp in _tp_options(model, pins):
+    for tp in _tp_options(model, pins, system):
         for pp in _pp_options(model, pins, methods, system.stack.overlap_p2p):
             for dp in dps:
                 ranks = tp * cp * pp * dp
@@ -356,7 +366,7 @@ def batches_for_nodes(model: ModelSpec, system: SystemSpec, nodes: int, global_b
     ranks = nodes * system.ranks_per_node // (pins.get("cp") or 1)
     step = pins.get("micro_batch") or 1
     near = set()
-    for tp in _tp_options(model, pins):
+    for tp in _tp_options(model, pins, system):
         for pp in _pp_options(model, pins, allowed_partitions(system, pins),
                               system.stack.overlap_p2p):
             if ranks % (tp * pp):

@@ -13,14 +13,14 @@ from fugakuperf.cli import main
 from perfmodel.des import simulate
 from perfmodel.estimator import (_collective, _tp_collective, activation_message, estimate,
                                   network_for)
-from perfmodel.layout import Layout, validate_layout
+from perfmodel.layout import Layout, tensor_parallel_sizes, validate_layout
 from perfmodel.memory import stage_memory, stage_params
 from perfmodel.megatron import read_megatron
 from perfmodel.model import ModelSpec
 from perfmodel.ops import layer_ops, model_flops_per_token, total_flops
 from perfmodel.parts import StackSpec
 from perfmodel.presets import load_model
-from perfmodel.search import base_layouts, search
+from perfmodel.search import base_layouts, check_pins, search
 from perfmodel.system import load_system
 
 MIXTRAL = load_model("mixtral-8x7b")
@@ -333,3 +333,14 @@ def test_megatron_deepspeeds_expert_flags_are_read():
         "--num-layers 2 --hidden-size 64 --num-attention-heads 4 "
         "--enable-expert-tensor-parallelism --moe-expert-parallel-size 4")
     assert pins == {"expert_tp": True, "ep": 4} and not ignored
+
+
+def test_whole_experts_open_tensor_parallel_sizes_that_do_not_divide_their_width():
+    odd = dataclasses.replace(MIXTRAL, expert_ffn=14334)      # 2 x 7167
+    assert tensor_parallel_sizes(odd) == [1, 2]
+    assert tensor_parallel_sizes(odd, (False, True)) == [1, 2, 4, 8]   # (kv_heads 8)
+    check_pins(odd, load_system("fugaku"), 64, {"tp": 4})     # whole experts run there
+    with pytest.raises(SpecError, match=r"tp: must divide expert_ffn .* allowed: 1, 2$"):
+        check_pins(odd, load_system("dgx-h100"), 64, {"tp": 4})
+    with pytest.raises(SpecError, match="allowed: 1, 2$"):
+        check_pins(odd, load_system("fugaku"), 64, {"tp": 4, "expert_tp": True})
