@@ -280,7 +280,7 @@ def cost_table(model: ModelSpec, system: SystemSpec, layout: Layout,
     kinds = _stage_costs(model, layout, network, compute, job, [f for f, _ in runs])
     table = {}
     for first, n in runs:
-        entry = (stage_work(kinds[first], layout.virtual_stages),
+        entry = (stage_work(kinds[first], layout.layer_chunks),
                  stage_comm(model, system, layout, network, compute, job, first))
         table.update({i: entry for i in range(first, first + n)})
     return table
@@ -498,11 +498,11 @@ class StageState:
 def stage_process(it: Iteration, i: int):
     """Pipeline stage ``i``: its schedule's steps in order, then the end of the
     iteration (gradients reduced, tied embedding summed, optimizer step, ZeRO gather)."""
-    layout, v = it.layout, it.layout.virtual_stages
+    layout = it.layout
     work, comm = it.costs(i)
     state = StageState(
         work=work, comm=comm, stream=simpy.Store(it.env), recompute=layout.stage_recomputes(i),
-        activations=micro_batch_activation_bytes(it.model, layout, i) / v,
+        activations=micro_batch_activation_bytes(it.model, layout, i) / layout.layer_chunks,
         full_layer=activation_bytes_per_layer(it.model, layout.tp, layout.micro_batch,
                                               layout.sequence_parallel, "none",
                                               layout.precision, layout.attention,
@@ -563,12 +563,12 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
     bucket's reduction arithmetic on its cores), then send its output on."""
     layout, work, comm = it.layout, state.work, state.comm
     p, v = layout.pp, layout.virtual_stages
-    v_shape = layout.schedule_spec.v_shape
-    dep = producer(step, i, p, v, v_shape)
+    v_shape, mirrored = layout.schedule_spec.v_shape, layout.schedule_spec.mirrored
+    dep = producer(step, i, p, v, v_shape, mirrored)
     if dep is not None:                    # (on this stage itself: already delivered)
         yield it.delivered(*dep)
     if step.paired:                        # an overlapped pair waits for both inputs
-        dep = producer(it.steps[i][k + 1], i, p, v, v_shape)
+        dep = producer(it.steps[i][k + 1], i, p, v, v_shape, mirrored)
         if dep is not None:
             yield it.delivered(*dep)
     kind = STEP_KINDS[step.kind]
@@ -654,7 +654,7 @@ def step_process(it: Iteration, i: int, state: StageState, k: int, step: Step):
         it.hold(i, -state.full_layer)
     if forward or grads:
         it.hold(i, state.activations if forward else -state.activations)
-    fed = consumed_by(step, i, p, v, layout.schedule_spec.v_shape)
+    fed = consumed_by(step, i, p, v, v_shape, mirrored)
     to = None if fed is None else fed[0]
     if to is not None and to != i:
         t0 = it.env.now

@@ -364,8 +364,12 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
     layers = layout.stage_layers(model)
     moe_layers = layout.stage_moe_layers(model)
     moe = _moe_costs(model, layout, network, compute, job, tp_one) if model.experts else None
+    mirrored = layout.schedule_spec.mirrored
+    # two pipelines in opposite directions (DualPipe): rank i runs half its micro-batches
+    # as stage i and half as stage p - 1 - i, so both are priced and averaged
+    todo = sorted(set(firsts) | {layout.pp - 1 - i for i in firsts}) if mirrored else firsts
     stages = {}
-    for i in firsts:
+    for i in todo:
         n_layers, n_moe = layers[i], moe_layers[i]
         mode = layout.stage_recomputes(i)
         dense = n_layers - n_moe
@@ -412,7 +416,16 @@ def _stage_costs(model: ModelSpec, layout: Layout, network: NetworkModel,
                               tp_forward=tp_f, tp_backward=tp_b + rc_tp, layers=n_layers,
                               wgrad=wgrad, ep_forward=ep_f, ep_backward=ep_b,
                               cp_forward=cp_f, cp_backward=cp_b)
+    if mirrored:
+        return {i: _mean_cost(stages[i], stages[layout.pp - 1 - i]) for i in firsts}
     return stages
+
+
+def _mean_cost(a: StageCost, b: StageCost) -> StageCost:
+    """The cost of a micro-batch on a rank that runs half of them as ``a``'s stage and
+    half as ``b``'s (their layers alike: DualPipe's even stages)."""
+    return StageCost(**{k: (v + getattr(b, k)) / 2 if k != "layers" else v
+                        for k, v in asdict(a).items()})
 
 
 @dataclass(frozen=True)
@@ -591,6 +604,14 @@ def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: Ne
             messages.append(("gather", Stream("allgather", "dp", weight_bytes / gathers)))
             ag_f = ag if "forward" in how.gathers else 0.0
             ag_b = ag if "backward" in how.gathers else 0.0
+    if layout.schedule_spec.mirrored and only is None:
+        # DualPipe: each copy of a stage (a rank's own and its mirror's, p - 1 - i)
+        # holds the gradients of half the micro-batches: they are summed, one stage's
+        # gradients each way between the two ranks (deepseek-ai/DualPipe
+        # examples/example_dualpipe.py adds each copy's to the other's), [A] priced as a
+        # send to a pipeline neighbour, with the data-parallel reduction
+        both = sum(stage_param_parts(model, layout, stage))
+        reduce += _p2p(network, "pp", job, both / 2 * GRAD_BYTES)
     tied = 0.0
     head = layout.head_stage
     if model.tied_embeddings and head != 0 and stage in (0, head) and only is None:

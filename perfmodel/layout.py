@@ -152,6 +152,18 @@ class Layout(KeptHash):
                                               f"{' or '.join(virtual_schedules())})")
         if self.pp < spec.min_pp:
             raise SpecError("schedule", f"{spec.name} needs pp >= {spec.min_pp}")
+        if spec.mirrored:
+            if self.pp % 2:
+                raise SpecError("pp", f"{spec.name} runs its two directions over an even "
+                                      f"number of ranks (deepseek-ai/DualPipe dualpipe.py "
+                                      f"asserts num_ranks % 2 == 0); got {self.pp}")
+            if self.partition != "even":
+                raise SpecError("partition", f"{spec.name} runs a whole stage in each chunk, "
+                                             f"the stages alike: even only; got "
+                                             f"{self.partition}")
+            if self.recompute_stages is not None:
+                raise SpecError("recompute_stages", f"{spec.name} holds two stages on every "
+                                                    f"rank: recompute on all of them or none")
         if self.recompute_stages is not None:
             check_int("recompute_stages", self.recompute_stages, lo=1, hi=self.pp)
             if self.recompute != "full":
@@ -205,10 +217,22 @@ class Layout(KeptHash):
         """The pipeline stage holding the head (the last, or in a V the first)."""
         return self.schedule_spec.head_stage(self.pp)
 
+    @property
+    def head_stages(self) -> tuple[int, ...]:
+        """Every stage computing a head and its loss: ``head_stage``, and with two
+        pipelines in opposite directions (DualPipe) the first as well."""
+        return (0, self.pp - 1) if self.schedule_spec.mirrored else (self.head_stage,)
+
+    @property
+    def layer_chunks(self) -> int:
+        """How many parts a stage's layers are cut into, one a chunk (the virtual
+        stages, or 1 where each chunk is a whole stage: DualPipe)."""
+        return self.schedule_spec.layer_chunks(self.virtual_stages)
+
     def stage_moe_layers(self, model: ModelSpec) -> tuple[int, ...]:
         """The mixture-of-experts layers of each pipeline stage (all zero for a dense
         model): each chunk holds its virtual stage's layers (schedules.virtual_stage)."""
-        return _stage_moe_layers(model, self.stage_layers(model), self.virtual_stages,
+        return _stage_moe_layers(model, self.stage_layers(model), self.layer_chunks,
                                  self.schedule_spec.v_shape) \
             if model.experts else (0,) * self.pp
 
@@ -393,7 +417,7 @@ def validate_layout(layout: Layout, model: ModelSpec, ranks: int | None = None) 
         raise err
     if not layout.expert_tp and not model.experts:
         raise SpecError("expert_tp", f"needs a mixture of experts ({model.name} is dense)")
-    err = partitions.partition_error(model.layers, layout.pp, layout.virtual_stages,
+    err = partitions.partition_error(model.layers, layout.pp, layout.layer_chunks,
                                      layout.partition)
     if err is not None:
         raise err
@@ -403,6 +427,10 @@ def validate_layout(layout: Layout, model: ModelSpec, ranks: int | None = None) 
     if layout.sequence_parallel and (model.seq // layout.cp) % layout.tp:
         raise SpecError("sequence_parallel", f"tp ({layout.tp}) must divide seq ({model.seq})"
                                              + (f" / cp ({layout.cp})" if layout.cp > 1 else ""))
+    if layout.schedule_spec.mirrored and layout.micro_batches % 2:
+        raise SpecError("global_batch", f"{layout.schedule} splits the micro-batches between "
+                                        f"its two directions: it needs an even number per "
+                                        f"pipeline; got {layout.micro_batches}")
     if layout.schedule_spec.groups_of_pp and layout.micro_batches % layout.pp:
         raise SpecError("global_batch", f"{layout.schedule} needs micro-batches per pipeline "
                                         f"({layout.micro_batches}) divisible by pp ({layout.pp})")

@@ -96,7 +96,16 @@ def stage_params(model: ModelSpec, layout: Layout, stage: int) -> float:
 
 def stage_param_parts(model: ModelSpec, layout: Layout, stage: int) -> tuple[float, float]:
     """``stage_params`` as (those replicated over the data-parallel ranks, the routed
-    experts', replicated over dp / ep of them)."""
+    experts', replicated over dp / ep of them). With two pipelines in opposite
+    directions (DualPipe) a rank holds its stage and its mirror's, p - 1 - i: twice the
+    weights (DeepSeek-V3 report Table 2: "Parameter 2x")."""
+    if layout.schedule_spec.mirrored:
+        own, mirror = (_own_param_parts(model, layout, s) for s in (stage, layout.pp - 1 - stage))
+        return own[0] + mirror[0], own[1] + mirror[1]
+    return _own_param_parts(model, layout, stage)
+
+
+def _own_param_parts(model: ModelSpec, layout: Layout, stage: int) -> tuple[float, float]:
     n_moe = layout.stage_moe_layers(model)[stage]
     dense = _stage_params(model, layout.tp, layout.pp, stage,
                           layout.stage_layers(model)[stage] - n_moe, layout.head_stage)
@@ -217,7 +226,7 @@ def stage_memory(model: ModelSpec, layout: Layout, stage: int) -> MemoryBreakdow
         acts += activation_bytes_per_layer(model, t, mb, sp, "none", layout.precision,
                                            layout.attention, cp=layout.cp)
     buffers = 0.0
-    if stage == layout.head_stage:
+    if stage in layout.head_stages:
         # logits (training precision) and the fp32 softmax kept for the loss backward
         buffers += model.seq // layout.cp * mb * vocab_shard(model, t) * (e + 4)
     if layout.pp > 1:

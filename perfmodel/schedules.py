@@ -2,7 +2,8 @@
 
 A schedule is, for each pipeline stage, a list of ``Step(kind, micro_batch, chunk)``:
 the ordered work of that stage. The simulator executes these lists; nothing else in
-them is implicit. Chunk c of stage i holds layers of virtual stage ``c * p + i``.
+them is implicit. Chunk c of stage i holds layers of virtual stage ``c * p + i`` (in a
+V, ``virtual_stage``; mirrored, DualPipe, chunk c is a whole stage of direction c).
 Beside its steps (``ScheduleSpec.steps``), a schedule says what the other consumers
 need: the layer-micro-batches a stage holds at its peak (perfmodel.memory), how its
 pipeline fill and drain divide (perfmodel.estimator's makespan), the layouts it can
@@ -20,6 +21,10 @@ colour (``STEP_KINDS``).
   gradients nobody waits for, which fill the bubble. Their bubbles with equal F, B
   and W are a third of 1F1B's and (inside each stage) none. They run only when pinned:
   none of the presets' frameworks (Megatron-LM, DeepSpeed, DeepSpeedFugaku) runs them.
+* DeepSeek's DualPipeV (a V of 2p stages on p devices) and DualPipe (two pipelines of
+  the same p stages in opposite directions, every rank holding two stages' weights),
+  their forwards and backwards paired and the backward split at the ends (DeepSeek-V3
+  report Sec. 3.2.1, deepseek-ai/DualPipe); pinned only, as the zero-bubble ones.
 
 Adding a schedule is one ``ScheduleSpec`` in ``SCHEDULES`` (and, if its steps are of
 a new kind, that kind in ``STEP_KINDS`` and the simulator's handler for it). An
@@ -28,6 +33,7 @@ unknown name is an error naming the known ones, in every consumer.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -188,6 +194,23 @@ def dualpipe_v(p: int, m: int, stage: int) -> list[Step]:
     return steps
 
 
+def dual_pipe(p: int, m: int, stage: int) -> list[Step]:
+    """DeepSeek's DualPipe on ``p`` (even) ranks (deepseek-ai/DualPipe dualpipe/
+    dualpipe.py; DeepSeek-V3 report Sec. 3.2.1): two pipelines of the same p stages run
+    in opposite directions, half of the m micro-batches entering at rank 0 (chunk 0,
+    whose stage i is on rank i) and half at rank p - 1 (chunk 1, whose stage i is on
+    rank p - 1 - i), so every rank holds two stages' weights. Rank r runs the eight
+    phases of DualPipeV (``dualpipe_v``) as its "half rank" min(r, p - 1 - r) of p / 2
+    would with m / 2 micro-batches, its phase 0 the direction entering at its own end
+    of the pipeline: chunk 0 on the first half of the ranks, chunk 1 on the second
+    (dualpipe.py flips the phases of the second half, ``phase ^= is_in_second_half``).
+    Micro-batch j of chunk c is the j-th of that direction."""
+    steps = dualpipe_v(p // 2, m // 2, min(stage, p - 1 - stage))
+    if stage < p // 2:
+        return steps
+    return [dataclasses.replace(step, chunk=1 - step.chunk) for step in steps]
+
+
 # ------------------------------------------------------------------ the registry
 @dataclass(frozen=True)
 class ScheduleSpec:
@@ -223,6 +246,10 @@ class ScheduleSpec:
     min_micro_batches: Callable[[int], int] = lambda p: 1
     micro_batch_rule: str = ""
     v_shape: bool = False      # chunk 1 runs back up the stages (perfmodel.virtual_stage)
+    # two pipelines of the same stages in opposite directions (DualPipe): chunk c of rank
+    # i is stage i of direction 0, or stage p - 1 - i of direction 1, each a whole
+    # stage's layers; the micro-batches split between the directions
+    mirrored: bool = False
     chunks: int = 0            # a virtual schedule's fixed chunks per stage (0: any v >= 2)
     kinds: tuple[str, ...] = ("F", "B")
     virtual: bool = False
@@ -245,8 +272,14 @@ class ScheduleSpec:
         return "W" in self.kinds
 
     def head_stage(self, p: int) -> int:
-        """The stage holding the last virtual stage (the head and the loss)."""
+        """The stage holding the last virtual stage (the head and the loss; mirrored,
+        the first rank holds the other direction's)."""
         return 0 if self.v_shape else p - 1
+
+    def layer_chunks(self, v: int) -> int:
+        """How many parts a stage's layers are cut into, one a chunk: v, or 1 where each
+        chunk is a whole stage (mirrored)."""
+        return 1 if self.mirrored else v
 
     def describe(self, v: int) -> str:
         """How a layout's schedule reads in prose ("interleaved with 4 virtual stages")."""
@@ -370,6 +403,34 @@ SCHEDULES = {s.name: s for s in (
         virtual=True, v_shape=True, chunks=2, kinds=("F", "B", "W"), min_pp=2,
         framework_min_pp=2, searched=False,
         framework_rule="DualPipeV runs its V over at least two devices"),
+    ScheduleSpec(
+        name="dualpipe",
+        description="DeepSeek's DualPipe: two pipelines of the same stages in opposite "
+                    "directions, half the micro-batches entering at each end, so every "
+                    "rank holds two stages' weights (each copy's gradients summed with its "
+                    "mirror's); forwards and backwards paired and the backward split into "
+                    "B and W at the ends (deepseek-ai/DualPipe; DeepSeek-V3 report Sec. "
+                    "3.2.1)",
+        steps=lambda p, m, v, stage: dual_pipe(p, m, stage),
+        # each chunk a whole stage's layers, PP + 1 of them at the peak (Table 2)
+        in_flight=lambda layers, p, m, v, stage: layers * held_at_peak("dualpipe", p, m, v,
+                                                                       stage),
+        # DeepSeek-V3 report Table 2 (the DualPipe README's DualPipe row): the bubble
+        # (PP/2 - 1)(F&B + B - 3W) of PP = p ranks, per chunk (a whole stage here), B a
+        # whole backward and F&B a forward and a backward overlapped, run one after the
+        # other here (F&B = F + B): (p/2 - 1)(f + 2b - 3w), shared by the p - 1 fills;
+        # exact with equal F, B and W; as the simulator runs the order, never less than
+        # two forwards, 2f, a step of p/2 - 1. Its two ends finish last, together, the
+        # middle ranks up to B - W earlier: the ends' time for all (no drain).
+        fill=lambda f, b, wgrad, p, m, v:
+            (p / 2 - 1) * max(2 * f, f + 2 * b - 3 * wgrad) / (p - 1),
+        drain=lambda f, b, wgrad, p, m, v: 0.0,
+        min_micro_batches=lambda p: 2 * p,
+        micro_batch_rule="deepseek-ai/DualPipe dualpipe.py needs an even number of "
+                         "micro-batches, at least twice as many as ranks",
+        virtual=True, mirrored=True, chunks=2, kinds=("F", "B", "W"), min_pp=2,
+        framework_min_pp=2, searched=False,
+        framework_rule="DualPipe runs its two directions over an even number of ranks"),
 )}
 
 
@@ -403,16 +464,28 @@ def stage_chunk(virtual: int, p: int, v_shape: bool = False) -> tuple[int, int]:
     return virtual % p, virtual // p
 
 
+def _mirrored_neighbour(step: Step, stage: int, p: int, upstream: bool) -> int | None:
+    """The rank before (``upstream``) or after ``stage`` on ``step``'s direction of a
+    mirrored schedule (chunk 0 runs up the ranks, chunk 1 down), or None at its end."""
+    towards = (-1 if upstream else 1) * (1 if step.chunk == 0 else -1)
+    nxt = stage + towards
+    return nxt if 0 <= nxt < p else None
+
+
 def producer(step: Step, stage: int, p: int, v: int,
-             v_shape: bool = False) -> tuple[int, Step] | None:
+             v_shape: bool = False, mirrored: bool = False) -> tuple[int, Step] | None:
     """The (stage, step) whose output ``step`` on ``stage`` needs, or None.
 
     A forward needs the previous virtual stage's forward of the same micro-batch; a
     backward needs the next virtual stage's backward (or, on the very last
-    virtual stage, its own forward, which the stage ran earlier)."""
-    virtual = virtual_stage(stage, step.chunk, p, v_shape)
+    virtual stage, its own forward, which the stage ran earlier). ``mirrored``: the
+    same along the step's own direction (``dual_pipe``)."""
     if STEP_KINDS[step.kind].weights_only:
         return None                    # its B, which ran earlier on this stage
+    if mirrored:
+        at = _mirrored_neighbour(step, stage, p, upstream=STEP_KINDS[step.kind].forward)
+        return None if at is None else (at, Step(step.kind, step.micro_batch, step.chunk))
+    virtual = virtual_stage(stage, step.chunk, p, v_shape)
     if STEP_KINDS[step.kind].forward:
         if virtual == 0:
             return None
@@ -425,12 +498,15 @@ def producer(step: Step, stage: int, p: int, v: int,
 
 
 def consumed_by(step: Step, stage: int, p: int, v: int,
-                v_shape: bool = False) -> tuple[int, Step] | None:
+                v_shape: bool = False, mirrored: bool = False) -> tuple[int, Step] | None:
     """The (stage, step) that needs this step's output, or None: a forward feeds the
     next virtual stage's forward of the same micro-batch, a backward the previous one's
     backward (the mirror of ``producer``)."""
     if STEP_KINDS[step.kind].weights_only:
         return None                    # the weight gradients stay on the stage
+    if mirrored:
+        at = _mirrored_neighbour(step, stage, p, upstream=not STEP_KINDS[step.kind].forward)
+        return None if at is None else (at, Step(step.kind, step.micro_batch, step.chunk))
     virtual = virtual_stage(stage, step.chunk, p, v_shape)
     nxt = virtual + 1 if STEP_KINDS[step.kind].forward else virtual - 1
     if not 0 <= nxt < p * v:

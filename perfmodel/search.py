@@ -174,6 +174,8 @@ def _pp_options(model: ModelSpec, pins: dict, methods: tuple[str, ...] = ("even"
     depths = range(1, model.layers + 1) if uneven else divisors(model.layers)
     out = _pinned(pins, "pp", depths)
     v = pins.get("virtual_stages") or 1
+    if pins.get("schedule") is not None:          # (DualPipe's chunks are whole stages)
+        v = schedules.get(pins["schedule"]).layer_chunks(v)
     least = _min_pp(pins, overlap_p2p)
     return [p for p in out
             if _places(model, p, v, methods)
@@ -400,6 +402,8 @@ def _virtual_stages(model: ModelSpec, pp: int, pins: dict,
                     spec: schedules.ScheduleSpec | None = None) -> list[int]:
     """The chunks per stage a virtual schedule (``spec``: its fixed count) may run."""
     even = [] if model.layers % pp else divisors(model.layers // pp)
+    if spec is not None and spec.mirrored:        # (each chunk a whole stage: DualPipe)
+        return _pinned(pins, "virtual_stages", [spec.chunks] if even else [])
     options = [v for v in even if 2 <= v <= MAX_VIRTUAL_STAGES]
     if spec is not None and spec.chunks:
         options = [v for v in options if v == spec.chunks]
@@ -454,7 +458,8 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
             if pp < spec.least_pp(overlap) or (spec.groups_of_pp and m % pp):
                 continue
             for split in splits:
-                if partitions.partition_error(model.layers, pp, v, split) is not None:
+                if partitions.partition_error(model.layers, pp, spec.layer_chunks(v),
+                                              split) is not None:
                     continue
                 for sp in sps:
                     if sp and tp == 1:
@@ -501,6 +506,8 @@ def least_recompute_that_fits(model: ModelSpec, system: SystemSpec, layout: Layo
 
     if not fits(full(layout.pp)):
         return None
+    if layout.schedule_spec.mirrored:          # (two stages a rank: all of them or none)
+        return full(layout.pp)
     lo, hi = 1, layout.pp
     while lo < hi:
         mid = (lo + hi) // 2

@@ -74,7 +74,7 @@ def test_an_unknown_schedule_is_refused_naming_the_known_ones(consume):
         consume()
     assert e.value.field == "schedule"
     assert e.value.message == ("must be one of gpipe, 1f1b, interleaved, zb-h1, zb-h2, "
-                               "dualpipev; got 'zero-bubble'")
+                               "dualpipev, dualpipe; got 'zero-bubble'")
 
 
 def test_an_unknown_schedule_on_the_command_line_is_one_line():

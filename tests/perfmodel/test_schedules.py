@@ -138,7 +138,7 @@ def test_interleaved_needs_micro_batches_divisible_by_pp(p, m):
 
 def test_unknown_schedule_is_an_error():
     with pytest.raises(SpecError, match="must be one of gpipe, 1f1b, interleaved, zb-h1, "
-                                        "zb-h2, dualpipev; got 'zero-bubble'"):
+                                        "zb-h2, dualpipev, dualpipe; got 'zero-bubble'"):
         schedule("zero-bubble", 4, 8)
 
 

@@ -1,7 +1,8 @@
 """Zero-bubble pipeline schedules (Qi et al. 2023): the backward split into B, the
-input gradient, and W, the weight gradients; and DeepSeek's DualPipeV, which pairs
+input gradient, and W, the weight gradients; DeepSeek's DualPipeV, which pairs
 forwards and backwards of a V of 2p stages on p devices and splits B from W at its
-ends.
+ends; and DeepSeek's DualPipe, two pipelines of the same stages run in opposite
+directions on the same ranks.
 
 The orders are checked against the paper's Figure 3 for p = 4, m = 8 (its first and
 last stages, written 0-based here); the bubbles against its Table 2 under the
@@ -21,7 +22,8 @@ from perfmodel.layout import Layout, validate_layout
 from perfmodel.memory import stage_memory
 from perfmodel.ops import gemm_flops, layer_ops
 from perfmodel.presets import load_model
-from perfmodel.schedules import SCHEDULES, Step, held_at_peak, producer, schedule
+from perfmodel.schedules import (SCHEDULES, Step, consumed_by, held_at_peak, producer,
+                                 schedule)
 from perfmodel.system import load_system
 
 from test_schedules import execute, names
@@ -302,3 +304,129 @@ def test_dualpipev_runs_two_chunks_and_twice_as_many_micro_batches_as_devices():
                                         "pipeline with pp 4; got 7"):
         validate_layout(Layout(pp=4, global_batch=7, schedule="dualpipev",
                                virtual_stages=2), REAL)
+
+
+# ======================================================================= DualPipe
+# deepseek-ai/DualPipe dualpipe/dualpipe.py on 4 ranks with 10 micro-batches, 5 each
+# way; ".1" the direction entering at the last rank. Rank 0 phase by phase (half rank
+# 0 of 2, 5 chunks a direction): 2 F0; 1 x (F0, F1); 1 x (B1 zero-bubble, W, F1);
+# 2 x ((F0, B1), (F1, B0)) overlapped pairs; 1 x (B1, (F1, B0)); 1 x (B1, B0 with zero
+# bubble, as half_rank % 2 == 0); 1 x (W, B0 zero-bubble); 1 W. Rank 3 runs the same
+# with the directions swapped (its phase 0 is the reverse direction).
+DUALPIPE_4_10 = [
+    "F0 F1 F2 F0.1 B0.1 W0.1 F1.1 F3 BW1.1 F2.1 BW0 F4 BW2.1 F3.1 BW1 BW3.1 F4.1 BW2 BW4.1 "
+    "B3 W3 B4 W4",
+    "F0 F0.1 F1 F1.1 F2 BW0.1 F2.1 BW0 F3 BW1.1 F3.1 BW1 F4 BW2.1 F4.1 BW2 BW3.1 BW3 B4.1 "
+    "B4 W4.1 W4",
+    "F0.1 F0 F1.1 F1 F2.1 BW0 F2 BW0.1 F3.1 BW1 F3 BW1.1 F4.1 BW2 F4 BW2.1 BW3 BW3.1 B4 "
+    "B4.1 W4 W4.1",
+    "F0.1 F1.1 F2.1 F0 B0 W0 F1 F3.1 BW1 F2 BW0.1 F4.1 BW2 F3 BW1.1 BW3 F4 BW2.1 BW4 B3.1 "
+    "W3.1 B4.1 W4.1",
+]
+
+
+def test_dualpipe_p4_m10_is_the_reference_order():
+    assert [names(s) for s in schedule("dualpipe", 4, 10, 2)] == DUALPIPE_4_10
+
+
+def run_dual(p, m, f, b, w, trace=None):
+    layout = Layout(pp=p, global_batch=m, schedule="dualpipe", virtual_stages=2)
+    return simulate(TINY, ANALYTIC, layout, costs=costs(f, b, w), validate=False,
+                    trace=trace)
+
+
+@pytest.mark.parametrize("p,m", [(2, 4), (4, 8), (4, 10), (6, 12), (8, 16), (8, 22)])
+def test_dualpipe_runs_half_the_micro_batches_each_way(p, m):
+    steps = schedule("dualpipe", p, m, 2)
+    for stage in steps:
+        for c in (0, 1):
+            forwards = [s.micro_batch for s in stage if s.kind == "F" and s.chunk == c]
+            backwards = [s.micro_batch for s in stage if s.kind == "B" and s.chunk == c]
+            ws = [s.micro_batch for s in stage if s.kind == "W" and s.chunk == c]
+            split = [s.micro_batch for s in stage if s.kind == "B" and s.chunk == c
+                     and not s.whole]
+            assert forwards == backwards == list(range(m // 2))
+            assert sorted(ws) == split
+    # direction 0 runs up the ranks, direction 1 down; each ends in its own loss
+    assert producer(Step("F", 0, 0), 0, p, 2, mirrored=True) is None
+    assert producer(Step("F", 0, 0), 1, p, 2, mirrored=True) == (0, Step("F", 0, 0))
+    assert producer(Step("F", 0, 1), p - 1, p, 2, mirrored=True) is None
+    assert producer(Step("F", 0, 1), 0, p, 2, mirrored=True) == (1, Step("F", 0, 1))
+    assert producer(Step("B", 0, 0), p - 1, p, 2, mirrored=True) is None
+    assert producer(Step("B", 0, 1), 0, p, 2, mirrored=True) is None
+    assert producer(Step("B", 0, 1), p - 1, p, 2, mirrored=True) == (p - 2, Step("B", 0, 1))
+    assert consumed_by(Step("F", 0, 1), 0, p, 2, mirrored=True) is None
+    assert consumed_by(Step("B", 0, 1), p - 1, p, 2, mirrored=True) is None
+    assert consumed_by(Step("B", 0, 0), 1, p, 2, mirrored=True) == (0, Step("B", 0, 0))
+    res = run_dual(p, m, 1.0, 1.0, 1.0)                   # (and it never deadlocks)
+    assert len(res.stages) == p
+
+
+@pytest.mark.parametrize("p,m", [(2, 4), (4, 8), (4, 20), (6, 12), (8, 16), (8, 32)])
+def test_dualpipe_bubble_and_memory_are_the_papers(p, m):
+    """DeepSeek-V3 report Table 2, DualPipe row: bubble (PP/2 - 1)(F&B + B - 3W) of
+    PP = p ranks, with B a whole backward and F&B = F + B (run one after the other
+    here), activations PP + 1 chunks (each a whole stage) on every rank whatever m.
+    Equal F, B (input gradient) and W of one: (p/2 - 1)(3 + 2 - 3) = p - 2 on m
+    chunk-passes of 3 each."""
+    t = 1.0
+    res = run_dual(p, m, t, t, t)
+    f_and_b, whole = 3 * t, 2 * t
+    assert res.iteration_s - m * 3 * t == pytest.approx((p / 2 - 1) * (f_and_b + whole - 3 * t))
+    assert [held_at_peak("dualpipe", p, m, 2, i) for i in range(p)] == [p + 1] * p
+
+
+@pytest.mark.parametrize("f,b,w", [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0), (1.0, 1.5, 0.5),
+                                   (1.0, 0.5, 1.5)])
+@pytest.mark.parametrize("p,m", [(4, 8), (6, 12), (8, 16)])
+def test_dualpipe_analytic_is_exact_or_on_the_slow_side(f, b, w, p, m):
+    spec = SCHEDULES["dualpipe"]
+    x = (f, b + w, w)                                      # a rank's chunk: one stage
+    ends = pipeline_ends([f + b + w] * p, [spec.drain(*x, p, m, 2)] * p, [1] * p, m,
+                         fill=[spec.fill(*x, p, m, 2)] * p)
+    sim = run_dual(p, m, f, b, w).iteration_s
+    assert sim <= max(ends) + 1e-9
+    assert max(ends) - sim <= (p / 2 - 1) * max(0.0, b - w) + 1e-9
+
+
+def test_dualpipe_holds_two_stages_weights_on_every_rank():
+    layout = Layout(tp=2, pp=4, global_batch=16, schedule="dualpipe", virtual_stages=2)
+    one_f = Layout(tp=2, pp=4, global_batch=16)
+    mine = [stage_memory(REAL, layout, i) for i in range(4)]
+    theirs = [stage_memory(REAL, one_f, i) for i in range(4)]
+    for i in range(4):          # its own stage's and its mirror's, p - 1 - i
+        assert mine[i].weights == pytest.approx(theirs[i].weights + theirs[3 - i].weights)
+    assert mine[0].buffers == pytest.approx(mine[3].buffers)      # a head at both ends
+    est = estimate(REAL, ANALYTIC, layout)
+    assert est.stages[0].compute == pytest.approx(est.stages[-1].compute)
+    sim = simulate(REAL, ANALYTIC, layout)
+    assert est.iteration_s * 0.9 < sim.iteration_s <= est.iteration_s
+    for i, stage in enumerate(sim.stages):               # PP + 1 chunks at the peak
+        assert stage.peak_memory_bytes == pytest.approx(mine[i].total, rel=1e-9)
+    assert sim.breakdown["bubble"] < simulate(REAL, ANALYTIC, one_f).breakdown["bubble"]
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(pp=3, global_batch=12), "pp: dualpipe runs its two directions over an even"),
+    (dict(pp=4, global_batch=8, recompute="full", recompute_stages=2),
+     "recompute_stages: dualpipe holds two stages on every rank"),
+    (dict(pp=4, global_batch=8, partition="type:transformer"), "partition: dualpipe runs a "
+                                                               "whole stage in each chunk"),
+])
+def test_dualpipe_layout_rules(changes, message):
+    with pytest.raises(SpecError, match=message):
+        Layout(schedule="dualpipe", virtual_stages=2, **changes)
+
+
+def test_dualpipe_needs_an_even_number_of_micro_batches_twice_the_ranks():
+    with pytest.raises(SpecError, match="dualpipe needs at least 8 micro-batches per "
+                                        "pipeline with pp 4; got 6"):
+        validate_layout(Layout(pp=4, global_batch=6, schedule="dualpipe",
+                               virtual_stages=2), REAL)
+    with pytest.raises(SpecError, match="global_batch: dualpipe splits the micro-batches "
+                                        "between its two directions"):
+        validate_layout(Layout(pp=4, global_batch=9, schedule="dualpipe",
+                               virtual_stages=2), REAL)
+    # each chunk a whole stage: pp divides the layers, no more (24 layers, 8 stages of 3)
+    validate_layout(Layout(pp=8, global_batch=16, schedule="dualpipe", virtual_stages=2),
+                    REAL)
