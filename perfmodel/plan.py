@@ -358,6 +358,7 @@ def layout_for(model: ModelSpec, system: SystemSpec, *, nodes: int | None,
     count) fix it, with defaults for the rest (micro-batch 1, 1F1B, ZeRO-0, no
     recomputation, the even partition or else the stack's first uneven one that
     places the layers); otherwise the best the search finds with the pins."""
+    from . import schedules
     from .estimator import estimate
     from .layout import Layout, check_runnable
     from .partitions import default_for
@@ -375,8 +376,10 @@ def layout_for(model: ModelSpec, system: SystemSpec, *, nodes: int | None,
             raise SpecError("nodes", f"tp x cp x pp ({pins['tp']} x {cp} x {pins['pp']}) must "
                                      f"divide the ranks ({ranks:,})")
         fields = {k: v for k, v in pins.items() if k not in ("tp", "pp", "dp")}
-        if fields.get("schedule") == "interleaved" and "virtual_stages" not in fields:
-            fields["virtual_stages"] = 2
+        if fields.get("schedule") is not None and "virtual_stages" not in fields:
+            spec = schedules.get(fields["schedule"])   # (its fixed chunks, or the least)
+            if spec.virtual:
+                fields["virtual_stages"] = spec.chunks or 2
         for key, value in system.stack.layout_settings().items():
             fields.setdefault(key, value)
         if model.experts:                 # the experts as the stack's framework lays them

@@ -12,10 +12,13 @@ work against the op list.
 """
 
 import dataclasses
+import json
 
 import pytest
+from click.testing import CliRunner
 
 from fpcore.errors import SpecError
+from fugakuperf.cli import main
 from perfmodel.des import StageWork, Trace, simulate
 from perfmodel.estimator import StageComm, estimate, pipeline_ends
 from perfmodel.layout import Layout, validate_layout
@@ -430,3 +433,14 @@ def test_dualpipe_needs_an_even_number_of_micro_batches_twice_the_ranks():
     # each chunk a whole stage: pp divides the layers, no more (24 layers, 8 stages of 3)
     validate_layout(Layout(pp=8, global_batch=16, schedule="dualpipe", virtual_stages=2),
                     REAL)
+
+
+@pytest.mark.parametrize("sched", ["dualpipe", "dualpipev"])
+def test_a_pinned_schedule_of_fixed_chunks_takes_them_unasked(sched):
+    result = CliRunner().invoke(main, ["simulate", "--model", "megatron-1.7b", "--tp", "2",
+                                       "--pp", "4", "--dp", "2", "--micro-batch", "1",
+                                       "--global-batch", "16", "--schedule", sched,
+                                       "--network", "analytic", "--json"])
+    assert result.exit_code == 0, result.output
+    layout = json.loads(result.stdout)["layout"]
+    assert (layout["schedule"], layout["virtual_stages"]) == (sched, 2)
