@@ -174,11 +174,13 @@ def _pp_options(model: ModelSpec, pins: dict, methods: tuple[str, ...] = ("even"
     depths = range(1, model.layers + 1) if uneven else divisors(model.layers)
     out = _pinned(pins, "pp", depths)
     v = pins.get("virtual_stages") or 1
-    if pins.get("schedule") is not None:          # (DualPipe's chunks are whole stages)
-        v = schedules.get(pins["schedule"]).layer_chunks(v)
+    mirrored = False
+    if pins.get("schedule") is not None:          # (DualPipe's chunks are whole stages,
+        spec = schedules.get(pins["schedule"])    # its directions over an even pp)
+        v, mirrored = spec.layer_chunks(v), spec.mirrored
     least = _min_pp(pins, overlap_p2p)
     return [p for p in out
-            if _places(model, p, v, methods)
+            if _places(model, p, v, methods) and not (mirrored and p % 2)
             and p >= (pins.get("recompute_stages") or 1)
             and p >= least
             and (pins.get("zero") is None or pins["zero"] <= PIPELINE_MAX_ZERO or p == 1)]
@@ -259,6 +261,10 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
     overlap = system.stack.overlap_p2p
     if pp is not None and allowed and pp < _min_pp(pins, overlap):
         raise schedule_depth_error(min(allowed, key=lambda s: s.least_pp(overlap)), pp, overlap)
+    if pp is not None and sched is not None and schedules.get(sched).mirrored and pp % 2:
+        raise SpecError("pp", f"{sched} runs its two directions over an even number of ranks "
+                              f"(deepseek-ai/DualPipe dualpipe.py asserts num_ranks % 2 == 0); "
+                              f"got {pp}")
     if not _pp_options(model, pins, methods, overlap):
         field = "virtual_stages" if (v or 1) > 1 else "pp"
         deepest = max(allowed, key=lambda s: s.least_pp(overlap)) if allowed else None
@@ -455,7 +461,8 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
         m = global_batch // (dp * mb)
         for sched, v in _schedules(model, pp, m, pins, overlap):
             spec = schedules.SCHEDULES[sched]
-            if pp < spec.least_pp(overlap) or (spec.groups_of_pp and m % pp):
+            if pp < spec.least_pp(overlap) or (spec.groups_of_pp and m % pp) or \
+                    (spec.mirrored and (pp % 2 or m % 2)):
                 continue
             for split in splits:
                 if partitions.partition_error(model.layers, pp, spec.layer_chunks(v),

@@ -27,6 +27,7 @@ from perfmodel.ops import gemm_flops, layer_ops
 from perfmodel.presets import load_model
 from perfmodel.schedules import (SCHEDULES, Step, consumed_by, held_at_peak, producer,
                                  schedule)
+from perfmodel.search import check_pins, search
 from perfmodel.system import load_system
 
 from test_schedules import execute, names
@@ -444,3 +445,14 @@ def test_a_pinned_schedule_of_fixed_chunks_takes_them_unasked(sched):
     assert result.exit_code == 0, result.output
     layout = json.loads(result.stdout)["layout"]
     assert (layout["schedule"], layout["virtual_stages"]) == (sched, 2)
+
+
+def test_a_dualpipe_search_tries_even_pipelines_only():
+    """The search under a pinned DualPipe skips the odd depths (it does not stop at the
+    first one), and an odd pinned depth is one line naming the rule."""
+    best, _ = search(REAL, ANALYTIC, 64, nodes=[12], pins={"schedule": "dualpipe"}, top=3)
+    assert best and all(e.layout.pp % 2 == 0 and e.layout.schedule == "dualpipe"
+                        for e in best)
+    with pytest.raises(SpecError, match="pp: dualpipe runs its two directions over an even "
+                                        "number of ranks .*; got 3"):
+        check_pins(REAL, ANALYTIC, 64, {"schedule": "dualpipe", "pp": 3})
