@@ -466,7 +466,8 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
                 continue
             for split in splits:
                 if partitions.partition_error(model.layers, pp, spec.layer_chunks(v),
-                                              split) is not None:
+                                              split) is not None or \
+                        (spec.mirrored and split != "even"):   # (its stages alike)
                     continue
                 for sp in sps:
                     if sp and tp == 1:

@@ -456,3 +456,7 @@ def test_a_dualpipe_search_tries_even_pipelines_only():
     with pytest.raises(SpecError, match="pp: dualpipe runs its two directions over an even "
                                         "number of ranks .*; got 3"):
         check_pins(REAL, ANALYTIC, 64, {"schedule": "dualpipe", "pp": 3})
+    # on a stack that also places layers unevenly (DeepSpeed's), the even split only
+    jeanzay = load_system("jeanzay-a100", network_model="analytic")
+    best, _ = search(REAL, jeanzay, 64, nodes=[4], pins={"schedule": "dualpipe"}, top=3)
+    assert best and all(e.layout.partition == "even" for e in best)
