@@ -496,6 +496,7 @@ def presets(model_name, system_name, as_json):
         emit({"models": {n: load_model(n).to_dict() for n in model_names()},
                "systems": {n: load_system(n).description for n in system_names()},
                "schedules": {n: {"description": s.description, "virtual_stages": s.virtual,
+                                 "chunks": s.chunks, "even_pp": s.mirrored,
                                  "min_pp": s.framework_min_pp,
                                  "min_pp_sends_overlapped": s.least_pp(overlap_p2p=True),
                                  "searched": s.searched}

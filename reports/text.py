@@ -489,10 +489,12 @@ def render_presets(d: dict) -> str:
     lines.append("Pipeline schedules (--schedule NAME):")
     for n, s in d["schedules"].items():
         least = s.get("min_pp_sends_overlapped", s["min_pp"])
+        chunks = s.get("chunks")
         notes = [(f"pp >= {s['min_pp']}" if s["min_pp"] > 1 else "")
                  + (f", {least} where the stack overlaps its pipeline sends"
-                    if least != s["min_pp"] else ""),
-                 "--virtual-stages V >= 2" if s["virtual_stages"] else "",
+                    if least != s["min_pp"] else "") + (", even" if s.get("even_pp") else ""),
+                 (f"{chunks} chunks a stage" if chunks else "--virtual-stages V >= 2")
+                 if s["virtual_stages"] else "",
                  "" if s["searched"] else "only when pinned"]
         note = "; ".join(x for x in notes if x)
         lines.append(f"  {n:18} {s['description']}" + (f" ({note})" if note else ""))

@@ -460,3 +460,12 @@ def test_a_dualpipe_search_tries_even_pipelines_only():
     jeanzay = load_system("jeanzay-a100", network_model="analytic")
     best, _ = search(REAL, jeanzay, 64, nodes=[4], pins={"schedule": "dualpipe"}, top=3)
     assert best and all(e.layout.partition == "even" for e in best)
+
+
+def test_presets_say_what_dualpipe_needs():
+    listed = CliRunner().invoke(main, ["presets"]).stdout
+    line = next(x for x in listed.splitlines() if x.strip().startswith("dualpipe "))
+    assert line.endswith("(pp >= 2, even; 2 chunks a stage; only when pinned)")
+    data = json.loads(CliRunner().invoke(main, ["presets", "--json"]).stdout)
+    assert data["schedules"]["dualpipe"]["even_pp"] is True
+    assert data["schedules"]["dualpipev"]["chunks"] == 2
