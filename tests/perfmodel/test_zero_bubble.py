@@ -469,3 +469,17 @@ def test_presets_say_what_dualpipe_needs():
     data = json.loads(CliRunner().invoke(main, ["presets", "--json"]).stdout)
     assert data["schedules"]["dualpipe"]["even_pp"] is True
     assert data["schedules"]["dualpipev"]["chunks"] == 2
+
+
+def test_a_pinned_dualpipe_places_whole_stages():
+    """40 layers on 8 stages: 5 a stage, which DualPipeV could not halve; DualPipe's
+    chunks are whole stages, so the even split places them, even on a stack that also
+    places layers unevenly (DeepSpeed's)."""
+    result = CliRunner().invoke(main, ["simulate", "--model", "fugaku-llm-13b", "--system",
+                                       "jeanzay-a100", "--tp", "4", "--pp", "8", "--dp", "2",
+                                       "--global-batch", "32", "--schedule", "dualpipe",
+                                       "--precision", "bf16", "--network", "analytic",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    layout = json.loads(result.stdout)["layout"]
+    assert (layout["schedule"], layout["partition"]) == ("dualpipe", "even")
