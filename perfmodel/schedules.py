@@ -313,14 +313,20 @@ def held_at_peak(name: str, p: int, m: int, v: int, stage: int) -> int:
 
 
 def _counted(name: str):
-    """An ``in_flight`` that counts the schedule's own steps (``held_at_peak``)."""
-    return lambda layers, p, m, v, stage: layers / v * held_at_peak(name, p, m, v, stage)
+    """An ``in_flight`` that counts the schedule's own steps (``held_at_peak``), each
+    chunk a part of the stage's layers (``ScheduleSpec.layer_chunks``)."""
+    return lambda layers, p, m, v, stage: (layers / get(name).layer_chunks(v)
+                                           * held_at_peak(name, p, m, v, stage))
 
 
 # What the zero-bubble schedules share: the split backward, a pipeline to split it in,
 # and no search (none of the presets' frameworks runs them; pin one to ask).
 _ZERO_BUBBLE = dict(kinds=("F", "B", "W"), min_pp=2, framework_min_pp=2, searched=False,
                     framework_rule="a zero-bubble schedule fills a pipeline's bubble")
+# What DeepSeek's two share: two chunks a rank, the split backward, at least twice as
+# many micro-batches as ranks, and no search (pin one to ask)
+_DUALPIPE = dict(virtual=True, chunks=2, kinds=("F", "B", "W"), min_pp=2, framework_min_pp=2,
+                 searched=False, min_micro_batches=lambda p: 2 * p)
 
 SCHEDULES = {s.name: s for s in (
     ScheduleSpec(
@@ -397,12 +403,10 @@ SCHEDULES = {s.name: s for s in (
         # gradient: half of b - 2 wgrad).
         fill=lambda f, b, wgrad, p, m, v: max(f, (f + 2 * b - 3 * wgrad) / 2),
         drain=lambda f, b, wgrad, p, m, v: max(0.0, (b - 2 * wgrad) / 2),
-        min_micro_batches=lambda p: 2 * p,
         micro_batch_rule="deepseek-ai/DualPipe dualpipev.py needs at least twice as many "
                          "micro-batches as devices",
-        virtual=True, v_shape=True, chunks=2, kinds=("F", "B", "W"), min_pp=2,
-        framework_min_pp=2, searched=False,
-        framework_rule="DualPipeV runs its V over at least two devices"),
+        v_shape=True, framework_rule="DualPipeV runs its V over at least two devices",
+        **_DUALPIPE),
     ScheduleSpec(
         name="dualpipe",
         description="DeepSeek's DualPipe: two pipelines of the same stages in opposite "
@@ -413,8 +417,7 @@ SCHEDULES = {s.name: s for s in (
                     "3.2.1)",
         steps=lambda p, m, v, stage: dual_pipe(p, m, stage),
         # each chunk a whole stage's layers, PP + 1 of them at the peak (Table 2)
-        in_flight=lambda layers, p, m, v, stage: layers * held_at_peak("dualpipe", p, m, v,
-                                                                       stage),
+        in_flight=_counted("dualpipe"),
         # DeepSeek-V3 report Table 2 (the DualPipe README's DualPipe row): the bubble
         # (PP/2 - 1)(F&B + B - 3W) of PP = p ranks, per chunk (a whole stage here), B a
         # whole backward and F&B a forward and a backward overlapped, run one after the
@@ -425,12 +428,11 @@ SCHEDULES = {s.name: s for s in (
         fill=lambda f, b, wgrad, p, m, v:
             (p / 2 - 1) * max(2 * f, f + 2 * b - 3 * wgrad) / (p - 1),
         drain=lambda f, b, wgrad, p, m, v: 0.0,
-        min_micro_batches=lambda p: 2 * p,
         micro_batch_rule="deepseek-ai/DualPipe dualpipe.py needs an even number of "
                          "micro-batches, at least twice as many as ranks",
-        virtual=True, mirrored=True, chunks=2, kinds=("F", "B", "W"), min_pp=2,
-        framework_min_pp=2, searched=False,
-        framework_rule="DualPipe runs its two directions over an even number of ranks"),
+        mirrored=True,
+        framework_rule="DualPipe runs its two directions over an even number of ranks",
+        **_DUALPIPE),
 )}
 
 

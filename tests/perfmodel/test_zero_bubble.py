@@ -233,15 +233,19 @@ def test_dualpipev_p4_m10_is_the_reference_order():
     assert [names(s) for s in schedule("dualpipev", 4, 10, 2)] == DUALPIPEV_4_10
 
 
-def run_v(p, m, f, b, w, trace=None):
-    layout = Layout(pp=p, global_batch=m, schedule="dualpipev", virtual_stages=2)
+def run_two_chunks(sched, p, m, f, b, w, trace=None):
+    layout = Layout(pp=p, global_batch=m, schedule=sched, virtual_stages=2)
     return simulate(TINY, ANALYTIC, layout, costs=costs(f, b, w), validate=False,
                     trace=trace)
 
 
-@pytest.mark.parametrize("p,m", [(2, 4), (2, 9), (4, 8), (4, 10), (6, 13), (8, 16)])
-def test_dualpipev_runs_every_pass_once_down_and_back_up(p, m):
-    steps = schedule("dualpipev", p, m, 2)
+def run_v(p, m, f, b, w, trace=None):
+    return run_two_chunks("dualpipev", p, m, f, b, w, trace)
+
+
+def assert_each_chunk_runs(steps, micro_batches):
+    """On every stage each chunk runs a forward and a backward of each of its
+    ``micro_batches`` in order, and a W for each split B only."""
     for stage in steps:
         for c in (0, 1):
             forwards = [s.micro_batch for s in stage if s.kind == "F" and s.chunk == c]
@@ -249,8 +253,13 @@ def test_dualpipev_runs_every_pass_once_down_and_back_up(p, m):
             ws = [s.micro_batch for s in stage if s.kind == "W" and s.chunk == c]
             split = [s.micro_batch for s in stage if s.kind == "B" and s.chunk == c
                      and not s.whole]
-            assert forwards == backwards == list(range(m))
-            assert sorted(ws) == split                     # a W for each split B only
+            assert forwards == backwards == list(range(micro_batches))
+            assert sorted(ws) == split
+
+
+@pytest.mark.parametrize("p,m", [(2, 4), (2, 9), (4, 8), (4, 10), (6, 13), (8, 16)])
+def test_dualpipev_runs_every_pass_once_down_and_back_up(p, m):
+    assert_each_chunk_runs(schedule("dualpipev", p, m, 2), m)
     # the V: device 0 holds the first and the last of the 2p virtual stages
     assert producer(Step("F", 0, 1), p - 1, p, 2, v_shape=True) == (p - 1, Step("F", 0, 0))
     assert producer(Step("B", 0, 0), 0, p, 2, v_shape=True) == (1, Step("B", 0, 0))
@@ -334,23 +343,12 @@ def test_dualpipe_p4_m10_is_the_reference_order():
 
 
 def run_dual(p, m, f, b, w, trace=None):
-    layout = Layout(pp=p, global_batch=m, schedule="dualpipe", virtual_stages=2)
-    return simulate(TINY, ANALYTIC, layout, costs=costs(f, b, w), validate=False,
-                    trace=trace)
+    return run_two_chunks("dualpipe", p, m, f, b, w, trace)
 
 
 @pytest.mark.parametrize("p,m", [(2, 4), (4, 8), (4, 10), (6, 12), (8, 16), (8, 22)])
 def test_dualpipe_runs_half_the_micro_batches_each_way(p, m):
-    steps = schedule("dualpipe", p, m, 2)
-    for stage in steps:
-        for c in (0, 1):
-            forwards = [s.micro_batch for s in stage if s.kind == "F" and s.chunk == c]
-            backwards = [s.micro_batch for s in stage if s.kind == "B" and s.chunk == c]
-            ws = [s.micro_batch for s in stage if s.kind == "W" and s.chunk == c]
-            split = [s.micro_batch for s in stage if s.kind == "B" and s.chunk == c
-                     and not s.whole]
-            assert forwards == backwards == list(range(m // 2))
-            assert sorted(ws) == split
+    assert_each_chunk_runs(schedule("dualpipe", p, m, 2), m // 2)
     # direction 0 runs up the ranks, direction 1 down; each ends in its own loss
     assert producer(Step("F", 0, 0), 0, p, 2, mirrored=True) is None
     assert producer(Step("F", 0, 0), 1, p, 2, mirrored=True) == (0, Step("F", 0, 0))
