@@ -335,6 +335,18 @@ PINNABLE = tuple(f.name for f in dataclasses.fields(Layout)
                  if f.name not in ("global_batch",) + STACK_SETTINGS)
 
 
+# How a pinned yes-or-no field reads in prose: (when true, when false).
+_PINNED_SWITCHES = {"sequence_parallel": ("sequence parallelism", "no sequence parallelism"),
+                    "expert_tp": ("experts split over TP", "experts whole on every TP rank")}
+
+
+def pins_text(pins: dict) -> str:
+    """The pinned fields as a sentence reads them ("tp = 6, pp = 8, experts whole on
+    every TP rank"), the switches in words rather than True and False."""
+    return ", ".join(_PINNED_SWITCHES[k][0 if v else 1] if k in _PINNED_SWITCHES
+                     else f"{k} = {v}" for k, v in pins.items())
+
+
 def divisors(n: int) -> list[int]:
     small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
     return sorted(set(small + [n // d for d in small]))

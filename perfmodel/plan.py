@@ -29,6 +29,7 @@ from fpcore.errors import SpecError, check_float, check_int
 from .estimator import Estimate
 from .evidence import MIN_EVIDENCE, Ranker
 from .explain import differences, explain
+from .layout import pins_text
 from .model import ModelSpec
 from .search import SearchStats, check_pins, confirm, job_shapes, screen, search
 from .system import SystemSpec
@@ -247,7 +248,7 @@ def _range_task(context, bounds):
 def _no_layout(model, system, gb, pins, n, s, machine) -> None:
     """Say why no layout runs on exactly ``n`` nodes."""
     why = (f"no layout of {model.name} with global batch {gb}"
-           + (f" and {_pins_text(pins)}" if pins else "")
+           + (f" and {pins_text(pins)}" if pins else "")
            + f" runs on exactly {n:,} nodes ({n * system.ranks_per_node:,} ranks)")
     from .search import allocatable
     counts = [c for c in feasible_node_counts(model, system, gb, pins, machine)
@@ -269,7 +270,7 @@ def _no_layout(model, system, gb, pins, n, s, machine) -> None:
                            if batches else ""))
     if s.memory_checked == 0:
         raise SpecError("nodes", f"{why}: every (tp, pp, dp) that multiplies out to it breaks "
-                                 f"{_schedule_rule(pins)}")
+                                 f"{_schedule_rule(pins, model)}")
     raise SpecError("nodes", f"{why} {_memory_reason(system)}")
 
 
@@ -278,15 +279,26 @@ SCHEDULE_RULE = ("a schedule rule (interleaving needs pp x virtual stages to div
                  "and the micro-batches per pipeline to be a multiple of pp)")
 
 
-def _schedule_rule(pins: dict) -> str:
-    """The schedule rule a pinned schedule breaks (``SCHEDULE_RULE`` unless it has its own)."""
+def _schedule_rule(pins: dict, model: ModelSpec | None = None) -> str:
+    """The schedule rule a pinned schedule breaks (``SCHEDULE_RULE`` unless it has its
+    own): with a pinned pp that its fixed chunks cannot cut the layers into, that one."""
     from . import schedules
     spec = schedules.SCHEDULES.get(pins.get("schedule"))
-    if spec is not None and spec.micro_batch_rule:
-        return (f"a schedule rule ({spec.name} needs at least {spec.min_micro_batches(2)} "
-                f"micro-batches per pipeline at pp 2 and "
-                f"{spec.min_micro_batches(8)} at pp 8: {spec.micro_batch_rule})")
-    return SCHEDULE_RULE
+    if spec is None or not spec.micro_batch_rule:
+        return SCHEDULE_RULE
+    cut = ""
+    if spec.chunks:                    # each stage cut into chunks of whole layers
+        per = spec.layer_chunks(spec.chunks)
+        cut = f"pp x {per} chunks" if per > 1 else "pp"
+        pp, layers = pins.get("pp"), (model.layers if model is not None else None)
+        if pp and layers and layers % (pp * per):
+            return (f"a schedule rule ({spec.name} places whole layers evenly, "
+                    f"{per if per > 1 else 'one'} chunk{'s' if per > 1 else ''} a stage: "
+                    f"{cut} ({pp} x {per}) must divide the layers ({layers}))")
+        cut = f"{cut} to divide the layers evenly and "
+    return (f"a schedule rule ({spec.name} needs {cut}at least {spec.min_micro_batches(2)} "
+            f"micro-batches per pipeline at pp 2 and "
+            f"{spec.min_micro_batches(8)} at pp 8: {spec.micro_batch_rule})")
 
 
 def _shape_rule(model, system, pins: dict | None = None) -> str:
@@ -309,7 +321,7 @@ def no_layout_within(model, system, gb, pins, budget, stats) -> SpecError:
     allocation units there, a schedule rule removes every shape, or memory."""
     from .search import allocatable
     why = (f"no layout of {model.name} with global batch {gb}"
-           + (f" and {_pins_text(pins)}" if pins else "") + f" runs on up to {budget:,} nodes")
+           + (f" and {pins_text(pins)}" if pins else "") + f" runs on up to {budget:,} nodes")
     machine = system.network.nodes
     shapes = [c for c in feasible_node_counts(model, system, gb, pins, machine)
               if allocatable(system, c)]
@@ -324,12 +336,9 @@ def no_layout_within(model, system, gb, pins, budget, stats) -> SpecError:
                                          f"with more small factors (as 2016 = 2^5 3^2 7) gives dp "
                                          f"the factors the allocation units need")
     if stats.memory_checked == 0:
-        return SpecError("max_nodes", f"{why}: every (tp, pp, dp) breaks {_schedule_rule(pins)}")
+        return SpecError("max_nodes",
+                         f"{why}: every (tp, pp, dp) breaks {_schedule_rule(pins, model)}")
     return SpecError("max_nodes", f"{why} {_memory_reason(system)}")
-
-
-def _pins_text(pins: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in pins.items())
 
 
 def compare_with_unpinned(model: ModelSpec, system: SystemSpec, global_batch: int,

@@ -60,6 +60,7 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
     from perfmodel import capacity
     from perfmodel.des import Trace, simulate
     from perfmodel.estimator import network_for
+    from perfmodel.layout import pins_text
     from perfmodel.plan import plan
     from reports.views import plan_to_dict, sureness_lines
     from topologies import JobShape
@@ -70,7 +71,7 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
                                       fs_bandwidth=fs_bandwidth, relaunch_s=relaunch_s)
     pins = dict(pins or {})
     progress("planning: searching layouts at every job size"
-             + (f" with {', '.join(f'{k}={v}' for k, v in pins.items())}" if pins else ""))
+             + (f" with {pins_text(pins)}" if pins else ""))
     result = plan(model, system, global_batch=global_batch, tokens=tokens, nodes=nodes,
                   max_nodes=max_nodes, top=top, pins=pins)
     if callable(checks):

@@ -136,12 +136,13 @@ def _memory_sentence(s: dict) -> str:
 
 
 def _summary(r: dict, images: set[str]) -> tuple:
+    from perfmodel.layout import pins_text
     s = r["summary"]
     m, sysd = r.get("model") or {}, r.get("system") or {}
     frac = s.get("memory_fraction_of_usable")
     pins = r.get("pins") or {}
     pinned = ("" if not pins else
-              f" The layout studied is the best with {', '.join(f'{k} = {v}' for k, v in pins.items())}"
+              f" The layout studied is the best with {pins_text(pins)}"
               + _ranked(r.get("comparison")) + ".")
     blocks = [
         Para(f"Training {m.get('name') or 'the model'} ({big(m.get('params'))} parameters) on "

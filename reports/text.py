@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from perfmodel.evidence import MIN_EVIDENCE
+from perfmodel.layout import pins_text
 
 from .numbers import big, compact as _si, compact_days as _days, compact_seconds as _seconds
 from .numbers import duration, plain, rate
@@ -194,7 +195,7 @@ def render_plan(d: dict) -> str:
         + (f"; measured rates from calibration {s['calibration']}" if s.get("calibration") else ""),
         f"train   {d['tokens'] / 1e9:,.0f} B tokens, global batch {d['global_batch']} sequences "
         f"({d['global_batch'] * m['seq'] / 1e6:.2f} M tokens)"
-        + (f"; pinned: {', '.join(f'{k}={v}' for k, v in d['pins'].items())}" if d["pins"] else ""),
+        + (f"; pinned: {pins_text(d['pins'])}" if d["pins"] else ""),
         "",
     ]
     if not d["exact_nodes"]:

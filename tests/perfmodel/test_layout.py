@@ -294,3 +294,12 @@ def test_check_runnable_applies_the_model_rules_too():
     with pytest.raises(SpecError) as info:
         check_runnable(Layout(tp=16, pp=1, dp=1, global_batch=1), LLAMA2_70B)
     assert info.value.field == "tp"
+
+
+def test_pinned_switches_read_as_words():
+    from perfmodel.layout import pins_text
+    assert pins_text({"tp": 4, "pp": 8, "ep": 8, "expert_tp": False}) == \
+        "tp = 4, pp = 8, ep = 8, experts whole on every TP rank"
+    assert pins_text({"sequence_parallel": True, "expert_tp": True}) == \
+        "sequence parallelism, experts split over TP"
+    assert pins_text({"sequence_parallel": False}) == "no sequence parallelism"

@@ -481,3 +481,16 @@ def test_a_pinned_dualpipe_places_whole_stages():
     assert result.exit_code == 0, result.output
     layout = json.loads(result.stdout)["layout"]
     assert (layout["schedule"], layout["partition"]) == ("dualpipe", "even")
+
+
+def test_a_pinned_dualpipev_that_cannot_halve_the_stages_says_so():
+    """40 layers on 8 stages are 5 a stage, which DualPipeV's two chunks cannot halve:
+    the error names that rule, not the micro-batches (32 a pipeline here, enough)."""
+    result = CliRunner().invoke(main, ["plan", "--model", "fugaku-llm-13b", "--tp", "6",
+                                       "--pp", "8", "--dp", "72", "--global-batch", "2304",
+                                       "--schedule", "dualpipev"])
+    assert result.exit_code != 0
+    line = result.output.strip().splitlines()[-1]
+    assert line.endswith("breaks a schedule rule (dualpipev places whole layers evenly, 2 "
+                         "chunks a stage: pp x 2 chunks (8 x 2) must divide the layers (40))")
+    assert "micro-batches" not in line
