@@ -103,8 +103,13 @@ def _int(row: dict, key: str, where: str, default: int | None = None, lo: int = 
         raise SpecError(key, f"{where}: {e.message}") from None
 
 
+# The least figure a column takes: below it a time or a rate is no measurement (and
+# its ratio to a prediction would overflow).
+MIN_FIGURE = 1e-9
+
+
 def number_column(row: dict, key: str, where: str, unit: str = "") -> float | None:
-    """Column ``key`` as a finite positive number (None when empty)."""
+    """Column ``key`` as a finite number of at least MIN_FIGURE (None when empty)."""
     from fpcore.errors import check_float
     raw = _text(row, key)
     if not raw:
@@ -114,7 +119,7 @@ def number_column(row: dict, key: str, where: str, unit: str = "") -> float | No
     except ValueError:
         raise SpecError(key, f"{where}: must be a number; got {raw[:40]!r}") from None
     try:
-        return check_float(key, value, lo=0.0, unit=unit)
+        return check_float(key, value, lo=MIN_FIGURE, lo_open=False, unit=unit)
     except SpecError as e:
         raise SpecError(key, f"{where}: {e.message}") from None
 

@@ -44,6 +44,19 @@ def _unit(unit: str) -> str:
     return f" {unit}" if unit else ""
 
 
+def shown(value, limit: int = 40) -> str:
+    """A value as an error line quotes it: whole if short, else its start and its length
+    (an input may hold a number of a thousand digits or a string of a megabyte)."""
+    try:
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) \
+            else repr(value)
+    except ValueError:             # an int past Python's digit limit for str()
+        return f"an integer of {value.bit_length():,} bits"
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 12]}... ({len(text):,} characters)"
+
+
 def check_int(field: str, value, *, lo: int | None = 1, hi: int | None = None,
               unit: str = "") -> int:
     """Return ``value`` as an int in [lo, hi] or raise SpecError naming ``field``.
@@ -52,10 +65,10 @@ def check_int(field: str, value, *, lo: int | None = 1, hi: int | None = None,
     if type(value) is int and (lo is None or value >= lo) and (hi is None or value <= hi):
         return value                   # the common case, without the ABC checks below
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise SpecError(field, f"must be an integer, got {value!r}")
+        raise SpecError(field, f"must be an integer, got {shown(value)}")
     if not isinstance(value, numbers.Integral):
         if not math.isfinite(value) or not float(value).is_integer():
-            raise SpecError(field, f"must be an integer, got {value!r}")
+            raise SpecError(field, f"must be an integer, got {shown(value)}")
     value = int(value)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         if hi is None:
@@ -64,7 +77,7 @@ def check_int(field: str, value, *, lo: int | None = 1, hi: int | None = None,
             allowed = f"<= {hi}"
         else:
             allowed = f"between {lo} and {hi}"
-        raise SpecError(field, f"must be an integer {allowed}{_unit(unit)}, got {value}")
+        raise SpecError(field, f"must be an integer {allowed}{_unit(unit)}, got {shown(value)}")
     return value
 
 
@@ -77,7 +90,7 @@ def check_float(field: str, value, *, lo: float | None = 0.0, hi: float | None =
             hi is None or (value < hi if hi_open else value <= hi)):
         return value                   # finite and in range: the common case, fast
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise SpecError(field, f"must be a number, got {value!r}")
+        raise SpecError(field, f"must be a number, got {shown(value)}")
     value = float(value)
     if not math.isfinite(value):
         raise SpecError(field, f"must be a finite number, got {value}")
@@ -96,13 +109,13 @@ def check_float(field: str, value, *, lo: float | None = 0.0, hi: float | None =
 def check_choice(field: str, value, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if not isinstance(value, str) or value not in choices:
-        raise SpecError(field, f"must be one of {', '.join(choices)}; got {value!r}")
+        raise SpecError(field, f"must be one of {', '.join(choices)}; got {shown(value)}")
     return value
 
 
 def check_bool(field: str, value) -> bool:
     if not isinstance(value, bool):
-        raise SpecError(field, f"must be true or false, got {value!r}")
+        raise SpecError(field, f"must be true or false, got {shown(value)}")
     return value
 
 

@@ -138,6 +138,9 @@ def _inverse_plan(kw: dict) -> None:
     budget = (kw["nodes"] or [kw["max_nodes"] or min(DEFAULT_MAX_NODES, system.network.nodes)])[0]
     limit = "node budget"
     if kw["max_mw"] is not None:
+        if not system.node.power_w:
+            raise SpecError("max-mw", f"needs a node's power, which {system.name} does not "
+                                      f"give (node.power_w is 0)")
         by_power = int(kw["max_mw"] * 1e6 // system.node.power_w)
         if by_power < budget:
             budget, limit = by_power, f"{kw['max_mw']:g} MW at {system.node.power_w:g} W a node"

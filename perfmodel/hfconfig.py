@@ -33,7 +33,9 @@ scaling, initialiser ranges...) does not change the cost of a step and is ignore
 
 from __future__ import annotations
 
-from fpcore.errors import SpecError
+import math
+
+from fpcore.errors import SpecError, shown
 
 from .model import ModelSpec
 
@@ -105,6 +107,9 @@ def model_from_hf_config(data, where: str, name: str, seq: int | None = None) ->
         if seq is not None:
             fields["seq"] = seq
         window = get("sliding_window", int, None)
+        if window is not None and window < 1:
+            raise SpecError(f"{where}: sliding_window", f"must be a whole number >= 1 (or "
+                                                        f"null); got {window}")
         if window is not None and data.get("use_sliding_window", True) \
                 and window < fields["seq"]:
             raise SpecError(f"{where}: sliding_window", f"attention over a window of {window} "
@@ -119,6 +124,11 @@ def model_from_hf_config(data, where: str, name: str, seq: int | None = None) ->
         raise e.within(where) from None
 
 
+# What a config.json value of each kind must be, as an error says it.
+_KINDS = {int: "a whole number", float: "a finite number", bool: "true or false",
+          str: "a string"}
+
+
 def _reader(data: dict, where: str):
     missing = object()
 
@@ -130,12 +140,12 @@ def _reader(data: dict, where: str):
             return default
         if kind in (bool, str):
             ok = isinstance(value, kind)
-        else:                           # a number; a whole one for an int
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and (kind is float or float(value).is_integer())
+        else:                # a finite number (JSON's ints have no bound); a whole one for an int
+            ok = isinstance(value, int) and not isinstance(value, bool) and (
+                kind is int or abs(value) < 2 ** 1000) or isinstance(value, float) and \
+                math.isfinite(value) and (kind is float or value.is_integer())
         if not ok:
-            raise SpecError(f"{where}: {key}", f"must be a {kind.__name__}; got "
-                                               f"{str(value)[:40]!r}")
+            raise SpecError(f"{where}: {key}", f"must be {_KINDS[kind]}; got {shown(value)}")
         return kind(value)
     return get
 

@@ -17,6 +17,7 @@ stack states it: ``--DDP-impl``, ``--cpu-optimizer``).
 from __future__ import annotations
 
 import ast
+import math
 import operator
 import re
 import shlex
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from fpcore.errors import SpecError
 
-# Megatron's flag -> (what it sets, the field, how its value is read)
+# Megatron's flag -> (what it sets, the field, how its value is read: a type or choices)
 FLAGS = {
     "--num-layers": ("model", "layers", int),
     "--hidden-size": ("model", "hidden", int),
@@ -39,7 +40,8 @@ FLAGS = {
     "--micro-batch-size": ("pin", "micro_batch", int),
     "--global-batch-size": ("batch", "global_batch", int),
     "--virtual-pipeline-model-parallel-size": ("pin", "virtual_stages", int),
-    "--recompute-granularity": ("pin", "recompute", str),
+    # Megatron-LM megatron/training/arguments.py: choices=['full', 'selective']
+    "--recompute-granularity": ("pin", "recompute", ("full", "selective")),
     "--context-parallel-size": ("pin", "cp", int),
     "--expert-model-parallel-size": ("pin", "ep", int),
     "--moe-expert-parallel-size": ("pin", "ep", int),       # (Megatron-DeepSpeed's name)
@@ -92,12 +94,7 @@ def read_megatron(source: str) -> tuple[dict, dict, int | None, list[str], str]:
             i += 1 if inline else 2
             if value is None:
                 raise SpecError(f"{where}: {flag}", "needs a value")
-            try:
-                value = cast(value)
-            except ValueError:
-                raise SpecError(f"{where}: {flag}", f"must be a "
-                                                    f"{'whole ' if cast is int else ''}number; "
-                                                    f"got {value[:30]!r}") from None
+            value = _value(value, cast, f"{where}: {flag}")
             if kind == "model":
                 model[field] = value
             elif kind == "pin":
@@ -131,6 +128,24 @@ def read_megatron(source: str) -> tuple[dict, dict, int | None, list[str], str]:
     if model.get("experts"):
         model.setdefault("top_k", 2)   # Megatron-Core's --moe-router-topk default
     return model, pins, batch, sorted(set(ignored)), where
+
+
+def _value(text: str, cast, field: str):
+    """A flag's value as Megatron reads it: its counts and sizes whole numbers of at
+    least 1, its factors finite and positive (a 0 Megatron itself would refuse or
+    divide by); a choice one of its choices."""
+    if isinstance(cast, tuple):
+        if text not in cast:
+            raise SpecError(field, f"must be {' or '.join(cast)}; got {text[:30]!r}")
+        return text
+    try:
+        value = cast(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value <= 0:
+        kind = "whole number >= 1" if cast is int else "positive number"
+        raise SpecError(field, f"must be a {kind}; got {text[:30]!r}")
+    return value
 
 
 def _swiglu_ffn(hidden: int) -> int:

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from fpcore.errors import SpecError
+from fpcore.errors import SpecError, shown
 from fpcore.readers import read_json
 
 from .flows import flow_completions
@@ -90,10 +90,11 @@ def read_flows(path: str, nodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
                 raise SpecError("flows", f"{where}: {name} must be a node id in [0, {nodes}); "
                                          f"got {str(value)[:30]}")
         for value, name in zip(f[2:], ("bytes", "start_s")):
+            # (compared before any conversion: a JSON int may be too big for a float)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value) or not 0 <= value <= MAX_VALUE:
+                    or not 0 <= value <= MAX_VALUE:
                 raise SpecError("flows", f"{where}: {name} must be a number from 0 to "
-                                         f"{MAX_VALUE:g}; got {str(value)[:30]}")
+                                         f"{MAX_VALUE:g}; got {shown(value, 30)}")
         src.append(f[0])
         dst.append(f[1])
         nbytes.append(float(f[2]))

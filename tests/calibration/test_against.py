@@ -140,6 +140,8 @@ def test_both_flop_conventions():
     ({"measured": "nan"}, "measured"), ({"measured": "NaN"}, "measured"),
     ({"measured": "inf"}, "measured"), ({"measured": "-5"}, "measured"),
     ({"measured": "0"}, "measured"), ({"measured": ""}, "measured"),
+    ({"measured": "1e-310"}, "measured"),       # a ratio to it would overflow to inf
+    ({"clock_ghz": "1e-300"}, "clock_ghz"),
     ({"clock_ghz": "nan"}, "clock_ghz"), ({"clock_ghz": "-1"}, "clock_ghz"),
     ({"tp": "0"}, "tp"), ({"dp": "-8"}, "dp"), ({"zero": "-1"}, "zero"),
     ({"interleave": "0"}, "interleave"), ({"micro_batch": "0"}, "micro_batch"),

@@ -209,6 +209,7 @@ def test_recompute_stages_without_pp_searches_pipelines_deep_enough():
     (["--days", "30", "--tp", "6"], "tp"),
     (["--days", "30", "--nodes", "384,768"], "nodes"),
     (["--days", "30", "--max-mw", "0.0001"], "max-mw"),
+    (["--days", "30", "--max-mw", "1", "--system", "mosaic-a100"], "max-mw"),  # no power given
     (["--params", "13e9", "--budget-node-hours", "1e6"], "budget-node-hours"),
     (["--days", "0"], "--days"),
 ], ids=lambda x: x if isinstance(x, str) else " ".join(x))

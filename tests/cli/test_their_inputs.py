@@ -155,6 +155,18 @@ def test_an_argument_list_reads_the_architecture_flags():
     (["--from-megatron", "--num-layers two --hidden-size 64 --num-attention-heads 4"],
      "--num-layers: must be a whole number"),
     (["--from-megatron", LAUNCH, "--params", "13e9"], "leave out --params"),
+    # a size Megatron would refuse or divide by is refused as the flag it came in
+    (["--from-megatron", "--num-layers 4 --hidden-size 256 --num-attention-heads 4 "
+      "--tensor-model-parallel-size 0"],
+     "--tensor-model-parallel-size: must be a whole number >= 1; got '0'"),
+    (["--from-megatron", "--num-layers 4 --hidden-size 256 --num-attention-heads 4 "
+      "--global-batch-size -16"], "--global-batch-size: must be a whole number >= 1"),
+    (["--from-megatron", "--num-layers 4 --hidden-size 256 --num-attention-heads 4 "
+      "--num-experts 4 --moe-expert-capacity-factor nan"],
+     "--moe-expert-capacity-factor: must be a positive number; got 'nan'"),
+    (["--from-megatron", "--num-layers 4 --hidden-size 256 --num-attention-heads 4 "
+      "--recompute-granularity block"],
+     "--recompute-granularity: must be full or selective; got 'block'"),
 ])
 def test_a_launch_that_cannot_be_read_is_refused(args, message):
     result = CliRunner().invoke(main, ["plan", *args])

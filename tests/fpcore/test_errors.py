@@ -84,3 +84,15 @@ def test_check_int_at_its_bounds(value, kw, ok):
     else:
         with pytest.raises(SpecError):
             check_int("n", value, **kw)
+
+
+def test_a_long_value_is_quoted_by_its_start_and_length():
+    from fpcore.errors import shown
+    assert shown(12) == "12" and shown("ab") == "'ab'"
+    assert shown(10 ** 60) == "1" + "0" * 27 + "... (61 characters)"
+    assert shown("x" * 10 ** 6, 30).endswith("... (1,000,002 characters)")
+    with pytest.raises(SpecError, match=r"got 1000.*\(4,001 characters\)$"):
+        check_int("layers", 10 ** 4000, hi=10)
+    # past the digits Python will print: its size in bits
+    with pytest.raises(SpecError, match=r"got an integer of 16,610 bits$"):
+        check_int("layers", 10 ** 5000, hi=10)

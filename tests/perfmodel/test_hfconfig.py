@@ -79,6 +79,10 @@ def test_grouped_query_attention_and_the_other_families(tmp_path):
     (dict(num_hidden_layers="four"), "num_hidden_layers"),
     (dict(num_hidden_layers=None), "num_hidden_layers"),
     (dict(num_attention_heads=7), "heads"),
+    (dict(model_type="mistral", sliding_window=0), "sliding_window: must be a whole number >= 1"),
+    (dict(num_hidden_layers=True), "num_hidden_layers: must be a whole number; got True"),
+    (dict(num_hidden_layers=10 ** 400), r"layers: must be an integer between 1 and \d+, got "
+                                         r"1000000000000000000000000000\.\.\. \(401 characters\)$"),
 ])
 def test_what_cannot_be_modelled_is_refused_by_name(tmp_path, changes, field):
     with pytest.raises(SpecError, match=field):

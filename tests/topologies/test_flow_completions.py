@@ -206,6 +206,7 @@ def test_the_simgrid_convention_numbers_and_breaks_ties_as_simgrid(tmp_path):
     ([[0, 9, 1]], ("--shape", "4x2"), "flows"),
     ([[0, 1, -1]], ("--shape", "4x2"), "flows"),
     ([[0, 1, 1e19]], ("--shape", "4x2"), "flows"),        # its finish time could overflow
+    ([[0, 1, 10 ** 400]], ("--shape", "4x2"), "flows"),   # an int no float holds
     ([[0, 1, 1, "soon"]], ("--shape", "4x2"), "flows"),
     ({"flows": []}, ("--shape", "4x2"), "flows"),
     ([[0, 1, 1]], ("--shape", "4y2"), "shape"),
