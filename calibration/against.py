@@ -103,13 +103,13 @@ def _int(row: dict, key: str, where: str, default: int | None = None, lo: int = 
         raise SpecError(key, f"{where}: {e.message}") from None
 
 
-# The least figure a column takes: below it a time or a rate is no measurement (and
-# its ratio to a prediction would overflow).
-MIN_FIGURE = 1e-9
+# The least and the most figure a column takes: outside them a time or a rate is no
+# measurement (and its ratio to a prediction would overflow or vanish).
+MIN_FIGURE, MAX_FIGURE = 1e-9, 1e12
 
 
 def number_column(row: dict, key: str, where: str, unit: str = "") -> float | None:
-    """Column ``key`` as a finite number of at least MIN_FIGURE (None when empty)."""
+    """Column ``key`` as a number from MIN_FIGURE to MAX_FIGURE (None when empty)."""
     from fpcore.errors import check_float
     raw = _text(row, key)
     if not raw:
@@ -119,7 +119,7 @@ def number_column(row: dict, key: str, where: str, unit: str = "") -> float | No
     except ValueError:
         raise SpecError(key, f"{where}: must be a number; got {raw[:40]!r}") from None
     try:
-        return check_float(key, value, lo=MIN_FIGURE, lo_open=False, unit=unit)
+        return check_float(key, value, lo=MIN_FIGURE, lo_open=False, hi=MAX_FIGURE, unit=unit)
     except SpecError as e:
         raise SpecError(key, f"{where}: {e.message}") from None
 
@@ -196,6 +196,9 @@ def row_inputs(row: dict, where: str, stack: str | None = None):
     if unit == "tflops_per_rank" and convention not in CONVENTIONS:
         raise SpecError("flops_convention", f"{where}: must be hardware or model for "
                                             f"tflops_per_rank; got {convention[:40]!r}")
+    if convention and convention not in CONVENTIONS:
+        raise SpecError("flops_convention", f"{where}: must be hardware, model or empty; got "
+                                            f"{convention[:40]!r}")
     measured = number_column(row, "measured", where, unit=unit)
     if measured is None:
         raise SpecError("measured", f"{where}: is empty")

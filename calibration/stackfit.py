@@ -111,6 +111,14 @@ def fit_stack(path: str | Path, stack: str, params=DEFAULT_PARAMS) -> dict:
         s = stack_at(x)
         return [math.log(_predict(r, s) / r.measured_s) for r in runs]
 
+    start = residuals(x0)
+    for k, p in enumerate(params):           # one the runs do not depend on: none to fit
+        moved = x0.copy()
+        moved[k] += math.log(1.5) if x0[k] + math.log(1.5) <= hi[k] else -math.log(1.5)
+        if max(abs(a - b) for a, b in zip(residuals(moved), start)) < 1e-9:
+            raise SpecError("param", f"{p} changes no prediction of the {len(runs)} runs of "
+                                     f"{path} on stack {stack!r} (nothing they run is priced "
+                                     f"by it): it cannot be fitted on them")
     result = least_squares(residuals, x0, bounds=(lo, hi), x_scale=1.0, diff_step=1e-3)
     fitted = stack_at(result.x)
     rows = []

@@ -91,7 +91,10 @@ def check_float(field: str, value, *, lo: float | None = 0.0, hi: float | None =
         return value                   # finite and in range: the common case, fast
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise SpecError(field, f"must be a number, got {shown(value)}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:                      # an int (TOML's have no bound) past a float
+        raise SpecError(field, f"must be a finite number, got {shown(value)}") from None
     if not math.isfinite(value):
         raise SpecError(field, f"must be a finite number, got {value}")
     too_low = lo is not None and (value <= lo if lo_open else value < lo)

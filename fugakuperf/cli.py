@@ -147,6 +147,9 @@ def _inverse_plan(kw: dict) -> None:
         if budget < 1:
             raise SpecError("max-mw", f"is less than one node's {system.node.power_w:g} W")
     system.check_nodes(budget, "the node budget")
+    if kw["tokens"] is not None:
+        from perfmodel.plan import check_tokens
+        check_tokens(kw["tokens"])
     click.echo(f"[plan] the largest model within {kw['days']:g} days on {budget:,} nodes: "
                f"bisection over model sizes (about half a minute)", err=True)
 
@@ -209,7 +212,8 @@ def simulate(**kw):
       fugakuperf simulate --params 13e9 --nodes 1536,6912,13824 --json
     """
     from fpcore.atomic import target
-    from perfmodel.des import Noise, Trace, simulate_with_noise
+    from perfmodel.des import (PLAN_STEPS, Noise, Trace, simulate_with_noise, simulated_steps,
+                               steps_error)
     from perfmodel.plan import layout_for
     from reports.views import simulation_to_dict
     model, system = resolve_inputs(kw)
@@ -224,6 +228,15 @@ def simulate(**kw):
     estimates = [layout_for(model, system, nodes=n, global_batch=kw["global_batch"], pins=pins)
                  for n in counts]
     noise = Noise(kw["jitter"], kw["stragglers"], kw["straggler_slowdown"], kw["seed"])
+    runs = kw["runs"] if noise.active else 1         # (beside the noise-free one, if noisy)
+    for e in estimates:
+        err = steps_error(e.layout, runs, noise_free=noise.active)
+        if err is not None:
+            raise err
+        steps = simulated_steps(e.layout, runs + noise.active)
+        if steps > PLAN_STEPS:
+            click.echo(f"[simulate] {e.nodes:,} nodes: {steps:,} schedule steps to simulate "
+                       f"(up to half a minute)", err=True)
 
     def simulated(est) -> dict:
         trace = Trace() if kw["trace_path"] else None

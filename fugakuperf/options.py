@@ -63,13 +63,16 @@ class ByteSize(_Checked):
     name = "BYTES"
 
     def parse(self, value, field):
-        from fpcore.errors import check_float
+        from fpcore.errors import SpecError, check_float
         from fpcore.units import parse_bytes
         if isinstance(value, (int, float)):
             value = check_float(field, value, lo=0.0, lo_open=False)
         else:
             value = parse_bytes(value, field)
-        return check_float(field, value, lo=0.0, lo_open=False, unit="bytes")
+        value = check_float(field, value, lo=0.0, lo_open=False, unit="bytes")
+        if not value.is_integer():
+            raise SpecError(field, f"must be a whole number of bytes; got {value:g}")
+        return value
 
 
 class Real(_Checked):

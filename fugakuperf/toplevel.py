@@ -74,12 +74,35 @@ def _command_line(args) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+# Options whose value may be empty (an empty prompt: generate from nothing).
+EMPTY_OK = ("--prompt",)
+
+
+def empty_word(words) -> str | None:
+    """What an empty word of the command line stands for ('--trace' in ``--trace ''``,
+    'argument' for a command's own), or None: no value of this command line may be
+    empty (click would take '' as given, and a path '' as the working directory or as
+    no path at all)."""
+    for i, word in enumerate(words):
+        if word == "--":
+            return None
+        name, eq, value = word.partition("=")
+        if word.startswith("--") and eq and not value and name not in EMPTY_OK:
+            return name
+        if word == "" and not (i and words[i - 1] in EMPTY_OK):
+            return words[i - 1] if i and words[i - 1].startswith("-") else "argument"
+    return None
+
+
 class Commands(click.Group):
     """The ``fugakuperf`` group: runs a command, turning any failure into one line."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         from fpcore.errors import SpecError
         debug = os.environ.get("FUGAKUPERF_DEBUG", "") not in ("", "0")
+        empty = empty_word(list(sys.argv[1:] if args is None else args))
+        if empty is not None:
+            _fail(f"error: {empty}: is empty; give a value, or leave it out", BAD_INPUT)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except SpecError as e:

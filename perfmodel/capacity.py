@@ -9,7 +9,7 @@ import math
 from fpcore.errors import SpecError, check_float, check_int
 
 from .model import ModelSpec
-from .plan import PlanResult, plan
+from .plan import PlanResult, check_tokens, plan
 from .sizing import MAX_PARAMS, MIN_PARAMS, model_for_params
 from .system import SystemSpec
 
@@ -74,7 +74,7 @@ def sensitivity(model: ModelSpec, system: SystemSpec, base: PlanResult) -> list[
     for c in clocks:
         variants.append((f"{c:g} GHz", f"clock {c:g} GHz instead of "
                                        f"{system.node.clock_hz / 1e9:g}", system.with_options(clock_ghz=c), {}, gb))
-    if not system.node.eco_mode:
+    if not system.node.eco_mode and True in system.node.eco_modes:    # (A64FX only)
         variants.append(("eco mode", "one FP pipe: half the FP peak", system.with_options(eco=True), {}, gb))
     for factor in (2, 0.5):
         g = max(1, int(gb * factor))
@@ -228,6 +228,8 @@ def largest_model(system: SystemSpec, nodes: int, days: float, *, tokens: float 
     Returns (model, PlanResult) or None when even the smallest is too slow."""
     check_int("nodes", nodes, hi=system.network.nodes)
     days = check_float("days", days)
+    if tokens is not None:
+        check_tokens(tokens)
     if node_hours is not None:
         node_hours = check_float("node_hours", node_hours)
     fast = system.with_options(network_model="analytic")

@@ -433,6 +433,38 @@ class Iteration:
                             stage=stage, kind=kind, **args)
 
 
+# The most schedule steps the simulator runs for one question (an iteration, or all the
+# seeds of --runs): about half a minute on a 2-core machine; past it the analytic
+# estimate (plan) answers alone. A plan simulates the layouts it shows only up to
+# PLAN_STEPS each (a few seconds), a report's timeline the same.
+MAX_STEPS = 1_000_000
+PLAN_STEPS = 100_000
+
+
+def simulated_steps(layout: Layout, runs: int = 1) -> int:
+    """The schedule steps of ``runs`` simulated iterations of ``layout``: a step per
+    kind (F, B, W) per micro-batch per chunk per stage."""
+    return (layout.pp * layout.micro_batches * layout.virtual_stages
+            * len(layout.schedule_spec.kinds) * runs)
+
+
+def steps_error(layout: Layout, runs: int = 1, limit: int = MAX_STEPS,
+                what: str = "the simulator runs", noise_free: bool = False) -> SpecError | None:
+    """Why ``runs`` iterations of ``layout`` (and with ``noise_free`` one more, the
+    noise-free one beside noisy seeds) are too many steps to simulate, or None."""
+    n = simulated_steps(layout, runs + noise_free)
+    if n <= limit:
+        return None
+    seeds = (f" x {runs:,} runs" + (" and the noise-free one" if noise_free else "")
+             if runs > 1 else "")
+    return SpecError("global_batch", f"{layout.micro_batches:,} micro-batches a pipeline on "
+                                     f"{layout.pp} stages{seeds} are {n:,} schedule steps to "
+                                     f"simulate, more than the {limit:,} {what}: fewer "
+                                     f"micro-batches a pipeline (--global-batch, --dp, "
+                                     f"--micro-batch)" + (" or fewer --runs" if runs > 1 else "")
+                                     + ", or `fugakuperf plan` for the analytic estimate alone")
+
+
 def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
              network: NetworkModel | None = None, *, trace: Trace | None = None,
              noise: Noise | None = None, validate: bool = True, costs=None) -> SimResult:
@@ -441,6 +473,9 @@ def simulate(model: ModelSpec, system: SystemSpec, layout: Layout,
     ``cost_table``'s ``__getitem__`` or synthetic costs in tests."""
     if validate:
         validate_layout(layout, model)
+    err = steps_error(layout)
+    if err is not None:
+        raise err
     spec = layout.schedule_spec
     unrun = [k for k in spec.kinds if k not in STEP_WORK]
     if unrun:
@@ -784,6 +819,9 @@ def simulate_runs(model, system, layout, noise: Noise, runs: int, network=None, 
     per-stage costs are the same for every seed, so they are priced once."""
     from fpcore.errors import check_int
     runs = check_int("runs", runs)
+    err = steps_error(layout, runs)
+    if err is not None:
+        raise err
     costs = cost_table(model, system, layout, network).__getitem__
     times = sorted(simulate(model, system, layout, network, costs=costs,
                             trace=trace if r == 0 else None,

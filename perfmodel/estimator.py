@@ -547,7 +547,7 @@ def stage_comm(model: ModelSpec, system: SystemSpec, layout: Layout, network: Ne
     if experts and dp // layout.ep > 1 and only is None:
         # a mixture of experts' routed experts: reduced and sharded over the dp / ep
         # ranks holding the same ones (ranks tp x ep apart), added to the rest's
-        group = layout.replace(dp=dp // layout.ep, ep=1, cp=1, shard_ranks=0,
+        group = layout.replace(dp=dp // layout.ep, ep=1, cp=1, shard_ranks=0, moe_load=1.0,
                                global_batch=layout.global_batch * layout.cp // layout.ep)
         expert = stage_comm(model, system, group, network, compute,
                             JobShape(job.tp * layout.ep, job.pp, dp // layout.ep,

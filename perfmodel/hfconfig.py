@@ -87,7 +87,7 @@ def model_from_hf_config(data, where: str, name: str, seq: int | None = None) ->
                           dropout=max(get("hidden_dropout", float, 0.0),
                                       get("attention_dropout", float, 0.0)) > 0)
         else:
-            bias, left_out = _llama_bias(data, family, where, hidden)
+            bias, left_out = _llama_bias(get, family, hidden, where)
             fields.update(norm="rmsnorm", kv_heads=get("num_key_value_heads", int, heads),
                           bias=bias, dropout=get("attention_dropout", float, 0.0) > 0)
         if family == "mixtral":
@@ -110,7 +110,7 @@ def model_from_hf_config(data, where: str, name: str, seq: int | None = None) ->
         if window is not None and window < 1:
             raise SpecError(f"{where}: sliding_window", f"must be a whole number >= 1 (or "
                                                         f"null); got {window}")
-        if window is not None and data.get("use_sliding_window", True) \
+        if window is not None and get("use_sliding_window", bool, True) \
                 and window < fields["seq"]:
             raise SpecError(f"{where}: sliding_window", f"attention over a window of {window} "
                                                         f"tokens, shorter than the "
@@ -159,12 +159,13 @@ def _activation(name: str, where: str, key: str) -> str:
                                        f"{str(name)[:40]!r}")
 
 
-def _llama_bias(data: dict, family: str, where: str, hidden: int) -> tuple[bool, str]:
-    """Whether the projections carry biases, and what the count leaves out."""
+def _llama_bias(get, family: str, hidden: int, where: str) -> tuple[bool, str]:
+    """Whether the projections carry biases (``get``: the config's typed reader), and
+    what the count leaves out."""
     if family == "qwen2":             # biases on q, k and v only: too few to model
         return False, (f"; its query, key and value biases (at most {3 * hidden:,} "
                        f"parameters a layer) are left out")
-    attention, mlp = bool(data.get("attention_bias", False)), bool(data.get("mlp_bias", False))
+    attention, mlp = get("attention_bias", bool, False), get("mlp_bias", bool, False)
     if attention != mlp:
         raise SpecError(f"{where}: {'attention_bias' if attention else 'mlp_bias'}",
                         "biases on some projections only are not modelled")

@@ -82,6 +82,7 @@ def job_for(system: SystemSpec, nodes: int, tp: int = 1, pp: int = 1):
     system.check_nodes(nodes)
     ranks = nodes * system.ranks_per_node
     if ranks % (tp * pp):
-        raise SpecError("tp", f"tp x pp ({tp} x {pp}) must divide the ranks "
+        field = "tp" if ranks % tp else "pp"             # (the one that does not fit)
+        raise SpecError(field, f"tp x pp ({tp} x {pp}) must divide the ranks "
                               f"({nodes:,} nodes x {system.ranks_per_node} per node = {ranks:,})")
     return JobShape(tp, pp, ranks // (tp * pp), system.ranks_per_node)

@@ -133,6 +133,13 @@ class Layout(KeptHash):
         object.__setattr__(self, "moe_load", check_float(
             "moe_load", self.moe_load, lo=1.0, lo_open=False, hi=1000.0,
             unit="(the busiest expert-parallel rank's tokens over the mean)"))
+        if self.moe_load > self.ep:
+            raise SpecError("moe_load", f"must be 1 with ep 1: one expert-parallel rank takes "
+                                        f"every token, its even share; got {self.moe_load:g}"
+                            if self.ep == 1 else
+                            f"must be at most ep ({self.ep}): the busiest of {self.ep} "
+                            f"expert-parallel ranks takes at most every token, {self.ep} "
+                            f"times the mean; got {self.moe_load:g}")
         if self.dp % self.ep:
             raise SpecError("ep", f"must divide dp ({self.dp}): the expert-parallel groups "
                                   f"are carved out of the data-parallel ones (Megatron-Core "
@@ -429,6 +436,8 @@ def validate_layout(layout: Layout, model: ModelSpec, ranks: int | None = None) 
         raise err
     if not layout.expert_tp and not model.experts:
         raise SpecError("expert_tp", f"needs a mixture of experts ({model.name} is dense)")
+    if layout.moe_load != 1.0 and not model.experts:
+        raise SpecError("moe_load", f"needs a mixture of experts ({model.name} is dense)")
     err = partitions.partition_error(model.layers, layout.pp, layout.layer_chunks,
                                      layout.partition)
     if err is not None:

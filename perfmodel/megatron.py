@@ -63,6 +63,7 @@ SWITCHES = {                      # flags without a value -> (what, field, value
     "--enable-expert-tensor-parallelism": ("pin", "expert_tp", True),
 }
 MAX_TEXT = 1_000_000
+MAX_VARIABLE = 100_000          # a launch script's variable, expanded (an argument list is less)
 
 
 def read_megatron(source: str) -> tuple[dict, dict, int | None, list[str], str]:
@@ -126,6 +127,11 @@ def read_megatron(source: str) -> tuple[dict, dict, int | None, list[str], str]:
     if model.get("activation") == "swiglu" and "ffn" not in model:
         model["ffn"] = _swiglu_ffn(model["hidden"])
     if model.get("experts"):
+        if "top_k" not in model and model["experts"] < 2:
+            raise SpecError(f"{where}: --num-experts", f"{model['experts']} expert is fewer "
+                                                       f"than Megatron-Core's default "
+                                                       f"--moe-router-topk 2: give "
+                                                       f"--moe-router-topk 1")
         model.setdefault("top_k", 2)   # Megatron-Core's --moe-router-topk default
     return model, pins, batch, sorted(set(ignored)), where
 
@@ -176,10 +182,20 @@ def _arith(expr: str, variables: dict) -> str:
         return f"$(({expr}))"
 
 
-def _expand(text: str, variables: dict) -> str:
+def _expand(text: str, variables: dict, limit: int = MAX_TEXT) -> str:
+    """``text`` with its variables' values in; SpecError (field "expanded") past ``limit``
+    characters, before building them (a line may name a long variable many times)."""
     text = re.sub(r"\$\(\((.*?)\)\)", lambda m: _arith(m.group(1), variables), text)
-    return re.sub(r"\$\{(\w+)\}|\$(\w+)",
-                  lambda m: variables.get(m.group(1) or m.group(2), m.group(0)), text)
+    size = len(text)
+
+    def value(m) -> str:
+        nonlocal size
+        out = variables.get(m.group(1) or m.group(2), m.group(0))
+        size += len(out) - len(m.group(0))
+        if size > limit:
+            raise SpecError("expanded", f"more than {limit:,} characters")
+        return out
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, text)
 
 
 def script_arguments(text: str, where: str) -> list[str]:
@@ -190,8 +206,14 @@ def script_arguments(text: str, where: str) -> list[str]:
         m = re.match(r"\s*(?:export\s+)?([A-Za-z_]\w*)=(.*)$", line)
         if m:
             raw = m.group(2).split(" #")[0].strip()
+            try:                             # (each using the last twice: 2^n characters)
+                value = _expand(raw, variables, MAX_VARIABLE)
+            except SpecError:
+                raise SpecError(where, f"variable {m.group(1)} expands to more than "
+                                       f"{MAX_VARIABLE:,} characters; not a launch script"
+                                ) from None
             try:
-                parts = shlex.split(_expand(raw, variables))
+                parts = shlex.split(value)
             except ValueError:
                 continue
             variables[m.group(1)] = " ".join(parts)
@@ -199,6 +221,9 @@ def script_arguments(text: str, where: str) -> list[str]:
         if re.search(r"\bpretrain_\w*\.py\b", line):
             try:
                 words = shlex.split(_expand(line, variables), comments=True)
+            except SpecError:            # (a ValueError too: first)
+                raise SpecError(where, f"the training command expands to more than "
+                                       f"{MAX_TEXT:,} characters; not a launch script") from None
             except ValueError as e:
                 raise SpecError(where, f"cannot split the training command: {e}") from None
             start = next((k for k, w in enumerate(words)

@@ -87,6 +87,9 @@ class NodeSpec:
     # host figure (a stack cannot offload its optimizer there)
     host_memory_bandwidth: float = 0.0
     host_link_bandwidth: float = 0.0
+    # the eco modes the node runs (A64FX: one FP pipe off, or both on); empty: only
+    # eco_mode's own value (a node without an eco mode)
+    eco_modes: tuple[bool, ...] = ()
 
     def __post_init__(self):
         set_field(self, "name", check_str("node.name", self.name, max_len=200))
@@ -104,6 +107,12 @@ class NodeSpec:
                                               f"({', '.join(f'{c / GB:g}' for c in clocks)}); "
                                               f"got {self.clock_hz / GB:g}")
         set_field(self, "eco_mode", check_bool("node.eco_mode", self.eco_mode))
+        modes = tuple(check_bool(f"node.eco_modes[{i}]", m) for i, m in enumerate(
+            check_list("node.eco_modes", self.eco_modes, max_len=2)))
+        if modes and self.eco_mode not in modes:
+            raise SpecError("node.eco_mode", f"must be one of eco_modes "
+                                             f"({', '.join(map(str, modes))}); got {self.eco_mode}")
+        set_field(self, "eco_modes", modes or (self.eco_mode,))
         fpc = self.flops_per_cycle_per_core
         if isinstance(fpc, Mapping):
             fpc = tuple(fpc.items())

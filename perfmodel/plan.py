@@ -108,6 +108,19 @@ def _nearest(counts: list[int], n: int, k: int = 4) -> list[int]:
     return sorted(sorted(counts, key=lambda c: (abs(c - n), c))[:k])
 
 
+# The most tokens a plan trains to: a thousand trillion, fifty times the largest
+# published runs (tens of trillions); past it the days and costs mean nothing. The
+# most a node-hour may cost, in any currency.
+MAX_TOKENS = 1e15
+MAX_PRICE = 1e9
+MAX_GLOBAL_BATCH = 100_000_000      # sequences (the largest published are thousands)
+
+
+def check_tokens(tokens) -> float:
+    """``tokens`` to train, a count from 1 to MAX_TOKENS."""
+    return check_float("tokens", tokens, lo=1.0, lo_open=False, hi=MAX_TOKENS)
+
+
 def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = None,
          tokens: float | None = None, nodes: list[int] | None = None,
          max_nodes: int | None = None, pins: dict | None = None, top: int = 5,
@@ -115,8 +128,8 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
          objective: str = "p90", compare: bool = True) -> PlanResult:
     pins = {k: v for k, v in (pins or {}).items() if v is not None}
     gb = default_global_batch(model) if global_batch is None else check_int(
-        "global_batch", global_batch, hi=100_000_000)
-    tok = TOKENS_PER_PARAM * model.params if tokens is None else check_float("tokens", tokens)
+        "global_batch", global_batch, hi=MAX_GLOBAL_BATCH)
+    tok = TOKENS_PER_PARAM * model.params if tokens is None else check_tokens(tokens)
     top = check_int("top", top, hi=1000)
     if confirm_shapes is not None:
         check_int("confirm", confirm_shapes, hi=100_000)
@@ -126,7 +139,7 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
                                        f"would list slower layouts as the fastest; got "
                                        f"{confirm_shapes}")
     if price_per_node_hour is not None:
-        check_float("price_per_node_hour", price_per_node_hour)
+        check_float("price_per_node_hour", price_per_node_hour, hi=MAX_PRICE)
     machine = system.network.nodes
     budget = DEFAULT_MAX_NODES if max_nodes is None else check_int("max_nodes", max_nodes)
     budget = min(budget, machine) if max_nodes is None else budget
@@ -187,8 +200,10 @@ def plan(model: ModelSpec, system: SystemSpec, *, global_batch: int | None = Non
         shown += [comparison.pinned, comparison.best]
     # the longest simulations first (steps: pp x micro-batches x chunks), so that none
     # starts last on a core the others have left idle
-    layouts = sorted(dict.fromkeys(e.layout for e in shown),
-                     key=lambda lay: -lay.pp * lay.micro_batches * lay.virtual_stages)
+    # (a layout of more steps than a plan simulates is answered by the estimate alone)
+    from .des import PLAN_STEPS, simulated_steps
+    layouts = sorted((lay for lay in dict.fromkeys(e.layout for e in shown)
+                      if simulated_steps(lay) <= PLAN_STEPS), key=simulated_steps, reverse=True)
     simulated = dict(zip(layouts, map_items(_simulate_task, layouts,
                                             context=(model, system, tables))))
     bands = {e.layout: ranker.band(e) for e in shown}
@@ -262,7 +277,7 @@ def _no_layout(model, system, gb, pins, n, s, machine) -> None:
         near = ", ".join(f"{c:,}" for c in _nearest(counts, n)) or "none"
         from .search import batches_for_nodes
         batches = batches_for_nodes(model, system, n, gb, pins)
-        raise SpecError("nodes", f"{why}: tp x pp x dp cannot equal it "
+        raise SpecError("nodes", f"{why}: {_product(pins)} cannot equal it "
                                  f"({_shape_rule(model, system, pins)}); nearest node counts that "
                                  f"can: {near}"
                         + (f"; or keep {n:,} nodes with a global batch of "
@@ -301,14 +316,20 @@ def _schedule_rule(pins: dict, model: ModelSpec | None = None) -> str:
             f"{spec.min_micro_batches(8)} at pp 8: {spec.micro_batch_rule})")
 
 
+def _product(pins: dict) -> str:
+    """The parallel sizes whose product a job's ranks are (cp among them when pinned)."""
+    return "tp x cp x pp x dp" if (pins.get("cp") or 1) > 1 else "tp x pp x dp"
+
+
 def _shape_rule(model, system, pins: dict | None = None) -> str:
     """The divisibility rules of tp, pp and dp, as the stack places layers (and as a
     pinned sharding group needs)."""
     places = "placing" if len(system.stack.pipeline_partitions) > 1 else "dividing"
-    shard = (pins or {}).get("shard_ranks")
+    shard, ep = (pins or {}).get("shard_ranks"), (pins or {}).get("ep") or 1
     return (f"tp dividing heads ({model.heads}), kv_heads and ffn, pp {places} the layers "
             f"({model.layers}), dp dividing the global batch"
-            + (f" and a multiple of shard_ranks ({shard}) above it" if shard else ""))
+            + (f" and a multiple of shard_ranks ({shard}) above it" if shard else "")
+            + (f" and a multiple of ep ({ep})" if ep > 1 else ""))
 
 
 def _memory_reason(system) -> str:
@@ -327,7 +348,7 @@ def no_layout_within(model, system, gb, pins, budget, stats) -> SpecError:
               if allocatable(system, c)]
     if not [c for c in shapes if c <= budget]:
         units = sorted({system.network.allocation_unit(n) for n in (1, budget)})
-        rule = (f"no tp x pp x dp ({_shape_rule(model, system, pins)}) is a whole number of "
+        rule = (f"no {_product(pins)} ({_shape_rule(model, system, pins)}) is a whole number of "
                 f"{system.name}'s allocation units ({' / '.join(map(str, units))} nodes)")
         if shapes:
             return SpecError("max_nodes", f"{why}: {rule} within the budget; the smallest job "
@@ -372,7 +393,8 @@ def layout_for(model: ModelSpec, system: SystemSpec, *, nodes: int | None,
     from .layout import Layout, check_runnable
     from .partitions import default_for
     from .search import stack_expert_tp_error, stack_partition_error, stack_zero_error
-    gb = default_global_batch(model) if global_batch is None else global_batch
+    gb = default_global_batch(model) if global_batch is None else check_int(
+        "global_batch", global_batch, hi=MAX_GLOBAL_BATCH)
     pins = dict(pins)
     if nodes is not None:
         system.check_nodes(nodes)         # the machine and a given --shape hold it

@@ -277,8 +277,18 @@ def check_pins(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
                 ep_error(model, pins["ep"]) if pins.get("ep") is not None else None):
         if err is not None:
             raise err
-    if pins.get("moe_load") not in (None, 1.0) and not model.experts:
+    if pins.get("ep") and global_batch % pins["ep"]:
+        raise SpecError("ep", f"must divide the global batch ({global_batch}): dp is a multiple "
+                              f"of ep and divides it; got {pins['ep']}")
+    load = pins.get("moe_load")
+    if load not in (None, 1.0) and not model.experts:
         raise SpecError("moe_load", f"needs a mixture of experts ({model.name} is dense)")
+    if load is not None and load > (pins.get("ep") or model.experts or 1):
+        raise SpecError("moe_load", f"must be at most ep ({pins['ep']}), as the busiest rank "
+                                    f"takes at most every token; got {load:g}"
+                        if pins.get("ep") else
+                        f"must be at most the experts ({model.experts}), the most ep can be "
+                        f"(the busiest rank takes at most every token); got {load:g}")
     err = stack_expert_tp_error(system, model, pins.get("expert_tp"))
     if err is not None:
         raise err
@@ -349,10 +359,11 @@ def job_shapes(model: ModelSpec, system: SystemSpec, global_batch: int, pins: di
     """
     ppn = system.ranks_per_node
     zero, mb = pins.get("zero"), pins.get("micro_batch") or 1
-    shard = pins.get("shard_ranks") or 0
+    shard, ep = pins.get("shard_ranks") or 0, pins.get("ep") or 1
     dps = [d for d in _pinned(pins, "dp", divisors(global_batch))
            if global_batch % (d * mb) == 0 and (not zero or d > 1)   # ZeRO shards over dp
-           and (not shard or (d % shard == 0 and d > shard))]         # ... or its groups
+           and (not shard or (d % shard == 0 and d > shard))         # ... or its groups
+           and d % ep == 0]                       # expert parallelism is carved out of dp
     methods = allowed_partitions(system, pins)
     cp = pins.get("cp") or 1                  # context parallelism: pinned, not searched
     for tp in _tp_options(model, pins, system):
@@ -371,7 +382,10 @@ def batches_for_nodes(model: ModelSpec, system: SystemSpec, nodes: int, global_b
     """Up to ``k`` global batches nearest ``global_batch`` (from half to twice it) with
     which some layout runs on exactly ``nodes`` nodes (a shape whose dp divides the
     batch, and a layout of it that fits in memory)."""
-    ranks = nodes * system.ranks_per_node // (pins.get("cp") or 1)
+    ranks, cp = nodes * system.ranks_per_node, pins.get("cp") or 1
+    if ranks % cp:
+        return []                          # no replica of cp ranks fills them
+    ranks //= cp
     step = pins.get("micro_batch") or 1
     near = set()
     for tp in _tp_options(model, pins, system):
@@ -449,6 +463,7 @@ def base_layouts(model: ModelSpec, tp: int, pp: int, dp: int, global_batch: int,
     # a mixture of experts' expert parallelism: every ep that divides the experts and dp,
     # its experts split over the TP ranks or whole on each, as the framework runs them
     eps = _pinned(pins, "ep", divisors(math.gcd(model.experts, dp)) if model.experts else [1])
+    eps = [e for e in eps if e >= (pins.get("moe_load") or 1)]   # (the busiest takes <= all)
     splits_tp = _pinned(pins, "expert_tp", expert_tps if model.experts and tp > 1 else [True])
     moe = {"moe_load": pins["moe_load"]} if pins.get("moe_load") is not None else {}
     cp = pins.get("cp") or 1

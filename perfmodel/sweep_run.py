@@ -42,6 +42,14 @@ def _evaluate_chunk(sweep: Sweep, start: int, stop: int) -> list[str]:
     return [dumps(evaluate(sweep, i, seeds)) for i in range(start, stop)]
 
 
+def _json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
 def read_results(path: str, sweep: Sweep | None = None) -> tuple[dict | None, list[dict], int]:
     """(header, records, bytes of whole lines) of a results file; a last line without
     its newline (a run killed mid-write) is not counted. With ``sweep``, a header of
@@ -61,8 +69,9 @@ def read_results(path: str, sweep: Sweep | None = None) -> tuple[dict | None, li
         header = json.loads(lines[0])
         records = [json.loads(line) for line in lines[1:]]
     except (ValueError, UnicodeDecodeError):
-        raise SpecError("out", f"{path} is not a results file of fugakuperf sweep (a line is "
-                               f"not JSON); give another --out") from None
+        bad = next(i for i, line in enumerate(lines, 1) if not _json(line))
+        raise SpecError("out", f"{path} is not a results file of fugakuperf sweep (line "
+                               f"{bad} is not JSON); give another --out") from None
     if not isinstance(header, dict) or "sweep" not in header or "digest" not in header:
         raise SpecError("out", f"{path} is not a results file of fugakuperf sweep (no sweep "
                                f"header); give another --out")
@@ -70,6 +79,11 @@ def read_results(path: str, sweep: Sweep | None = None) -> tuple[dict | None, li
         if not isinstance(rec, dict) or rec.get("point") != i:
             raise SpecError("out", f"{path}: line {i + 2} is not point {i}; the file was "
                                    f"edited or mixed with another; give another --out")
+        wrong = _record_error(rec)
+        if wrong:
+            raise SpecError("out", f"{path}: line {i + 2} is not a point as a sweep writes it "
+                                   f"({wrong}); the file was edited; give another --out, or "
+                                   f"--restart to replace it")
     expected = None if sweep is None else sweep.header()
     if expected is not None and header != expected:
         changed = sorted(k for k in set(header) | set(expected)
@@ -77,7 +91,57 @@ def read_results(path: str, sweep: Sweep | None = None) -> tuple[dict | None, li
         raise SpecError("out", f"{path} holds results of another sweep (its {', '.join(changed)} "
                                f"differ from {sweep.path}'s); give another --out, or --restart "
                                f"to replace it")
+    if sweep is not None:
+        moved = next((i for i, rec in enumerate(records[:sweep.points])
+                      if rec["hardware"] != sweep.point(i)), None)
+        if moved is not None or len(records) > sweep.points:
+            line = (sweep.points if moved is None else moved) + 2
+            raise SpecError("out", f"{path}: line {line} is not a point of {sweep.path}; the "
+                                   f"file was edited; give another --out, or --restart to "
+                                   f"replace it")
     return header, records, end
+
+
+# A model's figures in a point's record (sweep._plan_one), each a finite number >= 0;
+# energy_mwh may be null (a system that gives no power), the rest are named below.
+_FIGURES = ("iteration_s", "days", "days_low", "days_high", "ranked_days", "mfu",
+            "tokens_per_s", "node_hours", "power_mw", "cost", "memory_gb")
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < float("inf")
+
+
+def _record_error(rec: dict) -> str:
+    """What in a point's record is not as perfmodel.sweep.evaluate writes it ('' if
+    nothing): a resumed sweep's summary reads every record."""
+    if not isinstance(rec.get("hardware"), dict) or not all(
+            isinstance(k, str) and _number(v) for k, v in rec["hardware"].items()):
+        return "its hardware is not knob: number"
+    if "error" in rec:
+        return "" if isinstance(rec["error"], str) else "its error is not text"
+    if not _number(rec.get("price_factor")) or not isinstance(rec.get("models"), list):
+        return "no price_factor or models"
+    for m in rec["models"]:
+        if not isinstance(m, dict) or not isinstance(m.get("model"), str):
+            return "a model's entry has no name"
+        if "error" in m:
+            if not isinstance(m["error"], str):
+                return f"model {m['model'][:30]!r}: its error is not text"
+            continue
+        bad = next((k for k in _FIGURES if not _number(m.get(k))), None) or next(
+            (k for k in ("nodes", "evidence") if not isinstance(m.get(k), int)
+             or isinstance(m.get(k), bool) or m[k] < 0), None) or next(
+            (k for k in ("layout", "precision") if not isinstance(m.get(k), str)), None)
+        if bad is None and m.get("energy_mwh") is not None and not _number(m["energy_mwh"]):
+            bad = "energy_mwh"
+        if bad is None and not isinstance(m.get("meets"), bool):
+            bad = "meets"
+        if bad is None and not isinstance(m.get("misses", []), list):
+            bad = "misses"
+        if bad is not None:
+            return f"model {m['model'][:30]!r}: {bad} is missing or not what it can be"
+    return ""
 
 
 class Progress:

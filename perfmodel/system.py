@@ -186,6 +186,10 @@ class SystemSpec(KeptHash):
                                          f"{clock_ghz:g}")
             node = dataclasses.replace(node, clock_hz=hz)
         if eco is not None:
+            if eco not in node.eco_modes:
+                raise SpecError("eco", f"{node.name} has no eco mode (its preset gives none)"
+                                if len(node.eco_modes) == 1 and not node.eco_modes[0] else
+                                f"must be {node.eco_modes[0]} on {node.name}")
             node = dataclasses.replace(node, eco_mode=eco)
         for part, key, before, after, option in (
                 ("node", "clock_ghz", self.node.clock_hz / GB, node.clock_hz / GB, "clock"),
@@ -301,7 +305,8 @@ _NODE_KEYS = {
     "clock_ghz": ("clock_hz", GB, "float"),
     "allowed_clocks_ghz": ("allowed_clocks_hz", GB, "floats"),
     "flops_per_cycle_per_core": ("flops_per_cycle_per_core", None, "rates"),
-    "eco_mode": ("eco_mode", None, "bool"), "memory_gib": ("memory_bytes", GIB, "float"),
+    "eco_mode": ("eco_mode", None, "bool"), "eco_modes": ("eco_modes", None, "bools"),
+    "memory_gib": ("memory_bytes", GIB, "float"),
     "usable_memory_gb": ("usable_memory_bytes", GB, "float"),
     "memory_bandwidth_gbs": ("memory_bandwidth", GB, "float"),
     "stream_bandwidth_gbs": ("stream_bandwidth", GB, "float"),

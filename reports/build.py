@@ -58,7 +58,7 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
     make the report study the best layout with them: its scaling, memory, timeline,
     network, sensitivity and reliability."""
     from perfmodel import capacity
-    from perfmodel.des import Trace, simulate
+    from perfmodel.des import PLAN_STEPS, Trace, simulate, simulated_steps, steps_error
     from perfmodel.estimator import network_for
     from perfmodel.layout import pins_text
     from perfmodel.plan import plan
@@ -79,6 +79,9 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
         checks = checks()
     data = plan_to_dict(result)
     best = result.best[0]
+    err = steps_error(best.layout, limit=PLAN_STEPS, what="a report's timeline draws")
+    if err is not None:
+        raise err
     sim_best = (result.simulated or {}).get(best.layout)
     tok = result.tokens
 
@@ -147,10 +150,12 @@ def build_report(model, system, *, tokens=None, nodes=None, max_nodes=None, glob
         bands[reference.layout] = estimate_band(reference)
     for e in sorted(rows + ([reference] if reference else []),
                     key=lambda e: (bands[e.layout].value(result.objective), e.nodes)):
-        sim = sims.get(e.layout) or simulate(model, system, e.layout, validate=False)
+        sim = sims.get(e.layout) or (simulate(model, system, e.layout, validate=False)
+                                     if simulated_steps(e.layout) <= PLAN_STEPS else None)
         fraction, verdict = _memory(e, system)
         layouts.append({"rank": len(layouts) + 1, "label": e.layout.label(), "nodes": e.nodes,
-                        "iteration_s": e.iteration_s, "des_iteration_s": sim.iteration_s,
+                        "iteration_s": e.iteration_s,
+                        "des_iteration_s": sim.iteration_s if sim else None,
                         "tokens_per_s": e.tokens_per_s, "mfu": e.mfu,
                         "memory_bytes_per_node": e.memory_bytes_per_node, "fits": e.memory_fits,
                         "memory_fraction_of_usable": fraction, "memory_verdict": verdict,

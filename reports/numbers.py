@@ -146,6 +146,8 @@ def value(v: object) -> str:
 
 def compact(x: float) -> str:
     """3 significant digits with an SI suffix: 21012 -> '21k', 1.14e6 -> '1.14M'."""
+    if abs(x) >= 1e18:                     # past the suffixes: the exponent alone
+        return f"{x:.3g}"
     for div, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= div:
             return f"{x / div:.3g}{suffix}"

@@ -236,7 +236,10 @@ def render_plan(d: dict) -> str:
                      f"by the ranking's objective; --confirm sets how many shapes per job size)"
                      if confirmed else "") + ". "
                   "'iter s' is the analytic estimate, 'DES s' the discrete-event simulation of "
-                  "the same layout; '80% band' the interval the time per iteration falls in "
+                  "the same layout"
+                  + (" ('-': more schedule steps than a plan simulates)"
+                     if any(c.get("des") is None for c in d["best"]) else "")
+                  + "; '80% band' the interval the time per iteration falls in "
                   "with 80% odds, from the published (and calibrated) runs in the layout's "
                   "regime ('evid.': how many, and their mean |error|) and the ranges of the "
                   "assumed values ('p90 days' its slow end); MFU counts model FLOPs (no "

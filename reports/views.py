@@ -216,6 +216,11 @@ def plan_to_dict(result: PlanResult) -> dict:
 
     def entry(e: Estimate) -> dict:
         d = estimate_to_dict(e, r.tokens, r.price_per_node_hour, sims.get(e.layout))
+        if "des" not in d:                # a layout of more steps than a plan simulates
+            from perfmodel.des import PLAN_STEPS, simulated_steps
+            d["des"] = None
+            d["des_why"] = (f"{simulated_steps(e.layout):,} schedule steps, more than the "
+                            f"{PLAN_STEPS:,} a plan simulates: the estimate alone")
         band = bands.get(e.layout)
         if band is not None:
             d["band"] = band_to_dict(band, d)

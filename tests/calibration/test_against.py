@@ -141,6 +141,7 @@ def test_both_flop_conventions():
     ({"measured": "inf"}, "measured"), ({"measured": "-5"}, "measured"),
     ({"measured": "0"}, "measured"), ({"measured": ""}, "measured"),
     ({"measured": "1e-310"}, "measured"),       # a ratio to it would overflow to inf
+    ({"measured": "1e308"}, "measured"), ({"flops_convention": "weird"}, "flops_convention"),
     ({"clock_ghz": "1e-300"}, "clock_ghz"),
     ({"clock_ghz": "nan"}, "clock_ghz"), ({"clock_ghz": "-1"}, "clock_ghz"),
     ({"tp": "0"}, "tp"), ({"dp": "-8"}, "dp"), ({"zero": "-1"}, "zero"),

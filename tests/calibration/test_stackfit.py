@@ -93,3 +93,12 @@ def test_the_124m_runs_alone_give_the_same_value(tmp_path):
     value = fit_stack(path, OLD)["params"]["kernel_bytes_per_cycle"]
     preset = load_system("fugaku", stack=OLD).stack.kernel_bytes_per_cycle
     assert len(rows) == 16 and value == pytest.approx(preset, rel=0.03)
+
+
+def test_a_value_that_prices_nothing_the_runs_do_is_refused(tmp_path):
+    """The early stack's runs use no fused attention: its efficiency changes none of
+    their predictions, so a fit of it would only print its starting value."""
+    path = _write(tmp_path / "runs.csv", [_row(), _row(micro_batch=2), _row(micro_batch=4)])
+    with pytest.raises(SpecError, match="attention_efficiency changes no prediction of the 3 "
+                                        "runs"):
+        fit_stack(path, OLD, params=("attention_efficiency",))

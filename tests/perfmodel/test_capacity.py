@@ -175,3 +175,13 @@ def test_sensitivity_keeps_the_base_plans_nodes_pins_and_objective():
             assert r["layout_label"].startswith("TP6 PP8 DP288")
             assert r["objective"] == "p90"
             assert r["base_time_to_train_s"] == pytest.approx(objective_time(base)[0])
+
+
+def test_eco_mode_is_a_choice_only_where_the_node_has_one():
+    """A64FX runs with one FP pipe or both (RIKEN PowerControlFunction); a GPU preset
+    gives no eco mode, so neither --eco nor a report's sensitivity offers one there."""
+    assert load_system().node.eco_modes == (False, True)
+    gpu = load_system("dgx-h100")
+    assert gpu.node.eco_modes == (False,)
+    with pytest.raises(SpecError, match="eco: DGX H100 .* has no eco mode"):
+        gpu.with_options(eco=True)

@@ -81,6 +81,7 @@ def test_grouped_query_attention_and_the_other_families(tmp_path):
     (dict(num_attention_heads=7), "heads"),
     (dict(model_type="mistral", sliding_window=0), "sliding_window: must be a whole number >= 1"),
     (dict(num_hidden_layers=True), "num_hidden_layers: must be a whole number; got True"),
+    (dict(attention_bias="false", mlp_bias="false"), "attention_bias: must be true or false"),
     (dict(num_hidden_layers=10 ** 400), r"layers: must be an integer between 1 and \d+, got "
                                          r"1000000000000000000000000000\.\.\. \(401 characters\)$"),
 ])
