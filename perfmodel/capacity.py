@@ -68,7 +68,7 @@ def sensitivity(model: ModelSpec, system: SystemSpec, base: PlanResult) -> list[
             system.node, reduce_bandwidth=2 * system.node.reduce_bandwidth))
         variants.append(("MPI reductions x2", "the collective library reduces twice as fast "
                                               "(two threads per rank instead of one)", quick, {}, gb))
-    if system.node.supports("fp16"):
+    if system.node.supports("fp16") and base.best[0].layout.precision == "fp32":
         variants.append(("FP16 compute", "mixed precision (fp16 compute, fp32 master weights)",
                          system, {"precision": "fp16"}, gb))
     for c in clocks:

@@ -185,3 +185,14 @@ def test_eco_mode_is_a_choice_only_where_the_node_has_one():
     assert gpu.node.eco_modes == (False,)
     with pytest.raises(SpecError, match="eco: DGX H100 .* has no eco mode"):
         gpu.with_options(eco=True)
+
+
+def test_a_half_precision_plan_is_not_offered_fp16_nor_a_gpu_eco_mode():
+    """The FP16 variant is the one a fp32 plan can take; a bf16 plan on GPUs has no
+    FP16 row (it moved nothing, under a label of fp32 master weights) and no eco row."""
+    gpu = load_system("mosaic-a100", network_model="analytic")
+    model = load_model("gpt3-125m")
+    base = plan(model, gpu, max_nodes=2, top=1, pins={"precision": "bf16"})
+    names = [r["name"] for r in sensitivity(model, gpu, base)]
+    assert "FP16 compute" not in names and "eco mode" not in names
+    assert "link bandwidth x2" in names
