@@ -69,6 +69,17 @@ def target(path: str | os.PathLike, field: str = "output") -> str:
     return path
 
 
+def not_an_input(path: str | os.PathLike, field: str, inputs: dict) -> None:
+    """Refuse an output ``path`` that is one of the command's ``inputs`` ({option: path
+    or None}) or would land on one: a write would destroy what it was made from."""
+    out = os.path.realpath(os.fspath(path))
+    for option, given in inputs.items():
+        if given is not None and os.path.exists(given) \
+                and os.path.realpath(os.fspath(given)) == out:
+            raise SpecError(field, f"{os.fspath(path):.200} is the {option} file this command "
+                                   f"reads; give another path")
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | Callable, mode: int = 0o644,
                  field: str = "output") -> None:
     """Write ``data`` (bytes, or a function given the open binary file) to ``path``.

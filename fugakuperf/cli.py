@@ -211,11 +211,14 @@ def simulate(**kw):
       fugakuperf simulate --params 13e9 --nodes 6720 --stragglers 1e-4 --runs 50
       fugakuperf simulate --params 13e9 --nodes 1536,6912,13824 --json
     """
-    from fpcore.atomic import target
+    from fpcore.atomic import not_an_input, target
     from perfmodel.des import (PLAN_STEPS, Noise, Trace, simulate_with_noise, simulated_steps,
                                steps_error)
     from perfmodel.plan import layout_for
     from reports.views import simulation_to_dict
+    inputs = {"--model": kw.get("model_name"), "--system": kw.get("system_name"),
+              "--calibration": kw.get("calibration_path"),
+              "--from-megatron": kw.get("from_megatron")}
     model, system = resolve_inputs(kw)
     pins = pins_from(kw)
     counts = kw["nodes"] or [None]
@@ -224,6 +227,7 @@ def simulate(**kw):
             raise SpecError("trace", "one trace file is one iteration: give one node count "
                                      "with --trace")
         target(kw["trace_path"], "trace")      # a path that cannot be written: before any work
+        not_an_input(kw["trace_path"], "trace", inputs)
     # every count's layout first: one that cannot run is said before any simulation
     estimates = [layout_for(model, system, nodes=n, global_batch=kw["global_batch"], pins=pins)
                  for n in counts]

@@ -80,11 +80,16 @@ def sweep(sweep_file, out, restart, workers, html_out, list_only, quiet, as_json
     if world:
         from mpi4py import MPI
         rank = MPI.COMM_WORLD.Get_rank()
-    from fpcore.atomic import target
+    from fpcore.atomic import not_an_input, target
     spec = read_sweep(sweep_file)
     out = out or _default_out(sweep_file)
+    not_an_input(out, "out", {"sweep": spec.path})
     if html_out is not None:
         target(html_out, "html")
+        not_an_input(html_out, "html", {"sweep": spec.path})
+        if os.path.realpath(html_out) == os.path.realpath(out):
+            raise SpecError("html", f"{html_out:.200} is the --out results file; give "
+                                    f"another path")
     if list_only:
         if rank == 0:
             _list(spec)

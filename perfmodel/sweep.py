@@ -188,6 +188,12 @@ def _parse_torus(where: str, value) -> tuple[int, ...]:
 KNOBS: dict[str, Knob] = {}
 
 
+# The most a knob's value or a price may be (past them a point's cost or power is no
+# number a record can hold): the prices as plan's (perfmodel.plan.MAX_PRICE).
+MAX_KNOB = 1e12
+MAX_PRICE = 1e9
+
+
 def _knob(*args) -> None:
     k = Knob(*args)
     KNOBS[k.name] = k
@@ -364,7 +370,7 @@ def _values(where: str, raw, knob: Knob) -> tuple:
         elif knob.integer:
             v = check_int(here, v, hi=10_000_000)
         else:
-            v = rounded(check_float(here, v))
+            v = rounded(check_float(here, v, hi=MAX_KNOB))
         values.append(v)
     if len(set(values)) != len(values):
         raise SpecError(where, "lists a value twice (each point would be run twice)")
@@ -452,13 +458,13 @@ def _cost(where: str, raw) -> Cost:
         raise SpecError(f"{where}.shares", f"must add up to at most 1 (the rest of the node "
                                            f"price does not scale); got {sum(shares.values()):g}")
     return Cost(node_hour_price=check_float(f"{where}.node_hour_price",
-                                            raw.get("node_hour_price", 1.0)),
+                                            raw.get("node_hour_price", 1.0), hi=MAX_PRICE),
                 currency=check_str(f"{where}.currency", raw.get("currency", "base node-hours"),
                                    max_len=40),
                 shares=tuple(sorted(shares.items())),
                 energy_price_per_mwh=check_float(f"{where}.energy_price_per_mwh",
                                                  raw.get("energy_price_per_mwh", 0.0),
-                                                 lo_open=False),
+                                                 lo_open=False, hi=MAX_PRICE),
                 source=check_str(f"{where}.source", raw.get("source", "[A] the sweep file's "
                                                                       "prices")))
 
@@ -531,6 +537,9 @@ def read_sweep(path: str | os.PathLike, field_name: str = "sweep file") -> Sweep
                                                       f"{e}") from None
         if "nodes" not in vary:
             base.check_nodes(min(sweep.budget, base.network.nodes), "sweep.nodes")
+        if sweep.constraints.mw is not None and not base.node.power_w and "power_w" not in vary:
+            raise SpecError("constraints.mw", f"needs a node's power, which {base.name} does "
+                                              f"not give (node.power_w is 0): vary power_w")
         from .search import check_pins
         for i, run in enumerate(sweep.models):
             try:
@@ -575,7 +584,7 @@ def point_system(sweep: Sweep, values: dict):
                                          f"{len(base.network.shape)}")
         if name not in NOT_SYSTEM:
             knob.write(table, value, base, f"[sweep] {name} = {value} ({where})")
-    if "nodes" in values:
+    if "nodes" in values and "torus" not in values:     # (a torus given is the machine)
         _write_nodes(table, values["nodes"], base, f"[sweep] nodes = {values['nodes']} ({where})")
     system = system_from_table(sweep.system_name, table, sweep.system_where, stack=sweep.stack)
     if sweep.network == "analytic":

@@ -116,8 +116,9 @@ class FittedCollectives:
             if source in fitted:
                 return (source, *fitted[source])
         needed = " or ".join(repr(s) for s in PARAMETER_SOURCES[op])
-        raise ValueError(f"no fit for {needed} (needed by {op}); fitted: "
-                         f"{', '.join(o for o, _, _ in self.fits)}")
+        raise SpecError("calibration", f"{self.name}: no fit for {needed} (needed by {op}); "
+                                       f"fitted: {', '.join(o for o, _, _ in self.fits)}: "
+                                       f"`fugakuperf calibrate` measures every collective")
 
     def collective(self, op: str, dim: str, job: JobShape, nbytes: float) -> CollectiveCost:
         if op == "p2p":

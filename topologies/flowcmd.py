@@ -43,6 +43,7 @@ CONVENTIONS = {
                            "coordinate n/2, which goes '-' (toward 0), as SimGrid's torus"},
 }
 MAX_NODES = 10_000_000
+MAX_AXES = 16                 # a torus of more dimensions than any machine (Tofu has 6)
 # the most bytes (1 EB) or seconds a flow may give: with links of at least 1 byte/s
 # shared by at most MAX_FLOWS flows, every finish time stays a finite float
 MAX_VALUE = 1e18
@@ -56,6 +57,8 @@ def torus_from_text(text: str, wrap: str | None = None) -> Torus:
     except ValueError:
         raise SpecError("shape", f"must be sizes joined by x, e.g. 24x2x24x2x3x2 (with "
                                  f":torus or :mesh); got {str(text)[:60]!r}") from None
+    if len(shape) > MAX_AXES:
+        raise SpecError("shape", f"has {len(shape)} axes; at most {MAX_AXES}")
     if not shape or any(n < 1 for n in shape) or math.prod(shape) > MAX_NODES:
         raise SpecError("shape", f"needs axes of at least 1 node and at most {MAX_NODES:,} "
                                  f"nodes in all; got {str(text)[:60]!r}")
