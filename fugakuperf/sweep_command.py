@@ -92,7 +92,7 @@ def sweep(sweep_file, out, restart, workers, html_out, list_only, quiet, as_json
                                     f"another path")
     if list_only:
         if rank == 0:
-            _list(spec)
+            _list(spec, as_json)
         return
     problem, done = None, 0
     if rank == 0:
@@ -165,11 +165,22 @@ def _run_mpi(spec, out, restart, progress):
                    local_share=True)
 
 
-def _list(spec) -> None:
+def _list(spec, as_json: bool = False) -> None:
     base = spec.base_values()
+    from perfmodel.sweep import KNOBS
+    if as_json:
+        from fpcore.readers import dumps
+        click.echo(dumps({
+            "title": spec.title, "points": spec.points, "design": spec.design,
+            "system": spec.system_name,
+            "knobs": [{"name": name, "unit": KNOBS[name].unit, "values": list(values),
+                       "base": base[name]} for name, values in spec.knobs],
+            "models": [{"label": m.label, "params": m.model.params, "tokens": m.tokens,
+                        "global_batch": m.global_batch, "precisions": list(m.precisions)}
+                       for m in spec.models]}, indent=2))
+        return
     click.echo(f"{spec.title}: {spec.points:,} hardware points ({spec.design}) on "
                f"{spec.system_name}, {len(spec.models)} model(s)")
-    from perfmodel.sweep import KNOBS
     for name, values in spec.knobs:
         k = KNOBS[name]
         shown = ", ".join(map(str, values[:8])) + (" ..." if len(values) > 8 else "")

@@ -51,6 +51,15 @@ def test_list_names_the_knobs_models_and_points(sweep_file):
     assert result.stdout.startswith("tiny: 3 hardware points (one-at-a-time) on fugaku")
     assert "fp16_tflops" in result.stdout and "(base 13.5168)" in result.stdout
     assert "model gpt-" in result.stdout
+    # the same with --json, for scripts
+    result = run(str(sweep_file), "--list", "--json")
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    assert (d["title"], d["points"], d["design"], d["system"]) == ("tiny", 3, "one-at-a-time",
+                                                                   "fugaku")
+    fp16 = next(k for k in d["knobs"] if k["name"] == "fp16_tflops")
+    assert fp16["base"] == pytest.approx(13.5168) and fp16["unit"] == "TFLOP/s"
+    assert d["models"] and d["models"][0]["label"].startswith("gpt-")
 
 
 def test_json_summary_and_the_results_file(sweep_file, tmp_path):
